@@ -1,0 +1,98 @@
+// Tally's keys: certificates on disk (ZeroMQ ZPL certificate format), the roster, secrets.
+//
+// A party has two keypairs: a CURVE keypair for the transport (node <-> broker) and an
+// X25519 keypair for end-to-end sealing (node <-> node). A key folder holds
+//   public/NAME.key          curve/public-key (Z85), metadata name, role, seal-public-key
+//   private/NAME.key_secret  the same, plus curve/secret-key and seal/seal-secret-key
+// (mode 0600, folder 0700). The roster is the set of public certificates: the broker's
+// allowlist and every node's address book.
+//
+// Secrets live in sodium_malloc'd memory (locked where the OS allows), are compared in
+// constant time and wiped when dropped. Nothing here logs.
+// Thread-compatible.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "schema/status.h"
+
+namespace tally {
+
+using PublicKey = std::array<uint8_t, 32>;
+
+enum class Role : uint8_t { kPatient, kHospital, kBroker };
+std::string_view RoleName(Role role);  // "patient", "hospital", "broker"
+
+// 32 secret bytes in guarded memory. Move-only; zeroed and freed on destruction.
+class SecretKey {
+ public:
+  SecretKey();  // allocates; all zero
+  SecretKey(SecretKey&& other) noexcept;
+  SecretKey& operator=(SecretKey&& other) noexcept;
+  SecretKey(const SecretKey&) = delete;
+  SecretKey& operator=(const SecretKey&) = delete;
+  ~SecretKey();
+
+  uint8_t* data() { return bytes_; }
+  const uint8_t* data() const { return bytes_; }
+  static constexpr size_t size() { return 32; }
+
+ private:
+  uint8_t* bytes_ = nullptr;
+};
+
+struct Certificate {
+  std::string name;
+  Role role = Role::kPatient;
+  PublicKey curve_public{};
+  PublicKey seal_public{};
+};
+
+struct SecretCertificate {
+  Certificate pub;
+  SecretKey curve_secret;
+  SecretKey seal_secret;
+};
+
+class Roster {
+ public:
+  Roster() = default;
+  explicit Roster(std::vector<Certificate> certs);  // sorted by name
+
+  const std::vector<Certificate>& all() const { return certs_; }
+  const Certificate* Find(std::string_view name) const;
+  const Certificate* FindByCurveKey(const PublicKey& key) const;
+  std::vector<std::string> Names(Role role) const;  // sorted
+  // BLAKE2b-256 over every certificate's name, role and both public keys, in name order; hex.
+  std::string Fingerprint() const;
+
+ private:
+  std::vector<Certificate> certs_;
+};
+
+// Loads DIR/public/*.key. Fails on an unreadable or malformed certificate (naming the file),
+// a file name that does not match its metadata name, duplicate keys, or an empty roster.
+Result<Roster> LoadRoster(const std::filesystem::path& dir);
+// Loads DIR/private/NAME.key_secret. Refuses a file group or others can read or write.
+Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::string_view name);
+
+// Creates both keypairs for NAME and writes its two files. Without `force`, an existing secret
+// file is never overwritten (error). Creates DIR/public (0755) and DIR/private (0700).
+Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Role role,
+                     bool force);
+
+// Parsing and formatting of the certificate text, exposed for tests and tools.
+Result<Certificate> ParsePublicCertificate(std::string_view text);
+Result<SecretCertificate> ParseSecretCertificate(std::string_view text);
+std::string FormatPublicCertificate(const Certificate& cert);
+std::string FormatSecretCertificate(const SecretCertificate& cert);
+
+std::string Z85Encode(const uint8_t* bytes, size_t size);  // REQUIRES: size % 4 == 0
+Result<PublicKey> Z85DecodeKey(std::string_view text);     // 40 characters -> 32 bytes
+
+}  // namespace tally

@@ -1,0 +1,115 @@
+// Capture files (.tcap): the broker's append-only transcript of one round.
+//
+// Layout (schema/PROTOCOL.md, "Capture format"): the 8-byte magic "TALLYCAP", a u32
+// little-endian format version, then records. Each record is
+//   u32 LE body length | u8 record type | body (one msgpack array) | u32 LE CRC-32 of type+body
+// The first record is the header, the last (for a round that ended) the trailer. A capture
+// holds only what the broker saw: routing headers and sealed bytes, never plaintext.
+//
+// Thread-compatible: one writer per file; readers work on bytes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "schema/schema.h"
+#include "schema/status.h"
+
+namespace tally {
+
+enum class CaptureRecordType : uint8_t {
+  kHeader = 1, kEnvelope = 2, kRejected = 3, kPhase = 4, kTrailer = 5,
+};
+
+struct CaptureHeader {
+  uint32_t format_version = kCaptureFormatVersion;
+  RoundId round{};
+  uint64_t ticket = 0;
+  std::string hospital;
+  uint64_t range = 0;
+  uint32_t length = 1;
+  std::vector<std::string> participants;
+  std::string roster_fingerprint;  // hex, keys/keys.h Roster::Fingerprint()
+  int64_t opened_unix_ms = 0;      // wall clock when the round opened
+  bool operator==(const CaptureHeader&) const = default;
+};
+
+// An envelope the broker routed: the frame exactly as received and forwarded.
+struct CaptureEnvelope {
+  uint64_t t_us = 0;  // microseconds since the round opened (monotonic clock)
+  std::vector<uint8_t> frame;
+  bool operator==(const CaptureEnvelope&) const = default;
+};
+
+// A message the broker dropped during the round, with why. No payload bytes are kept.
+struct CaptureRejected {
+  uint64_t t_us = 0;
+  std::string sender;  // authenticated name
+  std::string reason;
+  uint64_t size = 0;   // bytes of the dropped frame
+  bool operator==(const CaptureRejected&) const = default;
+};
+
+struct CapturePhase {
+  uint64_t t_us = 0;
+  Phase phase = Phase::kOpen;
+  uint64_t seq = 0;
+  std::string reason;
+  bool operator==(const CapturePhase&) const = default;
+};
+
+struct CaptureTrailer {
+  uint64_t t_us = 0;
+  bool done = false;      // true: the round completed; false: aborted
+  std::string reason;     // abort reason
+  uint64_t envelopes = 0; // envelope records written
+  uint64_t rejected = 0;  // rejected records written
+  bool operator==(const CaptureTrailer&) const = default;
+};
+
+using CaptureRecord =
+    std::variant<CaptureHeader, CaptureEnvelope, CaptureRejected, CapturePhase, CaptureTrailer>;
+
+// Appends records to one capture file. Move-only; closes (without fsync) on destruction.
+class CaptureWriter {
+ public:
+  // Creates `path` (mode 0640, fails if it exists) and writes the magic and header.
+  static Result<CaptureWriter> Create(const std::filesystem::path& path,
+                                      const CaptureHeader& header);
+  CaptureWriter(CaptureWriter&& other) noexcept;
+  CaptureWriter& operator=(CaptureWriter&& other) noexcept;
+  CaptureWriter(const CaptureWriter&) = delete;
+  CaptureWriter& operator=(const CaptureWriter&) = delete;
+  ~CaptureWriter();
+
+  Status Append(const CaptureRecord& record);
+  // Appends the trailer, fsyncs the file and its folder, closes.
+  Status Finish(const CaptureTrailer& trailer);
+
+ private:
+  explicit CaptureWriter(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+// What a reader made of a capture: every record it could read, and where it stopped.
+struct CaptureContents {
+  std::vector<CaptureRecord> records;
+  std::vector<uint64_t> offsets;  // file offset of each record
+  // Empty when the whole file was read cleanly. Otherwise why reading stopped, at
+  // error_offset (e.g. "truncated record", "CRC mismatch", "unknown record type 9").
+  std::string error;
+  uint64_t error_offset = 0;
+  bool ok() const { return error.empty(); }
+};
+
+// Never throws and never stops at the first bad byte without saying where.
+CaptureContents ReadCapture(std::span<const uint8_t> bytes);
+Result<CaptureContents> ReadCaptureFile(const std::filesystem::path& path);
+
+std::vector<uint8_t> EncodeRecord(const CaptureRecord& record);  // one framed record
+
+}  // namespace tally

@@ -1,0 +1,40 @@
+// Protocol constants: every number the wire, the capture format and the round share.
+// schema/PROTOCOL.md documents each of them for implementers in other languages.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace tally {
+
+inline constexpr uint32_t kProtocolVersion = 1;      // first element of every wire message
+inline constexpr size_t kRoundIdSize = 16;           // 128-bit random round ids
+inline constexpr size_t kMaxNameLength = 32;         // party names: [a-z0-9_-]{1,32}
+inline constexpr size_t kMaxParticipants = 1000;     // patients in one round
+inline constexpr uint32_t kMaxVectorLength = 1u << 20;  // elements per input (8 MiB of u64)
+inline constexpr size_t kMaxReasonLength = 200;      // abort / refuse / notice reasons
+inline constexpr size_t kSealNonceSize = 24;         // XChaCha20-Poly1305 nonce
+inline constexpr size_t kSealTagSize = 16;           // Poly1305 tag
+inline constexpr size_t kSealOverhead = kSealNonceSize + kSealTagSize;
+// Bytes a sealed payload adds around its values blob (msgpack array header, version, kind,
+// bin header) — a generous bound used to size limits, not an exact figure.
+inline constexpr size_t kPayloadOverhead = 64;
+// Bytes an envelope adds around its sealed payload: header fields and msgpack framing.
+inline constexpr size_t kEnvelopeOverhead = 256;
+
+inline constexpr uint32_t kCaptureFormatVersion = 1;
+
+using RoundId = std::array<uint8_t, kRoundIdSize>;
+
+// Largest sealed payload for vectors of `length` elements.
+constexpr size_t MaxSealedSize(uint32_t length) {
+  return size_t{length} * 8 + kPayloadOverhead + kSealOverhead;
+}
+// Largest wire message for vectors of `length` elements and `participants` names:
+// what ZMQ_MAXMSGSIZE is set from.
+constexpr size_t MaxMessageSize(uint32_t length, size_t participants = kMaxParticipants) {
+  return MaxSealedSize(length) + kEnvelopeOverhead + participants * (kMaxNameLength + 2);
+}
+
+}  // namespace tally

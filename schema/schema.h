@@ -1,0 +1,125 @@
+// Tally's wire schema: the msgpack messages of the round protocol and their strict decoder.
+//
+// Every message is one ZeroMQ frame holding one msgpack array whose first element is the
+// protocol version and whose second is the message type name; the remaining elements are
+// positional fields (schema/PROTOCOL.md lists them). Decoding is strict and bounded: an
+// unknown version or type, a wrong field type, a missing or extra field, trailing bytes, or a
+// size over the caller's Limits is a Status error with a clear reason. No exception escapes.
+//
+// Thread-safety: free functions on values; safe from any thread.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "schema/protocol.h"
+#include "schema/status.h"
+
+namespace tally {
+
+// What a sealed envelope carries. Wire names: "share", "partial".
+enum class EnvelopeKind : uint8_t { kShare = 1, kPartial = 2 };
+// A round's phase as published by the coordinator. Wire names: "open", "share", "sum",
+// "done", "abort".
+enum class Phase : uint8_t { kOpen = 1, kShare = 2, kSum = 3, kDone = 4, kAbort = 5 };
+
+std::string_view KindName(EnvelopeKind kind);
+std::string_view PhaseName(Phase phase);
+
+// Hospital -> broker: please run a round. `participants` empty means every patient in the
+// roster. `ticket` is the hospital's own number for the request, echoed in the phase updates.
+struct Request {
+  uint64_t ticket = 0;
+  uint64_t range = 0;   // inputs lie in [0, range]
+  uint32_t length = 1;  // elements per input; 1 for a scalar
+  std::vector<std::string> participants;
+  bool operator==(const Request&) const = default;
+};
+
+// Patient -> broker: I take part in this round.
+struct Join {
+  RoundId round{};
+  bool operator==(const Join&) const = default;
+};
+
+// Patient -> broker: I cannot take part (e.g. my input does not fit the round). The reason
+// never contains the input.
+struct Refuse {
+  RoundId round{};
+  std::string reason;
+  bool operator==(const Refuse&) const = default;
+};
+
+// Node -> broker -> node: a sealed payload with its plaintext routing header. The broker
+// checks `from` against the sender's authenticated identity and forwards the same bytes.
+struct Envelope {
+  EnvelopeKind kind = EnvelopeKind::kShare;
+  RoundId round{};
+  std::string from;
+  std::string to;
+  std::vector<uint8_t> sealed;  // nonce || ciphertext || tag (nodes/seal.h)
+  bool operator==(const Envelope&) const = default;
+};
+
+// Hospital -> broker: the round's result is on disk. Carries no value.
+struct Ack {
+  RoundId round{};
+  bool operator==(const Ack&) const = default;
+};
+
+// Broker -> everyone (phase channel, and nowhere else): the whole current state of one round.
+// Idempotent: receiving the same update twice changes nothing; `seq` grows with every change
+// the broker publishes, across rounds.
+struct PhaseUpdate {
+  RoundId round{};
+  Phase phase = Phase::kOpen;
+  uint64_t seq = 0;
+  uint64_t ticket = 0;        // the hospital's Request.ticket
+  std::string hospital;       // who requested the round and receives the partials
+  uint64_t range = 0;
+  uint32_t length = 1;
+  std::vector<std::string> participants;  // the patients, in sharing order
+  uint32_t deadline_ms = 0;   // each phase's deadline, counted from the phase's start
+  std::string reason;         // why the round aborted; empty otherwise
+  bool operator==(const PhaseUpdate&) const = default;
+};
+
+// Broker -> one node over the router: your message was not accepted (e.g. a request refused
+// or a round queue full). `ticket` names the request when there is one, else 0.
+struct Notice {
+  uint64_t ticket = 0;
+  std::string reason;
+  bool operator==(const Notice&) const = default;
+};
+
+using Message = std::variant<Request, Join, Refuse, Envelope, Ack, PhaseUpdate, Notice>;
+
+struct Limits {
+  size_t max_message_bytes = MaxMessageSize(kMaxVectorLength);
+  uint32_t max_length = kMaxVectorLength;        // Request/PhaseUpdate.length
+  size_t max_participants = kMaxParticipants;
+  size_t max_sealed_bytes = MaxSealedSize(kMaxVectorLength);
+};
+
+std::vector<uint8_t> Encode(const Message& message);
+Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits = {});
+
+// The plaintext inside a sealed envelope: [version, kind name, values as a bin of
+// little-endian u64]. Decoding checks the version, the kind and the exact length.
+std::vector<uint8_t> EncodePayload(EnvelopeKind kind, std::span<const uint64_t> values);
+Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,
+                                            uint32_t length);
+
+// Party names: [a-z0-9_-]{1,32}.
+bool ValidName(std::string_view name);
+// Reasons travel as text: at most kMaxReasonLength printable ASCII characters.
+bool ValidReason(std::string_view reason);
+
+std::string RoundHex(const RoundId& round);
+Result<RoundId> RoundFromHex(std::string_view hex);
+
+}  // namespace tally
