@@ -1,1 +1,628 @@
-// placeholder
+// The broker: ZAP allowlist, router, phase channel and round coordinator in one poll loop.
+#include "broker/broker.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+#include <zmq.hpp>
+
+#include "keys/keys.h"
+#include "schema/capture.h"
+#include "schema/schema.h"
+
+namespace tally {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
+constexpr const char* kZapDomain = "tally";
+constexpr int kMaxBatch = 256;           // messages drained per socket per loop turn
+constexpr auto kStopCheck = std::chrono::milliseconds(100);  // longest poll wait
+
+std::string Quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  }
+  return out + "\"";
+}
+
+// "a, b and c" with at most `max` names, then "and N more".
+std::string JoinList(const std::vector<std::string>& items, size_t max = 3) {
+  std::string out;
+  size_t shown = std::min(items.size(), max);
+  for (size_t i = 0; i < shown; ++i) {
+    if (i > 0) out += (i + 1 == shown && shown == items.size()) ? " and " : ", ";
+    out += items[i];
+  }
+  if (items.size() > shown) out += " and " + std::to_string(items.size() - shown) + " more";
+  return out;
+}
+
+struct Round {
+  RoundId id{};
+  uint64_t ticket = 0;
+  std::string hospital;
+  uint64_t range = 0;
+  uint32_t length = 1;
+  std::vector<std::string> participants;
+  Phase phase = Phase::kOpen;
+  Clock::time_point opened;
+  Clock::time_point phase_deadline;
+  std::set<std::string> joined;
+  std::set<std::pair<std::string, std::string>> shares;  // (from, to) routed
+  std::set<std::string> partials;                        // senders routed
+  std::optional<CaptureWriter> capture;
+  uint64_t envelopes = 0;
+  uint64_t rejected = 0;
+
+  bool IsParticipant(std::string_view name) const {
+    for (const auto& p : participants)
+      if (p == name) return true;
+    return false;
+  }
+  uint64_t Micros(Clock::time_point now) const {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - opened).count());
+  }
+};
+
+struct PendingRequest {
+  std::string hospital;
+  Request request;
+};
+
+void SetCommonOptions(zmq::socket_t& s, int64_t max_message) {
+  s.set(zmq::sockopt::linger, 200);
+  s.set(zmq::sockopt::maxmsgsize, max_message);
+  s.set(zmq::sockopt::handshake_ivl, 5000);
+  s.set(zmq::sockopt::zap_domain, kZapDomain);
+}
+
+}  // namespace
+
+class Broker::Impl {
+ public:
+  Impl(const BrokerOptions& options, LogSink log)
+      : options_(options), log_(std::move(log)), limits_(MakeLimits(options)) {}
+
+  Status Init() {
+    if (sodium_init() < 0) return Status::Error("libsodium failed to initialise");
+    auto roster = LoadRoster(options_.keys_dir);
+    if (!roster.ok()) return roster.status();
+    roster_ = std::move(roster.value());
+    auto secret = LoadSecret(options_.keys_dir, "broker");
+    if (!secret.ok()) return secret.status();
+    if (secret->pub.role != Role::kBroker)
+      return Status::Error("private/broker.key_secret: role is not broker");
+    if (roster_.Names(Role::kHospital).empty())
+      return Status::Error("the roster has no hospital");
+
+    std::error_code ec;
+    std::filesystem::create_directories(options_.captures_dir, ec);
+    if (ec)
+      return Status::Error("cannot create captures folder " + options_.captures_dir.string() +
+                           ": " + ec.message());
+
+    try {
+      // Fail closed: the ZAP handler exists before any CURVE socket binds.
+      zap_.bind(kZapEndpoint);
+      const int64_t max_message = static_cast<int64_t>(MaxMessageSize(options_.max_length));
+      for (zmq::socket_t* s : {&router_, &phases_}) {
+        SetCommonOptions(*s, max_message);
+        s->set(zmq::sockopt::curve_server, true);
+        s->set(zmq::sockopt::curve_secretkey,
+               zmq::const_buffer(secret->curve_secret.data(), secret->curve_secret.size()));
+      }
+      router_.set(zmq::sockopt::router_mandatory, true);
+      router_.set(zmq::sockopt::sndhwm, 100000);
+      phases_.set(zmq::sockopt::xpub_verbose, true);
+      phases_.set(zmq::sockopt::maxmsgsize, int64_t{1024});  // inbound: subscriptions only
+      router_.bind(options_.router_endpoint);
+      phases_.bind(options_.phases_endpoint);
+      router_bound_ = router_.get(zmq::sockopt::last_endpoint);
+      phases_bound_ = phases_.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return Status::Error(std::string("cannot bind: ") + e.what());
+    }
+    Log("event=start router=" + router_bound_ + " phases=" + phases_bound_ +
+        " parties=" + std::to_string(roster_.all().size()) +
+        " roster=" + roster_.Fingerprint().substr(0, 16));
+    return Status::Ok();
+  }
+
+  Status Run() {
+    zmq::pollitem_t items[] = {{zap_.handle(), 0, ZMQ_POLLIN, 0},
+                               {router_.handle(), 0, ZMQ_POLLIN, 0},
+                               {phases_.handle(), 0, ZMQ_POLLIN, 0}};
+    while (!stop_.load()) {
+      auto timeout = kStopCheck;
+      if (round_) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(round_->phase_deadline -
+                                                                          Clock::now());
+        timeout = std::clamp(left, std::chrono::milliseconds(0), kStopCheck);
+      }
+      try {
+        zmq::poll(items, 3, timeout);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;  // a signal: the loop condition decides
+        return Status::Error(std::string("poll failed: ") + e.what());
+      }
+      if (items[0].revents & ZMQ_POLLIN) ServeZap();
+      if (items[1].revents & ZMQ_POLLIN) ServeRouter();
+      if (items[2].revents & ZMQ_POLLIN) ServeSubscriptions();
+      CheckDeadline();
+    }
+    if (round_) Abort("broker shutting down");
+    Log("event=stop routed=" + std::to_string(counters_.routed.load()) +
+        " rejected=" + std::to_string(counters_.rejected.load()));
+    return Status::Ok();
+  }
+
+  void Stop() { stop_.store(true); }
+
+  BrokerCounters counters() const {
+    return {counters_.routed.load(), counters_.rejected.load(), counters_.rounds_done.load(),
+            counters_.rounds_aborted.load(), counters_.auth_denied.load()};
+  }
+
+  const std::string& router_bound() const { return router_bound_; }
+  const std::string& phases_bound() const { return phases_bound_; }
+
+ private:
+  static Limits MakeLimits(const BrokerOptions& o) {
+    Limits l;
+    l.max_length = o.max_length;
+    l.max_sealed_bytes = MaxSealedSize(o.max_length);
+    l.max_message_bytes = MaxMessageSize(o.max_length);
+    return l;
+  }
+
+  void Log(const std::string& fields) {
+    if (log_) log_("broker " + fields);
+  }
+
+  // --- ZAP: admit roster members only, and name them --------------------------------------
+
+  void ServeZap() {
+    for (int i = 0; i < kMaxBatch; ++i) {
+      std::vector<zmq::message_t> frames;
+      try {
+        zmq::message_t m;
+        if (!zap_.recv(m, zmq::recv_flags::dontwait)) return;
+        frames.push_back(std::move(m));
+        while (frames.back().more() && frames.size() < 8) {
+          zmq::message_t next;
+          (void)zap_.recv(next);
+          frames.push_back(std::move(next));
+        }
+      } catch (const zmq::error_t& e) {
+        Log(std::string("event=zap-error error=") + Quote(e.what()));
+        return;
+      }
+      std::string status = "400", text = "key not in roster", user;
+      std::string request_id = frames.size() > 1 ? frames[1].to_string() : "";
+      // Frames: version, request id, domain, address, identity, mechanism, credentials...
+      if (frames.size() >= 7 && frames[0].to_string() == "1.0" &&
+          frames[5].to_string() == "CURVE" && frames[6].size() == 32) {
+        PublicKey key;
+        std::memcpy(key.data(), frames[6].data(), 32);
+        if (const Certificate* c = roster_.FindByCurveKey(key);
+            c != nullptr && c->role != Role::kBroker) {
+          status = "200";
+          text = "OK";
+          user = c->name;
+        }
+      } else {
+        text = "unsupported mechanism";
+      }
+      if (status != "200") {
+        ++counters_.auth_denied;
+        Log("event=auth-denied address=" + (frames.size() > 3 ? frames[3].to_string() : "?") +
+            " reason=" + Quote(text));
+      }
+      try {
+        zap_.send(zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+        zap_.send(zmq::buffer(request_id), zmq::send_flags::sndmore);
+        zap_.send(zmq::buffer(status), zmq::send_flags::sndmore);
+        zap_.send(zmq::buffer(text), zmq::send_flags::sndmore);
+        zap_.send(zmq::buffer(user), zmq::send_flags::sndmore);
+        zap_.send(zmq::const_buffer("", 0), zmq::send_flags::none);
+      } catch (const zmq::error_t& e) {
+        Log(std::string("event=zap-error error=") + Quote(e.what()));
+      }
+    }
+  }
+
+  // --- Router -----------------------------------------------------------------------------
+
+  void ServeRouter() {
+    for (int i = 0; i < kMaxBatch; ++i) {
+      zmq::message_t id, body;
+      std::string sender;
+      size_t extra_frames = 0;
+      try {
+        if (!router_.recv(id, zmq::recv_flags::dontwait)) return;
+        if (!id.more()) continue;  // cannot happen on ROUTER; ignore
+        (void)router_.recv(body);
+        // A bounded drain of unexpected extra frames: the protocol sends exactly one.
+        while (body.more()) {
+          zmq::message_t extra;
+          (void)router_.recv(extra);
+          ++extra_frames;
+          if (!extra.more()) break;
+        }
+        const char* user = body.gets("User-Id");
+        sender = user ? user : "";
+      } catch (const zmq::error_t& e) {
+        Log(std::string("event=recv-error error=") + Quote(e.what()));
+        continue;
+      }
+      if (sender.empty() || roster_.Find(sender) == nullptr) {
+        Reject("?", "no authenticated identity", body.size());
+        continue;
+      }
+      routes_[sender] = std::string(static_cast<const char*>(id.data()), id.size());
+      if (extra_frames > 0) {
+        Reject(sender, "expected one frame, got " + std::to_string(extra_frames + 1), body.size());
+        continue;
+      }
+      auto span = std::span<const uint8_t>(static_cast<const uint8_t*>(body.data()), body.size());
+      auto decoded = Decode(span, limits_);
+      if (!decoded.ok()) {
+        Reject(sender, "malformed: " + decoded.message(), body.size());
+        continue;
+      }
+      Handle(sender, std::move(decoded.value()), body);
+    }
+  }
+
+  void Handle(const std::string& sender, Message message, zmq::message_t& frame) {
+    std::visit(
+        [&](auto& m) {
+          using T = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<T, Request>) {
+            OnRequest(sender, std::move(m), frame.size());
+          } else if constexpr (std::is_same_v<T, Join>) {
+            OnJoin(sender, m, frame.size());
+          } else if constexpr (std::is_same_v<T, Refuse>) {
+            OnRefuse(sender, m, frame.size());
+          } else if constexpr (std::is_same_v<T, Envelope>) {
+            OnEnvelope(sender, m, frame);
+          } else if constexpr (std::is_same_v<T, Ack>) {
+            OnAck(sender, m, frame.size());
+          } else {
+            Reject(sender, std::string("a node may not send ") +
+                               (std::is_same_v<T, PhaseUpdate> ? "phase" : "notice") + " messages",
+                   frame.size());
+          }
+        },
+        message);
+  }
+
+  void Reject(const std::string& sender, const std::string& reason, size_t size) {
+    ++counters_.rejected;
+    Log("event=reject from=" + sender + " reason=" + Quote(reason) + " size=" + std::to_string(size));
+    if (round_ && round_->capture) {
+      ++round_->rejected;
+      (void)round_->capture->Append(CaptureRejected{round_->Micros(Clock::now()), sender,
+                                                    reason.substr(0, kMaxReasonLength), size});
+    }
+  }
+
+  bool InRound(const std::string& sender, const RoundId& round, std::string_view what, size_t size) {
+    if (!round_ || round_->id != round) {
+      Reject(sender, std::string(what) + " for a round that is not active", size);
+      return false;
+    }
+    if (!round_->IsParticipant(sender) && sender != round_->hospital) {
+      Reject(sender, std::string(what) + " from a party not in the round", size);
+      return false;
+    }
+    return true;
+  }
+
+  void SendNotice(const std::string& to, uint64_t ticket, const std::string& reason) {
+    auto it = routes_.find(to);
+    if (it == routes_.end()) return;
+    auto bytes = Encode(Notice{ticket, reason.substr(0, kMaxReasonLength)});
+    try {
+      router_.send(zmq::buffer(it->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      Log("event=notice-undeliverable to=" + to + " error=" + Quote(e.what()));
+    }
+  }
+
+  void OnRequest(const std::string& sender, Request request, size_t size) {
+    const Certificate* cert = roster_.Find(sender);
+    auto refuse = [&](const std::string& why) {
+      Reject(sender, "round request refused: " + why, size);
+      SendNotice(sender, request.ticket, "round request refused: " + why);
+    };
+    if (cert->role != Role::kHospital) return refuse("only a hospital may request rounds");
+    if (request.length > options_.max_length)
+      return refuse("length " + std::to_string(request.length) + " exceeds the broker's limit " +
+                    std::to_string(options_.max_length));
+    if (request.participants.empty()) request.participants = roster_.Names(Role::kPatient);
+    for (const auto& p : request.participants) {
+      const Certificate* c = roster_.Find(p);
+      if (c == nullptr || c->role != Role::kPatient)
+        return refuse(p + " is not a patient in the roster");
+    }
+    if (request.participants.size() < 2)
+      return refuse("a round needs at least 2 patients (the sum of one is that input)");
+    // The aggregate must be computable without wrapping modulo 2^64.
+    if (request.range > UINT64_MAX / request.participants.size())
+      return refuse("range too large: the sum of " + std::to_string(request.participants.size()) +
+                    " inputs could exceed 2^64-1");
+    if (round_) {
+      if (queue_.size() >= options_.max_queue) return refuse("round queue full");
+      queue_.push_back({sender, std::move(request)});
+      Log("event=queued from=" + sender + " ticket=" + std::to_string(queue_.back().request.ticket) +
+          " position=" + std::to_string(queue_.size()));
+      return;
+    }
+    Open(sender, std::move(request));
+  }
+
+  void Open(const std::string& hospital, Request request) {
+    round_.emplace();
+    Round& r = *round_;
+    randombytes_buf(r.id.data(), r.id.size());
+    r.ticket = request.ticket;
+    r.hospital = hospital;
+    r.range = request.range;
+    r.length = request.length;
+    r.participants = std::move(request.participants);
+    r.opened = Clock::now();
+    CaptureHeader header;
+    header.round = r.id;
+    header.ticket = r.ticket;
+    header.hospital = r.hospital;
+    header.range = r.range;
+    header.length = r.length;
+    header.participants = r.participants;
+    header.roster_fingerprint = roster_.Fingerprint();
+    header.opened_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+    auto path = options_.captures_dir / (RoundHex(r.id) + ".tcap");
+    auto writer = CaptureWriter::Create(path, header);
+    Log("event=round-open round=" + RoundHex(r.id) + " hospital=" + hospital +
+        " ticket=" + std::to_string(r.ticket) + " patients=" + std::to_string(r.participants.size()) +
+        " length=" + std::to_string(r.length) + " range=" + std::to_string(r.range));
+    if (!writer.ok()) {
+      Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(writer.message()));
+      Advance(Phase::kOpen);
+      Abort("capture could not be written");
+      return;
+    }
+    r.capture.emplace(std::move(writer.value()));
+    Advance(Phase::kOpen);
+  }
+
+  void OnJoin(const std::string& sender, const Join& join, size_t size) {
+    if (!InRound(sender, join.round, "join", size)) return;
+    if (!round_->IsParticipant(sender)) return Reject(sender, "join from the hospital", size);
+    if (round_->phase != Phase::kOpen) return Reject(sender, "join after the join phase", size);
+    if (!round_->joined.insert(sender).second) return Reject(sender, "duplicate join", size);
+    if (round_->joined.size() == round_->participants.size()) Advance(Phase::kShare);
+  }
+
+  void OnRefuse(const std::string& sender, const Refuse& refuse, size_t size) {
+    if (!InRound(sender, refuse.round, "refusal", size)) return;
+    if (!round_->IsParticipant(sender)) return Reject(sender, "refusal from the hospital", size);
+    Abort(sender + " refused the round: " + refuse.reason);
+  }
+
+  void OnEnvelope(const std::string& sender, const Envelope& env, zmq::message_t& frame) {
+    const size_t size = frame.size();
+    if (env.from != sender)
+      return Reject(sender, "spoofed sender: header says " + env.from, size);
+    if (!InRound(sender, env.round, "envelope", size)) return;
+    Round& r = *round_;
+    const std::string link = env.from + "->" + env.to;
+    if (env.kind == EnvelopeKind::kShare) {
+      if (r.phase != Phase::kShare) return Reject(sender, "share outside the share phase", size);
+      if (!r.IsParticipant(env.from) || !r.IsParticipant(env.to) || env.from == env.to)
+        return Reject(sender, "share " + link + " is not a link of this round", size);
+      if (r.shares.count({env.from, env.to})) return Reject(sender, "duplicate share " + link, size);
+    } else {
+      if (r.phase != Phase::kShare && r.phase != Phase::kSum)
+        return Reject(sender, "partial outside the share and sum phases", size);
+      if (!r.IsParticipant(env.from) || env.to != r.hospital)
+        return Reject(sender, "partial " + link + " is not a link of this round", size);
+      if (r.partials.count(env.from)) return Reject(sender, "duplicate partial " + link, size);
+    }
+    auto route = routes_.find(env.to);
+    bool sent = false;
+    if (route != routes_.end()) {
+      try {
+        // The capture gets the frame exactly as routed; append before zmq takes the buffer.
+        if (r.capture) {
+          auto bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(frame.data()), size);
+          (void)r.capture->Append(
+              CaptureEnvelope{r.Micros(Clock::now()), std::vector<uint8_t>(bytes.begin(), bytes.end())});
+        }
+        router_.send(zmq::buffer(route->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+        sent = router_.send(frame, zmq::send_flags::dontwait).has_value();
+      } catch (const zmq::error_t&) {
+        sent = false;
+      }
+    }
+    if (!sent) {
+      Abort(std::string(KindName(env.kind)) + " " + link + " undeliverable: " + env.to +
+            " is not connected");
+      return;
+    }
+    ++counters_.routed;
+    ++r.envelopes;
+    if (env.kind == EnvelopeKind::kShare) {
+      r.shares.insert({env.from, env.to});
+      const size_t n = r.participants.size();
+      if (r.shares.size() == n * (n - 1)) Advance(Phase::kSum);
+    } else {
+      r.partials.insert(env.from);
+    }
+  }
+
+  void OnAck(const std::string& sender, const Ack& ack, size_t size) {
+    if (!InRound(sender, ack.round, "acknowledgement", size)) return;
+    Round& r = *round_;
+    if (sender != r.hospital) return Reject(sender, "acknowledgement from a patient", size);
+    if (r.partials.size() != r.participants.size())
+      return Reject(sender, "acknowledgement before every partial was routed", size);
+    Finish(Phase::kDone, "");
+  }
+
+  // --- Phases -----------------------------------------------------------------------------
+
+  PhaseUpdate Snapshot(const Round& r, const std::string& reason) const {
+    PhaseUpdate u;
+    u.round = r.id;
+    u.phase = r.phase;
+    u.seq = seq_;
+    u.ticket = r.ticket;
+    u.hospital = r.hospital;
+    u.range = r.range;
+    u.length = r.length;
+    u.participants = r.participants;
+    u.deadline_ms = options_.deadline_ms;
+    u.reason = reason;
+    return u;
+  }
+
+  void Publish(const PhaseUpdate& update) {
+    last_ = Encode(update);
+    try {
+      phases_.send(zmq::buffer(last_), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      Log("event=publish-error error=" + Quote(e.what()));
+    }
+  }
+
+  void Advance(Phase phase, const std::string& reason = "") {
+    Round& r = *round_;
+    r.phase = phase;
+    ++seq_;
+    auto now = Clock::now();
+    r.phase_deadline = now + std::chrono::milliseconds(options_.deadline_ms);
+    if (r.capture)
+      (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason});
+    Log("event=phase round=" + RoundHex(r.id) + " phase=" + std::string(PhaseName(phase)) +
+        " seq=" + std::to_string(seq_) + (reason.empty() ? "" : " reason=" + Quote(reason)));
+    Publish(Snapshot(r, reason));
+  }
+
+  void Abort(const std::string& reason) { Finish(Phase::kAbort, reason.substr(0, kMaxReasonLength)); }
+
+  void Finish(Phase phase, const std::string& reason) {
+    Advance(phase, reason);
+    Round& r = *round_;
+    if (r.capture) {
+      auto s = r.capture->Finish(CaptureTrailer{r.Micros(Clock::now()), phase == Phase::kDone,
+                                                reason, r.envelopes, r.rejected});
+      if (!s.ok()) Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
+    }
+    ++(phase == Phase::kDone ? counters_.rounds_done : counters_.rounds_aborted);
+    round_.reset();
+    if (!queue_.empty() && !stop_.load()) {
+      PendingRequest next = std::move(queue_.front());
+      queue_.pop_front();
+      Open(next.hospital, std::move(next.request));
+    }
+  }
+
+  void CheckDeadline() {
+    if (!round_ || Clock::now() < round_->phase_deadline) return;
+    Round& r = *round_;
+    std::vector<std::string> missing;
+    switch (r.phase) {
+      case Phase::kOpen:
+        for (const auto& p : r.participants)
+          if (!r.joined.count(p)) missing.push_back(p);
+        return Abort(JoinList(missing) + " did not join");
+      case Phase::kShare:
+        for (const auto& from : r.participants)
+          for (const auto& to : r.participants)
+            if (from != to && !r.shares.count({from, to})) missing.push_back(from + "->" + to);
+        return Abort((missing.size() == 1 ? "share " : "shares ") + JoinList(missing) + " not sent");
+      case Phase::kSum:
+        for (const auto& p : r.participants)
+          if (!r.partials.count(p)) missing.push_back(p);
+        if (!missing.empty())
+          return Abort((missing.size() == 1 ? "partial from " : "partials from ") +
+                       JoinList(missing) + " not sent");
+        return Abort(r.hospital + " did not acknowledge the result");
+      default:
+        return;
+    }
+  }
+
+  // A new subscription (XPUB_VERBOSE passes every one up): republish the current state, so a
+  // subscriber that connected late learns the phase without waiting for the next change.
+  void ServeSubscriptions() {
+    for (int i = 0; i < kMaxBatch; ++i) {
+      zmq::message_t m;
+      try {
+        if (!phases_.recv(m, zmq::recv_flags::dontwait)) return;
+      } catch (const zmq::error_t&) {
+        return;
+      }
+      if (m.size() >= 1 && static_cast<const uint8_t*>(m.data())[0] == 1 && !last_.empty()) {
+        try {
+          phases_.send(zmq::buffer(last_), zmq::send_flags::dontwait);
+        } catch (const zmq::error_t&) {
+        }
+      }
+    }
+  }
+
+  BrokerOptions options_;
+  LogSink log_;
+  Limits limits_;
+  Roster roster_;
+  zmq::context_t ctx_;
+  zmq::socket_t zap_{ctx_, zmq::socket_type::rep};
+  zmq::socket_t router_{ctx_, zmq::socket_type::router};
+  zmq::socket_t phases_{ctx_, zmq::socket_type::xpub};
+  std::string router_bound_, phases_bound_;
+  std::map<std::string, std::string> routes_;  // party name -> router routing id
+  std::optional<Round> round_;
+  std::deque<PendingRequest> queue_;
+  std::vector<uint8_t> last_;  // the last phase update published
+  uint64_t seq_ = 0;
+  std::atomic<bool> stop_{false};
+  struct {
+    std::atomic<uint64_t> routed{0}, rejected{0}, rounds_done{0}, rounds_aborted{0},
+        auth_denied{0};
+  } counters_;
+};
+
+Result<std::unique_ptr<Broker>> Broker::Create(const BrokerOptions& options, LogSink log) {
+  auto impl = std::make_unique<Impl>(options, std::move(log));
+  TALLY_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Broker>(new Broker(std::move(impl)));
+}
+
+Broker::Broker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Broker::~Broker() = default;
+const std::string& Broker::router_endpoint() const { return impl_->router_bound(); }
+const std::string& Broker::phases_endpoint() const { return impl_->phases_bound(); }
+Status Broker::Run() { return impl_->Run(); }
+void Broker::Stop() { impl_->Stop(); }
+BrokerCounters Broker::counters() const { return impl_->counters(); }
+
+}  // namespace tally

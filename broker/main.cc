@@ -1,1 +1,98 @@
-int main() { return 0; }
+// tally-broker: the CURVE router and round coordinator. Thin: flags, signals, Broker::Run.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "broker/broker.h"
+
+namespace {
+
+tally::Broker* g_broker = nullptr;
+void OnSignal(int) {
+  if (g_broker) g_broker->Stop();  // only stores an atomic flag: async-signal-safe
+}
+
+constexpr const char* kUsage =
+    "usage: tally-broker --keys DIR [--router ENDPOINT] [--phases ENDPOINT]\n"
+    "                    [--captures DIR] [--deadline-ms MS] [--max-length L]\n"
+    "\n"
+    "Routes sealed envelopes between the parties in DIR/public and runs their rounds.\n"
+    "  --keys DIR         key folder: private/broker.key_secret and the roster public/*.key\n"
+    "  --router ENDPOINT  where nodes send (default tcp://127.0.0.1:7700; port * = any free)\n"
+    "  --phases ENDPOINT  where phase changes are published (default tcp://127.0.0.1:7701)\n"
+    "  --captures DIR     one capture file per round (default captures)\n"
+    "  --deadline-ms MS   each phase's deadline before the round aborts (default 10000)\n"
+    "  --max-length L     largest vector length a round may ask for (default 1048576)\n"
+    "When ready it prints 'router ENDPOINT' and 'phases ENDPOINT' on stdout; logs go to stderr.\n"
+    "SIGINT/SIGTERM abort the active round and exit 0.\n";
+
+int Usage(const std::string& error) {
+  std::cerr << "tally-broker: " << error << "\n" << kUsage;
+  return 2;
+}
+
+bool ParseU32(const std::string& s, uint32_t min, uint32_t& out) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || errno != 0 || s[0] == '-' || v < min || v > UINT32_MAX)
+    return false;
+  out = static_cast<uint32_t>(v);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tally::BrokerOptions options;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (i + 1 >= argc) return Usage("missing value for " + flag);
+    std::string value = argv[++i];
+    if (flag == "--keys") {
+      options.keys_dir = value;
+    } else if (flag == "--router") {
+      options.router_endpoint = value;
+    } else if (flag == "--phases") {
+      options.phases_endpoint = value;
+    } else if (flag == "--captures") {
+      options.captures_dir = value;
+    } else if (flag == "--deadline-ms") {
+      if (!ParseU32(value, 1, options.deadline_ms)) return Usage("bad --deadline-ms " + value);
+    } else if (flag == "--max-length") {
+      if (!ParseU32(value, 1, options.max_length) || options.max_length > tally::kMaxVectorLength)
+        return Usage("bad --max-length " + value + " (1.." +
+                     std::to_string(tally::kMaxVectorLength) + ")");
+    } else {
+      return Usage("unknown option " + flag);
+    }
+  }
+  if (options.keys_dir.empty()) return Usage("--keys is required");
+
+  auto broker = tally::Broker::Create(options, [](const std::string& line) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  });
+  if (!broker.ok()) {
+    std::cerr << "tally-broker: " << broker.message() << "\n";
+    return 2;
+  }
+  g_broker = broker->get();
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::cout << "router " << (*broker)->router_endpoint() << "\n"
+            << "phases " << (*broker)->phases_endpoint() << std::endl;
+  auto status = (*broker)->Run();
+  g_broker = nullptr;
+  if (!status.ok()) {
+    std::cerr << "tally-broker: " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,1 +1,174 @@
-int main() { return 0; }
+// tally-node: a patient or the hospital. Thin: flags, signals, Node::Run, printing results.
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "nodes/node.h"
+#include "schema/schema.h"
+
+namespace {
+
+tally::Node* g_node = nullptr;
+void OnSignal(int) {
+  if (g_node) g_node->Stop();
+}
+
+constexpr const char* kUsage =
+    "usage: tally-node --keys DIR --name NAME [--router ENDPOINT] [--phases ENDPOINT] ...\n"
+    "\n"
+    "The role (patient or hospital) comes from NAME's certificate in DIR.\n"
+    "  --keys DIR            key folder (public/*.key roster, private/NAME.key_secret)\n"
+    "  --name NAME           this party\n"
+    "  --router ENDPOINT     broker router (default tcp://127.0.0.1:7700)\n"
+    "  --phases ENDPOINT     broker phase channel (default tcp://127.0.0.1:7701)\n"
+    "  --idle-timeout-ms MS  give up a round when nothing happens for MS (default 60000)\n"
+    "Patient:\n"
+    "  --value V             private input, an integer >= 0\n"
+    "  --input FILE          private input vector: one integer per line\n"
+    "  --once                exit after one round (0 done, 1 aborted); default: serve\n"
+    "Hospital:\n"
+    "  --range R             inputs lie in [0, R] (required)\n"
+    "  --length L            vector length (default 1: scalars)\n"
+    "  --participants a,b,c  patients in the round (default: every patient in the roster)\n"
+    "  --rounds K            rounds to run, one after another (default 1)\n"
+    "  --results FILE        append each result here, fsync'd before the round is\n"
+    "                        acknowledged (default results.jsonl)\n"
+    "  --json                print one JSON object per round instead of text\n"
+    "Exit: 0 success, 1 a round failed or aborted, 2 bad usage or configuration.\n";
+
+int Usage(const std::string& error) {
+  std::cerr << "tally-node: " << error << "\n" << kUsage;
+  return 2;
+}
+
+bool ParseU64(const std::string& s, uint64_t& out) {
+  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0') return false;
+  out = v;
+  return true;
+}
+
+bool ParseU32(const std::string& s, uint32_t min, uint32_t& out) {
+  uint64_t v;
+  if (!ParseU64(s, v) || v < min || v > UINT32_MAX) return false;
+  out = static_cast<uint32_t>(v);
+  return true;
+}
+
+// One integer per line; blank lines and lines starting with '#' are skipped.
+tally::Result<std::vector<uint64_t>> ReadInput(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return tally::Status::Error("cannot read " + path);
+  std::vector<uint64_t> values;
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    uint64_t v;
+    if (!ParseU64(line, v))
+      return tally::Status::Error(path + ":" + std::to_string(n) + ": not an integer >= 0");
+    if (values.size() >= tally::kMaxVectorLength)
+      return tally::Status::Error(path + ": more than " +
+                                  std::to_string(tally::kMaxVectorLength) + " values");
+    values.push_back(v);
+  }
+  if (values.empty()) return tally::Status::Error(path + ": no values");
+  return values;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tally::NodeOptions o;
+  bool json = false, have_value = false, have_input = false, have_range = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (flag == "--once") { o.once = true; continue; }
+    if (flag == "--json") { json = true; continue; }
+    if (i + 1 >= argc) return Usage("missing value for " + flag);
+    std::string v = argv[++i];
+    if (flag == "--keys") {
+      o.keys_dir = v;
+    } else if (flag == "--name") {
+      if (!tally::ValidName(v)) return Usage("bad --name " + v + " (want [a-z0-9_-]{1,32})");
+      o.name = v;
+    } else if (flag == "--router") {
+      o.router_endpoint = v;
+    } else if (flag == "--phases") {
+      o.phases_endpoint = v;
+    } else if (flag == "--idle-timeout-ms") {
+      if (!ParseU32(v, 1, o.idle_timeout_ms)) return Usage("bad --idle-timeout-ms " + v);
+    } else if (flag == "--value") {
+      uint64_t x;
+      if (!ParseU64(v, x)) return Usage("bad --value: want an integer >= 0");
+      o.input = {x};
+      have_value = true;
+    } else if (flag == "--input") {
+      auto values = ReadInput(v);
+      if (!values.ok()) return Usage(values.message());
+      o.input = std::move(values.value());
+      have_input = true;
+    } else if (flag == "--range") {
+      if (!ParseU64(v, o.range)) return Usage("bad --range " + v);
+      have_range = true;
+    } else if (flag == "--length") {
+      if (!ParseU32(v, 1, o.length) || o.length > tally::kMaxVectorLength)
+        return Usage("bad --length " + v);
+    } else if (flag == "--participants") {
+      std::stringstream ss(v);
+      std::string name;
+      while (std::getline(ss, name, ',')) {
+        if (!tally::ValidName(name)) return Usage("bad participant name '" + name + "'");
+        o.participants.push_back(name);
+      }
+    } else if (flag == "--rounds") {
+      if (!ParseU32(v, 1, o.rounds)) return Usage("bad --rounds " + v);
+    } else if (flag == "--results") {
+      o.results_file = v;
+    } else {
+      return Usage("unknown option " + flag);
+    }
+  }
+  if (o.keys_dir.empty() || o.name.empty()) return Usage("--keys and --name are required");
+  if (have_value && have_input) return Usage("give --value or --input, not both");
+
+  auto node = tally::Node::Create(
+      o, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); },
+      [json](const tally::RoundResult& r) {
+        if (json) {
+          std::cout << tally::ResultJson(r) << std::endl;
+          return;
+        }
+        std::cout << "round " << tally::RoundHex(r.round) << ": aggregate ";
+        for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
+          std::cout << (i ? " " : "") << r.aggregate[i];
+        if (r.aggregate.size() > 10) std::cout << " ... (" << r.aggregate.size() << " elements)";
+        std::cout << " over " << r.participants.size() << " patients";
+        if (!r.in_range) std::cout << " (outside [0, " << r.range << "]: an input was out of range)";
+        std::cout << std::endl;
+      });
+  if (!node.ok()) {
+    std::cerr << "tally-node: " << node.message() << "\n";
+    return 2;
+  }
+  if ((*node)->is_hospital() && !have_range) return Usage("the hospital needs --range");
+  g_node = node->get();
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  int code = (*node)->Run();
+  g_node = nullptr;
+  return code;
+}

@@ -1,0 +1,70 @@
+// tally-broker's library: the CURVE router, ZAP allowlist, phase channel and round coordinator.
+//
+// One thread runs everything through one poll loop (Broker::Run): the ZAP handler, the router,
+// the phase channel and the coordinator's deadlines. The broker holds its own CURVE secret and
+// the roster's public keys only; it links no sealing code and cannot open a payload.
+//
+// Threading: Create and Run on the same thread. Stop() and counters() may be called from any
+// thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "schema/protocol.h"
+#include "schema/status.h"
+
+namespace tally {
+
+struct BrokerOptions {
+  std::filesystem::path keys_dir;  // holds private/broker.key_secret and public/*.key
+  std::string router_endpoint = "tcp://127.0.0.1:7700";
+  std::string phases_endpoint = "tcp://127.0.0.1:7701";
+  std::filesystem::path captures_dir = "captures";
+  uint32_t deadline_ms = 10000;         // each phase's deadline
+  uint32_t max_length = kMaxVectorLength;  // largest vector a round may ask for
+  size_t max_queue = 16;                // round requests waiting behind the active one
+};
+
+// Totals since start. Every rejected message counts once in `rejected`.
+struct BrokerCounters {
+  uint64_t routed = 0;
+  uint64_t rejected = 0;
+  uint64_t rounds_done = 0;
+  uint64_t rounds_aborted = 0;
+  uint64_t auth_denied = 0;  // CURVE handshakes refused by the ZAP handler
+};
+
+// One line per event, without a trailing newline. Never receives a secret or a plaintext.
+using LogSink = std::function<void(const std::string& line)>;
+
+class Broker {
+ public:
+  // Loads keys, binds the ZAP handler, then the router and phase sockets.
+  static Result<std::unique_ptr<Broker>> Create(const BrokerOptions& options, LogSink log);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // The endpoints actually bound (a "*" port resolved to the real one).
+  const std::string& router_endpoint() const;
+  const std::string& phases_endpoint() const;
+
+  // Serves until Stop(); then aborts the active round ("broker shutting down"), finishes its
+  // capture and returns.
+  Status Run();
+  void Stop();
+  BrokerCounters counters() const;
+
+  class Impl;
+
+ private:
+  explicit Broker(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally
