@@ -1,1 +1,398 @@
-// placeholder
+// Wire encoding and strict decoding of Tally messages (schema/PROTOCOL.md, "Wire messages").
+
+#include "schema/schema.h"
+
+#include <msgpack.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <type_traits>
+
+#include "schema/msgpack_strict.h"
+
+namespace tally {
+namespace {
+
+using Packer = msgpack::packer<strict::VectorSink>;
+
+// Wire type names, second element of every message.
+constexpr std::string_view kRequest = "request";
+constexpr std::string_view kJoin = "join";
+constexpr std::string_view kRefuse = "refuse";
+constexpr std::string_view kEnvelope = "envelope";
+constexpr std::string_view kAck = "ack";
+constexpr std::string_view kPhase = "phase";
+constexpr std::string_view kNotice = "notice";
+
+// Strings in messages are type names, kinds, phases, party names and reasons: all short.
+constexpr size_t kMaxWireString = std::max(kMaxReasonLength, kMaxNameLength) + 56;
+// Every field of the longest message (PhaseUpdate) fits in this many elements.
+constexpr size_t kMaxFields = 12;
+
+void PackStr(Packer& p, std::string_view s) {
+  p.pack_str(static_cast<uint32_t>(s.size()));
+  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+void PackBin(Packer& p, std::span<const uint8_t> b) {
+  p.pack_bin(static_cast<uint32_t>(b.size()));
+  p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
+}
+
+void PackNames(Packer& p, const std::vector<std::string>& names) {
+  p.pack_array(static_cast<uint32_t>(names.size()));
+  for (const std::string& n : names) PackStr(p, n);
+}
+
+void PackHead(Packer& p, uint32_t fields, std::string_view type) {
+  p.pack_array(fields);
+  p.pack_uint32(kProtocolVersion);
+  PackStr(p, type);
+}
+
+void PackFields(Packer& p, const Request& m) {
+  PackHead(p, 6, kRequest);
+  p.pack_uint64(m.ticket);
+  p.pack_uint64(m.range);
+  p.pack_uint32(m.length);
+  PackNames(p, m.participants);
+}
+void PackFields(Packer& p, const Join& m) {
+  PackHead(p, 3, kJoin);
+  PackBin(p, m.round);
+}
+void PackFields(Packer& p, const Refuse& m) {
+  PackHead(p, 4, kRefuse);
+  PackBin(p, m.round);
+  PackStr(p, m.reason);
+}
+void PackFields(Packer& p, const Envelope& m) {
+  PackHead(p, 7, kEnvelope);
+  PackStr(p, KindName(m.kind));
+  PackBin(p, m.round);
+  PackStr(p, m.from);
+  PackStr(p, m.to);
+  PackBin(p, m.sealed);
+}
+void PackFields(Packer& p, const Ack& m) {
+  PackHead(p, 3, kAck);
+  PackBin(p, m.round);
+}
+void PackFields(Packer& p, const PhaseUpdate& m) {
+  PackHead(p, 12, kPhase);
+  PackBin(p, m.round);
+  PackStr(p, PhaseName(m.phase));
+  p.pack_uint64(m.seq);
+  p.pack_uint64(m.ticket);
+  PackStr(p, m.hospital);
+  p.pack_uint64(m.range);
+  p.pack_uint32(m.length);
+  PackNames(p, m.participants);
+  p.pack_uint32(m.deadline_ms);
+  PackStr(p, m.reason);
+}
+void PackFields(Packer& p, const Notice& m) {
+  PackHead(p, 4, kNotice);
+  p.pack_uint64(m.ticket);
+  PackStr(p, m.reason);
+}
+
+// Checks [version, type, ...] and the exact field count. Returns the type name.
+Result<std::string_view> CheckHead(std::span<const msgpack::object> f) {
+  if (f.size() < 2) return Status::Error("message has " + std::to_string(f.size()) +
+                                         " fields, needs at least version and type");
+  if (f[0].type != msgpack::type::POSITIVE_INTEGER) {
+    return Status::Error("protocol version must be uint, got " +
+                         std::string(strict::TypeName(f[0].type)));
+  }
+  if (f[0].via.u64 != kProtocolVersion) {
+    return Status::Error("unsupported protocol version " + std::to_string(f[0].via.u64));
+  }
+  if (f[1].type != msgpack::type::STR) {
+    return Status::Error("message type must be str, got " +
+                         std::string(strict::TypeName(f[1].type)));
+  }
+  return std::string_view(f[1].via.str.ptr, f[1].via.str.size);
+}
+
+Status CheckFieldCount(std::string_view type, size_t want, size_t got) {
+  if (want == got) return Status::Ok();
+  return Status::Error(std::string(type) + ": expected " + std::to_string(want) +
+                       " fields, got " + std::to_string(got));
+}
+
+// Echo a type name only if it is short printable text; otherwise just say it is unknown.
+std::string UnknownType(std::string_view type) {
+  const bool printable =
+      type.size() <= kMaxNameLength &&
+      std::all_of(type.begin(), type.end(), [](char c) { return c >= 0x20 && c <= 0x7e && c != '"'; });
+  if (!printable) return "unknown message type (unprintable, " + std::to_string(type.size()) +
+                         " bytes)";
+  return "unknown message type \"" + std::string(type) + "\"";
+}
+
+Status CheckLength(const strict::FieldReader& r, uint32_t length, const Limits& limits) {
+  if (length >= 1 && length <= limits.max_length) return Status::Ok();
+  return r.Error("length must be between 1 and " + std::to_string(limits.max_length) + ", got " +
+                 std::to_string(length));
+}
+
+Result<Message> DecodeRequest(strict::FieldReader& r, const Limits& limits) {
+  Request m;
+  TALLY_RETURN_IF_ERROR(r.Uint("ticket", &m.ticket));
+  TALLY_RETURN_IF_ERROR(r.Uint("range", &m.range));
+  TALLY_RETURN_IF_ERROR(r.U32("length", &m.length));
+  TALLY_RETURN_IF_ERROR(CheckLength(r, m.length, limits));
+  TALLY_RETURN_IF_ERROR(r.Names("participants", limits.max_participants, &m.participants));
+  return Message(std::move(m));
+}
+
+Result<Message> DecodeEnvelope(strict::FieldReader& r, const Limits& limits) {
+  Envelope m;
+  std::string_view kind;
+  TALLY_RETURN_IF_ERROR(r.StrView("kind", &kind));
+  const std::optional<EnvelopeKind> k = strict::KindFromName(kind);
+  if (!k) return r.Error("kind must be \"share\" or \"partial\"");
+  m.kind = *k;
+  TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
+  TALLY_RETURN_IF_ERROR(r.Name("from", &m.from));
+  TALLY_RETURN_IF_ERROR(r.Name("to", &m.to));
+  TALLY_RETURN_IF_ERROR(r.Bin("sealed", kSealOverhead, limits.max_sealed_bytes, &m.sealed));
+  return Message(std::move(m));
+}
+
+Result<Message> DecodePhase(strict::FieldReader& r, const Limits& limits) {
+  PhaseUpdate m;
+  TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
+  std::string_view phase;
+  TALLY_RETURN_IF_ERROR(r.StrView("phase", &phase));
+  const std::optional<Phase> p = strict::PhaseFromName(phase);
+  if (!p) return r.Error("unknown phase");
+  m.phase = *p;
+  TALLY_RETURN_IF_ERROR(r.Uint("seq", &m.seq));
+  TALLY_RETURN_IF_ERROR(r.Uint("ticket", &m.ticket));
+  TALLY_RETURN_IF_ERROR(r.Name("hospital", &m.hospital));
+  TALLY_RETURN_IF_ERROR(r.Uint("range", &m.range));
+  TALLY_RETURN_IF_ERROR(r.U32("length", &m.length));
+  TALLY_RETURN_IF_ERROR(CheckLength(r, m.length, limits));
+  TALLY_RETURN_IF_ERROR(r.Names("participants", limits.max_participants, &m.participants));
+  TALLY_RETURN_IF_ERROR(r.U32("deadline_ms", &m.deadline_ms));
+  TALLY_RETURN_IF_ERROR(r.Reason("reason", &m.reason));
+  return Message(std::move(m));
+}
+
+// Values travel as little-endian u64s: a single memcpy on little-endian hosts.
+void StoreLittleEndian(std::span<const uint64_t> values, uint8_t* out) {
+  if constexpr (std::endian::native == std::endian::little) {
+    if (!values.empty()) std::memcpy(out, values.data(), values.size() * 8);
+  } else {
+    for (uint64_t v : values) {
+      for (int i = 0; i < 8; ++i) *out++ = static_cast<uint8_t>(v >> (8 * i));
+    }
+  }
+}
+
+void LoadLittleEndian(std::span<const uint8_t> bytes, std::vector<uint64_t>* values) {
+  if constexpr (std::endian::native == std::endian::little) {
+    if (!bytes.empty()) std::memcpy(values->data(), bytes.data(), bytes.size());
+  } else {
+    for (size_t i = 0; i < values->size(); ++i) {
+      uint64_t v = 0;
+      for (int b = 7; b >= 0; --b) v = (v << 8) | bytes[i * 8 + static_cast<size_t>(b)];
+      (*values)[i] = v;
+    }
+  }
+}
+
+}  // namespace
+
+std::string_view KindName(EnvelopeKind kind) {
+  switch (kind) {
+    case EnvelopeKind::kShare: return "share";
+    case EnvelopeKind::kPartial: return "partial";
+  }
+  return "unknown";
+}
+
+std::string_view PhaseName(Phase phase) {
+  switch (phase) {
+    case Phase::kOpen: return "open";
+    case Phase::kShare: return "share";
+    case Phase::kSum: return "sum";
+    case Phase::kDone: return "done";
+    case Phase::kAbort: return "abort";
+  }
+  return "unknown";
+}
+
+bool ValidName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
+bool ValidReason(std::string_view reason) {
+  if (reason.size() > kMaxReasonLength) return false;
+  return std::all_of(reason.begin(), reason.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
+}
+
+std::string RoundHex(const RoundId& round) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * round.size());
+  for (uint8_t b : round) {
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 0x0f]);
+  }
+  return out;
+}
+
+Result<RoundId> RoundFromHex(std::string_view hex) {
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (hex.size() != 2 * kRoundIdSize) {
+    return Status::Error("round id must be " + std::to_string(2 * kRoundIdSize) +
+                         " lowercase hex digits, got " + std::to_string(hex.size()) +
+                         " characters");
+  }
+  RoundId round{};
+  for (size_t i = 0; i < round.size(); ++i) {
+    const int hi = nibble(hex[2 * i]);
+    const int lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return Status::Error("round id must be lowercase hex digits only");
+    round[i] = static_cast<uint8_t>((hi << 4) | lo);
+  }
+  return round;
+}
+
+std::vector<uint8_t> Encode(const Message& message) {
+  std::vector<uint8_t> out;
+  if (const auto* e = std::get_if<Envelope>(&message)) {
+    out.reserve(e->sealed.size() + 128);
+  } else {
+    out.reserve(64);
+  }
+  strict::VectorSink sink{&out};
+  Packer packer(sink);
+  std::visit([&packer](const auto& m) { PackFields(packer, m); }, message);
+  return out;
+}
+
+Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
+  const strict::Bounds bounds{
+      .max_bytes = limits.max_message_bytes,
+      .max_array = std::max(kMaxFields, limits.max_participants),
+      .max_str = kMaxWireString,
+      .max_bin = std::max(limits.max_sealed_bytes, kRoundIdSize),
+      .max_depth = 2,
+  };
+  Result<strict::Unpacked> unpacked = strict::UnpackArray(bytes, bounds);
+  if (!unpacked.ok()) return unpacked.status();
+  const std::span<const msgpack::object> f = unpacked->fields();
+  Result<std::string_view> type = CheckHead(f);
+  if (!type.ok()) return type.status();
+
+  struct Shape {
+    std::string_view name;
+    size_t fields;
+  };
+  static constexpr Shape kShapes[] = {
+      {kRequest, 6}, {kJoin, 3},   {kRefuse, 4}, {kEnvelope, 7},
+      {kAck, 3},     {kPhase, 12}, {kNotice, 4},
+  };
+  const Shape* shape = nullptr;
+  for (const Shape& s : kShapes) {
+    if (s.name == *type) shape = &s;
+  }
+  if (shape == nullptr) return Status::Error(UnknownType(*type));
+  TALLY_RETURN_IF_ERROR(CheckFieldCount(shape->name, shape->fields, f.size()));
+
+  strict::FieldReader r(shape->name, f, 2);
+  if (shape->name == kRequest) return DecodeRequest(r, limits);
+  if (shape->name == kEnvelope) return DecodeEnvelope(r, limits);
+  if (shape->name == kPhase) return DecodePhase(r, limits);
+  if (shape->name == kJoin) {
+    Join m;
+    TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
+    return Message(m);
+  }
+  if (shape->name == kAck) {
+    Ack m;
+    TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
+    return Message(m);
+  }
+  if (shape->name == kRefuse) {
+    Refuse m;
+    TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
+    TALLY_RETURN_IF_ERROR(r.Reason("reason", &m.reason));
+    return Message(std::move(m));
+  }
+  Notice m;  // kNotice: the last shape
+  TALLY_RETURN_IF_ERROR(r.Uint("ticket", &m.ticket));
+  TALLY_RETURN_IF_ERROR(r.Reason("reason", &m.reason));
+  return Message(std::move(m));
+}
+
+std::vector<uint8_t> EncodePayload(EnvelopeKind kind, std::span<const uint64_t> values) {
+  const size_t blob = values.size() * 8;
+  std::vector<uint8_t> out;
+  out.reserve(blob + 16);
+  strict::VectorSink sink{&out};
+  Packer packer(sink);
+  packer.pack_array(3);
+  packer.pack_uint32(kProtocolVersion);
+  PackStr(packer, KindName(kind));
+  packer.pack_bin(static_cast<uint32_t>(blob));
+  const size_t header = out.size();
+  out.resize(header + blob);
+  StoreLittleEndian(values, out.data() + header);
+  return out;
+}
+
+Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,
+                                            uint32_t length) {
+  const size_t blob = size_t{length} * 8;
+  const strict::Bounds bounds{
+      .max_bytes = blob + kPayloadOverhead,
+      .max_array = 3,
+      .max_str = 16,
+      .max_bin = blob + kPayloadOverhead,
+      .max_depth = 1,
+  };
+  Result<strict::Unpacked> unpacked = strict::UnpackArray(bytes, bounds, "payload");
+  if (!unpacked.ok()) return unpacked.status();
+  const std::span<const msgpack::object> f = unpacked->fields();
+  TALLY_RETURN_IF_ERROR(CheckFieldCount("payload", 3, f.size()));
+  if (f[0].type != msgpack::type::POSITIVE_INTEGER || f[0].via.u64 != kProtocolVersion) {
+    return Status::Error("payload: unsupported version");
+  }
+  if (f[1].type != msgpack::type::STR) {
+    return Status::Error("payload: kind must be str, got " +
+                         std::string(strict::TypeName(f[1].type)));
+  }
+  const std::optional<EnvelopeKind> got =
+      strict::KindFromName(std::string_view(f[1].via.str.ptr, f[1].via.str.size));
+  if (!got) return Status::Error("payload: unknown kind");
+  if (*got != kind) {
+    return Status::Error("payload: kind is " + std::string(KindName(*got)) + ", expected " +
+                         std::string(KindName(kind)));
+  }
+  strict::FieldReader r("payload", f, 2);
+  std::span<const uint8_t> values;
+  TALLY_RETURN_IF_ERROR(r.BinView("values", &values));
+  if (values.size() != blob) {
+    return Status::Error("payload: values must be " + std::to_string(blob) + " bytes (" +
+                         std::to_string(length) + " elements), got " +
+                         std::to_string(values.size()));
+  }
+  std::vector<uint64_t> out(length);
+  LoadLittleEndian(values, &out);
+  return out;
+}
+
+}  // namespace tally
