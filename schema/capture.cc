@@ -1,1 +1,481 @@
-// placeholder
+// Capture files: writer (append-only, one write per record) and strict reader
+// (schema/PROTOCOL.md, "Capture format").
+
+#include "schema/capture.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <msgpack.hpp>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "schema/msgpack_strict.h"
+
+namespace tally {
+namespace {
+
+constexpr std::array<uint8_t, 8> kMagic = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P'};
+constexpr size_t kFileHeaderSize = kMagic.size() + 4;
+// Record framing: u32 body length, u8 type, body, u32 CRC.
+constexpr size_t kRecordOverhead = 4 + 1 + 4;
+// Largest frame an envelope record holds: the largest wire message the broker accepts.
+constexpr size_t kMaxFrameBytes = MaxMessageSize(kMaxVectorLength);
+// Largest record body: an envelope record's frame plus its array, t_us and bin headers.
+constexpr size_t kMaxBodyBytes = kMaxFrameBytes + 64;
+constexpr size_t kMaxFingerprintLength = 128;
+// ReadCaptureFile refuses larger files rather than trying to hold them in memory.
+constexpr uint64_t kMaxCaptureFileBytes = uint64_t{16} << 30;
+
+// CRC-32 (IEEE 802.3, reflected, as zlib's crc32()).
+constexpr std::array<uint32_t, 256> MakeCrcTable() {
+  std::array<uint32_t, 256> table{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    table[i] = c;
+  }
+  return table;
+}
+constexpr std::array<uint32_t, 256> kCrcTable = MakeCrcTable();
+
+uint32_t Crc32Update(uint32_t crc, std::span<const uint8_t> bytes) {
+  crc = ~crc;
+  for (uint8_t b : bytes) crc = kCrcTable[(crc ^ b) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+void PutU32(std::vector<uint8_t>* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+uint32_t GetU32(const uint8_t* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+using Packer = msgpack::packer<strict::VectorSink>;
+
+void PackStr(Packer& p, std::string_view s) {
+  p.pack_str(static_cast<uint32_t>(s.size()));
+  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+void PackBin(Packer& p, std::span<const uint8_t> b) {
+  p.pack_bin(static_cast<uint32_t>(b.size()));
+  p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
+}
+
+CaptureRecordType TypeOf(const CaptureRecord& record) {
+  return std::visit(
+      [](const auto& r) {
+        using T = std::decay_t<decltype(r)>;
+        if constexpr (std::is_same_v<T, CaptureHeader>) return CaptureRecordType::kHeader;
+        if constexpr (std::is_same_v<T, CaptureEnvelope>) return CaptureRecordType::kEnvelope;
+        if constexpr (std::is_same_v<T, CaptureRejected>) return CaptureRecordType::kRejected;
+        if constexpr (std::is_same_v<T, CapturePhase>) return CaptureRecordType::kPhase;
+        if constexpr (std::is_same_v<T, CaptureTrailer>) return CaptureRecordType::kTrailer;
+      },
+      record);
+}
+
+void PackBody(Packer& p, const CaptureHeader& h) {
+  p.pack_array(9);
+  p.pack_uint32(h.format_version);
+  PackBin(p, h.round);
+  p.pack_uint64(h.ticket);
+  PackStr(p, h.hospital);
+  p.pack_uint64(h.range);
+  p.pack_uint32(h.length);
+  p.pack_array(static_cast<uint32_t>(h.participants.size()));
+  for (const std::string& n : h.participants) PackStr(p, n);
+  PackStr(p, h.roster_fingerprint);
+  p.pack_int64(h.opened_unix_ms);
+}
+void PackBody(Packer& p, const CaptureEnvelope& e) {
+  p.pack_array(2);
+  p.pack_uint64(e.t_us);
+  PackBin(p, e.frame);
+}
+void PackBody(Packer& p, const CaptureRejected& r) {
+  p.pack_array(4);
+  p.pack_uint64(r.t_us);
+  PackStr(p, r.sender);
+  PackStr(p, r.reason);
+  p.pack_uint64(r.size);
+}
+void PackBody(Packer& p, const CapturePhase& ph) {
+  p.pack_array(4);
+  p.pack_uint64(ph.t_us);
+  PackStr(p, PhaseName(ph.phase));
+  p.pack_uint64(ph.seq);
+  PackStr(p, ph.reason);
+}
+void PackBody(Packer& p, const CaptureTrailer& t) {
+  p.pack_array(5);
+  p.pack_uint64(t.t_us);
+  if (t.done) {
+    p.pack_true();
+  } else {
+    p.pack_false();
+  }
+  PackStr(p, t.reason);
+  p.pack_uint64(t.envelopes);
+  p.pack_uint64(t.rejected);
+}
+
+std::string_view RecordName(CaptureRecordType type) {
+  switch (type) {
+    case CaptureRecordType::kHeader: return "header record";
+    case CaptureRecordType::kEnvelope: return "envelope record";
+    case CaptureRecordType::kRejected: return "rejected record";
+    case CaptureRecordType::kPhase: return "phase record";
+    case CaptureRecordType::kTrailer: return "trailer record";
+  }
+  return "record";
+}
+
+Status CheckCount(const strict::FieldReader& r, size_t want, size_t got) {
+  if (want == got) return Status::Ok();
+  return r.Error("expected " + std::to_string(want) + " fields, got " + std::to_string(got));
+}
+
+bool LowerHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+// Decodes one record body strictly. Errors read "<type> record: <what>"; the caller adds
+// "malformed".
+Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t> body) {
+  const strict::Bounds bounds{
+      .max_bytes = kMaxBodyBytes,
+      .max_array = std::max<size_t>(9, kMaxParticipants),
+      .max_str = std::max(kMaxReasonLength, kMaxFingerprintLength) + 56,
+      .max_bin = kMaxFrameBytes,
+      .max_depth = 2,
+  };
+  Result<strict::Unpacked> unpacked = strict::UnpackArray(body, bounds, "record body");
+  if (!unpacked.ok()) return Status::Error(std::string(RecordName(type)) + ": " + unpacked.message());
+  const std::span<const msgpack::object> f = unpacked->fields();
+  strict::FieldReader r(RecordName(type), f, 0);
+  switch (type) {
+    case CaptureRecordType::kHeader: {
+      CaptureHeader h;
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 9, f.size()));
+      TALLY_RETURN_IF_ERROR(r.U32("format_version", &h.format_version));
+      if (h.format_version != kCaptureFormatVersion) {
+        return r.Error("format_version " + std::to_string(h.format_version) +
+                       " does not match the file's version " +
+                       std::to_string(kCaptureFormatVersion));
+      }
+      TALLY_RETURN_IF_ERROR(r.Round("round", &h.round));
+      TALLY_RETURN_IF_ERROR(r.Uint("ticket", &h.ticket));
+      TALLY_RETURN_IF_ERROR(r.Name("hospital", &h.hospital));
+      TALLY_RETURN_IF_ERROR(r.Uint("range", &h.range));
+      TALLY_RETURN_IF_ERROR(r.U32("length", &h.length));
+      if (h.length < 1 || h.length > kMaxVectorLength) {
+        return r.Error("length must be between 1 and " + std::to_string(kMaxVectorLength) +
+                       ", got " + std::to_string(h.length));
+      }
+      TALLY_RETURN_IF_ERROR(r.Names("participants", kMaxParticipants, &h.participants));
+      std::string_view fp;
+      TALLY_RETURN_IF_ERROR(r.StrView("roster_fingerprint", &fp));
+      if (fp.size() > kMaxFingerprintLength || !LowerHex(fp)) {
+        return r.Error("roster_fingerprint must be lowercase hex, at most " +
+                       std::to_string(kMaxFingerprintLength) + " characters");
+      }
+      h.roster_fingerprint.assign(fp);
+      TALLY_RETURN_IF_ERROR(r.Int64("opened_unix_ms", &h.opened_unix_ms));
+      return CaptureRecord(std::move(h));
+    }
+    case CaptureRecordType::kEnvelope: {
+      CaptureEnvelope e;
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 2, f.size()));
+      TALLY_RETURN_IF_ERROR(r.Uint("t_us", &e.t_us));
+      TALLY_RETURN_IF_ERROR(r.Bin("frame", 0, kMaxFrameBytes, &e.frame));
+      return CaptureRecord(std::move(e));
+    }
+    case CaptureRecordType::kRejected: {
+      CaptureRejected j;
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 4, f.size()));
+      TALLY_RETURN_IF_ERROR(r.Uint("t_us", &j.t_us));
+      TALLY_RETURN_IF_ERROR(r.Name("sender", &j.sender));
+      TALLY_RETURN_IF_ERROR(r.Reason("reason", &j.reason));
+      TALLY_RETURN_IF_ERROR(r.Uint("size", &j.size));
+      return CaptureRecord(std::move(j));
+    }
+    case CaptureRecordType::kPhase: {
+      CapturePhase ph;
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 4, f.size()));
+      TALLY_RETURN_IF_ERROR(r.Uint("t_us", &ph.t_us));
+      std::string_view name;
+      TALLY_RETURN_IF_ERROR(r.StrView("phase", &name));
+      const std::optional<Phase> p = strict::PhaseFromName(name);
+      if (!p) return r.Error("unknown phase");
+      ph.phase = *p;
+      TALLY_RETURN_IF_ERROR(r.Uint("seq", &ph.seq));
+      TALLY_RETURN_IF_ERROR(r.Reason("reason", &ph.reason));
+      return CaptureRecord(std::move(ph));
+    }
+    case CaptureRecordType::kTrailer: {
+      CaptureTrailer t;
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 5, f.size()));
+      TALLY_RETURN_IF_ERROR(r.Uint("t_us", &t.t_us));
+      TALLY_RETURN_IF_ERROR(r.Bool("done", &t.done));
+      TALLY_RETURN_IF_ERROR(r.Reason("reason", &t.reason));
+      TALLY_RETURN_IF_ERROR(r.Uint("envelopes", &t.envelopes));
+      TALLY_RETURN_IF_ERROR(r.Uint("rejected", &t.rejected));
+      return CaptureRecord(std::move(t));
+    }
+  }
+  return Status::Error("unknown record type");
+}
+
+// Checks that the reader will accept what the writer is about to write, so a bad field (say an
+// over-long reason) fails the Append instead of truncating every later reading of the file.
+Status ValidateRecord(const CaptureRecord& record, std::span<const uint8_t> framed) {
+  if (const auto* e = std::get_if<CaptureEnvelope>(&record)) {
+    // Skip re-parsing the (possibly megabytes of) frame; its size is the only constraint.
+    if (e->frame.size() > kMaxFrameBytes) {
+      return Status::Error("envelope record: frame is " + std::to_string(e->frame.size()) +
+                           " bytes, over the limit of " + std::to_string(kMaxFrameBytes));
+    }
+    return Status::Ok();
+  }
+  const std::span<const uint8_t> body = framed.subspan(5, framed.size() - kRecordOverhead);
+  Result<CaptureRecord> parsed = ParseBody(TypeOf(record), body);
+  if (!parsed.ok()) return Status::Error("refusing to write invalid " + parsed.message());
+  return Status::Ok();
+}
+
+Status WriteAll(int fd, std::span<const uint8_t> bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Error(std::string("capture write failed: ") + std::strerror(errno));
+    }
+    bytes = bytes.subspan(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
+Status SyncDirectory(const std::filesystem::path& dir) {
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    return Status::Error("cannot open capture folder " + dir.string() + ": " +
+                         std::strerror(errno));
+  }
+  const int rc = ::fsync(dfd);
+  const int err = errno;
+  ::close(dfd);
+  if (rc != 0) {
+    return Status::Error("cannot fsync capture folder " + dir.string() + ": " +
+                         std::strerror(err));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::vector<uint8_t> EncodeRecord(const CaptureRecord& record) {
+  std::vector<uint8_t> out;
+  if (const auto* e = std::get_if<CaptureEnvelope>(&record)) {
+    out.reserve(e->frame.size() + 32);
+  } else {
+    out.reserve(128);
+  }
+  out.resize(4);  // body length, filled in below
+  out.push_back(static_cast<uint8_t>(TypeOf(record)));
+  strict::VectorSink sink{&out};
+  Packer packer(sink);
+  std::visit([&packer](const auto& r) { PackBody(packer, r); }, record);
+  const uint32_t body_size = static_cast<uint32_t>(out.size() - 5);
+  for (int i = 0; i < 4; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(body_size >> (8 * i));
+  PutU32(&out, Crc32Update(0, std::span<const uint8_t>(out).subspan(4)));
+  return out;
+}
+
+Result<CaptureWriter> CaptureWriter::Create(const std::filesystem::path& path,
+                                            const CaptureHeader& header) {
+  const CaptureRecord record(header);
+  const std::vector<uint8_t> framed = EncodeRecord(record);
+  TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed));
+
+  std::vector<uint8_t> start(kMagic.begin(), kMagic.end());
+  PutU32(&start, kCaptureFormatVersion);
+  start.insert(start.end(), framed.begin(), framed.end());
+
+  // O_EXCL: a capture is never overwritten. Mode 0640 is given to open() (the umask may only
+  // narrow it) rather than set afterwards.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return Status::Error("cannot create capture " + path.string() + ": " + std::strerror(errno));
+  }
+  CaptureWriter writer(fd);
+  Status s = WriteAll(fd, start);
+  if (!s.ok()) return s;
+  // The folder entry only changes here, so this is where it is made durable; Finish() then
+  // only has to fsync the file's own contents.
+  std::filesystem::path dir = path.parent_path();
+  if (dir.empty()) dir = ".";
+  s = SyncDirectory(dir);
+  if (!s.ok()) return s;
+  return writer;
+}
+
+CaptureWriter::CaptureWriter(CaptureWriter&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)) {}
+
+CaptureWriter& CaptureWriter::operator=(CaptureWriter&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+CaptureWriter::~CaptureWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status CaptureWriter::Append(const CaptureRecord& record) {
+  if (fd_ < 0) return Status::Error("capture writer is closed");
+  if (std::holds_alternative<CaptureHeader>(record)) {
+    return Status::Error("capture already has its header record");
+  }
+  const std::vector<uint8_t> framed = EncodeRecord(record);
+  TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed));
+  Status s = WriteAll(fd_, framed);
+  if (!s.ok()) {
+    // A partly written record would make every later record unreadable: stop writing.
+    ::close(fd_);
+    fd_ = -1;
+  }
+  return s;
+}
+
+Status CaptureWriter::Finish(const CaptureTrailer& trailer) {
+  TALLY_RETURN_IF_ERROR(Append(trailer));
+  const int fd = std::exchange(fd_, -1);
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  const int close_rc = ::close(fd);
+  const int close_err = errno;
+  if (rc != 0) return Status::Error(std::string("capture fsync failed: ") + std::strerror(err));
+  if (close_rc != 0) {
+    return Status::Error(std::string("capture close failed: ") + std::strerror(close_err));
+  }
+  return Status::Ok();
+}
+
+CaptureContents ReadCapture(std::span<const uint8_t> bytes) {
+  CaptureContents out;
+  auto fail = [&out](uint64_t offset, std::string error) {
+    out.error = std::move(error);
+    out.error_offset = offset;
+    return std::move(out);
+  };
+  if (bytes.size() < kMagic.size() || !std::equal(kMagic.begin(), kMagic.end(), bytes.begin())) {
+    return fail(0, "not a Tally capture (bad magic)");
+  }
+  if (bytes.size() < kFileHeaderSize) {
+    return fail(kMagic.size(), "truncated file header at offset " + std::to_string(kMagic.size()));
+  }
+  const uint32_t version = GetU32(bytes.data() + kMagic.size());
+  if (version != kCaptureFormatVersion) {
+    return fail(kMagic.size(), "capture format version " + std::to_string(version) +
+                                   " is not supported (this reader knows " +
+                                   std::to_string(kCaptureFormatVersion) + ")");
+  }
+
+  size_t pos = kFileHeaderSize;
+  bool trailer_seen = false;
+  while (pos < bytes.size()) {
+    const size_t start = pos;
+    const std::span<const uint8_t> rest = bytes.subspan(pos);
+    if (rest.size() < 5) return fail(start, "truncated record at offset " + std::to_string(start));
+    const size_t body_size = GetU32(rest.data());
+    if (body_size > kMaxBodyBytes) {
+      return fail(start, "record at offset " + std::to_string(start) + " claims " +
+                             std::to_string(body_size) + " bytes, over the limit of " +
+                             std::to_string(kMaxBodyBytes));
+    }
+    if (rest.size() < kRecordOverhead + body_size) {
+      return fail(start, "truncated record at offset " + std::to_string(start));
+    }
+    const std::span<const uint8_t> typed = rest.subspan(4, 1 + body_size);
+    const uint32_t stored_crc = GetU32(rest.data() + 5 + body_size);
+    if (Crc32Update(0, typed) != stored_crc) {
+      return fail(start, "CRC mismatch in record at offset " + std::to_string(start));
+    }
+    const uint8_t type_byte = typed[0];
+    if (type_byte < static_cast<uint8_t>(CaptureRecordType::kHeader) ||
+        type_byte > static_cast<uint8_t>(CaptureRecordType::kTrailer)) {
+      return fail(start, "unknown record type " + std::to_string(type_byte) + " at offset " +
+                             std::to_string(start));
+    }
+    const auto type = static_cast<CaptureRecordType>(type_byte);
+    if (trailer_seen) {
+      return fail(start, "record after the trailer at offset " + std::to_string(start));
+    }
+    if (out.records.empty() != (type == CaptureRecordType::kHeader)) {
+      return fail(start, out.records.empty()
+                             ? "first record is not a header"
+                             : "second header record at offset " + std::to_string(start));
+    }
+    Result<CaptureRecord> record = ParseBody(type, typed.subspan(1));
+    if (!record.ok()) {
+      return fail(start, "malformed " + record.message() + " (offset " + std::to_string(start) +
+                             ")");
+    }
+    trailer_seen = type == CaptureRecordType::kTrailer;
+    out.records.push_back(std::move(record).value());
+    out.offsets.push_back(start);
+    pos = start + kRecordOverhead + body_size;
+  }
+  if (out.records.empty()) {
+    return fail(kFileHeaderSize, "capture has no header record");
+  }
+  return out;
+}
+
+Result<CaptureContents> ReadCaptureFile(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return Status::Error("cannot open capture " + path.string() + ": " + std::strerror(errno));
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return Status::Error("cannot stat capture " + path.string() + ": " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return Status::Error(path.string() + " is not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > kMaxCaptureFileBytes) {
+    return Status::Error("capture " + path.string() + " is larger than 16 GiB");
+  }
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Error("cannot read capture " + path.string() + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;  // the file shrank while we read: parse what is there
+    done += static_cast<size_t>(n);
+  }
+  bytes.resize(done);
+  return ReadCapture(bytes);
+}
+
+}  // namespace tally

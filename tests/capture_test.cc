@@ -1,1 +1,510 @@
+// Capture files: write/read round trip, and a reader that survives every truncation and flip.
+
+#include "schema/capture.h"
+
 #include <gtest/gtest.h>
+#include <msgpack.hpp>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace tally {
+namespace {
+
+namespace fs = std::filesystem;
+
+::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "\"" << text << "\" does not contain \"" << part << "\"";
+}
+
+// Bitwise CRC-32 (IEEE, reflected): an independent check of the reader's table version.
+uint32_t SlowCrc32(std::span<const uint8_t> bytes) {
+  uint32_t crc = 0xffffffffu;
+  for (uint8_t b : bytes) {
+    crc ^= b;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+void PutU32(std::vector<uint8_t>* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+// A framed record with an arbitrary type byte and body and a correct CRC.
+std::vector<uint8_t> Frame(uint8_t type, const std::vector<uint8_t>& body) {
+  std::vector<uint8_t> out;
+  PutU32(&out, static_cast<uint32_t>(body.size()));
+  out.push_back(type);
+  out.insert(out.end(), body.begin(), body.end());
+  PutU32(&out, SlowCrc32(std::span<const uint8_t>(out).subspan(4)));
+  return out;
+}
+
+std::vector<uint8_t> FileStart(uint32_t version = kCaptureFormatVersion) {
+  std::vector<uint8_t> out = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P'};
+  PutU32(&out, version);
+  return out;
+}
+
+void Append(std::vector<uint8_t>* out, const std::vector<uint8_t>& more) {
+  out->insert(out->end(), more.begin(), more.end());
+}
+
+std::vector<uint8_t> Body(const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& fill) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> p(buf);
+  fill(p);
+  return std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(buf.data()),
+                              reinterpret_cast<const uint8_t*>(buf.data()) + buf.size());
+}
+
+std::vector<uint8_t> ReadAll(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+class CaptureTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "tally-capture-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  static CaptureHeader Header() {
+    CaptureHeader h;
+    for (size_t i = 0; i < h.round.size(); ++i) h.round[i] = static_cast<uint8_t>(0xf0 - i);
+    h.ticket = 123456789012345ull;
+    h.hospital = "hospital";
+    h.range = (uint64_t{1} << 63) + 5;
+    h.length = 3;
+    h.participants = {"alice", "bob", "charlie"};
+    h.roster_fingerprint = std::string(64, 'a');
+    h.opened_unix_ms = 1'764'000'000'123;
+    return h;
+  }
+
+  static std::vector<uint8_t> EnvelopeFrame(uint8_t seed) {
+    Envelope e;
+    e.kind = EnvelopeKind::kShare;
+    e.round = Header().round;
+    e.from = "alice";
+    e.to = "bob";
+    e.sealed.resize(kSealOverhead + 24);
+    for (size_t i = 0; i < e.sealed.size(); ++i) e.sealed[i] = static_cast<uint8_t>(seed + i);
+    return Encode(e);
+  }
+
+  // Every record type, in the order a round writes them.
+  static std::vector<CaptureRecord> Rest() {
+    return {
+        CapturePhase{0, Phase::kOpen, 10, ""},
+        CapturePhase{1500, Phase::kShare, 11, ""},
+        CaptureEnvelope{2000, EnvelopeFrame(1)},
+        CaptureRejected{2100, "mallory", "envelope from names another sender", 812},
+        CaptureEnvelope{2500, EnvelopeFrame(2)},
+        CaptureEnvelope{2600, {}},
+        CapturePhase{3000, Phase::kAbort, 12, "charlie did not join"},
+    };
+  }
+  static CaptureTrailer Trailer() { return CaptureTrailer{3001, false, "charlie did not join", 3, 1}; }
+
+  // Writes a full capture and returns its path.
+  fs::path WriteFull() {
+    const fs::path path = dir_ / "round.tcap";
+    Result<CaptureWriter> w = CaptureWriter::Create(path, Header());
+    EXPECT_TRUE(w.ok()) << w.message();
+    for (const CaptureRecord& r : Rest()) EXPECT_TRUE(w->Append(r).ok());
+    EXPECT_TRUE(w->Finish(Trailer()).ok());
+    return path;
+  }
+
+  static std::vector<CaptureRecord> AllRecords() {
+    std::vector<CaptureRecord> all = {Header()};
+    for (const CaptureRecord& r : Rest()) all.push_back(r);
+    all.push_back(Trailer());
+    return all;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(CaptureTest, WriteThenReadBack) {
+  const fs::path path = WriteFull();
+  Result<CaptureContents> c = ReadCaptureFile(path);
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_TRUE(c->ok()) << c->error;
+  EXPECT_EQ(c->records, AllRecords());
+  ASSERT_EQ(c->offsets.size(), c->records.size());
+  EXPECT_EQ(c->offsets[0], 12u);
+  // Offsets are where each framed record starts: consecutive EncodeRecord sizes.
+  uint64_t at = 12;
+  for (size_t i = 0; i < c->records.size(); ++i) {
+    EXPECT_EQ(c->offsets[i], at);
+    at += EncodeRecord(c->records[i]).size();
+  }
+  EXPECT_EQ(at, fs::file_size(path));
+}
+
+TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
+  const std::vector<uint8_t> bytes = ReadAll(WriteFull());
+  const std::vector<uint8_t> start = FileStart();
+  ASSERT_GE(bytes.size(), 12u);
+  EXPECT_TRUE(std::equal(start.begin(), start.end(), bytes.begin()));
+  // The header record: u32 body length, type 1, body, CRC-32 over type + body.
+  const uint32_t body = bytes[12] | bytes[13] << 8 | bytes[14] << 16 | uint32_t{bytes[15]} << 24;
+  EXPECT_EQ(bytes[16], 1);
+  EXPECT_EQ(bytes[17], 0x99);  // fixarray(9)
+  const size_t crc_at = 17 + body;
+  const uint32_t crc = bytes[crc_at] | bytes[crc_at + 1] << 8 | bytes[crc_at + 2] << 16 |
+                       uint32_t{bytes[crc_at + 3]} << 24;
+  EXPECT_EQ(crc, SlowCrc32(std::span<const uint8_t>(bytes).subspan(16, 1 + body)));
+  const std::string check = "123456789";
+  EXPECT_EQ(SlowCrc32(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(check.data()),
+                                               check.size())),
+            0xcbf43926u);  // the standard CRC-32 check value
+}
+
+TEST_F(CaptureTest, CaptureWithoutTrailerReadsCleanly) {
+  // A broker that crashed mid-round leaves no trailer: the records are still all readable.
+  const fs::path path = dir_ / "open.tcap";
+  {
+    Result<CaptureWriter> w = CaptureWriter::Create(path, Header());
+    ASSERT_TRUE(w.ok()) << w.message();
+    ASSERT_TRUE(w->Append(CapturePhase{0, Phase::kOpen, 1, ""}).ok());
+  }
+  Result<CaptureContents> c = ReadCaptureFile(path);
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_TRUE(c->ok()) << c->error;
+  EXPECT_EQ(c->records.size(), 2u);
+}
+
+TEST_F(CaptureTest, TruncatedAtEveryOffset) {
+  const std::vector<uint8_t> bytes = ReadAll(WriteFull());
+  const CaptureContents full = ReadCapture(bytes);
+  ASSERT_TRUE(full.ok()) << full.error;
+  const std::vector<CaptureRecord> all = AllRecords();
+  for (size_t n = 0; n <= bytes.size(); ++n) {
+    const CaptureContents c = ReadCapture(std::span<const uint8_t>(bytes.data(), n));
+    if (n < 8) {
+      EXPECT_EQ(c.error, "not a Tally capture (bad magic)") << n;
+      continue;
+    }
+    if (n < 12) {
+      EXPECT_FALSE(c.ok()) << n;
+      EXPECT_EQ(c.error_offset, 8u) << n;
+      continue;
+    }
+    // Records that lie wholly inside the prefix.
+    size_t complete = 0;
+    while (complete < full.offsets.size()) {
+      const uint64_t end = complete + 1 < full.offsets.size() ? full.offsets[complete + 1]
+                                                              : bytes.size();
+      if (end > n) break;
+      ++complete;
+    }
+    ASSERT_EQ(c.records.size(), complete) << n;
+    EXPECT_TRUE(std::equal(c.records.begin(), c.records.end(), all.begin())) << n;
+    const bool at_boundary =
+        complete > 0 && (complete == full.offsets.size() ? n == bytes.size()
+                                                         : n == full.offsets[complete]);
+    if (at_boundary) {
+      EXPECT_TRUE(c.ok()) << n << ": " << c.error;
+    } else {
+      ASSERT_FALSE(c.ok()) << n;
+      const uint64_t damaged = complete < full.offsets.size() ? full.offsets[complete] : 12;
+      EXPECT_EQ(c.error_offset, damaged) << n;
+      if (n == 12) {
+        EXPECT_TRUE(Contains(c.error, "no header record"));
+      } else {
+        EXPECT_EQ(c.error, "truncated record at offset " + std::to_string(damaged)) << n;
+      }
+    }
+  }
+}
+
+TEST_F(CaptureTest, FlippedByteInARecordIsACrcMismatchAtThatRecord) {
+  const std::vector<uint8_t> bytes = ReadAll(WriteFull());
+  const CaptureContents full = ReadCapture(bytes);
+  ASSERT_TRUE(full.ok());
+  // Every record, every byte: the header (index 0), a rejected record, the trailer.
+  for (size_t index : {size_t{0}, size_t{4}, full.offsets.size() - 1}) {
+    const size_t start = full.offsets[index];
+    const size_t end = index + 1 < full.offsets.size() ? full.offsets[index + 1] : bytes.size();
+    for (size_t at = start; at < end; ++at) {
+      std::vector<uint8_t> bad = bytes;
+      bad[at] ^= 0x5a;
+      const CaptureContents c = ReadCapture(bad);
+      ASSERT_FALSE(c.ok()) << at;
+      EXPECT_EQ(c.error_offset, start) << at;
+      EXPECT_EQ(c.records.size(), index) << at;
+      if (at >= start + 4) {  // type, body or CRC: the CRC catches it
+        EXPECT_EQ(c.error, "CRC mismatch in record at offset " + std::to_string(start)) << at;
+      } else {  // the length field: the record ends elsewhere, so truncated or a CRC mismatch
+        EXPECT_TRUE(Contains(c.error, "CRC mismatch") || Contains(c.error, "truncated") ||
+                    Contains(c.error, "over the limit"))
+            << at << ": " << c.error;
+      }
+    }
+  }
+}
+
+TEST_F(CaptureTest, FlippedByteInFileHeader) {
+  const std::vector<uint8_t> bytes = ReadAll(WriteFull());
+  for (size_t at = 0; at < 12; ++at) {
+    std::vector<uint8_t> bad = bytes;
+    bad[at] ^= 0x01;
+    const CaptureContents c = ReadCapture(bad);
+    ASSERT_FALSE(c.ok());
+    EXPECT_TRUE(c.records.empty());
+    if (at < 8) {
+      EXPECT_EQ(c.error, "not a Tally capture (bad magic)");
+      EXPECT_EQ(c.error_offset, 0u);
+    } else {
+      EXPECT_TRUE(Contains(c.error, "is not supported (this reader knows 1)"));
+      EXPECT_EQ(c.error_offset, 8u);
+    }
+  }
+}
+
+TEST_F(CaptureTest, OtherFormatVersionRefused) {
+  std::vector<uint8_t> bytes = ReadAll(WriteFull());
+  bytes[8] = 2;
+  const CaptureContents c = ReadCapture(bytes);
+  EXPECT_EQ(c.error, "capture format version 2 is not supported (this reader knows 1)");
+  EXPECT_TRUE(c.records.empty());
+}
+
+TEST_F(CaptureTest, UnknownRecordType) {
+  std::vector<uint8_t> bytes = FileStart();
+  Append(&bytes, EncodeRecord(Header()));
+  const size_t at = bytes.size();
+  Append(&bytes, Frame(9, Body([](auto& p) { p.pack_array(0); })));
+  const CaptureContents c = ReadCapture(bytes);
+  EXPECT_EQ(c.error, "unknown record type 9 at offset " + std::to_string(at));
+  EXPECT_EQ(c.error_offset, at);
+  EXPECT_EQ(c.records.size(), 1u);
+}
+
+TEST_F(CaptureTest, FirstRecordMustBeHeaderAndOnlyOnce) {
+  std::vector<uint8_t> bytes = FileStart();
+  Append(&bytes, EncodeRecord(CapturePhase{0, Phase::kOpen, 1, ""}));
+  EXPECT_TRUE(Contains(ReadCapture(bytes).error, "first record is not a header"));
+
+  bytes = FileStart();
+  Append(&bytes, EncodeRecord(Header()));
+  const size_t at = bytes.size();
+  Append(&bytes, EncodeRecord(Header()));
+  const CaptureContents c = ReadCapture(bytes);
+  EXPECT_TRUE(Contains(c.error, "second header record"));
+  EXPECT_EQ(c.error_offset, at);
+}
+
+TEST_F(CaptureTest, RecordAfterTrailer) {
+  std::vector<uint8_t> bytes = ReadAll(WriteFull());
+  const size_t at = bytes.size();
+  Append(&bytes, EncodeRecord(CapturePhase{5000, Phase::kOpen, 99, ""}));
+  const CaptureContents c = ReadCapture(bytes);
+  EXPECT_TRUE(Contains(c.error, "record after the trailer"));
+  EXPECT_EQ(c.error_offset, at);
+  EXPECT_EQ(c.records, AllRecords());
+}
+
+TEST_F(CaptureTest, MalformedRecordBodies) {
+  struct Case {
+    uint8_t type;
+    std::vector<uint8_t> body;
+    std::string error;
+  };
+  using P = msgpack::packer<msgpack::sbuffer>;
+  auto str = [](P& p, std::string_view s) {
+    p.pack_str(static_cast<uint32_t>(s.size()));
+    p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+  };
+  auto header = [&](int fields, std::string_view hospital, uint64_t length) {
+    return Body([&](P& p) {
+      p.pack_array(static_cast<uint32_t>(fields));
+      p.pack_uint32(1);
+      p.pack_bin(16);
+      p.pack_bin_body("0123456789abcdef", 16);
+      p.pack_uint64(1);
+      str(p, hospital);
+      p.pack_uint64(100);
+      p.pack_uint64(length);
+      p.pack_array(0);
+      str(p, "abcd");
+      if (fields > 8) p.pack_int64(-5);
+      if (fields > 9) p.pack_nil();
+    });
+  };
+  const std::vector<Case> cases = {
+      {1, header(8, "hospital", 1), "malformed header record: expected 9 fields, got 8"},
+      {1, header(10, "hospital", 1), "malformed header record: expected 9 fields, got 10"},
+      {1, header(9, "Hospital!", 1), "malformed header record: invalid name in hospital"},
+      {1, header(9, "hospital", 0), "malformed header record: length must be between 1"},
+      {1, Body([](P& p) { p.pack_map(0); }), "malformed header record: record body must be a"},
+      {1, {0x99, 0x01}, "malformed header record: truncated record body"},
+  };
+  for (const Case& k : cases) {
+    std::vector<uint8_t> bytes = FileStart();
+    Append(&bytes, Frame(k.type, k.body));
+    const CaptureContents c = ReadCapture(bytes);
+    EXPECT_TRUE(Contains(c.error, k.error));
+    EXPECT_EQ(c.error_offset, 12u);
+    EXPECT_TRUE(c.records.empty());
+  }
+  // A valid header whose opened_unix_ms is negative (before 1970) is still valid.
+  std::vector<uint8_t> ok = FileStart();
+  Append(&ok, Frame(1, header(9, "hospital", 1)));
+  const CaptureContents c = ReadCapture(ok);
+  ASSERT_TRUE(c.ok()) << c.error;
+  EXPECT_EQ(std::get<CaptureHeader>(c.records[0]).opened_unix_ms, -5);
+
+  const std::vector<Case> later = {
+      {2, Body([](P& p) { p.pack_array(2); p.pack_int32(-1); p.pack_bin(0); }),
+       "malformed envelope record: t_us must be uint, got negative int"},
+      {2, Body([&](P& p) { p.pack_array(2); p.pack_uint32(1); str(p, "frame"); }),
+       "malformed envelope record: frame must be bin, got str"},
+      {3, Body([&](P& p) { p.pack_array(4); p.pack_uint32(1); str(p, "bob"); str(p, "x\n");
+                           p.pack_uint32(9); }),
+       "malformed rejected record: reason must be printable ASCII"},
+      {4, Body([&](P& p) { p.pack_array(4); p.pack_uint32(1); str(p, "paused"); p.pack_uint32(1);
+                           str(p, ""); }),
+       "malformed phase record: unknown phase"},
+      {5, Body([&](P& p) { p.pack_array(5); p.pack_uint32(1); p.pack_uint32(1); str(p, "");
+                           p.pack_uint32(0); p.pack_uint32(0); }),
+       "malformed trailer record: done must be bool, got uint"},
+      {5, Body([&](P& p) { p.pack_array(5); p.pack_uint32(1); p.pack_true(); str(p, "");
+                           p.pack_uint32(0); p.pack_uint32(0); p.pack_nil(); }),
+       "1 trailing bytes after record body"},
+  };
+  for (const Case& k : later) {
+    std::vector<uint8_t> bytes = FileStart();
+    Append(&bytes, EncodeRecord(Header()));
+    const size_t at = bytes.size();
+    Append(&bytes, Frame(k.type, k.body));
+    const CaptureContents c = ReadCapture(bytes);
+    EXPECT_TRUE(Contains(c.error, k.error));
+    EXPECT_EQ(c.error_offset, at);
+    EXPECT_EQ(c.records.size(), 1u);
+  }
+}
+
+TEST_F(CaptureTest, HugeLengthFieldDoesNotAllocate) {
+  std::vector<uint8_t> bytes = FileStart();
+  Append(&bytes, EncodeRecord(Header()));
+  const size_t at = bytes.size();
+  PutU32(&bytes, 0xffffffffu);
+  bytes.push_back(2);
+  const CaptureContents c = ReadCapture(bytes);
+  EXPECT_TRUE(Contains(c.error, "over the limit"));
+  EXPECT_EQ(c.error_offset, at);
+}
+
+TEST_F(CaptureTest, EmptyAndTinyInputs) {
+  EXPECT_EQ(ReadCapture({}).error, "not a Tally capture (bad magic)");
+  const std::vector<uint8_t> zip = {'P', 'K', 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  EXPECT_EQ(ReadCapture(zip).error, "not a Tally capture (bad magic)");
+  const CaptureContents c = ReadCapture(FileStart());
+  EXPECT_TRUE(Contains(c.error, "no header record"));
+  EXPECT_EQ(c.error_offset, 12u);
+}
+
+TEST_F(CaptureTest, CreateRefusesAnExistingFile) {
+  const fs::path path = WriteFull();
+  const std::vector<uint8_t> before = ReadAll(path);
+  Result<CaptureWriter> again = CaptureWriter::Create(path, Header());
+  ASSERT_FALSE(again.ok());
+  EXPECT_TRUE(Contains(again.message(), "cannot create capture"));
+  EXPECT_EQ(ReadAll(path), before);
+}
+
+TEST_F(CaptureTest, FileModeIs0640) {
+  const mode_t old = ::umask(022);
+  const fs::path path = WriteFull();
+  ::umask(old);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+}
+
+TEST_F(CaptureTest, CreateRefusesAnInvalidHeader) {
+  CaptureHeader h = Header();
+  h.participants = {"alice", "alice"};
+  Result<CaptureWriter> w = CaptureWriter::Create(dir_ / "bad.tcap", h);
+  ASSERT_FALSE(w.ok());
+  EXPECT_TRUE(Contains(w.message(), "duplicate name \"alice\""));
+  EXPECT_FALSE(fs::exists(dir_ / "bad.tcap"));
+}
+
+TEST_F(CaptureTest, AppendRefusesWhatTheReaderWouldReject) {
+  Result<CaptureWriter> w = CaptureWriter::Create(dir_ / "r.tcap", Header());
+  ASSERT_TRUE(w.ok()) << w.message();
+  EXPECT_FALSE(w->Append(CapturePhase{1, Phase::kAbort, 2, "bob\xe2\x86\x92" "charlie"}).ok());
+  EXPECT_FALSE(w->Append(CaptureRejected{1, "", "why", 2}).ok());
+  EXPECT_FALSE(w->Append(Header()).ok());
+  // The file is still readable and the writer still usable.
+  ASSERT_TRUE(w->Append(CapturePhase{1, Phase::kOpen, 2, ""}).ok());
+  ASSERT_TRUE(w->Finish(CaptureTrailer{2, true, "", 0, 0}).ok());
+  EXPECT_FALSE(w->Append(CapturePhase{3, Phase::kOpen, 3, ""}).ok());
+  EXPECT_FALSE(w->Finish(CaptureTrailer{}).ok());
+  Result<CaptureContents> c = ReadCaptureFile(dir_ / "r.tcap");
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->ok()) << c->error;
+  EXPECT_EQ(c->records.size(), 3u);
+}
+
+TEST_F(CaptureTest, WriterMovesOwnership) {
+  Result<CaptureWriter> w = CaptureWriter::Create(dir_ / "m.tcap", Header());
+  ASSERT_TRUE(w.ok()) << w.message();
+  CaptureWriter moved = std::move(w).value();
+  ASSERT_TRUE(moved.Append(CapturePhase{1, Phase::kOpen, 2, ""}).ok());
+  CaptureWriter assigned = std::move(moved);
+  EXPECT_FALSE(moved.Append(CapturePhase{1, Phase::kOpen, 2, ""}).ok());  // NOLINT: moved-from
+  ASSERT_TRUE(assigned.Finish(CaptureTrailer{2, true, "", 0, 0}).ok());
+  Result<CaptureContents> c = ReadCaptureFile(dir_ / "m.tcap");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->records.size(), 3u);
+}
+
+TEST_F(CaptureTest, ReadCaptureFileErrors) {
+  Result<CaptureContents> missing = ReadCaptureFile(dir_ / "nope.tcap");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(Contains(missing.message(), "cannot open capture"));
+  Result<CaptureContents> folder = ReadCaptureFile(dir_);
+  ASSERT_FALSE(folder.ok());
+  EXPECT_TRUE(Contains(folder.message(), "not a regular file"));
+}
+
+TEST_F(CaptureTest, LargeEnvelopeFrame) {
+  Envelope e;
+  e.round = Header().round;
+  e.from = "alice";
+  e.to = "hospital";
+  e.sealed.assign(MaxSealedSize(kMaxVectorLength), 0x77);
+  const std::vector<uint8_t> frame = Encode(e);
+  const fs::path path = dir_ / "big.tcap";
+  Result<CaptureWriter> w = CaptureWriter::Create(path, Header());
+  ASSERT_TRUE(w.ok()) << w.message();
+  ASSERT_TRUE(w->Append(CaptureEnvelope{7, frame}).ok());
+  ASSERT_TRUE(w->Finish(CaptureTrailer{8, true, "", 1, 0}).ok());
+  Result<CaptureContents> c = ReadCaptureFile(path);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c->ok()) << c->error;
+  EXPECT_EQ(std::get<CaptureEnvelope>(c->records[1]).frame, frame);
+}
+
+}  // namespace
+}  // namespace tally
