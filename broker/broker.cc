@@ -513,14 +513,23 @@ class Broker::Impl {
     }
   }
 
+  // Records the phase change (capture first), then publishes it. When the round ends, its
+  // capture is finished and fsync'd before anyone hears that it ended.
   void Advance(Phase phase, const std::string& reason = "") {
     Round& r = *round_;
     r.phase = phase;
     ++seq_;
     auto now = Clock::now();
     r.phase_deadline = now + std::chrono::milliseconds(options_.deadline_ms);
-    if (r.capture)
-      (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason});
+    if (r.capture) (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason});
+    const bool final = phase == Phase::kDone || phase == Phase::kAbort;
+    if (final && r.capture) {
+      auto s = r.capture->Finish(
+          CaptureTrailer{r.Micros(Clock::now()), phase == Phase::kDone, reason, r.envelopes, r.rejected});
+      if (!s.ok()) Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
+      r.capture.reset();
+    }
+    if (final) ++(phase == Phase::kDone ? counters_.rounds_done : counters_.rounds_aborted);
     Log("event=phase round=" + RoundHex(r.id) + " phase=" + std::string(PhaseName(phase)) +
         " seq=" + std::to_string(seq_) + (reason.empty() ? "" : " reason=" + Quote(reason)));
     Publish(Snapshot(r, reason));
@@ -530,13 +539,6 @@ class Broker::Impl {
 
   void Finish(Phase phase, const std::string& reason) {
     Advance(phase, reason);
-    Round& r = *round_;
-    if (r.capture) {
-      auto s = r.capture->Finish(CaptureTrailer{r.Micros(Clock::now()), phase == Phase::kDone,
-                                                reason, r.envelopes, r.rejected});
-      if (!s.ok()) Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
-    }
-    ++(phase == Phase::kDone ? counters_.rounds_done : counters_.rounds_aborted);
     round_.reset();
     if (!queue_.empty() && !stop_.load()) {
       PendingRequest next = std::move(queue_.front());

@@ -1,0 +1,156 @@
+#include "tests/support.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstring>
+
+namespace tally::test {
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "tally-test-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::filesystem::path MakeKeys(const std::filesystem::path& dir,
+                               const std::vector<std::string>& patients) {
+  auto keys = dir / "keys";
+  EXPECT_TRUE(GenerateParty(keys, "broker", Role::kBroker, false).ok());
+  EXPECT_TRUE(GenerateParty(keys, "hospital", Role::kHospital, false).ok());
+  for (const auto& p : patients) {
+    auto s = GenerateParty(keys, p, Role::kPatient, false);
+    EXPECT_TRUE(s.ok()) << s.message();
+  }
+  return keys;
+}
+
+std::function<void(const std::string&)> LogWatcher::Sink() {
+  return [this](const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu_);
+    lines_.push_back(line);
+    cv_.notify_all();
+  };
+}
+
+bool LogWatcher::WaitFor(const std::string& needle, milliseconds timeout) {
+  return WaitForCount(needle, 1, timeout);
+}
+
+bool LogWatcher::WaitForCount(const std::string& needle, size_t count, milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return CountLocked(needle) >= count; });
+}
+
+size_t LogWatcher::Count(const std::string& needle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CountLocked(needle);
+}
+
+size_t LogWatcher::CountLocked(const std::string& needle) const {
+  size_t n = 0;
+  for (const auto& l : lines_) n += l.find(needle) != std::string::npos;
+  return n;
+}
+
+std::vector<std::string> LogWatcher::Lines() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lines_;
+}
+
+namespace {
+void Curve(zmq::socket_t& s, const uint8_t* server, const uint8_t* pub, const uint8_t* sec) {
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server, 32));
+  s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(pub, 32));
+  s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sec, 32));
+}
+}  // namespace
+
+TestParty::TestParty(const std::filesystem::path& keys, const std::string& name,
+                     const std::string& router, const std::string& phases, bool subscribe) {
+  auto roster = LoadRoster(keys);
+  EXPECT_TRUE(roster.ok()) << roster.message();
+  auto me = LoadSecret(keys, name);
+  EXPECT_TRUE(me.ok()) << me.message();
+  const Certificate* broker = roster->Find("broker");
+  for (zmq::socket_t* s : {&dealer_, &sub_})
+    Curve(*s, broker->curve_public.data(), me->pub.curve_public.data(), me->curve_secret.data());
+  Monitor();
+  dealer_.connect(router);
+  if (subscribe) {
+    sub_.set(zmq::sockopt::subscribe, "");
+    sub_.connect(phases);
+  }
+}
+
+TestParty::TestParty(const PublicKey& broker_key, const std::string& router,
+                     const uint8_t* public_key, const uint8_t* secret_key) {
+  Curve(dealer_, broker_key.data(), public_key, secret_key);
+  Monitor();
+  dealer_.connect(router);
+}
+
+void TestParty::Monitor() {
+  static std::atomic<int> counter{0};
+  std::string ep = "inproc://test-monitor-" + std::to_string(counter++);
+  zmq_socket_monitor(dealer_.handle(), ep.c_str(), ZMQ_EVENT_ALL);
+  monitor_.connect(ep);
+}
+
+void TestParty::Send(const Message& message) { SendRaw(Encode(message)); }
+
+void TestParty::SendRaw(const std::vector<uint8_t>& bytes) {
+  EXPECT_TRUE(dealer_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+}
+
+std::optional<Message> TestParty::Receive(milliseconds timeout) {
+  zmq::pollitem_t item{dealer_.handle(), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;
+  zmq::message_t m;
+  if (!dealer_.recv(m)) return std::nullopt;
+  auto d = Decode({static_cast<const uint8_t*>(m.data()), m.size()});
+  EXPECT_TRUE(d.ok()) << d.message();
+  if (!d.ok()) return std::nullopt;
+  return d.value();
+}
+
+std::optional<PhaseUpdate> TestParty::WaitPhase(Phase phase, std::optional<RoundId> round,
+                                                milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, left) <= 0) return std::nullopt;
+    zmq::message_t m;
+    if (!sub_.recv(m)) return std::nullopt;
+    auto d = Decode({static_cast<const uint8_t*>(m.data()), m.size()});
+    if (!d.ok()) continue;
+    auto* u = std::get_if<PhaseUpdate>(&d.value());
+    if (u && u->phase == phase && (!round || u->round == *round)) return *u;
+  }
+}
+
+bool TestParty::WaitEvent(uint16_t event, milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    zmq::pollitem_t item{monitor_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, left) <= 0) return false;
+    zmq::message_t head, addr;
+    if (!monitor_.recv(head)) return false;
+    if (head.more()) (void)monitor_.recv(addr);
+    uint16_t id;
+    std::memcpy(&id, head.data(), sizeof id);
+    if (id == event) return true;
+  }
+}
+
+}  // namespace tally::test
