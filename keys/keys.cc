@@ -23,7 +23,7 @@
 #include <system_error>
 #include <utility>
 
-#include "schema/protocol.h"
+#include "schema/schema.h"
 
 namespace tally {
 namespace {
@@ -38,15 +38,6 @@ constexpr std::string_view kZ85Alphabet =
 bool SodiumReady() {
   static const bool ready = sodium_init() >= 0;
   return ready;
-}
-
-// Same rule as tally::ValidName in schema/schema.h ([a-z0-9_-]{1,32}); kept local so the key
-// library does not depend on the wire codec's object file.
-bool IsValidPartyName(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-  });
 }
 
 std::optional<Role> ParseRole(std::string_view text) {
@@ -239,7 +230,7 @@ Result<Certificate> ParsePublicPart(const std::vector<Section>& sections) {
   Certificate cert;
   Result<std::string_view> name = Require(sections, "metadata", "name");
   if (!name.ok()) return name.status();
-  if (!IsValidPartyName(*name)) {
+  if (!ValidName(*name)) {
     return Status::Error("metadata/name is not a valid party name ([a-z0-9_-]{1,32})");
   }
   cert.name = std::string(*name);
@@ -654,7 +645,7 @@ Result<Roster> LoadRoster(const std::filesystem::path& dir) {
 }
 
 Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::string_view name) {
-  if (!IsValidPartyName(name)) {
+  if (!ValidName(name)) {
     return Status::Error("\"" + std::string(name) + "\" is not a valid party name");
   }
   if (!SodiumReady()) return Status::Error("libsodium failed to initialise");
@@ -686,7 +677,7 @@ Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::stri
 
 Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Role role,
                      bool force) {
-  if (!IsValidPartyName(name)) {
+  if (!ValidName(name)) {
     return Status::Error("\"" + std::string(name) +
                          "\" is not a valid party name ([a-z0-9_-]{1,32})");
   }

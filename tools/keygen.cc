@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "keys/keys.h"
+#include "schema/schema.h"
 
 namespace {
 
@@ -31,15 +32,6 @@ constexpr char kUsage[] =
     "The broker's keys (name \"broker\") are created when DIR has none yet; --force does not\n"
     "replace them (delete DIR/private/broker.key_secret to rotate them).\n"
     "Names: [a-z0-9_-]{1,32}; \"broker\" is reserved.\n";
-
-// Same rule as tally::ValidName ([a-z0-9_-]{1,32}).
-bool IsValidName(std::string_view name) {
-  if (name.empty() || name.size() > 32) return false;
-  for (char c : name) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
-  }
-  return true;
-}
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "tally-keygen: %s\n(see tally-keygen --help)\n", message.c_str());
@@ -116,7 +108,7 @@ int main(int argc, char** argv) {
   }
   for (size_t i = 0; i < parties.size(); ++i) {
     const std::string& name = parties[i].name;
-    if (!IsValidName(name)) {
+    if (!tally::ValidName(name)) {
       return UsageError("\"" + name + "\" is not a valid name ([a-z0-9_-]{1,32})");
     }
     if (name == kBrokerName) return UsageError("\"broker\" is reserved for the broker");
