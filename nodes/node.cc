@@ -278,9 +278,12 @@ class Node::Impl {
   void OnPhase(const PhaseUpdate& u) {
     // Updates are whole snapshots and may repeat (republished to late subscribers): every
     // action below is idempotent (a round opens once, shares go out once, a round ends once).
+    // The hospital adopts its round from whichever update it hears first: a late subscriber
+    // may first hear of a round that already ended (e.g. a patient refused it at once).
+    if (is_hospital() && waiting_ && u.hospital == options_.name && u.ticket == ticket_) Adopt(u);
     const bool mine = round_ && round_->params.round == u.round;
     if (mine) last_progress_ = Clock::now();
-    if (u.phase == Phase::kOpen) return OnOpen(u);
+    if (u.phase == Phase::kOpen && !is_hospital()) return OnOpen(u);
     if (!mine) return;
     switch (u.phase) {
       case Phase::kShare:
@@ -302,20 +305,18 @@ class Node::Impl {
     }
   }
 
+  void Adopt(const PhaseUpdate& u) {
+    Remember(u.round);
+    waiting_ = false;
+    round_.emplace();
+    round_->params = u;
+    round_->sum.assign(u.length, 0);
+    Log("event=round-open round=" + RoundHex(u.round) +
+        " patients=" + std::to_string(u.participants.size()) + " length=" + std::to_string(u.length));
+  }
+
   void OnOpen(const PhaseUpdate& u) {
     if (seen_.count(u.round)) return;
-    if (is_hospital()) {
-      if (u.hospital != options_.name || !waiting_ || u.ticket != ticket_) return;
-      Remember(u.round);
-      waiting_ = false;
-      round_.emplace();
-      round_->params = u;
-      round_->sum.assign(u.length, 0);
-      last_progress_ = Clock::now();
-      Log("event=round-open round=" + RoundHex(u.round) +
-          " patients=" + std::to_string(u.participants.size()) + " length=" + std::to_string(u.length));
-      return;
-    }
     if (std::find(u.participants.begin(), u.participants.end(), options_.name) ==
         u.participants.end())
       return;
@@ -485,7 +486,8 @@ class Node::Impl {
   // --- Hospital ---------------------------------------------------------------------------
 
   void SendRequest() {
-    ++ticket_;
+    // Random tickets: a request is never mistaken for an earlier hospital process's round.
+    randombytes_buf(&ticket_, sizeof ticket_);
     waiting_ = true;
     last_progress_ = Clock::now();
     Request req{ticket_, options_.range, options_.length, options_.participants};

@@ -24,7 +24,7 @@ int Remaining(Clock::time_point deadline) {
 }  // namespace
 
 Result<Child> Child::Spawn(const std::vector<std::string>& argv,
-                           const std::filesystem::path& stderr_path) {
+                           const std::filesystem::path& stderr_path, bool merge_stderr) {
   if (argv.empty()) return Status::Error("spawn: empty command");
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
@@ -46,6 +46,7 @@ Result<Child> Child::Spawn(const std::vector<std::string>& argv,
   if (pid == 0) {
     ::dup2(pipe_fds[1], STDOUT_FILENO);
     if (err_fd >= 0) ::dup2(err_fd, STDERR_FILENO);
+    if (merge_stderr) ::dup2(pipe_fds[1], STDERR_FILENO);
     ::execv(args[0], args.data());
     const char msg[] = "spawn: exec failed\n";
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);

@@ -19,9 +19,11 @@ namespace tally {
 class Child {
  public:
   // Starts argv[0] (a path) with argv. Its stdout is a pipe read by ReadLine; its stderr goes
-  // to `stderr_path` (appended) when given, else is inherited.
+  // to `stderr_path` (appended) when given, into the stdout pipe when `merge_stderr`, else is
+  // inherited.
   static Result<Child> Spawn(const std::vector<std::string>& argv,
-                             const std::filesystem::path& stderr_path = {});
+                             const std::filesystem::path& stderr_path = {},
+                             bool merge_stderr = false);
   Child(Child&& other) noexcept;
   Child& operator=(Child&& other) noexcept;
   Child(const Child&) = delete;
