@@ -27,7 +27,8 @@ constexpr const char* kUsage =
     "                    [--length L] [--deadline-ms MS] [--json] [--workdir DIR]\n"
     "\n"
     "Runs one secure round: a broker, a hospital and the patients as separate processes on\n"
-    "loopback. Defaults: patients alice, bob and charlie, R = 1000, random inputs.\n"
+    "loopback. Defaults: patients alice, bob and charlie, R = 1000, random inputs in\n"
+    "[0, R/n] so that, as the scenario assumes, the aggregate lies in [0, R] too.\n"
     "  --patients N      N patients named p01, p02, ...\n"
     "  --names a,b,c     the patients' names\n"
     "  --values V1,...   the patients' inputs (scalars), instead of random ones\n"
@@ -223,7 +224,8 @@ int main(int argc, char** argv) {
   for (size_t p = 0; p < names.size(); ++p) {
     inputs[p].resize(length);
     for (uint64_t e = 0; e < length; ++e) {
-      inputs[p][e] = given.empty() ? Uniform(range) : given[p];
+      // As in the scenario, the aggregate too lies in [0, R]: each input in [0, R/n].
+      inputs[p][e] = given.empty() ? Uniform(range / names.size()) : given[p];
       expected[e] += inputs[p][e];
     }
   }
@@ -298,12 +300,16 @@ int main(int argc, char** argv) {
               << "\", \"elapsed_ms\": " << elapsed_ms << ", \"match\": " << (match ? "true" : "false")
               << "}" << std::endl;
   } else {
-    std::cout << "inputs handed out (range [0, " << range << "]):\n";
+    std::cout << "inputs handed out (R = " << range << "):\n";
     for (size_t p = 0; p < names.size(); ++p)
       std::cout << "  " << names[p] << ": " << Short(inputs[p]) << "\n";
     std::cout << "round " << round << "\n"
               << "aggregate " << Short(*aggregate) << " (expected " << Short(expected) << ": "
-              << (match ? "match" : "MISMATCH") << ")\n"
+              << (match ? "match" : "MISMATCH") << ")"
+              << (line->find("\"in_range\": false") != std::string::npos
+                      ? "; the hospital notes it lies outside [0, R]"
+                      : "")
+              << "\n"
               << "time " << elapsed_ms << " ms\n"
               << "logs, captures, results: " << workdir.string() << "/" << std::endl;
   }

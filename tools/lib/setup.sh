@@ -28,7 +28,12 @@ tally_ensure_packages() {
 tally_build() {
   TALLY_BUILD=${TALLY_BUILD:-$TALLY_ROOT/build}
   local gen=()
-  command -v ninja >/dev/null && [ ! -f "$TALLY_BUILD/CMakeCache.txt" ] && gen=(-G Ninja)
-  cmake -S "$TALLY_ROOT" -B "$TALLY_BUILD" "${gen[@]}" -DTALLY_WERROR="${TALLY_WERROR:-OFF}" "$@" >&2 || return 1
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  # Configure once (or when options are given); later builds re-configure by themselves when a
+  # CMakeLists.txt changes.
+  if [ ! -f "$TALLY_BUILD/CMakeCache.txt" ] || [ $# -gt 0 ] || [ -n "${TALLY_WERROR:-}" ]; then
+    [ -f "$TALLY_BUILD/CMakeCache.txt" ] && gen=()
+    cmake -S "$TALLY_ROOT" -B "$TALLY_BUILD" "${gen[@]}" -DTALLY_WERROR="${TALLY_WERROR:-OFF}" "$@" >&2 || return 1
+  fi
   cmake --build "$TALLY_BUILD" -j "$(nproc)" >&2 || return 1
 }
