@@ -992,12 +992,12 @@ int Run(const Options& o, std::ostream& out, std::ostream& err) {
   if (HeaderOf(c) == nullptr) {
     // Nothing readable: say why (e.g. a capture format this reader does not know).
     const std::string why = ExplainVersion(bytes.value(), c);
-    if (o.json) {
+    if (o.json && !o.check) {
       out << "{\"type\": \"error\", \"offset\": " << c.error_offset
           << ", \"reason\": " << JsonString(why) << "}\n";
     }
     err << "tally-replay: " << o.file.string() << ": " << why << "\n";
-    return 1;
+    if (!o.check) return 1;
   }
   if (!o.check) {
     PrintTimeline(c, o.json, out);
