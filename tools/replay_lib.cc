@@ -824,7 +824,7 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
       p.Line("sent",
              Describe(*e) + ", " + std::to_string(e->size) + " B: sent byte for byte; the broker can only route it into round " +
                  RoundHex(e->envelope->round) +
-                 (over ? ", which is over: refused by round binding"
+                 (over ? ", which is over; the broker refuses envelopes for a round that is not active"
                        : " (no trailer: if it is still running the broker refuses the copy as a "
                          "duplicate link)"),
              EnvelopeFields(*e) + ", \"sent\": true");
