@@ -273,7 +273,10 @@ class Broker::Impl {
         Reject("?", "no authenticated identity", body.size());
         continue;
       }
-      routes_[sender] = std::string(static_cast<const char*>(id.data()), id.size());
+      // The route to a party follows its latest *accepted* message: a refused message (say a
+      // replayed envelope from a second connection) must not redirect the party's deliveries.
+      current_id_.assign(static_cast<const char*>(id.data()), id.size());
+      current_accepted_ = true;
       if (extra_frames > 0) {
         Reject(sender, "expected one frame, got " + std::to_string(extra_frames + 1), body.size());
         continue;
@@ -285,6 +288,7 @@ class Broker::Impl {
         continue;
       }
       Handle(sender, std::move(decoded.value()), body);
+      if (current_accepted_) routes_[sender] = current_id_;
     }
   }
 
@@ -312,6 +316,7 @@ class Broker::Impl {
   }
 
   void Reject(const std::string& sender, const std::string& reason, size_t size) {
+    current_accepted_ = false;
     ++counters_.rejected;
     Log("event=reject from=" + sender + " reason=" + Quote(reason) + " size=" + std::to_string(size));
     if (round_ && round_->capture) {
@@ -333,12 +338,11 @@ class Broker::Impl {
     return true;
   }
 
+  // Answers the message being handled, on the connection it came from.
   void SendNotice(const std::string& to, uint64_t ticket, const std::string& reason) {
-    auto it = routes_.find(to);
-    if (it == routes_.end()) return;
     auto bytes = Encode(Notice{ticket, reason.substr(0, kMaxReasonLength)});
     try {
-      router_.send(zmq::buffer(it->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      router_.send(zmq::buffer(current_id_), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {
       Log("event=notice-undeliverable to=" + to + " error=" + Quote(e.what()));
@@ -602,6 +606,8 @@ class Broker::Impl {
   zmq::socket_t phases_{ctx_, zmq::socket_type::xpub};
   std::string router_bound_, phases_bound_;
   std::map<std::string, std::string> routes_;  // party name -> router routing id
+  std::string current_id_;        // routing id of the message being handled
+  bool current_accepted_ = true;  // false once Reject() was called for it
   std::optional<Round> round_;
   std::deque<PendingRequest> queue_;
   std::vector<uint8_t> last_;  // the last phase update published

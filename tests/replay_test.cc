@@ -453,12 +453,11 @@ TEST_F(ReplayTest, InjectedEnvelopesAreRefusedAndTheLiveRoundStillCompletes) {
       << timeline.out;
 }
 
-// Injecting as a party that is in the live round. The broker learns a party's route from the
-// last message it sent, refused or not: alice's injection moves alice's deliveries to the
-// injector's connection, which then closes, and dave's share to alice cannot be delivered.
-// Disabled until the broker keeps routes from refused messages out of its routing table;
-// it then asserts the round completes.
-TEST_F(ReplayTest, DISABLED_InjectingAsALiveParticipantDoesNotStealItsDeliveries) {
+// Injecting as a party that is in the live round. Regression: the broker used to take a party's
+// route from the last message it sent, refused or not, so alice's refused injection moved her
+// deliveries to the injector's connection and the round aborted ("share dave->alice
+// undeliverable"). Routes now follow accepted messages only.
+TEST_F(ReplayTest, InjectingAsALiveParticipantDoesNotStealItsDeliveries) {
   const fs::path capture = CapturedRound(/*serving=*/true);
   ASSERT_FALSE(capture.empty());
   auto roster = LoadRoster(keys_).value();

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <csignal>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -70,9 +71,7 @@ bool ParseU64(const std::string& s, uint64_t& out) {
 }
 
 std::string PatientName(size_t k) {  // same names as tally-launch --patients
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "p%02zu", k);
-  return buf;
+  return (k < 10 ? "p0" : "p") + std::to_string(k);
 }
 
 std::string Joined(const std::vector<std::string>& v) {
@@ -220,7 +219,7 @@ Floor MeasureFloor(size_t n, uint32_t length) {
   unsigned char pk[crypto_box_PUBLICKEYBYTES], sk[crypto_box_SECRETKEYBYTES];
   unsigned char k[crypto_box_BEFORENMBYTES], nonce[crypto_box_NONCEBYTES] = {};
   crypto_box_keypair(pk, sk);
-  crypto_box_beforenm(k, pk, sk);
+  if (crypto_box_beforenm(k, pk, sk) != 0) std::abort();
   auto box = [&](size_t bytes, double& enc, double& dec) {
     std::vector<uint8_t> m(bytes, 1), c(bytes + crypto_box_MACBYTES), back(bytes);
     enc = PerCall([&] { crypto_box_easy_afternm(c.data(), m.data(), m.size(), nonce, k); });
