@@ -457,8 +457,8 @@ class Broker::Impl {
         // The capture gets the frame exactly as routed; append before zmq takes the buffer.
         if (r.capture) {
           auto bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(frame.data()), size);
-          (void)r.capture->Append(
-              CaptureEnvelope{r.Micros(Clock::now()), std::vector<uint8_t>(bytes.begin(), bytes.end())});
+          if (auto s = r.capture->AppendEnvelope(r.Micros(Clock::now()), bytes); !s.ok())
+            Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
         }
         router_.send(zmq::buffer(route->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         sent = router_.send(frame, zmq::send_flags::dontwait).has_value();

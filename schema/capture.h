@@ -87,6 +87,8 @@ class CaptureWriter {
   ~CaptureWriter();
 
   Status Append(const CaptureRecord& record);
+  // Append(CaptureEnvelope{t_us, frame}) without copying the frame: the broker's hot path.
+  Status AppendEnvelope(uint64_t t_us, std::span<const uint8_t> frame);
   // Appends the trailer, fsyncs the file and its folder, closes.
   Status Finish(const CaptureTrailer& trailer);
 
