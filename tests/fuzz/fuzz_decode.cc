@@ -1,0 +1,94 @@
+// libFuzzer target: the strict wire decoder (schema/schema.h Decode, DecodePayload).
+//
+// The whole input is one wire frame, decoded with the default Limits and with tight ones.
+// The same input also feeds DecodePayload: its first 4 bytes (little-endian) are the expected
+// vector length, the rest is the payload, tried as both kinds.
+//
+// Invariants checked, each a finding if it fails (FUZZ_CHECK aborts, so libFuzzer keeps the
+// input): a decoded message re-encodes to bytes that decode to an equal message, and encoding
+// is a fixed point after one round trip; whatever tight Limits accept, the defaults accept
+// too; a decoded payload has exactly `length` values, re-encodes and re-decodes equal, and is
+// refused as the other kind.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <span>
+#include <vector>
+
+#include "schema/protocol.h"
+#include "schema/schema.h"
+
+#define FUZZ_CHECK(cond)                                                            \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                 \
+    }                                                                               \
+  } while (0)
+
+namespace {
+
+// Small enough that short inputs reach every limit check.
+tally::Limits TightLimits() {
+  tally::Limits l;
+  l.max_message_bytes = 512;
+  l.max_length = 4;
+  l.max_participants = 3;
+  l.max_sealed_bytes = tally::MaxSealedSize(4);
+  return l;
+}
+
+void CheckRoundTrip(const tally::Message& m, const tally::Limits& limits) {
+  const std::vector<uint8_t> once = tally::Encode(m);
+  tally::Result<tally::Message> again = tally::Decode(once, limits);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(*again == m);
+  FUZZ_CHECK(tally::Encode(*again) == once);
+}
+
+void FuzzMessage(std::span<const uint8_t> bytes) {
+  static const tally::Limits kDefault;
+  static const tally::Limits kTight = TightLimits();
+  tally::Result<tally::Message> loose = tally::Decode(bytes, kDefault);
+  if (loose.ok()) {
+    CheckRoundTrip(*loose, kDefault);
+  } else {
+    FUZZ_CHECK(!loose.message().empty());
+  }
+  tally::Result<tally::Message> tight = tally::Decode(bytes, kTight);
+  if (tight.ok()) {
+    CheckRoundTrip(*tight, kTight);
+    FUZZ_CHECK(loose.ok() && *loose == *tight);
+  } else {
+    FUZZ_CHECK(!tight.message().empty());
+  }
+}
+
+void FuzzPayload(std::span<const uint8_t> bytes) {
+  if (bytes.size() < 4) return;
+  const uint32_t length = uint32_t{bytes[0]} | uint32_t{bytes[1]} << 8 |
+                          uint32_t{bytes[2]} << 16 | uint32_t{bytes[3]} << 24;
+  const std::span<const uint8_t> payload = bytes.subspan(4);
+  for (tally::EnvelopeKind kind : {tally::EnvelopeKind::kShare, tally::EnvelopeKind::kPartial}) {
+    tally::Result<std::vector<uint64_t>> values = tally::DecodePayload(payload, kind, length);
+    if (!values.ok()) continue;
+    FUZZ_CHECK(values->size() == length);
+    const std::vector<uint8_t> again = tally::EncodePayload(kind, *values);
+    tally::Result<std::vector<uint64_t>> back = tally::DecodePayload(again, kind, length);
+    FUZZ_CHECK(back.ok() && *back == *values);
+    const tally::EnvelopeKind other = kind == tally::EnvelopeKind::kShare
+                                          ? tally::EnvelopeKind::kPartial
+                                          : tally::EnvelopeKind::kShare;
+    FUZZ_CHECK(!tally::DecodePayload(payload, other, length).ok());
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::span<const uint8_t> bytes(data, size);
+  FuzzMessage(bytes);
+  FuzzPayload(bytes);
+  return 0;
+}
