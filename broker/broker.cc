@@ -18,6 +18,7 @@
 #include "keys/keys.h"
 #include "schema/capture.h"
 #include "schema/schema.h"
+#include "schema/text.h"
 
 namespace tally {
 namespace {
@@ -28,15 +29,6 @@ constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 constexpr const char* kZapDomain = "tally";
 constexpr int kMaxBatch = 256;           // messages drained per socket per loop turn
 constexpr auto kStopCheck = std::chrono::milliseconds(100);  // longest poll wait
-
-std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  }
-  return out + "\"";
-}
 
 // "a, b and c" with at most `max` names, then "and N more".
 std::string JoinList(const std::vector<std::string>& items, size_t max = 3) {

@@ -7,6 +7,9 @@
 #include <string>
 
 #include "broker/broker.h"
+#include "schema/text.h"
+
+using tally::ParseU32;
 
 namespace {
 
@@ -32,16 +35,6 @@ constexpr const char* kUsage =
 int Usage(const std::string& error) {
   std::cerr << "tally-broker: " << error << "\n" << kUsage;
   return 2;
-}
-
-bool ParseU32(const std::string& s, uint32_t min, uint32_t& out) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || errno != 0 || s[0] == '-' || v < min || v > UINT32_MAX)
-    return false;
-  out = static_cast<uint32_t>(v);
-  return true;
 }
 
 }  // namespace

@@ -10,6 +10,10 @@
 
 #include "nodes/node.h"
 #include "schema/schema.h"
+#include "schema/text.h"
+
+using tally::ParseU64;
+using tally::ParseU32;
 
 namespace {
 
@@ -44,24 +48,6 @@ constexpr const char* kUsage =
 int Usage(const std::string& error) {
   std::cerr << "tally-node: " << error << "\n" << kUsage;
   return 2;
-}
-
-bool ParseU64(const std::string& s, uint64_t& out) {
-  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos)
-    return false;
-  errno = 0;
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0') return false;
-  out = v;
-  return true;
-}
-
-bool ParseU32(const std::string& s, uint32_t min, uint32_t& out) {
-  uint64_t v;
-  if (!ParseU64(s, v) || v < min || v > UINT32_MAX) return false;
-  out = static_cast<uint32_t>(v);
-  return true;
 }
 
 // One integer per line; blank lines and lines starting with '#' are skipped.

@@ -17,6 +17,7 @@
 #include "keys/keys.h"
 #include "nodes/seal.h"
 #include "schema/schema.h"
+#include "schema/text.h"
 
 namespace tally {
 namespace {
@@ -25,15 +26,6 @@ using Clock = std::chrono::steady_clock;
 constexpr int kMaxBatch = 256;
 constexpr auto kStopCheck = std::chrono::milliseconds(100);
 constexpr size_t kRememberedRounds = 64;
-
-std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  }
-  return out + "\"";
-}
 
 std::span<const uint8_t> Bytes(const zmq::message_t& m) {
   return {static_cast<const uint8_t*>(m.data()), m.size()};

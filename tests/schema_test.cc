@@ -1,6 +1,7 @@
 // Wire schema: round trips, pinned bytes, and one test per way a peer can send a bad message.
 
 #include "schema/schema.h"
+#include "schema/text.h"
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
@@ -663,6 +664,34 @@ TEST(SchemaRoundHex, RoundTripAndStrictness) {
   EXPECT_FALSE(RoundFromHex("g0a1a2a3a4a5a6a7a8a9aaabacadaeaf").ok());
   EXPECT_FALSE(RoundFromHex(" 0a1a2a3a4a5a6a7a8a9aaabacadaeaf").ok());
   EXPECT_FALSE(RoundFromHex("0xa1a2a3a4a5a6a7a8a9aaabacadaeaf").ok());
+}
+
+}  // namespace
+}  // namespace tally
+
+namespace tally {
+namespace {
+
+TEST(TextTest, ParseU64IsStrictAndCatchesOverflow) {
+  uint64_t v = 7;
+  EXPECT_TRUE(ParseU64("18446744073709551615", v));
+  EXPECT_EQ(v, UINT64_MAX);
+  EXPECT_TRUE(ParseU64("0", v));
+  EXPECT_EQ(v, 0u);
+  for (const char* bad : {"18446744073709551616", "99999999999999999999", "", "-1", "+1", "1 ",
+                          " 1", "0x10", "1e3"})
+    EXPECT_FALSE(ParseU64(bad, v)) << bad;
+  uint32_t w = 0;
+  EXPECT_TRUE(ParseU32("4294967295", 1, w));
+  EXPECT_EQ(w, UINT32_MAX);
+  EXPECT_FALSE(ParseU32("4294967296", 1, w));
+  EXPECT_FALSE(ParseU32("0", 1, w));
+}
+
+TEST(TextTest, QuoteKeepsALogLineOneLine) {
+  EXPECT_EQ(Quote("plain"), "\"plain\"");
+  EXPECT_EQ(Quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+  EXPECT_EQ(Quote(std::string("x\ny\0z", 5)), "\"x?y?z\"");
 }
 
 }  // namespace

@@ -30,10 +30,13 @@
 
 #include "schema/schema.h"
 #include "tools/process.h"
+#include "schema/text.h"
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
+
+using tally::ParseU64;
 
 namespace {
 
@@ -60,14 +63,6 @@ constexpr const char* kUsage =
 int Usage(const std::string& e) {
   std::cerr << "bench: " << e << "\n" << kUsage;
   return 2;
-}
-
-bool ParseU64(const std::string& s, uint64_t& out) {
-  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos)
-    return false;
-  errno = 0;
-  out = std::strtoull(s.c_str(), nullptr, 10);
-  return errno == 0;
 }
 
 std::string PatientName(size_t k) {  // same names as tally-launch --patients

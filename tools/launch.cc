@@ -16,9 +16,12 @@
 
 #include "schema/schema.h"
 #include "tools/process.h"
+#include "schema/text.h"
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
+
+using tally::ParseU64;
 
 namespace {
 
@@ -51,14 +54,6 @@ std::vector<std::string> Split(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) out.push_back(item);
   return out;
-}
-
-bool ParseU64(const std::string& s, uint64_t& out) {
-  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos)
-    return false;
-  errno = 0;
-  out = std::strtoull(s.c_str(), nullptr, 10);
-  return errno == 0;
 }
 
 // Reads the numbers of `"aggregate": N` or `"aggregate": [a, b, ...]` from the hospital's JSON.
