@@ -35,6 +35,7 @@ constexpr const char* kUsage =
     "  --value V             private input, an integer >= 0\n"
     "  --input FILE          private input vector: one integer per line\n"
     "  --once                exit after one round (0 done, 1 aborted); default: serve\n"
+    "  --min-patients N      refuse rounds with fewer than N patients (default 2)\n"
     "Hospital:\n"
     "  --range R             inputs lie in [0, R] (required)\n"
     "  --length L            vector length (default 1: scalars)\n"
@@ -97,6 +98,8 @@ int main(int argc, char** argv) {
       o.phases_endpoint = v;
     } else if (flag == "--idle-timeout-ms") {
       if (!ParseU32(v, 1, o.idle_timeout_ms)) return Usage("bad --idle-timeout-ms " + v);
+    } else if (flag == "--min-patients") {
+      if (!ParseU32(v, 2, o.min_patients)) return Usage("bad --min-patients " + v + " (at least 2)");
     } else if (flag == "--value") {
       uint64_t x;
       if (!ParseU64(v, x)) return Usage("bad --value: want an integer >= 0");

@@ -121,9 +121,6 @@ class Node::Impl {
     if (role_ == Role::kHospital && options_.rounds == 0)
       return Status::Error("--rounds must be at least 1");
 
-    // Limits for what peers may send us: the largest round we could take part in.
-    limits_.max_length = kMaxVectorLength;
-
     try {
       for (zmq::socket_t* s : {&dealer_, &sub_}) {
         s->set(zmq::sockopt::linger, 1000);
@@ -320,7 +317,11 @@ class Node::Impl {
     round_.reset();
     // Refuse what our input cannot honestly answer; the reason never holds the input.
     std::string refusal;
-    if (options_.input.size() != u.length) {
+    if (u.participants.size() < options_.min_patients) {
+      refusal = "the round has " + std::to_string(u.participants.size()) +
+                " patients, fewer than this patient's minimum of " +
+                std::to_string(options_.min_patients);
+    } else if (options_.input.size() != u.length) {
       refusal = "input has " + std::to_string(options_.input.size()) +
                 " elements, the round asks for " + std::to_string(u.length);
     } else if (std::any_of(options_.input.begin(), options_.input.end(),

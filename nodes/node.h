@@ -33,6 +33,9 @@ struct NodeOptions {
   bool once = false;  // patient: exit after one round (0 done, 1 aborted)
   // Patient: the private input (one element for a scalar).
   std::vector<uint64_t> input;
+  // Patient: refuse rounds with fewer patients. The hospital learns the sum, so with k
+  // accomplices in a round of k+1 it learns the one honest input; a larger minimum bounds that.
+  uint32_t min_patients = 2;
   // Hospital: what to ask for.
   uint64_t range = 0;
   uint32_t length = 1;

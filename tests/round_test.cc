@@ -182,6 +182,26 @@ TEST_F(RoundTest, InputOfWrongLengthAbortsNamingThePatient) {
   EXPECT_FALSE(fs::exists(results_));
 }
 
+TEST_F(RoundTest, PatientRefusesRoundsSmallerThanItsMinimum) {
+  Keys({"alice", "bob"});
+  StartBroker();
+  auto alice = Patient("alice", {10}, true);
+  auto bob = Child::Spawn({(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name",
+                           "bob", "--router", router_, "--phases", phases_, "--value", "20",
+                           "--once", "--min-patients", "3"},
+                          dir_.path() / "bob.log");
+  ASSERT_TRUE(bob.ok());
+  auto hospital = Hospital({"--range", "1000"});
+  EXPECT_EQ(hospital.Wait(kWait), 1);
+  EXPECT_NE(LastLine(dir_.path() / "hospital.log")
+                .find("bob refused the round: the round has 2 patients, fewer than this "
+                      "patient's minimum of 3"),
+            std::string::npos)
+      << LastLine(dir_.path() / "hospital.log");
+  EXPECT_FALSE(fs::exists(results_));
+  alice.Stop();
+}
+
 // dave is played by the test: it joins late, so the test knows charlie has joined and can kill
 // it between its join and its shares.
 TEST_F(RoundTest, PatientKilledMidRoundAbortsNamingItThenBrokerServesNextRound) {
