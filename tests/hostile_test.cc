@@ -1,0 +1,704 @@
+// Hostile peers against a running broker over real CURVE sockets on loopback: random bytes,
+// truncated frames, valid msgpack of the wrong shape, a flood, misaddressed and out-of-turn
+// protocol messages, and clients that must not get past the handshake. The broker must reject
+// each message on its own with its exact reason — logged, counted, and recorded in the capture
+// of the round it arrived in — stay up, and complete the next honest round. Honest rounds here
+// are computed for real: additive shares mod 2^64 sealed with the parties' keys, every opened
+// payload compared with what was sealed, and the hospital's sum of partials checked against
+// the inputs.
+#include "broker/broker.h"
+
+#include <gtest/gtest.h>
+#include <sodium.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include "nodes/seal.h"
+#include "schema/capture.h"
+#include "tests/hostile_support.h"
+#include "tests/support.h"
+
+namespace tally::test {
+namespace {
+
+constexpr uint32_t kMaxLength = 1000;  // the broker's --max-length in these tests
+constexpr char kOnlyHospital[] = "round request refused: only a hospital may request rounds";
+
+// The limits the broker decodes with (BrokerOptions::max_length = kMaxLength), so a test can
+// predict the exact reason for a frame.
+Limits BrokerLimits() {
+  Limits l;
+  l.max_length = kMaxLength;
+  l.max_sealed_bytes = MaxSealedSize(kMaxLength);
+  l.max_message_bytes = MaxMessageSize(kMaxLength);
+  return l;
+}
+
+std::vector<RejectLine> Sorted(std::vector<RejectLine> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// An honest round as the test drives it: what each party put in and what was sealed to whom.
+struct HonestRound {
+  PhaseUpdate open;
+  std::vector<std::string> names;
+  std::map<std::string, uint64_t> input;
+  std::map<std::string, uint64_t> kept;  // input minus the shares sent, mod 2^64
+  std::map<std::pair<std::string, std::string>, uint64_t> shares;  // (from, to) -> share sealed
+  std::map<std::pair<std::string, std::string>, std::vector<uint8_t>> share_frames;
+  std::map<std::string, uint64_t> partials;  // from -> partial sealed to the hospital
+  std::map<std::string, std::vector<uint8_t>> partial_frames;
+  uint64_t Expected() const {
+    uint64_t sum = 0;
+    for (const auto& [name, x] : input) sum += x;
+    return sum;
+  }
+};
+
+class HostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_GE(sodium_init(), 0);
+    // dave is in the roster but never in a round.
+    keys_ = MakeKeys(dir_.path(), {"alice", "bob", "charlie", "dave"});
+    auto roster = LoadRoster(keys_);
+    ASSERT_TRUE(roster.ok()) << roster.message();
+    roster_ = std::move(roster.value());
+    BrokerOptions o;
+    o.keys_dir = keys_;
+    o.router_endpoint = "tcp://127.0.0.1:*";
+    o.phases_endpoint = "tcp://127.0.0.1:*";
+    o.captures_dir = dir_.path() / "captures";
+    o.deadline_ms = 20000;  // no round here may reach a deadline: every wait is on an event
+    o.max_length = kMaxLength;
+    o.max_queue = 2;
+    auto b = Broker::Create(o, rejects_.Sink(log_.Sink()));
+    ASSERT_TRUE(b.ok()) << b.message();
+    broker_ = std::move(b.value());
+    thread_ = std::thread([this] { EXPECT_TRUE(broker_->Run().ok()); });
+  }
+  void TearDown() override {
+    if (!broker_) return;
+    broker_->Stop();
+    thread_.join();
+  }
+
+  // The party's connection (DEALER + SUB), made on first use.
+  TestParty& P(const std::string& name) {
+    auto& p = parties_[name];
+    if (!p)
+      p = std::make_unique<TestParty>(keys_, name, broker_->router_endpoint(),
+                                      broker_->phases_endpoint());
+    return *p;
+  }
+  const Sealer& S(const std::string& name) {
+    auto& s = sealers_[name];
+    if (!s) {
+      auto secret = LoadSecret(keys_, name);
+      EXPECT_TRUE(secret.ok()) << secret.message();
+      s = std::make_unique<Sealer>(Sealer::Create(secret.value(), roster_).value());
+    }
+    return *s;
+  }
+
+  // A request from a patient is refused with a notice on the connection it came from, after
+  // everything that connection sent before it: receiving the notice proves the broker has
+  // processed all of it. Returns the reject line the probe itself causes.
+  RejectLine Probe(const std::string& name, uint64_t ticket) {
+    tally::Request request{ticket, 1000, 1, {}};
+    P(name).Send(request);
+    auto m = P(name).Receive();
+    EXPECT_TRUE(m && std::holds_alternative<Notice>(*m)) << name << " got no notice";
+    if (m && std::holds_alternative<Notice>(*m)) {
+      EXPECT_EQ(std::get<Notice>(*m).ticket, ticket);
+      EXPECT_EQ(std::get<Notice>(*m).reason, kOnlyHospital);
+    }
+    return {name, kOnlyHospital, Encode(request).size()};
+  }
+
+  // --- An honest round, step by step, so hostile messages can be slotted in between. ---------
+
+  // Waits until the hospital and every participant see the round with `ticket` open.
+  HonestRound AwaitOpen(const std::vector<std::string>& names, uint64_t ticket) {
+    HonestRound r;
+    r.names = names;
+    for (int tries = 0; tries < 8; ++tries) {  // skip a republished open of an earlier round
+      auto open = P("hospital").WaitPhase(Phase::kOpen);
+      EXPECT_TRUE(open.has_value()) << "no round opened for ticket " << ticket;
+      if (!open) return r;
+      if (open->ticket != ticket) continue;
+      r.open = *open;
+      break;
+    }
+    EXPECT_EQ(r.open.ticket, ticket);
+    EXPECT_EQ(r.open.participants, names);
+    for (const auto& n : names) {
+      EXPECT_TRUE(P(n).WaitPhase(Phase::kOpen, r.open.round).has_value()) << n;
+      r.input[n] = rng_() % 1001;
+    }
+    return r;
+  }
+  HonestRound Ask(const std::vector<std::string>& names, uint64_t ticket) {
+    P("hospital").Send(tally::Request{ticket, 1000, 1, names});
+    return AwaitOpen(names, ticket);
+  }
+  void Join(const HonestRound& r, const std::string& name) { P(name).Send(tally::Join{r.open.round}); }
+  void AwaitPhase(const HonestRound& r, Phase phase) {
+    EXPECT_TRUE(P("hospital").WaitPhase(phase, r.open.round).has_value()) << PhaseName(phase);
+    for (const auto& n : r.names)
+      EXPECT_TRUE(P(n).WaitPhase(phase, r.open.round).has_value()) << n << " " << PhaseName(phase);
+  }
+  // Splits `from`'s input into uniform shares mod 2^64, one sealed to each other participant.
+  void SendShares(HonestRound& r, const std::string& from) {
+    uint64_t kept = r.input[from];
+    for (const auto& to : r.names) {
+      if (to == from) continue;
+      uint64_t share;
+      randombytes_buf(&share, sizeof share);
+      kept -= share;
+      r.shares[{from, to}] = share;
+      auto sealed = S(from).Seal({r.open.round, EnvelopeKind::kShare, from, to},
+                                 EncodePayload(EnvelopeKind::kShare, std::vector<uint64_t>{share}));
+      ASSERT_TRUE(sealed.ok()) << sealed.message();
+      auto frame = Encode(Envelope{EnvelopeKind::kShare, r.open.round, from, to, sealed.value()});
+      r.share_frames[{from, to}] = frame;
+      P(from).SendRaw(frame);
+    }
+    r.kept[from] = kept;
+  }
+  // `to` receives its n-1 shares, checks each opens to what was sealed, and sends its partial.
+  void ReceiveSharesSendPartial(HonestRound& r, const std::string& to) {
+    uint64_t partial = r.kept[to];
+    for (size_t k = 0; k + 1 < r.names.size(); ++k) {
+      auto m = P(to).Receive();
+      ASSERT_TRUE(m && std::holds_alternative<Envelope>(*m)) << to << " share " << k;
+      const auto& env = std::get<Envelope>(*m);
+      ASSERT_EQ(env.kind, EnvelopeKind::kShare);
+      ASSERT_EQ(env.to, to);
+      auto plain = S(to).Open({r.open.round, env.kind, env.from, to}, env.sealed);
+      ASSERT_TRUE(plain.ok()) << plain.message();
+      auto values = DecodePayload(plain.value(), EnvelopeKind::kShare, 1);
+      ASSERT_TRUE(values.ok()) << values.message();
+      EXPECT_EQ(values.value()[0], (r.shares[{env.from, to}])) << env.from << "->" << to;
+      partial += values.value()[0];
+    }
+    r.partials[to] = partial;
+    auto sealed = S(to).Seal({r.open.round, EnvelopeKind::kPartial, to, "hospital"},
+                             EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>{partial}));
+    ASSERT_TRUE(sealed.ok()) << sealed.message();
+    auto frame = Encode(Envelope{EnvelopeKind::kPartial, r.open.round, to, "hospital", sealed.value()});
+    r.partial_frames[to] = frame;
+    P(to).SendRaw(frame);
+  }
+  // The hospital opens the n partials, checks each against what was sealed, and adds them.
+  uint64_t HospitalSum(HonestRound& r) {
+    uint64_t sum = 0;
+    for (size_t k = 0; k < r.names.size(); ++k) {
+      auto m = P("hospital").Receive();
+      EXPECT_TRUE(m && std::holds_alternative<Envelope>(*m)) << "partial " << k;
+      if (!m || !std::holds_alternative<Envelope>(*m)) return 0;
+      const auto& env = std::get<Envelope>(*m);
+      EXPECT_EQ(env.kind, EnvelopeKind::kPartial);
+      auto plain = S("hospital").Open({r.open.round, env.kind, env.from, "hospital"}, env.sealed);
+      EXPECT_TRUE(plain.ok()) << plain.message();
+      if (!plain.ok()) return 0;
+      auto values = DecodePayload(plain.value(), EnvelopeKind::kPartial, 1);
+      EXPECT_TRUE(values.ok()) << values.message();
+      if (!values.ok()) return 0;
+      EXPECT_EQ(values.value()[0], r.partials[env.from]) << env.from;
+      sum += values.value()[0];
+    }
+    return sum;
+  }
+  void AckAndAwaitDone(const HonestRound& r) {
+    P("hospital").Send(Ack{r.open.round});
+    AwaitPhase(r, Phase::kDone);
+  }
+
+  // Everything after the joins: shares, partials, the hospital's sum (checked), ack, done.
+  void Complete(HonestRound& r) {
+    for (const auto& n : r.names) SendShares(r, n);
+    for (const auto& n : r.names) ReceiveSharesSendPartial(r, n);
+    EXPECT_EQ(HospitalSum(r), r.Expected()) << "the aggregate is wrong";
+    AckAndAwaitDone(r);
+  }
+  // Opens a round, has everyone join, and waits for the share phase.
+  HonestRound Begin(const std::vector<std::string>& names, uint64_t ticket) {
+    HonestRound r = Ask(names, ticket);
+    for (const auto& n : names) Join(r, n);
+    AwaitPhase(r, Phase::kShare);
+    return r;
+  }
+  HonestRound RunHonestRound(const std::vector<std::string>& names, uint64_t ticket) {
+    HonestRound r = Begin(names, ticket);
+    Complete(r);
+    return r;
+  }
+
+  // The rejected records of a round's capture; checks the capture reads cleanly and its trailer
+  // counts them.
+  std::vector<RejectLine> CapturedRejections(const RoundId& round) {
+    auto capture = ReadCaptureFile(dir_.path() / "captures" / (RoundHex(round) + ".tcap"));
+    EXPECT_TRUE(capture.ok()) << capture.message();
+    if (!capture.ok()) return {};
+    EXPECT_TRUE(capture->ok()) << capture->error;
+    std::vector<RejectLine> out;
+    for (const auto& rec : capture->records)
+      if (auto* x = std::get_if<CaptureRejected>(&rec)) out.push_back({x->sender, x->reason, x->size});
+    const auto* trailer = capture->records.empty()
+                              ? nullptr
+                              : std::get_if<CaptureTrailer>(&capture->records.back());
+    EXPECT_NE(trailer, nullptr) << "capture has no trailer";
+    if (trailer) {
+      EXPECT_TRUE(trailer->done) << trailer->reason;
+      EXPECT_EQ(trailer->rejected, out.size());
+    }
+    return out;
+  }
+
+  TempDir dir_;
+  std::filesystem::path keys_;
+  Roster roster_;
+  LogWatcher log_;
+  RejectTally rejects_;
+  std::unique_ptr<Broker> broker_;
+  std::thread thread_;
+  std::map<std::string, std::unique_ptr<TestParty>> parties_;
+  std::map<std::string, std::unique_ptr<Sealer>> sealers_;
+  std::mt19937_64 rng_{20240611};  // inputs; shares come from libsodium
+};
+
+const std::vector<std::string> kThree = {"alice", "bob", "charlie"};
+
+TEST_F(HostileTest, HonestRoundComputesTheSumOfTheInputs) {
+  auto r = RunHonestRound(kThree, 1);
+  EXPECT_EQ(broker_->counters().routed, 9u);
+  EXPECT_EQ(broker_->counters().rejected, 0u);
+  EXPECT_EQ(broker_->counters().rounds_done, 1u);
+  EXPECT_TRUE(CapturedRejections(r.open.round).empty());
+}
+
+TEST_F(HostileTest, TwoThousandRandomFramesAreEachRejectedAsMalformedThenAnHonestRoundCompletes) {
+  std::mt19937_64 rng(0x7a11e5);
+  std::uniform_int_distribution<size_t> length(0, 4096);
+  std::vector<RejectLine> expected;
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<uint8_t> frame(length(rng));
+    for (auto& b : frame) b = static_cast<uint8_t>(rng());
+    auto decoded = Decode(frame, BrokerLimits());
+    ASSERT_FALSE(decoded.ok()) << "random frame " << i << " decodes";
+    expected.push_back({"alice", "malformed: " + decoded.message(), frame.size()});
+    P("alice").SendRaw(frame);
+  }
+  expected.push_back(Probe("alice", 77));
+  EXPECT_EQ(rejects_.From("alice"), expected);  // one connection: the broker keeps its order
+  EXPECT_EQ(broker_->counters().rejected, 2001u);
+  EXPECT_EQ(log_.Count("event=reject from=alice reason=\"malformed: "), 2000u);
+
+  RunHonestRound(kThree, 1);
+  EXPECT_EQ(broker_->counters().rejected, 2001u);
+  EXPECT_EQ(broker_->counters().routed, 9u);
+  EXPECT_EQ(broker_->counters().rounds_done, 1u);
+}
+
+TEST_F(HostileTest, EveryTruncatedPrefixOfAValidEnvelopeIsRejectedAndCaptured) {
+  auto r = Begin(kThree, 1);
+  auto sealed = S("alice").Seal({r.open.round, EnvelopeKind::kShare, "alice", "bob"},
+                                EncodePayload(EnvelopeKind::kShare, std::vector<uint64_t>{42}));
+  ASSERT_TRUE(sealed.ok());
+  auto frame = Encode(Envelope{EnvelopeKind::kShare, r.open.round, "alice", "bob", sealed.value()});
+  std::vector<RejectLine> expected;
+  for (size_t n = 0; n < frame.size(); ++n) {
+    std::vector<uint8_t> prefix(frame.begin(), frame.begin() + static_cast<ptrdiff_t>(n));
+    expected.push_back({"alice", n == 0 ? "malformed: empty message" : "malformed: truncated message", n});
+    P("alice").SendRaw(prefix);
+  }
+  ASSERT_TRUE(rejects_.WaitTotal(expected.size(), kWait));
+  EXPECT_EQ(rejects_.From("alice"), expected);
+  Complete(r);  // bob got none of the prefixes: his first message is the real share
+  EXPECT_EQ(broker_->counters().rejected, frame.size());
+  EXPECT_EQ(broker_->counters().routed, 9u);
+  EXPECT_EQ(CapturedRejections(r.open.round), expected);
+}
+
+TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCaptured) {
+  auto r = Begin(kThree, 1);
+  const std::vector<uint8_t> round(r.open.round.begin(), r.open.round.end());
+  const std::vector<uint8_t> sealed(64, 0xee);
+  auto join = [&] { return Pack().Array(3).Uint(1).Str("join"); };
+  auto envelope = [&] { return Pack().Array(7).Uint(1).Str("envelope"); };
+  auto request = [&] { return Pack().Array(6).Uint(1).Str("request").Uint(5).Uint(1000); };
+  std::vector<std::pair<std::vector<uint8_t>, std::string>> cases = {
+      // Not an array, or an array of the wrong make-up.
+      {Pack().Map(0).bytes(), "message must be a msgpack array, got map"},
+      {Pack().Map(1).Str("version").Uint(1).bytes(), "msgpack map not allowed"},
+      {Pack().Array(3).Uint(1).Str("join").Map(1).Str("round").Bin(round).bytes(),
+       "msgpack map not allowed"},
+      {Pack().Uint(1).bytes(), "message must be a msgpack array, got uint"},
+      {Pack().Str("join").bytes(), "message must be a msgpack array, got str"},
+      {Pack().Array(0).bytes(), "message has 0 fields, needs at least version and type"},
+      {Pack().Array(1).Array(3).Uint(1).Str("join").Bin(round).bytes(),
+       "message has 1 fields, needs at least version and type"},
+      {Pack().Array(3).Uint(1).Str("join").Array(1).Array(1).Bin(round).bytes(),
+       "msgpack nesting too deep"},
+      {Pack().Array(3).Uint(1).Str("join").Array(16).Raw(std::vector<uint8_t>(16, 0x01)).bytes(),
+       "join: round must be bin, got array"},
+      {Pack().Array(1001).Raw(std::vector<uint8_t>(1001, 0xc0)).bytes(),
+       "msgpack array longer than the limit of 1000 elements"},
+      {Pack().Array(3).Uint(1).Str("join").Ext(1, 2).bytes(), "msgpack ext not allowed"},
+      {join().Bin(round).Uint(0).bytes(), "1 trailing bytes after message"},
+      // Version and type.
+      {Pack().Array(3).Uint(2).Str("join").Bin(round).bytes(), "unsupported protocol version 2"},
+      {Pack().Array(3).Uint(0).Str("join").Bin(round).bytes(), "unsupported protocol version 0"},
+      {Pack().Array(3).Str("1").Str("join").Bin(round).bytes(),
+       "protocol version must be uint, got str"},
+      {Pack().Array(3).NegInt(-1).Str("join").Bin(round).bytes(),
+       "protocol version must be uint, got negative int"},
+      {Pack().Array(3).Float(1.0).Str("join").Bin(round).bytes(),
+       "protocol version must be uint, got float"},
+      {Pack().Array(3).Uint(1).Uint(3).Bin(round).bytes(), "message type must be str, got uint"},
+      {Pack().Array(3).Uint(1).Bin({'j', 'o', 'i', 'n'}).Bin(round).bytes(),
+       "message type must be str, got bin"},
+      {Pack().Array(3).Uint(1).Str("hello").Bin(round).bytes(), "unknown message type \"hello\""},
+      {Pack().Array(3).Uint(1).Str("JOIN").Bin(round).bytes(), "unknown message type \"JOIN\""},
+      {Pack().Array(3).Uint(1).Str(std::string("\x01\x02\n", 3)).Bin(round).bytes(),
+       "unknown message type (unprintable, 3 bytes)"},
+      {Pack().Array(3).Uint(1).Str(std::string(257, 'a')).Bin(round).bytes(),
+       "msgpack str longer than the limit of 256 bytes"},
+      // Field counts.
+      {join().Bin(round).Nil().bytes(), "1 trailing bytes after message"},
+      {Pack().Array(4).Uint(1).Str("join").Bin(round).Nil().bytes(),
+       "join: expected 3 fields, got 4"},
+      {Pack().Array(2).Uint(1).Str("join").bytes(), "join: expected 3 fields, got 2"},
+      {Pack().Array(6).Uint(1).Str("envelope").Str("share").Bin(round).Str("alice").Str("bob").bytes(),
+       "envelope: expected 7 fields, got 6"},
+      // Field types and values.
+      {join().Str(std::string(16, 'r')).bytes(), "join: round must be bin, got str"},
+      {join().Nil().bytes(), "join: round must be bin, got nil"},
+      {join().Bin(std::vector<uint8_t>(round.begin(), round.end() - 1)).bytes(),
+       "join: round must be 16 bytes, got 15"},
+      {Pack().Array(3).Uint(1).Str("ack").Str(std::string(16, 'r')).bytes(),
+       "ack: round must be bin, got str"},
+      {envelope().Str("gift").Bin(round).Str("alice").Str("bob").Bin(sealed).bytes(),
+       "envelope: kind must be \"share\" or \"partial\""},
+      {envelope().Uint(1).Bin(round).Str("alice").Str("bob").Bin(sealed).bytes(),
+       "envelope: kind must be str, got uint"},
+      {envelope().Str("share").Bin(round).Bin({'a', 'l', 'i', 'c', 'e'}).Str("bob").Bin(sealed).bytes(),
+       "envelope: from must be str, got bin"},
+      {envelope().Str("share").Bin(round).Str("alice").Str("Bob").Bin(sealed).bytes(),
+       "envelope: invalid name in to"},
+      {envelope().Str("share").Bin(round).Str("alice").Str("").Bin(sealed).bytes(),
+       "envelope: invalid name in to"},
+      {envelope().Str("share").Bin(round).Str("alice").Str("bob").Bin(std::vector<uint8_t>(39, 1)).bytes(),
+       "envelope: sealed is 39 bytes, shorter than the minimum of 40"},
+      {envelope().Str("share").Bin(round).Str("alice").Str("bob").Str(std::string(64, 's')).bytes(),
+       "envelope: sealed must be bin, got str"},
+      {request().Uint(0).Array(0).bytes(), "request: length must be between 1 and 1000, got 0"},
+      {request().Uint(1001).Array(0).bytes(), "request: length must be between 1 and 1000, got 1001"},
+      {request().Uint(1ull << 32).Array(0).bytes(), "request: length 4294967296 does not fit in u32"},
+      {request().NegInt(-1).Array(0).bytes(), "request: length must be uint, got negative int"},
+      {request().Uint(1).Array(2).Str("bob").Str("bob").bytes(),
+       "request: duplicate name \"bob\" in participants"},
+      {request().Uint(1).Str("bob").bytes(), "request: participants must be array, got str"},
+      {request().Uint(1).Array(1).Uint(7).bytes(), "request: participants must hold str, got uint"},
+      {Pack().Array(6).Uint(1).Str("request").Bool(true).Uint(1000).Uint(1).Array(0).bytes(),
+       "request: ticket must be uint, got bool"},
+      {Pack().Array(6).Uint(1).Str("request").Float(5).Uint(1000).Uint(1).Array(0).bytes(),
+       "request: ticket must be uint, got float"},
+      {Pack().Array(4).Uint(1).Str("refuse").Bin(round).Str("bad\nreason").bytes(),
+       "refuse: reason must be printable ASCII, at most 200 characters"},
+      {Pack().Array(4).Uint(1).Str("refuse").Bin(round).Str(std::string(201, 'x')).bytes(),
+       "refuse: reason must be printable ASCII, at most 200 characters"},
+  };
+  std::vector<RejectLine> expected;
+  for (const auto& [bytes, reason] : cases) {
+    auto decoded = Decode(bytes, BrokerLimits());
+    EXPECT_FALSE(decoded.ok()) << reason;
+    if (!decoded.ok()) {
+      EXPECT_EQ(decoded.message(), reason);  // the case says what it tests
+    }
+    expected.push_back({"alice", "malformed: " + reason, bytes.size()});
+    P("alice").SendRaw(bytes);
+  }
+  // Well-formed messages a node may not send, and a message of two frames.
+  PhaseUpdate forged = r.open;
+  forged.phase = Phase::kDone;
+  P("alice").Send(forged);
+  expected.push_back({"alice", "a node may not send phase messages", Encode(forged).size()});
+  P("alice").Send(Notice{1, "hello"});
+  expected.push_back({"alice", "a node may not send notice messages", Encode(Notice{1, "hello"}).size()});
+  auto join_bytes = Encode(tally::Join{r.open.round});
+  ASSERT_TRUE(P("alice").dealer().send(zmq::buffer(join_bytes), zmq::send_flags::sndmore));
+  ASSERT_TRUE(P("alice").dealer().send(zmq::buffer(join_bytes), zmq::send_flags::none));
+  expected.push_back({"alice", "expected one frame, got 2", join_bytes.size()});
+
+  ASSERT_TRUE(rejects_.WaitTotal(expected.size(), kWait));
+  EXPECT_EQ(rejects_.From("alice"), expected);
+  EXPECT_EQ(broker_->counters().rejected, expected.size());
+  Complete(r);
+  EXPECT_EQ(broker_->counters().rejected, expected.size());
+  EXPECT_EQ(broker_->counters().routed, 9u);
+  EXPECT_EQ(CapturedRejections(r.open.round), expected);
+}
+
+// Every rule of "What the broker checks and logs" broken once, by participants, by a party in
+// the roster but not in the round (dave), and by the hospital, in each phase of a live round.
+// A second request mid-round is queued, not rejected, and is the next honest round.
+TEST_F(HostileTest, ProtocolViolationsInEveryPhaseAreEachRejectedCapturedAndTheRoundStillCompletes) {
+  const RoundId old_round = RunHonestRound(kThree, 1).open.round;
+  RoundId unknown_round;
+  randombytes_buf(unknown_round.data(), unknown_round.size());
+  const std::vector<uint8_t> junk(64, 0xab);
+  std::vector<RejectLine> expected;
+  auto send = [&](const std::string& from, const Message& m, const std::string& reason) {
+    P(from).Send(m);
+    expected.push_back({from, reason, Encode(m).size()});
+  };
+  auto send_frame = [&](const std::string& from, const std::vector<uint8_t>& frame,
+                        const std::string& reason) {
+    P(from).SendRaw(frame);
+    expected.push_back({from, reason, frame.size()});
+  };
+  // Waits until the broker has logged everything sent so far (across connections).
+  auto settle = [&] { ASSERT_TRUE(rejects_.WaitTotal(expected.size(), kWait)) << rejects_.Total(); };
+  auto env = [&](EnvelopeKind kind, const RoundId& round, const std::string& from,
+                 const std::string& to) { return Envelope{kind, round, from, to, junk}; };
+  const auto kShare = EnvelopeKind::kShare;
+  const auto kPartial = EnvelopeKind::kPartial;
+
+  HonestRound r = Ask(kThree, 2);
+  const RoundId& now = r.open.round;
+  // Open phase.
+  Join(r, "alice");
+  send("alice", tally::Join{now}, "duplicate join");
+  send("dave", tally::Join{now}, "join from a party not in the round");
+  send("hospital", tally::Join{now}, "join from the hospital");
+  send("alice", tally::Join{old_round}, "join for a round that is not active");
+  send("alice", tally::Join{unknown_round}, "join for a round that is not active");
+  send("alice", env(kShare, now, "alice", "bob"), "share outside the share phase");
+  send("alice", env(kPartial, now, "alice", "hospital"), "partial outside the share and sum phases");
+  send("hospital", Ack{now}, "acknowledgement before every partial was routed");
+  send("dave", Refuse{now, "no"}, "refusal from a party not in the round");
+  send("hospital", Refuse{now, "no"}, "refusal from the hospital");
+  send("dave", Refuse{unknown_round, "no"}, "refusal for a round that is not active");
+  settle();
+  Join(r, "bob");
+  Join(r, "charlie");
+  AwaitPhase(r, Phase::kShare);
+
+  // Share phase: alice's real shares, then a duplicate, before anyone else's (the phase holds).
+  send("alice", tally::Join{now}, "join after the join phase");
+  SendShares(r, "alice");
+  send_frame("alice", r.share_frames[{"alice", "bob"}], "duplicate share alice->bob");
+  send("alice", env(kShare, now, "alice", "zed"), "share alice->zed is not a link of this round");
+  send("alice", env(kShare, now, "alice", "dave"), "share alice->dave is not a link of this round");
+  send("alice", env(kShare, now, "alice", "alice"), "share alice->alice is not a link of this round");
+  send("alice", env(kShare, now, "alice", "hospital"),
+       "share alice->hospital is not a link of this round");
+  send("hospital", env(kShare, now, "hospital", "alice"),
+       "share hospital->alice is not a link of this round");
+  send("alice", env(kShare, now, "bob", "charlie"), "spoofed sender: header says bob");
+  send("alice", env(kPartial, now, "hospital", "alice"), "spoofed sender: header says hospital");
+  send("dave", env(kShare, now, "dave", "alice"), "envelope from a party not in the round");
+  send("alice", env(kShare, old_round, "alice", "bob"), "envelope for a round that is not active");
+  send("alice", env(kShare, unknown_round, "alice", "bob"), "envelope for a round that is not active");
+  send("alice", env(kPartial, now, "alice", "bob"), "partial alice->bob is not a link of this round");
+  send("alice", env(kPartial, now, "alice", "dave"), "partial alice->dave is not a link of this round");
+  send("alice", env(kPartial, now, "alice", "zed"), "partial alice->zed is not a link of this round");
+  send("alice", Ack{now}, "acknowledgement from a patient");
+  send("dave", Ack{now}, "acknowledgement from a party not in the round");
+  send("hospital", Ack{old_round}, "acknowledgement for a round that is not active");
+  send("hospital", Ack{now}, "acknowledgement before every partial was routed");
+  send("dave", tally::Request{9, 1000, 1, {}}, kOnlyHospital);
+  settle();
+  {
+    auto m = P("dave").Receive();  // the refused request is answered; nothing else reaches dave
+    ASSERT_TRUE(m && std::holds_alternative<Notice>(*m));
+    EXPECT_FALSE(P("dave").Receive(std::chrono::milliseconds(0)).has_value());
+  }
+  P("hospital").Send(tally::Request{3, 1000, 1, {"alice", "bob"}});  // a second request
+  ASSERT_TRUE(log_.WaitFor("event=queued from=hospital ticket=3 position=1"));
+  SendShares(r, "bob");
+  SendShares(r, "charlie");
+  AwaitPhase(r, Phase::kSum);
+
+  // Sum phase: partials, one sent twice; then shares that come too late.
+  for (const auto& n : kThree) ReceiveSharesSendPartial(r, n);
+  send_frame("alice", r.partial_frames["alice"], "duplicate partial alice->hospital");
+  send_frame("bob", r.share_frames[{"bob", "alice"}], "share outside the share phase");
+  send("charlie", tally::Join{now}, "join after the join phase");
+  settle();
+  EXPECT_EQ(HospitalSum(r), r.Expected());
+  AckAndAwaitDone(r);
+  // After the round: everything for it is now for a round that is not active.
+  send("hospital", Ack{now}, "acknowledgement for a round that is not active");
+  send_frame("alice", r.partial_frames["alice"], "envelope for a round that is not active");
+  settle();
+
+  EXPECT_EQ(broker_->counters().rejected, expected.size());
+  EXPECT_EQ(Sorted(rejects_.Lines()), Sorted(expected));
+  // The capture of round 2 lists what arrived while it ran, with reasons (not the last two).
+  std::vector<RejectLine> during(expected.begin(), expected.end() - 2);
+  EXPECT_EQ(Sorted(CapturedRejections(now)), Sorted(during));
+  EXPECT_EQ(broker_->counters().routed, 18u);
+
+  // The queued request runs next, honestly, with the right sum; the last two rejections
+  // arrived while it ran.
+  HonestRound next = AwaitOpen({"alice", "bob"}, 3);
+  for (const auto& n : next.names) Join(next, n);
+  AwaitPhase(next, Phase::kShare);
+  Complete(next);
+  EXPECT_EQ(Sorted(CapturedRejections(next.open.round)),
+            Sorted(std::vector<RejectLine>(expected.end() - 2, expected.end())));
+  EXPECT_EQ(broker_->counters().rounds_done, 3u);
+  EXPECT_EQ(broker_->counters().rounds_aborted, 0u);
+  EXPECT_EQ(broker_->counters().rejected, expected.size());
+}
+
+TEST_F(HostileTest, RoundQueueFullIsRefusedWithANotice) {
+  auto r = Ask(kThree, 1);
+  P("hospital").Send(tally::Request{2, 1000, 1, {}});
+  P("hospital").Send(tally::Request{3, 1000, 1, {}});
+  tally::Request third{4, 1000, 1, {}};
+  P("hospital").Send(third);
+  auto m = P("hospital").Receive();
+  ASSERT_TRUE(m && std::holds_alternative<Notice>(*m));
+  EXPECT_EQ(std::get<Notice>(*m).ticket, 4u);
+  EXPECT_EQ(std::get<Notice>(*m).reason, "round request refused: round queue full");
+  EXPECT_EQ(rejects_.Lines(), (std::vector<RejectLine>{{"hospital", "round request refused: round queue full",
+                                                        Encode(third).size()}}));
+  EXPECT_EQ(log_.Count("event=queued from=hospital"), 2u);
+  EXPECT_EQ(broker_->counters().rejected, 1u);
+}
+
+// 20,000 messages from dave as fast as a DEALER can send them, while alice, bob and charlie run
+// a round: every one is rejected and counted, the round completes, and so does the next.
+TEST_F(HostileTest, FloodOfTwentyThousandMessagesIsCountedExactlyWhileRoundsComplete) {
+  constexpr size_t kFlood = 20000;
+  TestParty& dave = P("dave");  // connect before the flood thread takes the socket over
+  RoundId stale;
+  randombytes_buf(stale.data(), stale.size());
+  const size_t size = Encode(tally::Join{stale}).size();
+  std::thread flood([&dave, stale] {
+    for (size_t i = 0; i < kFlood; ++i) dave.Send(tally::Join{stale});
+  });
+  auto during = RunHonestRound(kThree, 1);
+  flood.join();
+  RejectLine probe = Probe("dave", 99);
+  auto lines = rejects_.Lines();
+  ASSERT_EQ(lines.size(), kFlood + 1);
+  for (size_t i = 0; i < kFlood; ++i)
+    ASSERT_EQ(lines[i], (RejectLine{"dave", "join for a round that is not active", size})) << i;
+  EXPECT_EQ(lines.back(), probe);
+  EXPECT_EQ(broker_->counters().rejected, kFlood + 1);
+  // The round's capture holds the part of the flood that arrived while it ran.
+  for (const auto& x : CapturedRejections(during.open.round))
+    EXPECT_EQ(x, (RejectLine{"dave", "join for a round that is not active", size}));
+
+  RunHonestRound(kThree, 2);
+  EXPECT_EQ(broker_->counters().rejected, kFlood + 1);
+  EXPECT_EQ(broker_->counters().routed, 18u);
+  EXPECT_EQ(broker_->counters().rounds_done, 2u);
+}
+
+// --- The handshake: cases broker_test.cc does not cover. ---------------------------------------
+
+TEST_F(HostileTest, TheBrokersOwnKeyCannotConnectAsAClient) {
+  auto broker = LoadSecret(keys_, "broker").value();
+  TestParty impostor(broker.pub.curve_public, broker_->router_endpoint(),
+                     broker.pub.curve_public.data(), broker.curve_secret.data());
+  impostor.Send(tally::Request{1, 10, 1, {}});
+  EXPECT_TRUE(impostor.WaitEvent(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH));
+  EXPECT_TRUE(log_.WaitFor("event=auth-denied address=127.0.0.1 reason=\"key not in roster\""));
+  EXPECT_EQ(broker_->counters().auth_denied, 1u);
+  EXPECT_EQ(broker_->counters().rejected, 0u);
+  EXPECT_EQ(log_.Count("event=round-open"), 0u);
+}
+
+// A DEALER with a monitor, CURVE client or (without keys) NULL mechanism, that reports every
+// transport event up to the first of `until`.
+class RawClient {
+ public:
+  RawClient(const std::string& endpoint, const uint8_t* server, const uint8_t* pub,
+            const uint8_t* sec) {
+    static std::atomic<int> counter{0};
+    const std::string ep = "inproc://hostile-raw-" + std::to_string(counter++);
+    dealer_.set(zmq::sockopt::linger, 0);
+    dealer_.set(zmq::sockopt::reconnect_ivl, -1);  // one attempt: its events are the whole story
+    if (server != nullptr) {
+      dealer_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server, 32));
+      dealer_.set(zmq::sockopt::curve_publickey, zmq::const_buffer(pub, 32));
+      dealer_.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sec, 32));
+    }
+    EXPECT_EQ(zmq_socket_monitor(dealer_.handle(), ep.c_str(), ZMQ_EVENT_ALL), 0);
+    monitor_.connect(ep);
+    dealer_.connect(endpoint);
+    auto bytes = Encode(tally::Request{1, 10, 1, {}});
+    EXPECT_TRUE(dealer_.send(zmq::buffer(bytes), zmq::send_flags::dontwait));
+  }
+  // Events in order, up to and including the first one in `until` (or until kWait passes).
+  std::vector<uint16_t> EventsUntil(std::initializer_list<uint16_t> until) {
+    std::vector<uint16_t> events;
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    for (;;) {
+      auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      zmq::pollitem_t item{monitor_.handle(), 0, ZMQ_POLLIN, 0};
+      if (left.count() <= 0 || zmq::poll(&item, 1, left) <= 0) return events;
+      zmq::message_t head, addr;
+      if (!monitor_.recv(head)) return events;
+      if (head.more()) (void)monitor_.recv(addr);
+      uint16_t id;
+      std::memcpy(&id, head.data(), sizeof id);
+      events.push_back(id);
+      if (std::find(until.begin(), until.end(), id) != until.end()) return events;
+    }
+  }
+  bool Received() {
+    zmq::pollitem_t item{dealer_.handle(), 0, ZMQ_POLLIN, 0};
+    return zmq::poll(&item, 1, std::chrono::milliseconds(0)) > 0;
+  }
+
+ private:
+  zmq::context_t ctx_;
+  zmq::socket_t dealer_{ctx_, zmq::socket_type::dealer};
+  zmq::socket_t monitor_{ctx_, zmq::socket_type::pair};
+};
+
+bool Has(const std::vector<uint16_t>& events, uint16_t event) {
+  return std::find(events.begin(), events.end(), event) != events.end();
+}
+
+// alice's public key with bob's secret: the CURVE vouch does not open, so the broker drops the
+// connection before the ZAP handler is even asked.
+TEST_F(HostileTest, APublicKeyPresentedWithAnotherPartysSecretFailsTheHandshake) {
+  auto alice = LoadSecret(keys_, "alice").value();
+  auto bob = LoadSecret(keys_, "bob").value();
+  auto broker_key = roster_.Find("broker")->curve_public;
+  RawClient forger(broker_->router_endpoint(), broker_key.data(), alice.pub.curve_public.data(),
+                   bob.curve_secret.data());
+  auto events = forger.EventsUntil({ZMQ_EVENT_DISCONNECTED, ZMQ_EVENT_HANDSHAKE_SUCCEEDED});
+  EXPECT_TRUE(Has(events, ZMQ_EVENT_DISCONNECTED));
+  EXPECT_FALSE(Has(events, ZMQ_EVENT_HANDSHAKE_SUCCEEDED));
+  EXPECT_FALSE(forger.Received());
+  EXPECT_EQ(broker_->counters().rejected, 0u);
+  EXPECT_EQ(log_.Count("event=round-open"), 0u);
+}
+
+TEST_F(HostileTest, AClientWithoutCurveFailsTheHandshake) {
+  RawClient plain(broker_->router_endpoint(), nullptr, nullptr, nullptr);
+  auto events = plain.EventsUntil({ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL, ZMQ_EVENT_DISCONNECTED,
+                                   ZMQ_EVENT_HANDSHAKE_SUCCEEDED});
+  EXPECT_TRUE(Has(events, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) || Has(events, ZMQ_EVENT_DISCONNECTED));
+  EXPECT_FALSE(Has(events, ZMQ_EVENT_HANDSHAKE_SUCCEEDED));
+  EXPECT_FALSE(plain.Received());
+  EXPECT_EQ(broker_->counters().rejected, 0u);
+  EXPECT_EQ(log_.Count("event=round-open"), 0u);
+}
+
+}  // namespace
+}  // namespace tally::test
