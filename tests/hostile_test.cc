@@ -576,6 +576,32 @@ TEST_F(HostileTest, RoundQueueFullIsRefusedWithANotice) {
   EXPECT_EQ(broker_->counters().rejected, 1u);
 }
 
+// BUG (broker/broker.cc, Broker::Impl::OnRefuse): a refusal is accepted in any phase, from a
+// participant that has already joined, shared and sent its partial. Here the hospital already
+// holds all three partials (and a real hospital has fsync'd the aggregate to its results file
+// and printed it before acknowledging); alice's late refusal still aborts the round ("alice
+// refused the round: changed my mind"), the hospital's ack is then rejected as "for a round that
+// is not active", and the results file holds an aggregate for a round the broker's capture says
+// was aborted. PROTOCOL.md step 3 has a patient send refuse *instead of* join; "What the broker
+// checks" rejects joins after the join phase but says nothing of refusals. Suggested fix: in
+// OnRefuse, reject a refusal outside the open phase (or from a participant that has joined)
+// with "refusal after the join phase", as OnJoin does for joins.
+TEST_F(HostileTest, DISABLED_ARefusalAfterJoiningIsRejectedAndTheRoundCompletes) {
+  auto r = Begin(kThree, 1);
+  for (const auto& n : kThree) SendShares(r, n);
+  for (const auto& n : kThree) ReceiveSharesSendPartial(r, n);
+  EXPECT_EQ(HospitalSum(r), r.Expected());
+  Refuse late{r.open.round, "changed my mind"};
+  P("alice").Send(late);
+  RejectLine probe = Probe("alice", 5);  // the refusal has been handled
+  EXPECT_EQ(rejects_.Lines(),
+            (std::vector<RejectLine>{{"alice", "refusal after the join phase", Encode(late).size()},
+                                     probe}));
+  ASSERT_EQ(broker_->counters().rounds_aborted, 0u);
+  AckAndAwaitDone(r);
+  EXPECT_EQ(broker_->counters().rounds_done, 1u);
+}
+
 // 20,000 messages from dave as fast as a DEALER can send them, while alice, bob and charlie run
 // a round: every one is rejected and counted, the round completes, and so does the next.
 TEST_F(HostileTest, FloodOfTwentyThousandMessagesIsCountedExactlyWhileRoundsComplete) {
@@ -604,6 +630,48 @@ TEST_F(HostileTest, FloodOfTwentyThousandMessagesIsCountedExactlyWhileRoundsComp
   EXPECT_EQ(broker_->counters().rejected, kFlood + 1);
   EXPECT_EQ(broker_->counters().routed, 18u);
   EXPECT_EQ(broker_->counters().rounds_done, 2u);
+}
+
+// BUG (broker/broker.cc, Broker::Impl::ServeSubscriptions): every subscription message that
+// reaches the phase channel makes the broker republish the last phase update to *every*
+// subscriber, and nothing of it is counted or logged. An authenticated party with an XSUB
+// socket (dave here) sends N one-byte subscriptions and every subscriber receives N copies of
+// the update: a ~100-fold amplification per subscriber from one connection, invisible in the
+// broker's log and counters. Suggested fix: in ServeSubscriptions, drain the batch and
+// republish at most once per call (one copy serves every subscriber that joined in the batch),
+// and count/log subscription floods beyond a small per-connection rate.
+TEST_F(HostileTest, DISABLED_ASubscriptionFloodOnThePhaseChannelIsNotAmplifiedToEverySubscriber) {
+  constexpr size_t kSubscriptions = 2000;
+  auto r = Ask(kThree, 1);  // the last update is now this round's open
+  auto dave = LoadSecret(keys_, "dave").value();
+  auto broker_key = roster_.Find("broker")->curve_public;
+  zmq::context_t ctx;
+  zmq::socket_t xsub(ctx, zmq::socket_type::xsub);
+  xsub.set(zmq::sockopt::linger, 0);
+  xsub.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(broker_key.data(), 32));
+  xsub.set(zmq::sockopt::curve_publickey, zmq::const_buffer(dave.pub.curve_public.data(), 32));
+  xsub.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(dave.curve_secret.data(), 32));
+  xsub.set(zmq::sockopt::rcvhwm, 0);
+  xsub.connect(broker_->phases_endpoint());
+  const uint8_t subscribe[] = {1};
+  auto receive = [&](milliseconds timeout) {
+    zmq::pollitem_t item{xsub.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, timeout) <= 0) return false;
+    zmq::message_t m;
+    return xsub.recv(m).has_value();
+  };
+  ASSERT_TRUE(xsub.send(zmq::buffer(subscribe), zmq::send_flags::none));
+  ASSERT_TRUE(receive(kWait)) << "dave's subscription never answered";
+  for (size_t i = 0; i < kSubscriptions; ++i)
+    ASSERT_TRUE(xsub.send(zmq::buffer(subscribe), zmq::send_flags::none));
+  size_t copies = 0;  // dave is a subscriber too: he sees every broadcast
+  while (copies < kSubscriptions && receive(milliseconds(2000))) ++copies;
+  size_t alice_copies = 0;
+  while (P("alice").WaitPhase(Phase::kOpen, r.open.round, milliseconds(200))) ++alice_copies;
+  EXPECT_LE(copies, kSubscriptions / 100)
+      << kSubscriptions << " one-byte subscriptions from dave were answered with " << copies
+      << " broadcasts of the last update; alice received " << alice_copies << " copies";
+  EXPECT_EQ(broker_->counters().rejected, 0u);  // and none of it shows in the counters
 }
 
 // --- The handshake: cases broker_test.cc does not cover. ---------------------------------------
