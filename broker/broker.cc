@@ -29,6 +29,7 @@ constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 constexpr const char* kZapDomain = "tally";
 constexpr int kMaxBatch = 256;           // messages drained per socket per loop turn
 constexpr auto kStopCheck = std::chrono::milliseconds(100);  // longest poll wait
+constexpr auto kRepublishGap = std::chrono::milliseconds(10);  // between republications
 
 // "a, b and c" with at most `max` names, then "and N more".
 std::string JoinList(const std::vector<std::string>& items, size_t max = 3) {
@@ -140,11 +141,12 @@ class Broker::Impl {
                                {phases_.handle(), 0, ZMQ_POLLIN, 0}};
     while (!stop_.load()) {
       auto timeout = kStopCheck;
-      if (round_) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(round_->phase_deadline -
-                                                                          Clock::now());
-        timeout = std::clamp(left, std::chrono::milliseconds(0), kStopCheck);
-      }
+      auto wake = [&](Clock::time_point at) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(at - Clock::now());
+        timeout = std::clamp(left, std::chrono::milliseconds(0), timeout);
+      };
+      if (round_) wake(round_->phase_deadline);
+      if (republish_pending_) wake(next_republish_);
       try {
         zmq::poll(items, 3, timeout);
       } catch (const zmq::error_t& e) {
@@ -154,6 +156,7 @@ class Broker::Impl {
       if (items[0].revents & ZMQ_POLLIN) ServeZap();
       if (items[1].revents & ZMQ_POLLIN) ServeRouter();
       if (items[2].revents & ZMQ_POLLIN) ServeSubscriptions();
+      MaybeRepublish();
       CheckDeadline();
     }
     if (round_) Abort("broker shutting down");
@@ -166,7 +169,8 @@ class Broker::Impl {
 
   BrokerCounters counters() const {
     return {counters_.routed.load(), counters_.rejected.load(), counters_.rounds_done.load(),
-            counters_.rounds_aborted.load(), counters_.auth_denied.load()};
+            counters_.rounds_aborted.load(), counters_.auth_denied.load(),
+            counters_.subscriptions.load()};
   }
 
   const std::string& router_bound() const { return router_bound_; }
@@ -420,6 +424,10 @@ class Broker::Impl {
   void OnRefuse(const std::string& sender, const Refuse& refuse, size_t size) {
     if (!InRound(sender, refuse.round, "refusal", size)) return;
     if (!round_->IsParticipant(sender)) return Reject(sender, "refusal from the hospital", size);
+    // A refusal answers the open phase; once a patient has joined, its shares are out or owed,
+    // and a late refusal must not turn a round the hospital may already hold into an abort.
+    if (round_->phase != Phase::kOpen || round_->joined.count(sender))
+      return Reject(sender, "refusal after the join phase", size);
     Abort(sender + " refused the round: " + refuse.reason);
   }
 
@@ -570,21 +578,35 @@ class Broker::Impl {
   }
 
   // A new subscription (XPUB_VERBOSE passes every one up): republish the current state, so a
-  // subscriber that connected late learns the phase without waiting for the next change.
+  // subscriber that connected late learns the phase without waiting for the next change. At
+  // most once per kRepublishGap, however many subscriptions arrive: a subscription flood from
+  // one party is not amplified to every subscriber.
   void ServeSubscriptions() {
+    size_t subscriptions = 0;
     for (int i = 0; i < kMaxBatch; ++i) {
       zmq::message_t m;
       try {
-        if (!phases_.recv(m, zmq::recv_flags::dontwait)) return;
+        if (!phases_.recv(m, zmq::recv_flags::dontwait)) break;
       } catch (const zmq::error_t&) {
-        return;
+        break;
       }
-      if (m.size() >= 1 && static_cast<const uint8_t*>(m.data())[0] == 1 && !last_.empty()) {
-        try {
-          phases_.send(zmq::buffer(last_), zmq::send_flags::dontwait);
-        } catch (const zmq::error_t&) {
-        }
-      }
+      if (m.size() >= 1 && static_cast<const uint8_t*>(m.data())[0] == 1) ++subscriptions;
+    }
+    counters_.subscriptions += subscriptions;
+    if (subscriptions > kMaxBatch / 2)
+      Log("event=subscription-burst count=" + std::to_string(subscriptions));
+    if (subscriptions > 0) republish_pending_ = true;
+    MaybeRepublish();
+  }
+
+  void MaybeRepublish() {
+    const auto now = Clock::now();
+    if (!republish_pending_ || last_.empty() || now < next_republish_) return;
+    republish_pending_ = false;
+    next_republish_ = now + kRepublishGap;
+    try {
+      phases_.send(zmq::buffer(last_), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t&) {
     }
   }
 
@@ -603,11 +625,13 @@ class Broker::Impl {
   std::optional<Round> round_;
   std::deque<PendingRequest> queue_;
   std::vector<uint8_t> last_;  // the last phase update published
+  bool republish_pending_ = false;  // a subscription arrived since last_ was last republished
+  Clock::time_point next_republish_;
   uint64_t seq_ = 0;
   std::atomic<bool> stop_{false};
   struct {
     std::atomic<uint64_t> routed{0}, rejected{0}, rounds_done{0}, rounds_aborted{0},
-        auth_denied{0};
+        auth_denied{0}, subscriptions{0};
   } counters_;
 };
 
