@@ -576,16 +576,9 @@ TEST_F(HostileTest, RoundQueueFullIsRefusedWithANotice) {
   EXPECT_EQ(broker_->counters().rejected, 1u);
 }
 
-// BUG (broker/broker.cc, Broker::Impl::OnRefuse): a refusal is accepted in any phase, from a
-// participant that has already joined, shared and sent its partial. Here the hospital already
-// holds all three partials (and a real hospital has fsync'd the aggregate to its results file
-// and printed it before acknowledging); alice's late refusal still aborts the round ("alice
-// refused the round: changed my mind"), the hospital's ack is then rejected as "for a round that
-// is not active", and the results file holds an aggregate for a round the broker's capture says
-// was aborted. PROTOCOL.md step 3 has a patient send refuse *instead of* join; "What the broker
-// checks" rejects joins after the join phase but says nothing of refusals. Suggested fix: in
-// OnRefuse, reject a refusal outside the open phase (or from a participant that has joined)
-// with "refusal after the join phase", as OnJoin does for joins.
+// Regression: a refusal from a participant that has already joined, shared and sent its
+// partial used to abort the round after the hospital held (and had written) the aggregate.
+// The broker now rejects refusals after the join phase.
 TEST_F(HostileTest, ARefusalAfterJoiningIsRejectedAndTheRoundCompletes) {
   auto r = Begin(kThree, 1);
   for (const auto& n : kThree) SendShares(r, n);
@@ -632,14 +625,9 @@ TEST_F(HostileTest, FloodOfTwentyThousandMessagesIsCountedExactlyWhileRoundsComp
   EXPECT_EQ(broker_->counters().rounds_done, 2u);
 }
 
-// BUG (broker/broker.cc, Broker::Impl::ServeSubscriptions): every subscription message that
-// reaches the phase channel makes the broker republish the last phase update to *every*
-// subscriber, and nothing of it is counted or logged. An authenticated party with an XSUB
-// socket (dave here) sends N one-byte subscriptions and every subscriber receives N copies of
-// the update: a ~100-fold amplification per subscriber from one connection, invisible in the
-// broker's log and counters. Suggested fix: in ServeSubscriptions, drain the batch and
-// republish at most once per call (one copy serves every subscriber that joined in the batch),
-// and count/log subscription floods beyond a small per-connection rate.
+// Regression: every subscription used to make the broker republish the last phase update to
+// every subscriber, so N one-byte subscriptions from one XSUB (dave) meant N broadcasts. The
+// broker now republishes at most once per 10 ms and counts subscriptions.
 TEST_F(HostileTest, ASubscriptionFloodOnThePhaseChannelIsNotAmplifiedToEverySubscriber) {
   constexpr size_t kSubscriptions = 2000;
   auto r = Ask(kThree, 1);  // the last update is now this round's open
@@ -671,7 +659,8 @@ TEST_F(HostileTest, ASubscriptionFloodOnThePhaseChannelIsNotAmplifiedToEverySubs
   EXPECT_LE(copies, kSubscriptions / 100)
       << kSubscriptions << " one-byte subscriptions from dave were answered with " << copies
       << " broadcasts of the last update; alice received " << alice_copies << " copies";
-  EXPECT_EQ(broker_->counters().rejected, 0u);  // and none of it shows in the counters
+  EXPECT_EQ(broker_->counters().rejected, 0u);  // subscribing is not a protocol violation
+  EXPECT_GT(broker_->counters().subscriptions, 1u);  // counted (some may still be in flight)
 }
 
 // --- The handshake: cases broker_test.cc does not cover. ---------------------------------------
