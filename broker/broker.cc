@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -118,6 +119,14 @@ class Broker::Impl {
         s->set(zmq::sockopt::curve_secretkey,
                zmq::const_buffer(secret->curve_secret.data(), secret->curve_secret.size()));
       }
+      // Handshakes that fail before the allowlist is asked (a client with the wrong broker key,
+      // a keypair that does not match, no CURVE at all) are logged and counted too.
+      const int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+      if (zmq_socket_monitor(router_.handle(), "inproc://broker-router-monitor", events) != 0 ||
+          zmq_socket_monitor(phases_.handle(), "inproc://broker-phases-monitor", events) != 0)
+        return Status::Error("cannot monitor the broker's sockets");
+      router_monitor_.connect("inproc://broker-router-monitor");
+      phases_monitor_.connect("inproc://broker-phases-monitor");
       router_.set(zmq::sockopt::router_mandatory, true);
       router_.set(zmq::sockopt::sndhwm, 100000);
       phases_.set(zmq::sockopt::xpub_verbose, true);
@@ -138,7 +147,9 @@ class Broker::Impl {
   Status Run() {
     zmq::pollitem_t items[] = {{zap_.handle(), 0, ZMQ_POLLIN, 0},
                                {router_.handle(), 0, ZMQ_POLLIN, 0},
-                               {phases_.handle(), 0, ZMQ_POLLIN, 0}};
+                               {phases_.handle(), 0, ZMQ_POLLIN, 0},
+                               {router_monitor_.handle(), 0, ZMQ_POLLIN, 0},
+                               {phases_monitor_.handle(), 0, ZMQ_POLLIN, 0}};
     while (!stop_.load()) {
       auto timeout = kStopCheck;
       auto wake = [&](Clock::time_point at) {
@@ -148,7 +159,7 @@ class Broker::Impl {
       if (round_) wake(round_->phase_deadline);
       if (republish_pending_) wake(next_republish_);
       try {
-        zmq::poll(items, 3, timeout);
+        zmq::poll(items, 5, timeout);
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;  // a signal: the loop condition decides
         return Status::Error(std::string("poll failed: ") + e.what());
@@ -156,6 +167,8 @@ class Broker::Impl {
       if (items[0].revents & ZMQ_POLLIN) ServeZap();
       if (items[1].revents & ZMQ_POLLIN) ServeRouter();
       if (items[2].revents & ZMQ_POLLIN) ServeSubscriptions();
+      if (items[3].revents & ZMQ_POLLIN) ServeMonitor(router_monitor_, "router");
+      if (items[4].revents & ZMQ_POLLIN) ServeMonitor(phases_monitor_, "phases");
       MaybeRepublish();
       CheckDeadline();
     }
@@ -170,7 +183,7 @@ class Broker::Impl {
   BrokerCounters counters() const {
     return {counters_.routed.load(), counters_.rejected.load(), counters_.rounds_done.load(),
             counters_.rounds_aborted.load(), counters_.auth_denied.load(),
-            counters_.subscriptions.load()};
+            counters_.subscriptions.load(), counters_.handshake_failed.load()};
   }
 
   const std::string& router_bound() const { return router_bound_; }
@@ -238,6 +251,29 @@ class Broker::Impl {
       } catch (const zmq::error_t& e) {
         Log(std::string("event=zap-error error=") + Quote(e.what()));
       }
+    }
+  }
+
+  void ServeMonitor(zmq::socket_t& monitor, const char* socket) {
+    for (int i = 0; i < kMaxBatch; ++i) {
+      zmq::message_t event, address;
+      try {
+        if (!monitor.recv(event, zmq::recv_flags::dontwait)) return;
+        if (event.more()) (void)monitor.recv(address);
+      } catch (const zmq::error_t&) {
+        return;
+      }
+      if (event.size() < 6) continue;
+      uint16_t id;
+      uint32_t value;
+      std::memcpy(&id, event.data(), sizeof id);
+      std::memcpy(&value, static_cast<const uint8_t*>(event.data()) + 2, sizeof value);
+      ++counters_.handshake_failed;
+      char code[16];
+      std::snprintf(code, sizeof code, "0x%08x", value);
+      Log(std::string("event=handshake-failed socket=") + socket + " reason=" +
+          (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "protocol-error code=" + std::string(code)
+                                                     : std::string("no-detail")));
     }
   }
 
@@ -618,6 +654,8 @@ class Broker::Impl {
   zmq::socket_t zap_{ctx_, zmq::socket_type::rep};
   zmq::socket_t router_{ctx_, zmq::socket_type::router};
   zmq::socket_t phases_{ctx_, zmq::socket_type::xpub};
+  zmq::socket_t router_monitor_{ctx_, zmq::socket_type::pair};
+  zmq::socket_t phases_monitor_{ctx_, zmq::socket_type::pair};
   std::string router_bound_, phases_bound_;
   std::map<std::string, std::string> routes_;  // party name -> router routing id
   std::string current_id_;        // routing id of the message being handled
@@ -631,7 +669,7 @@ class Broker::Impl {
   std::atomic<bool> stop_{false};
   struct {
     std::atomic<uint64_t> routed{0}, rejected{0}, rounds_done{0}, rounds_aborted{0},
-        auth_denied{0}, subscriptions{0};
+        auth_denied{0}, subscriptions{0}, handshake_failed{0};
   } counters_;
 };
 

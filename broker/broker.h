@@ -38,6 +38,7 @@ struct BrokerCounters {
   uint64_t rounds_aborted = 0;
   uint64_t auth_denied = 0;  // CURVE handshakes refused by the ZAP handler
   uint64_t subscriptions = 0;  // subscription messages on the phase channel
+  uint64_t handshake_failed = 0;  // handshakes that failed before the allowlist was asked
 };
 
 // One line per event, without a trailing newline. Never receives a secret or a plaintext.
