@@ -311,6 +311,7 @@ class CrashTest : public ::testing::Test {
   std::string AbortReason(Dave& dave, const RoundId& round) {
     auto abort = dave.party().WaitPhase(Phase::kAbort, round);
     EXPECT_TRUE(abort) << "round " << RoundHex(round) << " did not abort";
+    if (abort) std::cout << "round aborted: " << abort->reason << "\n";  // for the report
     return abort ? abort->reason : "";
   }
 
