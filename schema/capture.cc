@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <msgpack.hpp>
@@ -282,6 +283,28 @@ Status WriteAll(int fd, std::span<const uint8_t> bytes) {
   return Status::Ok();
 }
 
+// One writev() for the pieces of a record (usually one system call), looping on short writes.
+Status WriteAllV(int fd, std::initializer_list<std::span<const uint8_t>> pieces) {
+  std::vector<iovec> iov;
+  for (auto p : pieces)
+    if (!p.empty()) iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
+  size_t first = 0;
+  while (first < iov.size()) {
+    const ssize_t n = ::writev(fd, iov.data() + first, static_cast<int>(iov.size() - first));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Error(std::string("capture write failed: ") + std::strerror(errno));
+    }
+    size_t left = static_cast<size_t>(n);
+    while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (first < iov.size()) {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
+  }
+  return Status::Ok();
+}
+
 Status SyncDirectory(const std::filesystem::path& dir) {
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
@@ -397,9 +420,7 @@ Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> fra
   crc = Crc32Update(crc, frame);
   std::vector<uint8_t> tail;
   PutU32(&tail, crc);
-  Status s = WriteAll(fd_, head);
-  if (s.ok()) s = WriteAll(fd_, frame);
-  if (s.ok()) s = WriteAll(fd_, tail);
+  Status s = WriteAllV(fd_, {std::span<const uint8_t>(head), frame, std::span<const uint8_t>(tail)});
   if (!s.ok()) {
     ::close(fd_);
     fd_ = -1;
