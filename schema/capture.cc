@@ -1,4 +1,4 @@
-// Capture files: writer (append-only, one write per record) and strict reader
+// Capture files: writer (append-only, one write or writev per record) and strict reader
 // (schema/PROTOCOL.md, "Capture format").
 
 #include "schema/capture.h"
@@ -13,6 +13,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 
 #include "schema/msgpack_strict.h"
