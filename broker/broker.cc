@@ -561,7 +561,11 @@ class Broker::Impl {
     ++seq_;
     auto now = Clock::now();
     r.phase_deadline = now + std::chrono::milliseconds(options_.deadline_ms);
-    if (r.capture) (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason});
+    if (r.capture) {
+      // Phase changes reach the file as they happen; envelopes in between are batched.
+      (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason});
+      (void)r.capture->Flush();
+    }
     const bool final = phase == Phase::kDone || phase == Phase::kAbort;
     if (final && r.capture) {
       auto s = r.capture->Finish(

@@ -1,4 +1,4 @@
-// Capture files: writer (append-only, one write or writev per record) and strict reader
+// Capture files: writer (append-only, records buffered up to 64 KiB between writes) and strict reader
 // (schema/PROTOCOL.md, "Capture format").
 
 #include "schema/capture.h"
@@ -13,7 +13,6 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <initializer_list>
 #include <utility>
 
 #include "schema/msgpack_strict.h"
@@ -285,7 +284,7 @@ Status WriteAll(int fd, std::span<const uint8_t> bytes) {
 }
 
 // One writev() for the pieces of a record (usually one system call), looping on short writes.
-Status WriteAllV(int fd, std::initializer_list<std::span<const uint8_t>> pieces) {
+Status WriteAllV(int fd, const std::vector<std::span<const uint8_t>>& pieces) {
   std::vector<iovec> iov;
   for (auto p : pieces)
     if (!p.empty()) iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
@@ -371,18 +370,48 @@ Result<CaptureWriter> CaptureWriter::Create(const std::filesystem::path& path,
 }
 
 CaptureWriter::CaptureWriter(CaptureWriter&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)) {}
+    : fd_(std::exchange(other.fd_, -1)), pending_(std::move(other.pending_)) {}
 
 CaptureWriter& CaptureWriter::operator=(CaptureWriter&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) {
+      (void)Flush();
+      ::close(fd_);
+    }
     fd_ = std::exchange(other.fd_, -1);
+    pending_ = std::move(other.pending_);
   }
   return *this;
 }
 
 CaptureWriter::~CaptureWriter() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    (void)Flush();
+    if (fd_ >= 0) ::close(fd_);
+  }
+}
+
+Status CaptureWriter::Write(std::vector<std::span<const uint8_t>> pieces, bool flush) {
+  size_t total = 0;
+  for (auto p : pieces) total += p.size();
+  if (!flush && pending_.size() + total <= kCaptureBufferBytes) {
+    for (auto p : pieces) pending_.insert(pending_.end(), p.begin(), p.end());
+    return Status::Ok();
+  }
+  pieces.insert(pieces.begin(), std::span<const uint8_t>(pending_));
+  Status s = WriteAllV(fd_, pieces);
+  pending_.clear();
+  if (!s.ok()) {
+    // A partly written record would make every later record unreadable: stop writing.
+    ::close(fd_);
+    fd_ = -1;
+  }
+  return s;
+}
+
+Status CaptureWriter::Flush() {
+  if (fd_ < 0) return Status::Error("capture writer is closed");
+  return Write({}, /*flush=*/true);
 }
 
 Status CaptureWriter::Append(const CaptureRecord& record) {
@@ -392,13 +421,7 @@ Status CaptureWriter::Append(const CaptureRecord& record) {
   }
   const std::vector<uint8_t> framed = EncodeRecord(record);
   TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed));
-  Status s = WriteAll(fd_, framed);
-  if (!s.ok()) {
-    // A partly written record would make every later record unreadable: stop writing.
-    ::close(fd_);
-    fd_ = -1;
-  }
-  return s;
+  return Write({framed});
 }
 
 Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> frame) {
@@ -421,16 +444,12 @@ Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> fra
   crc = Crc32Update(crc, frame);
   std::vector<uint8_t> tail;
   PutU32(&tail, crc);
-  Status s = WriteAllV(fd_, {std::span<const uint8_t>(head), frame, std::span<const uint8_t>(tail)});
-  if (!s.ok()) {
-    ::close(fd_);
-    fd_ = -1;
-  }
-  return s;
+  return Write({head, frame, tail});
 }
 
 Status CaptureWriter::Finish(const CaptureTrailer& trailer) {
   TALLY_RETURN_IF_ERROR(Append(trailer));
+  TALLY_RETURN_IF_ERROR(Flush());
   const int fd = std::exchange(fd_, -1);
   const int rc = ::fsync(fd);
   const int err = errno;

@@ -21,6 +21,8 @@
 
 namespace tally {
 
+inline constexpr size_t kCaptureBufferBytes = 64 * 1024;
+
 enum class CaptureRecordType : uint8_t {
   kHeader = 1, kEnvelope = 2, kRejected = 3, kPhase = 4, kTrailer = 5,
 };
@@ -89,12 +91,17 @@ class CaptureWriter {
   Status Append(const CaptureRecord& record);
   // Append(CaptureEnvelope{t_us, frame}) without copying the frame: the broker's hot path.
   Status AppendEnvelope(uint64_t t_us, std::span<const uint8_t> frame);
-  // Appends the trailer, fsyncs the file and its folder, closes.
+  // Records are buffered (up to kCaptureBufferBytes) and written in one system call; Flush
+  // writes what is buffered (the broker does at every phase change).
+  Status Flush();
+  // Appends the trailer, flushes, fsyncs the file, closes.
   Status Finish(const CaptureTrailer& trailer);
 
  private:
   explicit CaptureWriter(int fd) : fd_(fd) {}
+  Status Write(std::vector<std::span<const uint8_t>> pieces, bool flush = false);
   int fd_ = -1;
+  std::vector<uint8_t> pending_;  // whole records not yet written
 };
 
 // What a reader made of a capture: every record it could read, and where it stopped.
