@@ -490,13 +490,15 @@ class Broker::Impl {
     bool sent = false;
     if (route != routes_.end()) {
       try {
-        // The capture gets the frame exactly as routed; append before zmq takes the buffer.
+        // The routing frame first: with ROUTER_MANDATORY that is the send that fails for a
+        // recipient that is gone. Then the capture gets the frame exactly as routed (before
+        // zmq takes the buffer), then the frame goes out. The capture holds only what was routed.
+        router_.send(zmq::buffer(route->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         if (r.capture) {
           auto bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(frame.data()), size);
           if (auto s = r.capture->AppendEnvelope(r.Micros(Clock::now()), bytes); !s.ok())
             Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
         }
-        router_.send(zmq::buffer(route->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         sent = router_.send(frame, zmq::send_flags::dontwait).has_value();
       } catch (const zmq::error_t&) {
         sent = false;

@@ -610,13 +610,12 @@ void CrashTest::KillBrokerIn(Phase phase) {
   ExpectResultsFileHolds(2, Sum({"alice", "bob"}));
 }
 
-// Regression for the broker bug this suite found: when an envelope cannot be delivered (its
-// recipient was killed) the broker has already appended it to the capture but does not count
-// it, so the aborted round's trailer disagrees with its records and `tally-replay --check`
-// fails ("trailer counts 11 envelopes, the capture holds 12"). Disabled until
-// broker/broker.cc Broker::Impl::OnEnvelope records only what it routed (or counts what it
-// recorded).
-TEST_F(CrashTest, DISABLED_CaptureOfARoundAbortedOnAnUndeliverableEnvelopePassesCheck) {
+// Regression for the broker bug this suite found: when an envelope could not be delivered (its
+// recipient was killed) the broker had already appended it to the capture without counting it,
+// so the aborted round's trailer disagreed with its records and `tally-replay --check` failed
+// ("trailer counts 11 envelopes, the capture holds 12"). The broker now records only what it
+// routed.
+TEST_F(CrashTest, CaptureOfARoundAbortedOnAnUndeliverableEnvelopePassesCheck) {
   StartBroker();
   auto alice = Patient("alice"), bob = Patient("bob"), charlie = Patient("charlie");
   Dave dave(keys_, router_, phases_, inputs_["dave"]);
