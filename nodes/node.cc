@@ -70,18 +70,8 @@ struct ActiveRound {
 }  // namespace
 
 std::string ResultJson(const RoundResult& r) {
-  std::string out = "{\"round\": \"" + RoundHex(r.round) + "\", \"aggregate\": ";
-  if (r.aggregate.size() == 1) {
-    out += std::to_string(r.aggregate[0]);
-  } else {
-    out += "[";
-    for (size_t i = 0; i < r.aggregate.size(); ++i) {
-      if (i) out += ", ";
-      out += std::to_string(r.aggregate[i]);
-    }
-    out += "]";
-  }
-  out += ", \"participants\": [";
+  std::string out = "{\"round\": \"" + RoundHex(r.round) + "\", \"aggregate\": " +
+                    JsonNumbers(r.aggregate) + ", \"participants\": [";
   for (size_t i = 0; i < r.participants.size(); ++i) {
     if (i) out += ", ";
     out += "\"" + r.participants[i] + "\"";  // names are [a-z0-9_-]: no escaping needed

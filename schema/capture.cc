@@ -74,17 +74,9 @@ uint32_t GetU32(const uint8_t* p) {
   return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
 }
 
-using Packer = msgpack::packer<strict::VectorSink>;
-
-void PackStr(Packer& p, std::string_view s) {
-  p.pack_str(static_cast<uint32_t>(s.size()));
-  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
-}
-
-void PackBin(Packer& p, std::span<const uint8_t> b) {
-  p.pack_bin(static_cast<uint32_t>(b.size()));
-  p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
-}
+using strict::PackBin;
+using strict::PackStr;
+using strict::Packer;
 
 CaptureRecordType TypeOf(const CaptureRecord& record) {
   return std::visit(

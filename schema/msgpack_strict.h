@@ -307,4 +307,16 @@ struct VectorSink {
   }
 };
 
+using Packer = msgpack::packer<VectorSink>;
+
+inline void PackStr(Packer& p, std::string_view s) {
+  p.pack_str(static_cast<uint32_t>(s.size()));
+  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+inline void PackBin(Packer& p, std::span<const uint8_t> b) {
+  p.pack_bin(static_cast<uint32_t>(b.size()));
+  p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
+}
+
 }  // namespace tally::strict

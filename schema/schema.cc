@@ -14,7 +14,9 @@
 namespace tally {
 namespace {
 
-using Packer = msgpack::packer<strict::VectorSink>;
+using strict::PackBin;
+using strict::PackStr;
+using strict::Packer;
 
 // Wire type names, second element of every message.
 constexpr std::string_view kRequest = "request";
@@ -29,16 +31,6 @@ constexpr std::string_view kNotice = "notice";
 constexpr size_t kMaxWireString = std::max(kMaxReasonLength, kMaxNameLength) + 56;
 // Every field of the longest message (PhaseUpdate) fits in this many elements.
 constexpr size_t kMaxFields = 12;
-
-void PackStr(Packer& p, std::string_view s) {
-  p.pack_str(static_cast<uint32_t>(s.size()));
-  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
-}
-
-void PackBin(Packer& p, std::span<const uint8_t> b) {
-  p.pack_bin(static_cast<uint32_t>(b.size()));
-  p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
-}
 
 void PackNames(Packer& p, const std::vector<std::string>& names) {
   p.pack_array(static_cast<uint32_t>(names.size()));

@@ -11,6 +11,16 @@ std::string Quote(std::string_view s) {
   return out + "\"";
 }
 
+std::string JsonNumbers(std::span<const uint64_t> values) {
+  if (values.size() == 1) return std::to_string(values[0]);
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(values[i]);
+  }
+  return out + "]";
+}
+
 bool ParseU64(std::string_view s, uint64_t& out) {
   if (s.empty() || s.size() > 20) return false;
   uint64_t v = 0;

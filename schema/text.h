@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,10 @@ namespace tally {
 // "value" with quotes and backslashes escaped and anything not printable ASCII shown as '?',
 // so a log line stays one line whatever a peer sent.
 std::string Quote(std::string_view s);
+
+// An aggregate as Tally prints it in JSON: a number for one element, else an array
+// ("[1, 2, 3]").
+std::string JsonNumbers(std::span<const uint64_t> values);
 
 // Decimal digits only (no sign, no spaces), without overflow. False otherwise.
 bool ParseU64(std::string_view s, uint64_t& out);

@@ -21,6 +21,7 @@
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
+using tally::JsonNumbers;
 using tally::ParseU64;
 
 namespace {
@@ -83,15 +84,8 @@ std::string Joined(const std::vector<std::string>& v, const std::string& sep, bo
   return out;
 }
 
-std::string Numbers(const std::vector<uint64_t>& v) {
-  if (v.size() == 1) return std::to_string(v[0]);
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
-  return out + "]";
-}
-
 std::string Short(const std::vector<uint64_t>& v) {
-  if (v.size() <= 5) return Numbers(v);
+  if (v.size() <= 5) return JsonNumbers(v);
   return "[" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ", ... " +
          std::to_string(v.back()) + "] (" + std::to_string(v.size()) + " elements)";
 }
@@ -290,7 +284,7 @@ int main(int argc, char** argv) {
   const bool match = *aggregate == expected;
 
   if (json) {
-    std::cout << "{\"aggregate\": " << Numbers(*aggregate) << ", \"expected\": " << Numbers(expected)
+    std::cout << "{\"aggregate\": " << JsonNumbers(*aggregate) << ", \"expected\": " << JsonNumbers(expected)
               << ", \"participants\": [" << Joined(names, ", ", true) << "], \"round\": \"" << round
               << "\", \"elapsed_ms\": " << elapsed_ms << ", \"match\": " << (match ? "true" : "false")
               << "}" << std::endl;

@@ -16,6 +16,7 @@
 
 #include "keys/keys.h"
 #include "nodes/seal.h"
+#include "schema/text.h"
 
 namespace tally::replay {
 namespace {
@@ -54,16 +55,9 @@ std::string Joined(const std::vector<std::string>& names) {
   return out;
 }
 
-std::string Numbers(const std::vector<uint64_t>& v) {
-  if (v.size() == 1) return std::to_string(v[0]);
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
-  return out + "]";
-}
-
 // Shown in text: long vectors are elided (the JSON output carries them whole).
 std::string ShortNumbers(const std::vector<uint64_t>& v) {
-  if (v.size() <= 8) return Numbers(v);
+  if (v.size() <= 8) return JsonNumbers(v);
   return "[" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ", ..., " +
          std::to_string(v.back()) + "] (" + std::to_string(v.size()) + " elements)";
 }
@@ -669,7 +663,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     if (opened == n && !opened_from.empty()) {
       p.Line("aggregate", "aggregate (sum of the " + std::to_string(n) + " partials mod 2^64): " +
                               ShortNumbers(aggregate),
-             "\"aggregate\": " + Numbers(aggregate));
+             "\"aggregate\": " + JsonNumbers(aggregate));
       if (!o.results.empty()) {
         auto recorded = ResultFor(o.results, h->round);
         if (!recorded.ok()) {
