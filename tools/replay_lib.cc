@@ -530,6 +530,23 @@ Result<std::optional<std::vector<uint64_t>>> ResultFor(const fs::path& path, con
   return std::optional<std::vector<uint64_t>>();
 }
 
+// A party as the audit and the injection need it: the roster, its secrets, its sealer.
+struct Identity {
+  Roster roster;
+  SecretCertificate me;
+  Sealer sealer;
+};
+
+Result<Identity> LoadIdentity(const std::filesystem::path& keys_dir, const std::string& name) {
+  Result<Roster> roster = LoadRoster(keys_dir);
+  if (!roster.ok()) return roster.status();
+  Result<SecretCertificate> me = LoadSecret(keys_dir, name);
+  if (!me.ok()) return me.status();
+  Result<Sealer> sealer = Sealer::Create(me.value(), roster.value());
+  if (!sealer.ok()) return sealer.status();
+  return Identity{std::move(roster.value()), std::move(me.value()), std::move(sealer.value())};
+}
+
 int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, std::ostream& err) {
   Printer p(out, o.json);
   std::set<uint64_t> damaged;
@@ -539,21 +556,14 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     err << "tally-replay: " << o.file.string() << ": " << ExplainVersion(bytes, c) << "\n";
     return 1;
   }
-  Result<Roster> roster = LoadRoster(o.keys_dir);
-  if (!roster.ok()) {
-    err << "tally-replay: " << roster.message() << "\n";
+  Result<Identity> id = LoadIdentity(o.keys_dir, o.as);
+  if (!id.ok()) {
+    err << "tally-replay: " << id.message() << "\n";
     return 1;
   }
-  Result<SecretCertificate> me = LoadSecret(o.keys_dir, o.as);
-  if (!me.ok()) {
-    err << "tally-replay: " << me.message() << "\n";
-    return 1;
-  }
-  Result<Sealer> sealer = Sealer::Create(me.value(), roster.value());
-  if (!sealer.ok()) {
-    err << "tally-replay: " << sealer.message() << "\n";
-    return 1;
-  }
+  const Roster* roster = &id->roster;
+  const SecretCertificate* me = &id->me;
+  const Sealer* sealer = &id->sealer;
   const bool hospital = me->pub.role == Role::kHospital;
   const bool patient = Contains(h->participants, o.as);
   p.Line("audit",
@@ -714,21 +724,14 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     p.Line("note", "capture stops at offset " + std::to_string(c.error_offset) + ": " + c.error +
                        "; injecting the readable prefix");
   }
-  Result<Roster> roster = LoadRoster(o.keys_dir);
-  if (!roster.ok()) {
-    err << "tally-replay: " << roster.message() << "\n";
+  Result<Identity> id = LoadIdentity(o.keys_dir, o.as);
+  if (!id.ok()) {
+    err << "tally-replay: " << id.message() << "\n";
     return 1;
   }
-  Result<SecretCertificate> me = LoadSecret(o.keys_dir, o.as);
-  if (!me.ok()) {
-    err << "tally-replay: " << me.message() << "\n";
-    return 1;
-  }
-  Result<Sealer> sealer = Sealer::Create(me.value(), roster.value());
-  if (!sealer.ok()) {
-    err << "tally-replay: " << sealer.message() << "\n";
-    return 1;
-  }
+  const Roster* roster = &id->roster;
+  const SecretCertificate* me = &id->me;
+  const Sealer* sealer = &id->sealer;
   const std::vector<std::string> brokers = roster->Names(Role::kBroker);
   if (brokers.size() != 1) {
     err << "tally-replay: the roster must hold exactly one broker\n";
