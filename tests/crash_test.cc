@@ -45,16 +45,6 @@ bool Contains(const std::string& text, const std::string& needle) {
   return text.find(needle) != std::string::npos;
 }
 
-// The scalar after "aggregate": in a result line, or nullopt.
-std::optional<uint64_t> Aggregate(const std::string& json) {
-  auto at = json.find("\"aggregate\": ");
-  if (at == std::string::npos) return std::nullopt;
-  at += 13;
-  auto end = json.find_first_not_of("0123456789", at);
-  if (end == at || end == std::string::npos || json[end] != ',') return std::nullopt;
-  return std::stoull(json.substr(at, end - at));
-}
-
 std::string RoundOf(const std::string& json) {
   auto at = json.find("\"round\": \"");
   return at == std::string::npos ? "" : json.substr(at + 10, 32);
@@ -179,12 +169,10 @@ class CrashTest : public ::testing::Test {
                           broker_log_);
     ASSERT_TRUE(b.ok()) << b.message();
     broker_.emplace(std::move(b.value()));
-    auto r = broker_->ReadLine(kWait), p = broker_->ReadLine(kWait);
-    ASSERT_TRUE(r && p) << "broker did not come up: " << LastLine(broker_log_);
-    ASSERT_EQ(r->rfind("router ", 0), 0u) << *r;
-    ASSERT_EQ(p->rfind("phases ", 0), 0u) << *p;
-    router_ = r->substr(7);
-    phases_ = p->substr(7);
+    auto endpoints = ReadBrokerEndpoints(*broker_);
+    ASSERT_TRUE(endpoints) << "broker did not come up: " << LastLine(broker_log_);
+    router_ = endpoints->router;
+    phases_ = endpoints->phases;
   }
 
   fs::path LogOf(const std::string& name) { return dir_.path() / (name + ".log"); }
@@ -226,7 +214,7 @@ class CrashTest : public ::testing::Test {
     auto hospital = Hospital("alice,bob");
     auto line = hospital.ReadLine(kWait);
     ASSERT_TRUE(line) << LastLine(LogOf("hospital"));
-    EXPECT_EQ(Aggregate(*line), Sum({"alice", "bob"})) << *line;
+    EXPECT_EQ(ScalarAggregate(*line), Sum({"alice", "bob"})) << *line;
     EXPECT_EQ(hospital.Wait(kWait), 0);
     ExpectCheckOk(RoundOf(*line));
   }
@@ -287,7 +275,7 @@ class CrashTest : public ::testing::Test {
   void ExpectResultsFileHolds(size_t lines, uint64_t aggregate) {
     auto results = Lines(ReadText(results_));
     EXPECT_EQ(results.size(), lines);
-    for (const auto& l : results) EXPECT_EQ(Aggregate(l), aggregate) << l;
+    for (const auto& l : results) EXPECT_EQ(ScalarAggregate(l), aggregate) << l;
   }
 
   // Shared by the three broker cases: kill -9 the broker while dave holds a round in `phase`.
@@ -398,7 +386,7 @@ TEST_F(CrashTest, PatientKilledAfterItsPartialDoesNotStopTheRound) {
     ExpectAbortedCapture(open->round, reason);
     std::cout << "charlie's partial did not leave before the kill\n";
   } else {
-    EXPECT_EQ(Aggregate(*line), Sum({"alice", "bob", "charlie", "dave"})) << *line;
+    EXPECT_EQ(ScalarAggregate(*line), Sum({"alice", "bob", "charlie", "dave"})) << *line;
     EXPECT_EQ(hospital.Wait(kWait), 0);
     ASSERT_TRUE(dave.party().WaitPhase(Phase::kDone, open->round));
     ExpectResultsFileHolds(1, Sum({"alice", "bob", "charlie", "dave"}));
@@ -521,11 +509,11 @@ TEST_F(CrashTest, HospitalKilledMidStreamHasEveryPrintedResultOnDisk) {
   auto on_disk = Lines(ReadText(results_));
   std::set<std::string> disk_rounds;
   for (const auto& l : on_disk) {
-    EXPECT_EQ(Aggregate(l), expected) << "damaged or wrong result line: " << l;
+    EXPECT_EQ(ScalarAggregate(l), expected) << "damaged or wrong result line: " << l;
     disk_rounds.insert(RoundOf(l));
   }
   for (const auto& p : printed) {
-    EXPECT_EQ(Aggregate(p), expected) << p;
+    EXPECT_EQ(ScalarAggregate(p), expected) << p;
     EXPECT_TRUE(disk_rounds.count(RoundOf(p))) << "printed but not on disk: " << p;
   }
   // At most the round in flight was written and not yet printed.

@@ -82,10 +82,10 @@ class ReplayTest : public ::testing::Test {
                           broker_log_);
     ASSERT_TRUE(b.ok()) << b.message();
     broker_.emplace(std::move(b.value()));
-    auto r = broker_->ReadLine(kWait), p = broker_->ReadLine(kWait);
-    ASSERT_TRUE(r && p) << "broker did not come up";
-    router_ = r->substr(7);
-    phases_ = p->substr(7);
+    auto endpoints = ReadBrokerEndpoints(*broker_);
+    ASSERT_TRUE(endpoints) << "broker did not come up";
+    router_ = endpoints->router;
+    phases_ = endpoints->phases;
   }
 
   Child Patient(const std::string& name, uint64_t value, bool once) {

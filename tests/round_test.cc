@@ -53,11 +53,10 @@ class RoundTest : public ::testing::Test {
                           dir_.path() / "broker.log");
     ASSERT_TRUE(b.ok()) << b.message();
     broker_.emplace(std::move(b.value()));
-    auto r = broker_->ReadLine(kWait), p = broker_->ReadLine(kWait);
-    ASSERT_TRUE(r && p) << "broker did not come up";
-    ASSERT_EQ(r->rfind("router ", 0), 0u);
-    router_ = r->substr(7);
-    phases_ = p->substr(7);
+    auto endpoints = ReadBrokerEndpoints(*broker_);
+    ASSERT_TRUE(endpoints) << "broker did not come up";
+    router_ = endpoints->router;
+    phases_ = endpoints->phases;
   }
 
   Child Patient(const std::string& name, const std::vector<uint64_t>& input, bool once = false,

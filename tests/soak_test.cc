@@ -53,15 +53,6 @@ size_t OpenFds(pid_t pid) {
   return n;
 }
 
-std::optional<uint64_t> Aggregate(const std::string& json) {
-  auto at = json.find("\"aggregate\": ");
-  if (at == std::string::npos) return std::nullopt;
-  at += 13;
-  auto end = json.find_first_not_of("0123456789", at);
-  if (end == at || end == std::string::npos || json[end] != ',') return std::nullopt;
-  return std::stoull(json.substr(at, end - at));
-}
-
 TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   ASSERT_GE(sodium_init(), 0);
   TempDir dir;
@@ -77,9 +68,9 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
                         dir.path() / "broker.log");
   ASSERT_TRUE(b.ok()) << b.message();
   Child broker = std::move(b.value());
-  auto r = broker.ReadLine(kWait), p = broker.ReadLine(kWait);
-  ASSERT_TRUE(r && p) << "broker did not come up: " << LastLine(dir.path() / "broker.log");
-  const std::string router = r->substr(7), phases = p->substr(7);
+  auto endpoints = ReadBrokerEndpoints(broker);
+  ASSERT_TRUE(endpoints) << "broker did not come up: " << LastLine(dir.path() / "broker.log");
+  const std::string router = endpoints->router, phases = endpoints->phases;
 
   uint64_t expected = 0;
   std::vector<Child> patients;
@@ -108,7 +99,7 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   for (int k = 1; k <= kHospitalRounds; ++k) {
     auto line = hospital.ReadLine(std::chrono::milliseconds(60000));
     ASSERT_TRUE(line) << "round " << k << ": " << LastLine(dir.path() / "hospital.log");
-    ASSERT_EQ(Aggregate(*line), expected) << "round " << k << ": " << *line;
+    ASSERT_EQ(ScalarAggregate(*line), expected) << "round " << k << ": " << *line;
     ASSERT_NE(line->find("\"in_range\": true"), std::string::npos) << *line;
     rounds.insert(line->substr(line->find("\"round\": \"") + 10, 32));
     if (k == kWarmup) {
@@ -151,7 +142,7 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   std::string line;
   int lines = 0;
   while (std::getline(in, line)) {
-    EXPECT_EQ(Aggregate(line), expected) << line;
+    EXPECT_EQ(ScalarAggregate(line), expected) << line;
     ++lines;
   }
   EXPECT_EQ(lines, kHospitalRounds);

@@ -30,6 +30,22 @@ std::filesystem::path MakeKeys(const std::filesystem::path& dir,
   return keys;
 }
 
+std::optional<BrokerEndpoints> ReadBrokerEndpoints(Child& broker, milliseconds timeout) {
+  auto r = broker.ReadLine(timeout);
+  auto p = r ? broker.ReadLine(timeout) : std::nullopt;
+  if (!r || !p || r->rfind("router ", 0) != 0 || p->rfind("phases ", 0) != 0) return std::nullopt;
+  return BrokerEndpoints{r->substr(7), p->substr(7)};
+}
+
+std::optional<uint64_t> ScalarAggregate(const std::string& json) {
+  auto at = json.find("\"aggregate\": ");
+  if (at == std::string::npos) return std::nullopt;
+  at += 13;
+  auto end = json.find_first_not_of("0123456789", at);
+  if (end == at || end == std::string::npos || json[end] != ',') return std::nullopt;
+  return std::stoull(json.substr(at, end - at));
+}
+
 std::function<void(const std::string&)> LogWatcher::Sink() {
   return [this](const std::string& line) {
     std::lock_guard<std::mutex> lock(mu_);

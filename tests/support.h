@@ -14,6 +14,7 @@
 
 #include "keys/keys.h"
 #include "schema/schema.h"
+#include "tools/process.h"
 
 namespace tally::test {
 
@@ -52,6 +53,17 @@ class LogWatcher {
   std::condition_variable cv_;
   std::vector<std::string> lines_;
 };
+
+// A starting tally-broker's endpoints, from its readiness lines ("router EP", "phases EP").
+struct BrokerEndpoints {
+  std::string router;
+  std::string phases;
+};
+// nullopt when the broker exits or prints something else first.
+std::optional<BrokerEndpoints> ReadBrokerEndpoints(Child& broker, milliseconds timeout = kWait);
+
+// The scalar after "aggregate": in a hospital's JSON result line, or nullopt.
+std::optional<uint64_t> ScalarAggregate(const std::string& json);
 
 // A party with a DEALER to the router and a SUB to the phase channel.
 class TestParty {
