@@ -54,9 +54,8 @@ struct Round {
   Phase phase = Phase::kOpen;
   Clock::time_point opened;
   Clock::time_point phase_deadline;
-  std::set<std::string> joined;
-  std::set<std::pair<std::string, std::string>> shares;  // (from, to) routed
-  std::set<std::string> partials;                        // senders routed
+  std::map<std::string, JoinNonce> joined;  // patient -> the nonce it joined with
+  std::set<std::string> partials;           // senders routed
   std::optional<CaptureWriter> capture;
   uint64_t envelopes = 0;
   uint64_t rejected = 0;
@@ -397,6 +396,9 @@ class Broker::Impl {
       if (c == nullptr || c->role != Role::kPatient)
         return refuse(p + " is not a patient in the roster");
     }
+    if (std::set<std::string>(request.participants.begin(), request.participants.end()).size() !=
+        request.participants.size())
+      return refuse("the participant list repeats a name");
     if (request.participants.size() < 2)
       return refuse("a round needs at least 2 patients (the sum of one is that input)");
     // The aggregate must be computable without wrapping modulo 2^64.
@@ -453,14 +455,15 @@ class Broker::Impl {
     if (!InRound(sender, join.round, "join", size)) return;
     if (!round_->IsParticipant(sender)) return Reject(sender, "join from the hospital", size);
     if (round_->phase != Phase::kOpen) return Reject(sender, "join after the join phase", size);
-    if (!round_->joined.insert(sender).second) return Reject(sender, "duplicate join", size);
-    if (round_->joined.size() == round_->participants.size()) Advance(Phase::kShare);
+    if (!round_->joined.emplace(sender, join.nonce).second)
+      return Reject(sender, "duplicate join", size);
+    if (round_->joined.size() == round_->participants.size()) Advance(Phase::kSum);
   }
 
   void OnRefuse(const std::string& sender, const Refuse& refuse, size_t size) {
     if (!InRound(sender, refuse.round, "refusal", size)) return;
     if (!round_->IsParticipant(sender)) return Reject(sender, "refusal from the hospital", size);
-    // A refusal answers the open phase; once a patient has joined, its shares are out or owed,
+    // A refusal answers the open phase; once a patient has joined, its masked input is owed,
     // and a late refusal must not turn a round the hospital may already hold into an abort.
     if (round_->phase != Phase::kOpen || round_->joined.count(sender))
       return Reject(sender, "refusal after the join phase", size);
@@ -474,18 +477,10 @@ class Broker::Impl {
     if (!InRound(sender, env.round, "envelope", size)) return;
     Round& r = *round_;
     const std::string link = env.from + "->" + env.to;
-    if (env.kind == EnvelopeKind::kShare) {
-      if (r.phase != Phase::kShare) return Reject(sender, "share outside the share phase", size);
-      if (!r.IsParticipant(env.from) || !r.IsParticipant(env.to) || env.from == env.to)
-        return Reject(sender, "share " + link + " is not a link of this round", size);
-      if (r.shares.count({env.from, env.to})) return Reject(sender, "duplicate share " + link, size);
-    } else {
-      if (r.phase != Phase::kShare && r.phase != Phase::kSum)
-        return Reject(sender, "partial outside the share and sum phases", size);
-      if (!r.IsParticipant(env.from) || env.to != r.hospital)
-        return Reject(sender, "partial " + link + " is not a link of this round", size);
-      if (r.partials.count(env.from)) return Reject(sender, "duplicate partial " + link, size);
-    }
+    if (r.phase != Phase::kSum) return Reject(sender, "partial outside the sum phase", size);
+    if (!r.IsParticipant(env.from) || env.to != r.hospital)
+      return Reject(sender, "partial " + link + " is not a link of this round", size);
+    if (r.partials.count(env.from)) return Reject(sender, "duplicate partial " + link, size);
     auto route = routes_.find(env.to);
     bool sent = false;
     if (route != routes_.end()) {
@@ -511,13 +506,7 @@ class Broker::Impl {
     }
     ++counters_.routed;
     ++r.envelopes;
-    if (env.kind == EnvelopeKind::kShare) {
-      r.shares.insert({env.from, env.to});
-      const size_t n = r.participants.size();
-      if (r.shares.size() == n * (n - 1)) Advance(Phase::kSum);
-    } else {
-      r.partials.insert(env.from);
-    }
+    r.partials.insert(env.from);
   }
 
   void OnAck(const std::string& sender, const Ack& ack, size_t size) {
@@ -531,6 +520,14 @@ class Broker::Impl {
 
   // --- Phases -----------------------------------------------------------------------------
 
+  // Every participant's join nonce in participant order once all have joined; else none.
+  static std::vector<JoinNonce> Nonces(const Round& r) {
+    std::vector<JoinNonce> out;
+    if (r.joined.size() != r.participants.size()) return out;
+    for (const auto& p : r.participants) out.push_back(r.joined.at(p));
+    return out;
+  }
+
   PhaseUpdate Snapshot(const Round& r, const std::string& reason) const {
     PhaseUpdate u;
     u.round = r.id;
@@ -541,6 +538,7 @@ class Broker::Impl {
     u.range = r.range;
     u.length = r.length;
     u.participants = r.participants;
+    u.nonces = Nonces(r);
     u.deadline_ms = options_.deadline_ms;
     u.reason = reason;
     return u;
@@ -565,7 +563,7 @@ class Broker::Impl {
     r.phase_deadline = now + std::chrono::milliseconds(options_.deadline_ms);
     if (r.capture) {
       // Phase changes reach the file as they happen; envelopes in between are batched.
-      (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason});
+      (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason, Nonces(r)});
       (void)r.capture->Flush();
     }
     const bool final = phase == Phase::kDone || phase == Phase::kAbort;
@@ -602,11 +600,6 @@ class Broker::Impl {
         for (const auto& p : r.participants)
           if (!r.joined.count(p)) missing.push_back(p);
         return Abort(JoinList(missing) + " did not join");
-      case Phase::kShare:
-        for (const auto& from : r.participants)
-          for (const auto& to : r.participants)
-            if (from != to && !r.shares.count({from, to})) missing.push_back(from + "->" + to);
-        return Abort((missing.size() == 1 ? "share " : "shares ") + JoinList(missing) + " not sent");
       case Phase::kSum:
         for (const auto& p : r.participants)
           if (!r.partials.count(p)) missing.push_back(p);

@@ -59,10 +59,11 @@ Status AppendDurably(const std::filesystem::path& path, const std::string& line)
 // The state of one round this node takes part in.
 struct ActiveRound {
   PhaseUpdate params;            // as opened
-  bool shared = false;           // patient: our shares are out
-  std::vector<uint64_t> sum;     // patient: own share + received; hospital: partials so far
-  std::set<std::string> received;
-  bool partial_sent = false;     // patient
+  JoinNonce nonce{};             // patient: the nonce we joined with
+  bool partial_sent = false;     // patient: our masked input is out
+  std::optional<ViewDigest> view;  // hospital: the round's view, from the sum phase on
+  std::vector<uint64_t> sum;     // hospital: masked inputs so far
+  std::set<std::string> received;  // hospital
   bool acked = false;            // hospital
   ~ActiveRound() { sodium_memzero(sum.data(), sum.size() * sizeof(uint64_t)); }
 };
@@ -265,11 +266,8 @@ class Node::Impl {
     if (u.phase == Phase::kOpen && !is_hospital()) return OnOpen(u);
     if (!mine) return;
     switch (u.phase) {
-      case Phase::kShare:
-        if (!is_hospital()) SendShares();
-        return;
       case Phase::kSum:
-        return;
+        return is_hospital() ? LearnView(u) : SendMasked(u);
       case Phase::kDone:
         Log("event=round-done round=" + RoundHex(u.round));
         return EndRound(true);
@@ -292,6 +290,18 @@ class Node::Impl {
     round_->sum.assign(u.length, 0);
     Log("event=round-open round=" + RoundHex(u.round) +
         " patients=" + std::to_string(u.participants.size()) + " length=" + std::to_string(u.length));
+  }
+
+  // Hospital: the sum phase names every participant's nonce, which fixes the view each
+  // masked input must be sealed under. Inputs that came before it are opened now.
+  void LearnView(const PhaseUpdate& u) {
+    ActiveRound& r = *round_;
+    if (r.view) return;
+    if (u.participants != r.params.participants || u.nonces.size() != u.participants.size())
+      return Fail("the sum phase of round " + RoundHex(u.round) +
+                  " does not match the round as opened");
+    r.params = u;
+    r.view = RoundView(u);
     auto early = std::move(early_);
     early_.clear();
     for (const auto& env : early) OnEnvelope(env);
@@ -311,6 +321,9 @@ class Node::Impl {
       refusal = "the round has " + std::to_string(u.participants.size()) +
                 " patients, fewer than this patient's minimum of " +
                 std::to_string(options_.min_patients);
+    } else if (std::set<std::string>(u.participants.begin(), u.participants.end()).size() !=
+               u.participants.size()) {
+      refusal = "the round's participant list repeats a name";
     } else if (options_.input.size() != u.length) {
       refusal = "input has " + std::to_string(options_.input.size()) +
                 " elements, the round asks for " + std::to_string(u.length);
@@ -328,10 +341,12 @@ class Node::Impl {
     }
     round_.emplace();
     round_->params = u;
-    round_->sum.assign(u.length, 0);
+    // Fresh for every join: it enters every mask of ours in this round, so no mask of ours is
+    // ever reused, whatever round id the broker chose.
+    randombytes_buf(round_->nonce.data(), round_->nonce.size());
     last_progress_ = Clock::now();
     Log("event=join round=" + RoundHex(u.round));
-    (void)Send(Join{u.round});
+    (void)Send(Join{u.round, round_->nonce});
   }
 
   void Remember(const RoundId& id) {
@@ -362,50 +377,38 @@ class Node::Impl {
 
   // --- Patient ----------------------------------------------------------------------------
 
-  void SendShares() {
+  // Masks the input with one pairwise mask per other participant (they cancel in the sum) and
+  // seals it to the hospital under the round's view. Only for the round exactly as we joined
+  // it: the same participants (our minimum was checked against them) and our own nonce.
+  void SendMasked(const PhaseUpdate& u) {
     ActiveRound& r = *round_;
-    if (r.shared) return;
-    r.shared = true;
-    const uint32_t L = r.params.length;
-    // own = input - sum of the shares sent, element-wise mod 2^64.
-    std::vector<uint64_t> share(L);
-    unsigned char seed[randombytes_SEEDBYTES];
-    for (size_t e = 0; e < L; ++e) r.sum[e] += options_.input[e];
-    for (const auto& peer : r.params.participants) {
-      if (peer == options_.name) continue;
-      // A fresh 256-bit seed from the OS per share, stretched with ChaCha20: uniform shares at
-      // memory speed instead of one getrandom() over megabytes (BENCHMARKS.md).
-      randombytes_buf(seed, sizeof seed);
-      randombytes_buf_deterministic(share.data(), share.size() * sizeof(uint64_t), seed);
-      for (size_t e = 0; e < L; ++e) r.sum[e] -= share[e];
-      if (!SendSealed(EnvelopeKind::kShare, peer, share)) break;
-    }
-    sodium_memzero(seed, sizeof seed);
-    sodium_memzero(share.data(), share.size() * sizeof(uint64_t));
-    Log("event=shares-sent round=" + RoundHex(r.params.round) +
-        " count=" + std::to_string(r.params.participants.size() - 1));
-    MaybeSendPartial();
-  }
-
-  bool SendSealed(EnvelopeKind kind, const std::string& to, const std::vector<uint64_t>& values) {
-    const ActiveRound& r = *round_;
-    auto plaintext = EncodePayload(kind, values);
-    auto sealed = sealer_->Seal(Binding{r.params.round, kind, options_.name, to}, plaintext);
-    sodium_memzero(plaintext.data(), plaintext.size());
-    if (!sealed.ok()) {
-      Log("event=seal-error to=" + to + " error=" + Quote(sealed.message()));
-      return false;
-    }
-    return Send(Envelope{kind, r.params.round, options_.name, to, std::move(sealed.value())});
-  }
-
-  void MaybeSendPartial() {
-    ActiveRound& r = *round_;
-    if (!r.shared || r.partial_sent || r.received.size() + 1 != r.params.participants.size())
-      return;
+    if (r.partial_sent) return;
     r.partial_sent = true;
-    SendSealed(EnvelopeKind::kPartial, r.params.hospital, r.sum);
-    Log("event=partial-sent round=" + RoundHex(r.params.round) + " to=" + r.params.hospital);
+    const auto me = std::find(u.participants.begin(), u.participants.end(), options_.name);
+    if (u.participants != r.params.participants || u.nonces.size() != u.participants.size() ||
+        u.nonces[static_cast<size_t>(me - u.participants.begin())] != r.nonce) {
+      Log("event=round-dropped round=" + RoundHex(u.round) +
+          " reason=\"the sum phase does not match the round we joined\"");
+      return;
+    }
+    std::vector<uint64_t> masked = options_.input;
+    auto status = sealer_->AddMasks(u, masked);
+    if (status.ok()) {
+      auto plaintext = EncodePayload(EnvelopeKind::kPartial, masked);
+      auto sealed = sealer_->Seal(
+          Binding{u.round, EnvelopeKind::kPartial, options_.name, u.hospital, RoundView(u)},
+          plaintext);
+      sodium_memzero(plaintext.data(), plaintext.size());
+      if (sealed.ok()) {
+        (void)Send(Envelope{EnvelopeKind::kPartial, u.round, options_.name, u.hospital,
+                            std::move(sealed.value())});
+        Log("event=partial-sent round=" + RoundHex(u.round) + " to=" + u.hospital);
+      } else {
+        status = sealed.status();
+      }
+    }
+    sodium_memzero(masked.data(), masked.size() * sizeof(uint64_t));
+    if (!status.ok()) Log("event=seal-error round=" + RoundHex(u.round) + " error=" + Quote(status.message()));
   }
 
   // --- Envelopes from the router ----------------------------------------------------------
@@ -447,10 +450,12 @@ class Node::Impl {
   }
 
   void OnEnvelope(const Envelope& env) {
-    // Partials can overtake the phase update that tells the hospital its round id (they come
-    // over the router, the update over the phase channel): keep them until the round is known.
-    if (is_hospital() && waiting_ && env.kind == EnvelopeKind::kPartial && env.to == options_.name &&
-        early_.size() < kMaxParticipants) {
+    if (!is_hospital()) return RejectIncoming("an envelope for a patient (only the hospital receives them)");
+    // Partials can overtake the phase updates that tell the hospital its round id and view
+    // (they come over the router, the updates over the phase channel): keep them until then.
+    const bool view_known = round_ && round_->view;
+    if (!view_known && (waiting_ || (round_ && env.round == round_->params.round)) &&
+        env.to == options_.name && early_.size() < kMaxParticipants) {
       early_.push_back(env);
       return;
     }
@@ -458,14 +463,13 @@ class Node::Impl {
       return RejectIncoming("envelope for a round we are not in");
     ActiveRound& r = *round_;
     const auto& ps = r.params.participants;
-    const EnvelopeKind expected = is_hospital() ? EnvelopeKind::kPartial : EnvelopeKind::kShare;
-    if (env.kind != expected || env.to != options_.name ||
-        std::find(ps.begin(), ps.end(), env.from) == ps.end() || env.from == options_.name)
+    if (env.to != options_.name || std::find(ps.begin(), ps.end(), env.from) == ps.end())
       return RejectIncoming(std::string(KindName(env.kind)) + " " + env.from + "->" + env.to +
                             " is not for us in this round");
     if (r.received.count(env.from))
       return RejectIncoming("duplicate " + std::string(KindName(env.kind)) + " from " + env.from);
-    auto opened = sealer_->Open(Binding{env.round, env.kind, env.from, options_.name}, env.sealed);
+    auto opened =
+        sealer_->Open(Binding{env.round, env.kind, env.from, options_.name, *r.view}, env.sealed);
     if (!opened.ok()) return RejectIncoming(opened.message());
     auto values = DecodePayload(opened.value(), env.kind, r.params.length);
     sodium_memzero(opened->data(), opened->size());
@@ -474,11 +478,7 @@ class Node::Impl {
     sodium_memzero(values->data(), values->size() * sizeof(uint64_t));
     r.received.insert(env.from);
     last_progress_ = Clock::now();
-    if (is_hospital()) {
-      MaybeFinish();
-    } else {
-      MaybeSendPartial();
-    }
+    MaybeFinish();
   }
 
   // --- Hospital ---------------------------------------------------------------------------

@@ -1,15 +1,22 @@
-// End-to-end sealing between parties: sender-authenticated encryption bound to its context.
+// End-to-end sealing and pairwise masks between parties.
 //
-// Each pair of parties shares a key derived once from X25519 (crypto_box_beforenm) and
-// BLAKE2b with a Tally label. A sealed payload is nonce(24) || XChaCha20-Poly1305 ciphertext
-// and tag(16), with associated data binding protocol version, round id, kind, sender and
-// recipient: a payload replayed into another round, redirected to another recipient, or
-// presented as from another sender or of another kind fails to open. Nonces are fresh random.
+// Each pair of parties shares two keys derived once from X25519 (crypto_box_beforenm) and
+// BLAKE2b with a Tally label: a sealing key and a mask key.
+//   Sealing: a sealed payload is nonce(24) || XChaCha20-Poly1305 ciphertext and tag(16), with
+//   associated data binding protocol version, kind, round id, the round's view (RoundView),
+//   sender and recipient: a payload replayed into another round, redirected, presented as
+//   from another sender, or sealed under another view of the round fails to open. Nonces are
+//   fresh random.
+//   Masks: for one round, patients a and b both derive the same ChaCha20 stream from their
+//   mask key, the round id and both join nonces; the lower-named adds it to its input, the
+//   other subtracts it, so every mask cancels in the sum of all patients' masked inputs
+//   (schema/PROTOCOL.md, "Masks").
 //
 // The broker does not link this library: it cannot open a payload even by mistake.
 // Thread-compatible: a Sealer is immutable after Create, so concurrent Seal/Open are safe.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <span>
@@ -23,11 +30,19 @@
 
 namespace tally {
 
+using ViewDigest = std::array<uint8_t, 32>;
+
+// BLAKE2b-256 of what a patient's masked input depends on: round id, hospital, range, length,
+// and each participant's name and join nonce, in order. REQUIRES: update.nonces is one per
+// participant (the sum phase).
+ViewDigest RoundView(const PhaseUpdate& update);
+
 struct Binding {
   RoundId round{};
-  EnvelopeKind kind = EnvelopeKind::kShare;
+  EnvelopeKind kind = EnvelopeKind::kPartial;
   std::string_view sender;
   std::string_view recipient;
+  ViewDigest view{};
 };
 
 // The associated data for a binding (exposed for PROTOCOL.md's test vectors and for tests).
@@ -46,9 +61,19 @@ class Sealer {
   // binding.sender to us under exactly this binding and is unmodified.
   Result<std::vector<uint8_t>> Open(const Binding& binding, std::span<const uint8_t> sealed) const;
 
+  // Adds this party's masks for the round in `update` to `values` (update.length elements):
+  // one per other participant, added or subtracted so that they cancel across all
+  // participants. Fails, leaving `values` unchanged, unless this party is a participant,
+  // update.nonces holds one nonce per participant and `values` has update.length elements.
+  Status AddMasks(const PhaseUpdate& update, std::span<uint64_t> values) const;
+
  private:
+  struct PeerKeys {
+    SecretKey seal;
+    SecretKey mask;
+  };
   std::string name_;
-  std::map<std::string, SecretKey, std::less<>> peer_keys_;
+  std::map<std::string, PeerKeys, std::less<>> peer_keys_;
 };
 
 }  // namespace tally

@@ -117,11 +117,12 @@ void PackBody(Packer& p, const CaptureRejected& r) {
   p.pack_uint64(r.size);
 }
 void PackBody(Packer& p, const CapturePhase& ph) {
-  p.pack_array(4);
+  p.pack_array(5);
   p.pack_uint64(ph.t_us);
   PackStr(p, PhaseName(ph.phase));
   p.pack_uint64(ph.seq);
   PackStr(p, ph.reason);
+  strict::PackNonces(p, ph.nonces);
 }
 void PackBody(Packer& p, const CaptureTrailer& t) {
   p.pack_array(5);
@@ -221,7 +222,7 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
     }
     case CaptureRecordType::kPhase: {
       CapturePhase ph;
-      TALLY_RETURN_IF_ERROR(CheckCount(r, 4, f.size()));
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 5, f.size()));
       TALLY_RETURN_IF_ERROR(r.Uint("t_us", &ph.t_us));
       std::string_view name;
       TALLY_RETURN_IF_ERROR(r.StrView("phase", &name));
@@ -230,6 +231,7 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
       ph.phase = *p;
       TALLY_RETURN_IF_ERROR(r.Uint("seq", &ph.seq));
       TALLY_RETURN_IF_ERROR(r.Reason("reason", &ph.reason));
+      TALLY_RETURN_IF_ERROR(r.Nonces("nonces", kMaxParticipants, &ph.nonces));
       return CaptureRecord(std::move(ph));
     }
     case CaptureRecordType::kTrailer: {

@@ -61,6 +61,9 @@ struct CapturePhase {
   Phase phase = Phase::kOpen;
   uint64_t seq = 0;
   std::string reason;
+  // The participants' join nonces as published with this phase (PhaseUpdate.nonces): what a
+  // replay needs to check the hospital's view of the round. Empty in the open phase.
+  std::vector<JoinNonce> nonces;
   bool operator==(const CapturePhase&) const = default;
 };
 

@@ -198,14 +198,33 @@ class FieldReader {
     return Status::Ok();
   }
 
-  Status Round(std::string_view field, RoundId* out) {
+  // A bin of exactly N bytes (round ids, join nonces).
+  template <size_t N>
+  Status Fixed(std::string_view field, std::array<uint8_t, N>* out) {
     std::span<const uint8_t> v;
     TALLY_RETURN_IF_ERROR(BinView(field, &v));
-    if (v.size() != kRoundIdSize) {
-      return Error(std::string(field) + " must be " + std::to_string(kRoundIdSize) +
-                   " bytes, got " + std::to_string(v.size()));
+    if (v.size() != N) {
+      return Error(std::string(field) + " must be " + std::to_string(N) + " bytes, got " +
+                   std::to_string(v.size()));
     }
     std::copy(v.begin(), v.end(), out->begin());
+    return Status::Ok();
+  }
+  Status Round(std::string_view field, RoundId* out) { return Fixed(field, out); }
+
+  // One bin holding at most `max_count` join nonces back to back.
+  Status Nonces(std::string_view field, size_t max_count, std::vector<JoinNonce>* out) {
+    std::span<const uint8_t> v;
+    TALLY_RETURN_IF_ERROR(BinView(field, &v));
+    if (v.size() % kJoinNonceSize != 0 || v.size() / kJoinNonceSize > max_count) {
+      return Error(std::string(field) + " must hold at most " + std::to_string(max_count) +
+                   " nonces of " + std::to_string(kJoinNonceSize) + " bytes, got " +
+                   std::to_string(v.size()) + " bytes");
+    }
+    out->assign(v.size() / kJoinNonceSize, JoinNonce{});
+    for (size_t i = 0; i < out->size(); ++i)
+      std::copy_n(v.begin() + static_cast<std::ptrdiff_t>(i * kJoinNonceSize), kJoinNonceSize,
+                  (*out)[i].begin());
     return Status::Ok();
   }
 
@@ -285,14 +304,14 @@ class FieldReader {
 };
 
 inline std::optional<Phase> PhaseFromName(std::string_view name) {
-  for (Phase p : {Phase::kOpen, Phase::kShare, Phase::kSum, Phase::kDone, Phase::kAbort}) {
+  for (Phase p : {Phase::kOpen, Phase::kSum, Phase::kDone, Phase::kAbort}) {
     if (PhaseName(p) == name) return p;
   }
   return std::nullopt;
 }
 
 inline std::optional<EnvelopeKind> KindFromName(std::string_view name) {
-  for (EnvelopeKind k : {EnvelopeKind::kShare, EnvelopeKind::kPartial}) {
+  for (EnvelopeKind k : {EnvelopeKind::kPartial}) {
     if (KindName(k) == name) return k;
   }
   return std::nullopt;
@@ -317,6 +336,13 @@ inline void PackStr(Packer& p, std::string_view s) {
 inline void PackBin(Packer& p, std::span<const uint8_t> b) {
   p.pack_bin(static_cast<uint32_t>(b.size()));
   p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
+}
+
+// Join nonces travel as one bin, back to back (FieldReader::Nonces reads them).
+inline void PackNonces(Packer& p, const std::vector<JoinNonce>& nonces) {
+  p.pack_bin(static_cast<uint32_t>(nonces.size() * kJoinNonceSize));
+  for (const JoinNonce& n : nonces)
+    p.pack_bin_body(reinterpret_cast<const char*>(n.data()), static_cast<uint32_t>(n.size()));
 }
 
 }  // namespace tally::strict

@@ -8,8 +8,9 @@
 
 namespace tally {
 
-inline constexpr uint32_t kProtocolVersion = 1;      // first element of every wire message
+inline constexpr uint32_t kProtocolVersion = 2;      // first element of every wire message
 inline constexpr size_t kRoundIdSize = 16;           // 128-bit random round ids
+inline constexpr size_t kJoinNonceSize = 32;         // a patient's fresh per-round mask nonce
 inline constexpr size_t kMaxNameLength = 32;         // party names: [a-z0-9_-]{1,32}
 inline constexpr size_t kMaxParticipants = 1000;     // patients in one round
 inline constexpr uint32_t kMaxVectorLength = 1u << 20;  // elements per input (8 MiB of u64)
@@ -23,18 +24,20 @@ inline constexpr size_t kPayloadOverhead = 64;
 // Bytes an envelope adds around its sealed payload: header fields and msgpack framing.
 inline constexpr size_t kEnvelopeOverhead = 256;
 
-inline constexpr uint32_t kCaptureFormatVersion = 1;
+inline constexpr uint32_t kCaptureFormatVersion = 2;
 
 using RoundId = std::array<uint8_t, kRoundIdSize>;
+using JoinNonce = std::array<uint8_t, kJoinNonceSize>;
 
 // Largest sealed payload for vectors of `length` elements.
 constexpr size_t MaxSealedSize(uint32_t length) {
   return size_t{length} * 8 + kPayloadOverhead + kSealOverhead;
 }
-// Largest wire message for vectors of `length` elements and `participants` names:
-// what ZMQ_MAXMSGSIZE is set from.
+// Largest wire message for vectors of `length` elements and `participants` names (each with
+// its join nonce in a phase update): what ZMQ_MAXMSGSIZE is set from.
 constexpr size_t MaxMessageSize(uint32_t length, size_t participants = kMaxParticipants) {
-  return MaxSealedSize(length) + kEnvelopeOverhead + participants * (kMaxNameLength + 2);
+  return MaxSealedSize(length) + kEnvelopeOverhead +
+         participants * (kMaxNameLength + 2 + kJoinNonceSize);
 }
 
 }  // namespace tally

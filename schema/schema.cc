@@ -15,6 +15,7 @@ namespace tally {
 namespace {
 
 using strict::PackBin;
+using strict::PackNonces;
 using strict::PackStr;
 using strict::Packer;
 
@@ -30,7 +31,7 @@ constexpr std::string_view kNotice = "notice";
 // Strings in messages are type names, kinds, phases, party names and reasons: all short.
 constexpr size_t kMaxWireString = std::max(kMaxReasonLength, kMaxNameLength) + 56;
 // Every field of the longest message (PhaseUpdate) fits in this many elements.
-constexpr size_t kMaxFields = 12;
+constexpr size_t kMaxFields = 13;
 
 void PackNames(Packer& p, const std::vector<std::string>& names) {
   p.pack_array(static_cast<uint32_t>(names.size()));
@@ -51,8 +52,9 @@ void PackFields(Packer& p, const Request& m) {
   PackNames(p, m.participants);
 }
 void PackFields(Packer& p, const Join& m) {
-  PackHead(p, 3, kJoin);
+  PackHead(p, 4, kJoin);
   PackBin(p, m.round);
+  PackBin(p, m.nonce);
 }
 void PackFields(Packer& p, const Refuse& m) {
   PackHead(p, 4, kRefuse);
@@ -72,7 +74,7 @@ void PackFields(Packer& p, const Ack& m) {
   PackBin(p, m.round);
 }
 void PackFields(Packer& p, const PhaseUpdate& m) {
-  PackHead(p, 12, kPhase);
+  PackHead(p, 13, kPhase);
   PackBin(p, m.round);
   PackStr(p, PhaseName(m.phase));
   p.pack_uint64(m.seq);
@@ -81,6 +83,7 @@ void PackFields(Packer& p, const PhaseUpdate& m) {
   p.pack_uint64(m.range);
   p.pack_uint32(m.length);
   PackNames(p, m.participants);
+  PackNonces(p, m.nonces);
   p.pack_uint32(m.deadline_ms);
   PackStr(p, m.reason);
 }
@@ -145,7 +148,7 @@ Result<Message> DecodeEnvelope(strict::FieldReader& r, const Limits& limits) {
   std::string_view kind;
   TALLY_RETURN_IF_ERROR(r.StrView("kind", &kind));
   const std::optional<EnvelopeKind> k = strict::KindFromName(kind);
-  if (!k) return r.Error("kind must be \"share\" or \"partial\"");
+  if (!k) return r.Error("kind must be \"partial\"");
   m.kind = *k;
   TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
   TALLY_RETURN_IF_ERROR(r.Name("from", &m.from));
@@ -169,6 +172,9 @@ Result<Message> DecodePhase(strict::FieldReader& r, const Limits& limits) {
   TALLY_RETURN_IF_ERROR(r.U32("length", &m.length));
   TALLY_RETURN_IF_ERROR(CheckLength(r, m.length, limits));
   TALLY_RETURN_IF_ERROR(r.Names("participants", limits.max_participants, &m.participants));
+  TALLY_RETURN_IF_ERROR(r.Nonces("nonces", m.participants.size(), &m.nonces));
+  if (!m.nonces.empty() && m.nonces.size() != m.participants.size())
+    return r.Error("nonces must be empty or one per participant");
   TALLY_RETURN_IF_ERROR(r.U32("deadline_ms", &m.deadline_ms));
   TALLY_RETURN_IF_ERROR(r.Reason("reason", &m.reason));
   return Message(std::move(m));
@@ -201,7 +207,6 @@ void LoadLittleEndian(std::span<const uint8_t> bytes, std::vector<uint64_t>* val
 
 std::string_view KindName(EnvelopeKind kind) {
   switch (kind) {
-    case EnvelopeKind::kShare: return "share";
     case EnvelopeKind::kPartial: return "partial";
   }
   return "unknown";
@@ -210,7 +215,6 @@ std::string_view KindName(EnvelopeKind kind) {
 std::string_view PhaseName(Phase phase) {
   switch (phase) {
     case Phase::kOpen: return "open";
-    case Phase::kShare: return "share";
     case Phase::kSum: return "sum";
     case Phase::kDone: return "done";
     case Phase::kAbort: return "abort";
@@ -280,7 +284,8 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
       .max_bytes = limits.max_message_bytes,
       .max_array = std::max(kMaxFields, limits.max_participants),
       .max_str = kMaxWireString,
-      .max_bin = std::max(limits.max_sealed_bytes, kRoundIdSize),
+      .max_bin = std::max({limits.max_sealed_bytes, kRoundIdSize,
+                           limits.max_participants * kJoinNonceSize}),
       .max_depth = 2,
   };
   Result<strict::Unpacked> unpacked = strict::UnpackArray(bytes, bounds);
@@ -294,8 +299,8 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
     size_t fields;
   };
   static constexpr Shape kShapes[] = {
-      {kRequest, 6}, {kJoin, 3},   {kRefuse, 4}, {kEnvelope, 7},
-      {kAck, 3},     {kPhase, 12}, {kNotice, 4},
+      {kRequest, 6}, {kJoin, 4},   {kRefuse, 4}, {kEnvelope, 7},
+      {kAck, 3},     {kPhase, 13}, {kNotice, 4},
   };
   const Shape* shape = nullptr;
   for (const Shape& s : kShapes) {
@@ -311,6 +316,7 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
   if (shape->name == kJoin) {
     Join m;
     TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
+    TALLY_RETURN_IF_ERROR(r.Fixed("nonce", &m.nonce));
     return Message(m);
   }
   if (shape->name == kAck) {

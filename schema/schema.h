@@ -21,11 +21,13 @@
 
 namespace tally {
 
-// What a sealed envelope carries. Wire names: "share", "partial".
-enum class EnvelopeKind : uint8_t { kShare = 1, kPartial = 2 };
-// A round's phase as published by the coordinator. Wire names: "open", "share", "sum",
-// "done", "abort".
-enum class Phase : uint8_t { kOpen = 1, kShare = 2, kSum = 3, kDone = 4, kAbort = 5 };
+// What a sealed envelope carries. Wire name: "partial" (a patient's masked input, sealed to the
+// hospital). The kind is on the wire and in the seal's binding so that a later protocol can
+// add kinds without a payload of one kind ever opening as another.
+enum class EnvelopeKind : uint8_t { kPartial = 2 };
+// A round's phase as published by the coordinator. Wire names: "open" (patients join), "sum"
+// (patients send their masked inputs), "done", "abort".
+enum class Phase : uint8_t { kOpen = 1, kSum = 3, kDone = 4, kAbort = 5 };
 
 std::string_view KindName(EnvelopeKind kind);
 std::string_view PhaseName(Phase phase);
@@ -40,9 +42,11 @@ struct Request {
   bool operator==(const Request&) const = default;
 };
 
-// Patient -> broker: I take part in this round.
+// Patient -> broker: I take part in this round. `nonce` is fresh random for every join: it
+// enters every pairwise mask the patient uses in the round, so its masks are never reused.
 struct Join {
   RoundId round{};
+  JoinNonce nonce{};
   bool operator==(const Join&) const = default;
 };
 
@@ -57,7 +61,7 @@ struct Refuse {
 // Node -> broker -> node: a sealed payload with its plaintext routing header. The broker
 // checks `from` against the sender's authenticated identity and forwards the same bytes.
 struct Envelope {
-  EnvelopeKind kind = EnvelopeKind::kShare;
+  EnvelopeKind kind = EnvelopeKind::kPartial;
   RoundId round{};
   std::string from;
   std::string to;
@@ -82,7 +86,10 @@ struct PhaseUpdate {
   std::string hospital;       // who requested the round and receives the partials
   uint64_t range = 0;
   uint32_t length = 1;
-  std::vector<std::string> participants;  // the patients, in sharing order
+  std::vector<std::string> participants;  // the patients
+  // Each participant's join nonce, in `participants` order, once every one has joined (from
+  // the sum phase on); empty before.
+  std::vector<JoinNonce> nonces;
   uint32_t deadline_ms = 0;   // each phase's deadline, counted from the phase's start
   std::string reason;         // why the round aborted; empty otherwise
   bool operator==(const PhaseUpdate&) const = default;
