@@ -82,7 +82,8 @@ using CaptureRecord =
 // Appends records to one capture file. Move-only; closes (without fsync) on destruction.
 class CaptureWriter {
  public:
-  // Creates `path` (mode 0640, fails if it exists) and writes the magic and header.
+  // Creates `path` (mode 0640, fails if it exists) and writes the magic and header. Nothing is
+  // durable until Finish().
   static Result<CaptureWriter> Create(const std::filesystem::path& path,
                                       const CaptureHeader& header);
   CaptureWriter(CaptureWriter&& other) noexcept;
@@ -97,13 +98,15 @@ class CaptureWriter {
   // Records are buffered (up to kCaptureBufferBytes) and written in one system call; Flush
   // writes what is buffered (the broker does at every phase change).
   Status Flush();
-  // Appends the trailer, flushes, fsyncs the file, closes.
+  // Appends the trailer, flushes, fsyncs the file and then its folder, closes.
   Status Finish(const CaptureTrailer& trailer);
 
  private:
   explicit CaptureWriter(int fd) : fd_(fd) {}
   Status Write(std::vector<std::span<const uint8_t>> pieces, bool flush = false);
+  void Close();  // flushes what is buffered, closes both descriptors, no fsync
   int fd_ = -1;
+  int dir_fd_ = -1;  // the capture's folder, fsync'd by Finish() after the file
   std::vector<uint8_t> pending_;  // whole records not yet written
 };
 
