@@ -257,7 +257,8 @@ class Node::Impl {
 
   void OnPhase(const PhaseUpdate& u) {
     // Updates are whole snapshots and may repeat (republished to late subscribers): every
-    // action below is idempotent (a round opens once, shares go out once, a round ends once).
+    // action below is idempotent (a round opens once, a masked input goes out once, a round
+    // ends once).
     // The hospital adopts its round from whichever update it hears first: a late subscriber
     // may first hear of a round that already ended (e.g. a patient refused it at once).
     if (is_hospital() && waiting_ && u.hospital == options_.name && u.ticket == ticket_) Adopt(u);

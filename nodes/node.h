@@ -2,13 +2,13 @@
 //
 // A node holds one DEALER to the broker's router and one SUB to its phase channel, both CURVE
 // clients, and runs one poll loop (Node::Run). Its role comes from its certificate.
-//   patient:  on each round it is part of, checks its input fits, joins, splits the input
-//             into uniformly random additive shares mod 2^64, seals one to each other
-//             participant, and seals its partial sum (own share + shares received) to the
-//             hospital.
-//   hospital: requests rounds, opens only the partials sealed to it, adds them, writes the
-//             result to its results file (fsync'd), reports it, then acknowledges the round to
-//             the broker without the value.
+//   patient:  on each round it is part of, checks its input fits and joins with a fresh nonce;
+//             once the sum phase names every participant's nonce, adds one pairwise mask per
+//             other participant to its input (Sealer::AddMasks) and seals the result to the
+//             hospital under the round's view.
+//   hospital: requests rounds, opens the masked inputs sealed to it, adds them (the masks
+//             cancel), writes the result to its results file (fsync'd), reports it, then
+//             acknowledges the round to the broker without the value.
 // Threading: Create and Run on one thread; Stop() from any thread or a signal handler.
 #pragma once
 

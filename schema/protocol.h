@@ -1,4 +1,4 @@
-// Protocol constants: every number the wire, the capture format and the round share.
+// Protocol constants: every number the wire, the capture format and the round use.
 // schema/PROTOCOL.md documents each of them for implementers in other languages.
 #pragma once
 
