@@ -1,10 +1,15 @@
-// tally-replay against captures of real rounds: real tally-broker and tally-node processes on
-// loopback, the real tally-replay binary, real files. Damaged captures are made by cutting and
-// flipping bytes of a real one; injection goes into a live broker during a new round.
+// tally-replay against captures of real protocol-2 rounds: real tally-broker and tally-node
+// processes on loopback, the real tally-replay binary, real files. Damaged captures are made by
+// cutting and flipping bytes of a real one, forged ones by re-framing its records (altered,
+// moved, repeated or dropped); injection goes into a live broker during a new round, in which
+// the test plays the patient dave (a fresh join nonce, one masked input sealed to the hospital).
 #include <gtest/gtest.h>
 #include <sodium.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <sstream>
@@ -23,6 +28,22 @@ const fs::path kBin = TALLY_BIN_DIR;
 
 std::string Str(uint64_t v) { return std::to_string(v); }
 
+// How tally-replay names an envelope: "envelope #2 alice -> hospital (partial, offset 427)".
+std::string Named(size_t index, const Envelope& env, uint64_t offset) {
+  return "envelope #" + Str(index) + " " + env.from + " -> " + env.to + " (" +
+         std::string(KindName(env.kind)) + ", offset " + Str(offset) + ")";
+}
+
+std::string Hex(std::span<const uint8_t> bytes) {
+  std::string out;
+  for (uint8_t b : bytes) {
+    char buf[3];
+    std::snprintf(buf, sizeof buf, "%02x", b);
+    out += buf;
+  }
+  return out;
+}
+
 size_t CountOf(const std::string& text, const std::string& needle) {
   size_t n = 0;
   for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
@@ -36,7 +57,8 @@ std::vector<uint8_t> ReadFile(const fs::path& path) {
 
 void WriteFile(const fs::path& path, std::span<const uint8_t> bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 uint32_t GetU32(const uint8_t* p) {
@@ -75,11 +97,11 @@ class ReplayTest : public ::testing::Test {
   void Keys(const std::vector<std::string>& patients) { keys_ = MakeKeys(dir_.path(), patients); }
 
   void StartBroker(uint32_t deadline_ms = 10000) {
-    auto b = Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(),
-                           "--router", "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*",
-                           "--captures", (dir_.path() / "captures").string(), "--deadline-ms",
-                           Str(deadline_ms)},
-                          broker_log_);
+    auto b =
+        Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router",
+                      "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
+                      (dir_.path() / "captures").string(), "--deadline-ms", Str(deadline_ms)},
+                     broker_log_);
     ASSERT_TRUE(b.ok()) << b.message();
     broker_.emplace(std::move(b.value()));
     auto endpoints = ReadBrokerEndpoints(*broker_);
@@ -89,9 +111,17 @@ class ReplayTest : public ::testing::Test {
   }
 
   Child Patient(const std::string& name, uint64_t value, bool once) {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(),
-                                     "--name", name, "--router", router_, "--phases", phases_,
-                                     "--value", Str(value)};
+    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
+                                     "--keys",
+                                     keys_.string(),
+                                     "--name",
+                                     name,
+                                     "--router",
+                                     router_,
+                                     "--phases",
+                                     phases_,
+                                     "--value",
+                                     Str(value)};
     if (once) args.push_back("--once");
     auto c = Child::Spawn(args, dir_.path() / (name + ".log"));
     EXPECT_TRUE(c.ok()) << c.message();
@@ -99,11 +129,11 @@ class ReplayTest : public ::testing::Test {
   }
 
   Child Hospital(const std::string& participants) {
-    auto c = Child::Spawn({(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name",
-                           "hospital", "--router", router_, "--phases", phases_, "--json",
-                           "--results", results_.string(), "--range", "3000", "--participants",
-                           participants},
-                          dir_.path() / "hospital.log");
+    auto c =
+        Child::Spawn({(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name",
+                      "hospital", "--router", router_, "--phases", phases_, "--json", "--results",
+                      results_.string(), "--range", "3000", "--participants", participants},
+                     dir_.path() / "hospital.log");
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
@@ -152,6 +182,73 @@ class ReplayTest : public ::testing::Test {
     return out;
   }
 
+  CaptureContents Contents(const fs::path& capture) {
+    auto contents = ReadCaptureFile(capture);
+    EXPECT_TRUE(contents.ok() && contents->ok());
+    return contents.ok() ? std::move(contents.value()) : CaptureContents{};
+  }
+
+  // A capture made of `records`, each framed as the broker frames it, after the file header
+  // (magic and format version) of `original`.
+  static std::vector<uint8_t> Rebuild(std::span<const uint8_t> original,
+                                      const std::vector<CaptureRecord>& records) {
+    std::vector<uint8_t> out(original.begin(), original.begin() + 12);
+    for (const auto& r : records) {
+      const std::vector<uint8_t> framed = EncodeRecord(r);
+      out.insert(out.end(), framed.begin(), framed.end());
+    }
+    return out;
+  }
+
+  // Writes a forged capture; returns its path and its records' offsets.
+  std::pair<fs::path, std::vector<uint64_t>> Forge(const std::string& name,
+                                                   std::span<const uint8_t> original,
+                                                   const std::vector<CaptureRecord>& records) {
+    const fs::path file = dir_.path() / (name + ".tcap");
+    const std::vector<uint8_t> bytes = Rebuild(original, records);
+    WriteFile(file, bytes);
+    const CaptureContents c = ReadCapture(bytes);
+    EXPECT_TRUE(c.ok()) << name << ": " << c.error;
+    return {file, c.offsets};
+  }
+
+  // dave's part in a round, played as tally-node plays a patient: joins with a fresh nonce and
+  // returns the sum-phase update (with every participant's nonce, dave's among them).
+  std::optional<PhaseUpdate> JoinAndWaitSum(TestParty& party, const RoundId& round) {
+    JoinNonce nonce;
+    randombytes_buf(nonce.data(), nonce.size());
+    party.Send(Join{round, nonce});
+    auto sum = party.WaitPhase(Phase::kSum, round);
+    if (sum) {
+      const auto at = std::find(sum->participants.begin(), sum->participants.end(), "dave");
+      EXPECT_NE(at, sum->participants.end());
+      EXPECT_EQ(sum->nonces.size(), sum->participants.size());
+      const auto i = static_cast<size_t>(at - sum->participants.begin());
+      if (at != sum->participants.end() && i < sum->nonces.size()) {
+        EXPECT_EQ(sum->nonces[i], nonce);
+      }
+    }
+    return sum;
+  }
+
+  // Then sends dave's input plus its masks, sealed to the hospital under RoundView(sum).
+  static void SendPartial(TestParty& party, const Sealer& sealer, const PhaseUpdate& sum,
+                          uint64_t input) {
+    std::vector<uint64_t> masked{input};
+    auto masks = sealer.AddMasks(sum, masked);
+    ASSERT_TRUE(masks.ok()) << masks.message();
+    auto sealed = sealer.Seal(
+        Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, RoundView(sum)},
+        EncodePayload(EnvelopeKind::kPartial, masked));
+    ASSERT_TRUE(sealed.ok()) << sealed.message();
+    party.Send(
+        Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.hospital, sealed.value()});
+  }
+
+  Sealer SealerOf(const std::string& name) {
+    return Sealer::Create(LoadSecret(keys_, name).value(), LoadRoster(keys_).value()).value();
+  }
+
   std::string BrokerLog() {
     auto bytes = ReadFile(broker_log_);
     return {bytes.begin(), bytes.end()};
@@ -169,61 +266,89 @@ class ReplayTest : public ::testing::Test {
   int replays_ = 0;
 };
 
-TEST_F(ReplayTest, TimelineListsEveryShareAndPartialAndCheckPasses) {
+TEST_F(ReplayTest, TimelineListsEveryPartialAndCheckPasses) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
   Output t = Replay({capture.string()});
   EXPECT_EQ(t.code, 0) << t.err;
   EXPECT_NE(t.out.find("round " + capture.stem().string()), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("hospital hospital  patients alice, bob, charlie"), std::string::npos);
-  const std::vector<std::string> names = {"alice", "bob", "charlie"};
-  for (const auto& from : names) {
-    for (const auto& to : names) {
-      if (from == to) continue;
-      EXPECT_EQ(CountOf(t.out, "share   " + std::string(from) + std::string(8 - from.size(), ' ') +
-                                   " -> " + to + " "),
-                1u)
-          << from << " -> " << to << "\n" << t.out;
-    }
-    EXPECT_EQ(CountOf(t.out, "partial " + from + std::string(8 - from.size(), ' ') + " -> hospital"), 1u)
+  for (const std::string from : {"alice", "bob", "charlie"}) {
+    EXPECT_EQ(
+        CountOf(t.out, "partial " + from + std::string(8 - from.size(), ' ') + " -> hospital"), 1u)
         << t.out;
   }
-  for (const std::string phase : {"open", "share", "sum", "done"})
+  EXPECT_EQ(CountOf(t.out, "partial "), 3u) << t.out;  // N envelopes, all to the hospital
+  for (const std::string phase : {"open", "sum", "done"})
     EXPECT_EQ(CountOf(t.out, "phase " + phase + "\n"), 1u) << t.out;
-  EXPECT_NE(t.out.find("outcome: done (9 envelopes, 0 rejected"), std::string::npos) << t.out;
+  EXPECT_EQ(CountOf(t.out, " phase "), 3u) << t.out;
+  EXPECT_NE(t.out.find("outcome: done (3 envelopes, 0 rejected"), std::string::npos) << t.out;
 
+  // JSON: the phases carry the nonces the broker published (none at open; at sum and done one
+  // per patient, in participant order).
+  const CaptureContents contents = Contents(capture);
+  ASSERT_EQ(contents.records.size(), 8u);
+  const auto& sum = std::get<CapturePhase>(contents.records[2]);
+  ASSERT_EQ(sum.phase, Phase::kSum);
+  ASSERT_EQ(sum.nonces.size(), 3u);
+  const std::string nonces = "\"nonces\": [\"" + Hex(sum.nonces[0]) + "\", \"" +
+                             Hex(sum.nonces[1]) + "\", \"" + Hex(sum.nonces[2]) + "\"]}\n";
   Output json = Replay({capture.string(), "--json"});
   EXPECT_EQ(json.code, 0);
-  EXPECT_EQ(CountOf(json.out, "{\"type\": \"envelope\""), 9u);
-  EXPECT_EQ(CountOf(json.out, "{\"type\": \"phase\""), 4u);
+  EXPECT_EQ(CountOf(json.out, "{\"type\": \"envelope\""), 3u);
+  EXPECT_EQ(CountOf(json.out, "\"kind\": \"partial\""), 3u);
+  EXPECT_EQ(CountOf(json.out, "\"to\": \"hospital\""), 3u);
+  EXPECT_EQ(CountOf(json.out, "{\"type\": \"phase\""), 3u);
+  EXPECT_EQ(CountOf(json.out, "\"phase\": \"open\", \"seq\": " +
+                                  Str(std::get<CapturePhase>(contents.records[1]).seq) +
+                                  ", \"reason\": \"\", \"nonces\": []}\n"),
+            1u)
+      << json.out;
+  EXPECT_EQ(CountOf(json.out, "\"phase\": \"sum\", \"seq\": " + Str(sum.seq) +
+                                  ", \"reason\": \"\", " + nonces),
+            1u)
+      << json.out;
+  EXPECT_EQ(CountOf(json.out, "\"phase\": \"done\", \"seq\": " + Str(sum.seq + 1) +
+                                  ", \"reason\": \"\", " + nonces),
+            1u)
+      << json.out;
   EXPECT_EQ(CountOf(json.out, "{\"type\": \"header\""), 1u);
   EXPECT_EQ(CountOf(json.out, "\"outcome\": \"done\""), 1u);
 
   Output check = Replay({capture.string(), "--check"});
   EXPECT_EQ(check.code, 0) << check.out;
-  EXPECT_EQ(check.out, "check: ok (15 records)\n");  // header, 4 phases, 9 envelopes, trailer
+  EXPECT_EQ(check.out, "check: ok (8 records)\n");  // header, 3 phases, 3 envelopes, trailer
 }
 
-TEST_F(ReplayTest, AuditAsHospitalRecomputesTheLiveAggregateAndPatientsOpenTheirShares) {
+TEST_F(ReplayTest, AuditAsHospitalRecomputesTheLiveAggregateFromTheMaskedPartials) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
+  auto view = replay::HospitalView(Contents(capture));
+  ASSERT_TRUE(view.ok()) << view.message();
+  EXPECT_EQ(view->offset, Contents(capture).offsets[2]);  // the sum phase's record
   Output h = Replay({capture.string(), "--keys", keys_.string(), "--as", "hospital", "--results",
                      results_.string()});
   EXPECT_EQ(h.code, 0) << h.out << h.err;
-  EXPECT_NE(h.out.find("aggregate (sum of the 3 partials mod 2^64): " + Str(expected_) + "\n"),
+  EXPECT_NE(h.out.find("view of the round: " + Hex(view->view) +
+                       " (the header and the nonces of the sum phase at offset " +
+                       Str(view->offset) + ")\n"),
             std::string::npos)
       << h.out;
-  EXPECT_NE(h.out.find("matches results file"), std::string::npos) << h.out;
-  EXPECT_EQ(CountOf(h.out, "opened under its binding"), 3u);
-
-  for (const std::string name : {"alice", "bob", "charlie"}) {
-    Output p = Replay({capture.string(), "--keys", keys_.string(), "--as", name});
-    EXPECT_EQ(p.code, 0) << p.out;
-    EXPECT_EQ(CountOf(p.out, "-> " + name + " (share, offset "), 2u) << p.out;
-    EXPECT_EQ(CountOf(p.out, "opened under its binding"), 2u) << p.out;  // exactly n-1
-    EXPECT_NE(p.out.find(name + ": 2 of 2 envelopes addressed to it opened"), std::string::npos);
-    EXPECT_EQ(p.out.find("aggregate"), std::string::npos);
-  }
+  EXPECT_NE(h.out.find("aggregate (sum of the 3 masked partials mod 2^64, the masks cancel): " +
+                       Str(expected_) + "\n"),
+            std::string::npos)
+      << h.out;
+  EXPECT_NE(h.out.find("matches results file " + results_.string() + "\n"), std::string::npos)
+      << h.out;
+  EXPECT_EQ(CountOf(h.out, "opened under its binding (round, kind, sender, recipient, view)"), 3u);
+  EXPECT_NE(h.out.find("hospital: 3 of 3 envelopes addressed to it opened; a completed round "
+                       "sends it 3 partials\n"),
+            std::string::npos)
+      << h.out;
+  EXPECT_NE(h.out.find("audit: ok\n"), std::string::npos);
+  Output json = Replay({capture.string(), "--keys", keys_.string(), "--as", "hospital", "--json"});
+  EXPECT_EQ(json.code, 0);
+  EXPECT_EQ(CountOf(json.out, ", \"aggregate\": " + Str(expected_) + "}\n"), 1u) << json.out;
 
   // A results file that records another value for this round, or not this round at all.
   const fs::path wrong = dir_.path() / "wrong.jsonl";
@@ -236,13 +361,53 @@ TEST_F(ReplayTest, AuditAsHospitalRecomputesTheLiveAggregateAndPatientsOpenTheir
   Output differs = Replay({capture.string(), "--keys", keys_.string(), "--as", "hospital",
                            "--results", wrong.string()});
   EXPECT_EQ(differs.code, 1);
-  EXPECT_NE(differs.out.find("DIFFERS from results file"), std::string::npos) << differs.out;
+  EXPECT_NE(differs.out.find("DIFFERS from results file " + wrong.string() + ": it records " +
+                             Str(expected_ + 1) + "\n"),
+            std::string::npos)
+      << differs.out;
+  EXPECT_NE(differs.out.find("audit: FAILED (1 problem)\n"), std::string::npos) << differs.out;
   const fs::path empty = dir_.path() / "empty.jsonl";
   std::ofstream(empty).flush();
   Output missing = Replay({capture.string(), "--keys", keys_.string(), "--as", "hospital",
                            "--results", empty.string()});
   EXPECT_EQ(missing.code, 1);
-  EXPECT_NE(missing.out.find("round not in results file"), std::string::npos) << missing.out;
+  EXPECT_NE(missing.out.find("round not in results file " + empty.string() + "\n"),
+            std::string::npos)
+      << missing.out;
+}
+
+// Protocol 2 seals nothing to patients: a patient's keys open nothing, so its audit is a usage
+// error, as is one by the broker or by another hospital of the roster.
+TEST_F(ReplayTest, OnlyTheRoundsHospitalCanAudit) {
+  const fs::path capture = CapturedRound();
+  ASSERT_FALSE(capture.empty());
+  for (const std::string name : {"alice", "bob", "charlie", "dave"}) {
+    Output p = Replay({capture.string(), "--keys", keys_.string(), "--as", name});
+    EXPECT_EQ(p.code, 2) << name;
+    EXPECT_EQ(p.out, "") << name;
+    EXPECT_EQ(p.err,
+              "tally-replay: only the hospital can audit a round: in protocol 2 nothing is "
+              "sealed to patients; " +
+                  name + " is a patient\n");
+  }
+  Output b = Replay({capture.string(), "--keys", keys_.string(), "--as", "broker", "--json"});
+  EXPECT_EQ(b.code, 2);
+  EXPECT_EQ(b.out, "");
+  EXPECT_EQ(b.err,
+            "tally-replay: only the hospital can audit a round: in protocol 2 nothing is "
+            "sealed to patients; broker is a broker\n");
+  // Another hospital: its keys open none of this round's partials.
+  ASSERT_TRUE(GenerateParty(keys_, "clinic", Role::kHospital, false).ok());
+  Output other = Replay({capture.string(), "--keys", keys_.string(), "--as", "clinic"});
+  EXPECT_EQ(other.code, 2);
+  EXPECT_EQ(other.out, "");
+  EXPECT_EQ(other.err,
+            "tally-replay: only the round's hospital can audit it: its partials are "
+            "sealed to hospital, not to clinic\n");
+  Output help = Replay({"--help"});
+  EXPECT_NE(help.out.find("Only the hospital can audit: nothing is sealed to patients\n"),
+            std::string::npos)
+      << help.out;
 }
 
 // Every cut of a real capture, read in process: never a crash, always a problem with an offset
@@ -265,6 +430,7 @@ TEST_F(ReplayTest, TruncatedCaptureFailsCheckWithTheOffsetAndShowsTheReadablePre
   }
 
   const auto envelopes = EnvelopeRecords(capture);
+  ASSERT_EQ(envelopes.size(), 3u);
   const uint64_t third = envelopes[2].first;
   for (size_t cut : {size_t{10}, size_t{100}, static_cast<size_t>(third + 7), bytes.size() - 1}) {
     const fs::path cutfile = dir_.path() / ("cut-" + Str(cut) + ".tcap");
@@ -278,59 +444,75 @@ TEST_F(ReplayTest, TruncatedCaptureFailsCheckWithTheOffsetAndShowsTheReadablePre
     EXPECT_NE(check.out.find("check: FAILED"), std::string::npos);
     if (cut == third + 7) {
       EXPECT_EQ(*offset, third);
-      EXPECT_NE(check.out.find("readable prefix"), std::string::npos) << check.out;
-      EXPECT_NE(check.out.find("phase share"), std::string::npos) << check.out;
+      EXPECT_NE(check.out.find("readable prefix (5 records, " + Str(third) + " of " + Str(cut) +
+                               " bytes):\n"),
+                std::string::npos)
+          << check.out;
+      EXPECT_NE(check.out.find("phase sum\n"), std::string::npos) << check.out;
+      EXPECT_NE(check.out.find("stops at offset " + Str(third) + ": truncated record at offset " +
+                               Str(third) + "\ncheck: FAILED (1 problem)\n"),
+                std::string::npos)
+          << check.out;
       Output timeline = Replay({cutfile.string()});
       EXPECT_EQ(timeline.code, 1);
       EXPECT_NE(timeline.out.find("capture stops at offset " + Str(third)), std::string::npos);
-      EXPECT_EQ(CountOf(timeline.out, "share   "), 2u) << timeline.out;
+      EXPECT_EQ(CountOf(timeline.out, "partial "), 2u) << timeline.out;
     }
   }
 }
 
-// A flipped byte in the sealed part of each envelope: --check stops at that record and names
-// it; an audit by its recipient names it. With the CRC patched up (a deliberate forgery) the
+// A flipped byte in the sealed part of each partial: --check stops at that record and names
+// it; the hospital's audit names it. With the CRC patched up (a deliberate forgery) the
 // structure checks out and only the seal catches it.
-TEST_F(ReplayTest, FlippedByteInAnyEnvelopeIsNamedByCheckAndAudit) {
+TEST_F(ReplayTest, FlippedByteInAnyPartialIsNamedByCheckAndAudit) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
   const std::vector<uint8_t> bytes = ReadFile(capture);
   const auto envelopes = EnvelopeRecords(capture);
-  ASSERT_EQ(envelopes.size(), 9u);
+  ASSERT_EQ(envelopes.size(), 3u);
   for (size_t k = 0; k < envelopes.size(); ++k) {
     const auto& [offset, env] = envelopes[k];
+    ASSERT_EQ(env.to, "hospital");
     const uint32_t body = GetU32(bytes.data() + offset);
     const size_t in_seal = offset + 5 + body - 20;  // inside the ciphertext (before the tag)
     std::vector<uint8_t> bad = bytes;
     bad[in_seal] ^= 0x01;
     const fs::path file = dir_.path() / ("flip-" + Str(k) + ".tcap");
     WriteFile(file, bad);
-    const std::string name = "envelope #" + Str(k + 1) + " " + env.from + " -> " + env.to + " (" +
-                             std::string(KindName(env.kind)) + ", offset " + Str(offset) + ")";
+    const std::string name = Named(k + 1, env, offset);
 
     Output check = Replay({file.string(), "--check"});
     EXPECT_EQ(check.code, 1);
-    EXPECT_NE(check.out.find("stops at offset " + Str(offset) + ": CRC mismatch"), std::string::npos)
+    EXPECT_NE(check.out.find("stops at offset " + Str(offset) + ": CRC mismatch"),
+              std::string::npos)
         << check.out;
-    EXPECT_NE(check.out.find("the damaged record reads as " + name), std::string::npos) << check.out;
+    EXPECT_NE(check.out.find("the damaged record reads as " + name), std::string::npos)
+        << check.out;
 
-    Output audit = Replay({file.string(), "--keys", keys_.string(), "--as", env.to});
+    Output audit = Replay({file.string(), "--keys", keys_.string(), "--as", "hospital"});
     EXPECT_EQ(audit.code, 1);
-    EXPECT_NE(audit.out.find(name + ": authentication failed"), std::string::npos) << audit.out;
+    EXPECT_NE(audit.out.find("record at offset " + Str(offset) +
+                             " fails its CRC: damaged in the capture\n"),
+              std::string::npos)
+        << audit.out;
+    EXPECT_NE(audit.out.find(name + ": authentication failed\n"), std::string::npos) << audit.out;
+    EXPECT_EQ(CountOf(audit.out, "opened under its binding"), 2u) << audit.out;
+    EXPECT_NE(audit.out.find("aggregate: not computable (2 of 3 partials opened)\n"),
+              std::string::npos);
+    EXPECT_NE(audit.out.find("audit: FAILED (3 problems)\n"), std::string::npos) << audit.out;
 
     // The same flip with a recomputed CRC.
     const uint32_t crc = Crc32(std::span<const uint8_t>(bad).subspan(offset + 4, 1 + body));
     for (int i = 0; i < 4; ++i) bad[offset + 5 + body + i] = static_cast<uint8_t>(crc >> (8 * i));
     WriteFile(file, bad);
-    EXPECT_EQ(Replay({file.string(), "--check"}).code, 0);
-    Output forged = Replay({file.string(), "--keys", keys_.string(), "--as", env.to});
+    EXPECT_EQ(Replay({file.string(), "--check"}).out, "check: ok (8 records)\n");
+    Output forged = Replay({file.string(), "--keys", keys_.string(), "--as", "hospital"});
     EXPECT_EQ(forged.code, 1);
-    EXPECT_NE(forged.out.find(name + ": authentication failed"), std::string::npos) << forged.out;
-    // Another party's audit still passes: the envelope is not addressed to it.
-    const std::string other = env.to == "alice" ? "bob" : "alice";
-    if (env.from != other) {
-      EXPECT_EQ(Replay({file.string(), "--keys", keys_.string(), "--as", other}).code, 0);
-    }
+    EXPECT_NE(forged.out.find(name + ": authentication failed\n"), std::string::npos) << forged.out;
+    EXPECT_EQ(CountOf(forged.out, "opened under its binding"), 2u) << forged.out;
+    EXPECT_NE(forged.out.find("the round completed but 2 of 3 partials opened\n"),
+              std::string::npos);
+    EXPECT_NE(forged.out.find("audit: FAILED (2 problems)\n"), std::string::npos) << forged.out;
   }
 
   // Any single flipped bit anywhere, in process: reading never crashes and always complains.
@@ -346,27 +528,188 @@ TEST_F(ReplayTest, FlippedByteInAnyEnvelopeIsNamedByCheckAndAudit) {
   }
 }
 
+// The hospital's view comes from the sum phase's nonces: one altered nonce bit gives another
+// view, under which no partial opens. --check sees that the done phase repeats other nonces;
+// with both records altered only the audit catches it.
+TEST_F(ReplayTest, AlteredSumPhaseNoncesMakeTheHospitalAuditFailToOpenEveryPartial) {
+  const fs::path capture = CapturedRound();
+  ASSERT_FALSE(capture.empty());
+  const std::vector<uint8_t> bytes = ReadFile(capture);
+  const CaptureContents c = Contents(capture);
+  ASSERT_EQ(c.records.size(), 8u);
+  ASSERT_EQ(Rebuild(bytes, c.records), bytes);  // re-framing the records is faithful
+  std::vector<CaptureRecord> records = c.records;
+  auto& sum = std::get<CapturePhase>(records[2]);
+  ASSERT_EQ(sum.phase, Phase::kSum);
+  ASSERT_EQ(sum.nonces.size(), 3u);
+  sum.nonces[1][7] ^= 0x01;
+  auto [file, offsets] = Forge("nonce-sum", bytes, records);
+  ASSERT_EQ(offsets, c.offsets);
+
+  const auto envelopes = EnvelopeRecords(capture);
+  ASSERT_EQ(envelopes.size(), 3u);
+  auto expect_no_partial_opens = [&](const fs::path& f) {
+    Output audit = Replay({f.string(), "--keys", keys_.string(), "--as", "hospital"});
+    EXPECT_EQ(audit.code, 1);
+    for (size_t k = 0; k < envelopes.size(); ++k) {
+      EXPECT_NE(audit.out.find(Named(k + 1, envelopes[k].second, envelopes[k].first) +
+                               ": authentication failed\n"),
+                std::string::npos)
+          << audit.out;
+    }
+    EXPECT_EQ(CountOf(audit.out, ": authentication failed\n"), 3u);
+    EXPECT_NE(audit.out.find("hospital: 0 of 3 envelopes addressed to it opened; a completed round "
+                             "sends it 3 partials\nthe round completed but 0 of 3 partials opened\n"
+                             "aggregate: not computable (0 of 3 partials opened)\n"
+                             "audit: FAILED (4 problems)\n"),
+              std::string::npos)
+        << audit.out;
+  };
+  expect_no_partial_opens(file);
+  Output check = Replay({file.string(), "--check"});
+  EXPECT_EQ(check.code, 1);
+  EXPECT_EQ(check.out, "offset " + Str(offsets[6]) +
+                           ": phase done's nonces differ from the sum phase's\n"
+                           "check: FAILED (1 problem)\n");
+
+  std::get<CapturePhase>(records[6]).nonces = sum.nonces;
+  auto [both, both_offsets] = Forge("nonce-both", bytes, records);
+  EXPECT_EQ(Replay({both.string(), "--check"}).out, "check: ok (8 records)\n");
+  expect_no_partial_opens(both);
+}
+
+// Captures forged from a real one, each with one protocol violation: --check names each at
+// the offset of the record that breaks the rule, and nothing else.
+TEST_F(ReplayTest, CheckNamesEachProtocolViolationAtItsOffset) {
+  const fs::path capture = CapturedRound();
+  ASSERT_FALSE(capture.empty());
+  const std::vector<uint8_t> bytes = ReadFile(capture);
+  const CaptureContents c = Contents(capture);
+  ASSERT_EQ(c.records.size(), 8u);  // header, open, sum, 3 partials, done, trailer
+  const auto& R = c.records;
+  const auto e1 = std::get<CaptureEnvelope>(R[3]);
+  const auto e3 = std::get<CaptureEnvelope>(R[5]);
+  auto trailer = [&](uint64_t envelopes) {
+    auto t = std::get<CaptureTrailer>(R[7]);
+    t.envelopes = envelopes;
+    return t;
+  };
+  auto envelope_of = [](const CaptureEnvelope& e) {
+    return std::get<Envelope>(Decode(e.frame).value());
+  };
+  auto check = [&](const std::string& name, const std::vector<CaptureRecord>& records,
+                   const std::function<std::string(const std::vector<uint64_t>&)>& expected) {
+    auto [file, offsets] = Forge(name, bytes, records);
+    Output o = Replay({file.string(), "--check"});
+    EXPECT_EQ(o.code, 1) << name;
+    EXPECT_EQ(o.out, expected(offsets)) << name;
+    return file;
+  };
+
+  // A partial routed twice.
+  CaptureEnvelope again = e1;
+  again.t_us = e3.t_us;
+  check("duplicate", {R[0], R[1], R[2], R[3], R[4], R[5], again, R[6], trailer(4)},
+        [&](const std::vector<uint64_t>& at) {
+          const Envelope env = envelope_of(e1);
+          return "offset " + Str(at[6]) + ": " + Named(4, env, at[6]) +
+                 " repeats the partial from " + env.from + "\ncheck: FAILED (1 problem)\n";
+        });
+
+  // A partial routed in the open phase.
+  CaptureEnvelope early = e1;
+  early.t_us = std::get<CapturePhase>(R[1]).t_us;
+  check("early", {R[0], R[1], early, R[2], R[4], R[5], R[6], R[7]},
+        [&](const std::vector<uint64_t>& at) {
+          return "offset " + Str(at[2]) + ": " + Named(1, envelope_of(e1), at[2]) +
+                 " routed outside the sum phase\ncheck: FAILED (1 problem)\n";
+        });
+
+  // A partial addressed to a patient instead of the hospital: not a link, and then missing.
+  Envelope redirected = envelope_of(std::get<CaptureEnvelope>(R[4]));
+  const std::string from = redirected.from;
+  redirected.to = from == "alice" ? "bob" : "alice";
+  CaptureEnvelope to_patient = std::get<CaptureEnvelope>(R[4]);
+  to_patient.frame = Encode(redirected);
+  check("to-patient", {R[0], R[1], R[2], R[3], to_patient, R[5], R[6], R[7]},
+        [&](const std::vector<uint64_t>& at) {
+          return "offset " + Str(at[4]) + ": " + Named(2, redirected, at[4]) +
+                 " is not a partial link of this round\noffset " + Str(at[7]) +
+                 ": completed round lacks the partial " + from +
+                 " -> hospital\n"
+                 "check: FAILED (2 problems)\n";
+        });
+
+  // A completed round without one patient's partial.
+  check("missing", {R[0], R[1], R[2], R[3], R[5], R[6], trailer(2)},
+        [&](const std::vector<uint64_t>& at) {
+          return "offset " + Str(at[6]) + ": completed round lacks the partial " + from +
+                 " -> hospital\ncheck: FAILED (1 problem)\n";
+        });
+
+  // Straight from open to done: the partials fall outside the sum phase, and the nonces come
+  // with no sum phase.
+  check("no-sum", {R[0], R[1], R[3], R[4], R[5], R[6], R[7]}, [&](const std::vector<uint64_t>& at) {
+    std::string out;
+    for (size_t k = 0; k < 3; ++k) {
+      out += "offset " + Str(at[2 + k]) + ": " +
+             Named(k + 1, envelope_of(std::get<CaptureEnvelope>(R[3 + k])), at[2 + k]) +
+             " routed outside the sum phase\n";
+    }
+    return out + "offset " + Str(at[5]) + ": phase done after open\noffset " + Str(at[5]) +
+           ": phase done carries 3 nonces before the sum phase\noffset " + Str(at[6]) +
+           ": done without the sum phase\ncheck: FAILED (6 problems)\n";
+  });
+
+  // A sum phase with a nonce missing (repeated as such by done): no view, so the hospital's
+  // audit cannot open a partial and says why.
+  std::vector<CaptureRecord> short_nonces = R;
+  std::get<CapturePhase>(short_nonces[2]).nonces.pop_back();
+  std::get<CapturePhase>(short_nonces[6]).nonces.pop_back();
+  const fs::path file = check("short-nonces", short_nonces, [&](const std::vector<uint64_t>& at) {
+    return "offset " + Str(at[2]) +
+           ": phase sum carries 2 nonces for 3 patients\n"
+           "check: FAILED (1 problem)\n";
+  });
+  const std::string why =
+      "the sum phase at offset " + Str(c.offsets[2]) + " carries 2 nonces for 3 patients";
+  Output audit = Replay({file.string(), "--keys", keys_.string(), "--as", "hospital"});
+  EXPECT_EQ(audit.code, 1);
+  EXPECT_NE(audit.out.find("view of the round: unknown: " + why + "\n"), std::string::npos)
+      << audit.out;
+  EXPECT_EQ(CountOf(audit.out,
+                    ": not opened: the hospital's view of the round is unknown (" + why + ")\n"),
+            3u)
+      << audit.out;
+  EXPECT_NE(audit.out.find("audit: FAILED (4 problems)\n"), std::string::npos) << audit.out;
+}
+
 TEST_F(ReplayTest, OlderOrNewerCaptureFormatIsRefusedWithAClearMessage) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
   std::vector<uint8_t> bytes = ReadFile(capture);
-  bytes[8] = 0;  // format version 0
   const fs::path old = dir_.path() / "old.tcap";
-  WriteFile(old, bytes);
-  for (const auto& extra : std::vector<std::vector<std::string>>{
-           {}, {"--check"}, {"--keys", keys_.string(), "--as", "alice"}}) {
-    std::vector<std::string> args = {old.string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    Output o = Replay(args);
-    EXPECT_EQ(o.code, 1);
-    EXPECT_NE(o.err.find("capture format version 0 is not supported (this reader knows 1): it "
-                         "was written by an older Tally"),
-              std::string::npos)
-        << o.err;
+  for (uint8_t version : {0, 1}) {  // 1: the format of protocol 1's captures
+    bytes[8] = version;
+    WriteFile(old, bytes);
+    for (const auto& extra : std::vector<std::vector<std::string>>{
+             {}, {"--check"}, {"--keys", keys_.string(), "--as", "hospital"}}) {
+      std::vector<std::string> args = {old.string()};
+      args.insert(args.end(), extra.begin(), extra.end());
+      Output o = Replay(args);
+      EXPECT_EQ(o.code, 1);
+      EXPECT_NE(o.err.find("capture format version " + Str(version) +
+                           " is not supported (this reader knows 2): it was written by an older "
+                           "Tally (capture format " +
+                           Str(version) + "); read it with the tally-replay of that release"),
+                std::string::npos)
+          << o.err;
+    }
   }
-  bytes[8] = 2;
+  bytes[8] = 3;
   WriteFile(old, bytes);
-  EXPECT_NE(Replay({old.string()}).err.find("written by a newer Tally"), std::string::npos);
+  EXPECT_NE(Replay({old.string()}).err.find("written by a newer Tally (capture format 3)"),
+            std::string::npos);
 }
 
 TEST_F(ReplayTest, UsageErrorsExitTwo) {
@@ -381,122 +724,138 @@ TEST_F(ReplayTest, UsageErrorsExitTwo) {
   EXPECT_EQ(Replay({(dir_.path() / "missing.tcap").string()}).code, 1);
 }
 
-// dave (played by the test) keeps round 2 open while charlie's envelopes from round 1 are
-// re-sent by tally-replay. charlie is in the roster but not in round 2.
-TEST_F(ReplayTest, InjectedEnvelopesAreRefusedAndTheLiveRoundStillCompletes) {
+// dave (played by the test) keeps round 2 open while charlie's partial from round 1 is re-sent
+// by tally-replay. charlie is in the roster but not in round 2.
+TEST_F(ReplayTest, InjectedPartialIsRefusedAndTheLiveRoundStillCompletes) {
   const fs::path capture = CapturedRound(/*serving=*/true);
   ASSERT_FALSE(capture.empty());
   const uint64_t dave_input = randombytes_uniform(1001);
-  auto roster = LoadRoster(keys_).value();
-  auto sealer = Sealer::Create(LoadSecret(keys_, "dave").value(), roster).value();
+  const Sealer sealer = SealerOf("dave");
   TestParty dave(keys_, "dave", router_, phases_);
   auto hospital = Hospital("alice,bob,dave");
   auto open = dave.WaitPhase(Phase::kOpen);
   ASSERT_TRUE(open);
 
-  Output inject = Replay({capture.string(), "--inject", router_, "--keys", keys_.string(), "--as",
-                          "charlie"});
+  const auto envelopes = EnvelopeRecords(capture);
+  ASSERT_EQ(envelopes.size(), 3u);
+  size_t k = 0;
+  while (k < envelopes.size() && envelopes[k].second.from != "charlie") ++k;
+  ASSERT_LT(k, envelopes.size());
+  const std::string size = Str(Encode(envelopes[k].second).size());
+  Output inject =
+      Replay({capture.string(), "--inject", router_, "--keys", keys_.string(), "--as", "charlie"});
   EXPECT_EQ(inject.code, 0) << inject.out << inject.err;
-  EXPECT_EQ(CountOf(inject.out, "sent byte for byte"), 3u) << inject.out;  // 2 shares, 1 partial
-  EXPECT_NE(inject.out.find("the broker processed all 3"), std::string::npos) << inject.out;
-  // The two shares addressed to charlie open under round 1 and fail under a fresh round id.
-  EXPECT_EQ(CountOf(inject.out, "it fails: authentication failed"), 2u) << inject.out;
+  EXPECT_NE(inject.out.find(": 1 envelope from charlie captured in round " +
+                            capture.stem().string() + "\n"),
+            std::string::npos)
+      << inject.out;
+  EXPECT_EQ(CountOf(inject.out, "sent byte for byte"), 1u) << inject.out;
+  EXPECT_NE(inject.out.find(Named(k + 1, envelopes[k].second, envelopes[k].first) + ", " + size +
+                            " B: sent byte for byte; the broker can only route it into round " +
+                            capture.stem().string() + ", which is over"),
+            std::string::npos)
+      << inject.out;
+  EXPECT_NE(
+      inject.out.find("the broker processed the 1 envelope (it then refused our probe "
+                      "request: \"round request refused: only a hospital may request rounds\")"),
+      std::string::npos)
+      << inject.out;
+  EXPECT_EQ(inject.out.find("fresh round"), std::string::npos)
+      << inject.out;  // nothing is sealed to charlie
+  EXPECT_NE(inject.out.find("inject: no captured envelope can be replayed into another round\n"),
+            std::string::npos);
 
-  // Round 2 goes on: dave joins, shares, sums.
-  dave.Send(Join{open->round});
-  ASSERT_TRUE(dave.WaitPhase(Phase::kShare, open->round));
-  uint64_t sum = dave_input;
-  for (const std::string to : {"alice", "bob"}) {
-    uint64_t share;
-    randombytes_buf(&share, sizeof share);
-    sum -= share;
-    auto sealed = sealer.Seal({open->round, EnvelopeKind::kShare, "dave", to},
-                              EncodePayload(EnvelopeKind::kShare, std::vector<uint64_t>{share}));
-    dave.Send(Envelope{EnvelopeKind::kShare, open->round, "dave", to, sealed.value()});
-  }
-  for (int k = 0; k < 2; ++k) {
-    auto m = dave.Receive();
-    ASSERT_TRUE(m && std::holds_alternative<Envelope>(*m));
-    const auto& env = std::get<Envelope>(*m);
-    auto plain = sealer.Open({open->round, env.kind, env.from, "dave"}, env.sealed);
-    ASSERT_TRUE(plain.ok()) << plain.message();
-    sum += DecodePayload(plain.value(), EnvelopeKind::kShare, 1).value()[0];
-  }
-  auto sealed = sealer.Seal({open->round, EnvelopeKind::kPartial, "dave", "hospital"},
-                            EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>{sum}));
-  dave.Send(Envelope{EnvelopeKind::kPartial, open->round, "dave", "hospital", sealed.value()});
+  // Round 2 goes on: dave joins and sends its masked input.
+  auto sum = JoinAndWaitSum(dave, open->round);
+  ASSERT_TRUE(sum);
+  SendPartial(dave, sealer, *sum, dave_input);
   auto line = hospital.ReadLine(kWait);
   ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
   const uint64_t expected = inputs_["alice"] + inputs_["bob"] + dave_input;
-  EXPECT_NE(line->find("\"aggregate\": " + Str(expected) + ","), std::string::npos) << *line;
+  EXPECT_EQ(ScalarAggregate(*line), expected) << *line;
   EXPECT_EQ(hospital.Wait(kWait), 0);
 
   for (auto& p : patients_) EXPECT_EQ(p.Stop(), 0);
   EXPECT_EQ(broker_->Stop(), 0);
   const std::string log = BrokerLog();
-  EXPECT_EQ(CountOf(log, "event=reject from=charlie reason=\"envelope for a round that is not active\""),
-            3u)
+  EXPECT_EQ(
+      CountOf(log, "event=reject from=charlie reason=\"envelope for a round that is not active\""),
+      1u)
       << log;
-  EXPECT_EQ(CountOf(log, "event=reject from=charlie reason=\"round request refused: only a hospital"),
-            1u);  // the barrier probe
+  EXPECT_EQ(
+      CountOf(log, "event=reject from=charlie reason=\"round request refused: only a hospital"),
+      1u);  // the barrier probe
 
-  // Round 2's capture: complete, with charlie's refusals recorded and nothing of charlie routed.
+  // Round 2's capture: complete, with charlie's refusals recorded and nothing of charlie routed;
+  // its view is the one dave sealed under, and the hospital's audit finds the live aggregate.
   const fs::path second = dir_.path() / "captures" / (RoundHex(open->round) + ".tcap");
   Output check = Replay({second.string(), "--check"});
-  EXPECT_EQ(check.code, 0) << check.out;
+  EXPECT_EQ(check.out,
+            "check: ok (10 records)\n");  // header, 3 phases, 2 rejected, 3 partials, trailer
   Output timeline = Replay({second.string()});
   EXPECT_EQ(CountOf(timeline.out, "rejected from charlie: envelope for a round that is not active"),
-            3u)
+            1u)
       << timeline.out;
   EXPECT_EQ(CountOf(timeline.out, " charlie "), 0u);
-  EXPECT_NE(timeline.out.find("outcome: done (9 envelopes, 4 rejected"), std::string::npos)
+  EXPECT_NE(timeline.out.find("outcome: done (3 envelopes, 2 rejected"), std::string::npos)
       << timeline.out;
+  auto view = replay::HospitalView(Contents(second));
+  ASSERT_TRUE(view.ok()) << view.message();
+  EXPECT_EQ(view->view, RoundView(*sum));
+  Output audit = Replay({second.string(), "--keys", keys_.string(), "--as", "hospital", "--results",
+                         results_.string()});
+  EXPECT_EQ(audit.code, 0) << audit.out;
+  EXPECT_NE(audit.out.find("the masks cancel): " + Str(expected) + "\nmatches results file"),
+            std::string::npos)
+      << audit.out;
 }
 
-// Injecting as a party that is in the live round. Regression: the broker used to take a party's
-// route from the last message it sent, refused or not, so alice's refused injection moved her
-// deliveries to the injector's connection and the round aborted ("share dave->alice
-// undeliverable"). Routes now follow accepted messages only.
-TEST_F(ReplayTest, InjectingAsALiveParticipantDoesNotStealItsDeliveries) {
+// Injecting as the hospital while it takes part in a live round. Regression: the broker used to
+// take a party's route from the last message it sent, refused or not, so a refused injection
+// moved the party's deliveries (here: the hospital's partials) to the injector's connection and
+// the round aborted as undeliverable. Routes now follow accepted messages only. The hospital sends
+// no envelope; its captured partials open under their round and under no fresh one.
+TEST_F(ReplayTest, InjectingAsTheLiveHospitalDoesNotStealItsPartials) {
   const fs::path capture = CapturedRound(/*serving=*/true);
   ASSERT_FALSE(capture.empty());
-  auto roster = LoadRoster(keys_).value();
-  auto sealer = Sealer::Create(LoadSecret(keys_, "dave").value(), roster).value();
+  const Sealer sealer = SealerOf("dave");
   TestParty dave(keys_, "dave", router_, phases_);
   auto hospital = Hospital("alice,bob,dave");
   auto open = dave.WaitPhase(Phase::kOpen);
   ASSERT_TRUE(open);
-  dave.Send(Join{open->round});
-  ASSERT_TRUE(dave.WaitPhase(Phase::kShare, open->round));
-  // alice's and bob's shares to dave: alice has sent all its shares and now waits for dave's.
-  uint64_t sum = 7;
-  for (int k = 0; k < 2; ++k) {
-    auto m = dave.Receive();
-    ASSERT_TRUE(m && std::holds_alternative<Envelope>(*m));
-    const auto& env = std::get<Envelope>(*m);
-    sum += DecodePayload(sealer.Open({open->round, env.kind, env.from, "dave"}, env.sealed).value(),
-                         EnvelopeKind::kShare, 1)
-               .value()[0];
-  }
-  Output inject = Replay({capture.string(), "--inject", router_, "--keys", keys_.string(), "--as",
-                          "alice"});
-  EXPECT_EQ(inject.code, 0) << inject.out;
-  for (const std::string to : {"alice", "bob"}) {
-    uint64_t share = 1;
-    sum -= share;
-    auto sealed = sealer.Seal({open->round, EnvelopeKind::kShare, "dave", to},
-                              EncodePayload(EnvelopeKind::kShare, std::vector<uint64_t>{share}));
-    dave.Send(Envelope{EnvelopeKind::kShare, open->round, "dave", to, sealed.value()});
-  }
-  auto sealed = sealer.Seal({open->round, EnvelopeKind::kPartial, "dave", "hospital"},
-                            EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>{sum}));
-  dave.Send(Envelope{EnvelopeKind::kPartial, open->round, "dave", "hospital", sealed.value()});
+  auto sum = JoinAndWaitSum(dave, open->round);
+  ASSERT_TRUE(sum);
+  // alice's and bob's partials go to the hospital now; dave's after the injection.
+  Output inject =
+      Replay({capture.string(), "--inject", router_, "--keys", keys_.string(), "--as", "hospital"});
+  EXPECT_EQ(inject.code, 0) << inject.out << inject.err;
+  EXPECT_EQ(CountOf(inject.out, "sent byte for byte"), 0u) << inject.out;
+  EXPECT_NE(inject.out.find("the broker answered our probe request (\"round request refused: "
+                            "hospital is not a patient in the roster\"); hospital sent no envelope "
+                            "in the captured round\n"),
+            std::string::npos)
+      << inject.out;
+  EXPECT_EQ(CountOf(inject.out, "(partial, offset "), 3u) << inject.out;
+  EXPECT_EQ(CountOf(inject.out,
+                    ": opens under its round " + capture.stem().string() + "; under fresh round "),
+            3u)
+      << inject.out;
+  EXPECT_EQ(CountOf(inject.out, " it fails: authentication failed\n"), 3u) << inject.out;
+
+  SendPartial(dave, sealer, *sum, 7);
   auto line = hospital.ReadLine(kWait);
-  EXPECT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
+  ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
+  EXPECT_EQ(ScalarAggregate(*line), inputs_["alice"] + inputs_["bob"] + 7) << *line;
   EXPECT_EQ(hospital.Wait(kWait), 0);
   for (auto& p : patients_) p.Stop();
   broker_->Stop();
-  EXPECT_EQ(CountOf(BrokerLog(), "undeliverable"), 0u) << BrokerLog();
+  const std::string log = BrokerLog();
+  EXPECT_EQ(CountOf(log, "undeliverable"), 0u) << log;
+  EXPECT_EQ(CountOf(log,
+                    "event=reject from=hospital reason=\"round request refused: hospital is "
+                    "not a patient in the roster\""),
+            1u)
+      << log;
 }
 
 }  // namespace

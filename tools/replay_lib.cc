@@ -49,6 +49,29 @@ std::string JsonNames(const std::vector<std::string>& names) {
   return out + "]";
 }
 
+std::string Hex(std::span<const uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (uint8_t b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 0xf];
+  }
+  return out;
+}
+
+// Join nonces as a JSON array of hex strings (they are public: the broker publishes them).
+std::string JsonNonces(const std::vector<JoinNonce>& nonces) {
+  std::string out = "[";
+  for (size_t i = 0; i < nonces.size(); ++i) out += (i ? ", " : "") + JsonString(Hex(nonces[i]));
+  return out + "]";
+}
+
+// "1 envelope", "3 envelopes".
+std::string Count(size_t n, std::string_view noun) {
+  return std::to_string(n) + " " + std::string(noun) + (n == 1 ? "" : "s");
+}
+
 std::string Joined(const std::vector<std::string>& names) {
   std::string out;
   for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
@@ -244,7 +267,8 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
             if (json) {
               out << "{\"type\": \"phase\", \"offset\": " << offset << ", \"t_us\": " << r.t_us
                   << ", \"phase\": " << JsonString(name) << ", \"seq\": " << r.seq
-                  << ", \"reason\": " << JsonString(r.reason) << "}\n";
+                  << ", \"reason\": " << JsonString(r.reason)
+                  << ", \"nonces\": " << JsonNonces(r.nonces) << "}\n";
             } else {
               out << PadLeft(Millis(r.t_us), 10) << " ms  phase " << name
                   << (r.reason.empty() ? "" : ": " + r.reason) << "\n";
@@ -338,8 +362,8 @@ std::vector<Problem> Check(const CaptureContents& c) {
   std::set<Phase> seen;
   uint64_t last_seq = 0, last_t = 0, envelope_count = 0, rejected_count = 0;
   std::string abort_reason;
-  std::map<std::pair<std::string, std::string>, int> shares;
   std::map<std::string, int> partials;
+  std::optional<std::vector<JoinNonce>> sum_nonces;  // as published with the sum phase
   const CaptureTrailer* trailer = nullptr;
   uint64_t trailer_offset = 0;
 
@@ -366,8 +390,9 @@ std::vector<Problem> Check(const CaptureContents& c) {
         legal = p->phase == Phase::kOpen;
       } else {
         switch (*phase) {
-          case Phase::kOpen: legal = p->phase == Phase::kShare || p->phase == Phase::kAbort; break;
-          case Phase::kShare: legal = p->phase == Phase::kSum || p->phase == Phase::kAbort; break;
+          case Phase::kOpen:
+            legal = p->phase == Phase::kSum || p->phase == Phase::kAbort;
+            break;
           case Phase::kSum: legal = p->phase == Phase::kDone || p->phase == Phase::kAbort; break;
           default: legal = false;  // nothing follows done or abort
         }
@@ -379,6 +404,21 @@ std::vector<Problem> Check(const CaptureContents& c) {
       if (phase && p->seq <= last_seq) {
         add(at, "phase seq " + std::to_string(p->seq) + " does not grow (after " +
                     std::to_string(last_seq) + ")");
+      }
+      // The nonces: none before every patient joined; the sum phase publishes one per patient,
+      // and the phases after it repeat the same ones.
+      if (p->phase == Phase::kSum && !sum_nonces) {
+        if (p->nonces.size() != h->participants.size()) {
+          add(at, "phase sum carries " + std::to_string(p->nonces.size()) + " nonces for " +
+                      std::to_string(h->participants.size()) + " patients");
+        }
+        sum_nonces = p->nonces;
+      } else if (sum_nonces) {
+        if (p->nonces != *sum_nonces)
+          add(at, "phase " + name + "'s nonces differ from the sum phase's");
+      } else if (!p->nonces.empty()) {
+        add(at, "phase " + name + " carries " + std::to_string(p->nonces.size()) +
+                    " nonces before the sum phase");
       }
       last_seq = p->seq;
       phase = p->phase;
@@ -395,26 +435,13 @@ std::vector<Problem> Check(const CaptureContents& c) {
       if (env.round != h->round) {
         add(at, Describe(e) + " is bound to round " + RoundHex(env.round) + ", not this round");
       }
-      if (env.kind == EnvelopeKind::kShare) {
-        if (!Contains(h->participants, env.from) || !Contains(h->participants, env.to) ||
-            env.from == env.to) {
-          add(at, Describe(e) + " is not a share link of this round");
-        } else if (++shares[{env.from, env.to}] == 2) {
-          add(at, Describe(e) + " repeats share " + env.from + " -> " + env.to);
-        }
-        if (phase != Phase::kShare) {
-          add(at, Describe(e) + " routed outside the share phase");
-        }
-      } else {
-        if (!Contains(h->participants, env.from) || env.to != h->hospital) {
-          add(at, Describe(e) + " is not a partial link of this round");
-        } else if (++partials[env.from] == 2) {
-          add(at, Describe(e) + " repeats the partial from " + env.from);
-        }
-        if (phase != Phase::kShare && phase != Phase::kSum) {
-          add(at, Describe(e) + " routed outside the share and sum phases");
-        }
+      // Every envelope is a partial (the only kind the wire knows): patient -> hospital, once.
+      if (!Contains(h->participants, env.from) || env.to != h->hospital) {
+        add(at, Describe(e) + " is not a partial link of this round");
+      } else if (++partials[env.from] == 2) {
+        add(at, Describe(e) + " repeats the partial from " + env.from);
       }
+      if (phase != Phase::kSum) add(at, Describe(e) + " routed outside the sum phase");
     } else if (std::get_if<CaptureRejected>(&record)) {
       ++rejected_count;
       if (!phase) add(at, "rejected message before the open phase");
@@ -441,16 +468,8 @@ std::vector<Problem> Check(const CaptureContents& c) {
   }
   if (trailer->done) {
     if (phase != Phase::kDone) add(trailer_offset, "trailer says done but the last phase is not done");
-    if (!seen.count(Phase::kShare) || !seen.count(Phase::kSum)) {
-      add(trailer_offset, "done without the share and sum phases");
-    }
-    const auto& ps = h->participants;
-    for (const auto& from : ps) {
-      for (const auto& to : ps) {
-        if (from != to && !shares.count({from, to})) {
-          add(trailer_offset, "completed round lacks share " + from + " -> " + to);
-        }
-      }
+    if (!seen.count(Phase::kSum)) add(trailer_offset, "done without the sum phase");
+    for (const auto& from : h->participants) {
       if (!partials.count(from)) {
         add(trailer_offset, "completed round lacks the partial " + from + " -> " + h->hospital);
       }
@@ -463,6 +482,32 @@ std::vector<Problem> Check(const CaptureContents& c) {
     }
   }
   return problems;
+}
+
+Result<CapturedView> HospitalView(const CaptureContents& c) {
+  const CaptureHeader* h = HeaderOf(c);
+  if (h == nullptr) return Status::Error("the capture has no header");
+  for (size_t i = 0; i < c.records.size(); ++i) {
+    const auto* p = std::get_if<CapturePhase>(&c.records[i]);
+    if (p == nullptr || p->phase != Phase::kSum) continue;
+    if (p->nonces.size() != h->participants.size()) {
+      return Status::Error("the sum phase at offset " + std::to_string(c.offsets[i]) + " carries " +
+                           std::to_string(p->nonces.size()) + " nonces for " +
+                           std::to_string(h->participants.size()) + " patients");
+    }
+    PhaseUpdate u;
+    u.round = h->round;
+    u.phase = Phase::kSum;
+    u.seq = p->seq;
+    u.ticket = h->ticket;
+    u.hospital = h->hospital;
+    u.range = h->range;
+    u.length = h->length;
+    u.participants = h->participants;
+    u.nonces = p->nonces;
+    return CapturedView{RoundView(u), c.offsets[i]};
+  }
+  return Status::Error("the capture has no sum phase");
 }
 
 // --- Audit --------------------------------------------------------------------------------
@@ -556,19 +601,22 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     err << "tally-replay: " << o.file.string() << ": " << ExplainVersion(bytes, c) << "\n";
     return 1;
   }
+  if (o.as != h->hospital) {
+    // Run already refused a patient or the broker: this is another hospital of the roster.
+    err << "tally-replay: only the round's hospital can audit it: its partials are sealed to "
+        << h->hospital << ", not to " << o.as << "\n";
+    return 2;
+  }
   Result<Identity> id = LoadIdentity(o.keys_dir, o.as);
   if (!id.ok()) {
     err << "tally-replay: " << id.message() << "\n";
     return 1;
   }
   const Roster* roster = &id->roster;
-  const SecretCertificate* me = &id->me;
   const Sealer* sealer = &id->sealer;
-  const bool hospital = me->pub.role == Role::kHospital;
-  const bool patient = Contains(h->participants, o.as);
   p.Line("audit",
          "audit of round " + RoundHex(h->round) + " as " + o.as + " (" +
-             std::string(RoleName(me->pub.role)) + ")",
+             std::string(RoleName(id->me.pub.role)) + ")",
          "\"round\": " + JsonString(RoundHex(h->round)) + ", \"as\": " + JsonString(o.as));
   size_t failures = 0;
   if (roster->Fingerprint() != h->roster_fingerprint) {
@@ -590,11 +638,20 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
                "; what follows was not audited",
            "\"offset\": " + std::to_string(c.error_offset));
   }
-  if (!hospital && !patient) {
-    p.Line("note", o.as + " is neither the hospital nor a patient of this round");
+  // The view the hospital opens with. Public (the broker publishes the nonces): printed.
+  const Result<CapturedView> view = HospitalView(c);
+  if (view.ok()) {
+    p.Line("view",
+           "view of the round: " + Hex(view->view) +
+               " (the header and the nonces of the sum phase at offset " +
+               std::to_string(view->offset) + ")",
+           "\"view\": " + JsonString(Hex(view->view)) +
+               ", \"offset\": " + std::to_string(view->offset));
+  } else {
+    p.Line("view", "view of the round: unknown: " + view.message(),
+           "\"view\": null, \"error\": " + JsonString(view.message()));
   }
 
-  const EnvelopeKind expected = hospital ? EnvelopeKind::kPartial : EnvelopeKind::kShare;
   std::vector<uint64_t> aggregate(h->length, 0);
   std::set<std::string> opened_from;
   size_t addressed = 0, opened = 0;
@@ -615,11 +672,15 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
       continue;
     }
     ++addressed;
-    // The binding is rebuilt from the envelope's header and the auditor's own name; a header
-    // that disagrees with the capture's round, or a kind the auditor never receives, fails
-    // even if the seal opens.
+    if (!view.ok()) {
+      fail("not opened: the hospital's view of the round is unknown (" + view.message() + ")");
+      continue;
+    }
+    // The binding is rebuilt from the envelope's header, the auditor's own name and the view
+    // from the capture; a header that disagrees with the capture's round fails even if the seal
+    // opens, and a partial sealed under another view of the round does not open.
     Result<std::vector<uint8_t>> plain =
-        sealer->Open(Binding{env.round, env.kind, env.from, o.as}, env.sealed);
+        sealer->Open(Binding{env.round, env.kind, env.from, o.as, view->view}, env.sealed);
     if (!plain.ok()) {
       fail(plain.message().rfind("cannot open ", 0) == 0
                ? plain.message().substr(plain.message().find(": ") + 2)
@@ -634,20 +695,16 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     }
     if (env.round != h->round) {
       fail("opened, but bound to round " + RoundHex(env.round) + ", not this round");
-    } else if (env.kind != expected) {
-      fail("opened, but " + o.as + " never receives a " + std::string(KindName(env.kind)));
     } else if (!Contains(h->participants, env.from)) {
       fail("opened, but " + env.from + " is not a patient of this round");
     } else if (!opened_from.insert(env.from).second) {
-      fail("opened, but repeats an earlier envelope from " + env.from);
+      fail("opened, but repeats an earlier partial from " + env.from);
     } else if (e.damaged) {
       fail("opened, but its record fails the capture's CRC");
     } else {
       ++opened;
-      if (hospital) {
-        for (size_t k = 0; k < aggregate.size(); ++k) aggregate[k] += values.value()[k];
-      }
-      p.Line("envelope", what + ": opened under its binding (round, kind, sender, recipient)",
+      for (size_t k = 0; k < aggregate.size(); ++k) aggregate[k] += values.value()[k];
+      p.Line("envelope", what + ": opened under its binding (round, kind, sender, recipient, view)",
              EnvelopeFields(e) + ", \"ok\": true");
     }
     sodium_memzero(values->data(), values->size() * sizeof(uint64_t));
@@ -656,50 +713,46 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
   const CaptureTrailer* trailer = TrailerOf(c);
   const bool done = trailer != nullptr && trailer->done;
   const size_t n = h->participants.size();
-  const size_t want = hospital ? n : (patient ? n - 1 : 0);
-  const std::string noun = hospital ? "partials" : "shares";
   p.Line("summary",
          o.as + ": " + std::to_string(opened) + " of " + std::to_string(addressed) +
-             " envelopes addressed to it opened; a completed round sends it " +
-             std::to_string(want) + " " + noun,
+             " envelopes addressed to it opened; a completed round sends it " + std::to_string(n) +
+             " partials",
          "\"addressed\": " + std::to_string(addressed) + ", \"opened\": " + std::to_string(opened) +
-             ", \"expected\": " + std::to_string(want));
-  if (done && opened != want) {
+             ", \"expected\": " + std::to_string(n));
+  if (done && opened != n) {
     ++failures;
     p.Line("problem", "the round completed but " + std::to_string(opened) + " of " +
-                          std::to_string(want) + " " + noun + " opened");
+                          std::to_string(n) + " partials opened");
   }
-  if (hospital) {
-    if (opened == n && !opened_from.empty()) {
-      p.Line("aggregate", "aggregate (sum of the " + std::to_string(n) + " partials mod 2^64): " +
-                              ShortNumbers(aggregate),
-             "\"aggregate\": " + JsonNumbers(aggregate));
-      if (!o.results.empty()) {
-        auto recorded = ResultFor(o.results, h->round);
-        if (!recorded.ok()) {
-          ++failures;
-          p.Line("results", recorded.message());
-        } else if (!recorded->has_value()) {
-          ++failures;
-          p.Line("results", "round not in results file " + o.results.string(),
-                 "\"match\": false");
-        } else if (**recorded == aggregate) {
-          p.Line("results", "matches results file " + o.results.string(), "\"match\": true");
-        } else {
-          ++failures;
-          p.Line("results",
-                 "DIFFERS from results file " + o.results.string() + ": it records " +
-                     ShortNumbers(**recorded),
-                 "\"match\": false");
-        }
-      }
-    } else {
-      p.Line("aggregate", "aggregate: not computable (" + std::to_string(opened) + " of " +
-                              std::to_string(n) + " partials opened)");
-      if (!o.results.empty()) {
+  if (opened == n) {
+    p.Line("aggregate",
+           "aggregate (sum of the " + std::to_string(n) +
+               " masked partials mod 2^64, the masks cancel): " + ShortNumbers(aggregate),
+           "\"aggregate\": " + JsonNumbers(aggregate));
+    if (!o.results.empty()) {
+      auto recorded = ResultFor(o.results, h->round);
+      if (!recorded.ok()) {
         ++failures;
-        p.Line("results", "cannot compare with the results file without every partial");
+        p.Line("results", recorded.message());
+      } else if (!recorded->has_value()) {
+        ++failures;
+        p.Line("results", "round not in results file " + o.results.string(), "\"match\": false");
+      } else if (**recorded == aggregate) {
+        p.Line("results", "matches results file " + o.results.string(), "\"match\": true");
+      } else {
+        ++failures;
+        p.Line("results",
+               "DIFFERS from results file " + o.results.string() + ": it records " +
+                   ShortNumbers(**recorded),
+               "\"match\": false");
       }
+    }
+  } else {
+    p.Line("aggregate", "aggregate: not computable (" + std::to_string(opened) + " of " +
+                            std::to_string(n) + " partials opened)");
+    if (!o.results.empty()) {
+      ++failures;
+      p.Line("results", "cannot compare with the results file without every partial");
     }
   }
   if (failures == 0) {
@@ -750,8 +803,8 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     if (e.envelope && e.envelope->to == o.as) to_me.push_back(&e);
   }
   p.Line("inject",
-         "inject as " + o.as + " into " + o.inject + ": " + std::to_string(mine.size()) +
-             " envelopes from " + o.as + " captured in round " + old_round,
+         "inject as " + o.as + " into " + o.inject + ": " + Count(mine.size(), "envelope") +
+             " from " + o.as + " captured in round " + old_round,
          "\"round\": " + JsonString(old_round) + ", \"as\": " + JsonString(o.as) +
              ", \"envelopes\": " + std::to_string(mine.size()));
   size_t failures = 0;
@@ -818,13 +871,15 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
         p.Line("sent", Describe(*e) + ": could not be sent", EnvelopeFields(*e) + ", \"sent\": false");
         continue;
       }
-      p.Line("sent",
-             Describe(*e) + ", " + std::to_string(e->size) + " B: sent byte for byte; the broker can only route it into round " +
-                 RoundHex(e->envelope->round) +
-                 (over ? ", which is over; the broker refuses envelopes for a round that is not active"
-                       : " (no trailer: if it is still running the broker refuses the copy as a "
-                         "duplicate link)"),
-             EnvelopeFields(*e) + ", \"sent\": true");
+      p.Line(
+          "sent",
+          Describe(*e) + ", " + std::to_string(e->size) +
+              " B: sent byte for byte; the broker can only route it into round " +
+              RoundHex(e->envelope->round) +
+              (over ? ", which is over; the broker refuses envelopes for a round that is not active"
+                    : " (no trailer: if it is still running the broker refuses the copy as a "
+                      "duplicate partial)"),
+          EnvelopeFields(*e) + ", \"sent\": true");
     }
     // The barrier: a round request the broker must refuse (a patient may not request rounds;
     // a hospital may not name a non-patient). It answers a refused request with a notice, and
@@ -862,10 +917,16 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     p.Line("barrier", "no notice from the broker within " + std::to_string(o.timeout_ms) +
                           " ms: cannot confirm it processed the envelopes",
            "\"confirmed\": false");
+  } else if (mine.empty()) {
+    p.Line("barrier",
+           "the broker answered our probe request (\"" + barrier_reason + "\"); " + o.as +
+               " sent no envelope in the captured round",
+           "\"confirmed\": true, \"notice\": " + JsonString(barrier_reason));
   } else {
     p.Line("barrier",
-           "the broker processed all " + std::to_string(mine.size()) +
-               " (it then refused our probe request: \"" + barrier_reason +
+           "the broker processed " + std::string(mine.size() == 1 ? "the " : "all ") +
+               Count(mine.size(), "envelope") + " (it then refused our probe request: \"" +
+               barrier_reason +
                "\"); it refuses an envelope without replying, and its log gives each reason",
            "\"confirmed\": true, \"notice\": " + JsonString(barrier_reason));
   }
@@ -875,18 +936,29 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     for (const auto& r : stray_rounds) rounds += (rounds.empty() ? "" : ", ") + r;
     p.Line("warning",
            "WARNING: the broker delivered " + std::to_string(stray) +
-               " live envelope(s) for round " + rounds + " to this connection instead of " +
-               o.as + "'s node: it routes a party's deliveries to its latest connection",
+               " live envelope(s) for round " + rounds + " to this connection instead of " + o.as +
+               "'s node: the broker took the injected connection as " + o.as + "'s route",
            "\"stray\": " + std::to_string(stray));
   }
 
-  // Locally: what arrived for us opens under its own binding and under no other round.
+  // Locally: what arrived for us (the hospital: the captured partials) opens under its own
+  // binding and under no other round. The view is the capture's (HospitalView).
   RoundId fresh{};
   randombytes_buf(fresh.data(), fresh.size());
+  const Result<CapturedView> view = HospitalView(c);
   for (const EnvelopeEntry* e : to_me) {
     const Envelope& env = *e->envelope;
-    auto original = sealer->Open(Binding{env.round, env.kind, env.from, o.as}, env.sealed);
-    auto rebound = sealer->Open(Binding{fresh, env.kind, env.from, o.as}, env.sealed);
+    if (!view.ok()) {
+      ++failures;
+      p.Line("rebind",
+             Describe(*e) + ": not checked: the hospital's view of the round is unknown (" +
+                 view.message() + ")",
+             EnvelopeFields(*e) + ", \"opens\": null");
+      continue;
+    }
+    auto original =
+        sealer->Open(Binding{env.round, env.kind, env.from, o.as, view->view}, env.sealed);
+    auto rebound = sealer->Open(Binding{fresh, env.kind, env.from, o.as, view->view}, env.sealed);
     if (original.ok()) sodium_memzero(original->data(), original->size());
     if (rebound.ok()) sodium_memzero(rebound->data(), rebound->size());
     const bool good = original.ok() && !rebound.ok();
@@ -976,6 +1048,21 @@ int Run(const Options& o, std::ostream& out, std::ostream& err) {
   if (sodium_init() < 0) {
     err << "tally-replay: libsodium failed to initialise\n";
     return 1;
+  }
+  if (!o.keys_dir.empty() && o.inject.empty()) {
+    // Only the hospital audits: its role is in the roster, so a patient's (or the broker's)
+    // audit is refused before any capture or secret key is read.
+    Result<Roster> roster = LoadRoster(o.keys_dir);
+    if (!roster.ok()) {
+      err << "tally-replay: " << roster.message() << "\n";
+      return 1;
+    }
+    const Certificate* cert = roster->Find(o.as);
+    if (cert != nullptr && cert->role != Role::kHospital) {
+      err << "tally-replay: " << kOnlyHospitalAudits << "; " << o.as << " is a "
+          << RoleName(cert->role) << "\n";
+      return 2;
+    }
   }
   Result<std::vector<uint8_t>> bytes = ReadBytes(o.file);
   if (!bytes.ok()) {

@@ -1,11 +1,14 @@
 // tally-replay's library: reading a round's capture back — its timeline, a structural check,
-// an audit with one party's keys, and a replay (injection) demonstration against a live broker.
+// an audit with the hospital's keys, and a replay (injection) demonstration against a live
+// broker.
 //
 // Everything here works on a capture's bytes (schema/capture.h) and never trusts them: a
 // damaged file is reported with the offset where it stops making sense, never by crashing.
-// The audit opens only envelopes addressed to the auditing party and never prints a patient's
-// share values; for the hospital it prints the aggregate (which the hospital learns anyway),
-// never an individual partial.
+// In protocol 2 every envelope is a patient's masked input ("partial") sealed to the hospital
+// under the round's view (nodes/seal.h RoundView), so only the hospital can audit: it rebuilds
+// its view from the capture's header and the nonces of its sum phase, opens each partial and
+// prints the aggregate (which the hospital learns anyway: the masks cancel in the sum), never an
+// individual partial. Nothing is sealed to a patient, so a patient's keys open nothing.
 //
 // Unlike tally_tools, this library links the sealing code (tally_nodes): it holds a party's
 // secret keys when auditing or injecting.
@@ -21,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "nodes/seal.h"
 #include "schema/capture.h"
 #include "schema/schema.h"
 #include "schema/status.h"
@@ -41,27 +45,36 @@ struct Options {
 inline constexpr const char* kUsage =
     "usage: tally-replay FILE [--json]\n"
     "       tally-replay FILE --check [--json]\n"
-    "       tally-replay FILE --keys DIR --as NAME [--results FILE] [--json]\n"
+    "       tally-replay FILE --keys DIR --as HOSPITAL [--results FILE] [--json]\n"
     "       tally-replay FILE --inject ENDPOINT --keys DIR --as NAME [--timeout-ms MS] [--json]\n"
     "\n"
     "Reads a round's capture (.tcap) written by tally-broker.\n"
     "  (no option)         the timeline: parameters, then every phase change, envelope and\n"
     "                      rejected message in time order, then the outcome\n"
-    "  --check             structural check: header and trailer, phase order, every link of a\n"
-    "                      completed round exactly once, round ids, timestamps, no damaged record\n"
-    "  --keys DIR --as N   audit: open every envelope addressed to N with N's secret keys,\n"
-    "                      each under its binding (round, kind, sender, recipient); as the\n"
-    "                      hospital, recompute the aggregate from the captured partials\n"
-    "  --results FILE      audit as the hospital: compare with the hospital's results file\n"
+    "  --check             structural check: header and trailer, phases open -> sum -> done or\n"
+    "                      abort, the sum phase's nonces (one per patient, repeated unchanged\n"
+    "                      after it), partials only patient -> hospital in the sum phase and at\n"
+    "                      most one per patient (a completed round has one from every patient),\n"
+    "                      round ids, timestamps, no damaged record\n"
+    "  --keys DIR --as H   audit as the round's hospital H: rebuild its view of the round from\n"
+    "                      the header and the sum phase's nonces, open every partial with H's\n"
+    "                      secret keys under its binding (round, kind, sender, recipient, view)\n"
+    "                      and sum the masked inputs into the aggregate (the masks cancel).\n"
+    "                      Only the hospital can audit: nothing is sealed to patients\n"
+    "  --results FILE      audit: compare the aggregate with the hospital's results file\n"
     "  --inject ENDPOINT   re-send N's captured envelopes, byte for byte, to a live broker's\n"
     "                      router, then send one invalid round request the broker refuses with a\n"
-    "                      notice (proof it processed everything before). Envelopes addressed to\n"
-    "                      N are also shown to fail to open under a fresh round id. Inject as a\n"
-    "                      party that is not in the broker's active round: the broker routes a\n"
-    "                      party's deliveries to its most recent connection.\n"
+    "                      notice (proof it processed everything before). N is a patient (its\n"
+    "                      partial) or the hospital (it sends none; its captured partials are\n"
+    "                      also shown to fail to open under a fresh round id)\n"
     "  --timeout-ms MS     inject: how long to wait for the handshake and the notice (10000)\n"
     "  --json              JSON lines instead of text\n"
-    "Exit: 0 ok, 1 the capture is damaged or a check, audit or injection failed, 2 bad usage.\n";
+    "Exit: 0 ok, 1 the capture is damaged or a check, audit or injection failed, 2 bad usage\n"
+    "(including an audit as anyone but the hospital).\n";
+
+// What tally-replay prints when asked to audit as a party that is not a hospital.
+inline constexpr const char* kOnlyHospitalAudits =
+    "only the hospital can audit a round: in protocol 2 nothing is sealed to patients";
 
 // Parses arguments (without argv[0]). An error is a usage error (exit 2). REQUIRES: no --help.
 Result<Options> ParseArgs(const std::vector<std::string>& args);
@@ -82,7 +95,7 @@ struct EnvelopeEntry {
 std::vector<EnvelopeEntry> Envelopes(const CaptureContents& contents,
                                      const std::set<uint64_t>& damaged_offsets = {});
 
-// "envelope #5 bob -> alice (share, offset 1234)".
+// "envelope #3 bob -> hospital (partial, offset 1234)".
 std::string Describe(const EnvelopeEntry& entry);
 
 // The timeline as text or JSON lines (what `tally-replay FILE` prints).
@@ -94,6 +107,15 @@ struct Problem {
 };
 // The structural check; empty when the capture passes.
 std::vector<Problem> Check(const CaptureContents& contents);
+
+// The hospital's view of the round as the capture records it: RoundView of the sum-phase
+// update rebuilt from the header and the nonces of the first sum-phase record (at `offset`).
+// An error when there is no sum phase or its nonces are not one per patient.
+struct CapturedView {
+  ViewDigest view{};
+  uint64_t offset = 0;
+};
+Result<CapturedView> HospitalView(const CaptureContents& contents);
 
 // Reads past records whose CRC does not match (recomputing it) so that an audit can name the
 // damaged envelope; stops at any other error. `damaged` receives the salvaged records' offsets.
