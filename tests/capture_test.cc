@@ -1,4 +1,5 @@
-// Capture files: write/read round trip, and a reader that survives every truncation and flip.
+// Capture files (format 2): write/read round trip, phase records with the participants' join
+// nonces, and a reader that survives every truncation and flip.
 
 #include "schema/capture.h"
 
@@ -96,12 +97,21 @@ class CaptureTest : public ::testing::Test {
     return h;
   }
 
+  static JoinNonce Nonce(uint8_t seed) {
+    JoinNonce n{};
+    for (size_t i = 0; i < n.size(); ++i) n[i] = static_cast<uint8_t>(seed * 41 + i);
+    return n;
+  }
+  // The header's three participants' nonces, as the broker publishes them from the sum phase.
+  static std::vector<JoinNonce> Nonces() { return {Nonce(1), Nonce(2), Nonce(3)}; }
+
+  // A partial, as a patient sends it to the hospital.
   static std::vector<uint8_t> EnvelopeFrame(uint8_t seed) {
     Envelope e;
-    e.kind = EnvelopeKind::kShare;
+    e.kind = EnvelopeKind::kPartial;
     e.round = Header().round;
     e.from = "alice";
-    e.to = "bob";
+    e.to = "hospital";
     e.sealed.resize(kSealOverhead + 24);
     for (size_t i = 0; i < e.sealed.size(); ++i) e.sealed[i] = static_cast<uint8_t>(seed + i);
     return Encode(e);
@@ -110,16 +120,18 @@ class CaptureTest : public ::testing::Test {
   // Every record type, in the order a round writes them.
   static std::vector<CaptureRecord> Rest() {
     return {
-        CapturePhase{0, Phase::kOpen, 10, ""},
-        CapturePhase{1500, Phase::kShare, 11, ""},
+        CapturePhase{0, Phase::kOpen, 10, "", {}},
+        CapturePhase{1500, Phase::kSum, 11, "", Nonces()},
         CaptureEnvelope{2000, EnvelopeFrame(1)},
         CaptureRejected{2100, "mallory", "envelope from names another sender", 812},
         CaptureEnvelope{2500, EnvelopeFrame(2)},
         CaptureEnvelope{2600, {}},
-        CapturePhase{3000, Phase::kAbort, 12, "charlie did not join"},
+        CapturePhase{3000, Phase::kAbort, 12, "partial from charlie not sent", Nonces()},
     };
   }
-  static CaptureTrailer Trailer() { return CaptureTrailer{3001, false, "charlie did not join", 3, 1}; }
+  static CaptureTrailer Trailer() {
+    return CaptureTrailer{3001, false, "partial from charlie not sent", 3, 1};
+  }
 
   // Writes a full capture and returns its path.
   fs::path WriteFull() {
@@ -147,6 +159,11 @@ TEST_F(CaptureTest, WriteThenReadBack) {
   ASSERT_TRUE(c.ok()) << c.message();
   EXPECT_TRUE(c->ok()) << c->error;
   EXPECT_EQ(c->records, AllRecords());
+  // The phase records kept their nonces: none while open, all three, in order, from the sum.
+  ASSERT_EQ(c->records.size(), 9u);
+  EXPECT_TRUE(std::get<CapturePhase>(c->records[1]).nonces.empty());
+  EXPECT_EQ(std::get<CapturePhase>(c->records[2]).nonces, Nonces());
+  EXPECT_EQ(std::get<CapturePhase>(c->records[7]).nonces, Nonces());
   ASSERT_EQ(c->offsets.size(), c->records.size());
   EXPECT_EQ(c->offsets[0], 12u);
   // Offsets are where each framed record starts: consecutive EncodeRecord sizes.
@@ -185,7 +202,7 @@ TEST_F(CaptureTest, AppendEnvelopeWritesTheSameBytesAsAppend) {
 
 TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
   const std::vector<uint8_t> bytes = ReadAll(WriteFull());
-  const std::vector<uint8_t> start = FileStart();
+  const std::vector<uint8_t> start = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P', 2, 0, 0, 0};
   ASSERT_GE(bytes.size(), 12u);
   EXPECT_TRUE(std::equal(start.begin(), start.end(), bytes.begin()));
   // The header record: u32 body length, type 1, body, CRC-32 over type + body.
@@ -202,13 +219,44 @@ TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
             0xcbf43926u);  // the standard CRC-32 check value
 }
 
+// A phase record's body: [t_us, phase, seq, reason, nonces], the nonces as one bin of 32 bytes
+// per participant (empty in the open phase).
+TEST_F(CaptureTest, PhaseRecordLayoutIsPinned) {
+  JoinNonce a, b;
+  a.fill(0xaa);
+  b.fill(0xbb);
+  std::vector<uint8_t> body = {0x95, 0xcd, 0x05, 0xdc, 0xa3, 's', 'u', 'm', 0x0b, 0xa0, 0xc4, 0x40};
+  body.insert(body.end(), 32, 0xaa);
+  body.insert(body.end(), 32, 0xbb);
+  EXPECT_EQ(EncodeRecord(CapturePhase{1500, Phase::kSum, 11, "", {a, b}}), Frame(4, body));
+  const std::vector<uint8_t> open = {0x95, 0x00, 0xa4, 'o', 'p', 'e', 'n', 0x0a, 0xa0, 0xc4, 0x00};
+  EXPECT_EQ(EncodeRecord(CapturePhase{0, Phase::kOpen, 10, "", {}}), Frame(4, open));
+}
+
+TEST_F(CaptureTest, PhaseRecordsRoundTripEveryPhaseWithAndWithoutNonces) {
+  std::vector<CaptureRecord> records = {Header()};
+  for (Phase phase : {Phase::kOpen, Phase::kSum, Phase::kDone, Phase::kAbort}) {
+    records.push_back(CapturePhase{7, phase, 1, phase == Phase::kAbort ? "why" : "", {}});
+    records.push_back(CapturePhase{8, phase, 2, "", Nonces()});
+  }
+  // The reader takes up to kMaxParticipants nonces in one record.
+  std::vector<JoinNonce> most;
+  for (size_t i = 0; i < kMaxParticipants; ++i) most.push_back(Nonce(static_cast<uint8_t>(i)));
+  records.push_back(CapturePhase{9, Phase::kSum, 3, "", most});
+  std::vector<uint8_t> bytes = FileStart();
+  for (const CaptureRecord& r : records) Append(&bytes, EncodeRecord(r));
+  const CaptureContents c = ReadCapture(bytes);
+  ASSERT_TRUE(c.ok()) << c.error;
+  EXPECT_EQ(c.records, records);
+}
+
 TEST_F(CaptureTest, CaptureWithoutTrailerReadsCleanly) {
   // A broker that crashed mid-round leaves no trailer: the records are still all readable.
   const fs::path path = dir_ / "open.tcap";
   {
     Result<CaptureWriter> w = CaptureWriter::Create(path, Header());
     ASSERT_TRUE(w.ok()) << w.message();
-    ASSERT_TRUE(w->Append(CapturePhase{0, Phase::kOpen, 1, ""}).ok());
+    ASSERT_TRUE(w->Append(CapturePhase{0, Phase::kOpen, 1, "", {}}).ok());
   }
   Result<CaptureContents> c = ReadCaptureFile(path);
   ASSERT_TRUE(c.ok()) << c.message();
@@ -298,7 +346,7 @@ TEST_F(CaptureTest, FlippedByteInFileHeader) {
       EXPECT_EQ(c.error, "not a Tally capture (bad magic)");
       EXPECT_EQ(c.error_offset, 0u);
     } else {
-      EXPECT_TRUE(Contains(c.error, "is not supported (this reader knows 1)"));
+      EXPECT_TRUE(Contains(c.error, "is not supported (this reader knows 2)"));
       EXPECT_EQ(c.error_offset, 8u);
     }
   }
@@ -306,9 +354,14 @@ TEST_F(CaptureTest, FlippedByteInFileHeader) {
 
 TEST_F(CaptureTest, OtherFormatVersionRefused) {
   std::vector<uint8_t> bytes = ReadAll(WriteFull());
-  bytes[8] = 2;
-  const CaptureContents c = ReadCapture(bytes);
-  EXPECT_EQ(c.error, "capture format version 2 is not supported (this reader knows 1)");
+  bytes[8] = 1;  // a protocol-1 capture: its phase records have no nonces
+  CaptureContents c = ReadCapture(bytes);
+  EXPECT_EQ(c.error, "capture format version 1 is not supported (this reader knows 2)");
+  EXPECT_EQ(c.error_offset, 8u);
+  EXPECT_TRUE(c.records.empty());
+  bytes[8] = 3;
+  c = ReadCapture(bytes);
+  EXPECT_EQ(c.error, "capture format version 3 is not supported (this reader knows 2)");
   EXPECT_TRUE(c.records.empty());
 }
 
@@ -325,7 +378,7 @@ TEST_F(CaptureTest, UnknownRecordType) {
 
 TEST_F(CaptureTest, FirstRecordMustBeHeaderAndOnlyOnce) {
   std::vector<uint8_t> bytes = FileStart();
-  Append(&bytes, EncodeRecord(CapturePhase{0, Phase::kOpen, 1, ""}));
+  Append(&bytes, EncodeRecord(CapturePhase{0, Phase::kOpen, 1, "", {}}));
   EXPECT_TRUE(Contains(ReadCapture(bytes).error, "first record is not a header"));
 
   bytes = FileStart();
@@ -340,7 +393,7 @@ TEST_F(CaptureTest, FirstRecordMustBeHeaderAndOnlyOnce) {
 TEST_F(CaptureTest, RecordAfterTrailer) {
   std::vector<uint8_t> bytes = ReadAll(WriteFull());
   const size_t at = bytes.size();
-  Append(&bytes, EncodeRecord(CapturePhase{5000, Phase::kOpen, 99, ""}));
+  Append(&bytes, EncodeRecord(CapturePhase{5000, Phase::kOpen, 99, "", {}}));
   const CaptureContents c = ReadCapture(bytes);
   EXPECT_TRUE(Contains(c.error, "record after the trailer"));
   EXPECT_EQ(c.error_offset, at);
@@ -358,10 +411,11 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
     p.pack_str(static_cast<uint32_t>(s.size()));
     p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
   };
-  auto header = [&](int fields, std::string_view hospital, uint64_t length) {
+  auto header = [&](int fields, std::string_view hospital, uint64_t length,
+                    uint32_t version = kCaptureFormatVersion) {
     return Body([&](P& p) {
       p.pack_array(static_cast<uint32_t>(fields));
-      p.pack_uint32(1);
+      p.pack_uint32(version);
       p.pack_bin(16);
       p.pack_bin_body("0123456789abcdef", 16);
       p.pack_uint64(1);
@@ -379,6 +433,9 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
       {1, header(10, "hospital", 1), "malformed header record: expected 9 fields, got 10"},
       {1, header(9, "Hospital!", 1), "malformed header record: invalid name in hospital"},
       {1, header(9, "hospital", 0), "malformed header record: length must be between 1"},
+      // A protocol-1 header record inside a format-2 file.
+      {1, header(9, "hospital", 1, 1),
+       "malformed header record: format_version 1 does not match the file's version 2"},
       {1, Body([](P& p) { p.pack_map(0); }), "malformed header record: record body must be a"},
       {1, {0x99, 0x01}, "malformed header record: truncated record body"},
   };
@@ -405,8 +462,8 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
       {3, Body([&](P& p) { p.pack_array(4); p.pack_uint32(1); str(p, "bob"); str(p, "x\n");
                            p.pack_uint32(9); }),
        "malformed rejected record: reason must be printable ASCII"},
-      {4, Body([&](P& p) { p.pack_array(4); p.pack_uint32(1); str(p, "paused"); p.pack_uint32(1);
-                           str(p, ""); }),
+      {4, Body([&](P& p) { p.pack_array(5); p.pack_uint32(1); str(p, "paused"); p.pack_uint32(1);
+                           str(p, ""); p.pack_bin(0); }),
        "malformed phase record: unknown phase"},
       {5, Body([&](P& p) { p.pack_array(5); p.pack_uint32(1); p.pack_uint32(1); str(p, "");
                            p.pack_uint32(0); p.pack_uint32(0); }),
@@ -425,6 +482,68 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
     EXPECT_EQ(c.error_offset, at);
     EXPECT_EQ(c.records.size(), 1u);
   }
+}
+
+// Phase records, strictly: protocol 1's four-field record and "share" phase, and a nonces
+// field that is not whole 32-byte nonces. Each error is the reader's exact text.
+TEST_F(CaptureTest, MalformedPhaseRecords) {
+  using P = msgpack::packer<msgpack::sbuffer>;
+  auto phase = [](std::string_view name, int fields, const std::function<void(P&)>& nonces) {
+    return Body([&](P& p) {
+      p.pack_array(static_cast<uint32_t>(fields));
+      p.pack_uint64(1500);
+      p.pack_str(static_cast<uint32_t>(name.size()));
+      p.pack_str_body(name.data(), static_cast<uint32_t>(name.size()));
+      p.pack_uint64(11);
+      p.pack_str(0);
+      if (fields > 4) nonces(p);
+    });
+  };
+  auto bin = [](size_t size) {
+    return [size](P& p) {
+      const std::vector<char> bytes(size, 0x5a);
+      p.pack_bin(static_cast<uint32_t>(size));
+      p.pack_bin_body(bytes.data(), static_cast<uint32_t>(size));
+    };
+  };
+  struct Case {
+    std::vector<uint8_t> body;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {phase("share", 4, bin(0)), "malformed phase record: expected 5 fields, got 4"},
+      {phase("sum", 4, bin(0)), "malformed phase record: expected 5 fields, got 4"},
+      {phase("share", 5, bin(0)), "malformed phase record: unknown phase"},
+      {phase("share", 5, bin(96)), "malformed phase record: unknown phase"},
+      {phase("sum", 5, bin(33)),
+       "malformed phase record: nonces must hold at most 1000 nonces of 32 bytes, got 33 bytes"},
+      {phase("sum", 5, bin(31)),
+       "malformed phase record: nonces must hold at most 1000 nonces of 32 bytes, got 31 bytes"},
+      {phase("sum", 5, bin(32 * (kMaxParticipants + 1))),
+       "malformed phase record: nonces must hold at most 1000 nonces of 32 bytes, got 32032 "
+       "bytes"},
+      {phase("sum", 5, [](P& p) { p.pack_nil(); }),
+       "malformed phase record: nonces must be bin, got nil"},
+      {phase("sum", 5, [](P& p) { p.pack_array(0); }),
+       "malformed phase record: nonces must be bin, got array"},
+  };
+  for (const Case& k : cases) {
+    std::vector<uint8_t> bytes = FileStart();
+    Append(&bytes, EncodeRecord(Header()));
+    const size_t at = bytes.size();
+    Append(&bytes, Frame(4, k.body));
+    const CaptureContents c = ReadCapture(bytes);
+    EXPECT_EQ(c.error, k.error + " (offset " + std::to_string(at) + ")");
+    EXPECT_EQ(c.error_offset, at);
+    EXPECT_EQ(c.records.size(), 1u);
+  }
+  // The same body with whole nonces reads.
+  std::vector<uint8_t> bytes = FileStart();
+  Append(&bytes, EncodeRecord(Header()));
+  Append(&bytes, Frame(4, phase("sum", 5, bin(96))));
+  const CaptureContents c = ReadCapture(bytes);
+  ASSERT_TRUE(c.ok()) << c.error;
+  EXPECT_EQ(std::get<CapturePhase>(c.records[1]).nonces.size(), 3u);
 }
 
 TEST_F(CaptureTest, HugeLengthFieldDoesNotAllocate) {
@@ -477,13 +596,19 @@ TEST_F(CaptureTest, CreateRefusesAnInvalidHeader) {
 TEST_F(CaptureTest, AppendRefusesWhatTheReaderWouldReject) {
   Result<CaptureWriter> w = CaptureWriter::Create(dir_ / "r.tcap", Header());
   ASSERT_TRUE(w.ok()) << w.message();
-  EXPECT_FALSE(w->Append(CapturePhase{1, Phase::kAbort, 2, "bob\xe2\x86\x92" "charlie"}).ok());
+  EXPECT_FALSE(
+      w->Append(CapturePhase{1, Phase::kAbort, 2, "bob\xe2\x86\x92" "charlie", {}}).ok());
   EXPECT_FALSE(w->Append(CaptureRejected{1, "", "why", 2}).ok());
+  std::vector<JoinNonce> too_many(kMaxParticipants + 1);
+  Status nonces = w->Append(CapturePhase{1, Phase::kSum, 2, "", too_many});
+  EXPECT_EQ(nonces.message(),
+            "refusing to write invalid phase record: nonces must hold at most 1000 nonces of 32 "
+            "bytes, got 32032 bytes");
   EXPECT_FALSE(w->Append(Header()).ok());
   // The file is still readable and the writer still usable.
-  ASSERT_TRUE(w->Append(CapturePhase{1, Phase::kOpen, 2, ""}).ok());
+  ASSERT_TRUE(w->Append(CapturePhase{1, Phase::kOpen, 2, "", {}}).ok());
   ASSERT_TRUE(w->Finish(CaptureTrailer{2, true, "", 0, 0}).ok());
-  EXPECT_FALSE(w->Append(CapturePhase{3, Phase::kOpen, 3, ""}).ok());
+  EXPECT_FALSE(w->Append(CapturePhase{3, Phase::kOpen, 3, "", {}}).ok());
   EXPECT_FALSE(w->Finish(CaptureTrailer{}).ok());
   Result<CaptureContents> c = ReadCaptureFile(dir_ / "r.tcap");
   ASSERT_TRUE(c.ok());
@@ -495,9 +620,9 @@ TEST_F(CaptureTest, WriterMovesOwnership) {
   Result<CaptureWriter> w = CaptureWriter::Create(dir_ / "m.tcap", Header());
   ASSERT_TRUE(w.ok()) << w.message();
   CaptureWriter moved = std::move(w).value();
-  ASSERT_TRUE(moved.Append(CapturePhase{1, Phase::kOpen, 2, ""}).ok());
+  ASSERT_TRUE(moved.Append(CapturePhase{1, Phase::kOpen, 2, "", {}}).ok());
   CaptureWriter assigned = std::move(moved);
-  EXPECT_FALSE(moved.Append(CapturePhase{1, Phase::kOpen, 2, ""}).ok());  // NOLINT: moved-from
+  EXPECT_FALSE(moved.Append(CapturePhase{1, Phase::kOpen, 2, "", {}}).ok());  // NOLINT: moved-from
   ASSERT_TRUE(assigned.Finish(CaptureTrailer{2, true, "", 0, 0}).ok());
   Result<CaptureContents> c = ReadCaptureFile(dir_ / "m.tcap");
   ASSERT_TRUE(c.ok());

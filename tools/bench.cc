@@ -153,39 +153,51 @@ double PerCall(F&& op, double budget = 0.02) {
 }
 
 struct Floor {
-  size_t payload_bytes = 0;   // P: EncodePayload of L elements (plaintext sealed)
-  size_t wire_bytes = 0;      // W: one Envelope frame on the wire
-  size_t update_bytes = 0;    // U: one PhaseUpdate frame
-  double seal = 0, open = 0;  // s per call at P
-  double box_enc_w = 0, box_dec_w = 0, box_enc_u = 0, box_dec_u = 0, box_enc_c = 0,
-         box_dec_c = 0;       // s per call: CURVE-like crypto_box_*_afternm at W, U, C
-  double random = 0;          // s per round for the share randomness, the cheaper way below
-  double random_now = 0;      // the same drawn with randombytes_buf, as nodes/node.cc does
-  double total = 0;           // s of CPU per round
+  size_t payload_bytes = 0;      // P: EncodePayload of L elements (plaintext sealed)
+  size_t wire_bytes = 0;         // W: one Envelope frame on the wire
+  size_t update_bytes = 0;       // U: one PhaseUpdate frame with the N join nonces (sum, done)
+  size_t open_update_bytes = 0;  // U0: the open phase's PhaseUpdate frame, before any nonce
+  double seal = 0, open = 0;     // s per call at P
+  // s per call: CURVE-like crypto_box_*_afternm at W, U, U0 and C (a join)
+  double box_enc_w = 0, box_dec_w = 0, box_enc_u = 0, box_dec_u = 0;
+  double box_enc_u0 = 0, box_dec_u0 = 0, box_enc_c = 0, box_dec_c = 0;
+  double stream = 0;    // s per call: one mask's ChaCha20-IETF stream of 8L bytes
+  double mask_key = 0;  // s per call: one pair's round mask key (keyed BLAKE2b)
+  double masks = 0;     // s per round: N(N-1) streams and mask keys
+  double total = 0;     // s of CPU per round
 };
 
 // The CPU a round cannot avoid with this protocol and these primitives (BENCHMARKS.md):
-//   E = N^2 envelopes (N(N-1) shares + N partials), each sealed once, opened once, and
-//   CURVE-encrypted by its sender, decrypted and re-encrypted by the broker and decrypted by
-//   its recipient; N+2 small router messages (request, joins, ack), each encrypted once and
-//   decrypted once; 4 phase updates to N+1 subscribers, each encrypted by the broker per
-//   subscriber and decrypted by it; N(N-1)*8L random share bytes and E nonces.
+//   N envelopes (one partial per patient, patient -> broker -> hospital), each sealed once,
+//   opened once, CURVE-encrypted and decrypted twice (patient -> broker, broker -> hospital);
+//   N+2 small router messages (the request, N joins, the ack), each encrypted once and
+//   decrypted once; 3 phase updates (open, sum, done) to N+1 subscribers, each encrypted by the
+//   broker per subscriber and decrypted by it, the open one without nonces (U0) and the sum and
+//   done ones with the N join nonces (U); and the masks: each patient derives one key per peer
+//   (a keyed BLAKE2b over round id and both nonces) and generates that peer's ChaCha20 stream
+//   of 8L bytes, N(N-1) of each per round. Seal nonces are drawn inside `seal`.
+//   floor = N (seal + open + 2 enc(W) + 2 dec(W)) + (N+2) (enc(C) + dec(C))
+//         + (N+1) (enc(U0) + dec(U0) + 2 enc(U) + 2 dec(U)) + N(N-1) (stream(8L) + mask key)
 Floor MeasureFloor(size_t n, uint32_t length) {
   Floor f;
   std::vector<uint64_t> values(length, 0);
-  std::vector<uint8_t> payload = tally::EncodePayload(tally::EnvelopeKind::kShare, values);
+  std::vector<uint8_t> payload = tally::EncodePayload(tally::EnvelopeKind::kPartial, values);
   f.payload_bytes = payload.size();
   tally::RoundId round{};
-  tally::Envelope env{tally::EnvelopeKind::kShare, round, PatientName(1), PatientName(2),
+  tally::Envelope env{tally::EnvelopeKind::kPartial, round, PatientName(1), "hospital",
                       std::vector<uint8_t>(payload.size() + tally::kSealOverhead)};
   f.wire_bytes = tally::Encode(env).size();
   tally::PhaseUpdate u;
+  u.phase = tally::Phase::kOpen;
   for (size_t k = 1; k <= n; ++k) u.participants.push_back(PatientName(k));
   u.hospital = "hospital";
   u.range = 1000;
   u.length = length;
+  f.open_update_bytes = tally::Encode(u).size();
+  u.phase = tally::Phase::kSum;
+  u.nonces.assign(n, tally::JoinNonce{});
   f.update_bytes = tally::Encode(u).size();
-  const size_t control_bytes = tally::Encode(tally::Join{round}).size();
+  const size_t control_bytes = tally::Encode(tally::Join{round, tally::JoinNonce{}}).size();
 
   std::vector<uint8_t> key(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
   randombytes_buf(key.data(), key.size());
@@ -225,28 +237,35 @@ Floor MeasureFloor(size_t n, uint32_t length) {
   };
   box(f.wire_bytes, f.box_enc_w, f.box_dec_w);
   box(f.update_bytes, f.box_enc_u, f.box_dec_u);
+  box(f.open_update_bytes, f.box_enc_u0, f.box_dec_u0);
   box(control_bytes, f.box_enc_c, f.box_dec_c);
 
-  std::vector<uint64_t> share(length);
-  const double per_share_now = PerCall([&] {
-    randombytes_buf(share.data(), share.size() * sizeof(uint64_t));
+  // One mask: its key, BLAKE2b-256 keyed with the pair's mask key over round id || nonce ||
+  // nonce, then the ChaCha20-IETF stream of 8L bytes (nodes/seal.cc AddMasks).
+  unsigned char pair_key[crypto_generichash_KEYBYTES];
+  unsigned char stream_key[crypto_stream_chacha20_ietf_KEYBYTES];
+  const unsigned char zero_nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
+  randombytes_buf(pair_key, sizeof pair_key);
+  std::vector<uint8_t> key_input(tally::kRoundIdSize + 2 * tally::kJoinNonceSize, 3);
+  f.mask_key = PerCall([&] {
+    crypto_generichash(stream_key, sizeof stream_key, key_input.data(), key_input.size(),
+                       pair_key, sizeof pair_key);
   });
-  // The floor draws share bytes from a ChaCha20 stream under a fresh random 32-byte seed
-  // (randombytes_buf_deterministic): as unpredictable, without a syscall per share.
-  unsigned char seed[randombytes_SEEDBYTES];
-  const double per_share = PerCall([&] {
-    randombytes_buf(seed, sizeof seed);
-    randombytes_buf_deterministic(share.data(), share.size() * sizeof(uint64_t), seed);
+  std::vector<uint8_t> stream(size_t{length} * 8);
+  f.stream = PerCall([&] {
+    crypto_stream_chacha20_ietf(stream.data(), stream.size(), zero_nonce, stream_key);
   });
-  sodium_memzero(seed, sizeof seed);
+  sodium_memzero(pair_key, sizeof pair_key);
+  sodium_memzero(stream_key, sizeof stream_key);
 
-  const double e = static_cast<double>(n * n);
-  const double shares = static_cast<double>(n * (n - 1));
-  f.random = shares * std::min(per_share, per_share_now);
-  f.random_now = shares * per_share_now;
-  f.total = e * (f.seal + f.open + 2 * f.box_enc_w + 2 * f.box_dec_w) +
+  const double envelopes = static_cast<double>(n);
+  const double pairs = static_cast<double>(n * (n - 1));  // ordered: each patient, each peer
+  f.masks = pairs * (f.stream + f.mask_key);
+  f.total = envelopes * (f.seal + f.open + 2 * f.box_enc_w + 2 * f.box_dec_w) +
             static_cast<double>(n + 2) * (f.box_enc_c + f.box_dec_c) +
-            4.0 * static_cast<double>(n + 1) * (f.box_enc_u + f.box_dec_u) + f.random;
+            static_cast<double>(n + 1) * (f.box_enc_u0 + f.box_dec_u0 + 2 * f.box_enc_u +
+                                          2 * f.box_dec_u) +
+            f.masks;
   return f;
 }
 
@@ -541,16 +560,17 @@ void PrintFloor(const Measured& m, bool json) {
               << ", \"wire_bytes\": " << f.wire_bytes << ", \"update_bytes\": " << f.update_bytes
               << ", \"seal_us\": " << us(f.seal) << ", \"open_us\": " << us(f.open)
               << ", \"curve_enc_us\": " << us(f.box_enc_w) << ", \"curve_dec_us\": "
-              << us(f.box_dec_w) << ", \"random_ms_per_round\": " << Fixed(f.random * 1e3, 3)
-              << ", \"randombytes_buf_ms_per_round\": " << Fixed(f.random_now * 1e3, 3)
+              << us(f.box_dec_w) << ", \"mask_stream_us\": " << us(f.stream)
+              << ", \"mask_key_us\": " << us(f.mask_key)
+              << ", \"masks_ms_per_round\": " << Fixed(f.masks * 1e3, 3)
               << ", \"floor_ms\": " << Fixed(f.total * 1e3, 3) << "}" << std::endl;
     return;
   }
   std::printf("%-11s P=%zu W=%zu U=%zu  seal %s us  open %s us  curve enc %s / dec %s us  "
-              "random %s ms/round (randombytes_buf: %s)  floor %s ms/round\n",
+              "mask stream %s us + key %s us, masks %s ms/round  floor %s ms/round\n",
               name.c_str(), f.payload_bytes, f.wire_bytes, f.update_bytes, us(f.seal).c_str(),
               us(f.open).c_str(), us(f.box_enc_w).c_str(), us(f.box_dec_w).c_str(),
-              Fixed(f.random * 1e3, 3).c_str(), Fixed(f.random_now * 1e3, 3).c_str(),
+              us(f.stream).c_str(), us(f.mask_key).c_str(), Fixed(f.masks * 1e3, 3).c_str(),
               Fixed(f.total * 1e3, 3).c_str());
 }
 

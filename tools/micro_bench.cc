@@ -1,6 +1,7 @@
 // tally-micro-bench: Google Benchmark micro-benchmarks of the per-byte and per-element costs a
-// round is made of: sealing, share generation, the payload and envelope codecs, and CURVE
-// transport through a real DEALER -> ROUTER pair. BENCHMARKS.md relates them to the rounds.
+// round is made of: sealing, the pairwise masks (Sealer::AddMasks), the payload and envelope
+// codecs, and CURVE transport through a real DEALER -> ROUTER pair. BENCHMARKS.md relates them
+// to the rounds.
 // Run: tools/bench --micro [--benchmark_filter=REGEX ...]
 #include <benchmark/benchmark.h>
 #include <sodium.h>
@@ -8,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,27 +25,34 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kKiB = 1024, kMiB = 1024 * 1024;
 
-// Two patients' keys in a temporary folder, loaded once for every sealing benchmark.
+constexpr size_t kMostPatients = 10;
+
+std::string PatientName(size_t k) { return (k < 10 ? "p0" : "p") + std::to_string(k); }
+
+// A hospital and patients p01..p10 with keys in a temporary folder, loaded once for every
+// sealing and masking benchmark: patient p01 seals to the hospital and adds its masks.
 struct Parties {
   tally::Roster roster;
-  std::optional<tally::Sealer> alice, bob;
+  std::optional<tally::Sealer> patient, hospital;
 
   Parties() {
     char tmpl[] = "/tmp/tally-micro-XXXXXX";
     const char* dir = ::mkdtemp(tmpl);
     if (dir == nullptr) std::abort();
-    for (const char* n : {"alice", "bob"})
-      if (!tally::GenerateParty(dir, n, tally::Role::kPatient, false).ok()) std::abort();
+    if (!tally::GenerateParty(dir, "hospital", tally::Role::kHospital, false).ok()) std::abort();
+    for (size_t k = 1; k <= kMostPatients; ++k)
+      if (!tally::GenerateParty(dir, PatientName(k), tally::Role::kPatient, false).ok())
+        std::abort();
     auto r = tally::LoadRoster(dir);
-    auto a = tally::LoadSecret(dir, "alice");
-    auto b = tally::LoadSecret(dir, "bob");
-    if (!r.ok() || !a.ok() || !b.ok()) std::abort();
+    auto p = tally::LoadSecret(dir, PatientName(1));
+    auto h = tally::LoadSecret(dir, "hospital");
+    if (!r.ok() || !p.ok() || !h.ok()) std::abort();
     roster = std::move(r.value());
-    auto sa = tally::Sealer::Create(a.value(), roster);
-    auto sb = tally::Sealer::Create(b.value(), roster);
-    if (!sa.ok() || !sb.ok()) std::abort();
-    alice.emplace(std::move(sa.value()));
-    bob.emplace(std::move(sb.value()));
+    auto sp = tally::Sealer::Create(p.value(), roster);
+    auto sh = tally::Sealer::Create(h.value(), roster);
+    if (!sp.ok() || !sh.ok()) std::abort();
+    patient.emplace(std::move(sp.value()));
+    hospital.emplace(std::move(sh.value()));
     std::error_code ec;
     fs::remove_all(dir, ec);
   }
@@ -54,21 +63,23 @@ Parties& Keys() {
   return parties;
 }
 
-tally::Binding AliceToBob() {
+// A partial from p01 to the hospital, under some view of the round.
+tally::Binding PatientToHospital() {
   tally::Binding b;
-  b.kind = tally::EnvelopeKind::kShare;
-  b.sender = "alice";
-  b.recipient = "bob";
+  b.kind = tally::EnvelopeKind::kPartial;
+  b.sender = "p01";
+  b.recipient = "hospital";
+  b.view.fill(0x5c);
   return b;
 }
 
 // --- Sealing (XChaCha20-Poly1305 with a per-pair key, nodes/seal.h) ------------------------
 
 void BM_SealerSeal(benchmark::State& state) {
-  const auto& sealer = *Keys().alice;
+  const auto& sealer = *Keys().patient;
   std::vector<uint8_t> plain(static_cast<size_t>(state.range(0)), 42);
   for (auto _ : state) {
-    auto sealed = sealer.Seal(AliceToBob(), plain);
+    auto sealed = sealer.Seal(PatientToHospital(), plain);
     benchmark::DoNotOptimize(sealed);
   }
   state.SetBytesProcessed(state.iterations() * state.range(0));
@@ -77,11 +88,11 @@ BENCHMARK(BM_SealerSeal)->Arg(8)->Arg(8 * kKiB)->Arg(8 * kMiB);
 
 void BM_SealerOpen(benchmark::State& state) {
   std::vector<uint8_t> plain(static_cast<size_t>(state.range(0)), 42);
-  auto sealed = Keys().alice->Seal(AliceToBob(), plain);
+  auto sealed = Keys().patient->Seal(PatientToHospital(), plain);
   if (!sealed.ok()) return state.SkipWithError("seal failed");
-  const auto& sealer = *Keys().bob;
+  const auto& sealer = *Keys().hospital;
   for (auto _ : state) {
-    auto opened = sealer.Open(AliceToBob(), sealed.value());
+    auto opened = sealer.Open(PatientToHospital(), sealed.value());
     if (!opened.ok()) return state.SkipWithError("open failed");
     benchmark::DoNotOptimize(opened);
   }
@@ -118,44 +129,59 @@ void BM_RawCurveBox(benchmark::State& state) {
 }
 BENCHMARK(BM_RawCurveBox)->Arg(64)->Arg(8 * kKiB)->Arg(8 * kMiB);
 
-// --- Share generation (as nodes/node.cc SendShares: draw a share, subtract it) -------------
+// --- Masks (Sealer::AddMasks, as a patient does at the sum phase) -------------------------
+// One patient's masks over its input: a BLAKE2b key and a ChaCha20 stream of 8L bytes per
+// other participant, added or subtracted element by element. Items are input elements.
 
-void BM_ShareGeneration(benchmark::State& state) {
-  const size_t n = static_cast<size_t>(state.range(0));
-  std::vector<uint64_t> share(n), sum(n, 7);
-  for (auto _ : state) {
-    randombytes_buf(share.data(), share.size() * sizeof(uint64_t));
-    for (size_t e = 0; e < n; ++e) sum[e] -= share[e];
-    benchmark::DoNotOptimize(sum.data());
+void BM_AddMasks(benchmark::State& state) {
+  const auto participants = static_cast<size_t>(state.range(0));
+  const auto length = static_cast<uint32_t>(state.range(1));
+  tally::PhaseUpdate u;
+  u.phase = tally::Phase::kSum;
+  randombytes_buf(u.round.data(), u.round.size());
+  u.hospital = "hospital";
+  u.range = 1000;
+  u.length = length;
+  for (size_t k = 1; k <= participants; ++k) {
+    u.participants.push_back(PatientName(k));
+    tally::JoinNonce nonce;
+    randombytes_buf(nonce.data(), nonce.size());
+    u.nonces.push_back(nonce);
   }
-  state.SetItemsProcessed(state.iterations() * state.range(0));
-  state.SetBytesProcessed(state.iterations() * state.range(0) * 8);
+  const auto& sealer = *Keys().patient;
+  std::vector<uint64_t> values(length, 7);
+  for (auto _ : state) {
+    if (!sealer.AddMasks(u, values).ok()) return state.SkipWithError("AddMasks failed");
+    benchmark::DoNotOptimize(values.data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(1));
+  state.SetBytesProcessed(state.iterations() * state.range(1) * 8);
 }
-BENCHMARK(BM_ShareGeneration)->Arg(1)->Arg(1000)->Arg(1 << 20);
+BENCHMARK(BM_AddMasks)
+    ->ArgsProduct({{2, static_cast<int64_t>(kMostPatients)}, {1, 1000, 1 << 20}})
+    ->ArgNames({"participants", "length"});
 
-// The alternative: one 32-byte seed from randombytes_buf, the share from its ChaCha20 stream.
-void BM_ShareGenerationStream(benchmark::State& state) {
-  const size_t n = static_cast<size_t>(state.range(0));
-  std::vector<uint64_t> share(n), sum(n, 7);
-  unsigned char seed[randombytes_SEEDBYTES];
+// The bare primitive behind one mask, for comparison: a ChaCha20-IETF stream of 8L bytes.
+void BM_RawChaCha20Stream(benchmark::State& state) {
+  unsigned char key[crypto_stream_chacha20_ietf_KEYBYTES];
+  const unsigned char nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
+  randombytes_buf(key, sizeof key);
+  std::vector<uint8_t> stream(static_cast<size_t>(state.range(0)));
   for (auto _ : state) {
-    randombytes_buf(seed, sizeof seed);
-    randombytes_buf_deterministic(share.data(), share.size() * sizeof(uint64_t), seed);
-    for (size_t e = 0; e < n; ++e) sum[e] -= share[e];
-    benchmark::DoNotOptimize(sum.data());
+    crypto_stream_chacha20_ietf(stream.data(), stream.size(), nonce, key);
+    benchmark::DoNotOptimize(stream.data());
   }
-  sodium_memzero(seed, sizeof seed);
-  state.SetItemsProcessed(state.iterations() * state.range(0));
-  state.SetBytesProcessed(state.iterations() * state.range(0) * 8);
+  sodium_memzero(key, sizeof key);
+  state.SetBytesProcessed(state.iterations() * state.range(0));
 }
-BENCHMARK(BM_ShareGenerationStream)->Arg(1)->Arg(1000)->Arg(1 << 20);
+BENCHMARK(BM_RawChaCha20Stream)->Arg(8)->Arg(8 * kKiB)->Arg(8 * kMiB);
 
 // --- Codecs ------------------------------------------------------------------------------
 
 void BM_EncodePayload(benchmark::State& state) {
   std::vector<uint64_t> values(static_cast<size_t>(state.range(0)), 123456789);
   for (auto _ : state) {
-    auto bytes = tally::EncodePayload(tally::EnvelopeKind::kShare, values);
+    auto bytes = tally::EncodePayload(tally::EnvelopeKind::kPartial, values);
     benchmark::DoNotOptimize(bytes);
   }
   state.SetItemsProcessed(state.iterations() * state.range(0));
@@ -165,9 +191,9 @@ BENCHMARK(BM_EncodePayload)->Arg(1)->Arg(1000)->Arg(1 << 20);
 void BM_DecodePayload(benchmark::State& state) {
   const auto length = static_cast<uint32_t>(state.range(0));
   std::vector<uint64_t> values(length, 123456789);
-  auto bytes = tally::EncodePayload(tally::EnvelopeKind::kShare, values);
+  auto bytes = tally::EncodePayload(tally::EnvelopeKind::kPartial, values);
   for (auto _ : state) {
-    auto decoded = tally::DecodePayload(bytes, tally::EnvelopeKind::kShare, length);
+    auto decoded = tally::DecodePayload(bytes, tally::EnvelopeKind::kPartial, length);
     if (!decoded.ok()) return state.SkipWithError("decode failed");
     benchmark::DoNotOptimize(decoded);
   }
@@ -177,9 +203,9 @@ BENCHMARK(BM_DecodePayload)->Arg(1)->Arg(1000)->Arg(1 << 20);
 
 tally::Envelope SomeEnvelope(size_t sealed_bytes) {
   tally::Envelope e;
-  e.kind = tally::EnvelopeKind::kShare;
+  e.kind = tally::EnvelopeKind::kPartial;
   e.from = "p01";
-  e.to = "p02";
+  e.to = "hospital";
   e.sealed.assign(sealed_bytes, 9);
   return e;
 }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "schema/capture.h"
+#include "schema/protocol.h"
 
 #define FUZZ_CHECK(cond)                                                            \
   do {                                                                              \
@@ -31,7 +32,10 @@ extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);
 
 namespace {
 
-constexpr uint8_t kFileHeader[] = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P', 1, 0, 0, 0};
+// Magic and format version (little-endian u32), as the writer puts them.
+static_assert(tally::kCaptureFormatVersion < 256);
+constexpr uint8_t kFileHeader[] = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P',
+                                   static_cast<uint8_t>(tally::kCaptureFormatVersion), 0, 0, 0};
 
 // CRC-32 as zlib's crc32(), bit by bit: independent of the reader's table-driven one.
 uint32_t Crc32(const uint8_t* p, size_t n) {

@@ -2,18 +2,20 @@
 //
 // The whole input is one wire frame, decoded with the default Limits and with tight ones.
 // The same input also feeds DecodePayload: its first 4 bytes (little-endian) are the expected
-// vector length, the rest is the payload, tried as both kinds.
+// vector length, the rest is the payload of a partial (the only kind).
 //
 // Invariants checked, each a finding if it fails (FUZZ_CHECK aborts, so libFuzzer keeps the
 // input): a decoded message re-encodes to bytes that decode to an equal message, and encoding
 // is a fixed point after one round trip; whatever tight Limits accept, the defaults accept
-// too; a decoded payload has exactly `length` values, re-encodes and re-decodes equal, and is
-// refused as the other kind.
+// too; a decoded phase update has no nonces or exactly one per participant and at most
+// max_participants names; a decoded payload has exactly `length` values, re-encodes and
+// re-decodes equal, and is refused for any other length.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <span>
+#include <variant>
 #include <vector>
 
 #include "schema/protocol.h"
@@ -40,6 +42,10 @@ tally::Limits TightLimits() {
 }
 
 void CheckRoundTrip(const tally::Message& m, const tally::Limits& limits) {
+  if (const auto* u = std::get_if<tally::PhaseUpdate>(&m)) {
+    FUZZ_CHECK(u->nonces.empty() || u->nonces.size() == u->participants.size());
+    FUZZ_CHECK(u->participants.size() <= limits.max_participants);
+  }
   const std::vector<uint8_t> once = tally::Encode(m);
   tally::Result<tally::Message> again = tally::Decode(once, limits);
   FUZZ_CHECK(again.ok());
@@ -70,18 +76,18 @@ void FuzzPayload(std::span<const uint8_t> bytes) {
   const uint32_t length = uint32_t{bytes[0]} | uint32_t{bytes[1]} << 8 |
                           uint32_t{bytes[2]} << 16 | uint32_t{bytes[3]} << 24;
   const std::span<const uint8_t> payload = bytes.subspan(4);
-  for (tally::EnvelopeKind kind : {tally::EnvelopeKind::kShare, tally::EnvelopeKind::kPartial}) {
-    tally::Result<std::vector<uint64_t>> values = tally::DecodePayload(payload, kind, length);
-    if (!values.ok()) continue;
-    FUZZ_CHECK(values->size() == length);
-    const std::vector<uint8_t> again = tally::EncodePayload(kind, *values);
-    tally::Result<std::vector<uint64_t>> back = tally::DecodePayload(again, kind, length);
-    FUZZ_CHECK(back.ok() && *back == *values);
-    const tally::EnvelopeKind other = kind == tally::EnvelopeKind::kShare
-                                          ? tally::EnvelopeKind::kPartial
-                                          : tally::EnvelopeKind::kShare;
-    FUZZ_CHECK(!tally::DecodePayload(payload, other, length).ok());
+  constexpr tally::EnvelopeKind kind = tally::EnvelopeKind::kPartial;
+  tally::Result<std::vector<uint64_t>> values = tally::DecodePayload(payload, kind, length);
+  if (!values.ok()) {
+    FUZZ_CHECK(!values.message().empty());
+    return;
   }
+  FUZZ_CHECK(values->size() == length);
+  const std::vector<uint8_t> again = tally::EncodePayload(kind, *values);
+  tally::Result<std::vector<uint64_t>> back = tally::DecodePayload(again, kind, length);
+  FUZZ_CHECK(back.ok() && *back == *values);
+  FUZZ_CHECK(!tally::DecodePayload(payload, kind, length + 1).ok());
+  if (length > 0) FUZZ_CHECK(!tally::DecodePayload(payload, kind, length - 1).ok());
 }
 
 }  // namespace
