@@ -210,16 +210,18 @@ Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const 
   const auto mine = std::find(names.begin(), names.end(), name_);
   if (mine == names.end()) return Status::Error(name_ + " is not a participant of the round");
   const JoinNonce& my_nonce = u.nonces[static_cast<size_t>(mine - names.begin())];
+  for (const auto& name : names) {
+    if (name != name_ && !peer_keys_.count(name)) return Status::Error("no mask key for " + name);
+  }
 
   // One ChaCha20 key per peer for this round, and whether its stream is added or subtracted.
   constexpr size_t kKey = crypto_stream_chacha20_ietf_KEYBYTES;
   std::vector<uint8_t> keys;
-  keys.reserve(names.size() * kKey);
+  keys.reserve(names.size() * kKey);  // never reallocated: no unwiped copy is left behind
   std::vector<bool> add;
   for (size_t i = 0; i < names.size(); ++i) {
     if (names[i] == name_) continue;
-    auto peer = peer_keys_.find(names[i]);
-    if (peer == peer_keys_.end()) return Status::Error("no mask key for " + names[i]);
+    const auto peer = peer_keys_.find(names[i]);  // present: checked above
     const bool lower = name_ < names[i];
     keys.resize(keys.size() + kKey);
     RoundMaskKey(peer->second.mask, u.round, lower ? my_nonce : u.nonces[i],
