@@ -1,14 +1,17 @@
 // Whole rounds with real processes: tally-broker, tally-node patients and hospital, and
 // tally-launch, on loopback with ephemeral ports. Values are random; aggregates are checked
-// exactly.
+// exactly. Where a test plays a patient itself (TestPatient), it joins with a fresh nonce and
+// sends its input plus its pairwise masks, sealed to the hospital, as tally-node does.
 #include <gtest/gtest.h>
 #include <sodium.h>
 
 #include <csignal>
 #include <fstream>
+#include <algorithm>
 #include <iterator>
 #include <map>
 #include <random>
+#include <set>
 
 #include "nodes/seal.h"
 #include "schema/capture.h"
@@ -22,6 +25,22 @@ namespace fs = std::filesystem;
 const fs::path kBin = TALLY_BIN_DIR;
 
 std::string Str(uint64_t v) { return std::to_string(v); }
+
+std::string ReadText(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+size_t Count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+std::string RoundOf(const std::string& json) {
+  auto at = json.find("\"round\": \"");
+  return at == std::string::npos ? "" : json.substr(at + 10, 32);
+}
 
 std::vector<uint64_t> Numbers(const std::string& json, const std::string& key) {
   std::vector<uint64_t> out;
@@ -201,17 +220,20 @@ TEST_F(RoundTest, PatientRefusesRoundsSmallerThanItsMinimum) {
   alice.Stop();
 }
 
-// dave is played by the test: it joins late, so the test knows charlie has joined and can kill
-// it between its join and its shares.
+// dave is played by the test: it joins late, so the test knows charlie has joined (or tried
+// to) and can kill it before its partial. charlie logs its join as it hands the message to
+// ZeroMQ, so the kill may or may not beat the join out of the process: if the broker got it,
+// the sum phase opens and the deadline names charlie's partial; if not, it names charlie's
+// join. Either way the abort names charlie alone, exactly.
 TEST_F(RoundTest, PatientKilledMidRoundAbortsNamingItThenBrokerServesNextRound) {
   Keys({"alice", "bob", "charlie", "dave"});
   StartBroker(2000);
   auto alice = Patient("alice", {1});
   auto bob = Patient("bob", {2});
   auto charlie = Patient("charlie", {3}, false, /*merge=*/true);
-  TestParty dave(keys_, "dave", router_, phases_);
+  TestPatient dave(keys_, "dave", router_, phases_);
   auto hospital = Hospital({"--range", "1000", "--participants", "alice,bob,charlie,dave"});
-  auto open = dave.WaitPhase(Phase::kOpen);
+  auto open = dave.party().WaitPhase(Phase::kOpen);
   ASSERT_TRUE(open);
   for (;;) {  // charlie says when it has joined
     auto line = charlie.ReadLine(kWait);
@@ -220,24 +242,35 @@ TEST_F(RoundTest, PatientKilledMidRoundAbortsNamingItThenBrokerServesNextRound) 
   }
   charlie.Signal(SIGKILL);
   EXPECT_EQ(charlie.Wait(kWait), 128 + SIGKILL);
-  dave.Send(Join{open->round});
-  auto abort = dave.WaitPhase(Phase::kAbort, open->round);
-  ASSERT_TRUE(abort);
-  EXPECT_NE(abort->reason.find("charlie"), std::string::npos) << abort->reason;
+  dave.Join(open->round);
+  auto next = dave.party().WaitPhaseIn({Phase::kSum, Phase::kAbort}, open->round);
+  ASSERT_TRUE(next);
+  std::string reason = "charlie did not join";
+  if (next->phase == Phase::kSum) {
+    dave.SendMasked(*next, {4});
+    reason = "partial from charlie not sent";
+    next = dave.party().WaitPhase(Phase::kAbort, open->round);
+    ASSERT_TRUE(next);
+  }
+  EXPECT_EQ(next->reason, reason);
+  RecordProperty("abort_reason", reason);  // which of the two the run saw
   EXPECT_EQ(hospital.Wait(kWait), 1);
+  EXPECT_NE(LastLine(dir_.path() / "hospital.log").find("aborted: " + reason), std::string::npos)
+      << LastLine(dir_.path() / "hospital.log");
   EXPECT_FALSE(fs::exists(results_));
 
-  auto next = Hospital({"--range", "1000", "--participants", "alice,bob"});
-  auto line = next.ReadLine(kWait);
+  auto again = Hospital({"--range", "1000", "--participants", "alice,bob"});
+  auto line = again.ReadLine(kWait);
   ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
   EXPECT_EQ(Numbers(*line, "aggregate"), std::vector<uint64_t>{3});
-  EXPECT_EQ(next.Wait(kWait), 0);
+  EXPECT_EQ(again.Wait(kWait), 0);
 }
 
-// dave is played by the test and opens what real patients send it: shares look uniform and
-// differ from the inputs; the hospital receives only sealed partials; the capture holds no
-// input or partial sum.
-TEST_F(RoundTest, SharesLookUniformAndNoPlaintextReachesTheBroker) {
+// dave is played by the test. What every patient sent is read back from the broker's capture
+// and opened with the hospital's key under the round's view: each masked input looks uniform
+// and unrelated to its input; only the sum of all of them is the aggregate. The capture holds
+// no input, masked input or aggregate in the clear.
+TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   constexpr uint32_t kLength = 10000;
   Keys({"alice", "bob", "dave"});
   StartBroker();
@@ -245,46 +278,17 @@ TEST_F(RoundTest, SharesLookUniformAndNoPlaintextReachesTheBroker) {
       {"alice", Random(kLength, 1000)}, {"bob", Random(kLength, 1000)}, {"dave", Random(kLength, 1000)}};
   auto alice = Patient("alice", inputs["alice"], true);
   auto bob = Patient("bob", inputs["bob"], true);
-  auto roster = LoadRoster(keys_).value();
-  auto sealer = Sealer::Create(LoadSecret(keys_, "dave").value(), roster).value();
-  TestParty dave(keys_, "dave", router_, phases_);
+  TestPatient dave(keys_, "dave", router_, phases_);
   auto hospital = Hospital({"--range", "3000", "--length", Str(kLength)});
-  auto open = dave.WaitPhase(Phase::kOpen);
+  auto open = dave.party().WaitPhase(Phase::kOpen);
   ASSERT_TRUE(open);
-  dave.Send(Join{open->round});
-  ASSERT_TRUE(dave.WaitPhase(Phase::kShare, open->round));
-
-  // dave's own shares: the same additive scheme.
-  std::vector<uint64_t> sum = inputs["dave"];
-  for (const std::string to : {"alice", "bob"}) {
-    std::vector<uint64_t> share(kLength);
-    randombytes_buf(share.data(), kLength * 8);
-    for (size_t e = 0; e < kLength; ++e) sum[e] -= share[e];
-    auto sealed = sealer.Seal({open->round, EnvelopeKind::kShare, "dave", to},
-                              EncodePayload(EnvelopeKind::kShare, share));
-    dave.Send(Envelope{EnvelopeKind::kShare, open->round, "dave", to, sealed.value()});
-  }
-  for (int k = 0; k < 2; ++k) {
-    auto m = dave.Receive();
-    ASSERT_TRUE(m && std::holds_alternative<Envelope>(*m));
-    const auto& env = std::get<Envelope>(*m);
-    auto plain = sealer.Open({open->round, env.kind, env.from, "dave"}, env.sealed);
-    ASSERT_TRUE(plain.ok()) << plain.message();
-    auto share = DecodePayload(plain.value(), EnvelopeKind::kShare, kLength).value();
-    size_t small = 0, ones = 0;
-    for (size_t e = 0; e < kLength; ++e) {
-      small += share[e] <= 3000;
-      ones += __builtin_popcountll(share[e]);
-      sum[e] += share[e];
-    }
-    EXPECT_EQ(small, 0u) << "shares from " << env.from << " look like inputs";
-    EXPECT_NE(share, inputs[env.from]);
-    // Uniform bits: 640,000 of them; half are ones within 1% (over 15 standard deviations).
-    EXPECT_NEAR(static_cast<double>(ones) / (kLength * 64.0), 0.5, 0.01) << env.from;
-  }
-  auto sealed = sealer.Seal({open->round, EnvelopeKind::kPartial, "dave", "hospital"},
-                            EncodePayload(EnvelopeKind::kPartial, sum));
-  dave.Send(Envelope{EnvelopeKind::kPartial, open->round, "dave", "hospital", sealed.value()});
+  ASSERT_EQ(open->participants, (std::vector<std::string>{"alice", "bob", "dave"}));
+  dave.Join(open->round);
+  auto sum = dave.party().WaitPhase(Phase::kSum, open->round);
+  ASSERT_TRUE(sum);
+  ASSERT_EQ(sum->nonces.size(), 3u);
+  EXPECT_EQ(sum->nonces[2], dave.nonce());
+  auto sent = dave.SendMasked(*sum, inputs["dave"]);
 
   auto line = hospital.ReadLine(kWait);
   ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
@@ -299,19 +303,36 @@ TEST_F(RoundTest, SharesLookUniformAndNoPlaintextReachesTheBroker) {
   auto path = dir_.path() / "captures" / (RoundHex(open->round) + ".tcap");
   auto capture = ReadCaptureFile(path).value();
   ASSERT_TRUE(capture.ok()) << capture.error;
-  size_t to_hospital = 0;
+  const Sealer hospital_sealer = MakeSealer(keys_, "hospital");
+  std::map<std::string, std::vector<uint64_t>> masked;
   for (const auto& r : capture.records) {
     auto* e = std::get_if<CaptureEnvelope>(&r);
     if (!e) continue;
     auto env = std::get<Envelope>(Decode(e->frame).value());
-    if (env.to == "hospital") {
-      ++to_hospital;
-      EXPECT_EQ(env.kind, EnvelopeKind::kPartial);
-    } else {
-      EXPECT_EQ(env.kind, EnvelopeKind::kShare);
-    }
+    EXPECT_EQ(env.kind, EnvelopeKind::kPartial);
+    EXPECT_EQ(env.to, "hospital");
+    auto values = OpenPartial(hospital_sealer, env, RoundView(*sum), kLength);
+    ASSERT_TRUE(values.ok()) << env.from << ": " << values.message();
+    EXPECT_TRUE(masked.emplace(env.from, values.value()).second) << "two partials from " << env.from;
   }
-  EXPECT_EQ(to_hospital, 3u);
+  ASSERT_EQ(masked.size(), 3u);  // one envelope per patient, nothing else
+  EXPECT_EQ(masked["dave"], sent.masked);
+  std::vector<uint64_t> total(kLength, 0);
+  for (const auto& [from, v] : masked) {
+    size_t small = 0, equal = 0, ones = 0;
+    for (size_t e = 0; e < kLength; ++e) {
+      small += v[e] <= 3000;
+      equal += v[e] == inputs[from][e];
+      ones += __builtin_popcountll(v[e]);
+      total[e] += v[e];
+    }
+    EXPECT_EQ(small, 0u) << from << "'s masked input looks like an input";
+    EXPECT_EQ(equal, 0u) << from;
+    // Uniform bits: 640,000 of them; half are ones within 1% (over 15 standard deviations).
+    EXPECT_NEAR(static_cast<double>(ones) / (kLength * 64.0), 0.5, 0.01) << from;
+  }
+  EXPECT_EQ(total, expected);  // the masks cancel, mod 2^64
+
   auto bytes = ReadFile(path);
   auto contains = [&](const std::vector<uint64_t>& v) {
     const auto* p = reinterpret_cast<const uint8_t*>(v.data());
@@ -319,8 +340,141 @@ TEST_F(RoundTest, SharesLookUniformAndNoPlaintextReachesTheBroker) {
     return std::search(bytes.begin(), bytes.end(), needle.begin(), needle.end()) != bytes.end();
   };
   for (const auto& [name, input] : inputs) EXPECT_FALSE(contains(input)) << name;
-  EXPECT_FALSE(contains(sum));
+  for (const auto& [name, v] : masked) EXPECT_FALSE(contains(v)) << name << "'s masked input";
   EXPECT_FALSE(contains(expected));
+}
+
+// dave, played by the test, masks his input correctly but seals it under a view of the round
+// computed from altered nonces — what a patient that saw another sum phase would do. The broker
+// cannot tell and routes it; the hospital cannot open it, so it never holds every partial,
+// writes no result and never acknowledges: the round aborts on the sum phase's deadline
+// naming the hospital. No aggregate, right or wrong, is ever reported.
+TEST_F(RoundTest, APartialSealedUnderAnotherViewIsNotOpenedAndTheRoundAbortsWithoutAResult) {
+  Keys({"alice", "bob", "dave"});
+  StartBroker(1500);
+  auto alice = Patient("alice", {10}, true);
+  auto bob = Patient("bob", {20}, true);
+  TestPatient dave(keys_, "dave", router_, phases_);
+  auto hospital = Hospital({"--range", "1000"});
+  auto open = dave.party().WaitPhase(Phase::kOpen);
+  ASSERT_TRUE(open);
+  dave.Join(open->round);
+  auto sum = dave.party().WaitPhase(Phase::kSum, open->round);
+  ASSERT_TRUE(sum);
+  PhaseUpdate altered = *sum;
+  altered.nonces[0][0] ^= 0x01;  // one bit of alice's nonce
+  ASSERT_NE(RoundView(altered), RoundView(*sum));
+  auto sent = dave.SendMasked(*sum, {30}, RoundView(altered));
+  // The hospital's own key opens it only under the view it was sealed with, not the round's.
+  const Sealer hospital_sealer = MakeSealer(keys_, "hospital");
+  ASSERT_TRUE(OpenPartial(hospital_sealer, sent.envelope, RoundView(altered), 1).ok());
+  ASSERT_FALSE(OpenPartial(hospital_sealer, sent.envelope, RoundView(*sum), 1).ok());
+
+  auto abort = dave.party().WaitPhase(Phase::kAbort, open->round);
+  ASSERT_TRUE(abort);
+  EXPECT_EQ(abort->reason, "hospital did not acknowledge the result");
+  EXPECT_EQ(hospital.Wait(kWait), 1);
+  EXPECT_EQ(alice.Wait(kWait), 1);
+  EXPECT_EQ(bob.Wait(kWait), 1);
+  EXPECT_FALSE(fs::exists(results_));
+  const std::string log = ReadText(dir_.path() / "hospital.log");
+  // Exactly one rejection at the hospital, and it is dave's partial.
+  EXPECT_EQ(Count(log, "event=reject "), 1u) << log;
+  EXPECT_EQ(Count(log, "node hospital event=reject source=router "
+                       "reason=\"cannot open partial from dave: authentication failed\""),
+            1u)
+      << log;
+  EXPECT_EQ(Count(log, "\"aggregate\""), 0u);
+  EXPECT_NE(LastLine(dir_.path() / "hospital.log")
+                .find("aborted: hospital did not acknowledge the result"),
+            std::string::npos)
+      << LastLine(dir_.path() / "hospital.log");
+
+  auto capture = ReadCaptureFile(dir_.path() / "captures" / (RoundHex(open->round) + ".tcap")).value();
+  ASSERT_TRUE(capture.ok()) << capture.error;
+  auto* trailer = std::get_if<CaptureTrailer>(&capture.records.back());
+  ASSERT_NE(trailer, nullptr);
+  EXPECT_FALSE(trailer->done);
+  EXPECT_EQ(trailer->reason, "hospital did not acknowledge the result");
+  EXPECT_EQ(trailer->envelopes, 3u);  // the broker routed all three, dave's included
+  EXPECT_EQ(trailer->rejected, 0u);
+}
+
+// Four real patients with vectors of 1,000 elements at the top of the range: the aggregate is
+// exact element by element. Read back from the capture and opened with the hospital's key, the
+// masked inputs are uniform 64-bit values whose plain sum overflows 2^64 for most elements;
+// only taken mod 2^64 do the masks cancel, to exactly the sum of the inputs.
+TEST_F(RoundTest, VectorAggregateIsExactAtTheRangeBoundAndWrappingMasksCancelExactly) {
+  constexpr uint32_t kLength = 1000;
+  const std::vector<std::string> names = {"p0", "p1", "p2", "p3"};
+  const uint64_t range = UINT64_MAX / names.size();  // the largest the broker allows for four
+  Keys(names);
+  StartBroker();
+  std::map<std::string, std::vector<uint64_t>> inputs;
+  std::vector<uint64_t> expected(kLength, 0);
+  std::vector<Child> patients;
+  for (const auto& n : names) {
+    auto& input = inputs[n];
+    for (uint32_t e = 0; e < kLength; ++e)
+      input.push_back(e % 10 == 0 ? range : range - randombytes_uniform(1000));
+    for (uint32_t e = 0; e < kLength; ++e) expected[e] += input[e];
+    patients.push_back(Patient(n, input, true));
+  }
+  for (uint32_t e = 0; e < kLength; e += 10) EXPECT_EQ(expected[e], 4 * range);  // no wrap
+  auto hospital = Hospital({"--range", Str(range), "--length", Str(kLength)});
+  auto line = hospital.ReadLine(std::chrono::milliseconds(60000));
+  ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
+  EXPECT_EQ(Numbers(*line, "aggregate"), expected);
+  // The aggregate of four inputs near the bound lies above it, and the result says so.
+  EXPECT_NE(line->find("\"in_range\": false"), std::string::npos);
+  EXPECT_EQ(hospital.Wait(kWait), 0);
+  for (auto& p : patients) EXPECT_EQ(p.Wait(kWait), 0);
+
+  // Rebuild the round's view from its capture: header, and the sum phase's nonces.
+  const RoundId round = RoundFromHex(RoundOf(*line)).value();
+  auto capture = ReadCaptureFile(dir_.path() / "captures" / (RoundHex(round) + ".tcap")).value();
+  ASSERT_TRUE(capture.ok()) << capture.error;
+  PhaseUpdate sum;
+  std::vector<Envelope> envelopes;
+  for (const auto& r : capture.records) {
+    if (auto* h = std::get_if<CaptureHeader>(&r)) {
+      sum.round = h->round;
+      sum.hospital = h->hospital;
+      sum.range = h->range;
+      sum.length = h->length;
+      sum.participants = h->participants;
+    } else if (auto* ph = std::get_if<CapturePhase>(&r); ph && ph->phase == Phase::kSum) {
+      sum.phase = Phase::kSum;
+      sum.nonces = ph->nonces;
+    } else if (auto* e = std::get_if<CaptureEnvelope>(&r)) {
+      envelopes.push_back(std::get<Envelope>(Decode(e->frame).value()));
+    }
+  }
+  ASSERT_EQ(sum.phase, Phase::kSum);
+  ASSERT_EQ(sum.nonces.size(), names.size());
+  ASSERT_EQ(envelopes.size(), names.size());
+  const Sealer hospital_sealer = MakeSealer(keys_, "hospital");
+  std::vector<uint64_t> total(kLength, 0);
+  std::vector<int> wraps(kLength, 0);
+  for (const auto& env : envelopes) {
+    auto masked = OpenPartial(hospital_sealer, env, RoundView(sum), kLength);
+    ASSERT_TRUE(masked.ok()) << env.from << ": " << masked.message();
+    size_t unmasked = 0;
+    for (uint32_t e = 0; e < kLength; ++e) {
+      unmasked += masked.value()[e] == inputs[env.from][e];
+      const uint64_t before = total[e];
+      total[e] += masked.value()[e];
+      wraps[e] += total[e] < before;
+    }
+    EXPECT_EQ(unmasked, 0u) << env.from;
+  }
+  EXPECT_EQ(total, expected);
+  // Three of the four masked inputs are independent uniform 64-bit values and the fourth is
+  // whatever makes the sum come out mod 2^64; their plain sum stays below 2^64 only when the
+  // first three add up to at most the (just under 2^64) aggregate: probability 1/6. So about
+  // 833 of 1,000 elements overflow; 700 or fewer is over 11 standard deviations away.
+  const auto wrapped = std::count_if(wraps.begin(), wraps.end(), [](int w) { return w > 0; });
+  EXPECT_GT(wrapped, 700) << "masked inputs do not look uniform";
 }
 
 TEST_F(RoundTest, LaunchJsonEndToEnd) {

@@ -1,6 +1,7 @@
 // Secret keys never leave their files: a whole round with real processes (tally-broker, three
 // tally-node patients and the hospital), then every secret key — each party's CURVE and sealing
-// secret — is looked for in everything the round wrote: each process's stderr log and stdout,
+// secret, and the X25519 secret of every pair of nodes from which their seal and mask keys are
+// derived — is looked for in everything the round wrote: each process's stderr log and stdout,
 // the hospital's results file, every capture, and the public roster. Looked for as raw bytes,
 // Z85 (the certificate encoding) and hex in both cases. Refusals to load a secret (permissions
 // too open, a secret that does not match its public key) must not print key material either.
@@ -66,6 +67,40 @@ std::vector<Needle> AllNeedles(const fs::path& keys, const std::vector<std::stri
     if (!secret.ok()) continue;
     for (auto& n : Needles(name, "curve", secret->curve_secret)) out.push_back(std::move(n));
     for (auto& n : Needles(name, "seal", secret->seal_secret)) out.push_back(std::move(n));
+  }
+  return out;
+}
+
+// The X25519 secret each pair of nodes shares (crypto_box_beforenm of one's seal secret and the
+// other's seal public key): both its seal key and its pairwise mask key derive from it.
+std::vector<Needle> PairNeedles(const fs::path& keys, const std::vector<std::string>& names) {
+  std::vector<Needle> out;
+  auto roster = LoadRoster(keys);
+  EXPECT_TRUE(roster.ok()) << roster.message();
+  if (!roster.ok()) return out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto secret = LoadSecret(keys, names[i]);
+    EXPECT_TRUE(secret.ok()) << secret.message();
+    if (!secret.ok()) continue;
+    for (size_t j = i + 1; j < names.size(); ++j) {
+      const Certificate* peer = roster->Find(names[j]);
+      EXPECT_NE(peer, nullptr) << names[j];
+      if (peer == nullptr) continue;
+      SecretKey shared, other;
+      EXPECT_EQ(crypto_box_beforenm(shared.data(), peer->seal_public.data(),
+                                    secret->seal_secret.data()),
+                0);
+      // The same secret from the other end: it is what both parties of the pair derive from.
+      auto peer_secret = LoadSecret(keys, names[j]);
+      EXPECT_TRUE(peer_secret.ok()) << peer_secret.message();
+      if (!peer_secret.ok()) continue;
+      EXPECT_EQ(crypto_box_beforenm(other.data(), roster->Find(names[i])->seal_public.data(),
+                                    peer_secret->seal_secret.data()),
+                0);
+      EXPECT_EQ(sodium_memcmp(shared.data(), other.data(), SecretKey::size()), 0)
+          << names[i] << "-" << names[j];
+      for (auto& n : Needles(names[i] + "-" + names[j], "pair", shared)) out.push_back(std::move(n));
+    }
   }
   return out;
 }
@@ -136,6 +171,9 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
 
   const auto needles = AllNeedles(keys_, kParties);
   ASSERT_EQ(needles.size(), kParties.size() * 2 * 4);
+  const std::vector<std::string> nodes = {"hospital", "alice", "bob", "charlie"};
+  const auto pairs = PairNeedles(keys_, nodes);
+  ASSERT_EQ(pairs.size(), nodes.size() * (nodes.size() - 1) / 2 * 4);
   // The needles are right: each party's secret file holds its keys in Z85.
   for (const auto& name : kParties) {
     const std::string file = ReadFile(keys_ / "private" / (name + ".key_secret"));
@@ -166,7 +204,10 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
     written["public " + entry.path().filename().string()] = ReadFile(entry.path());
   EXPECT_FALSE(written["broker.log"].empty());
   EXPECT_FALSE(written["hospital.log"].empty());
-  for (const auto& [where, text] : written) ExpectNoNeedle(needles, text, where);
+  for (const auto& [where, text] : written) {
+    ExpectNoNeedle(needles, text, where);
+    ExpectNoNeedle(pairs, text, where);
+  }
 }
 
 // A process that refuses its secret file says why without printing what is in it.

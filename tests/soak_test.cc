@@ -1,8 +1,8 @@
 // Soak: 1,000 consecutive rounds on one tally-broker with 10 serving tally-node patients and
 // one hospital process (--rounds 1000). Every aggregate is checked exactly; the broker's
 // resident memory and open file descriptors are sampled after round 10 and after round 1,000
-// and must not grow. Not in the default quick suite (ctest label "soak"; TALLY_SOAK=ON
-// tools/test runs it, and CI does).
+// and must not grow; the broker routes exactly one envelope per patient per round. Not in the
+// default quick suite (ctest label "soak"; TALLY_SOAK=ON tools/test runs it, and CI does).
 #include <gtest/gtest.h>
 #include <sodium.h>
 
@@ -161,8 +161,10 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   }
   EXPECT_EQ(capture_files, static_cast<size_t>(kHospitalRounds));
   EXPECT_EQ(checked_ok, static_cast<size_t>(kHospitalRounds));
-  // The broker served every round without rejecting anything.
-  const std::string stop_needle = "rejected=0";
+  // The broker served every round without rejecting anything, routing one envelope per patient
+  // per round (each patient's masked input to the hospital) and nothing else.
+  const std::string stop_needle =
+      "event=stop routed=" + Str(uint64_t{kPatients} * kHospitalRounds) + " rejected=0";
   for (auto& c : patients) EXPECT_EQ(c.Stop(), 0);
   EXPECT_EQ(broker.Stop(), 0);
   EXPECT_NE(LastLine(dir.path() / "broker.log").find(stop_needle), std::string::npos)

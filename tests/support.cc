@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace tally::test {
@@ -138,6 +139,22 @@ std::optional<Message> TestParty::Receive(milliseconds timeout) {
 
 std::optional<PhaseUpdate> TestParty::WaitPhase(Phase phase, std::optional<RoundId> round,
                                                 milliseconds timeout) {
+  return WaitUpdate(
+      [&](const PhaseUpdate& u) { return u.phase == phase && (!round || u.round == *round); },
+      timeout);
+}
+
+std::optional<PhaseUpdate> TestParty::WaitPhaseIn(const std::vector<Phase>& phases,
+                                                  const RoundId& round, milliseconds timeout) {
+  return WaitUpdate(
+      [&](const PhaseUpdate& u) {
+        return u.round == round && std::find(phases.begin(), phases.end(), u.phase) != phases.end();
+      },
+      timeout);
+}
+
+std::optional<PhaseUpdate> TestParty::WaitUpdate(
+    const std::function<bool(const PhaseUpdate&)>& wanted, milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
@@ -149,7 +166,7 @@ std::optional<PhaseUpdate> TestParty::WaitPhase(Phase phase, std::optional<Round
     auto d = Decode({static_cast<const uint8_t*>(m.data()), m.size()});
     if (!d.ok()) continue;
     auto* u = std::get_if<PhaseUpdate>(&d.value());
-    if (u && u->phase == phase && (!round || u->round == *round)) return *u;
+    if (u && wanted(*u)) return *u;
   }
 }
 

@@ -1,5 +1,9 @@
-// Test support: temp folders, key sets, a log sink tests can wait on, and a test party that
-// speaks the wire protocol over real CURVE sockets.
+// Test support: temp folders, key sets, a log sink tests can wait on, a test party that speaks
+// the wire protocol over real CURVE sockets, and a test patient that takes part in protocol-2
+// rounds as tally-node does (a fresh join nonce, one masked input sealed to the hospital).
+//
+// The patient helpers are defined here, inline, so that a suite that does not use them need
+// not link tally_nodes.
 #pragma once
 
 #include <chrono>
@@ -8,11 +12,16 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
+#include <gtest/gtest.h>
+#include <sodium.h>
+
 #include "keys/keys.h"
+#include "nodes/seal.h"
 #include "schema/schema.h"
 #include "tools/process.h"
 
@@ -80,16 +89,113 @@ class TestParty {
   // The next phase update for `round` (any round if nullopt) in `phase`.
   std::optional<PhaseUpdate> WaitPhase(Phase phase, std::optional<RoundId> round = std::nullopt,
                                        milliseconds timeout = kWait);
+  // The next phase update for `round` in any of `phases` (e.g. whichever of sum or abort
+  // comes first).
+  std::optional<PhaseUpdate> WaitPhaseIn(const std::vector<Phase>& phases, const RoundId& round,
+                                         milliseconds timeout = kWait);
   // Waits for a transport event on the DEALER (e.g. ZMQ_EVENT_HANDSHAKE_FAILED_AUTH).
   bool WaitEvent(uint16_t event, milliseconds timeout = kWait);
   zmq::socket_t& dealer() { return dealer_; }
 
  private:
   void Monitor();
+  std::optional<PhaseUpdate> WaitUpdate(const std::function<bool(const PhaseUpdate&)>& wanted,
+                                        milliseconds timeout);
   zmq::context_t ctx_;
   zmq::socket_t dealer_{ctx_, zmq::socket_type::dealer};
   zmq::socket_t sub_{ctx_, zmq::socket_type::sub};
   zmq::socket_t monitor_{ctx_, zmq::socket_type::pair};
+};
+
+// A fresh random join nonce, as a patient draws one for every join.
+inline JoinNonce FreshNonce() {
+  JoinNonce nonce;
+  randombytes_buf(nonce.data(), nonce.size());
+  return nonce;
+}
+
+// A party's Sealer (a patient's or the hospital's), from the key folder.
+inline Sealer MakeSealer(const std::filesystem::path& keys, const std::string& name) {
+  auto roster = LoadRoster(keys);
+  EXPECT_TRUE(roster.ok()) << roster.message();
+  auto secret = LoadSecret(keys, name);
+  EXPECT_TRUE(secret.ok()) << secret.message();
+  auto sealer = Sealer::Create(secret.value(), roster.value());
+  EXPECT_TRUE(sealer.ok()) << sealer.message();
+  return std::move(sealer.value());
+}
+
+// `input` plus the pairwise masks of `sealer`'s party for the round in `sum` (a sum-phase
+// update, which carries every participant's nonce).
+inline std::vector<uint64_t> Masked(const Sealer& sealer, const PhaseUpdate& sum,
+                                    std::vector<uint64_t> input) {
+  auto status = sealer.AddMasks(sum, input);
+  EXPECT_TRUE(status.ok()) << sealer.name() << ": " << status.message();
+  return input;
+}
+
+// The one envelope of a patient's sum phase: `masked` sealed by `sealer` to the round's
+// hospital under `view` (the honest view is RoundView(sum)).
+inline Envelope SealedPartial(const Sealer& sealer, const PhaseUpdate& sum,
+                              std::span<const uint64_t> masked, const ViewDigest& view) {
+  auto sealed = sealer.Seal(Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, view},
+                            EncodePayload(EnvelopeKind::kPartial, masked));
+  EXPECT_TRUE(sealed.ok()) << sealed.message();
+  return Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.hospital,
+                  sealed.ok() ? std::move(sealed.value()) : std::vector<uint8_t>{}};
+}
+
+// What the hospital gets from one partial: opened with `hospital`'s sealer under `view`, then
+// decoded for `length` elements.
+inline Result<std::vector<uint64_t>> OpenPartial(const Sealer& hospital, const Envelope& env,
+                                                 const ViewDigest& view, uint32_t length) {
+  auto plain = hospital.Open(Binding{env.round, env.kind, env.from, hospital.name(), view}, env.sealed);
+  if (!plain.ok()) return plain.status();
+  return DecodePayload(plain.value(), env.kind, length);
+}
+
+// A patient played by a test over its own TestParty: joins with a fresh nonce and sends its
+// masked input as tally-node does — or, for hostile cases, sealed under another view.
+class TestPatient {
+ public:
+  TestPatient(const std::filesystem::path& keys, const std::string& name, const std::string& router,
+              const std::string& phases, bool subscribe = true)
+      : party_(keys, name, router, phases, subscribe), sealer_(MakeSealer(keys, name)) {}
+
+  TestParty& party() { return party_; }
+  const Sealer& sealer() const { return sealer_; }
+  const std::string& name() const { return sealer_.name(); }
+  // The nonce of the last Join sent.
+  const JoinNonce& nonce() const { return nonce_; }
+
+  // Sends Join{round, a fresh nonce}; returns the nonce.
+  JoinNonce Join(const RoundId& round) {
+    nonce_ = FreshNonce();
+    party_.Send(tally::Join{round, nonce_});
+    return nonce_;
+  }
+
+  struct Sent {
+    std::vector<uint64_t> masked;  // input + masks, what the hospital adds up
+    Envelope envelope;
+    std::vector<uint8_t> frame;    // the envelope's bytes as sent
+  };
+  // Masks `input` for the round in `sum` and sends it sealed to the hospital under `view`
+  // (by default RoundView(sum), as an honest patient does).
+  Sent SendMasked(const PhaseUpdate& sum, std::vector<uint64_t> input,
+                  std::optional<ViewDigest> view = std::nullopt) {
+    Sent s;
+    s.masked = Masked(sealer_, sum, std::move(input));
+    s.envelope = SealedPartial(sealer_, sum, s.masked, view ? *view : RoundView(sum));
+    s.frame = Encode(s.envelope);
+    party_.SendRaw(s.frame);
+    return s;
+  }
+
+ private:
+  TestParty party_;
+  Sealer sealer_;
+  JoinNonce nonce_{};
 };
 
 }  // namespace tally::test
