@@ -396,9 +396,6 @@ class Broker::Impl {
       if (c == nullptr || c->role != Role::kPatient)
         return refuse(p + " is not a patient in the roster");
     }
-    if (std::set<std::string>(request.participants.begin(), request.participants.end()).size() !=
-        request.participants.size())
-      return refuse("the participant list repeats a name");
     if (request.participants.size() < 2)
       return refuse("a round needs at least 2 patients (the sum of one is that input)");
     // The aggregate must be computable without wrapping modulo 2^64.

@@ -1,4 +1,5 @@
 // tally-node: a patient or the hospital. Thin: flags, signals, Node::Run, printing results.
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -121,6 +122,8 @@ int main(int argc, char** argv) {
       std::string name;
       while (std::getline(ss, name, ',')) {
         if (!tally::ValidName(name)) return Usage("bad participant name '" + name + "'");
+        if (std::find(o.participants.begin(), o.participants.end(), name) != o.participants.end())
+          return Usage("participant " + name + " is named twice");
         o.participants.push_back(name);
       }
     } else if (flag == "--rounds") {

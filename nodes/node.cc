@@ -322,9 +322,6 @@ class Node::Impl {
       refusal = "the round has " + std::to_string(u.participants.size()) +
                 " patients, fewer than this patient's minimum of " +
                 std::to_string(options_.min_patients);
-    } else if (std::set<std::string>(u.participants.begin(), u.participants.end()).size() !=
-               u.participants.size()) {
-      refusal = "the round's participant list repeats a name";
     } else if (options_.input.size() != u.length) {
       refusal = "input has " + std::to_string(options_.input.size()) +
                 " elements, the round asks for " + std::to_string(u.length);

@@ -478,9 +478,8 @@ TEST_F(BrokerTest, JoinWithAWrongSizeNonceIsMalformedAndDoesNotCount) {
   EXPECT_EQ(broker_->counters().rejected, expected.size());
 }
 
-// The wire cannot carry a participant list that repeats a name: the request does not decode,
-// so no round opens. (The broker's own check, "round request refused: the participant list
-// repeats a name", is a second line behind the decoder.)
+// The wire cannot carry a participant list that repeats a name (masks would not cancel): the
+// request does not decode, so no round opens.
 TEST_F(BrokerTest, RequestWhoseParticipantListRepeatsANameOpensNoRound) {
   auto p = Connect({"alice", "bob"});
   Request request{4, 1000, 1, {"alice", "bob", "alice"}};
