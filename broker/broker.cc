@@ -433,19 +433,23 @@ class Broker::Impl {
     header.opened_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
-    auto path = options_.captures_dir / (RoundHex(r.id) + ".tcap");
-    auto writer = CaptureWriter::Create(path, header);
     Log("event=round-open round=" + RoundHex(r.id) + " hospital=" + hospital +
         " ticket=" + std::to_string(r.ticket) + " patients=" + std::to_string(r.participants.size()) +
         " length=" + std::to_string(r.length) + " range=" + std::to_string(r.range));
+    // Publish first, then create the capture: creating a file costs a journal transaction (about
+    // 0.2 ms on ext4), which this way overlaps the patients' answers instead of delaying the
+    // open phase. Nothing else reaches the capture in between, so it reads the same.
+    Advance(Phase::kOpen);
+    const uint64_t open_us = r.Micros(Clock::now());
+    auto writer =
+        CaptureWriter::Create(options_.captures_dir / (RoundHex(r.id) + ".tcap"), header);
     if (!writer.ok()) {
       Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(writer.message()));
-      Advance(Phase::kOpen);
       Abort("capture could not be written");
       return;
     }
     r.capture.emplace(std::move(writer.value()));
-    Advance(Phase::kOpen);
+    (void)r.capture->Append(CapturePhase{open_us, Phase::kOpen, seq_, "", {}});
   }
 
   void OnJoin(const std::string& sender, const Join& join, size_t size) {
