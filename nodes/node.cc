@@ -78,7 +78,8 @@ std::string ResultJson(const RoundResult& r) {
     out += "\"" + r.participants[i] + "\"";  // names are [a-z0-9_-]: no escaping needed
   }
   out += "], \"range\": " + std::to_string(r.range) +
-         ", \"in_range\": " + (r.in_range ? "true" : "false") + "}";
+         ", \"in_range\": " + (r.in_range ? "true" : "false") + ", \"elapsed_ms\": " +
+         FormatFixed(r.elapsed_ms, 3) + "}";
   return out;
 }
 
@@ -406,7 +407,8 @@ class Node::Impl {
       }
     }
     sodium_memzero(masked.data(), masked.size() * sizeof(uint64_t));
-    if (!status.ok()) Log("event=seal-error round=" + RoundHex(u.round) + " error=" + Quote(status.message()));
+    if (!status.ok())
+      Log("event=seal-error round=" + RoundHex(u.round) + " error=" + Quote(status.message()));
   }
 
   // --- Envelopes from the router ----------------------------------------------------------
@@ -448,7 +450,8 @@ class Node::Impl {
   }
 
   void OnEnvelope(const Envelope& env) {
-    if (!is_hospital()) return RejectIncoming("an envelope for a patient (only the hospital receives them)");
+    if (!is_hospital())
+      return RejectIncoming("an envelope for a patient (only the hospital receives them)");
     // Partials can overtake the phase updates that tell the hospital its round id and view
     // (they come over the router, the updates over the phase channel): keep them until then.
     const bool view_known = round_ && round_->view;
@@ -485,7 +488,7 @@ class Node::Impl {
     // Random tickets: a request is never mistaken for an earlier hospital process's round.
     randombytes_buf(&ticket_, sizeof ticket_);
     waiting_ = true;
-    last_progress_ = Clock::now();
+    last_progress_ = requested_at_ = Clock::now();
     Request req{ticket_, options_.range, options_.length, options_.participants};
     Log("event=request ticket=" + std::to_string(ticket_) + " range=" +
         std::to_string(options_.range) + " length=" + std::to_string(options_.length));
@@ -502,6 +505,8 @@ class Node::Impl {
     result.range = r.params.range;
     result.in_range = std::all_of(r.sum.begin(), r.sum.end(),
                                   [&](uint64_t v) { return v <= r.params.range; });
+    result.elapsed_ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - requested_at_).count();
     // Durable before acknowledged: the broker only hears of the round once the disk has it.
     auto written = AppendDurably(options_.results_file, ResultJson(result));
     if (!written.ok()) return Fail(written.message());
@@ -533,6 +538,7 @@ class Node::Impl {
   uint32_t rounds_done_ = 0;
   uint64_t rejected_ = 0;
   Clock::time_point last_progress_;
+  Clock::time_point requested_at_;  // hospital: when the current request went out
   std::optional<int> exit_code_;
   std::atomic<bool> stop_{false};
 };

@@ -52,10 +52,11 @@ struct RoundResult {
   std::vector<std::string> participants;
   uint64_t range = 0;
   bool in_range = true;  // every element of the aggregate lies in [0, range]
+  double elapsed_ms = 0;  // from sending the request to the aggregate in hand (before writing)
 };
 
 // One JSON object, no newline: {"round": "...", "aggregate": N or [..], "participants": [..],
-// "range": R, "in_range": true}. A length-1 aggregate is written as a number.
+// "range": R, "in_range": true, "elapsed_ms": T}. A length-1 aggregate is written as a number.
 std::string ResultJson(const RoundResult& result);
 
 using LogSink = std::function<void(const std::string& line)>;

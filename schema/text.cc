@@ -1,5 +1,7 @@
 #include "schema/text.h"
 
+#include <cstdio>
+
 namespace tally {
 
 std::string Quote(std::string_view s) {
@@ -9,6 +11,12 @@ std::string Quote(std::string_view s) {
     out += (c >= 0x20 && c < 0x7f) ? c : '?';
   }
   return out + "\"";
+}
+
+std::string FormatFixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
 }
 
 std::string JsonNumbers(std::span<const uint64_t> values) {

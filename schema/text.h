@@ -18,6 +18,9 @@ std::string Quote(std::string_view s);
 // ("[1, 2, 3]").
 std::string JsonNumbers(std::span<const uint64_t> values);
 
+// `v` with `digits` decimals ("%.*f"), e.g. for millisecond figures in JSON.
+std::string FormatFixed(double v, int digits);
+
 // Decimal digits only (no sign, no spaces), without overflow. False otherwise.
 bool ParseU64(std::string_view s, uint64_t& out);
 // As ParseU64, and within [min, UINT32_MAX].

@@ -2,10 +2,12 @@
 //
 // For each configuration (patients N, vector length L, rounds K) it starts a broker on free
 // loopback ports, N serving patients, then a hospital with `--rounds K --json`, and timestamps
-// each JSON line of the hospital on arrival (steady clock). The hospital requests round k+1 as
-// soon as round k is done, so arrival(k) - arrival(k-1) is one warm round: request to
-// aggregate in hand (plus the hospital's ack). The first round (connections, first handshakes)
-// is warm-up and not counted. CPU is read from /proc for every process after the warm-up and
+// each JSON line of the hospital on arrival (steady clock). A warm round's latency is the
+// hospital's own `elapsed_ms`: from sending its request to the aggregate in hand. The hospital
+// requests round k+1 as soon as round k is done, so arrival(k) - arrival(k-1) is the round's
+// period: the latency plus writing the result durably, the ack, the broker's capture fsync
+// and the done phase. The first round (connections, first handshakes) is warm-up and not
+// counted. CPU is read from /proc for every process after the warm-up and
 // after the last round; peak RSS is VmHWM. It also times cold `tally-launch` runs, and
 // measures libsodium's throughputs in-process to print each configuration's crypto floor: the
 // CPU a round cannot avoid (BENCHMARKS.md gives the formula).
@@ -36,6 +38,7 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
+using tally::FormatFixed;
 using tally::ParseU64;
 
 namespace {
@@ -47,6 +50,9 @@ constexpr const char* kUsage =
     "Measures warm rounds with real processes on loopback (broker, N serving patients, a\n"
     "hospital running K rounds back to back), cold tally-launch runs, and the crypto floor.\n"
     "Without --patients it runs the default set: 3x1, 30x1, 100x1, 3x1000, 10x1000000.\n"
+    "p50/p90/p99: warm-round latency, from the hospital's request to the aggregate in hand\n"
+    "(its elapsed_ms); period50: one result to the next, adding the durable write of the\n"
+    "result, the ack, the broker's capture fsync and the done phase.\n"
     "  --patients N        one configuration with N patients (2..500)\n"
     "  --length L          vector length (default 1)\n"
     "  --rounds K          rounds, the first being warm-up (default: by size)\n"
@@ -73,12 +79,6 @@ std::string Joined(const std::vector<std::string>& v) {
   std::string out;
   for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + v[i];
   return out;
-}
-
-std::string Fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
 }
 
 double Percentile(std::vector<double> v, double p) {  // nearest rank
@@ -282,7 +282,8 @@ struct Measured {
   Config config{};
   bool ok = false;
   std::string error;
-  std::vector<double> rounds_ms;  // warm rounds
+  std::vector<double> latency_ms;  // warm rounds: request -> aggregate in hand
+  std::vector<double> period_ms;   // warm rounds: one hospital result line to the next
   double cpu_per_round = 0;       // s, all processes
   double cpu_broker = 0, cpu_patients = 0, cpu_hospital = 0;  // s per round
   double rss_broker = 0, rss_patient_max = 0, rss_hospital = 0;  // MiB
@@ -317,6 +318,12 @@ std::vector<uint64_t> Inputs(const fs::path& dir, size_t n, uint32_t length,
     std::ofstream(file) << text;
   }
   return expected;
+}
+
+// The hospital's "elapsed_ms" (request -> aggregate in hand), or a negative value.
+double ElapsedMs(const std::string& line) {
+  auto at = line.find("\"elapsed_ms\": ");
+  return at == std::string::npos ? -1 : std::strtod(line.c_str() + at + 14, nullptr);
 }
 
 bool AggregateMatches(const std::string& line, const std::vector<uint64_t>& expected) {
@@ -448,9 +455,15 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
     }
   }
   m.wall_first_ms = std::chrono::duration<double, std::milli>(arrivals[0] - started).count();
-  for (size_t k = 1; k < arrivals.size(); ++k)
-    m.rounds_ms.push_back(
+  for (size_t k = 1; k < arrivals.size(); ++k) {
+    m.period_ms.push_back(
         std::chrono::duration<double, std::milli>(arrivals[k] - arrivals[k - 1]).count());
+    m.latency_ms.push_back(ElapsedMs(lines[k]));
+    if (m.latency_ms.back() < 0) {
+      m.error = "a hospital result has no elapsed_ms";
+      return m;
+    }
+  }
   const double warm = static_cast<double>(c.rounds - 1);
   if (warm > 0 && cpu_before.size() == pids.size() && cpu_after.size() == pids.size()) {
     for (size_t i = 0; i < pids.size(); ++i) {
@@ -505,7 +518,7 @@ LaunchRuns RunLaunch(const fs::path& bin, const fs::path& work, int runs) {
 
 std::string Verdict(double value, double target) {
   if (target <= 0) return "-";
-  return value <= target ? "met" : "NOT met (x" + Fixed(value / target, 1) + ")";
+  return value <= target ? "met" : "NOT met (x" + FormatFixed(value / target, 1) + ")";
 }
 
 void Print(const Measured& m, bool json) {
@@ -518,34 +531,37 @@ void Print(const Measured& m, bool json) {
       std::cout << name << ": FAILED: " << m.error << std::endl;
     return;
   }
-  const double p50 = Percentile(m.rounds_ms, 50), p90 = Percentile(m.rounds_ms, 90),
-               p99 = Percentile(m.rounds_ms, 99);
+  const double p50 = Percentile(m.latency_ms, 50), p90 = Percentile(m.latency_ms, 90),
+               p99 = Percentile(m.latency_ms, 99);
+  const double period50 = Percentile(m.period_ms, 50), period90 = Percentile(m.period_ms, 90);
   const double floor = m.floor ? m.floor->total : 0;
   if (json) {
     std::cout << "{\"config\": \"" << name << "\", \"patients\": " << c.patients
-              << ", \"length\": " << c.length << ", \"warm_rounds\": " << m.rounds_ms.size()
-              << ", \"p50_ms\": " << Fixed(p50, 3) << ", \"p90_ms\": " << Fixed(p90, 3)
-              << ", \"p99_ms\": " << Fixed(p99, 3) << ", \"target_ms\": " << Fixed(c.target_ms, 0)
-              << ", \"first_round_ms\": " << Fixed(m.wall_first_ms, 1)
-              << ", \"cpu_ms_per_round\": " << Fixed(m.cpu_per_round * 1e3, 3)
-              << ", \"cpu_ms_broker\": " << Fixed(m.cpu_broker * 1e3, 3)
-              << ", \"cpu_ms_patients\": " << Fixed(m.cpu_patients * 1e3, 3)
-              << ", \"cpu_ms_hospital\": " << Fixed(m.cpu_hospital * 1e3, 3)
-              << ", \"floor_ms\": " << Fixed(floor * 1e3, 3)
-              << ", \"cpu_over_floor\": " << Fixed(floor > 0 ? m.cpu_per_round / floor : 0, 2)
-              << ", \"rss_mib_broker\": " << Fixed(m.rss_broker, 1)
-              << ", \"rss_mib_patient_max\": " << Fixed(m.rss_patient_max, 1)
-              << ", \"rss_mib_hospital\": " << Fixed(m.rss_hospital, 1) << "}" << std::endl;
+              << ", \"length\": " << c.length << ", \"warm_rounds\": " << m.latency_ms.size()
+              << ", \"p50_ms\": " << FormatFixed(p50, 3) << ", \"p90_ms\": " << FormatFixed(p90, 3)
+              << ", \"p99_ms\": " << FormatFixed(p99, 3) << ", \"target_ms\": " << FormatFixed(c.target_ms, 0)
+              << ", \"period_p50_ms\": " << FormatFixed(period50, 3)
+              << ", \"period_p90_ms\": " << FormatFixed(period90, 3)
+              << ", \"first_round_ms\": " << FormatFixed(m.wall_first_ms, 1)
+              << ", \"cpu_ms_per_round\": " << FormatFixed(m.cpu_per_round * 1e3, 3)
+              << ", \"cpu_ms_broker\": " << FormatFixed(m.cpu_broker * 1e3, 3)
+              << ", \"cpu_ms_patients\": " << FormatFixed(m.cpu_patients * 1e3, 3)
+              << ", \"cpu_ms_hospital\": " << FormatFixed(m.cpu_hospital * 1e3, 3)
+              << ", \"floor_ms\": " << FormatFixed(floor * 1e3, 3)
+              << ", \"cpu_over_floor\": " << FormatFixed(floor > 0 ? m.cpu_per_round / floor : 0, 2)
+              << ", \"rss_mib_broker\": " << FormatFixed(m.rss_broker, 1)
+              << ", \"rss_mib_patient_max\": " << FormatFixed(m.rss_patient_max, 1)
+              << ", \"rss_mib_hospital\": " << FormatFixed(m.rss_hospital, 1) << "}" << std::endl;
     return;
   }
-  std::printf("%-11s %5zu %9s %9s %9s %8s %-18s %9s %9s %7s %7s %7s %7s\n", name.c_str(),
-              m.rounds_ms.size(), Fixed(p50, 2).c_str(), Fixed(p90, 2).c_str(),
-              Fixed(p99, 2).c_str(), Fixed(c.target_ms, 0).c_str(),
-              Verdict(p50, c.target_ms).c_str(), Fixed(m.cpu_per_round * 1e3, 2).c_str(),
-              Fixed(floor * 1e3, 3).c_str(),
-              floor > 0 ? Fixed(m.cpu_per_round / floor, 1).c_str() : "-",
-              Fixed(m.rss_broker, 1).c_str(), Fixed(m.rss_patient_max, 1).c_str(),
-              Fixed(m.rss_hospital, 1).c_str());
+  std::printf("%-11s %5zu %9s %9s %9s %8s %-18s %9s %9s %9s %7s %7s %7s %7s\n", name.c_str(),
+              m.latency_ms.size(), FormatFixed(p50, 2).c_str(), FormatFixed(p90, 2).c_str(),
+              FormatFixed(p99, 2).c_str(), FormatFixed(c.target_ms, 0).c_str(),
+              Verdict(p50, c.target_ms).c_str(), FormatFixed(period50, 2).c_str(),
+              FormatFixed(m.cpu_per_round * 1e3, 2).c_str(), FormatFixed(floor * 1e3, 3).c_str(),
+              floor > 0 ? FormatFixed(m.cpu_per_round / floor, 1).c_str() : "-",
+              FormatFixed(m.rss_broker, 1).c_str(), FormatFixed(m.rss_patient_max, 1).c_str(),
+              FormatFixed(m.rss_hospital, 1).c_str());
   std::fflush(stdout);
 }
 
@@ -554,7 +570,7 @@ void PrintFloor(const Measured& m, bool json) {
   const Floor& f = *m.floor;
   const std::string name =
       std::to_string(m.config.patients) + "x" + std::to_string(m.config.length);
-  auto us = [](double s) { return Fixed(s * 1e6, 3); };
+  auto us = [](double s) { return FormatFixed(s * 1e6, 3); };
   if (json) {
     std::cout << "{\"floor\": \"" << name << "\", \"payload_bytes\": " << f.payload_bytes
               << ", \"wire_bytes\": " << f.wire_bytes << ", \"update_bytes\": " << f.update_bytes
@@ -562,16 +578,16 @@ void PrintFloor(const Measured& m, bool json) {
               << ", \"curve_enc_us\": " << us(f.box_enc_w) << ", \"curve_dec_us\": "
               << us(f.box_dec_w) << ", \"mask_stream_us\": " << us(f.stream)
               << ", \"mask_key_us\": " << us(f.mask_key)
-              << ", \"masks_ms_per_round\": " << Fixed(f.masks * 1e3, 3)
-              << ", \"floor_ms\": " << Fixed(f.total * 1e3, 3) << "}" << std::endl;
+              << ", \"masks_ms_per_round\": " << FormatFixed(f.masks * 1e3, 3)
+              << ", \"floor_ms\": " << FormatFixed(f.total * 1e3, 3) << "}" << std::endl;
     return;
   }
   std::printf("%-11s P=%zu W=%zu U=%zu  seal %s us  open %s us  curve enc %s / dec %s us  "
               "mask stream %s us + key %s us, masks %s ms/round  floor %s ms/round\n",
               name.c_str(), f.payload_bytes, f.wire_bytes, f.update_bytes, us(f.seal).c_str(),
               us(f.open).c_str(), us(f.box_enc_w).c_str(), us(f.box_dec_w).c_str(),
-              us(f.stream).c_str(), us(f.mask_key).c_str(), Fixed(f.masks * 1e3, 3).c_str(),
-              Fixed(f.total * 1e3, 3).c_str());
+              us(f.stream).c_str(), us(f.mask_key).c_str(), FormatFixed(f.masks * 1e3, 3).c_str(),
+              FormatFixed(f.total * 1e3, 3).c_str());
 }
 
 }  // namespace
@@ -663,9 +679,9 @@ int main(int argc, char** argv) {
   }
 
   if (!json) {
-    std::printf("%-11s %5s %9s %9s %9s %8s %-18s %9s %9s %7s %7s %7s %7s\n", "config", "warm",
-                "p50_ms", "p90_ms", "p99_ms", "target", "verdict(p50)", "cpu_ms/r", "floor_ms",
-                "cpu/flr", "rss_brk", "rss_pat", "rss_hsp");
+    std::printf("%-11s %5s %9s %9s %9s %8s %-18s %9s %9s %9s %7s %7s %7s %7s\n", "config", "warm",
+                "p50_ms", "p90_ms", "p99_ms", "target", "verdict(p50)", "period50", "cpu_ms/r",
+                "floor_ms", "cpu/flr", "rss_brk", "rss_pat", "rss_hsp");
     std::fflush(stdout);
   }
   std::vector<Measured> all;
@@ -691,15 +707,15 @@ int main(int argc, char** argv) {
       const double e50 = Percentile(l.elapsed_ms, 50), w50 = Percentile(l.wall_ms, 50);
       if (json) {
         std::cout << "{\"launch\": {\"runs\": " << l.elapsed_ms.size()
-                  << ", \"elapsed_ms_p50\": " << Fixed(e50, 1)
-                  << ", \"elapsed_ms_max\": " << Fixed(Percentile(l.elapsed_ms, 100), 1)
-                  << ", \"wall_ms_p50\": " << Fixed(w50, 1) << ", \"target_ms\": 150}}"
+                  << ", \"elapsed_ms_p50\": " << FormatFixed(e50, 1)
+                  << ", \"elapsed_ms_max\": " << FormatFixed(Percentile(l.elapsed_ms, 100), 1)
+                  << ", \"wall_ms_p50\": " << FormatFixed(w50, 1) << ", \"target_ms\": 150}}"
                   << std::endl;
       } else {
         std::printf("\ncold tally-launch (3 patients, %zu runs): elapsed_ms p50 %s max %s, "
                     "process wall p50 %s ms; target 150 ms: %s\n",
-                    l.elapsed_ms.size(), Fixed(e50, 1).c_str(),
-                    Fixed(Percentile(l.elapsed_ms, 100), 1).c_str(), Fixed(w50, 1).c_str(),
+                    l.elapsed_ms.size(), FormatFixed(e50, 1).c_str(),
+                    FormatFixed(Percentile(l.elapsed_ms, 100), 1).c_str(), FormatFixed(w50, 1).c_str(),
                     Verdict(e50, 150).c_str());
       }
     }
