@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <zmq.hpp>
@@ -26,6 +27,7 @@ using Clock = std::chrono::steady_clock;
 constexpr int kMaxBatch = 256;
 constexpr auto kStopCheck = std::chrono::milliseconds(100);
 constexpr size_t kRememberedRounds = 64;
+constexpr size_t kZeroCopyBytes = 64 * 1024;  // frames this large are sent without a copy
 
 std::span<const uint8_t> Bytes(const zmq::message_t& m) {
   return {static_cast<const uint8_t*>(m.data()), m.size()};
@@ -179,9 +181,18 @@ class Node::Impl {
   }
 
   bool Send(const Message& message) {
-    auto bytes = Encode(message);
+    auto bytes = std::make_unique<std::vector<uint8_t>>(Encode(message));
     try {
-      return dealer_.send(zmq::buffer(bytes), zmq::send_flags::dontwait).has_value();
+      if (bytes->size() < kZeroCopyBytes)
+        return dealer_.send(zmq::buffer(*bytes), zmq::send_flags::dontwait).has_value();
+      // A large frame (a vector's masked input) is handed to zmq as it is, not copied; zmq's
+      // I/O thread frees it once sent.
+      zmq::message_t frame(
+          bytes->data(), bytes->size(),
+          [](void*, void* owner) { delete static_cast<std::vector<uint8_t>*>(owner); },
+          bytes.get());
+      (void)bytes.release();
+      return dealer_.send(frame, zmq::send_flags::dontwait).has_value();
     } catch (const zmq::error_t& e) {
       Log("event=send-error error=" + Quote(e.what()));
       return false;
@@ -472,11 +483,9 @@ class Node::Impl {
     auto opened =
         sealer_->Open(Binding{env.round, env.kind, env.from, options_.name, *r.view}, env.sealed);
     if (!opened.ok()) return RejectIncoming(opened.message());
-    auto values = DecodePayload(opened.value(), env.kind, r.params.length);
+    auto added = AddPayload(opened.value(), env.kind, r.sum);
     sodium_memzero(opened->data(), opened->size());
-    if (!values.ok()) return RejectIncoming("payload from " + env.from + ": " + values.message());
-    for (size_t e = 0; e < r.sum.size(); ++e) r.sum[e] += values.value()[e];
-    sodium_memzero(values->data(), values->size() * sizeof(uint64_t));
+    if (!added.ok()) return RejectIncoming("payload from " + env.from + ": " + added.message());
     r.received.insert(env.from);
     last_progress_ = Clock::now();
     MaybeFinish();

@@ -352,8 +352,11 @@ std::vector<uint8_t> EncodePayload(EnvelopeKind kind, std::span<const uint64_t> 
   return out;
 }
 
-Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,
-                                            uint32_t length) {
+namespace {
+
+// The checked values blob of a payload: exactly 8 * length bytes (see DecodePayload).
+Result<std::span<const uint8_t>> PayloadBlob(std::span<const uint8_t> bytes, EnvelopeKind kind,
+                                             uint32_t length) {
   const size_t blob = size_t{length} * 8;
   const strict::Bounds bounds{
       .max_bytes = blob + kPayloadOverhead,
@@ -388,9 +391,35 @@ Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, Enve
                          std::to_string(length) + " elements), got " +
                          std::to_string(values.size()));
   }
+  return values;
+}
+
+}  // namespace
+
+Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,
+                                            uint32_t length) {
+  Result<std::span<const uint8_t>> blob = PayloadBlob(bytes, kind, length);
+  if (!blob.ok()) return blob.status();
   std::vector<uint64_t> out(length);
-  LoadLittleEndian(values, &out);
+  LoadLittleEndian(*blob, &out);
   return out;
+}
+
+Status AddPayload(std::span<const uint8_t> bytes, EnvelopeKind kind, std::span<uint64_t> sum) {
+  Result<std::span<const uint8_t>> blob = PayloadBlob(bytes, kind, static_cast<uint32_t>(sum.size()));
+  if (!blob.ok()) return blob.status();
+  const uint8_t* p = blob->data();
+  for (uint64_t& s : sum) {
+    uint64_t v = 0;
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(&v, p, 8);
+    } else {
+      for (int b = 7; b >= 0; --b) v = (v << 8) | p[b];
+    }
+    s += v;
+    p += 8;
+  }
+  return Status::Ok();
 }
 
 }  // namespace tally

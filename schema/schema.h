@@ -120,6 +120,9 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits = {}
 std::vector<uint8_t> EncodePayload(EnvelopeKind kind, std::span<const uint64_t> values);
 Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,
                                             uint32_t length);
+// Decodes as DecodePayload with length sum.size() and adds the values into `sum` element-wise
+// (mod 2^64) without a copy of them; `sum` is unchanged on error.
+Status AddPayload(std::span<const uint8_t> bytes, EnvelopeKind kind, std::span<uint64_t> sum);
 
 // Party names: [a-z0-9_-]{1,32}.
 bool ValidName(std::string_view name);

@@ -222,6 +222,26 @@ TEST(SchemaPayload, KindShareAndUnknownKindsRejected) {
   }
 }
 
+// AddPayload is DecodePayload plus element-wise addition mod 2^64, without the copy.
+TEST(SchemaPayload, AddPayloadAddsModTwoToTheSixtyFourAndLeavesTheSumAloneOnError) {
+  const uint64_t max = std::numeric_limits<uint64_t>::max();
+  const std::vector<uint64_t> values = {max, 2, 0x0102030405060708ull};
+  const std::vector<uint8_t> bytes = EncodePayload(EnvelopeKind::kPartial, values);
+  std::vector<uint64_t> sum = {5, max, 1};
+  ASSERT_TRUE(AddPayload(bytes, EnvelopeKind::kPartial, sum).ok());
+  EXPECT_EQ(sum, (std::vector<uint64_t>{4, 1, 0x0102030405060709ull}));
+
+  const std::vector<uint64_t> before = sum;
+  std::vector<uint64_t> longer = {0, 0, 0, 0};
+  Status wrong_length = AddPayload(bytes, EnvelopeKind::kPartial, longer);
+  EXPECT_TRUE(Contains(wrong_length.message(), "values must be 32 bytes (4 elements), got 24"))
+      << wrong_length.message();
+  EXPECT_EQ(longer, (std::vector<uint64_t>{0, 0, 0, 0}));
+  std::vector<uint8_t> truncated(bytes.begin(), bytes.end() - 1);
+  EXPECT_FALSE(AddPayload(truncated, EnvelopeKind::kPartial, sum).ok());
+  EXPECT_EQ(sum, before);
+}
+
 TEST(SchemaPayload, WrongLength) {
   const std::vector<uint64_t> values = {1, 2, 3};
   const std::vector<uint8_t> bytes = EncodePayload(EnvelopeKind::kPartial, values);
