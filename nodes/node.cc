@@ -59,6 +59,13 @@ Status AppendDurably(const std::filesystem::path& path, const std::string& line)
 }
 
 // The state of one round this node takes part in.
+// Whether a later update describes the same round as `opened`: the broker may not change who
+// receives the inputs, their range or length, or the participants once a round is open.
+bool SameRound(const PhaseUpdate& opened, const PhaseUpdate& u) {
+  return u.round == opened.round && u.hospital == opened.hospital && u.range == opened.range &&
+         u.length == opened.length && u.participants == opened.participants;
+}
+
 struct ActiveRound {
   PhaseUpdate params;            // as opened
   JoinNonce nonce{};             // patient: the nonce we joined with
@@ -310,7 +317,7 @@ class Node::Impl {
   void LearnView(const PhaseUpdate& u) {
     ActiveRound& r = *round_;
     if (r.view) return;
-    if (u.participants != r.params.participants || u.nonces.size() != u.participants.size())
+    if (!SameRound(r.params, u) || u.nonces.size() != u.participants.size())
       return Fail("the sum phase of round " + RoundHex(u.round) +
                   " does not match the round as opened");
     r.params = u;
@@ -389,13 +396,14 @@ class Node::Impl {
 
   // Masks the input with one pairwise mask per other participant (they cancel in the sum) and
   // seals it to the hospital under the round's view. Only for the round exactly as we joined
-  // it: the same participants (our minimum was checked against them) and our own nonce.
+  // it: the same hospital, range, length and participants (our minimum was checked against
+  // them), and our own nonce.
   void SendMasked(const PhaseUpdate& u) {
     ActiveRound& r = *round_;
     if (r.partial_sent) return;
     r.partial_sent = true;
     const auto me = std::find(u.participants.begin(), u.participants.end(), options_.name);
-    if (u.participants != r.params.participants || u.nonces.size() != u.participants.size() ||
+    if (!SameRound(r.params, u) || u.nonces.size() != u.participants.size() ||
         u.nonces[static_cast<size_t>(me - u.participants.begin())] != r.nonce) {
       Log("event=round-dropped round=" + RoundHex(u.round) +
           " reason=\"the sum phase does not match the round we joined\"");
