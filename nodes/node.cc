@@ -407,6 +407,8 @@ class Node::Impl {
         u.nonces[static_cast<size_t>(me - u.participants.begin())] != r.nonce) {
       Log("event=round-dropped round=" + RoundHex(u.round) +
           " reason=\"the sum phase does not match the round we joined\"");
+      round_.reset();  // its done, if the broker published one, is not ours to report
+      if (options_.once) exit_code_ = 1;
       return;
     }
     std::vector<uint64_t> masked = options_.input;
