@@ -99,6 +99,33 @@ std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
   });
 }
 
+// PhaseUpdate `u` packed field by field, with the nonces field (and optionally deadline_ms)
+// overridable.
+std::vector<uint8_t> RawPhase(const PhaseUpdate& u, const std::function<void(Packer&)>& nonces,
+                              const std::function<void(Packer&)>& deadline = nullptr) {
+  return Raw([&](Packer& p) {
+    p.pack_array(13);
+    p.pack_uint32(kProtocolVersion);
+    Str(p, "phase");
+    Bin(p, u.round);
+    Str(p, PhaseName(u.phase));
+    p.pack_uint64(u.seq);
+    p.pack_uint64(u.ticket);
+    Str(p, u.hospital);
+    p.pack_uint64(u.range);
+    p.pack_uint32(u.length);
+    p.pack_array(static_cast<uint32_t>(u.participants.size()));
+    for (const auto& n : u.participants) Str(p, n);
+    nonces(p);
+    if (deadline) {
+      deadline(p);
+    } else {
+      p.pack_uint32(u.deadline_ms);
+    }
+    Str(p, u.reason);
+  });
+}
+
 std::string DecodeError(std::span<const uint8_t> bytes, const Limits& limits = {}) {
   Result<Message> r = Decode(bytes, limits);
   EXPECT_FALSE(r.ok()) << "decoded a malformed message";
@@ -539,25 +566,9 @@ TEST(SchemaDecode, WrongFieldType) {
     Str(p, std::string(32, 'n'));
   });
   EXPECT_EQ(DecodeError(str_nonce), "join: nonce must be bin, got str");
-  PhaseUpdate u = TestUpdate(Phase::kSum);
-  const std::vector<uint8_t> array_nonces = Raw([&u](Packer& p) {
-    p.pack_array(13);
-    p.pack_uint32(kProtocolVersion);
-    Str(p, "phase");
-    Bin(p, u.round);
-    Str(p, "sum");
-    p.pack_uint64(u.seq);
-    p.pack_uint64(u.ticket);
-    Str(p, u.hospital);
-    p.pack_uint64(u.range);
-    p.pack_uint32(u.length);
-    p.pack_array(2);
-    Str(p, "alice");
-    Str(p, "bob");
-    p.pack_array(0);  // nonces must be one bin, not an array
-    p.pack_uint32(u.deadline_ms);
-    Str(p, "");
-  });
+  // nonces must be one bin, not an array
+  const std::vector<uint8_t> array_nonces =
+      RawPhase(TestUpdate(Phase::kSum), [](Packer& p) { p.pack_array(0); });
   EXPECT_EQ(DecodeError(array_nonces), "phase: nonces must be bin, got array");
 }
 
@@ -632,23 +643,9 @@ TEST(SchemaDecode, U32Overflow) {
   const std::vector<uint8_t> bytes =
       RawRequest([](Packer& p) { p.pack_uint64(uint64_t{1} << 32); });
   EXPECT_TRUE(Contains(DecodeError(bytes), "request: length 4294967296 does not fit in u32"));
-  const std::vector<uint8_t> phase = Raw([](Packer& p) {
-    p.pack_array(13);
-    p.pack_uint32(kProtocolVersion);
-    Str(p, "phase");
-    RoundBin(p, 16);
-    Str(p, "open");
-    p.pack_uint64(1);
-    p.pack_uint64(2);
-    Str(p, "hospital");
-    p.pack_uint64(3);
-    p.pack_uint32(1);
-    p.pack_array(1);
-    Str(p, "a");
-    RoundBin(p, 0);                    // nonces
-    p.pack_uint64(uint64_t{1} << 32);  // deadline_ms
-    Str(p, "");
-  });
+  const std::vector<uint8_t> phase =
+      RawPhase(TestUpdate(Phase::kOpen), [](Packer& p) { RoundBin(p, 0); },
+               [](Packer& p) { p.pack_uint64(uint64_t{1} << 32); });
   EXPECT_TRUE(Contains(DecodeError(phase), "phase: deadline_ms 4294967296 does not fit in u32"));
 }
 
@@ -681,25 +678,8 @@ TEST(SchemaDecode, JoinNonceOfWrongSize) {
 // The nonces bin of a phase update: 32 bytes per nonce, and either none or one per participant.
 TEST(SchemaDecode, PhaseNoncesNotAMultipleOf32) {
   for (size_t size : {size_t{1}, size_t{31}, size_t{33}, size_t{63}}) {
-    PhaseUpdate u = TestUpdate(Phase::kSum);  // two participants
-    const std::vector<uint8_t> bytes = Raw([&u, size](Packer& p) {
-      p.pack_array(13);
-      p.pack_uint32(kProtocolVersion);
-      Str(p, "phase");
-      Bin(p, u.round);
-      Str(p, "sum");
-      p.pack_uint64(u.seq);
-      p.pack_uint64(u.ticket);
-      Str(p, u.hospital);
-      p.pack_uint64(u.range);
-      p.pack_uint32(u.length);
-      p.pack_array(2);
-      Str(p, "alice");
-      Str(p, "bob");
-      RoundBin(p, size);
-      p.pack_uint32(u.deadline_ms);
-      Str(p, "");
-    });
+    const std::vector<uint8_t> bytes =  // two participants
+        RawPhase(TestUpdate(Phase::kSum), [size](Packer& p) { RoundBin(p, size); });
     EXPECT_EQ(DecodeError(bytes), "phase: nonces must hold at most 2 nonces of 32 bytes, got " +
                                       std::to_string(size) + " bytes");
   }
