@@ -562,9 +562,10 @@ class Broker::Impl {
     ++seq_;
     auto now = Clock::now();
     r.phase_deadline = now + std::chrono::milliseconds(options_.deadline_ms);
+    const PhaseUpdate update = Snapshot(r, reason);
     if (r.capture) {
       // Phase changes reach the file as they happen; envelopes in between are batched.
-      (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason, Nonces(r)});
+      (void)r.capture->Append(CapturePhase{r.Micros(now), phase, seq_, reason, update.nonces});
       (void)r.capture->Flush();
     }
     const bool final = phase == Phase::kDone || phase == Phase::kAbort;
@@ -577,7 +578,7 @@ class Broker::Impl {
     if (final) ++(phase == Phase::kDone ? counters_.rounds_done : counters_.rounds_aborted);
     Log("event=phase round=" + RoundHex(r.id) + " phase=" + std::string(PhaseName(phase)) +
         " seq=" + std::to_string(seq_) + (reason.empty() ? "" : " reason=" + Quote(reason)));
-    Publish(Snapshot(r, reason));
+    Publish(update);
   }
 
   void Abort(const std::string& reason) { Finish(Phase::kAbort, reason.substr(0, kMaxReasonLength)); }
