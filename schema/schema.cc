@@ -191,15 +191,21 @@ void StoreLittleEndian(std::span<const uint64_t> values, uint8_t* out) {
   }
 }
 
+uint64_t LoadU64(const uint8_t* p) {
+  uint64_t v = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, 8);
+  } else {
+    for (int b = 7; b >= 0; --b) v = (v << 8) | p[b];
+  }
+  return v;
+}
+
 void LoadLittleEndian(std::span<const uint8_t> bytes, std::vector<uint64_t>* values) {
   if constexpr (std::endian::native == std::endian::little) {
     if (!bytes.empty()) std::memcpy(values->data(), bytes.data(), bytes.size());
   } else {
-    for (size_t i = 0; i < values->size(); ++i) {
-      uint64_t v = 0;
-      for (int b = 7; b >= 0; --b) v = (v << 8) | bytes[i * 8 + static_cast<size_t>(b)];
-      (*values)[i] = v;
-    }
+    for (size_t i = 0; i < values->size(); ++i) (*values)[i] = LoadU64(&bytes[i * 8]);
   }
 }
 
@@ -410,13 +416,7 @@ Status AddPayload(std::span<const uint8_t> bytes, EnvelopeKind kind, std::span<u
   if (!blob.ok()) return blob.status();
   const uint8_t* p = blob->data();
   for (uint64_t& s : sum) {
-    uint64_t v = 0;
-    if constexpr (std::endian::native == std::endian::little) {
-      std::memcpy(&v, p, 8);
-    } else {
-      for (int b = 7; b >= 0; --b) v = (v << 8) | p[b];
-    }
-    s += v;
+    s += LoadU64(p);
     p += 8;
   }
   return Status::Ok();
