@@ -59,11 +59,13 @@ Status AppendDurably(const std::filesystem::path& path, const std::string& line)
 }
 
 // The state of one round this node takes part in.
-// Whether a later update describes the same round as `opened`: the broker may not change who
-// receives the inputs, their range or length, or the participants once a round is open.
-bool SameRound(const PhaseUpdate& opened, const PhaseUpdate& u) {
+// Whether `u` is the sum phase of the round as `opened`, with one nonce per participant: the
+// broker may not change who receives the inputs, their range or length, or the participants
+// once a round is open.
+bool IsSumOf(const PhaseUpdate& opened, const PhaseUpdate& u) {
   return u.round == opened.round && u.hospital == opened.hospital && u.range == opened.range &&
-         u.length == opened.length && u.participants == opened.participants;
+         u.length == opened.length && u.participants == opened.participants &&
+         u.nonces.size() == u.participants.size();
 }
 
 struct ActiveRound {
@@ -317,7 +319,7 @@ class Node::Impl {
   void LearnView(const PhaseUpdate& u) {
     ActiveRound& r = *round_;
     if (r.view) return;
-    if (!SameRound(r.params, u) || u.nonces.size() != u.participants.size())
+    if (!IsSumOf(r.params, u))
       return Fail("the sum phase of round " + RoundHex(u.round) +
                   " does not match the round as opened");
     r.params = u;
@@ -403,7 +405,7 @@ class Node::Impl {
     if (r.partial_sent) return;
     r.partial_sent = true;
     const auto me = std::find(u.participants.begin(), u.participants.end(), options_.name);
-    if (!SameRound(r.params, u) || u.nonces.size() != u.participants.size() ||
+    if (!IsSumOf(r.params, u) ||
         u.nonces[static_cast<size_t>(me - u.participants.begin())] != r.nonce) {
       Log("event=round-dropped round=" + RoundHex(u.round) +
           " reason=\"the sum phase does not match the round we joined\"");
