@@ -2,6 +2,7 @@
 // nonces, and a reader that survives every truncation and flip.
 
 #include "schema/capture.h"
+#include "tests/contains.h"
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
@@ -19,11 +20,6 @@ namespace tally {
 namespace {
 
 namespace fs = std::filesystem;
-
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\"" << text << "\" does not contain \"" << part << "\"";
-}
 
 // Bitwise CRC-32 (IEEE, reflected): an independent check of the reader's table version.
 uint32_t SlowCrc32(std::span<const uint8_t> bytes) {

@@ -46,6 +46,7 @@
 #include "keys/keys.h"
 #include "nodes/seal.h"
 #include "schema/capture.h"
+#include "tests/contains.h"
 #include "tests/support.h"
 #include "tools/process.h"
 
@@ -69,10 +70,6 @@ std::string Csv(const std::vector<std::string>& names) {
 std::string ReadText(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), {}};
-}
-
-bool Contains(const std::string& text, const std::string& needle) {
-  return text.find(needle) != std::string::npos;
 }
 
 std::string RoundOf(const std::string& json) {

@@ -1,5 +1,6 @@
 // Tests for keys/: certificate text, files and modes, roster, secrets, and tally-keygen.
 #include "keys/keys.h"
+#include "tests/contains.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -23,12 +24,6 @@ namespace tally {
 namespace {
 
 namespace fs = std::filesystem;
-// gmock is not linked: a substring check with a readable failure message.
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\"" << text << "\" does not contain \"" << part << "\"";
-}
-
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

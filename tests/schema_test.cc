@@ -4,6 +4,7 @@
 
 #include "schema/schema.h"
 #include "schema/text.h"
+#include "tests/contains.h"
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
@@ -18,12 +19,6 @@
 
 namespace tally {
 namespace {
-
-// gmock is not linked: a substring check that prints both strings on failure.
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\"" << text << "\" does not contain \"" << part << "\"";
-}
 
 RoundId TestRound() {
   RoundId r{};
