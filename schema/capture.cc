@@ -301,6 +301,8 @@ Status WriteAllV(int fd, const std::vector<std::span<const uint8_t>>& pieces) {
 
 }  // namespace
 
+uint32_t CaptureCrc32(std::span<const uint8_t> bytes) { return Crc32Update(0, bytes); }
+
 std::vector<uint8_t> EncodeRecord(const CaptureRecord& record) {
   std::vector<uint8_t> out;
   if (const auto* e = std::get_if<CaptureEnvelope>(&record)) {

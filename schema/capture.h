@@ -126,5 +126,7 @@ CaptureContents ReadCapture(std::span<const uint8_t> bytes);
 Result<CaptureContents> ReadCaptureFile(const std::filesystem::path& path);
 
 std::vector<uint8_t> EncodeRecord(const CaptureRecord& record);  // one framed record
+// The CRC-32 a record ends with, over its type byte and body (IEEE, as zlib's crc32()).
+uint32_t CaptureCrc32(std::span<const uint8_t> bytes);
 
 }  // namespace tally

@@ -210,9 +210,11 @@ TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
                        uint32_t{bytes[crc_at + 3]} << 24;
   EXPECT_EQ(crc, SlowCrc32(std::span<const uint8_t>(bytes).subspan(16, 1 + body)));
   const std::string check = "123456789";
-  EXPECT_EQ(SlowCrc32(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(check.data()),
-                                               check.size())),
-            0xcbf43926u);  // the standard CRC-32 check value
+  const std::span<const uint8_t> check_bytes(reinterpret_cast<const uint8_t*>(check.data()),
+                                             check.size());
+  EXPECT_EQ(SlowCrc32(check_bytes), 0xcbf43926u);  // the standard CRC-32 check value
+  EXPECT_EQ(CaptureCrc32(check_bytes), 0xcbf43926u);
+  EXPECT_EQ(CaptureCrc32(std::span<const uint8_t>(bytes).subspan(16, 1 + body)), crc);
 }
 
 // A phase record's body: [t_us, phase, seq, reason, nonces], the nonces as one bin of 32 bytes

@@ -65,15 +65,6 @@ uint32_t GetU32(const uint8_t* p) {
   return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
 }
 
-uint32_t Crc32(std::span<const uint8_t> bytes) {
-  uint32_t crc = 0xFFFFFFFFu;
-  for (uint8_t b : bytes) {
-    crc ^= b;
-    for (int k = 0; k < 8; ++k) crc = (crc & 1) ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
-  }
-  return ~crc;
-}
-
 // The number after `prefix` in `text` (e.g. "stops at offset "), or nullopt.
 std::optional<uint64_t> NumberAfter(const std::string& text, const std::string& prefix) {
   auto at = text.find(prefix);
@@ -502,7 +493,7 @@ TEST_F(ReplayTest, FlippedByteInAnyPartialIsNamedByCheckAndAudit) {
     EXPECT_NE(audit.out.find("audit: FAILED (3 problems)\n"), std::string::npos) << audit.out;
 
     // The same flip with a recomputed CRC.
-    const uint32_t crc = Crc32(std::span<const uint8_t>(bad).subspan(offset + 4, 1 + body));
+    const uint32_t crc = CaptureCrc32(std::span<const uint8_t>(bad).subspan(offset + 4, 1 + body));
     for (int i = 0; i < 4; ++i) bad[offset + 5 + body + i] = static_cast<uint8_t>(crc >> (8 * i));
     WriteFile(file, bad);
     EXPECT_EQ(Replay({file.string(), "--check"}).out, "check: ok (8 records)\n");

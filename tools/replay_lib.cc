@@ -111,15 +111,6 @@ std::string IsoTime(int64_t unix_ms) {
   return buf;
 }
 
-uint32_t Crc32(std::span<const uint8_t> bytes) {
-  uint32_t crc = 0xFFFFFFFFu;
-  for (uint8_t b : bytes) {
-    crc ^= b;
-    for (int k = 0; k < 8; ++k) crc = (crc & 1) ? 0xEDB88320u ^ (crc >> 1) : crc >> 1;
-  }
-  return ~crc;
-}
-
 uint32_t GetU32(const uint8_t* p) {
   return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
 }
@@ -220,7 +211,7 @@ CaptureContents ReadSalvaging(std::span<const uint8_t> bytes, std::set<uint64_t>
     if (at + 9 > copy.size()) break;
     const uint32_t body = GetU32(copy.data() + at);
     if (at + 9 + body > copy.size()) break;
-    const uint32_t crc = Crc32(std::span<const uint8_t>(copy).subspan(at + 4, 1 + body));
+    const uint32_t crc = CaptureCrc32(std::span<const uint8_t>(copy).subspan(at + 4, 1 + body));
     for (int i = 0; i < 4; ++i) copy[at + 5 + body + i] = static_cast<uint8_t>(crc >> (8 * i));
     if (damaged) damaged->insert(at);
     c = ReadCapture(copy);
