@@ -240,6 +240,14 @@ Result<Certificate> ParsePublicPart(const std::vector<Section>& sections) {
   if (!parsed_role) return Status::Error("metadata/role must be patient, hospital or broker");
   cert.role = *parsed_role;
   TALLY_RETURN_IF_ERROR(DecodeField(sections, "curve", "public-key", cert.curve_public.data()));
+  const Section* metadata = FindSection(sections, "metadata");
+  if (cert.role == Role::kBroker) {
+    // The broker routes sealed payloads and must never be able to open one.
+    if (metadata->Get("seal-public-key") != nullptr || FindSection(sections, "seal") != nullptr)
+      return Status::Error("a broker certificate must hold no sealing key (the broker never "
+                           "opens a payload); make the broker's keys with tally-keygen --broker");
+    return cert;
+  }
   TALLY_RETURN_IF_ERROR(
       DecodeField(sections, "metadata", "seal-public-key", cert.seal_public.data()));
   return cert;
@@ -284,7 +292,7 @@ void AppendBody(std::string& out, const Certificate& cert) {
   out.append("metadata\n");
   out.append("    name = \"").append(cert.name).append("\"\n");
   out.append("    role = \"").append(RoleName(cert.role)).append("\"\n");
-  AppendKey(out, "seal-public-key", cert.seal_public.data());
+  if (cert.role != Role::kBroker) AppendKey(out, "seal-public-key", cert.seal_public.data());
   out.append("curve\n");
   AppendKey(out, "public-key", cert.curve_public.data());
 }
@@ -345,10 +353,33 @@ Result<size_t> ReadBounded(int fd, char* out, const std::string& label) {
   return Status::Error(label + ": larger than " + std::to_string(kMaxCertificateBytes) + " bytes");
 }
 
+// The roster is the broker's allowlist and every node's pinned copy of the broker's key: like
+// ssh with its authorized_keys, refuse a folder or file that another user could change.
+Status CheckOnlyOwnerWrites(const struct stat& st, const std::string& label, const char* what) {
+  if ((st.st_mode & 022) == 0) return Status::Ok();
+  return Status::Error(label + ": permissions " + ModeText(st.st_mode) +
+                       " let other users change " + what + "; fix with: chmod go-w " + label);
+}
+
+Status CheckFolder(const std::filesystem::path& path, mode_t forbidden, const char* what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    return Status::Error(path.string() + ": cannot stat: " + ErrnoText(errno));
+  if (!S_ISDIR(st.st_mode)) return Status::Error(path.string() + ": not a folder");
+  if (forbidden == 022) return CheckOnlyOwnerWrites(st, path.string(), what);
+  if ((st.st_mode & forbidden) == 0) return Status::Ok();
+  return Status::Error(path.string() + ": permissions " + ModeText(st.st_mode) +
+                       " let other users reach " + what + "; fix with: chmod 700 " +
+                       path.string());
+}
+
 Result<std::string> ReadPublicFile(const std::filesystem::path& path) {
   const std::string label = path.string();
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (fd.get() < 0) return Status::Error(label + ": cannot open: " + ErrnoText(errno));
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Status::Error(label + ": cannot stat: " + ErrnoText(errno));
+  TALLY_RETURN_IF_ERROR(CheckOnlyOwnerWrites(st, label, "a roster certificate"));
   std::string text(kMaxCertificateBytes + 1, '\0');
   Result<size_t> size = ReadBounded(fd.get(), text.data(), label);
   if (!size.ok()) return size.status();
@@ -572,9 +603,10 @@ Result<SecretCertificate> ParseSecretCertificate(std::string_view text) {
   if (!pub.ok()) return pub.status();
   SecretCertificate cert{std::move(pub).value(), SecretKey(), SecretKey()};
   TALLY_RETURN_IF_ERROR(DecodeField(*sections, "curve", "secret-key", cert.curve_secret.data()));
-  TALLY_RETURN_IF_ERROR(DecodeField(*sections, "seal", "seal-secret-key", cert.seal_secret.data()));
   TALLY_RETURN_IF_ERROR(
       CheckPair(cert.curve_secret, cert.pub.curve_public, "curve/public-key", "curve/secret-key"));
+  if (cert.pub.role == Role::kBroker) return cert;  // no sealing key (ParsePublicPart checked)
+  TALLY_RETURN_IF_ERROR(DecodeField(*sections, "seal", "seal-secret-key", cert.seal_secret.data()));
   TALLY_RETURN_IF_ERROR(CheckPair(cert.seal_secret, cert.pub.seal_public,
                                   "metadata/seal-public-key", "seal/seal-secret-key"));
   return cert;
@@ -592,8 +624,10 @@ std::string FormatSecretCertificate(const SecretCertificate& cert) {
   out.append(kSecretHeader);
   AppendBody(out, cert.pub);
   AppendKey(out, "secret-key", cert.curve_secret.data());
-  out.append("seal\n");
-  AppendKey(out, "seal-secret-key", cert.seal_secret.data());
+  if (cert.pub.role != Role::kBroker) {
+    out.append("seal\n");
+    AppendKey(out, "seal-secret-key", cert.seal_secret.data());
+  }
   return out;
 }
 
@@ -604,6 +638,8 @@ Result<Roster> LoadRoster(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::directory_iterator it(folder, ec);
   if (ec) return Status::Error(folder.string() + ": cannot list: " + ec.message());
+  TALLY_RETURN_IF_ERROR(CheckFolder(dir, 022, "the key folder"));
+  TALLY_RETURN_IF_ERROR(CheckFolder(folder, 022, "the roster"));
   std::vector<std::filesystem::path> files;
   for (const std::filesystem::directory_entry& entry : it) {
     const std::string filename = entry.path().filename().string();
@@ -631,7 +667,8 @@ Result<Roster> LoadRoster(const std::filesystem::path& dir) {
       if (other.curve_public == cert->curve_public) {
         return Status::Error(label + ": curve/public-key is also " + other.name + "'s");
       }
-      if (other.seal_public == cert->seal_public) {
+      if (cert->role != Role::kBroker && other.role != Role::kBroker &&
+          other.seal_public == cert->seal_public) {
         return Status::Error(label + ": metadata/seal-public-key is also " + other.name + "'s");
       }
       if (other.role == Role::kBroker && cert->role == Role::kBroker) {
@@ -651,6 +688,7 @@ Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::stri
   if (!SodiumReady()) return Status::Error("libsodium failed to initialise");
   const std::filesystem::path path = dir / "private" / (std::string(name) + ".key_secret");
   const std::string label = path.string();
+  TALLY_RETURN_IF_ERROR(CheckFolder(dir / "private", 077, "the secret keys"));
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (fd.get() < 0) return Status::Error(label + ": cannot open: " + ErrnoText(errno));
   struct stat st {};
@@ -688,8 +726,9 @@ Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Ro
   const std::filesystem::path public_path = public_dir / (std::string(name) + ".key");
 
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  if (dir.has_parent_path()) std::filesystem::create_directories(dir.parent_path(), ec);
   if (ec) return Status::Error(dir.string() + ": cannot create: " + ec.message());
+  TALLY_RETURN_IF_ERROR(EnsureDirectory(dir, 0755));
   TALLY_RETURN_IF_ERROR(EnsureDirectory(public_dir, 0755));
   TALLY_RETURN_IF_ERROR(EnsureDirectory(private_dir, 0700));
   struct stat st {};
@@ -710,7 +749,8 @@ Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Ro
     if (!made) return Status::Error("cannot make a CURVE keypair: " + ErrnoText(errno));
     if (!decoded) return Status::Error("libzmq returned a malformed CURVE keypair");
   }
-  if (crypto_box_keypair(cert.pub.seal_public.data(), cert.seal_secret.data()) != 0) {
+  if (role != Role::kBroker &&
+      crypto_box_keypair(cert.pub.seal_public.data(), cert.seal_secret.data()) != 0) {
     return Status::Error("cannot make a sealing keypair");
   }
 

@@ -4,8 +4,11 @@
 // X25519 keypair for end-to-end sealing (node <-> node). A key folder holds
 //   public/NAME.key          curve/public-key (Z85), metadata name, role, seal-public-key
 //   private/NAME.key_secret  the same, plus curve/secret-key and seal/seal-secret-key
-// (mode 0600, folder 0700). The roster is the set of public certificates: the broker's
-// allowlist and every node's address book.
+// (mode 0600, folder 0700). The broker's certificates hold no sealing key: it never opens a
+// payload. The roster is the set of public certificates: the broker's allowlist and every
+// node's address book (with the broker's pinned key), so the key folder, public/ and every
+// certificate in it must be writable by their owner only, and private/ reachable by its owner
+// only; loading refuses anything looser, naming the chmod that fixes it (as ssh does).
 //
 // Secrets live in sodium_malloc'd memory (locked where the OS allows), are compared in
 // constant time and wiped when dropped. Nothing here logs.
@@ -50,7 +53,7 @@ struct Certificate {
   std::string name;
   Role role = Role::kPatient;
   PublicKey curve_public{};
-  PublicKey seal_public{};
+  PublicKey seal_public{};  // all zero for the broker, which has none
 };
 
 struct SecretCertificate {
@@ -76,13 +79,16 @@ class Roster {
 };
 
 // Loads DIR/public/*.key. Fails on an unreadable or malformed certificate (naming the file),
-// a file name that does not match its metadata name, duplicate keys, or an empty roster.
+// a file name that does not match its metadata name, duplicate keys, an empty roster, or DIR,
+// DIR/public or a certificate that group or others can write.
 Result<Roster> LoadRoster(const std::filesystem::path& dir);
-// Loads DIR/private/NAME.key_secret. Refuses a file group or others can read or write.
+// Loads DIR/private/NAME.key_secret. Refuses a file group or others can read or write, and a
+// DIR/private that group or others can enter.
 Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::string_view name);
 
-// Creates both keypairs for NAME and writes its two files. Without `force`, an existing secret
-// file is never overwritten (error). Creates DIR/public (0755) and DIR/private (0700).
+// Creates NAME's keypairs (the broker: its CURVE keypair only) and writes its two files.
+// Without `force`, an existing secret file is never overwritten (error). Creates DIR (0755),
+// DIR/public (0755) and DIR/private (0700) where missing.
 Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Role role,
                      bool force);
 

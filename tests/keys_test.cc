@@ -251,6 +251,76 @@ TEST_F(KeysTest, LoadSecretRefusesGroupOrOtherAccess) {
   EXPECT_TRUE(LoadSecret(dir_, "alice").ok());
 }
 
+// Regression (found trying Tally on separate hosts): a world-writable public/ folder or broker
+// certificate, or a private/ folder anyone can enter, was accepted, though public/ is the
+// broker's allowlist and holds every node's pinned copy of the broker's key.
+TEST_F(KeysTest, LoadRosterRefusesARosterOthersCanChange) {
+  Generate("broker", Role::kBroker);
+  Generate("alice");
+  ASSERT_TRUE(LoadRoster(dir_).ok());
+  const std::string public_dir = (dir_ / "public").string();
+  ASSERT_EQ(::chmod(public_dir.c_str(), 0777), 0);
+  EXPECT_EQ(LoadRoster(dir_).message(),
+            public_dir + ": permissions 0777 let other users change the roster; fix with: chmod "
+                         "go-w " + public_dir);
+  ASSERT_EQ(::chmod(public_dir.c_str(), 0775), 0);
+  EXPECT_TRUE(Contains(LoadRoster(dir_).message(), "permissions 0775"));
+  ASSERT_EQ(::chmod(public_dir.c_str(), 0755), 0);
+
+  const std::string broker = PublicPath("broker").string();
+  for (mode_t mode : {0666, 0646, 0664}) {
+    ASSERT_EQ(::chmod(broker.c_str(), mode), 0);
+    char expected[64];
+    std::snprintf(expected, sizeof expected, ": permissions %04o", static_cast<unsigned>(mode));
+    EXPECT_EQ(LoadRoster(dir_).message(), broker + expected +
+                                              " let other users change a roster certificate; fix "
+                                              "with: chmod go-w " + broker);
+  }
+  ASSERT_EQ(::chmod(broker.c_str(), 0644), 0);
+
+  ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
+  EXPECT_TRUE(Contains(LoadRoster(dir_).message(), ": permissions 0777 let other users change the "
+                                                   "key folder; fix with: chmod go-w "));
+  ASSERT_EQ(::chmod(dir_.c_str(), 0700), 0);
+  EXPECT_TRUE(LoadRoster(dir_).ok());
+}
+
+TEST_F(KeysTest, LoadSecretRefusesAPrivateFolderOthersCanEnter) {
+  Generate("alice");
+  const std::string private_dir = (dir_ / "private").string();
+  for (mode_t mode : {0777, 0755, 0710, 0701}) {
+    ASSERT_EQ(::chmod(private_dir.c_str(), mode), 0);
+    char expected[64];
+    std::snprintf(expected, sizeof expected, ": permissions %04o", static_cast<unsigned>(mode));
+    EXPECT_EQ(LoadSecret(dir_, "alice").message(),
+              private_dir + expected + " let other users reach the secret keys; fix with: chmod "
+                                       "700 " + private_dir);
+  }
+  ASSERT_EQ(::chmod(private_dir.c_str(), 0700), 0);
+  EXPECT_TRUE(LoadSecret(dir_, "alice").ok());
+}
+
+// The broker routes sealed payloads and must never hold a key that opens one.
+TEST_F(KeysTest, BrokerCertificatesHoldNoSealingKey) {
+  Generate("broker", Role::kBroker);
+  EXPECT_FALSE(Contains(ReadFile(PublicPath("broker")), "seal"));
+  EXPECT_FALSE(Contains(ReadFile(SecretPath("broker")), "seal"));
+  Result<SecretCertificate> broker = LoadSecret(dir_, "broker");
+  ASSERT_TRUE(broker.ok()) << broker.message();
+  EXPECT_EQ(broker->pub.seal_public, PublicKey{});
+
+  // A broker certificate that carries one, as keygen wrote them before, is refused.
+  Generate("alice");
+  std::string with_seal = ReadFile(PublicPath("alice"));
+  with_seal = Replace(with_seal, "name = \"alice\"", "name = \"broker\"");
+  with_seal = Replace(with_seal, "role = \"patient\"", "role = \"broker\"");
+  Result<Certificate> parsed = ParsePublicCertificate(with_seal);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.message(),
+            "a broker certificate must hold no sealing key (the broker never opens a payload); "
+            "make the broker's keys with tally-keygen --broker");
+}
+
 TEST_F(KeysTest, LoadSecretChecksTheNameAndTheFile) {
   Generate("alice");
   EXPECT_TRUE(Contains(LoadSecret(dir_, "bob").message(), "private/bob.key_secret"));
@@ -676,8 +746,8 @@ TEST_F(KeysTest, KeygenRefusesToOverwriteWithoutForce) {
 
 TEST_F(KeysTest, KeygenNamedParties) {
   const fs::path keys = dir_ / "keys";
-  ToolRun run =
-      RunKeygen(dir_, {"--dir", keys.string(), "--hospital", "clinic", "--patients", "p1,p2"});
+  ToolRun run = RunKeygen(
+      dir_, {"--dir", keys.string(), "--broker", "--hospital", "clinic", "--patients", "p1,p2"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   Result<Roster> roster = LoadRoster(keys);
   ASSERT_TRUE(roster.ok()) << roster.message();
@@ -685,6 +755,32 @@ TEST_F(KeysTest, KeygenNamedParties) {
   for (const Certificate& c : roster->all()) names.push_back(c.name);
   EXPECT_EQ(names, (std::vector<std::string>{"broker", "clinic", "p1", "p2"}));
   EXPECT_EQ(roster->Find("clinic")->role, Role::kHospital);
+  EXPECT_EQ(roster->Find("broker")->seal_public, PublicKey{});
+}
+
+// Regression (found trying Tally on separate hosts): keygen always wrote a broker keypair too,
+// so a patient's host held a broker secret. Each party makes its own keys on its own host.
+TEST_F(KeysTest, KeygenMakesOnePartysKeysAndNoBroker) {
+  const fs::path keys = dir_ / "alice-host";
+  ToolRun run = RunKeygen(dir_, {"--dir", keys.string(), "--patients", "alice"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "wrote " + (keys / "public" / "alice.key").string() + "\nwrote " +
+                         (keys / "private" / "alice.key_secret").string() + "\n");
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(keys))
+    files.push_back(fs::relative(e.path(), keys).string());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"private", "private/alice.key_secret", "public",
+                                             "public/alice.key"}));
+  EXPECT_EQ(ModeOf(keys), 0755u);
+
+  const fs::path broker_host = dir_ / "broker-host";
+  ToolRun broker = RunKeygen(dir_, {"--dir", broker_host.string(), "--broker"});
+  ASSERT_EQ(broker.exit_code, 0) << broker.err;
+  EXPECT_FALSE(Contains(ReadFile(broker_host / "private" / "broker.key_secret"), "seal"));
+  ToolRun again = RunKeygen(dir_, {"--dir", broker_host.string(), "--broker"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_TRUE(Contains(again.err, "private/broker.key_secret exists; use --force to replace it"));
 }
 
 TEST_F(KeysTest, KeygenUsageErrors) {
@@ -703,6 +799,8 @@ TEST_F(KeysTest, KeygenUsageErrors) {
       {"--dir", keys, "--hospital", "broker"},
       {"--dir", keys, "--hospital"},
       {"--dir", keys, "--patients", std::string(33, 'a')},
+      {"--dir", keys, "--broker", "--broker"},
+      {"--dir", keys, "--broker=yes"},
   };
   for (const std::vector<std::string>& args : usage_errors) {
     ToolRun run = RunKeygen(dir_, args);

@@ -17,21 +17,24 @@ namespace {
 constexpr std::string_view kBrokerName = "broker";
 
 constexpr char kUsage[] =
-    "usage: tally-keygen --dir DIR [--hospital NAME] [--patients NAME,NAME,...] [--force]\n"
+    "usage: tally-keygen --dir DIR [--broker] [--hospital NAME] [--patients NAME,NAME,...]\n"
+    "                    [--force]\n"
     "\n"
-    "Creates CURVE and sealing keypairs: DIR/public/NAME.key (0644) and\n"
-    "DIR/private/NAME.key_secret (0600, folder 0700).\n"
+    "Creates keys: DIR/public/NAME.key (0644, the certificate to hand to the others) and\n"
+    "DIR/private/NAME.key_secret (0600, folder 0700, never leaves this host).\n"
     "\n"
     "  --dir DIR          the key folder (created if missing)\n"
-    "  --hospital NAME    create keys for the hospital NAME\n"
-    "  --patients LIST    create keys for each patient in the comma-separated LIST\n"
+    "  --broker           the broker's keys: a CURVE keypair, and no sealing key\n"
+    "  --hospital NAME    keys for the hospital NAME: a CURVE and a sealing keypair\n"
+    "  --patients LIST    keys for each patient in the comma-separated LIST\n"
     "  --force            replace existing keys of the named parties\n"
     "  --help             show this help\n"
     "\n"
-    "Without --hospital and --patients: hospital \"hospital\", patients alice,bob,charlie.\n"
-    "The broker's keys (name \"broker\") are created when DIR has none yet; --force does not\n"
-    "replace them (delete DIR/private/broker.key_secret to rotate them).\n"
-    "Names: [a-z0-9_-]{1,32}; \"broker\" is reserved.\n";
+    "On separate hosts, each party makes its own keys on its own host (e.g. tally-keygen\n"
+    "--dir keys --patients alice) and hands out only public/NAME.key.\n"
+    "Without --broker, --hospital and --patients: a demo set on one host, the broker (when\n"
+    "DIR has none yet; never replaced), hospital \"hospital\" and patients alice,bob,charlie.\n"
+    "Names: [a-z0-9_-]{1,32}; \"broker\" is reserved for the broker.\n";
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "tally-keygen: %s\n(see tally-keygen --help)\n", message.c_str());
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
   std::string dir;
   bool have_dir = false;
   bool force = false;
+  bool broker = false;  // --broker: make (or with --force replace) the broker's keys
   std::vector<Party> parties;
   bool named = false;
 
@@ -77,6 +81,10 @@ int main(int argc, char** argv) {
       return 0;
     } else if (arg == "--force" && !has_value) {
       force = true;
+    } else if (arg == "--broker" && !has_value) {
+      if (broker) return UsageError("--broker given twice");
+      broker = true;
+      named = true;
     } else if (arg == "--dir") {
       if (!take_value() || value.empty()) return UsageError("--dir needs a folder");
       if (have_dir) return UsageError("--dir given twice");
@@ -123,6 +131,7 @@ int main(int argc, char** argv) {
   };
   auto public_path = [&](const std::string& name) { return root / "public" / (name + ".key"); };
 
+  if (broker) parties.insert(parties.begin(), {std::string(kBrokerName), tally::Role::kBroker});
   // Refuse before writing anything, so a refused run leaves the folder as it was.
   if (!force) {
     for (const Party& party : parties) {
@@ -133,14 +142,12 @@ int main(int argc, char** argv) {
       }
     }
   }
-  if (!Exists(secret_path(std::string(kBrokerName)))) {
+  // The demo set makes the broker's keys when there are none, and never replaces them.
+  if (!named && !Exists(secret_path(std::string(kBrokerName))))
     parties.insert(parties.begin(), {std::string(kBrokerName), tally::Role::kBroker});
-  }
 
   for (const Party& party : parties) {
-    // The broker is only ever created fresh here, never replaced.
-    const bool replace = force && party.role != tally::Role::kBroker;
-    tally::Status status = tally::GenerateParty(root, party.name, party.role, replace);
+    tally::Status status = tally::GenerateParty(root, party.name, party.role, force);
     if (!status.ok()) {
       std::fprintf(stderr, "tally-keygen: %s\n", status.message().c_str());
       return 1;
