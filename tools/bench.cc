@@ -664,9 +664,11 @@ int main(int argc, char** argv) {
     if (!fs::exists(work / "keys" / "private" / (PatientName(k) + ".key_secret")))
       missing.push_back(PatientName(k));
   const bool need_hospital = !fs::exists(work / "keys" / "private" / "hospital.key_secret");
-  if (!missing.empty() || need_hospital) {
+  const bool need_broker = !fs::exists(work / "keys" / "private" / "broker.key_secret");
+  if (!missing.empty() || need_hospital || need_broker) {
     std::vector<std::string> args = {(bin / "tools/tally-keygen").string(), "--dir",
                                      (work / "keys").string()};
+    if (need_broker) args.push_back("--broker");
     if (need_hospital) args.insert(args.end(), {"--hospital", "hospital"});
     if (!missing.empty()) args.insert(args.end(), {"--patients", Joined(missing)});
     auto keygen = tally::Child::Spawn(args, work / "keygen.log");

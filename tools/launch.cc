@@ -190,8 +190,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> missing;
   for (const auto& n : names)
     if (!fs::exists(keys / "private" / (n + ".key_secret"))) missing.push_back(n);
-  if (!missing.empty() || !fs::exists(keys / "private" / "hospital.key_secret")) {
+  if (!missing.empty() || !fs::exists(keys / "private" / "hospital.key_secret") ||
+      !fs::exists(keys / "private" / "broker.key_secret")) {
     std::vector<std::string> args = {(bin / "tools/tally-keygen").string(), "--dir", keys.string()};
+    if (!fs::exists(keys / "private" / "broker.key_secret")) args.push_back("--broker");
     if (!fs::exists(keys / "private" / "hospital.key_secret")) {
       args.push_back("--hospital");
       args.push_back("hospital");
