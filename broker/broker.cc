@@ -19,6 +19,7 @@
 #include "keys/keys.h"
 #include "schema/capture.h"
 #include "schema/schema.h"
+#include "schema/system.h"
 #include "schema/text.h"
 
 namespace tally {
@@ -31,6 +32,8 @@ constexpr const char* kZapDomain = "tally";
 constexpr int kMaxBatch = 256;           // messages drained per socket per loop turn
 constexpr auto kStopCheck = std::chrono::milliseconds(100);  // longest poll wait
 constexpr auto kRepublishGap = std::chrono::milliseconds(10);  // between republications
+constexpr int kHandshakeMs = 20000;  // longest CURVE handshake
+constexpr int kHeartbeatMs = 5000;   // ZMTP heartbeats; a silent peer is dropped after 3
 
 // "a, b and c" with at most `max` names, then "and N more".
 std::string JoinList(const std::vector<std::string>& items, size_t max = 3) {
@@ -51,6 +54,7 @@ struct Round {
   uint64_t range = 0;
   uint32_t length = 1;
   std::vector<std::string> participants;
+  uint32_t deadline_ms = 0;  // each phase's, granted from the request and the broker's limit
   Phase phase = Phase::kOpen;
   Clock::time_point opened;
   Clock::time_point phase_deadline;
@@ -76,10 +80,20 @@ struct PendingRequest {
   Request request;
 };
 
-void SetCommonOptions(zmq::socket_t& s, int64_t max_message) {
+void SetCommonOptions(zmq::socket_t& s, int64_t max_message, const std::string& endpoint) {
   s.set(zmq::sockopt::linger, 200);
   s.set(zmq::sockopt::maxmsgsize, max_message);
-  s.set(zmq::sockopt::handshake_ivl, 5000);
+  // A cohort connecting at once (hundreds of processes starting on a busy host) can take
+  // seconds per handshake; a slow handshake is not a refused one.
+  s.set(zmq::sockopt::handshake_ivl, kHandshakeMs);
+  // Connections that arrive together wait in the kernel's queue (capped by somaxconn) instead
+  // of being dropped and retried a second later.
+  s.set(zmq::sockopt::backlog, 4096);
+  // A peer that vanished without closing its connection (host down, network cut) is noticed
+  // and dropped, so its party can connect again.
+  s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
+  s.set(zmq::sockopt::heartbeat_timeout, 3 * kHeartbeatMs);
+  if (endpoint.find('[') != std::string::npos) s.set(zmq::sockopt::ipv6, true);
   s.set(zmq::sockopt::zap_domain, kZapDomain);
 }
 
@@ -101,6 +115,10 @@ class Broker::Impl {
       return Status::Error("private/broker.key_secret: role is not broker");
     if (roster_.Names(Role::kHospital).empty())
       return Status::Error("the roster has no hospital");
+    // Two connections per party (router and phase channel), captures, and libzmq's own.
+    TALLY_RETURN_IF_ERROR(EnsureOpenFileLimit(
+        2 * roster_.all().size() + 256,
+        "the broker, with a roster of " + std::to_string(roster_.all().size()) + " parties,"));
 
     std::error_code ec;
     std::filesystem::create_directories(options_.captures_dir, ec);
@@ -112,8 +130,9 @@ class Broker::Impl {
       // Fail closed: the ZAP handler exists before any CURVE socket binds.
       zap_.bind(kZapEndpoint);
       const int64_t max_message = static_cast<int64_t>(MaxMessageSize(options_.max_length));
-      for (zmq::socket_t* s : {&router_, &phases_}) {
-        SetCommonOptions(*s, max_message);
+      for (auto [s, endpoint] : {std::pair{&router_, options_.router_endpoint},
+                                 std::pair{&phases_, options_.phases_endpoint}}) {
+        SetCommonOptions(*s, max_message, endpoint);
         s->set(zmq::sockopt::curve_server, true);
         s->set(zmq::sockopt::curve_secretkey,
                zmq::const_buffer(secret->curve_secret.data(), secret->curve_secret.size()));
@@ -172,26 +191,28 @@ class Broker::Impl {
       CheckDeadline();
     }
     if (round_) Abort("broker shutting down");
-    Log("event=stop routed=" + std::to_string(counters_.routed.load()) +
-        " rejected=" + std::to_string(counters_.rejected.load()));
     return Status::Ok();
   }
 
   void Stop() { stop_.store(true); }
 
   BrokerCounters counters() const {
-    return {counters_.routed.load(), counters_.rejected.load(), counters_.rounds_done.load(),
-            counters_.rounds_aborted.load(), counters_.auth_denied.load(),
-            counters_.subscriptions.load(), counters_.handshake_failed.load()};
+    return {counters_.routed.load(),          counters_.rejected.load(),
+            counters_.rounds_done.load(),     counters_.rounds_aborted.load(),
+            counters_.auth_denied.load(),     counters_.subscriptions.load(),
+            counters_.handshake_failed.load(), counters_.second_connections.load()};
   }
 
   const std::string& router_bound() const { return router_bound_; }
   const std::string& phases_bound() const { return phases_bound_; }
 
  private:
+  // Envelopes are bounded by this broker's largest round; a request's length only by the
+  // protocol's, so that a request over the broker's limit is refused with a notice naming the
+  // limit rather than dropped as malformed.
   static Limits MakeLimits(const BrokerOptions& o) {
     Limits l;
-    l.max_length = o.max_length;
+    l.max_length = kMaxVectorLength;
     l.max_sealed_bytes = MaxSealedSize(o.max_length);
     l.max_message_bytes = MaxMessageSize(o.max_length);
     return l;
@@ -316,10 +337,50 @@ class Broker::Impl {
       auto decoded = Decode(span, limits_);
       if (!decoded.ok()) {
         Reject(sender, "malformed: " + decoded.message(), body.size());
+        // Every refused request is answered, even one that does not decode.
+        if (auto ticket = RequestTicket(span, limits_))
+          SendNotice(sender, *ticket, "round request refused: malformed: " + decoded.message());
         continue;
       }
+      if (!FromLiveConnection(sender, decoded.value(), body.size())) continue;
       Handle(sender, std::move(decoded.value()), body);
       if (current_accepted_) routes_[sender] = current_id_;
+    }
+  }
+
+  // One connection per party. A message from a party over a connection other than the one the
+  // broker delivers to is served only once that one is gone (the party reconnected): while it
+  // is live, two processes hold the party's keys, and serving both would let either's input
+  // stand for the party from round to round. The newcomer is refused with a notice (ticket 0,
+  // or its request's), logged and counted; the live connection is not disturbed.
+  bool FromLiveConnection(const std::string& sender, const Message& message, size_t size) {
+    auto route = routes_.find(sender);
+    if (route == routes_.end() || route->second == current_id_) return true;
+    if (!Reachable(route->second)) {
+      Log("event=reconnected party=" + sender);
+      return true;
+    }
+    ++counters_.second_connections;
+    const std::string why = sender + " is already connected: a second connection with its keys "
+                                     "is refused while the first is live";
+    Reject(sender, why, size);
+    const Request* request = std::get_if<Request>(&message);
+    SendNotice(sender, request ? request->ticket : 0,
+               (request ? "round request refused: " : "connection refused: ") + why);
+    return false;
+  }
+
+  // Whether the router still has a connection with routing id `id`. ROUTER_MANDATORY fails the
+  // routing frame for an id it no longer knows; a known one gets an empty frame, which nodes
+  // ignore (schema/PROTOCOL.md, "One connection per party").
+  bool Reachable(const std::string& id) {
+    try {
+      if (!router_.send(zmq::buffer(id), zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+        return true;  // its queue is full: it is there
+      (void)router_.send(zmq::const_buffer("", 0), zmq::send_flags::dontwait);
+      return true;
+    } catch (const zmq::error_t& e) {
+      return e.num() != EHOSTUNREACH;
     }
   }
 
@@ -387,6 +448,7 @@ class Broker::Impl {
       SendNotice(sender, request.ticket, "round request refused: " + why);
     };
     if (cert->role != Role::kHospital) return refuse("only a hospital may request rounds");
+    if (request.ticket == 0) return refuse("ticket 0 is reserved (it marks connection notices)");
     if (request.length > options_.max_length)
       return refuse("length " + std::to_string(request.length) + " exceeds the broker's limit " +
                     std::to_string(options_.max_length));
@@ -421,6 +483,9 @@ class Broker::Impl {
     r.range = request.range;
     r.length = request.length;
     r.participants = std::move(request.participants);
+    r.deadline_ms = request.deadline_ms == 0
+                        ? options_.deadline_ms
+                        : std::min(request.deadline_ms, options_.deadline_ms);
     r.opened = Clock::now();
     CaptureHeader header;
     header.round = r.id;
@@ -435,7 +500,8 @@ class Broker::Impl {
                                 .count();
     Log("event=round-open round=" + RoundHex(r.id) + " hospital=" + hospital +
         " ticket=" + std::to_string(r.ticket) + " patients=" + std::to_string(r.participants.size()) +
-        " length=" + std::to_string(r.length) + " range=" + std::to_string(r.range));
+        " length=" + std::to_string(r.length) + " range=" + std::to_string(r.range) +
+        " deadline_ms=" + std::to_string(r.deadline_ms));
     // Publish first, then create the capture: creating a file costs a journal transaction (about
     // 0.2 ms on ext4), which this way overlaps the patients' answers instead of delaying the
     // open phase. Nothing else reaches the capture in between, so it reads the same.
@@ -463,10 +529,13 @@ class Broker::Impl {
 
   void OnRefuse(const std::string& sender, const Refuse& refuse, size_t size) {
     if (!InRound(sender, refuse.round, "refusal", size)) return;
-    if (!round_->IsParticipant(sender)) return Reject(sender, "refusal from the hospital", size);
-    // A refusal answers the open phase; once a patient has joined, its masked input is owed,
-    // and a late refusal must not turn a round the hospital may already hold into an abort.
-    if (round_->phase != Phase::kOpen || round_->joined.count(sender))
+    // The hospital may give up its own round at any phase before it acknowledges (its roster
+    // lacks a participant, a masked input does not open): the round cannot complete.
+    // A patient's refusal answers the open phase; once it has joined, its masked input is
+    // owed, and a late refusal must not turn a round the hospital may already hold into an
+    // abort.
+    if (round_->IsParticipant(sender) &&
+        (round_->phase != Phase::kOpen || round_->joined.count(sender)))
       return Reject(sender, "refusal after the join phase", size);
     Abort(sender + " refused the round: " + refuse.reason);
   }
@@ -488,26 +557,31 @@ class Broker::Impl {
       try {
         // The routing frame first: with ROUTER_MANDATORY that is the send that fails for a
         // recipient that is gone. Then the capture gets the frame exactly as routed (before
-        // zmq takes the buffer), then the frame goes out. The capture holds only what was routed.
-        router_.send(zmq::buffer(route->second), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-        if (r.capture) {
-          auto bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(frame.data()), size);
-          if (auto s = r.capture->AppendEnvelope(r.Micros(Clock::now()), bytes); !s.ok())
-            Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
+        // zmq takes the buffer), and the counts with it, before the recipient can see the
+        // frame. The capture holds only what was routed.
+        sent = router_
+                   .send(zmq::buffer(route->second),
+                         zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+                   .has_value();
+        if (sent) {
+          if (r.capture) {
+            auto bytes = std::span<const uint8_t>(static_cast<const uint8_t*>(frame.data()), size);
+            if (auto s = r.capture->AppendEnvelope(r.Micros(Clock::now()), bytes); !s.ok())
+              Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
+          }
+          ++counters_.routed;
+          ++r.envelopes;
+          r.partials.insert(env.from);
+          // Once the routing frame is queued, the rest of the message always is.
+          (void)router_.send(frame, zmq::send_flags::dontwait);
         }
-        sent = router_.send(frame, zmq::send_flags::dontwait).has_value();
       } catch (const zmq::error_t&) {
         sent = false;
       }
     }
-    if (!sent) {
+    if (!sent)
       Abort(std::string(KindName(env.kind)) + " " + link + " undeliverable: " + env.to +
             " is not connected");
-      return;
-    }
-    ++counters_.routed;
-    ++r.envelopes;
-    r.partials.insert(env.from);
   }
 
   void OnAck(const std::string& sender, const Ack& ack, size_t size) {
@@ -540,7 +614,7 @@ class Broker::Impl {
     u.length = r.length;
     u.participants = r.participants;
     u.nonces = Nonces(r);
-    u.deadline_ms = options_.deadline_ms;
+    u.deadline_ms = r.deadline_ms;
     u.reason = reason;
     return u;
   }
@@ -561,7 +635,7 @@ class Broker::Impl {
     r.phase = phase;
     ++seq_;
     auto now = Clock::now();
-    r.phase_deadline = now + std::chrono::milliseconds(options_.deadline_ms);
+    r.phase_deadline = now + std::chrono::milliseconds(r.deadline_ms);
     const PhaseUpdate update = Snapshot(r, reason);
     if (r.capture) {
       // Phase changes reach the file as they happen; envelopes in between are batched.
@@ -670,7 +744,7 @@ class Broker::Impl {
   std::atomic<bool> stop_{false};
   struct {
     std::atomic<uint64_t> routed{0}, rejected{0}, rounds_done{0}, rounds_aborted{0},
-        auth_denied{0}, subscriptions{0}, handshake_failed{0};
+        auth_denied{0}, subscriptions{0}, handshake_failed{0}, second_connections{0};
   } counters_;
 };
 

@@ -11,10 +11,10 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <memory>
 #include <string>
 
+#include "schema/log.h"
 #include "schema/protocol.h"
 #include "schema/status.h"
 
@@ -25,7 +25,8 @@ struct BrokerOptions {
   std::string router_endpoint = "tcp://127.0.0.1:7700";
   std::string phases_endpoint = "tcp://127.0.0.1:7701";
   std::filesystem::path captures_dir = "captures";
-  uint32_t deadline_ms = 10000;         // each phase's deadline
+  // Each phase's deadline, and the most a hospital may ask for (Request.deadline_ms).
+  uint32_t deadline_ms = 10000;
   uint32_t max_length = kMaxVectorLength;  // largest vector a round may ask for
   size_t max_queue = 16;                // round requests waiting behind the active one
 };
@@ -39,10 +40,10 @@ struct BrokerCounters {
   uint64_t auth_denied = 0;  // CURVE handshakes refused by the ZAP handler
   uint64_t subscriptions = 0;  // subscription messages on the phase channel
   uint64_t handshake_failed = 0;  // handshakes that failed before the allowlist was asked
+  // Messages refused because they came over a second connection of a party whose first
+  // connection is still live (one connection per party).
+  uint64_t second_connections = 0;
 };
-
-// One line per event, without a trailing newline. Never receives a secret or a plaintext.
-using LogSink = std::function<void(const std::string& line)>;
 
 class Broker {
  public:

@@ -16,22 +16,28 @@ using tally::ParseU32;
 namespace {
 
 tally::Broker* g_broker = nullptr;
-void OnSignal(int) {
+volatile std::sig_atomic_t g_signal = 0;
+void OnSignal(int sig) {
+  g_signal = sig;
   if (g_broker) g_broker->Stop();  // only stores an atomic flag: async-signal-safe
 }
 
 constexpr const char* kUsage =
-    "usage: tally-broker --keys DIR [--router ENDPOINT] [--phases ENDPOINT]\n"
+    "usage: tally-broker --keys DIR [--bind ADDRESS | --router ENDPOINT --phases ENDPOINT]\n"
     "                    [--captures DIR] [--deadline-ms MS] [--max-length L]\n"
     "\n"
     "Routes sealed envelopes between the parties in DIR/public and runs their rounds.\n"
     "  --keys DIR         key folder: private/broker.key_secret and the roster public/*.key\n"
+    "  --bind ADDRESS     HOST or HOST:PORT to listen on: the router on PORT (default 7700),\n"
+    "                     the phase channel on PORT+1; 0.0.0.0 for every interface\n"
     "  --router ENDPOINT  where nodes send (default tcp://127.0.0.1:7700; port * = any free)\n"
     "  --phases ENDPOINT  where phase changes are published (default tcp://127.0.0.1:7701)\n"
     "  --captures DIR     one capture file per round (default captures)\n"
-    "  --deadline-ms MS   each phase's deadline before the round aborts (default 10000)\n"
+    "  --deadline-ms MS   each phase's deadline before the round aborts, and the most a\n"
+    "                     hospital may ask for (default 10000)\n"
     "  --max-length L     largest vector length a round may ask for (default 1048576)\n"
-    "When ready it prints 'router ENDPOINT' and 'phases ENDPOINT' on stdout; logs go to stderr.\n"
+    "When ready it prints 'router ENDPOINT' and 'phases ENDPOINT' on stdout; logs go to stderr,\n"
+    "one timestamped line per event, the last one saying why it stopped.\n"
     "SIGINT/SIGTERM abort the active round and exit 0.\n";
 
 int Usage(const std::string& error) {
@@ -48,6 +54,7 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   tally::BrokerOptions options;
+  bool bound = false, endpoint_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
@@ -58,10 +65,18 @@ int main(int argc, char** argv) {
     std::string value = argv[++i];
     if (flag == "--keys") {
       options.keys_dir = value;
+    } else if (flag == "--bind") {
+      auto endpoints = tally::EndpointsOf(value);
+      if (!endpoints.ok()) return Usage(endpoints.message());
+      options.router_endpoint = endpoints->router;
+      options.phases_endpoint = endpoints->phases;
+      bound = true;
     } else if (flag == "--router") {
       options.router_endpoint = value;
+      endpoint_given = true;
     } else if (flag == "--phases") {
       options.phases_endpoint = value;
+      endpoint_given = true;
     } else if (flag == "--captures") {
       options.captures_dir = value;
     } else if (flag == "--deadline-ms") {
@@ -75,14 +90,17 @@ int main(int argc, char** argv) {
     }
   }
   if (options.keys_dir.empty()) return Usage("--keys is required");
+  if (bound && endpoint_given) return Usage("give --bind, or --router and --phases, not both");
 
-  auto broker = tally::Broker::Create(options, [](const std::string& line) {
-    std::fprintf(stderr, "%s\n", line.c_str());
-  });
-  if (!broker.ok()) {
-    std::cerr << "tally-broker: " << broker.message() << "\n";
-    return 2;
-  }
+  const tally::LogSink log = tally::StderrLog();
+  // The last line says why the broker ends and with which status.
+  auto exit_with = [&log](int status, const std::string& reason, const std::string& more = "") {
+    log("broker event=exit status=" + std::to_string(status) + " reason=" + tally::Quote(reason) +
+        more);
+    return status;
+  };
+  auto broker = tally::Broker::Create(options, log);
+  if (!broker.ok()) return exit_with(2, broker.message());
   g_broker = broker->get();
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -90,9 +108,12 @@ int main(int argc, char** argv) {
             << "phases " << (*broker)->phases_endpoint() << std::endl;
   auto status = (*broker)->Run();
   g_broker = nullptr;
-  if (!status.ok()) {
-    std::cerr << "tally-broker: " << status.message() << "\n";
-    return 1;
-  }
-  return 0;
+  const tally::BrokerCounters c = (*broker)->counters();
+  const std::string totals = " routed=" + std::to_string(c.routed) + " rejected=" +
+                             std::to_string(c.rejected) + " rounds_done=" +
+                             std::to_string(c.rounds_done) + " rounds_aborted=" +
+                             std::to_string(c.rounds_aborted);
+  if (!status.ok()) return exit_with(1, status.message(), totals);
+  const int sig = g_signal;
+  return exit_with(0, sig == 0 ? "stopped" : std::string("stopped by SIG") + sigabbrev_np(sig), totals);
 }

@@ -518,11 +518,41 @@ SecretKey::~SecretKey() {
   if (bytes_ != nullptr) sodium_free(bytes_);
 }
 
+SecretBytes::SecretBytes(size_t size) : size_(size) {
+  if (!SodiumReady()) {
+    std::fputs("tally: libsodium failed to initialise\n", stderr);
+    std::abort();
+  }
+  bytes_ = static_cast<uint8_t*>(sodium_malloc(size == 0 ? 1 : size));
+  if (bytes_ == nullptr) {
+    std::fputs("tally: out of guarded memory for secret keys\n", stderr);
+    std::abort();
+  }
+  sodium_memzero(bytes_, size);
+}
+
+SecretBytes::SecretBytes(SecretBytes&& other) noexcept
+    : bytes_(std::exchange(other.bytes_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
+  if (this != &other) {
+    if (bytes_ != nullptr) sodium_free(bytes_);
+    bytes_ = std::exchange(other.bytes_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+SecretBytes::~SecretBytes() {
+  if (bytes_ != nullptr) sodium_free(bytes_);  // sodium_free wipes before freeing
+}
+
 // ---------------------------------------------------------------------------------------------
 
 Roster::Roster(std::vector<Certificate> certs) : certs_(std::move(certs)) {
   std::sort(certs_.begin(), certs_.end(),
             [](const Certificate& a, const Certificate& b) { return a.name < b.name; });
+  for (size_t i = 0; i < certs_.size(); ++i) by_curve_key_.emplace(certs_[i].curve_public, i);
 }
 
 const Certificate* Roster::Find(std::string_view name) const {
@@ -532,10 +562,8 @@ const Certificate* Roster::Find(std::string_view name) const {
 }
 
 const Certificate* Roster::FindByCurveKey(const PublicKey& key) const {
-  for (const Certificate& c : certs_) {
-    if (c.curve_public == key) return &c;
-  }
-  return nullptr;
+  auto it = by_curve_key_.find(key);
+  return it == by_curve_key_.end() ? nullptr : &certs_[it->second];
 }
 
 std::vector<std::string> Roster::Names(Role role) const {

@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +50,27 @@ class SecretKey {
   uint8_t* bytes_ = nullptr;
 };
 
+// `size` secret bytes in one guarded allocation, for many keys at once: a SecretKey each costs a
+// guarded allocation (four pages, mprotect and mlock) per key, which for a party deriving keys
+// with a thousand peers is thousands of system calls. Move-only; zeroed and freed on destruction.
+class SecretBytes {
+ public:
+  explicit SecretBytes(size_t size);  // allocates; all zero
+  SecretBytes(SecretBytes&& other) noexcept;
+  SecretBytes& operator=(SecretBytes&& other) noexcept;
+  SecretBytes(const SecretBytes&) = delete;
+  SecretBytes& operator=(const SecretBytes&) = delete;
+  ~SecretBytes();
+
+  uint8_t* data() { return bytes_; }
+  const uint8_t* data() const { return bytes_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* bytes_ = nullptr;
+  size_t size_ = 0;
+};
+
 struct Certificate {
   std::string name;
   Role role = Role::kPatient;
@@ -69,13 +91,14 @@ class Roster {
 
   const std::vector<Certificate>& all() const { return certs_; }
   const Certificate* Find(std::string_view name) const;
-  const Certificate* FindByCurveKey(const PublicKey& key) const;
+  const Certificate* FindByCurveKey(const PublicKey& key) const;  // O(log n): asked per handshake
   std::vector<std::string> Names(Role role) const;  // sorted
   // BLAKE2b-256 over every certificate's name, role and both public keys, in name order; hex.
   std::string Fingerprint() const;
 
  private:
   std::vector<Certificate> certs_;
+  std::map<PublicKey, size_t> by_curve_key_;  // index into certs_
 };
 
 // Loads DIR/public/*.key. Fails on an unreadable or malformed certificate (naming the file),

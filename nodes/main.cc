@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -21,19 +22,24 @@ using tally::ParseU32;
 namespace {
 
 tally::Node* g_node = nullptr;
-void OnSignal(int) {
-  if (g_node) g_node->Stop();
+volatile std::sig_atomic_t g_signal = 0;
+void OnSignal(int sig) {
+  g_signal = sig;
+  if (g_node) g_node->Stop();  // only stores an atomic flag: async-signal-safe
 }
 
 constexpr const char* kUsage =
-    "usage: tally-node --keys DIR --name NAME [--router ENDPOINT] [--phases ENDPOINT] ...\n"
+    "usage: tally-node --keys DIR --name NAME [--broker ADDRESS] ...\n"
     "\n"
     "The role (patient or hospital) comes from NAME's certificate in DIR.\n"
     "  --keys DIR            key folder (public/*.key roster, private/NAME.key_secret)\n"
     "  --name NAME           this party\n"
-    "  --router ENDPOINT     broker router (default tcp://127.0.0.1:7700)\n"
-    "  --phases ENDPOINT     broker phase channel (default tcp://127.0.0.1:7701)\n"
-    "  --idle-timeout-ms MS  give up a round when nothing happens for MS (default 60000)\n"
+    "  --broker ADDRESS      the broker's HOST or HOST:PORT: its router on PORT (default\n"
+    "                        7700), its phase channel on PORT+1\n"
+    "  --router ENDPOINT     broker router, instead (default tcp://127.0.0.1:7700)\n"
+    "  --phases ENDPOINT     broker phase channel, instead (default tcp://127.0.0.1:7701)\n"
+    "  --idle-timeout-ms MS  give up when the broker stays unreachable, or a round makes no\n"
+    "                        progress, for MS (default 60000)\n"
     "Patient:\n"
     "  --value V             private input, an integer >= 0\n"
     "  --input FILE          private input vector: one integer per line\n"
@@ -42,12 +48,16 @@ constexpr const char* kUsage =
     "Hospital:\n"
     "  --range R             inputs lie in [0, R] (required)\n"
     "  --length L            vector length (default 1: scalars)\n"
-    "  --participants a,b,c  patients in the round (default: every patient in the roster)\n"
+    "  --participants a,b,c  patients in the round (default: every patient in this\n"
+    "                        hospital's roster)\n"
     "  --rounds K            rounds to run, one after another (default 1)\n"
+    "  --deadline-ms MS      each phase's deadline to ask for (default: the broker's; it\n"
+    "                        grants at most its own)\n"
     "  --results FILE        append each result here, fsync'd before the round is\n"
     "                        acknowledged (default results.jsonl)\n"
     "  --json                print one JSON object per round instead of text\n"
-    "Exit: 0 success, 1 a round failed or aborted, 2 bad usage or configuration.\n";
+    "Logs go to stderr, one timestamped line per event, the last one saying why the node\n"
+    "stops. Exit: 0 success, 1 a round failed or aborted, 2 bad usage or configuration.\n";
 
 int Usage(const std::string& error) {
   std::cerr << "tally-node: " << error << "\n" << kUsage;
@@ -85,6 +95,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   tally::NodeOptions o;
   bool json = false, have_value = false, have_input = false, have_range = false;
+  bool broker_given = false, endpoint_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
@@ -100,10 +111,20 @@ int main(int argc, char** argv) {
     } else if (flag == "--name") {
       if (!tally::ValidName(v)) return Usage("bad --name " + v + " (want [a-z0-9_-]{1,32})");
       o.name = v;
+    } else if (flag == "--broker") {
+      auto endpoints = tally::EndpointsOf(v);
+      if (!endpoints.ok()) return Usage(endpoints.message());
+      o.router_endpoint = endpoints->router;
+      o.phases_endpoint = endpoints->phases;
+      broker_given = true;
     } else if (flag == "--router") {
       o.router_endpoint = v;
+      endpoint_given = true;
     } else if (flag == "--phases") {
       o.phases_endpoint = v;
+      endpoint_given = true;
+    } else if (flag == "--deadline-ms") {
+      if (!ParseU32(v, 1, o.deadline_ms)) return Usage("bad --deadline-ms " + v);
     } else if (flag == "--idle-timeout-ms") {
       if (!ParseU32(v, 1, o.idle_timeout_ms)) return Usage("bad --idle-timeout-ms " + v);
     } else if (flag == "--min-patients") {
@@ -143,31 +164,49 @@ int main(int argc, char** argv) {
   }
   if (o.keys_dir.empty() || o.name.empty()) return Usage("--keys and --name are required");
   if (have_value && have_input) return Usage("give --value or --input, not both");
+  if (broker_given && endpoint_given)
+    return Usage("give --broker, or --router and --phases, not both");
 
-  auto node = tally::Node::Create(
-      o, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); },
-      [json](const tally::RoundResult& r) {
-        if (json) {
-          std::cout << tally::ResultJson(r) << std::endl;
-          return;
-        }
-        std::cout << "round " << tally::RoundHex(r.round) << ": aggregate ";
-        for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
-          std::cout << (i ? " " : "") << r.aggregate[i];
-        if (r.aggregate.size() > 10) std::cout << " ... (" << r.aggregate.size() << " elements)";
-        std::cout << " over " << r.participants.size() << " patients";
-        if (!r.in_range) std::cout << " (outside [0, " << r.range << "]: an input was out of range)";
-        std::cout << std::endl;
-      });
+  const tally::LogSink log = tally::StderrLog();
+  // The last line says why the node ends and with which status.
+  auto exit_with = [&](int status, const std::string& reason) {
+    log("node " + o.name + " event=exit status=" + std::to_string(status) +
+        " reason=" + tally::Quote(reason));
+    return status;
+  };
+  bool is_patient = false;  // known once the certificate is read; set before Run
+  auto node = tally::Node::Create(o, log, [json](const tally::RoundResult& r) {
+    if (json) {
+      std::cout << tally::ResultJson(r) << std::endl;
+      return;
+    }
+    std::cout << "round " << tally::RoundHex(r.round) << ": aggregate ";
+    for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
+      std::cout << (i ? " " : "") << r.aggregate[i];
+    if (r.aggregate.size() > 10) std::cout << " ... (" << r.aggregate.size() << " elements)";
+    std::cout << " over " << r.participants.size() << " patients";
+    if (!r.in_range)
+      std::cout << " (above R = " << r.range
+                << ": each input lies in [0, R], their sum need not)";
+    std::cout << std::endl;
+  }, [&is_patient] {
+    // A patient's stdout carries one line: that it reached the broker (launchers wait on it).
+    // The hospital's stdout is its results only.
+    if (is_patient) std::cout << "ready" << std::endl;
+  });
   if (!node.ok()) {
-    std::cerr << "tally-node: " << node.message() << "\n";
-    return 2;
+    // Options the library refused are the command line's fault: usage errors.
+    return exit_with(2, node.message());
   }
   if ((*node)->is_hospital() && !have_range) return Usage("the hospital needs --range");
+  is_patient = !(*node)->is_hospital();
   g_node = node->get();
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
-  int code = (*node)->Run();
+  const tally::Status status = (*node)->Run();
   g_node = nullptr;
-  return code;
+  if (!status.ok()) return exit_with(1, status.message());
+  const int sig = g_signal;
+  return exit_with(0, sig != 0 ? std::string("stopped by SIG") + sigabbrev_np(sig)
+                               : (*node)->is_hospital() ? "every round done" : "round done");
 }

@@ -1,14 +1,16 @@
 // tally-node's library: a patient or the hospital taking part in rounds.
 //
-// A node holds one DEALER to the broker's router and one SUB to its phase channel, both CURVE
-// clients, and runs one poll loop (Node::Run). Its role comes from its certificate.
-//   patient:  on each round it is part of, checks its input fits and joins with a fresh nonce;
-//             once the sum phase names every participant's nonce, adds one pairwise mask per
-//             other participant to its input (Sealer::AddMasks) and seals the result to the
-//             hospital under the round's view.
+// A node holds a link to the broker (nodes/link.h: a DEALER to its router and a SUB to its
+// phase channel, both CURVE clients) and runs one poll loop (Node::Run). Its role comes from
+// its certificate.
+//   patient:  on each round it is part of, checks the round against its own roster and its
+//             input, and joins with a fresh nonce; once the sum phase names every
+//             participant's nonce, adds one pairwise mask per other participant to its input
+//             (Sealer::AddMasks) and seals the result to the hospital under the round's view.
 //   hospital: requests rounds, opens the masked inputs sealed to it, adds them (the masks
-//             cancel), writes the result to its results file (fsync'd), reports it, then
-//             acknowledges the round to the broker without the value.
+//             cancel), writes the result to its results file (fsync'd), then acknowledges the
+//             round to the broker without the value; the round is its once the broker
+//             publishes done, and only then is the result reported.
 // Threading: Create and Run on one thread; Stop() from any thread or a signal handler.
 #pragma once
 
@@ -20,7 +22,9 @@
 #include <string>
 #include <vector>
 
+#include "schema/log.h"
 #include "schema/protocol.h"
+#include "schema/results.h"
 #include "schema/status.h"
 
 namespace tally {
@@ -30,7 +34,7 @@ struct NodeOptions {
   std::string name;
   std::string router_endpoint = "tcp://127.0.0.1:7700";
   std::string phases_endpoint = "tcp://127.0.0.1:7701";
-  bool once = false;  // patient: exit after one round (0 done, 1 aborted)
+  bool once = false;  // patient: stop after one round (ok when done, an error when aborted)
   // Patient: the private input (one element for a scalar).
   std::vector<uint64_t> input;
   // Patient: refuse rounds with fewer patients. The hospital learns the sum, so with k
@@ -39,42 +43,36 @@ struct NodeOptions {
   // Hospital: what to ask for.
   uint64_t range = 0;
   uint32_t length = 1;
-  std::vector<std::string> participants;  // empty: every patient in the roster
+  std::vector<std::string> participants;  // empty: every patient in this node's roster
   uint32_t rounds = 1;
+  uint32_t deadline_ms = 0;  // each phase's deadline to ask for; 0: the broker's
   std::filesystem::path results_file = "results.jsonl";
-  // Give up when nothing about our round has happened for this long (broker gone, queue stuck).
+  // Give up when the broker stays unreachable this long, or nothing about our round has
+  // happened for this long (broker gone, queue stuck).
   uint32_t idle_timeout_ms = 60000;
 };
 
-struct RoundResult {
-  RoundId round{};
-  std::vector<uint64_t> aggregate;
-  std::vector<std::string> participants;
-  uint64_t range = 0;
-  bool in_range = true;  // every element of the aggregate lies in [0, range]
-  double elapsed_ms = 0;  // from sending the request to the aggregate in hand (before writing)
-};
-
-// One JSON object, no newline: {"round": "...", "aggregate": N or [..], "participants": [..],
-// "range": R, "in_range": true, "elapsed_ms": T}. A length-1 aggregate is written as a number.
-std::string ResultJson(const RoundResult& result);
-
-using LogSink = std::function<void(const std::string& line)>;
 using ResultSink = std::function<void(const RoundResult& result)>;
+// Called once, when both connections to the broker first complete their CURVE handshake.
+using ReadySink = std::function<void()>;
 
 class Node {
  public:
-  // Loads keys (the role comes from the certificate) and connects.
+  // Loads keys (the role comes from the certificate), checks the options against them (a
+  // hospital's participants must be patients in its roster; its results file must be
+  // writable) and connects.
   static Result<std::unique_ptr<Node>> Create(const NodeOptions& options, LogSink log,
-                                              ResultSink on_result);
+                                              ResultSink on_result, ReadySink on_ready = nullptr);
   ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
   bool is_hospital() const;
-  // Serves until done: 0 every round succeeded, 1 a round failed or the broker was lost.
-  // A serving patient (not once) returns only after Stop().
-  int Run();
+  // Serves until done. Ok: every round the hospital asked for is done, a --once patient's round
+  // is done, or Stop() was called. An error says why the node gives up: a round aborted (the
+  // hospital, a --once patient), the broker refused our key or this connection, the broker
+  // stayed unreachable, or nothing happened for the idle timeout.
+  Status Run();
   void Stop();
 
   class Impl;

@@ -53,23 +53,23 @@ void HashName(crypto_generichash_state& state, std::string_view name) {
   HashUpdate(state, name.data(), name.size());
 }
 
-// key = BLAKE2b-256(crypto_box_beforenm(peer_pk, my_sk) || label). beforenm is symmetric, so
-// both ends of a pair derive the same keys.
-void DeriveKey(const SecretKey& box_key, std::string_view label, SecretKey& out) {
+// key = BLAKE2b-256(crypto_box_beforenm(peer_pk, my_sk) || label), 32 bytes at `out`.
+// beforenm is symmetric, so both ends of a pair derive the same keys.
+void DeriveKey(const SecretKey& box_key, std::string_view label, uint8_t* out) {
   crypto_generichash_state state;
   crypto_generichash_init(&state, nullptr, 0, SecretKey::size());
   HashUpdate(state, box_key.data(), SecretKey::size());
   HashUpdate(state, label.data(), label.size());
-  crypto_generichash_final(&state, out.data(), SecretKey::size());
+  crypto_generichash_final(&state, out, SecretKey::size());
   sodium_memzero(&state, sizeof state);
 }
 
-// The ChaCha20 key of one pair's mask in one round: BLAKE2b-256 keyed with the pair's mask key
-// over round id || nonce of the lower-named || nonce of the higher-named.
-void RoundMaskKey(const SecretKey& mask_key, const RoundId& round, const JoinNonce& lower,
+// The ChaCha20 key of one pair's mask in one round: BLAKE2b-256 keyed with the pair's 32-byte
+// mask key over round id || nonce of the lower-named || nonce of the higher-named.
+void RoundMaskKey(const uint8_t* mask_key, const RoundId& round, const JoinNonce& lower,
                   const JoinNonce& higher, uint8_t* out) {
   crypto_generichash_state state;
-  crypto_generichash_init(&state, mask_key.data(), SecretKey::size(),
+  crypto_generichash_init(&state, mask_key, SecretKey::size(),
                           crypto_stream_chacha20_ietf_KEYBYTES);
   HashUpdate(state, round.data(), round.size());
   HashUpdate(state, lower.data(), lower.size());
@@ -80,17 +80,19 @@ void RoundMaskKey(const SecretKey& mask_key, const RoundId& round, const JoinNon
 
 }  // namespace
 
-ViewDigest RoundView(const PhaseUpdate& u) {
+ViewDigest RoundView(const PhaseUpdate& u, std::span<const PublicKey> seal_keys) {
   crypto_generichash_state state;
   crypto_generichash_init(&state, nullptr, 0, std::tuple_size_v<ViewDigest>);
   HashUpdate(state, kViewLabel.data(), kViewLabel.size());
   HashUpdate(state, u.round.data(), u.round.size());
   HashName(state, u.hospital);
+  if (!seal_keys.empty()) HashUpdate(state, seal_keys[0].data(), seal_keys[0].size());
   HashU64(state, u.range);
   HashU64(state, u.length);
   HashU64(state, u.participants.size());
   for (size_t i = 0; i < u.participants.size(); ++i) {
     HashName(state, u.participants[i]);
+    if (i + 1 < seal_keys.size()) HashUpdate(state, seal_keys[i + 1].data(), seal_keys[i + 1].size());
     if (i < u.nonces.size()) HashUpdate(state, u.nonces[i].data(), kJoinNonceSize);
   }
   ViewDigest out{};
@@ -132,18 +134,42 @@ Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster)
   }
   Sealer sealer;
   sealer.name_ = my_name;
+  size_t peers = 0;
   for (const Certificate& peer : roster.all()) {
     // Nobody seals to the broker, and sealing to oneself is never needed.
-    if (peer.name == my_name || peer.role == Role::kBroker) continue;
-    SecretKey box_key;  // guarded scratch for the X25519 result; wiped when dropped
-    if (crypto_box_beforenm(box_key.data(), peer.seal_public.data(), me.seal_secret.data()) != 0)
-      return Status::Error("cannot derive keys with " + peer.name + ": invalid seal public key");
-    PeerKeys keys;
-    DeriveKey(box_key, kSealLabel, keys.seal);
-    DeriveKey(box_key, kMaskLabel, keys.mask);
-    sealer.peer_keys_.emplace(peer.name, std::move(keys));
+    if (peer.role == Role::kBroker) continue;
+    sealer.seal_public_.emplace(peer.name, peer.seal_public);
+    if (peer.name != my_name) sealer.peer_index_.emplace(peer.name, peers++);
+  }
+  sealer.peer_secrets_ = SecretBytes(peers * kPeerKeyBytes);
+  SecretKey box_key;  // guarded scratch for each X25519 result; wiped when dropped
+  for (const auto& [name, index] : sealer.peer_index_) {
+    const PublicKey& peer_public = sealer.seal_public_.at(name);
+    if (crypto_box_beforenm(box_key.data(), peer_public.data(), me.seal_secret.data()) != 0)
+      return Status::Error("cannot derive keys with " + name + ": invalid seal public key");
+    uint8_t* keys = sealer.peer_secrets_.data() + index * kPeerKeyBytes;
+    DeriveKey(box_key, kSealLabel, keys);
+    DeriveKey(box_key, kMaskLabel, keys + SecretKey::size());
   }
   return sealer;
+}
+
+const uint8_t* Sealer::PeerKeys(std::string_view peer) const {
+  auto it = peer_index_.find(peer);
+  return it == peer_index_.end() ? nullptr : peer_secrets_.data() + it->second * kPeerKeyBytes;
+}
+
+Result<ViewDigest> Sealer::View(const PhaseUpdate& u) const {
+  std::vector<PublicKey> keys;
+  keys.reserve(1 + u.participants.size());
+  for (const std::string* name = &u.hospital;;) {
+    auto key = seal_public_.find(*name);
+    if (key == seal_public_.end()) return Status::Error(*name + " is not in " + name_ + "'s roster");
+    keys.push_back(key->second);
+    if (keys.size() > u.participants.size()) break;
+    name = &u.participants[keys.size() - 1];
+  }
+  return RoundView(u, keys);
 }
 
 Result<std::vector<uint8_t>> Sealer::Seal(const Binding& binding,
@@ -152,8 +178,8 @@ Result<std::vector<uint8_t>> Sealer::Seal(const Binding& binding,
     return Status::Error("cannot seal as " + std::string(binding.sender) + ": this is " + name_);
   }
   if (binding.recipient == name_) return Status::Error(name_ + " cannot seal to itself");
-  auto key = peer_keys_.find(binding.recipient);
-  if (key == peer_keys_.end()) {
+  const uint8_t* key = PeerKeys(binding.recipient);
+  if (key == nullptr) {
     return Status::Error("no sealing key for recipient " + std::string(binding.recipient));
   }
   const std::vector<uint8_t> ad = BindingBytes(binding);
@@ -163,7 +189,7 @@ Result<std::vector<uint8_t>> Sealer::Seal(const Binding& binding,
   crypto_aead_xchacha20poly1305_ietf_encrypt(sealed.data() + kSealNonceSize, &sealed_length,
                                              plaintext.data(), plaintext.size(), ad.data(),
                                              ad.size(), nullptr, sealed.data(),
-                                             key->second.seal.data());
+                                             key);
   sealed.resize(kSealNonceSize + sealed_length);
   return sealed;
 }
@@ -176,8 +202,8 @@ Result<std::vector<uint8_t>> Sealer::Open(const Binding& binding,
     return Status::Error("cannot open " + what + ": addressed to " +
                          std::string(binding.recipient) + ", this is " + name_);
   }
-  auto key = peer_keys_.find(binding.sender);
-  if (key == peer_keys_.end()) {
+  const uint8_t* key = PeerKeys(binding.sender);
+  if (key == nullptr) {
     return Status::Error("cannot open " + what + ": no sealing key for that sender");
   }
   if (sealed.size() < kSealOverhead) {
@@ -191,7 +217,7 @@ Result<std::vector<uint8_t>> Sealer::Open(const Binding& binding,
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(
           plaintext.data(), &plaintext_length, nullptr, sealed.data() + kSealNonceSize,
           sealed.size() - kSealNonceSize, ad.data(), ad.size(), sealed.data(),
-          key->second.seal.data()) != 0) {
+          key) != 0) {
     return Status::Error("cannot open " + what + ": authentication failed");
   }
   plaintext.resize(plaintext_length);
@@ -211,7 +237,7 @@ Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const 
   if (mine == names.end()) return Status::Error(name_ + " is not a participant of the round");
   const JoinNonce& my_nonce = u.nonces[static_cast<size_t>(mine - names.begin())];
   for (const auto& name : names) {
-    if (name != name_ && !peer_keys_.count(name)) return Status::Error("no mask key for " + name);
+    if (name != name_ && PeerKeys(name) == nullptr) return Status::Error("no mask key for " + name);
   }
 
   // One ChaCha20 key per peer for this round, and whether its stream is added or subtracted.
@@ -221,10 +247,10 @@ Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const 
   std::vector<bool> add;
   for (size_t i = 0; i < names.size(); ++i) {
     if (names[i] == name_) continue;
-    const auto peer = peer_keys_.find(names[i]);  // present: checked above
+    const uint8_t* mask_key = PeerKeys(names[i]) + SecretKey::size();  // present: checked above
     const bool lower = name_ < names[i];
     keys.resize(keys.size() + kKey);
-    RoundMaskKey(peer->second.mask, u.round, lower ? my_nonce : u.nonces[i],
+    RoundMaskKey(mask_key, u.round, lower ? my_nonce : u.nonces[i],
                  lower ? u.nonces[i] : my_nonce, keys.data() + keys.size() - kKey);
     add.push_back(lower);
   }

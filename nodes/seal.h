@@ -32,10 +32,15 @@ namespace tally {
 
 using ViewDigest = std::array<uint8_t, 32>;
 
-// BLAKE2b-256 of what a patient's masked input depends on: round id, hospital, range, length,
-// and each participant's name and join nonce, in order. REQUIRES: update.nonces is one per
-// participant (the sum phase).
-ViewDigest RoundView(const PhaseUpdate& update);
+// BLAKE2b-256 of what a patient's masked input depends on: round id, the hospital's name and
+// sealing public key, range, length, and each participant's name, sealing public key and join
+// nonce, in order (schema/PROTOCOL.md, "The view"). `seal_keys` holds the hospital's key then
+// each participant's, as the party computing the view knows them from its own roster, so
+// parties whose rosters disagree on a key compute different views, and a masked input made
+// with a key the hospital does not know fails to open instead of summing to a wrong
+// aggregate. REQUIRES: update.nonces is one per participant (the sum phase) and
+// seal_keys.size() == 1 + update.participants.size().
+ViewDigest RoundView(const PhaseUpdate& update, std::span<const PublicKey> seal_keys);
 
 struct Binding {
   RoundId round{};
@@ -54,6 +59,9 @@ class Sealer {
   static Result<Sealer> Create(const SecretCertificate& me, const Roster& roster);
 
   const std::string& name() const { return name_; }
+  // RoundView with the sealing keys of this party's roster. Fails naming a party of the round
+  // that the roster lacks. REQUIRES: update.nonces is one per participant.
+  Result<ViewDigest> View(const PhaseUpdate& update) const;
   // REQUIRES: binding.sender == name(); the recipient is in the roster.
   Result<std::vector<uint8_t>> Seal(const Binding& binding,
                                     std::span<const uint8_t> plaintext) const;
@@ -68,12 +76,14 @@ class Sealer {
   Status AddMasks(const PhaseUpdate& update, std::span<uint64_t> values) const;
 
  private:
-  struct PeerKeys {
-    SecretKey seal;
-    SecretKey mask;
-  };
+  Sealer() : peer_secrets_(0) {}
+  // The sealing key (first 32 bytes) and mask key (next 32) shared with `peer`, or nullptr.
+  const uint8_t* PeerKeys(std::string_view peer) const;
+  static constexpr size_t kPeerKeyBytes = 64;
   std::string name_;
-  std::map<std::string, PeerKeys, std::less<>> peer_keys_;
+  std::map<std::string, size_t, std::less<>> peer_index_;  // into peer_secrets_, in 64s
+  SecretBytes peer_secrets_;
+  std::map<std::string, PublicKey, std::less<>> seal_public_;  // every node's, ours included
 };
 
 }  // namespace tally

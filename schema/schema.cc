@@ -45,11 +45,12 @@ void PackHead(Packer& p, uint32_t fields, std::string_view type) {
 }
 
 void PackFields(Packer& p, const Request& m) {
-  PackHead(p, 6, kRequest);
+  PackHead(p, 7, kRequest);
   p.pack_uint64(m.ticket);
   p.pack_uint64(m.range);
   p.pack_uint32(m.length);
   PackNames(p, m.participants);
+  p.pack_uint32(m.deadline_ms);
 }
 void PackFields(Packer& p, const Join& m) {
   PackHead(p, 4, kJoin);
@@ -140,6 +141,7 @@ Result<Message> DecodeRequest(strict::FieldReader& r, const Limits& limits) {
   TALLY_RETURN_IF_ERROR(r.U32("length", &m.length));
   TALLY_RETURN_IF_ERROR(CheckLength(r, m.length, limits));
   TALLY_RETURN_IF_ERROR(r.Names("participants", limits.max_participants, &m.participants));
+  TALLY_RETURN_IF_ERROR(r.U32("deadline_ms", &m.deadline_ms));
   return Message(std::move(m));
 }
 
@@ -285,8 +287,9 @@ std::vector<uint8_t> Encode(const Message& message) {
   return out;
 }
 
-Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
-  const strict::Bounds bounds{
+namespace {
+strict::Bounds MessageBounds(const Limits& limits) {
+  return strict::Bounds{
       .max_bytes = limits.max_message_bytes,
       .max_array = std::max(kMaxFields, limits.max_participants),
       .max_str = kMaxWireString,
@@ -294,7 +297,22 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
                            limits.max_participants * kJoinNonceSize}),
       .max_depth = 2,
   };
-  Result<strict::Unpacked> unpacked = strict::UnpackArray(bytes, bounds);
+}
+}  // namespace
+
+std::optional<uint64_t> RequestTicket(std::span<const uint8_t> bytes, const Limits& limits) {
+  Result<strict::Unpacked> unpacked = strict::UnpackArray(bytes, MessageBounds(limits));
+  if (!unpacked.ok()) return std::nullopt;
+  const std::span<const msgpack::object> f = unpacked->fields();
+  Result<std::string_view> type = CheckHead(f);
+  if (!type.ok() || *type != kRequest || f.size() < 3 ||
+      f[2].type != msgpack::type::POSITIVE_INTEGER)
+    return std::nullopt;
+  return f[2].via.u64;
+}
+
+Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
+  Result<strict::Unpacked> unpacked = strict::UnpackArray(bytes, MessageBounds(limits));
   if (!unpacked.ok()) return unpacked.status();
   const std::span<const msgpack::object> f = unpacked->fields();
   Result<std::string_view> type = CheckHead(f);
@@ -305,7 +323,7 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
     size_t fields;
   };
   static constexpr Shape kShapes[] = {
-      {kRequest, 6}, {kJoin, 4},   {kRefuse, 4}, {kEnvelope, 7},
+      {kRequest, 7}, {kJoin, 4},   {kRefuse, 4}, {kEnvelope, 7},
       {kAck, 3},     {kPhase, 13}, {kNotice, 4},
   };
   const Shape* shape = nullptr;

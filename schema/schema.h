@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -33,12 +34,16 @@ std::string_view KindName(EnvelopeKind kind);
 std::string_view PhaseName(Phase phase);
 
 // Hospital -> broker: please run a round. `participants` empty means every patient in the
-// roster. `ticket` is the hospital's own number for the request, echoed in the phase updates.
+// broker's roster. `ticket` is the hospital's own number for the request (never 0), echoed in
+// the phase updates and in a notice refusing the request.
 struct Request {
   uint64_t ticket = 0;
   uint64_t range = 0;   // inputs lie in [0, range]
   uint32_t length = 1;  // elements per input; 1 for a scalar
   std::vector<std::string> participants;
+  // Each phase's deadline the hospital asks for, in ms; 0 takes the broker's. The broker never
+  // grants more than its own.
+  uint32_t deadline_ms = 0;
   bool operator==(const Request&) const = default;
 };
 
@@ -95,8 +100,9 @@ struct PhaseUpdate {
   bool operator==(const PhaseUpdate&) const = default;
 };
 
-// Broker -> one node over the router: your message was not accepted (e.g. a request refused
-// or a round queue full). `ticket` names the request when there is one, else 0.
+// Broker -> one node over the router: your message was not accepted. `ticket` names the
+// refused request; 0 means the broker refuses this connection altogether (another connection
+// holds the party's identity), and the node stops.
 struct Notice {
   uint64_t ticket = 0;
   std::string reason;
@@ -114,6 +120,10 @@ struct Limits {
 
 std::vector<uint8_t> Encode(const Message& message);
 Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits = {});
+// The ticket of a message that failed to Decode but is a request as far as [version, "request",
+// ticket uint, ...] goes, so that its refusal can still be answered with a notice. nullopt
+// for anything else.
+std::optional<uint64_t> RequestTicket(std::span<const uint8_t> bytes, const Limits& limits = {});
 
 // The plaintext inside a sealed envelope: [version, kind name, values as a bin of
 // little-endian u64]. Decoding checks the version, the kind and the exact length.

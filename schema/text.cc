@@ -13,20 +13,61 @@ std::string Quote(std::string_view s) {
   return out + "\"";
 }
 
+std::optional<std::string> LogField(std::string_view line, std::string_view key) {
+  const std::string needle = " " + std::string(key) + "=";
+  size_t at = line.find(needle);
+  if (at == std::string_view::npos) return std::nullopt;
+  at += needle.size();
+  std::string out;
+  if (at < line.size() && line[at] == '"') {
+    for (size_t i = at + 1; i < line.size(); ++i) {
+      if (line[i] == '"') return out;
+      if (line[i] == '\\' && i + 1 < line.size()) ++i;
+      out += line[i];
+    }
+    return std::nullopt;  // unterminated
+  }
+  const size_t end = line.find(' ', at);
+  return std::string(line.substr(at, end == std::string_view::npos ? end : end - at));
+}
+
 std::string FormatFixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
   return buf;
 }
 
+namespace {
+std::string JsonNumber(uint64_t v) {
+  return v > kMaxJsonSafeInteger ? "\"" + std::to_string(v) + "\"" : std::to_string(v);
+}
+}  // namespace
+
 std::string JsonNumbers(std::span<const uint64_t> values) {
-  if (values.size() == 1) return std::to_string(values[0]);
+  if (values.size() == 1) return JsonNumber(values[0]);
   std::string out = "[";
   for (size_t i = 0; i < values.size(); ++i) {
     if (i > 0) out += ", ";
-    out += std::to_string(values[i]);
+    out += JsonNumber(values[i]);
   }
   return out + "]";
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned char>(c));
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }
 
 bool ParseU64(std::string_view s, uint64_t& out) {
@@ -47,6 +88,31 @@ bool ParseU32(std::string_view s, uint32_t min, uint32_t& out) {
   if (!ParseU64(s, v) || v < min || v > UINT32_MAX) return false;
   out = static_cast<uint32_t>(v);
   return true;
+}
+
+Result<BrokerEndpoints> EndpointsOf(std::string_view address) {
+  const std::string text(address);
+  std::string host = text;
+  uint64_t port = kDefaultBrokerPort;
+  const size_t colon = text.rfind(':');
+  const bool bracketed = !text.empty() && text.front() == '[';
+  const size_t close = text.find(']');
+  if (bracketed && close == std::string::npos)
+    return Status::Error("broker address " + Quote(text) + ": no ']' after the IPv6 address");
+  if (!bracketed && text.find(':') != colon)
+    return Status::Error("broker address " + Quote(text) + ": write an IPv6 address in brackets");
+  // A colon after the host (after the ']' of an IPv6 address) starts the port.
+  if (colon != std::string::npos && (!bracketed || colon > close)) {
+    host = text.substr(0, colon);
+    if (!ParseU64(text.substr(colon + 1), port) || port == 0 || port > 65534)
+      return Status::Error("broker address " + Quote(text) +
+                           ": the port must be 1..65534 (the phase channel takes the next one)");
+  }
+  if (host.empty() || host == "[]" ||
+      host.find_first_of(" /\"'") != std::string::npos)
+    return Status::Error("broker address " + Quote(text) + ": want HOST or HOST:PORT");
+  return BrokerEndpoints{"tcp://" + host + ":" + std::to_string(port),
+                         "tcp://" + host + ":" + std::to_string(port + 1)};
 }
 
 }  // namespace tally

@@ -125,7 +125,7 @@ class BrokerTest : public ::testing::Test {
       const auto& env = std::get<Envelope>(*m);
       EXPECT_EQ(env.kind, EnvelopeKind::kPartial);
       EXPECT_EQ(env.to, "hospital");
-      auto values = OpenPartial(*hospital_sealer_, env, RoundView(sum), 1);
+      auto values = OpenPartial(*hospital_sealer_, env, View(*hospital_sealer_, sum), 1);
       EXPECT_TRUE(values.ok()) << values.message();
       if (values.ok()) {
         EXPECT_TRUE(out.emplace(env.from, values.value()[0]).second) << env.from;

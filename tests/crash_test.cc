@@ -46,6 +46,7 @@
 #include "keys/keys.h"
 #include "nodes/seal.h"
 #include "schema/capture.h"
+#include "schema/text.h"
 #include "tests/contains.h"
 #include "tests/support.h"
 #include "tools/process.h"
@@ -351,7 +352,7 @@ class Dave {
     auto masks = sealer_.AddMasks(sum, masked);
     ASSERT_TRUE(masks.ok()) << masks.message();
     auto sealed = sealer_.Seal(
-        Binding{sum.round, EnvelopeKind::kPartial, "dave", sum.hospital, RoundView(sum)},
+        Binding{sum.round, EnvelopeKind::kPartial, "dave", sum.hospital, View(sealer_, sum)},
         EncodePayload(EnvelopeKind::kPartial, masked));
     ASSERT_TRUE(sealed.ok()) << sealed.message();
     party_.Send(Envelope{EnvelopeKind::kPartial, sum.round, "dave", sum.hospital, sealed.value()});
@@ -536,9 +537,10 @@ class CrashTest : public ::testing::Test {
   // wrote no result, and the capture is whole.
   void ExpectAbortedForAll(Child& hospital, const RoundId& round, const std::string& reason) {
     EXPECT_EQ(hospital.Wait(kWait), 1);
-    EXPECT_TRUE(Contains(ReadText(LogOf("hospital")),
-                         "tally-node hospital: round " + RoundHex(round) + " aborted: " + reason));
-    EXPECT_FALSE(fs::exists(results_));
+    EXPECT_TRUE(Contains(LastLine(LogOf("hospital")),
+                         "node hospital event=exit status=1 reason=" +
+                             Quote("round " + RoundHex(round) + " aborted: " + reason)));
+    EXPECT_EQ(ReadText(results_), "");  // opened at start, no result written
     ExpectAbortedCapture(round, reason);
   }
 
@@ -711,8 +713,8 @@ TEST_F(CrashTest, OncePatientOutlivingAKilledPeerReportsTheAbortAndExitsOne) {
   EXPECT_EQ(reason, "charlie did not join");
   const std::string out = alice.ReadAll(kWait);
   EXPECT_EQ(alice.Wait(kWait), 1);
-  EXPECT_TRUE(Contains(out, "tally-node alice: round " + RoundHex(open->round) + " aborted: " +
-                                reason))
+  EXPECT_TRUE(Contains(out, "node alice event=exit status=1 reason=" +
+                                Quote("round " + RoundHex(open->round) + " aborted: " + reason)))
       << out;
   ExpectAbortedForAll(hospital, open->round, reason);
 
@@ -748,7 +750,7 @@ TEST_F(CrashTest, HospitalKilledAtOpenAbortsNamingItAndTheNextHospitalIsServed) 
   ASSERT_NO_FATAL_FAILURE(dave.SendPartial(*sum));
   const std::string reason = AbortReason(dave, open->round);
   EXPECT_TRUE(HospitalGoneReasons({"alice", "bob", "charlie", "dave"}).count(reason)) << reason;
-  EXPECT_FALSE(fs::exists(results_));
+  EXPECT_EQ(ReadText(results_), "");  // opened at start, no result written
   EXPECT_TRUE(alice.running() && bob.running() && charlie.running());
   ExpectAbortedCapture(open->round, reason);
   // The capture holds the partials routed before the abort, never the undeliverable one.
@@ -798,7 +800,7 @@ TEST_F(CrashTest, HospitalKilledHoldingPartialsWritesNothingAndTheRoundAborts) {
   EXPECT_TRUE(reason == "partial dave->hospital undeliverable: hospital is not connected" ||
               reason == "hospital did not acknowledge the result")
       << reason;
-  EXPECT_FALSE(fs::exists(results_));
+  EXPECT_EQ(ReadText(results_), "");  // opened at start, no result written
   ExpectAbortedCapture(open->round, reason);  // includes --check
   std::multiset<std::string> routed = {"alice", "bob", "charlie"};
   if (reason == "hospital did not acknowledge the result") routed.insert("dave");
@@ -890,11 +892,11 @@ void CrashTest::KillBrokerIn(Phase phase) {
   const std::string lost = "lost the connection to the broker";
   const std::string hospital_out = hospital.ReadAll(kWait);
   EXPECT_EQ(hospital.Wait(kWait), 1) << hospital_out;
-  EXPECT_TRUE(Contains(hospital_out, "event=failed reason=\"" + lost + "\"")) << hospital_out;
+  EXPECT_TRUE(Contains(hospital_out, "event=exit status=1 reason=\"" + lost + "\"")) << hospital_out;
   EXPECT_FALSE(Contains(hospital_out, "\"aggregate\"")) << hospital_out;
   const std::string eve_out = eve.ReadAll(kWait);
   EXPECT_EQ(eve.Wait(kWait), 1) << eve_out;
-  EXPECT_TRUE(Contains(eve_out, "event=failed reason=\"" + lost + "\"")) << eve_out;
+  EXPECT_TRUE(Contains(eve_out, "event=exit status=1 reason=\"" + lost + "\"")) << eve_out;
   EXPECT_TRUE(alice.running() && bob.running());
   ExpectResultsFileHolds(1, Sum({"alice", "bob"}));  // only the finished round's result
 
@@ -912,8 +914,8 @@ void CrashTest::KillBrokerIn(Phase phase) {
   NextRound({"alice", "bob"}, "after the broker restarted");
   EXPECT_EQ(alice.Stop(), 0);
   EXPECT_EQ(bob.Stop(), 0);
-  EXPECT_TRUE(Contains(ReadText(LogOf("alice")), "event=lost reason=\"" + lost +
-                                                     "\" action=reconnecting"));
+  EXPECT_TRUE(Contains(ReadText(LogOf("alice")), "event=disconnected socket=router endpoint=" +
+                                                     router + " action=reconnecting"));
   EXPECT_EQ(broker_->Stop(), 0);
   ExpectResultsFileHolds(2, Sum({"alice", "bob"}));
 }

@@ -31,9 +31,11 @@ constexpr char kOnlyHospital[] = "round request refused: only a hospital may req
 
 // The limits the broker decodes with (BrokerOptions::max_length = kMaxLength), so a test can
 // predict the exact reason for a frame.
+// The limits the broker decodes with: envelopes bounded by its largest round, a request's length
+// only by the protocol's (a request over the broker's limit is refused with a notice).
 Limits BrokerLimits() {
   Limits l;
-  l.max_length = kMaxLength;
+  l.max_length = kMaxVectorLength;
   l.max_sealed_bytes = MaxSealedSize(kMaxLength);
   l.max_message_bytes = MaxMessageSize(kMaxLength);
   return l;
@@ -176,7 +178,7 @@ class HostileTest : public ::testing::Test {
   // `from` sends its input plus its masks, sealed to the hospital under the round's view.
   void SendPartial(HonestRound& r, const std::string& from) {
     r.masked[from] = Masked(S(from), r.sum, {r.input[from]})[0];
-    auto env = SealedPartial(S(from), r.sum, std::vector<uint64_t>{r.masked[from]}, RoundView(r.sum));
+    auto env = SealedPartial(S(from), r.sum, std::vector<uint64_t>{r.masked[from]}, View(S(from), r.sum));
     auto frame = Encode(env);
     r.partial_frames[from] = frame;
     P(from).SendRaw(frame);
@@ -194,7 +196,7 @@ class HostileTest : public ::testing::Test {
       EXPECT_EQ(env.kind, EnvelopeKind::kPartial);
       EXPECT_EQ(env.to, "hospital");
       EXPECT_TRUE(from.insert(env.from).second) << "two partials from " << env.from;
-      auto values = OpenPartial(S("hospital"), env, RoundView(r.sum), 1);
+      auto values = OpenPartial(S("hospital"), env, View(S("hospital"), r.sum), 1);
       EXPECT_TRUE(values.ok()) << values.message();
       if (!values.ok()) return 0;
       EXPECT_EQ(values.value()[0], r.masked[env.from]) << env.from;
@@ -296,7 +298,7 @@ TEST_F(HostileTest, TwoThousandRandomFramesAreEachRejectedAsMalformedThenAnHones
 TEST_F(HostileTest, EveryTruncatedPrefixOfAValidEnvelopeIsRejectedAndCaptured) {
   auto r = Begin(kThree, 1);
   // A real partial of alice's, sealed under the round's view; only its prefixes are sent.
-  auto frame = Encode(SealedPartial(S("alice"), r.sum, Masked(S("alice"), r.sum, {42}), RoundView(r.sum)));
+  auto frame = Encode(SealedPartial(S("alice"), r.sum, Masked(S("alice"), r.sum, {42}), View(S("alice"), r.sum)));
   std::vector<RejectLine> expected;
   for (size_t n = 0; n < frame.size(); ++n) {
     std::vector<uint8_t> prefix(frame.begin(), frame.begin() + static_cast<ptrdiff_t>(n));
@@ -320,7 +322,7 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
   auto bytes = [](size_t n) { return std::vector<uint8_t>(n, 0x6e); };
   auto join = [&] { return Pack().Array(4).Uint(kV).Str("join"); };
   auto envelope = [&] { return Pack().Array(7).Uint(kV).Str("envelope"); };
-  auto request = [&] { return Pack().Array(6).Uint(kV).Str("request").Uint(5).Uint(1000); };
+  auto request = [&] { return Pack().Array(7).Uint(kV).Str("request").Uint(5).Uint(1000); };
   // A sum-phase update for alice and bob, up to its nonces field.
   auto phase = [&](size_t fields) {
     return Pack().Array(fields).Uint(kV).Str("phase").Bin(round).Str("sum").Uint(7).Uint(1)
@@ -408,19 +410,28 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
        "envelope: sealed is 39 bytes, shorter than the minimum of 40"},
       {envelope().Str("partial").Bin(round).Str("alice").Str("hospital").Str(std::string(64, 's')).bytes(),
        "envelope: sealed must be bin, got str"},
-      {request().Uint(0).Array(0).bytes(), "request: length must be between 1 and 1000, got 0"},
-      {request().Uint(1001).Array(0).bytes(), "request: length must be between 1 and 1000, got 1001"},
-      {request().Uint(1ull << 32).Array(0).bytes(), "request: length 4294967296 does not fit in u32"},
-      {request().NegInt(-1).Array(0).bytes(), "request: length must be uint, got negative int"},
-      {request().Uint(1).Array(2).Str("bob").Str("bob").bytes(),
+      {request().Uint(0).Array(0).Uint(0).bytes(),
+       "request: length must be between 1 and 1048576, got 0"},
+      {request().Uint(kMaxVectorLength + 1).Array(0).Uint(0).bytes(),
+       "request: length must be between 1 and 1048576, got 1048577"},
+      {request().Uint(1ull << 32).Array(0).Uint(0).bytes(),
+       "request: length 4294967296 does not fit in u32"},
+      {request().NegInt(-1).Array(0).Uint(0).bytes(),
+       "request: length must be uint, got negative int"},
+      {request().Uint(1).Array(2).Str("bob").Str("bob").Uint(0).bytes(),
        "request: duplicate name \"bob\" in participants"},
-      {request().Uint(1).Array(3).Str("alice").Str("bob").Str("alice").bytes(),
+      {request().Uint(1).Array(3).Str("alice").Str("bob").Str("alice").Uint(0).bytes(),
        "request: duplicate name \"alice\" in participants"},
-      {request().Uint(1).Str("bob").bytes(), "request: participants must be array, got str"},
-      {request().Uint(1).Array(1).Uint(7).bytes(), "request: participants must hold str, got uint"},
-      {Pack().Array(6).Uint(kV).Str("request").Bool(true).Uint(1000).Uint(1).Array(0).bytes(),
+      {request().Uint(1).Str("bob").Uint(0).bytes(), "request: participants must be array, got str"},
+      {request().Uint(1).Array(1).Uint(7).Uint(0).bytes(),
+       "request: participants must hold str, got uint"},
+      {request().Uint(1).Array(0).Str("soon").bytes(), "request: deadline_ms must be uint, got str"},
+      // A request of protocol 2 before the phase deadline was asked for.
+      {Pack().Array(6).Uint(kV).Str("request").Uint(5).Uint(1000).Uint(1).Array(0).bytes(),
+       "request: expected 7 fields, got 6"},
+      {Pack().Array(7).Uint(kV).Str("request").Bool(true).Uint(1000).Uint(1).Array(0).Uint(0).bytes(),
        "request: ticket must be uint, got bool"},
-      {Pack().Array(6).Uint(kV).Str("request").Float(5).Uint(1000).Uint(1).Array(0).bytes(),
+      {Pack().Array(7).Uint(kV).Str("request").Float(5).Uint(1000).Uint(1).Array(0).Uint(0).bytes(),
        "request: ticket must be uint, got float"},
       {Pack().Array(4).Uint(kV).Str("refuse").Bin(round).Str("bad\nreason").bytes(),
        "refuse: reason must be printable ASCII, at most 200 characters"},
@@ -517,7 +528,6 @@ TEST_F(HostileTest, ProtocolViolationsInEveryPhaseAreEachRejectedCapturedAndTheR
   send("hospital", Ack{now}, "acknowledgement before every partial was routed");
   send("alice", Refuse{now, "no"}, "refusal after the join phase");  // alice has joined
   send("dave", Refuse{now, "no"}, "refusal from a party not in the round");
-  send("hospital", Refuse{now, "no"}, "refusal from the hospital");
   send("dave", Refuse{unknown_round, "no"}, "refusal for a round that is not active");
   settle();
   Join(r, "bob");

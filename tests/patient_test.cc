@@ -188,7 +188,7 @@ class PatientTest : public ::testing::Test {
     ASSERT_TRUE(node.ok()) << node.message();
     node_ = std::move(node.value());
     ASSERT_FALSE(node_->is_hospital());
-    thread_ = std::thread([this] { exit_code_ = node_->Run(); });
+    thread_ = std::thread([this] { run_status_ = node_->Run(); });
     ASSERT_TRUE(broker_->WaitSubscriber()) << "alice's subscription never reached the XPUB";
   }
 
@@ -196,7 +196,7 @@ class PatientTest : public ::testing::Test {
     if (!node_) return;
     node_->Stop();
     thread_.join();
-    EXPECT_EQ(exit_code_.load(), 0) << "alice's Run() failed";
+    EXPECT_TRUE(run_status_.ok()) << "alice's Run() failed: " << run_status_.message();
     node_.reset();
   }
 
@@ -278,7 +278,7 @@ class PatientTest : public ::testing::Test {
   // What the hospital reads from alice's envelope plus bob's masked input of 0 for `sum`:
   // the masks cancel, so it is alice's input.
   uint64_t Unmask(const Envelope& env, const PhaseUpdate& sum) {
-    auto opened = OpenPartial(*hospital_, env, RoundView(sum), sum.length);
+    auto opened = OpenPartial(*hospital_, env, View(*hospital_, sum), sum.length);
     EXPECT_TRUE(opened.ok()) << opened.message();
     if (!opened.ok() || opened->size() != 1) return 0;
     auto bob_masked = Masked(*bob_, sum, {0});
@@ -304,7 +304,7 @@ class PatientTest : public ::testing::Test {
   std::optional<Sealer> bob_;
   std::unique_ptr<Node> node_;
   std::thread thread_;
-  std::atomic<int> exit_code_{-1};
+  Status run_status_ = Status::Error("not run");  // written by the node's thread, read after join
   uint64_t seq_ = 0;
 };
 
@@ -327,7 +327,7 @@ TEST_F(PatientTest, SendsOneMaskedInputForTheRoundItJoined) {
   // Under any other view (bob's nonce as someone else saw it) the hospital cannot open it.
   PhaseUpdate other_view = sum;
   other_view.nonces[1] = FreshNonce();
-  auto wrong = OpenPartial(*hospital_, *env, RoundView(other_view), 1);
+  auto wrong = OpenPartial(*hospital_, *env, View(*hospital_, other_view), 1);
   EXPECT_FALSE(wrong.ok());
 
   // The sum phase repeated (as the broker's last-value cache does): nothing more goes out.
@@ -339,7 +339,13 @@ TEST_F(PatientTest, SendsOneMaskedInputForTheRoundItJoined) {
   EXPECT_EQ(log_.Count("node alice event=partial-sent round=" + RoundHex(round) + " to=hospital"),
             1u);
   EXPECT_EQ(log_.Count("event=partial-sent"), 1u);
-  EXPECT_EQ(log_.Count("event=round-dropped round=" + RoundHex(round) + " reason="), 0u);
+  // The round was not refused as tampered (it is dropped only when the next one opens).
+  EXPECT_EQ(log_.Count("event=round-dropped round=" + RoundHex(round) + " reason=\"" +
+                       kDropReason + "\""),
+            0u);
+  EXPECT_EQ(log_.Count("event=round-dropped round=" + RoundHex(round) +
+                       " reason=\"a new round opened\""),
+            1u);
 }
 
 // A malicious broker changes one thing between the open phase alice joined and the sum phase.

@@ -222,14 +222,14 @@ class ReplayTest : public ::testing::Test {
     return sum;
   }
 
-  // Then sends dave's input plus its masks, sealed to the hospital under RoundView(sum).
+  // Then sends dave's input plus its masks, sealed to the hospital under its view of the round.
   static void SendPartial(TestParty& party, const Sealer& sealer, const PhaseUpdate& sum,
                           uint64_t input) {
     std::vector<uint64_t> masked{input};
     auto masks = sealer.AddMasks(sum, masked);
     ASSERT_TRUE(masks.ok()) << masks.message();
     auto sealed = sealer.Seal(
-        Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, RoundView(sum)},
+        Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, View(sealer, sum)},
         EncodePayload(EnvelopeKind::kPartial, masked));
     ASSERT_TRUE(sealed.ok()) << sealed.message();
     party.Send(
@@ -314,7 +314,7 @@ TEST_F(ReplayTest, TimelineListsEveryPartialAndCheckPasses) {
 TEST_F(ReplayTest, AuditAsHospitalRecomputesTheLiveAggregateFromTheMaskedPartials) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
-  auto view = replay::HospitalView(Contents(capture));
+  auto view = replay::HospitalView(Contents(capture), MakeSealer(keys_, "hospital"));
   ASSERT_TRUE(view.ok()) << view.message();
   EXPECT_EQ(view->offset, Contents(capture).offsets[2]);  // the sum phase's record
   Output h = Replay({capture.string(), "--keys", keys_.string(), "--as", "hospital", "--results",
@@ -347,7 +347,7 @@ TEST_F(ReplayTest, AuditAsHospitalRecomputesTheLiveAggregateFromTheMaskedPartial
     std::ofstream out(wrong);
     out << "{\"round\": \"" << capture.stem().string() << "\", \"aggregate\": " << expected_ + 1
         << ", \"participants\": [\"alice\", \"bob\", \"charlie\"], \"range\": 3000, "
-           "\"in_range\": true}\n";
+           "\"in_range\": true, \"elapsed_ms\": 1.000}\n";
   }
   Output differs = Replay({capture.string(), "--keys", keys_.string(), "--as", "hospital",
                            "--results", wrong.string()});
@@ -716,10 +716,13 @@ TEST_F(ReplayTest, UsageErrorsExitTwo) {
 }
 
 // dave (played by the test) keeps round 2 open while charlie's partial from round 1 is re-sent
-// by tally-replay. charlie is in the roster but not in round 2.
+// by tally-replay. charlie is in the roster but not in round 2, and his own process has
+// stopped: the broker keeps one connection per party, so while it ran the injection would be
+// refused as a second connection before its round was even looked at (InjectingAsTheLive...).
 TEST_F(ReplayTest, InjectedPartialIsRefusedAndTheLiveRoundStillCompletes) {
   const fs::path capture = CapturedRound(/*serving=*/true);
   ASSERT_FALSE(capture.empty());
+  ASSERT_EQ(patients_[2].Stop(), 0);  // charlie
   const uint64_t dave_input = randombytes_uniform(1001);
   const Sealer sealer = SealerOf("dave");
   TestParty dave(keys_, "dave", router_, phases_);
@@ -790,9 +793,10 @@ TEST_F(ReplayTest, InjectedPartialIsRefusedAndTheLiveRoundStillCompletes) {
   EXPECT_EQ(CountOf(timeline.out, " charlie "), 0u);
   EXPECT_NE(timeline.out.find("outcome: done (3 envelopes, 2 rejected"), std::string::npos)
       << timeline.out;
-  auto view = replay::HospitalView(Contents(second));
+  const Sealer hospital_sealer = MakeSealer(keys_, "hospital");
+  auto view = replay::HospitalView(Contents(second), hospital_sealer);
   ASSERT_TRUE(view.ok()) << view.message();
-  EXPECT_EQ(view->view, RoundView(*sum));
+  EXPECT_EQ(view->view, View(hospital_sealer, *sum));
   Output audit = Replay({second.string(), "--keys", keys_.string(), "--as", "hospital", "--results",
                          results_.string()});
   EXPECT_EQ(audit.code, 0) << audit.out;
@@ -804,8 +808,10 @@ TEST_F(ReplayTest, InjectedPartialIsRefusedAndTheLiveRoundStillCompletes) {
 // Injecting as the hospital while it takes part in a live round. Regression: the broker used to
 // take a party's route from the last message it sent, refused or not, so a refused injection
 // moved the party's deliveries (here: the hospital's partials) to the injector's connection and
-// the round aborted as undeliverable. Routes now follow accepted messages only. The hospital sends
-// no envelope; its captured partials open under their round and under no fresh one.
+// the round aborted as undeliverable. Routes follow accepted messages only, and the broker keeps
+// one connection per party: the injector is refused as a second connection of the live
+// hospital. The hospital sends no envelope; its captured partials open under their round and
+// under no fresh one.
 TEST_F(ReplayTest, InjectingAsTheLiveHospitalDoesNotStealItsPartials) {
   const fs::path capture = CapturedRound(/*serving=*/true);
   ASSERT_FALSE(capture.empty());
@@ -821,9 +827,11 @@ TEST_F(ReplayTest, InjectingAsTheLiveHospitalDoesNotStealItsPartials) {
       Replay({capture.string(), "--inject", router_, "--keys", keys_.string(), "--as", "hospital"});
   EXPECT_EQ(inject.code, 0) << inject.out << inject.err;
   EXPECT_EQ(CountOf(inject.out, "sent byte for byte"), 0u) << inject.out;
-  EXPECT_NE(inject.out.find("the broker answered our probe request (\"round request refused: "
-                            "hospital is not a patient in the roster\"); hospital sent no envelope "
-                            "in the captured round\n"),
+  const std::string second =
+      "round request refused: hospital is already connected: a second connection with its keys "
+      "is refused while the first is live";
+  EXPECT_NE(inject.out.find("the broker answered our probe request (\"" + second +
+                            "\"); hospital sent no envelope in the captured round\n"),
             std::string::npos)
       << inject.out;
   EXPECT_EQ(CountOf(inject.out, "(partial, offset "), 3u) << inject.out;
@@ -842,9 +850,8 @@ TEST_F(ReplayTest, InjectingAsTheLiveHospitalDoesNotStealItsPartials) {
   broker_->Stop();
   const std::string log = BrokerLog();
   EXPECT_EQ(CountOf(log, "undeliverable"), 0u) << log;
-  EXPECT_EQ(CountOf(log,
-                    "event=reject from=hospital reason=\"round request refused: hospital is "
-                    "not a patient in the roster\""),
+  EXPECT_EQ(CountOf(log, "event=reject from=hospital reason=\"" +
+                             second.substr(std::string("round request refused: ").size()) + "\""),
             1u)
       << log;
 }

@@ -83,7 +83,7 @@ void RoundBin(Packer& p, size_t size) { Bin(p, std::vector<uint8_t>(size, 0x42))
 std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
                                 const std::vector<std::string>& participants = {"alice"}) {
   return Raw([&](Packer& p) {
-    p.pack_array(6);
+    p.pack_array(7);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
@@ -91,6 +91,7 @@ std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
     length(p);
     p.pack_array(static_cast<uint32_t>(participants.size()));
     for (const auto& n : participants) Str(p, n);
+    p.pack_uint32(0);  // deadline_ms
   });
 }
 
@@ -141,6 +142,28 @@ TEST(SchemaRoundTrip, Request) {
   ExpectRoundTrip(Request{std::numeric_limits<uint64_t>::max(), 1'000'000'007, kMaxVectorLength,
                           {"alice", "bob", "charlie-2", "d_4"}});
   ExpectRoundTrip(Request{0, 0, 1, {}});  // empty participants: the whole roster
+  ExpectRoundTrip(Request{9, 10, 1, {"alice", "bob"}, 2500});  // a deadline asked for
+}
+
+// Every refused request gets a notice, even one that does not decode, as long as its ticket
+// can be read: [version, "request", ticket uint, ...].
+TEST(SchemaDecode, RequestTicketIsReadFromARequestThatDoesNotDecode) {
+  EXPECT_EQ(RequestTicket(Encode(Request{42, 10, 1, {"alice", "bob"}})), 42u);
+  std::vector<uint8_t> bad_length = RawRequest([](Packer& p) { p.pack_uint32(0); });
+  ASSERT_FALSE(Decode(bad_length).ok());
+  EXPECT_EQ(RequestTicket(bad_length), 5u);
+  std::vector<uint8_t> short_request = Raw([](Packer& p) {
+    p.pack_array(3);
+    p.pack_uint32(kProtocolVersion);
+    Str(p, "request");
+    p.pack_uint64(77);
+  });
+  EXPECT_EQ(RequestTicket(short_request), 77u);
+  EXPECT_EQ(RequestTicket(Encode(Join{TestRound(), TestNonce(1)})), std::nullopt);
+  EXPECT_EQ(RequestTicket(std::vector<uint8_t>{0x93, 0x02, 0xa7, 'r', 'e', 'q', 'u', 'e', 's',
+                                               't', 0xa1, 'x'}),
+            std::nullopt);  // a ticket that is not a uint
+  EXPECT_EQ(RequestTicket(std::vector<uint8_t>{0x01}), std::nullopt);
 }
 
 TEST(SchemaRoundTrip, JoinWithNonce) {
@@ -531,7 +554,7 @@ TEST(SchemaDecode, WrongFieldType) {
   float_length.insert(float_length.erase(nil), f64.begin(), f64.end());
   EXPECT_TRUE(Contains(DecodeError(float_length), "request: length must be uint, got float"));
   const std::vector<uint8_t> int_participant = Raw([](Packer& p) {
-    p.pack_array(6);
+    p.pack_array(7);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
@@ -539,6 +562,7 @@ TEST(SchemaDecode, WrongFieldType) {
     p.pack_uint32(1);
     p.pack_array(1);
     p.pack_uint32(3);
+    p.pack_uint32(0);
   });
   EXPECT_TRUE(Contains(DecodeError(int_participant),
               "request: participants must hold str, got uint"));
@@ -974,6 +998,39 @@ TEST(TextTest, ParseU64IsStrictAndCatchesOverflow) {
   EXPECT_EQ(w, UINT32_MAX);
   EXPECT_FALSE(ParseU32("4294967296", 1, w));
   EXPECT_FALSE(ParseU32("0", 1, w));
+}
+
+// Regression (found reading results with jq 1.6): aggregates above 2^53 were printed as JSON
+// numbers, which double-based readers show with other digits; they are strings now.
+TEST(TextTest, JsonNumbersAbove2To53AreStrings) {
+  EXPECT_EQ(JsonNumbers(std::vector<uint64_t>{9007199254740992u}), "9007199254740992");
+  EXPECT_EQ(JsonNumbers(std::vector<uint64_t>{9007199254740993u}), "\"9007199254740993\"");
+  EXPECT_EQ(JsonNumbers(std::vector<uint64_t>{1, UINT64_MAX, 3}),
+            "[1, \"18446744073709551615\", 3]");
+  EXPECT_EQ(JsonString("a\"b\\c\n\x7f"), "\"a\\\"b\\\\c\\u000a\\u007f\"");
+}
+
+TEST(TextTest, EndpointsOfOneBrokerAddress) {
+  auto e = EndpointsOf("broker.example");
+  ASSERT_TRUE(e.ok()) << e.message();
+  EXPECT_EQ(e->router, "tcp://broker.example:7700");
+  EXPECT_EQ(e->phases, "tcp://broker.example:7701");
+  e = EndpointsOf("10.0.0.1:9000");
+  ASSERT_TRUE(e.ok()) << e.message();
+  EXPECT_EQ(e->router, "tcp://10.0.0.1:9000");
+  EXPECT_EQ(e->phases, "tcp://10.0.0.1:9001");
+  e = EndpointsOf("[2001:db8::1]:7800");
+  ASSERT_TRUE(e.ok()) << e.message();
+  EXPECT_EQ(e->router, "tcp://[2001:db8::1]:7800");
+  EXPECT_EQ(e->phases, "tcp://[2001:db8::1]:7801");
+  EXPECT_EQ(EndpointsOf("[::1]")->router, "tcp://[::1]:7700");
+  EXPECT_EQ(EndpointsOf("host:65535").message(),
+            "broker address \"host:65535\": the port must be 1..65534 (the phase channel takes "
+            "the next one)");
+  EXPECT_EQ(EndpointsOf("2001:db8::1").message(),
+            "broker address \"2001:db8::1\": write an IPv6 address in brackets");
+  for (const char* bad : {"", ":7700", "host:", "host:x", "host:0", "[::1", "tcp://host"})
+    EXPECT_FALSE(EndpointsOf(bad).ok()) << bad;
 }
 
 TEST(TextTest, QuoteKeepsALogLineOneLine) {

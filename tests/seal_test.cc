@@ -157,6 +157,23 @@ class SealTest : public ::testing::Test {
   static const Sealer& S(const std::string& name) { return sealers_->at(name); }
   static const Sealer& M(const std::string& name) { return seeded_sealers_->at(name); }
 
+  // A party's sealing public key as the seeded roster has it; a name the roster lacks gets a
+  // key of its own (BLAKE2b of the name), so that views of rounds naming strangers compare.
+  static PublicKey SealKey(const std::string& name) {
+    if (auto it = seeded_->find(name); it != seeded_->end()) return it->second.pub.seal_public;
+    PublicKey key;
+    crypto_generichash(key.data(), key.size(), reinterpret_cast<const uint8_t*>(name.data()),
+                       name.size(), nullptr, 0);
+    return key;
+  }
+  static std::vector<PublicKey> SealKeys(const PhaseUpdate& u) {
+    std::vector<PublicKey> keys = {SealKey(u.hospital)};
+    for (const std::string& p : u.participants) keys.push_back(SealKey(p));
+    return keys;
+  }
+  // RoundView with the seeded roster's keys.
+  static ViewDigest View(const PhaseUpdate& u) { return RoundView(u, SealKeys(u)); }
+
   static ViewDigest TestView() {
     ViewDigest v;
     for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint8_t>(0x30 + i);
@@ -205,6 +222,41 @@ class SealTest : public ::testing::Test {
     Status s = M(name).AddMasks(u, v);
     EXPECT_TRUE(s.ok()) << name << ": " << s.message();
     return v;
+  }
+
+  // The view as schema/PROTOCOL.md documents it, written out independently of nodes/seal.cc:
+  //   BLAKE2b-256("tally view v2" || round || u8 len(hospital) || hospital || hospital's key
+  //               || range u64 LE || length u64 LE || n u64 LE
+  //               || per participant: u8 len(name) || name || its key || its nonce)
+  static ViewDigest ReferenceView(const PhaseUpdate& u) {
+    std::vector<uint8_t> in;
+    auto put = [&in](const void* p, size_t n) {
+      in.insert(in.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
+    };
+    auto u64 = [&put](uint64_t v) {
+      uint8_t le[8];
+      for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(v >> (8 * i));
+      put(le, 8);
+    };
+    auto name = [&](const std::string& n) {
+      const uint8_t size = static_cast<uint8_t>(n.size());
+      put(&size, 1);
+      put(n.data(), n.size());
+      put(SealKey(n).data(), 32);
+    };
+    put("tally view v2", 13);
+    put(u.round.data(), u.round.size());
+    name(u.hospital);
+    u64(u.range);
+    u64(u.length);
+    u64(u.participants.size());
+    for (size_t i = 0; i < u.participants.size(); ++i) {
+      name(u.participants[i]);
+      put(u.nonces[i].data(), u.nonces[i].size());
+    }
+    ViewDigest out;
+    crypto_generichash(out.data(), out.size(), in.data(), in.size(), nullptr, 0);
+    return out;
   }
 
   // The documented construction, written out with libsodium independently of nodes/seal.cc:
@@ -374,15 +426,15 @@ TEST_F(SealTest, MaskedInputSealedUnderAnotherViewFailsToOpen) {
   const std::vector<uint8_t> payload =
       EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>{0xfedcba9876543210u});
   Result<std::vector<uint8_t>> sealed =
-      S("alice").Seal(MakeBinding("alice", "hospital", RoundView(u)), payload);
+      S("alice").Seal(MakeBinding("alice", "hospital", View(u)), payload);
   ASSERT_TRUE(sealed.ok()) << sealed.message();
   Result<std::vector<uint8_t>> opened =
-      S("hospital").Open(MakeBinding("alice", "hospital", RoundView(u)), *sealed);
+      S("hospital").Open(MakeBinding("alice", "hospital", View(u)), *sealed);
   ASSERT_TRUE(opened.ok()) << opened.message();
   EXPECT_EQ(*opened, payload);
   for (size_t k = 0; k < others.size(); ++k) {
     Result<std::vector<uint8_t>> wrong =
-        S("hospital").Open(MakeBinding("alice", "hospital", RoundView(others[k])), *sealed);
+        S("hospital").Open(MakeBinding("alice", "hospital", View(others[k])), *sealed);
     ASSERT_FALSE(wrong.ok()) << k;
     EXPECT_EQ(wrong.message(), "cannot open partial from alice: authentication failed") << k;
   }
@@ -515,14 +567,14 @@ TEST_F(SealTest, CreateRejectsALowOrderPeerKey) {
 
 // ---- The round's view -----------------------------------------------------------------------
 
-// The view covers what a masked input depends on (round, hospital, range, length, participants
-// and their nonces) and nothing that changes between updates of the same round (phase, seq,
-// ticket, deadline, reason), so the patient's and the hospital's views agree.
+// The view covers what a masked input depends on (round, hospital, range, length, participants,
+// their sealing keys and their nonces) and nothing that changes between updates of the same
+// round (phase, seq, ticket, deadline, reason), so the patient's and the hospital's views agree.
 TEST_F(SealTest, RoundViewCoversTheRoundAndItsNonces) {
   std::mt19937_64 rng(5);
   const PhaseUpdate u = SumUpdate({"alice", "bob", "charlie"}, 4, rng);
-  const ViewDigest view = RoundView(u);
-  EXPECT_EQ(RoundView(u), view);
+  const ViewDigest view = View(u);
+  EXPECT_EQ(View(u), view);
 
   std::vector<PhaseUpdate> changed(9, u);
   changed[0].round[15] ^= 1;
@@ -535,7 +587,15 @@ TEST_F(SealTest, RoundViewCoversTheRoundAndItsNonces) {
   changed[7].nonces[2][31] ^= 0x80;
   changed[8].participants.pop_back();
   changed[8].nonces.pop_back();
-  for (size_t k = 0; k < changed.size(); ++k) EXPECT_NE(RoundView(changed[k]), view) << k;
+  for (size_t k = 0; k < changed.size(); ++k) EXPECT_NE(View(changed[k]), view) << k;
+  // Regression (found trying Tally with rosters that disagree): a patient whose roster holds
+  // another key for a peer computes masks that do not cancel; its view now differs too, so its
+  // masked input fails to open instead of summing to a wrong aggregate.
+  for (size_t k = 0; k < 1 + u.participants.size(); ++k) {
+    std::vector<PublicKey> keys = SealKeys(u);
+    keys[k][0] ^= 1;
+    EXPECT_NE(RoundView(u, keys), view) << "key " << k;
+  }
 
   PhaseUpdate same = u;
   same.phase = Phase::kDone;
@@ -543,7 +603,7 @@ TEST_F(SealTest, RoundViewCoversTheRoundAndItsNonces) {
   same.ticket = 1234;
   same.deadline_ms = 1;
   same.reason = "anything";
-  EXPECT_EQ(RoundView(same), view);
+  EXPECT_EQ(View(same), view);
 }
 
 // ---- Masks ----------------------------------------------------------------------------------
@@ -692,9 +752,10 @@ TEST_F(SealTest, AddMasksErrorsLeaveTheValuesUnchanged) {
 // and 0x03 (carol); the round id is a0 a1 .. af; the join nonces are 32 bytes of 0x11 (alice),
 // 0x22 (bob), 0x33 (carol); hospital "hospital", range 1000; length 2049 for alice and bob
 // alone, 2 for the three of them. A party's masks are AddMasks over zeros; the views are
-// RoundView of the same updates. The expected values were computed once with this
-// implementation (which agrees with ReferenceMasks above) and are written here as constants:
-// they pin the mask stream and the view, so any change to either fails here.
+// RoundView of the same updates with the seeded keys (the hospital's seed byte is 0x04). The
+// expected values were computed once with this implementation (which agrees with
+// ReferenceMasks and ReferenceView above) and are written here as constants: they pin the mask
+// stream and the view, so any change to either fails here.
 TEST_F(SealTest, MaskKnownAnswer) {
   PhaseUpdate two;
   two.round = TestRound();
@@ -707,8 +768,9 @@ TEST_F(SealTest, MaskKnownAnswer) {
   const std::vector<uint64_t> alice = MasksOf("alice", two);
   const std::vector<uint64_t> bob = MasksOf("bob", two);
   ASSERT_EQ(alice.size(), 2049u);
-  EXPECT_EQ(Hex(RoundView(two)),
-            "d28dfbc0a906633188c881d0203786e1474ec109dca80a417f5651099b6fa1ca");
+  EXPECT_EQ(View(two), ReferenceView(two));
+  EXPECT_EQ(Hex(View(two)),
+            "efb21955864208ea4d3d9a45306adf82f8a32d3bd03cd11ca516c844e81ea544");
   // alice < bob: alice adds the pair's stream, bob subtracts it.
   EXPECT_EQ(alice[0], 0xcf4f1dce737a6c2eu);
   EXPECT_EQ(alice[1], 0x95ae6503d3d3037bu);
@@ -720,8 +782,9 @@ TEST_F(SealTest, MaskKnownAnswer) {
   three.length = 2;
   three.participants = {"alice", "bob", "carol"};
   three.nonces = {FilledNonce(0x11), FilledNonce(0x22), FilledNonce(0x33)};
-  EXPECT_EQ(Hex(RoundView(three)),
-            "5fb570cf167b3f1577b69955170651a7195710f5f3e927f0398dc6187ad20c12");
+  EXPECT_EQ(View(three), ReferenceView(three));
+  EXPECT_EQ(Hex(View(three)),
+            "ac220659bf7950bf49f20e30ae2c56b8df33c3d5b1665873f25bbf7d21e2d37b");
   EXPECT_EQ(MasksOf("alice", three),
             (std::vector<uint64_t>{0x1aad086ba8b0eb89u, 0x6f2e71559fdfa7c1u}));
   EXPECT_EQ(MasksOf("bob", three),
@@ -749,7 +812,7 @@ TEST_F(SealTest, PartialsSealedUnderTheViewOpenAndSumToTheInputs) {
     std::vector<uint64_t> values = {i * 100, 1000 - i, ~uint64_t{0}};
     for (uint32_t e = 0; e < length; ++e) expected[e] += values[e];
     ASSERT_TRUE(M(me).AddMasks(u, values).ok());
-    Result<std::vector<uint8_t>> s = M(me).Seal(MakeBinding(me, "hospital", RoundView(u)),
+    Result<std::vector<uint8_t>> s = M(me).Seal(MakeBinding(me, "hospital", View(u)),
                                                 EncodePayload(EnvelopeKind::kPartial, values));
     ASSERT_TRUE(s.ok()) << s.message();
     sealed.push_back(*s);
@@ -758,7 +821,7 @@ TEST_F(SealTest, PartialsSealedUnderTheViewOpenAndSumToTheInputs) {
   for (size_t i = 0; i < n; ++i) {
     const std::string& from = u.participants[i];
     Result<std::vector<uint8_t>> opened =
-        M("hospital").Open(MakeBinding(from, "hospital", RoundView(u)), sealed[i]);
+        M("hospital").Open(MakeBinding(from, "hospital", View(u)), sealed[i]);
     ASSERT_TRUE(opened.ok()) << opened.message();
     Result<std::vector<uint64_t>> values = DecodePayload(*opened, EnvelopeKind::kPartial, length);
     ASSERT_TRUE(values.ok()) << values.message();
@@ -771,7 +834,7 @@ TEST_F(SealTest, PartialsSealedUnderTheViewOpenAndSumToTheInputs) {
   for (size_t i = 0; i < n; ++i) {
     const std::string& from = u.participants[i];
     Result<std::vector<uint8_t>> opened =
-        M("hospital").Open(MakeBinding(from, "hospital", RoundView(tampered)), sealed[i]);
+        M("hospital").Open(MakeBinding(from, "hospital", View(tampered)), sealed[i]);
     ASSERT_FALSE(opened.ok()) << from;
     EXPECT_EQ(opened.message(), "cannot open partial from " + from + ": authentication failed");
   }

@@ -163,8 +163,8 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   EXPECT_EQ(checked_ok, static_cast<size_t>(kHospitalRounds));
   // The broker served every round without rejecting anything, routing one envelope per patient
   // per round (each patient's masked input to the hospital) and nothing else.
-  const std::string stop_needle =
-      "event=stop routed=" + Str(uint64_t{kPatients} * kHospitalRounds) + " rejected=0";
+  const std::string stop_needle = "event=exit status=0 reason=\"stopped by SIGTERM\" routed=" +
+                                  Str(uint64_t{kPatients} * kHospitalRounds) + " rejected=0";
   for (auto& c : patients) EXPECT_EQ(c.Stop(), 0);
   EXPECT_EQ(broker.Stop(), 0);
   EXPECT_NE(LastLine(dir.path() / "broker.log").find(stop_needle), std::string::npos)

@@ -1,5 +1,7 @@
 #include "tests/support.h"
 
+#include "schema/results.h"
+
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -39,12 +41,9 @@ std::optional<BrokerEndpoints> ReadBrokerEndpoints(Child& broker, milliseconds t
 }
 
 std::optional<uint64_t> ScalarAggregate(const std::string& json) {
-  auto at = json.find("\"aggregate\": ");
-  if (at == std::string::npos) return std::nullopt;
-  at += 13;
-  auto end = json.find_first_not_of("0123456789", at);
-  if (end == at || end == std::string::npos || json[end] != ',') return std::nullopt;
-  return std::stoull(json.substr(at, end - at));
+  auto parsed = ParseResultsLine(json);
+  if (!parsed.ok() || !parsed->result || parsed->result->aggregate.size() != 1) return std::nullopt;
+  return parsed->result->aggregate[0];
 }
 
 std::function<void(const std::string&)> LogWatcher::Sink() {

@@ -71,7 +71,7 @@ struct BrokerEndpoints {
 // nullopt when the broker exits or prints something else first.
 std::optional<BrokerEndpoints> ReadBrokerEndpoints(Child& broker, milliseconds timeout = kWait);
 
-// The scalar after "aggregate": in a hospital's JSON result line, or nullopt.
+// The aggregate of a hospital's one-element JSON result line (ParseResultsLine), or nullopt.
 std::optional<uint64_t> ScalarAggregate(const std::string& json);
 
 // A party with a DEALER to the router and a SUB to the phase channel.
@@ -134,8 +134,15 @@ inline std::vector<uint64_t> Masked(const Sealer& sealer, const PhaseUpdate& sum
   return input;
 }
 
+// The view of the round in `sum` with `sealer`'s roster keys: what an honest party computes.
+inline ViewDigest View(const Sealer& sealer, const PhaseUpdate& sum) {
+  auto view = sealer.View(sum);
+  EXPECT_TRUE(view.ok()) << view.message();
+  return view.ok() ? *view : ViewDigest{};
+}
+
 // The one envelope of a patient's sum phase: `masked` sealed by `sealer` to the round's
-// hospital under `view` (the honest view is RoundView(sum)).
+// hospital under `view` (the honest view is View(sealer, sum)).
 inline Envelope SealedPartial(const Sealer& sealer, const PhaseUpdate& sum,
                               std::span<const uint64_t> masked, const ViewDigest& view) {
   auto sealed = sealer.Seal(Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, view},
@@ -181,12 +188,12 @@ class TestPatient {
     std::vector<uint8_t> frame;    // the envelope's bytes as sent
   };
   // Masks `input` for the round in `sum` and sends it sealed to the hospital under `view`
-  // (by default RoundView(sum), as an honest patient does).
+  // (by default View(sealer, sum), as an honest patient does).
   Sent SendMasked(const PhaseUpdate& sum, std::vector<uint64_t> input,
                   std::optional<ViewDigest> view = std::nullopt) {
     Sent s;
     s.masked = Masked(sealer_, sum, std::move(input));
-    s.envelope = SealedPartial(sealer_, sum, s.masked, view ? *view : RoundView(sum));
+    s.envelope = SealedPartial(sealer_, sum, s.masked, view ? *view : View(sealer_, sum));
     s.frame = Encode(s.envelope);
     party_.SendRaw(s.frame);
     return s;

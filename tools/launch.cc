@@ -14,9 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "schema/log.h"
+#include "schema/results.h"
 #include "schema/schema.h"
-#include "tools/process.h"
 #include "schema/text.h"
+#include "tools/cluster.h"
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
@@ -33,14 +35,15 @@ constexpr const char* kUsage =
     "Runs one secure round: a broker, a hospital and the patients as separate processes on\n"
     "loopback. Defaults: patients alice, bob and charlie, R = 1000, random inputs in\n"
     "[0, R/n] so that, as the scenario assumes, the aggregate lies in [0, R] too.\n"
-    "  --patients N      N patients named p01, p02, ...\n"
+    "  --patients N      N patients (2..1000) named p01, p02, ... (p001, ... from 100)\n"
     "  --names a,b,c     the patients' names\n"
     "  --values V1,...   the patients' inputs (scalars), instead of random ones\n"
     "  --range R         inputs lie in [0, R] (default 1000)\n"
     "  --length L        vectors of L elements (default 1)\n"
     "  --deadline-ms MS  the broker's phase deadline (default 10000)\n"
-    "  --json            print one JSON object\n"
+    "  --json            print one JSON object (numbers above 2^53 as strings)\n"
     "  --workdir DIR     keys, captures, logs and results go here (default run)\n"
+    "The hospital asks for its round once every patient has reached the broker.\n"
     "Exit: 0 the aggregate equals the sum of the inputs, 1 it does not or the round failed,\n"
     "2 bad usage.\n";
 
@@ -55,26 +58,6 @@ std::vector<std::string> Split(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) out.push_back(item);
   return out;
-}
-
-// Reads the numbers of `"aggregate": N` or `"aggregate": [a, b, ...]` from the hospital's JSON.
-std::optional<std::vector<uint64_t>> ParseAggregate(const std::string& json) {
-  auto at = json.find("\"aggregate\": ");
-  if (at == std::string::npos) return std::nullopt;
-  size_t i = at + 13;
-  bool array = i < json.size() && json[i] == '[';
-  if (array) ++i;
-  std::vector<uint64_t> out;
-  while (i < json.size()) {
-    size_t end = json.find_first_not_of("0123456789", i);
-    if (end == std::string::npos || end == i) return std::nullopt;
-    out.push_back(std::strtoull(json.substr(i, end - i).c_str(), nullptr, 10));
-    if (!array) return out;
-    if (json[end] == ']') return out;
-    if (json.compare(end, 2, ", ") != 0) return std::nullopt;
-    i = end + 2;
-  }
-  return std::nullopt;
 }
 
 std::string Joined(const std::vector<std::string>& v, const std::string& sep, bool quote) {
@@ -125,11 +108,13 @@ int main(int argc, char** argv) {
     std::string v = argv[++i];
     if (f == "--patients") {
       uint64_t n;
-      if (!ParseU64(v, n) || n < 2 || n > 500) return Usage("--patients wants 2..500");
+      if (!ParseU64(v, n) || n < 2 || n > tally::kMaxParticipants)
+        return Usage("--patients wants 2.." + std::to_string(tally::kMaxParticipants));
       names.clear();
+      const int width = n < 100 ? 2 : 3;
       for (uint64_t k = 1; k <= n; ++k) {
         char buf[16];
-        std::snprintf(buf, sizeof buf, "p%02llu", static_cast<unsigned long long>(k));
+        std::snprintf(buf, sizeof buf, "p%0*llu", width, static_cast<unsigned long long>(k));
         names.push_back(buf);
       }
     } else if (f == "--names") {
@@ -138,6 +123,8 @@ int main(int argc, char** argv) {
         if (!tally::ValidName(n) || n == "broker" || n == "hospital")
           return Usage("bad patient name '" + n + "'");
       if (names.size() < 2) return Usage("a round needs at least 2 patients");
+      if (names.size() > tally::kMaxParticipants)
+        return Usage("at most " + std::to_string(tally::kMaxParticipants) + " patients");
     } else if (f == "--values") {
       for (const auto& s : Split(v)) {
         uint64_t x;
@@ -165,49 +152,19 @@ int main(int argc, char** argv) {
   if (range > UINT64_MAX / names.size()) return Usage("--range too large for that many patients");
   if (sodium_init() < 0) return 1;
 
+  const tally::LogSink log = tally::StderrLog();
   const auto started = std::chrono::steady_clock::now();
   auto fail = [&](const std::string& why) {
-    if (json) {
-      std::string escaped;
-      for (char c : why) {
-        if (c == '"' || c == '\\') escaped += '\\';
-        escaped += (c >= 0x20 && c < 0x7f) ? c : ' ';
-      }
-      std::cout << "{\"error\": \"" << escaped << "\"}" << std::endl;
-    }
-    std::cerr << "launch: " << why << "\n";
+    if (json) std::cout << "{\"error\": " << tally::JsonString(why) << "}" << std::endl;
+    log("launch: " + why);
     return 1;
   };
 
+  tally::Cluster cluster(bin, workdir);
+  if (auto s = cluster.Prepare("hospital", names); !s.ok()) return fail(s.message());
   std::error_code ec;
-  fs::create_directories(workdir / "logs", ec);
   fs::create_directories(workdir / "inputs", ec);
-  if (ec) return fail("cannot create " + workdir.string() + ": " + ec.message());
-  const fs::path keys = workdir / "keys";
-  const fs::path logs = workdir / "logs";
-
-  // Keys: make whatever is missing.
-  std::vector<std::string> missing;
-  for (const auto& n : names)
-    if (!fs::exists(keys / "private" / (n + ".key_secret"))) missing.push_back(n);
-  if (!missing.empty() || !fs::exists(keys / "private" / "hospital.key_secret") ||
-      !fs::exists(keys / "private" / "broker.key_secret")) {
-    std::vector<std::string> args = {(bin / "tools/tally-keygen").string(), "--dir", keys.string()};
-    if (!fs::exists(keys / "private" / "broker.key_secret")) args.push_back("--broker");
-    if (!fs::exists(keys / "private" / "hospital.key_secret")) {
-      args.push_back("--hospital");
-      args.push_back("hospital");
-    }
-    if (!missing.empty()) {
-      args.push_back("--patients");
-      args.push_back(Joined(missing, ",", false));
-    }
-    auto keygen = tally::Child::Spawn(args, logs / "keygen.log");
-    if (!keygen.ok()) return fail(keygen.message());
-    keygen->ReadAll(milliseconds(60000));
-    if (keygen->Wait(milliseconds(60000)).value_or(-1) != 0)
-      return fail("key generation failed: " + tally::LastLine(logs / "keygen.log"));
-  }
+  if (ec) return fail("cannot create " + (workdir / "inputs").string() + ": " + ec.message());
 
   // Inputs.
   std::vector<std::vector<uint64_t>> inputs(names.size());
@@ -221,29 +178,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  for (const auto& n : std::vector<std::string>{"broker", "hospital"}) fs::remove(logs / (n + ".log"));
-  auto broker = tally::Child::Spawn(
-      {(bin / "broker/tally-broker").string(), "--keys", keys.string(), "--router",
-       "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
-       (workdir / "captures").string(), "--deadline-ms", std::to_string(deadline_ms)},
-      logs / "broker.log");
-  if (!broker.ok()) return fail(broker.message());
-  std::string router, phases;
-  for (int k = 0; k < 2; ++k) {
-    auto line = broker->ReadLine(milliseconds(15000));
-    if (!line) break;
-    if (line->rfind("router ", 0) == 0) router = line->substr(7);
-    if (line->rfind("phases ", 0) == 0) phases = line->substr(7);
-  }
-  if (router.empty() || phases.empty())
-    return fail("the broker did not come up: " + tally::LastLine(logs / "broker.log"));
-
-  std::vector<tally::Child> patients;
+  if (auto s = cluster.StartBroker({"--deadline-ms", std::to_string(deadline_ms)}); !s.ok())
+    return fail(s.message());
+  auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   for (size_t p = 0; p < names.size(); ++p) {
-    fs::remove(logs / (names[p] + ".log"));
-    std::vector<std::string> args = {(bin / "nodes/tally-node").string(), "--keys", keys.string(),
-                                     "--name", names[p], "--router", router, "--phases", phases,
-                                     "--once"};
+    std::vector<std::string> args = {"--once"};
     if (length == 1) {
       args.insert(args.end(), {"--value", std::to_string(inputs[p][0])});
     } else {
@@ -254,52 +193,58 @@ int main(int argc, char** argv) {
       std::fclose(f);
       args.insert(args.end(), {"--input", file.string()});
     }
-    auto child = tally::Child::Spawn(args, logs / (names[p] + ".log"));
-    if (!child.ok()) return fail(child.message());
-    patients.push_back(std::move(child.value()));
+    if (auto s = cluster.StartPatient(names[p], args); !s.ok()) return fail(s.message());
+    if (std::chrono::steady_clock::now() >= next_progress) {
+      log("launch: " + std::to_string(cluster.started()) + " of " + std::to_string(names.size()) +
+          " patients started, " + std::to_string(cluster.ready()) + " connected");
+      next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    }
   }
-  auto hospital = tally::Child::Spawn(
-      {(bin / "nodes/tally-node").string(), "--keys", keys.string(), "--name", "hospital",
-       "--router", router, "--phases", phases, "--range", std::to_string(range), "--length",
-       std::to_string(length), "--participants", Joined(names, ",", false), "--json",
-       "--results", (workdir / "results.jsonl").string()},
-      logs / "hospital.log");
-  if (!hospital.ok()) return fail(hospital.message());
+  // Ask for the round once every patient is connected, not before: a cohort starting at once
+  // keeps a small machine busy for a while (every patient derives a key with every other).
+  auto ready = cluster.WaitPatientsReady(milliseconds(60000), [&](size_t n, size_t total) {
+    log("launch: " + std::to_string(n) + " of " + std::to_string(total) + " patients connected");
+  });
+  if (!ready.ok()) return fail(ready.message());
 
+  auto hospital = cluster.StartHospital(
+      "hospital", {"--range", std::to_string(range), "--length", std::to_string(length),
+                   "--participants", Joined(names, ",", false), "--json", "--results",
+                   (workdir / "results.jsonl").string()});
+  if (!hospital.ok()) return fail(hospital.message());
   const auto round_budget = milliseconds(3 * deadline_ms + 15000);
-  auto line = hospital->ReadLine(round_budget);
-  auto code = hospital->Wait(round_budget);
+  auto line = (*hospital)->ReadLine(round_budget);
+  auto code = (*hospital)->Wait(round_budget);
   const auto elapsed_ms = std::chrono::duration_cast<milliseconds>(
                               std::chrono::steady_clock::now() - started).count();
-  for (auto& p : patients) p.Wait(milliseconds(5000));
-  for (auto& p : patients) p.Stop();
-  broker->Stop();
+  cluster.StopAll();
 
-  if (!line || code.value_or(-1) != 0) {
-    std::string why = tally::LastLine(logs / "hospital.log");
-    return fail("the round failed: " + (why.empty() ? "the hospital exited without a result" : why));
-  }
-  auto aggregate = ParseAggregate(*line);
-  if (!aggregate) return fail("unreadable result from the hospital: " + *line);
-  std::string round;
-  if (auto at = line->find("\"round\": \""); at != std::string::npos) round = line->substr(at + 10, 32);
-  const bool match = *aggregate == expected;
+  if (!line || code.value_or(-1) != 0)
+    return fail("the round failed: hospital: " + cluster.WhyStopped("hospital"));
+  auto result = tally::ParseResultsLine(*line);
+  if (!result.ok() || !result->result)
+    return fail("unreadable result from the hospital: " + *line);
+  const std::vector<uint64_t>& aggregate = result->result->aggregate;
+  const std::string round = tally::RoundHex(result->round);
+  const bool match = aggregate == expected;
 
   if (json) {
-    std::cout << "{\"aggregate\": " << JsonNumbers(*aggregate) << ", \"expected\": " << JsonNumbers(expected)
+    std::cout << "{\"aggregate\": " << JsonNumbers(aggregate) << ", \"expected\": " << JsonNumbers(expected)
               << ", \"participants\": [" << Joined(names, ", ", true) << "], \"round\": \"" << round
               << "\", \"elapsed_ms\": " << elapsed_ms << ", \"match\": " << (match ? "true" : "false")
               << "}" << std::endl;
   } else {
     std::cout << "inputs handed out (R = " << range << "):\n";
-    for (size_t p = 0; p < names.size(); ++p)
+    const size_t shown = names.size() <= 12 ? names.size() : 10;
+    for (size_t p = 0; p < shown; ++p)
       std::cout << "  " << names[p] << ": " << Short(inputs[p]) << "\n";
+    if (shown < names.size())
+      std::cout << "  ... and " << names.size() - shown << " more (all in " << workdir.string()
+                << "/logs)\n";
     std::cout << "round " << round << "\n"
-              << "aggregate " << Short(*aggregate) << " (expected " << Short(expected) << ": "
+              << "aggregate " << Short(aggregate) << " (expected " << Short(expected) << ": "
               << (match ? "match" : "MISMATCH") << ")"
-              << (line->find("\"in_range\": false") != std::string::npos
-                      ? "; the hospital notes it lies outside [0, R]"
-                      : "")
+              << (result->result->in_range ? "" : "; it lies above R, as a sum may")
               << "\n"
               << "time " << elapsed_ms << " ms\n"
               << "logs, captures, results: " << workdir.string() << "/" << std::endl;

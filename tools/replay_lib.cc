@@ -16,6 +16,7 @@
 
 #include "keys/keys.h"
 #include "nodes/seal.h"
+#include "schema/results.h"
 #include "schema/text.h"
 
 namespace tally::replay {
@@ -25,23 +26,6 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 // --- Small formatting helpers --------------------------------------------------------------
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(c));
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
 
 std::string JsonNames(const std::vector<std::string>& names) {
   std::string out = "[";
@@ -475,7 +459,7 @@ std::vector<Problem> Check(const CaptureContents& c) {
   return problems;
 }
 
-Result<CapturedView> HospitalView(const CaptureContents& c) {
+Result<CapturedView> HospitalView(const CaptureContents& c, const Sealer& sealer) {
   const CaptureHeader* h = HeaderOf(c);
   if (h == nullptr) return Status::Error("the capture has no header");
   for (size_t i = 0; i < c.records.size(); ++i) {
@@ -496,7 +480,9 @@ Result<CapturedView> HospitalView(const CaptureContents& c) {
     u.length = h->length;
     u.participants = h->participants;
     u.nonces = p->nonces;
-    return CapturedView{RoundView(u), c.offsets[i]};
+    Result<ViewDigest> view = sealer.View(u);
+    if (!view.ok()) return view.status();
+    return CapturedView{*view, c.offsets[i]};
   }
   return Status::Error("the capture has no sum phase");
 }
@@ -531,39 +517,6 @@ std::string EnvelopeFields(const EnvelopeEntry& e) {
          ", \"from\": " + JsonString(e.envelope->from) + ", \"to\": " + JsonString(e.envelope->to);
   }
   return f;
-}
-
-// The aggregate recorded for `round` in a hospital results file (one ResultJson per line).
-Result<std::optional<std::vector<uint64_t>>> ResultFor(const fs::path& path, const RoundId& round) {
-  std::ifstream in(path);
-  if (!in) return Status::Error("cannot open results file " + path.string());
-  const std::string needle = "\"round\": \"" + RoundHex(round) + "\"";
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(needle) == std::string::npos) continue;
-    auto at = line.find("\"aggregate\": ");
-    if (at == std::string::npos) return Status::Error("results line for this round has no aggregate");
-    size_t i = at + 13;
-    const bool array = i < line.size() && line[i] == '[';
-    if (array) ++i;
-    std::vector<uint64_t> values;
-    for (;;) {
-      size_t end = line.find_first_not_of("0123456789", i);
-      if (end == std::string::npos || end == i || end - i > 20) {
-        return Status::Error("results line for this round has a malformed aggregate");
-      }
-      errno = 0;
-      values.push_back(std::strtoull(line.substr(i, end - i).c_str(), nullptr, 10));
-      if (errno != 0) return Status::Error("results line for this round has a malformed aggregate");
-      if (!array || line[end] == ']') break;
-      if (line.compare(end, 2, ", ") != 0) {
-        return Status::Error("results line for this round has a malformed aggregate");
-      }
-      i = end + 2;
-    }
-    return std::optional<std::vector<uint64_t>>(std::move(values));
-  }
-  return std::optional<std::vector<uint64_t>>();
 }
 
 // A party as the audit and the injection need it: the roster, its secrets, its sealer.
@@ -630,7 +583,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
            "\"offset\": " + std::to_string(c.error_offset));
   }
   // The view the hospital opens with. Public (the broker publishes the nonces): printed.
-  const Result<CapturedView> view = HospitalView(c);
+  const Result<CapturedView> view = HospitalView(c, *sealer);
   if (view.ok()) {
     p.Line("view",
            "view of the round: " + Hex(view->view) +
@@ -703,6 +656,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
 
   const CaptureTrailer* trailer = TrailerOf(c);
   const bool done = trailer != nullptr && trailer->done;
+  const bool aborted = trailer != nullptr && !trailer->done;
   const size_t n = h->participants.size();
   p.Line("summary",
          o.as + ": " + std::to_string(opened) + " of " + std::to_string(addressed) +
@@ -720,30 +674,60 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
            "aggregate (sum of the " + std::to_string(n) +
                " masked partials mod 2^64, the masks cancel): " + ShortNumbers(aggregate),
            "\"aggregate\": " + JsonNumbers(aggregate));
-    if (!o.results.empty()) {
-      auto recorded = ResultFor(o.results, h->round);
+    if (!o.results.empty() && !aborted) {
+      auto recorded = ReadRoundRecord(o.results, h->round);
       if (!recorded.ok()) {
         ++failures;
         p.Line("results", recorded.message());
-      } else if (!recorded->has_value()) {
+      } else if (!recorded->result) {
         ++failures;
         p.Line("results", "round not in results file " + o.results.string(), "\"match\": false");
-      } else if (**recorded == aggregate) {
+      } else if (recorded->aborted) {
+        ++failures;
+        p.Line("results",
+               "the results file " + o.results.string() + " records the round as aborted (" +
+                   *recorded->aborted + "), the capture as done",
+               "\"match\": false");
+      } else if (recorded->result->aggregate == aggregate) {
         p.Line("results", "matches results file " + o.results.string(), "\"match\": true");
       } else {
         ++failures;
         p.Line("results",
                "DIFFERS from results file " + o.results.string() + ": it records " +
-                   ShortNumbers(**recorded),
+                   ShortNumbers(recorded->result->aggregate),
                "\"match\": false");
       }
     }
   } else {
     p.Line("aggregate", "aggregate: not computable (" + std::to_string(opened) + " of " +
                             std::to_string(n) + " partials opened)");
-    if (!o.results.empty()) {
+    if (!o.results.empty() && !aborted) {
       ++failures;
       p.Line("results", "cannot compare with the results file without every partial");
+    }
+  }
+  // A round has one outcome. An aborted round has no aggregate to audit; its hospital's results
+  // file must not hold a result for it that still stands.
+  if (aborted) {
+    ++failures;
+    p.Line("outcome", "the round aborted: " + trailer->reason + "; it has no aggregate",
+           "\"outcome\": \"aborted\", \"reason\": " + JsonString(trailer->reason));
+    if (!o.results.empty()) {
+      auto recorded = ReadRoundRecord(o.results, h->round);
+      if (!recorded.ok()) {
+        p.Line("results", recorded.message());
+      } else if (recorded->done()) {
+        p.Line("results",
+               "INCONSISTENT: the results file " + o.results.string() +
+                   " holds a result for this aborted round and no abort after it",
+               "\"match\": false");
+      } else {
+        p.Line("results",
+               "the results file " + o.results.string() +
+                   (recorded->result ? " records the result as aborted too"
+                                     : " holds no result for this round"),
+               "\"match\": true");
+      }
     }
   }
   if (failures == 0) {
@@ -936,7 +920,7 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
   // binding and under no other round. The view is the capture's (HospitalView).
   RoundId fresh{};
   randombytes_buf(fresh.data(), fresh.size());
-  const Result<CapturedView> view = HospitalView(c);
+  const Result<CapturedView> view = HospitalView(c, *sealer);
   for (const EnvelopeEntry* e : to_me) {
     const Envelope& env = *e->envelope;
     if (!view.ok()) {

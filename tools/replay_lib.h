@@ -108,14 +108,15 @@ struct Problem {
 // The structural check; empty when the capture passes.
 std::vector<Problem> Check(const CaptureContents& contents);
 
-// The hospital's view of the round as the capture records it: RoundView of the sum-phase
-// update rebuilt from the header and the nonces of the first sum-phase record (at `offset`).
-// An error when there is no sum phase or its nonces are not one per patient.
+// The hospital's view of the round as the capture records it: the sum-phase update rebuilt
+// from the header and the nonces of the first sum-phase record (at `offset`), viewed with
+// `sealer`'s roster keys (Sealer::View). An error when there is no sum phase, its nonces are
+// not one per patient, or the roster lacks a party of the round.
 struct CapturedView {
   ViewDigest view{};
   uint64_t offset = 0;
 };
-Result<CapturedView> HospitalView(const CaptureContents& contents);
+Result<CapturedView> HospitalView(const CaptureContents& contents, const Sealer& sealer);
 
 // Reads past records whose CRC does not match (recomputing it) so that an audit can name the
 // damaged envelope; stops at any other error. `damaged` receives the salvaged records' offsets.

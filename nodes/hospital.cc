@@ -1,0 +1,261 @@
+#include "nodes/hospital.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "schema/text.h"
+
+namespace tally {
+namespace {
+
+std::string Errno() { return std::strerror(errno); }
+
+}  // namespace
+
+// --- ResultsFile ---------------------------------------------------------------------------
+
+Result<ResultsFile> ResultsFile::Open(const std::filesystem::path& path) {
+  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
+  const bool existed = ::access(path.c_str(), F_OK) == 0;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::Error("cannot open the results file " + path.string() + ": " + Errno());
+  ResultsFile file(fd, path);
+  if (!existed) {
+    // A new file's name is durable only once its folder is.
+    const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const bool synced = dir >= 0 && ::fsync(dir) == 0;
+    if (dir >= 0) ::close(dir);
+    if (!synced) return Status::Error("cannot sync the folder of " + path.string() + ": " + Errno());
+  }
+  return file;
+}
+
+ResultsFile::ResultsFile(ResultsFile&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+
+ResultsFile& ResultsFile::operator=(ResultsFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+ResultsFile::~ResultsFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status ResultsFile::Append(const std::string& line) {
+  const std::string data = line + "\n";
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd_, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::Error("cannot write " + path_.string() + ": " + Errno());
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd_) != 0) return Status::Error("cannot fsync " + path_.string() + ": " + Errno());
+  return Status::Ok();
+}
+
+// --- Hospital ------------------------------------------------------------------------------
+
+Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Sealer& sealer,
+                   Link& link, LogSink log, ResultsFile results, ResultSink on_result)
+    : NodeRole(options.name, roster, sealer, link, std::move(log)),
+      options_(options),
+      results_(std::move(results)),
+      on_result_(std::move(on_result)) {}
+
+Hospital::~Hospital() {
+  if (round_) sodium_memzero(round_->sum.data(), round_->sum.size() * sizeof(uint64_t));
+}
+
+void Hospital::Start() { SendRequest(); }
+
+void Hospital::SendRequest() {
+  // Random tickets: a request is never mistaken for an earlier hospital process's round. 0 is
+  // reserved for connection notices.
+  do randombytes_buf(&ticket_, sizeof ticket_);
+  while (ticket_ == 0);
+  waiting_ = true;
+  last_progress_ = requested_at_ = Clock::now();
+  Log("event=request ticket=" + std::to_string(ticket_) + " range=" +
+      std::to_string(options_.range) + " length=" + std::to_string(options_.length) +
+      " patients=" + std::to_string(options_.participants.size()));
+  if (!link_.Send(Request{ticket_, options_.range, options_.length, options_.participants,
+                          options_.deadline_ms}))
+    Finish(Status::Error("cannot send the round request"));
+}
+
+void Hospital::OnPhase(const PhaseUpdate& u) {
+  if (outcome()) return;
+  // The hospital adopts its round from whichever update it hears first: a late subscriber may
+  // first hear of a round that already ended (e.g. a patient refused it at once).
+  if (waiting_ && u.hospital == name_ && u.ticket == ticket_) Adopt(u);
+  if (!round_ || round_->opened.round != u.round) return;
+  last_progress_ = Clock::now();
+  switch (u.phase) {
+    case Phase::kSum:
+      return LearnView(u);
+    case Phase::kDone:
+      return OnDone(u);
+    case Phase::kAbort:
+      return OnAbort(u);
+    default:
+      return;
+  }
+}
+
+void Hospital::Adopt(const PhaseUpdate& u) {
+  waiting_ = false;
+  round_.emplace();
+  round_->opened = u;
+  round_->sum.assign(u.length, 0);
+  Log("event=round-open round=" + RoundHex(u.round) +
+      " patients=" + std::to_string(u.participants.size()) + " length=" + std::to_string(u.length) +
+      " deadline_ms=" + std::to_string(u.deadline_ms));
+  if (u.phase != Phase::kOpen && u.phase != Phase::kSum) return;  // ended before we heard of it
+  // The round must be the one asked for: the broker may not change what the sum is over.
+  if (u.range != options_.range || u.length != options_.length ||
+      u.participants != options_.participants)
+    return Refuse("the round does not match " + name_ + "'s request (" +
+                  (u.participants != options_.participants ? "participants"
+                   : u.range != options_.range             ? "range"
+                                                           : "length") +
+                  " differ)");
+  if (auto problem = RosterProblem(u)) return Refuse(*problem);
+}
+
+// The sum phase names every participant's nonce, which fixes the view each masked input must be
+// sealed under. Inputs that came before it are opened now.
+void Hospital::LearnView(const PhaseUpdate& u) {
+  ActiveRound& r = *round_;
+  if (r.view) return;
+  if (!IsSumOf(r.opened, u)) return Refuse("the sum phase does not match the round as opened");
+  Result<ViewDigest> view = sealer_.View(u);
+  if (!view.ok()) return Refuse(view.message());
+  r.view = *view;
+  auto early = std::move(early_);
+  early_.clear();
+  for (const auto& env : early) OnEnvelope(env);
+}
+
+void Hospital::OnEnvelope(const Envelope& env) {
+  if (outcome()) return;
+  auto reject = [&](const std::string& why) {
+    Log("event=reject source=router reason=" + Quote(why));
+  };
+  // Partials can overtake the phase updates that tell the hospital its round id and view (they
+  // come over the router, the updates over the phase channel): keep them until then, at most
+  // one per possible participant.
+  const bool view_known = round_ && round_->view;
+  if (!view_known && (waiting_ || (round_ && env.round == round_->opened.round)) &&
+      env.to == name_ && early_.size() < kMaxParticipants) {
+    early_.push_back(env);
+    return;
+  }
+  if (!round_ || env.round != round_->opened.round)
+    return reject("envelope for a round we are not in");
+  ActiveRound& r = *round_;
+  const auto& ps = r.opened.participants;
+  if (env.to != name_ || std::find(ps.begin(), ps.end(), env.from) == ps.end())
+    return reject(std::string(KindName(env.kind)) + " " + env.from + "->" + env.to +
+                  " is not for us in this round");
+  if (r.received.count(env.from))
+    return reject("duplicate " + std::string(KindName(env.kind)) + " from " + env.from);
+  auto opened = sealer_.Open(Binding{env.round, env.kind, env.from, name_, *r.view}, env.sealed);
+  // A masked input that does not open (another view of the round: other nonces, or another
+  // roster's keys; or altered) can never be replaced: the broker routes one per patient.
+  if (!opened.ok())
+    return Refuse(opened.message() + " under " + name_ + "'s view of the round");
+  auto added = AddPayload(opened.value(), env.kind, r.sum);
+  sodium_memzero(opened->data(), opened->size());
+  if (!added.ok()) return Refuse("payload from " + env.from + ": " + added.message());
+  r.received.insert(env.from);
+  last_progress_ = Clock::now();
+  MaybeAcknowledge();
+}
+
+void Hospital::MaybeAcknowledge() {
+  ActiveRound& r = *round_;
+  if (r.result || r.received.size() != r.opened.participants.size()) return;
+  RoundResult result;
+  result.round = r.opened.round;
+  result.aggregate = r.sum;
+  result.participants = r.opened.participants;
+  result.range = r.opened.range;
+  result.in_range = std::all_of(r.sum.begin(), r.sum.end(),
+                                [&](uint64_t v) { return v <= r.opened.range; });
+  result.elapsed_ms =
+      std::chrono::duration<double, std::milli>(Clock::now() - requested_at_).count();
+  // Durable before acknowledged: the broker only hears of the round once the disk has it.
+  if (auto written = results_.Append(ResultJson(result)); !written.ok())
+    return Finish(written);
+  if (!result.in_range)
+    Log("event=above-range round=" + RoundHex(r.opened.round) +
+        " note=\"the aggregate lies above R: each input lies in [0, R], their sum need not\"");
+  r.result = std::move(result);
+  Log("event=ack round=" + RoundHex(r.opened.round));
+  (void)link_.Send(Ack{r.opened.round});
+}
+
+void Hospital::OnDone(const PhaseUpdate& u) {
+  ActiveRound& r = *round_;
+  if (!r.result)
+    return Finish(Status::Error("the broker ended round " + RoundHex(u.round) +
+                                " as done before " + name_ + " acknowledged it"));
+  Log("event=round-done round=" + RoundHex(u.round));
+  if (on_result_) on_result_(*r.result);
+  sodium_memzero(r.sum.data(), r.sum.size() * sizeof(uint64_t));
+  round_.reset();
+  if (++rounds_done_ >= options_.rounds) return Finish(Status::Ok());
+  SendRequest();
+}
+
+void Hospital::OnAbort(const PhaseUpdate& u) {
+  Log("event=round-aborted round=" + RoundHex(u.round) + " reason=" + Quote(u.reason));
+  // A result already written stands in the file until this line says otherwise: the round
+  // has one outcome, the broker's.
+  if (round_->result) {
+    auto written = results_.Append(AbortJson(u.round, u.reason));
+    if (!written.ok()) return Finish(written);
+  }
+  Finish(Status::Error("round " + RoundHex(u.round) + " aborted: " + u.reason));
+}
+
+void Hospital::Refuse(const std::string& why) {
+  Log("event=refuse round=" + RoundHex(round_->opened.round) + " reason=" + Quote(why));
+  (void)link_.Send(tally::Refuse{round_->opened.round, why.substr(0, kMaxReasonLength)});
+  Finish(Status::Error("refused round " + RoundHex(round_->opened.round) + ": " + why));
+}
+
+void Hospital::OnNotice(const Notice& n) {
+  Log("event=notice ticket=" + std::to_string(n.ticket) + " reason=" + Quote(n.reason));
+  if (waiting_ && n.ticket == ticket_) Finish(Status::Error(n.reason));
+}
+
+void Hospital::OnLost(std::string_view) {
+  Finish(Status::Error("lost the connection to the broker"));
+}
+
+void Hospital::Tick(Clock::time_point now) {
+  if (outcome() || (!waiting_ && !round_)) return;
+  if (now - last_progress_ <= std::chrono::milliseconds(options_.idle_timeout_ms)) return;
+  // The link reports an unreachable broker itself; here the broker is there and says nothing
+  // about our request or round.
+  if (!link_.up()) return;
+  Finish(Status::Error("no progress from the broker for " +
+                       std::to_string(options_.idle_timeout_ms) + " ms on " +
+                       (waiting_ ? "request " + std::to_string(ticket_) +
+                                       " (connected; the broker may be busy with other rounds)"
+                                 : "round " + RoundHex(round_->opened.round))));
+}
+
+}  // namespace tally

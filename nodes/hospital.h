@@ -1,0 +1,80 @@
+// Internal to tally_nodes: the hospital role (schema/PROTOCOL.md, "Order of a round").
+// It requests rounds one after another, checks each opened round against its request and its
+// roster, opens the masked inputs under its own view of the round, adds them, writes the
+// result durably, acknowledges, and reports the result once the broker publishes done. A round
+// has one outcome: if it aborts after the result was written, the results file says so too
+// (schema/PROTOCOL.md, "Results file"). Thread-compatible.
+#pragma once
+
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "nodes/node.h"
+#include "nodes/role.h"
+
+namespace tally {
+
+// The hospital's results file: one JSON line per event, appended and fsync'd before the call
+// returns (the folder too, when the file is created).
+class ResultsFile {
+ public:
+  // Opens (creating with mode 0600) for appending: a file that cannot be written is found
+  // before any round runs.
+  static Result<ResultsFile> Open(const std::filesystem::path& path);
+  ResultsFile(ResultsFile&& other) noexcept;
+  ResultsFile& operator=(ResultsFile&& other) noexcept;
+  ~ResultsFile();
+  Status Append(const std::string& line);
+
+ private:
+  ResultsFile(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+  int fd_ = -1;
+  std::filesystem::path path_;
+};
+
+class Hospital : public NodeRole {
+ public:
+  Hospital(const NodeOptions& options, const Roster& roster, const Sealer& sealer, Link& link,
+           LogSink log, ResultsFile results, ResultSink on_result);
+  ~Hospital() override;
+
+  // Sends the first request.
+  void Start();
+  void OnPhase(const PhaseUpdate& update) override;
+  void OnEnvelope(const Envelope& envelope) override;
+  void OnNotice(const Notice& notice) override;
+  void OnLost(std::string_view socket) override;
+  void Tick(Clock::time_point now) override;
+
+ private:
+  struct ActiveRound {
+    PhaseUpdate opened;
+    std::optional<ViewDigest> view;  // from the sum phase on
+    std::vector<uint64_t> sum;       // masked inputs so far (mod 2^64)
+    std::set<std::string> received;
+    std::optional<RoundResult> result;  // written and acknowledged, not yet done
+  };
+  void SendRequest();
+  void Adopt(const PhaseUpdate& u);
+  void LearnView(const PhaseUpdate& u);
+  void MaybeAcknowledge();
+  void OnDone(const PhaseUpdate& u);
+  void OnAbort(const PhaseUpdate& u);
+  // Gives the round up with `why`: the broker aborts it at once, naming us.
+  void Refuse(const std::string& why);
+
+  const NodeOptions options_;
+  ResultsFile results_;
+  ResultSink on_result_;
+  std::optional<ActiveRound> round_;
+  std::vector<Envelope> early_;  // partials that came before the round's view was known
+  uint64_t ticket_ = 0;
+  bool waiting_ = false;  // a request is out, its round not yet seen
+  uint32_t rounds_done_ = 0;
+  Clock::time_point last_progress_;
+  Clock::time_point requested_at_;
+};
+
+}  // namespace tally

@@ -1,0 +1,274 @@
+#include "nodes/link.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "schema/text.h"
+
+namespace tally {
+namespace {
+
+constexpr int kMaxBatch = 256;                // messages drained per socket per Poll
+constexpr size_t kZeroCopyBytes = 64 * 1024;  // frames this large are sent without a copy
+constexpr int kHandshakeMs = 20000;           // as the broker's: a busy broker is slow, not gone
+constexpr int kHeartbeatMs = 5000;            // a silent broker is dropped after three of these
+constexpr uint32_t kZapRefused = 400;         // ZAP status: the broker does not know our key
+
+std::span<const uint8_t> Bytes(const zmq::message_t& m) {
+  return {static_cast<const uint8_t*>(m.data()), m.size()};
+}
+
+std::string Hex32(uint32_t v) {
+  char out[16];
+  std::snprintf(out, sizeof out, "0x%08x", v);
+  return out;
+}
+
+// Monitor endpoints must be unique in the process (tests and load generators run many nodes).
+std::string MonitorEndpoint(const char* what) {
+  static std::atomic<uint64_t> next{0};
+  return std::string("inproc://tally-node-monitor-") + what + "-" + std::to_string(next++);
+}
+
+}  // namespace
+
+Link::Link(const LinkOptions& options, LogSink log) : options_(options), log_(std::move(log)) {
+  router_.what = "router";
+  router_.endpoint = options.router_endpoint;
+  router_.socket = &dealer_;
+  router_.monitor = zmq::socket_t(ctx_, zmq::socket_type::pair);
+  phases_.what = "phase channel";
+  phases_.endpoint = options.phases_endpoint;
+  phases_.socket = &sub_;
+  phases_.monitor = zmq::socket_t(ctx_, zmq::socket_type::pair);
+}
+
+Link::~Link() = default;
+
+Result<std::unique_ptr<Link>> Link::Connect(const LinkOptions& options, const SecretCertificate& me,
+                                            const Certificate& broker, LogSink log) {
+  std::unique_ptr<Link> link(new Link(options, std::move(log)));
+  try {
+    for (Watched* w : {&link->router_, &link->phases_}) {
+      zmq::socket_t& s = *w->socket;
+      s.set(zmq::sockopt::linger, 1000);
+      s.set(zmq::sockopt::handshake_ivl, kHandshakeMs);
+      s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
+      s.set(zmq::sockopt::heartbeat_timeout, 3 * kHeartbeatMs);
+      s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(MaxMessageSize(kMaxVectorLength)));
+      if (w->endpoint.find('[') != std::string::npos) s.set(zmq::sockopt::ipv6, true);
+      s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(broker.curve_public.data(), 32));
+      s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(me.pub.curve_public.data(), 32));
+      s.set(zmq::sockopt::curve_secretkey,
+            zmq::const_buffer(me.curve_secret.data(), me.curve_secret.size()));
+      const std::string monitor = MonitorEndpoint(w == &link->router_ ? "router" : "phases");
+      if (zmq_socket_monitor(s.handle(), monitor.c_str(),
+                             ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED |
+                                 ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                 ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
+        return Status::Error(std::string("cannot monitor the ") + w->what + " connection");
+      w->monitor.connect(monitor);
+    }
+    link->dealer_.set(zmq::sockopt::sndhwm, 100000);
+    link->sub_.set(zmq::sockopt::subscribe, "");
+    link->dealer_.connect(options.router_endpoint);
+    link->sub_.connect(options.phases_endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::Error(std::string("cannot connect to the broker: ") + e.what());
+  }
+  link->down_since_ = Clock::now();
+  return link;
+}
+
+void Link::Log(const std::string& fields) {
+  if (log_) log_("node " + options_.name + " " + fields);
+}
+
+bool Link::Send(const Message& message) {
+  auto bytes = std::make_unique<std::vector<uint8_t>>(Encode(message));
+  try {
+    if (bytes->size() < kZeroCopyBytes)
+      return dealer_.send(zmq::buffer(*bytes), zmq::send_flags::dontwait).has_value();
+    // A large frame (a vector's masked input) is handed to zmq as it is, not copied; zmq's
+    // I/O thread frees it once sent.
+    zmq::message_t frame(
+        bytes->data(), bytes->size(),
+        [](void*, void* owner) { delete static_cast<std::vector<uint8_t>*>(owner); },
+        bytes.get());
+    (void)bytes.release();
+    return dealer_.send(frame, zmq::send_flags::dontwait).has_value();
+  } catch (const zmq::error_t& e) {
+    Log("event=send-error error=" + Quote(e.what()));
+    return false;
+  }
+}
+
+Status Link::Poll(LinkHandler& handler, std::chrono::milliseconds timeout) {
+  zmq::pollitem_t items[] = {{dealer_.handle(), 0, ZMQ_POLLIN, 0},
+                             {sub_.handle(), 0, ZMQ_POLLIN, 0},
+                             {router_.monitor.handle(), 0, ZMQ_POLLIN, 0},
+                             {phases_.monitor.handle(), 0, ZMQ_POLLIN, 0}};
+  try {
+    zmq::poll(items, 4, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) return Status::Error(std::string("poll failed: ") + e.what());
+    return Status::Ok();  // a signal: the caller decides
+  }
+  if (items[2].revents & ZMQ_POLLIN) TALLY_RETURN_IF_ERROR(ServeMonitor(router_, handler));
+  if (items[3].revents & ZMQ_POLLIN) TALLY_RETURN_IF_ERROR(ServeMonitor(phases_, handler));
+  if (items[1].revents & ZMQ_POLLIN) ServePhases(handler);
+  if (items[0].revents & ZMQ_POLLIN) TALLY_RETURN_IF_ERROR(ServeRouter(handler));
+  return CheckReachable();
+}
+
+Status Link::ServeMonitor(Watched& w, LinkHandler& handler) {
+  for (int i = 0; i < kMaxBatch; ++i) {
+    zmq::message_t event, address;
+    try {
+      if (!w.monitor.recv(event, zmq::recv_flags::dontwait)) return Status::Ok();
+      if (event.more()) (void)w.monitor.recv(address);
+    } catch (const zmq::error_t&) {
+      return Status::Ok();
+    }
+    if (event.size() < 6) continue;
+    uint16_t id;
+    uint32_t value;
+    std::memcpy(&id, event.data(), sizeof id);
+    std::memcpy(&value, static_cast<const uint8_t*>(event.data()) + 2, sizeof value);
+    const std::string where = std::string(w.what) + " at " + w.endpoint;
+    std::string failure;  // a handshake that failed, to warn about once
+    switch (id) {
+      case ZMQ_EVENT_CONNECTED:
+        if (!w.up) w.last_seen = "TCP connected, no CURVE handshake yet";
+        break;
+      case ZMQ_EVENT_CONNECT_RETRIED:
+        if (!w.up) w.last_seen = "no TCP connection (retrying)";
+        break;
+      case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        Log(std::string("event=") + (w.ever_up ? "reconnected" : "connected") +
+            " socket=" + (w.socket == &dealer_ ? "router" : "phases") + " endpoint=" + w.endpoint);
+        w.up = w.ever_up = true;
+        w.warned = false;
+        w.last_seen = "connected";
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        if (value == kZapRefused)
+          return Status::Error("the broker's " + where + " refused " + options_.name +
+                               "'s key (ZAP status 400): " + options_.name +
+                               "'s certificate is not in the broker's roster");
+        failure = "the broker could not check our key (ZAP status " + std::to_string(value) + ")";
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        failure = "protocol error " + Hex32(value) +
+                  " (is the endpoint a Tally broker's, and its key the one in our roster?)";
+        break;
+      case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        failure = "no detail (timed out, or the connection dropped)";
+        break;
+      case ZMQ_EVENT_DISCONNECTED:
+        if (w.up) {
+          w.up = false;
+          w.last_seen = "connection lost";
+          Log(std::string("event=disconnected socket=") +
+              (w.socket == &dealer_ ? "router" : "phases") + " endpoint=" + w.endpoint +
+              " action=reconnecting");
+          handler.OnLost(w.what);
+        } else {
+          failure = "the connection dropped during the handshake";
+        }
+        break;
+      default:
+        break;
+    }
+    if (!failure.empty()) {
+      w.last_seen = "handshake failed: " + failure;
+      // Logged once per episode: ZeroMQ retries with its back-off, and a warning per retry
+      // would bury everything else under a burst.
+      if (!w.warned)
+        Log("event=warning socket=" + std::string(w.socket == &dealer_ ? "router" : "phases") +
+            " endpoint=" + w.endpoint + " reason=" + Quote("handshake failed: " + failure) +
+            " action=retrying");
+      w.warned = true;
+    }
+  }
+  return Status::Ok();
+}
+
+Status Link::ServeRouter(LinkHandler& handler) {
+  for (int i = 0; i < kMaxBatch; ++i) {
+    zmq::message_t m;
+    try {
+      if (!dealer_.recv(m, zmq::recv_flags::dontwait)) return Status::Ok();
+    } catch (const zmq::error_t&) {
+      return Status::Ok();
+    }
+    // The broker checks a connection is still there with an empty frame: nothing to do.
+    if (m.size() == 0) continue;
+    auto decoded = Decode(Bytes(m), limits_);
+    if (!decoded.ok()) {
+      Log("event=reject source=router reason=" + Quote("malformed: " + decoded.message()));
+      continue;
+    }
+    if (auto* notice = std::get_if<Notice>(&decoded.value())) {
+      if (notice->ticket == 0)
+        return Status::Error("the broker refused this connection: " + notice->reason);
+      handler.OnNotice(*notice);
+    } else if (auto* env = std::get_if<Envelope>(&decoded.value())) {
+      handler.OnEnvelope(*env);
+    } else {
+      Log("event=reject source=router reason=\"unexpected message type from the router\"");
+    }
+  }
+  return Status::Ok();
+}
+
+void Link::ServePhases(LinkHandler& handler) {
+  for (int i = 0; i < kMaxBatch; ++i) {
+    zmq::message_t m;
+    try {
+      if (!sub_.recv(m, zmq::recv_flags::dontwait)) return;
+    } catch (const zmq::error_t&) {
+      return;
+    }
+    auto decoded = Decode(Bytes(m), limits_);
+    if (!decoded.ok() || !std::holds_alternative<PhaseUpdate>(decoded.value())) {
+      Log("event=reject source=phases reason=" +
+          Quote(decoded.ok() ? "not a phase update" : decoded.message()));
+      continue;
+    }
+    handler.OnPhase(std::get<PhaseUpdate>(decoded.value()));
+  }
+}
+
+Status Link::CheckReachable() {
+  const auto now = Clock::now();
+  if (up()) {
+    down_since_.reset();
+    unreachable_warned_ = false;
+    return Status::Ok();
+  }
+  if (!down_since_) down_since_ = now;
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - *down_since_);
+  if (waited < kUnreachableWarning && waited < options_.idle_timeout) return Status::Ok();
+  std::string what;
+  for (const Watched* w : {&router_, &phases_}) {
+    if (w->up) continue;
+    what += std::string(what.empty() ? "" : "; ") + "its " + w->what + " at " + w->endpoint +
+            ": " + w->last_seen;
+  }
+  if (router_.up) what += " (is the phase channel's endpoint right?)";
+  if (waited >= options_.idle_timeout)
+    return Status::Error("could not reach the broker for " +
+                         std::to_string(options_.idle_timeout.count()) + " ms: " + what);
+  if (!unreachable_warned_)
+    Log("event=unreachable waited_ms=" + std::to_string(waited.count()) + " reason=" +
+        Quote(what) + " action=waiting");
+  unreachable_warned_ = true;
+  return Status::Ok();
+}
+
+}  // namespace tally

@@ -1,0 +1,241 @@
+#include "schema/results.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+
+#include "schema/schema.h"
+#include "schema/text.h"
+
+namespace tally {
+namespace {
+
+// A value of the flat JSON objects Tally writes: a string, a number (kept as its text), a
+// boolean, or an array of strings and numbers. Nothing deeper is ever written.
+struct Value {
+  enum Kind { kString, kNumber, kBool, kArray } kind = kString;
+  std::string text;  // string contents, or the number's digits
+  bool flag = false;
+  std::vector<Value> items;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view s) : s_(s) {}
+
+  Result<std::map<std::string, Value>> Object() {
+    std::map<std::string, Value> out;
+    Space();
+    if (!Eat('{')) return Error("expected '{'");
+    Space();
+    if (!Eat('}')) {
+      for (;;) {
+        Space();
+        Result<std::string> key = String();
+        if (!key.ok()) return key.status();
+        Space();
+        if (!Eat(':')) return Error("expected ':' after \"" + *key + "\"");
+        Result<Value> value = Any(/*array_allowed=*/true);
+        if (!value.ok()) return value.status();
+        if (!out.emplace(*key, std::move(*value)).second) return Error("\"" + *key + "\" twice");
+        Space();
+        if (Eat('}')) break;
+        if (!Eat(',')) return Error("expected ',' or '}'");
+      }
+    }
+    Space();
+    if (at_ != s_.size()) return Error("text after the object");
+    return out;
+  }
+
+ private:
+  Status Error(const std::string& what) const {
+    return Status::Error(what + " at column " + std::to_string(at_ + 1));
+  }
+  void Space() {
+    while (at_ < s_.size() && (s_[at_] == ' ' || s_[at_] == '\t' || s_[at_] == '\r')) ++at_;
+  }
+  bool Eat(char c) {
+    if (at_ < s_.size() && s_[at_] == c) {
+      ++at_;
+      return true;
+    }
+    return false;
+  }
+
+  Result<std::string> String() {
+    if (!Eat('"')) return Error("expected a string");
+    std::string out;
+    while (at_ < s_.size() && s_[at_] != '"') {
+      char c = s_[at_++];
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (at_ >= s_.size()) break;
+      const char e = s_[at_++];
+      if (e == '"' || e == '\\' || e == '/') {
+        out += e;
+      } else if (e == 'u' && at_ + 4 <= s_.size()) {
+        // Tally escapes only single bytes this way (\u00XX).
+        const std::string hex(s_.substr(at_, 4));
+        char* end = nullptr;
+        const long code = std::strtol(hex.c_str(), &end, 16);
+        if (end != hex.c_str() + 4 || code > 0xff) return Error("unsupported \\u escape");
+        out += static_cast<char>(code);
+        at_ += 4;
+      } else {
+        return Error("unsupported escape");
+      }
+    }
+    if (!Eat('"')) return Error("unterminated string");
+    return out;
+  }
+
+  Result<Value> Any(bool array_allowed) {
+    Space();
+    Value v;
+    if (at_ >= s_.size()) return Error("expected a value");
+    const char c = s_[at_];
+    if (c == '"') {
+      Result<std::string> text = String();
+      if (!text.ok()) return text.status();
+      v.text = std::move(*text);
+      return v;
+    }
+    if (c == '[' && array_allowed) {
+      ++at_;
+      v.kind = Value::kArray;
+      Space();
+      if (Eat(']')) return v;
+      for (;;) {
+        Result<Value> item = Any(/*array_allowed=*/false);
+        if (!item.ok()) return item.status();
+        v.items.push_back(std::move(*item));
+        Space();
+        if (Eat(']')) return v;
+        if (!Eat(',')) return Error("expected ',' or ']'");
+      }
+    }
+    for (std::string_view word : {"true", "false"}) {
+      if (s_.substr(at_, word.size()) == word) {
+        at_ += word.size();
+        v.kind = Value::kBool;
+        v.flag = word == "true";
+        return v;
+      }
+    }
+    const size_t start = at_;
+    while (at_ < s_.size() && ((s_[at_] >= '0' && s_[at_] <= '9') || s_[at_] == '.')) ++at_;
+    if (at_ == start) return Error("expected a value");
+    v.kind = Value::kNumber;
+    v.text = std::string(s_.substr(start, at_ - start));
+    return v;
+  }
+
+  std::string_view s_;
+  size_t at_ = 0;
+};
+
+// An integer written as a number or, above 2^53, as a decimal string.
+Result<uint64_t> Integer(const Value& v, std::string_view what) {
+  uint64_t out = 0;
+  if ((v.kind == Value::kNumber || v.kind == Value::kString) && ParseU64(v.text, out)) return out;
+  return Status::Error(std::string(what) + " must be an integer");
+}
+
+Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& round) {
+  RoundResult r;
+  r.round = round;
+  for (const char* key : {"aggregate", "participants", "range", "in_range", "elapsed_ms"})
+    if (!f.count(key)) return Status::Error(std::string("no \"") + key + "\"");
+  if (f.size() != 6) return Status::Error("unexpected fields in a result line");
+  const Value& aggregate = f["aggregate"];
+  if (aggregate.kind == Value::kArray) {
+    for (const Value& item : aggregate.items) {
+      Result<uint64_t> n = Integer(item, "each element of \"aggregate\"");
+      if (!n.ok()) return n.status();
+      r.aggregate.push_back(*n);
+    }
+  } else {
+    Result<uint64_t> n = Integer(aggregate, "\"aggregate\"");
+    if (!n.ok()) return n.status();
+    r.aggregate.push_back(*n);
+  }
+  if (r.aggregate.empty()) return Status::Error("\"aggregate\" is empty");
+  if (f["participants"].kind != Value::kArray) return Status::Error("\"participants\" must be a list");
+  for (const Value& p : f["participants"].items) {
+    if (p.kind != Value::kString || !ValidName(p.text))
+      return Status::Error("\"participants\" must hold party names");
+    r.participants.push_back(p.text);
+  }
+  Result<uint64_t> range = Integer(f["range"], "\"range\"");
+  if (!range.ok()) return range.status();
+  r.range = *range;
+  if (f["in_range"].kind != Value::kBool) return Status::Error("\"in_range\" must be true or false");
+  r.in_range = f["in_range"].flag;
+  if (f["elapsed_ms"].kind != Value::kNumber) return Status::Error("\"elapsed_ms\" must be a number");
+  r.elapsed_ms = std::strtod(f["elapsed_ms"].text.c_str(), nullptr);
+  return r;
+}
+
+}  // namespace
+
+std::string ResultJson(const RoundResult& r) {
+  std::string out = "{\"round\": \"" + RoundHex(r.round) + "\", \"aggregate\": " +
+                    JsonNumbers(r.aggregate) + ", \"participants\": [";
+  for (size_t i = 0; i < r.participants.size(); ++i) {
+    if (i) out += ", ";
+    out += "\"" + r.participants[i] + "\"";  // names are [a-z0-9_-]: no escaping needed
+  }
+  out += "], \"range\": " + JsonNumbers(std::span<const uint64_t>(&r.range, 1)) +
+         ", \"in_range\": " + (r.in_range ? "true" : "false") + ", \"elapsed_ms\": " +
+         FormatFixed(r.elapsed_ms, 3) + "}";
+  return out;
+}
+
+std::string AbortJson(const RoundId& round, std::string_view reason) {
+  return "{\"round\": \"" + RoundHex(round) + "\", \"aborted\": " + JsonString(reason) + "}";
+}
+
+Result<ResultsLine> ParseResultsLine(std::string_view line) {
+  Result<std::map<std::string, Value>> fields = Reader(line).Object();
+  if (!fields.ok()) return fields.status();
+  auto& f = *fields;
+  ResultsLine out;
+  auto round = f.find("round");
+  if (round == f.end() || round->second.kind != Value::kString)
+    return Status::Error("no \"round\" string");
+  Result<RoundId> id = RoundFromHex(round->second.text);
+  if (!id.ok()) return Status::Error("\"round\": " + id.message());
+  out.round = *id;
+  if (auto aborted = f.find("aborted"); aborted != f.end()) {
+    if (aborted->second.kind != Value::kString || f.size() != 2)
+      return Status::Error("an abort line holds \"round\" and the \"aborted\" reason only");
+    out.aborted = aborted->second.text;
+    return out;
+  }
+  Result<RoundResult> result = ResultOf(f, out.round);
+  if (!result.ok()) return result.status();
+  out.result = std::move(*result);
+  return out;
+}
+
+Result<RoundRecord> ReadRoundRecord(const std::filesystem::path& path, const RoundId& round) {
+  std::ifstream in(path);
+  if (!in) return Status::Error("cannot open results file " + path.string());
+  RoundRecord record;
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    Result<ResultsLine> parsed = ParseResultsLine(line);
+    if (!parsed.ok())
+      return Status::Error(path.string() + ":" + std::to_string(n) + ": " + parsed.message());
+    if (parsed->round != round) continue;
+    if (parsed->result) record.result = std::move(parsed->result);
+    if (parsed->aborted) record.aborted = std::move(parsed->aborted);
+  }
+  return record;
+}
+
+}  // namespace tally

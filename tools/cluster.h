@@ -1,0 +1,93 @@
+// A Tally deployment on one machine, as separate processes: keys, a broker on free loopback
+// ports, patients and a hospital, each with its log in logs/NAME.log. Waits on readiness lines
+// and process exits, never on time. Used by tally-launch and tally-bench.
+//
+// Layout under `work`: keys/ (made by tally-keygen where missing), logs/, captures/.
+// Thread-compatible.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "schema/status.h"
+#include "schema/text.h"
+#include "tools/process.h"
+
+namespace tally {
+
+class Cluster {
+ public:
+  // `bin`: the build folder (tools/tally-keygen, broker/tally-broker, nodes/tally-node).
+  Cluster(std::filesystem::path bin, std::filesystem::path work);
+  ~Cluster();  // stops whatever is still running
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  std::filesystem::path keys() const { return work_ / "keys"; }
+  std::filesystem::path logs() const { return work_ / "logs"; }
+  std::filesystem::path captures() const { return work_ / "captures"; }
+  std::filesystem::path LogOf(const std::string& name) const { return logs() / (name + ".log"); }
+
+  // Creates the folders, and with tally-keygen whatever keys are missing: the broker's, the
+  // hospital's, the patients'. Also makes sure this process may hold two descriptors per
+  // process it will start.
+  Status Prepare(const std::string& hospital, const std::vector<std::string>& patients);
+
+  // Starts tally-broker on free loopback ports with `extra` arguments; returns once it has
+  // printed its endpoints.
+  Status StartBroker(const std::vector<std::string>& extra = {});
+  const BrokerEndpoints& endpoints() const { return endpoints_; }
+
+  // Starts tally-node as patient `name` with `args` (its input, --once, ...). At most
+  // kMaxStarting patients are started and not yet connected at a time: starting waits for the
+  // oldest to connect first. A patient's start-up is CPU work (it derives a key with every
+  // other party); hundreds at once on a small machine would starve each other's, and the
+  // broker's, CURVE handshakes of CPU, which on real hosts are not shared.
+  Status StartPatient(const std::string& name, const std::vector<std::string>& args);
+  static constexpr size_t kMaxStarting = 16;
+  // Waits until every patient started so far has reached the broker (its "ready" line), at
+  // most `timeout` (each); `progress(ready, total)` is called about every two seconds while it
+  // waits. An error names a patient that exited, or one that was not ready in time.
+  Status WaitPatientsReady(std::chrono::milliseconds timeout,
+                           const std::function<void(size_t, size_t)>& progress = nullptr);
+
+  // Starts tally-node as the hospital with `args`; its stdout is its result lines.
+  Result<Child*> StartHospital(const std::string& name, const std::vector<std::string>& args);
+
+  // Patients started, and of those known to have reached the broker.
+  size_t started() const { return patients_.size(); }
+  size_t ready() const { return first_unready_; }
+
+  Child& broker() { return *broker_; }
+  // Stops the patients and the broker (SIGTERM, then SIGKILL after a grace).
+  void StopAll();
+
+  // The reason in a process's last log line (`event=exit status=N reason="..."`), or the line
+  // itself when it has none: why it stopped, for a one-line report.
+  std::string WhyStopped(const std::string& name) const;
+
+ private:
+  std::vector<std::string> NodeArgs(const std::string& name) const;
+  struct Patient;
+  // Waits until `p` has printed its readiness line, at most until `deadline`.
+  Status WaitReady(Patient& p, std::chrono::steady_clock::time_point deadline,
+                   std::chrono::milliseconds budget);
+
+  std::filesystem::path bin_, work_;
+  std::optional<Child> broker_;
+  BrokerEndpoints endpoints_;
+  struct Patient {
+    std::string name;
+    Child child;
+    bool ready = false;
+  };
+  std::vector<Patient> patients_;
+  size_t first_unready_ = 0;  // patients_ before it are all ready
+  std::optional<Child> hospital_;
+};
+
+}  // namespace tally
