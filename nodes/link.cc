@@ -253,7 +253,10 @@ Status Link::CheckReachable() {
   }
   if (!down_since_) down_since_ = now;
   const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - *down_since_);
-  if (waited < kUnreachableWarning && waited < options_.idle_timeout) return Status::Ok();
+  // Warn after a few seconds, or halfway to giving up when that comes sooner.
+  const auto warn_after = std::min<std::chrono::milliseconds>(kUnreachableWarning,
+                                                              options_.idle_timeout / 2);
+  if (waited < warn_after) return Status::Ok();
   std::string what;
   for (const Watched* w : {&router_, &phases_}) {
     if (w->up) continue;

@@ -7,8 +7,9 @@
 //   - any other handshake failure (no detail, a protocol error, a timeout, a dropped TCP
 //     connection: a forwarder, a broker restarting, a busy broker) is retried with ZeroMQ's
 //     reconnect back-off and logged once as a warning;
-//   - while either socket has no working connection it warns after kUnreachableWarning, naming
-//     the endpoint not reached and what was seen of it, and gives up after the idle timeout;
+//   - while either socket has no working connection it warns after kUnreachableWarning (or
+//     half the idle timeout, if sooner), naming the endpoint not reached and what was seen of
+//     it, and gives up after the idle timeout;
 //   - a node the broker refuses with a connection notice (ticket 0: another process holds the
 //     party's keys) stops.
 // Everything else is the role's (patient.h, hospital.h): the link decodes what arrives and

@@ -71,8 +71,11 @@ class Node::Impl {
                                on_result_);
       role_impl_.reset(hospital_);
     }
+    // The roster's fingerprint, as the broker logs its own: parties compare them to see that
+    // they hold the same certificates.
     Log("event=start role=" + std::string(RoleName(role_)) + " router=" +
-        options_.router_endpoint + " phases=" + options_.phases_endpoint);
+        options_.router_endpoint + " phases=" + options_.phases_endpoint +
+        " roster=" + roster_.Fingerprint().substr(0, 16));
     return Status::Ok();
   }
 

@@ -53,7 +53,8 @@ class Reader {
     return Status::Error(what + " at column " + std::to_string(at_ + 1));
   }
   void Space() {
-    while (at_ < s_.size() && (s_[at_] == ' ' || s_[at_] == '\t' || s_[at_] == '\r')) ++at_;
+    while (at_ < s_.size() && (s_[at_] == ' ' || s_[at_] == '\t' || s_[at_] == '\r' || s_[at_] == '\n'))
+      ++at_;
   }
   bool Eat(char c) {
     if (at_ < s_.size() && s_[at_] == c) {

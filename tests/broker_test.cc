@@ -487,12 +487,81 @@ TEST_F(BrokerTest, RequestWhoseParticipantListRepeatsANameOpensNoRound) {
   const std::string line = RejectLine(
       "hospital", "malformed: request: duplicate name \"alice\" in participants", Encode(request).size());
   ASSERT_TRUE(log_.WaitFor(line)) << line;
+  // Every refused request is answered, a malformed one too, with its ticket.
+  auto notice = p.hospital->Receive();
+  ASSERT_TRUE(notice && std::holds_alternative<Notice>(*notice));
+  EXPECT_EQ(std::get<Notice>(*notice),
+            (Notice{4, "round request refused: malformed: request: duplicate name \"alice\" in "
+                       "participants"}));
   EXPECT_EQ(broker_->counters().rejected, 1u);
   EXPECT_EQ(log_.Count("event=round-open"), 0u);
   // The next, well-formed request is the first round.
   auto open = OpenRound(p, {"alice", "bob"}, {}, 5);
   EXPECT_EQ(open.ticket, 5u);
   EXPECT_EQ(log_.Count("event=round-open"), 1u);
+}
+
+// Regression (found trying Tally on real hosts): a request over --max-length did not decode
+// under the broker's limits and was dropped as malformed without a notice; the hospital waited
+// out its idle timeout.
+TEST_F(BrokerTest, ARequestOverMaxLengthIsRefusedWithANoticeNamingTheLimit) {
+  auto p = Connect({"alice", "bob"});
+  p.hospital->Send(Request{6, 1000, 1001, {"alice", "bob"}});
+  auto notice = p.hospital->Receive();
+  ASSERT_TRUE(notice && std::holds_alternative<Notice>(*notice));
+  EXPECT_EQ(std::get<Notice>(*notice),
+            (Notice{6, "round request refused: length 1001 exceeds the broker's limit 1000"}));
+  EXPECT_EQ(log_.Count("event=round-open"), 0u);
+}
+
+// The hospital may give up its own round at any phase before it acknowledges (its roster lacks
+// a participant, a masked input does not open): the broker aborts it at once, naming it.
+TEST_F(BrokerTest, TheHospitalMayRefuseItsOwnRoundUntilItAcknowledges) {
+  auto p = Connect({"alice", "bob"});
+  auto open = OpenRound(p, {"alice", "bob"}, {"alice", "bob"});
+  AwaitSum(p, open);
+  p.hospital->Send(Refuse{open.round, "cannot open partial from bob"});
+  auto abort = p.P("alice").WaitPhase(Phase::kAbort, open.round);
+  ASSERT_TRUE(abort.has_value());
+  EXPECT_EQ(abort->reason, "hospital refused the round: cannot open partial from bob");
+  EXPECT_EQ(broker_->counters().rejected, 0u);
+}
+
+// One connection per party: a message from a second connection with alice's keys, while her
+// first is live, is refused with a connection notice (ticket 0), logged and counted; the first
+// connection keeps its route (it receives only the broker's empty check frame). Once the first
+// is gone, a new connection is alice's reconnection.
+TEST_F(BrokerTest, ASecondLiveConnectionOfAPartyIsRefusedAndTheFirstKeepsItsRoute) {
+  auto p = Connect({"alice", "bob"});
+  auto open = OpenRound(p, {"alice", "bob"}, {"alice"});
+  TestParty second(keys_, "alice", broker_->router_endpoint(), broker_->phases_endpoint());
+  auto join = Join{open.round, FreshNonce()};
+  second.Send(join);
+  const std::string why =
+      "alice is already connected: a second connection with its keys is refused while the first "
+      "is live";
+  auto notice = second.Receive();
+  ASSERT_TRUE(notice && std::holds_alternative<Notice>(*notice));
+  EXPECT_EQ(std::get<Notice>(*notice), (Notice{0, "connection refused: " + why}));
+  EXPECT_TRUE(log_.WaitFor(RejectLine("alice", why, Encode(join).size())));
+  EXPECT_EQ(broker_->counters().second_connections, 1u);
+  // The first connection is untouched: bob joins, and the round completes through it.
+  p.patients["bob"]->Join(open.round);
+  auto sum = AwaitSum(p, open);
+  EXPECT_EQ(sum.nonces[0], p.patients["alice"]->nonce());
+  EXPECT_FALSE(p.P("alice").Receive(std::chrono::milliseconds(0)).has_value());
+  EXPECT_EQ(p.P("alice").probes(), 1u);
+
+  // alice's first connection goes away; her next connection is served.
+  p.patients.erase("alice");
+  TestParty again(keys_, "alice", broker_->router_endpoint(), broker_->phases_endpoint());
+  again.Send(Request{8, 1000, 1, {}});  // any message: patients may not request rounds
+  auto refused = again.Receive();
+  ASSERT_TRUE(refused && std::holds_alternative<Notice>(*refused));
+  EXPECT_EQ(std::get<Notice>(*refused).reason,
+            "round request refused: only a hospital may request rounds");
+  EXPECT_TRUE(log_.WaitFor("event=reconnected party=alice"));
+  EXPECT_EQ(broker_->counters().second_connections, 1u);
 }
 
 TEST_F(BrokerTest, LateSubscriberLearnsTheCurrentPhase) {

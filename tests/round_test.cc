@@ -17,6 +17,7 @@
 #include "schema/capture.h"
 #include "schema/results.h"
 #include "schema/text.h"
+#include "tests/contains.h"
 #include "tests/support.h"
 #include "tools/process.h"
 
@@ -523,6 +524,55 @@ TEST_F(RoundTest, LaunchJsonEndToEnd) {
   EXPECT_EQ(Numbers(*second, "aggregate"), Numbers(*second, "expected"));
   EXPECT_EQ(Numbers(*second, "aggregate").size(), 50u);
   EXPECT_EQ(again->Wait(kWait), 0);
+}
+
+// Regression (found reading launch's JSON with jq 1.6): an aggregate above 2^53 was printed as
+// a JSON number, which double-based readers show with other digits. It is a string, exact.
+TEST_F(RoundTest, LaunchJsonWritesAggregatesAbove2To53AsExactStrings) {
+  auto launch = Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(),
+                              "--workdir", (dir_.path() / "run").string(), "--values",
+                              "9007199254740993,2", "--names", "alice,bob", "--range",
+                              "9007199254740993", "--json"},
+                             dir_.path() / "launch.log");
+  ASSERT_TRUE(launch.ok());
+  auto line = launch->ReadLine(std::chrono::milliseconds(60000));
+  ASSERT_TRUE(line) << LastLine(dir_.path() / "launch.log");
+  EXPECT_TRUE(Contains(*line, "\"aggregate\": \"9007199254740995\", \"expected\": "
+                              "\"9007199254740995\""))
+      << *line;
+  EXPECT_TRUE(Contains(*line, "\"match\": true")) << *line;
+  EXPECT_EQ(launch->Wait(kWait), 0);
+  // The hospital's results file holds it the same way, and its parser reads it back exactly.
+  auto record = ParseResultsLine(ReadText(dir_.path() / "run" / "results.jsonl"));
+  ASSERT_TRUE(record.ok() && record->result) << record.message();
+  EXPECT_EQ(record->result->aggregate, std::vector<uint64_t>{9007199254740995u});
+}
+
+// Regression (found timing tools/launch): it ran nine dpkg-query calls (~100 ms) before every
+// 30 ms round. With a build in place it asks for no package at all: a dpkg-query that records
+// its calls is first on the PATH, and none is recorded.
+TEST_F(RoundTest, ToolsLaunchQueriesNoPackageWhenTheBuildIsThere) {
+  const fs::path shim = dir_.path() / "shim";
+  const fs::path calls = dir_.path() / "dpkg-query-calls";
+  fs::create_directories(shim);
+  {
+    std::ofstream script(shim / "dpkg-query");
+    script << "#!/bin/sh\necho \"$@\" >> " << calls.string() << "\nexit 1\n";
+  }
+  fs::permissions(shim / "dpkg-query", fs::perms::owner_all);
+  const std::string path = shim.string() + ":" + std::getenv("PATH");
+  // Without the CI's build options in the environment, so the build folder is only checked.
+  auto launch = Child::Spawn({"/usr/bin/env", "-u", "TALLY_WERROR", "-u", "TALLY_SANITIZE",
+                              "TALLY_BUILD=" + kBin.string(), "PATH=" + path, "bash",
+                              std::string(TALLY_SOURCE_DIR) + "/tools/launch", "--workdir",
+                              (dir_.path() / "run").string(), "--json"},
+                             dir_.path() / "launch.log");
+  ASSERT_TRUE(launch.ok());
+  auto line = launch->ReadLine(std::chrono::milliseconds(60000));
+  ASSERT_TRUE(line) << ReadText(dir_.path() / "launch.log");
+  EXPECT_TRUE(Contains(*line, "\"match\": true")) << *line;
+  EXPECT_EQ(launch->Wait(kWait), 0);
+  EXPECT_FALSE(fs::exists(calls)) << ReadText(calls);
 }
 
 TEST_F(RoundTest, LaunchExplainsAFailedRound) {

@@ -3,6 +3,7 @@
 // "share" kind and phase, a join without a nonce).
 
 #include "schema/schema.h"
+#include "schema/results.h"
 #include "schema/text.h"
 #include "tests/contains.h"
 
@@ -1031,6 +1032,46 @@ TEST(TextTest, EndpointsOfOneBrokerAddress) {
             "broker address \"2001:db8::1\": write an IPv6 address in brackets");
   for (const char* bad : {"", ":7700", "host:", "host:x", "host:0", "[::1", "tcp://host"})
     EXPECT_FALSE(EndpointsOf(bad).ok()) << bad;
+}
+
+// The results file's lines: written by ResultJson/AbortJson, read back exactly by
+// ParseResultsLine, and nothing else accepted.
+TEST(ResultsTest, ResultAndAbortLinesRoundTripAndOthersAreRefused) {
+  RoundResult r;
+  r.round = TestRound();
+  r.aggregate = {1, 9007199254740993u, UINT64_MAX};
+  r.participants = {"alice", "bob"};
+  r.range = UINT64_MAX;
+  r.in_range = false;
+  r.elapsed_ms = 1.25;
+  auto back = ParseResultsLine(ResultJson(r));
+  ASSERT_TRUE(back.ok()) << back.message();
+  ASSERT_TRUE(back->result);
+  EXPECT_EQ(*back->result, r);
+  EXPECT_FALSE(back->aborted);
+  r.aggregate = {856};
+  EXPECT_EQ(ParseResultsLine(ResultJson(r))->result->aggregate, std::vector<uint64_t>{856});
+
+  auto abort = ParseResultsLine(AbortJson(TestRound(), "bob refused the round: \"x\""));
+  ASSERT_TRUE(abort.ok()) << abort.message();
+  EXPECT_EQ(abort->round, TestRound());
+  EXPECT_EQ(abort->aborted, "bob refused the round: \"x\"");
+  EXPECT_FALSE(abort->result);
+
+  const std::string round = "\"round\": \"" + RoundHex(TestRound()) + "\"";
+  for (const std::string& bad : std::vector<std::string>{
+           "", "{}", "{" + round + "}", "[1]", "{" + round + ", \"aborted\": 3}",
+           "{" + round + ", \"aborted\": \"x\", \"aggregate\": 1}",
+           "{\"round\": \"xyz\", \"aborted\": \"x\"}",
+           ResultJson(r) + " trailing",
+           "{" + round + ", \"aggregate\": -1, \"participants\": [], \"range\": 1, "
+               "\"in_range\": true, \"elapsed_ms\": 1}",
+           "{" + round + ", \"aggregate\": 1, \"participants\": [\"Bob\"], \"range\": 1, "
+               "\"in_range\": true, \"elapsed_ms\": 1}",
+           "{" + round + ", \"aggregate\": 1, \"participants\": [], \"range\": 1, "
+               "\"in_range\": true}",
+           "{" + round + ", " + round + ", \"aborted\": \"x\"}"})
+    EXPECT_FALSE(ParseResultsLine(bad).ok()) << bad;
 }
 
 TEST(TextTest, QuoteKeepsALogLineOneLine) {

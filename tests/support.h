@@ -85,7 +85,10 @@ class TestParty {
 
   void Send(const Message& message);
   void SendRaw(const std::vector<uint8_t>& bytes);
+  // The next message from the router; empty frames (the broker's check that a connection is
+  // still there) are skipped and counted in probes().
   std::optional<Message> Receive(milliseconds timeout = kWait);
+  size_t probes() const { return probes_; }
   // The next phase update for `round` (any round if nullopt) in `phase`.
   std::optional<PhaseUpdate> WaitPhase(Phase phase, std::optional<RoundId> round = std::nullopt,
                                        milliseconds timeout = kWait);
@@ -105,6 +108,7 @@ class TestParty {
   zmq::socket_t dealer_{ctx_, zmq::socket_type::dealer};
   zmq::socket_t sub_{ctx_, zmq::socket_type::sub};
   zmq::socket_t monitor_{ctx_, zmq::socket_type::pair};
+  size_t probes_ = 0;
 };
 
 // A fresh random join nonce, as a patient draws one for every join.

@@ -37,3 +37,20 @@ tally_build() {
   fi
   cmake --build "$TALLY_BUILD" -j "$(nproc)" >&2 || return 1
 }
+
+# Builds into $TALLY_BUILD, checking the Debian packages (plus any named in TALLY_EXTRA_PACKAGES)
+# only when there is no build yet, and again if the build fails: a package query per package
+# costs ~10 ms, more than a round. Arguments go to cmake, as for tally_build.
+tally_setup() {
+  TALLY_BUILD=${TALLY_BUILD:-$TALLY_ROOT/build}
+  local extra=(${TALLY_EXTRA_PACKAGES:-})
+  if [ ! -f "$TALLY_BUILD/CMakeCache.txt" ]; then
+    tally_ensure_packages "${extra[@]}" || return 1
+    tally_build "$@"
+    return
+  fi
+  tally_build "$@" && return 0
+  tally_log "tally: the build failed; checking the Debian packages it needs"
+  tally_ensure_packages "${extra[@]}" || return 1
+  tally_build "$@"
+}
