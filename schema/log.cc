@@ -13,7 +13,7 @@ std::string Rfc3339(std::chrono::system_clock::time_point t) {
   const std::time_t seconds = static_cast<std::time_t>(ms.count() / 1000);
   std::tm utc{};
   gmtime_r(&seconds, &utc);
-  char out[32];
+  char out[64];  // room for any int fields, so the format can never be cut short
   std::snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
                 utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
                 static_cast<int>(ms.count() % 1000));

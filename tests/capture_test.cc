@@ -229,6 +229,11 @@ TEST_F(CaptureTest, PhaseRecordLayoutIsPinned) {
   EXPECT_EQ(EncodeRecord(CapturePhase{1500, Phase::kSum, 11, "", {a, b}}), Frame(4, body));
   const std::vector<uint8_t> open = {0x95, 0x00, 0xa4, 'o', 'p', 'e', 'n', 0x0a, 0xa0, 0xc4, 0x00};
   EXPECT_EQ(EncodeRecord(CapturePhase{0, Phase::kOpen, 10, "", {}}), Frame(4, open));
+  // schema/PROTOCOL.md's example, byte for byte, with its CRC.
+  const std::vector<uint8_t> documented = {0x0d, 0x00, 0x00, 0x00, 0x04, 0x95, 0xcd, 0x05,
+                                           0xdc, 0xa4, 0x6f, 0x70, 0x65, 0x6e, 0x01, 0xa0,
+                                           0xc4, 0x00, 0x2f, 0x12, 0xa6, 0xd7};
+  EXPECT_EQ(EncodeRecord(CapturePhase{1500, Phase::kOpen, 1, "", {}}), documented);
 }
 
 TEST_F(CaptureTest, PhaseRecordsRoundTripEveryPhaseWithAndWithoutNonces) {

@@ -30,9 +30,13 @@
 #include <string>
 #include <vector>
 
+#include <zmq.hpp>
+
+#include "keys/keys.h"
 #include "schema/schema.h"
-#include "tools/process.h"
+#include "schema/system.h"
 #include "schema/text.h"
+#include "tools/process.h"
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
@@ -62,6 +66,9 @@ constexpr const char* kUsage =
     "  --captures-dir DIR  where the broker writes captures and the hospital its results\n"
     "                      (default WORKDIR/run; e.g. /dev/shm/tally-bench to leave out disk\n"
     "                      fsyncs). Removed after each configuration.\n"
+    "  --admission N       instead: how long a broker takes to admit N patients (2..1000)\n"
+    "                      connecting at once (2N CURVE handshakes from one process), and\n"
+    "                      its CPU and memory for it; 3 runs\n"
     "  --json              one JSON object per line instead of a table\n"
     "  --workdir DIR       keys, inputs and logs (default bench-work)\n"
     "Exit: 0 every configuration ran, 1 one failed, 2 bad usage.\n";
@@ -476,6 +483,126 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
   return m;
 }
 
+// --- Admission ----------------------------------------------------------------------------
+
+struct Admitted {
+  bool ok = false;
+  std::string error;
+  double wall_ms = 0;        // first connect to the last of 2N handshakes
+  double broker_cpu_ms = 0;  // the broker's CPU over that time
+  double broker_rss_mib = 0;
+};
+
+// N patients connect at once, each with its own keys: a DEALER to the router and a SUB to the
+// phase channel per patient, all from this process (one ZeroMQ context, 2 I/O threads), as a
+// cohort reaching a broker together would. Waits on every socket's handshake event.
+Admitted Admit(const fs::path& bin, const fs::path& work, size_t n) {
+  Admitted a;
+  const fs::path keys = work / "keys";
+  const fs::path logs = work / "logs" / ("admission-" + std::to_string(n));
+  std::error_code ec;
+  fs::remove_all(logs, ec);
+  fs::create_directories(logs / "captures", ec);
+  auto broker = tally::Child::Spawn(
+      {(bin / "broker/tally-broker").string(), "--keys", keys.string(), "--router",
+       "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
+       (logs / "captures").string()},
+      logs / "broker.log");
+  if (!broker.ok()) {
+    a.error = broker.message();
+    return a;
+  }
+  std::string router, phases;
+  for (int k = 0; k < 2; ++k) {
+    auto line = broker->ReadLine(milliseconds(15000));
+    if (!line) break;
+    if (line->rfind("router ", 0) == 0) router = line->substr(7);
+    if (line->rfind("phases ", 0) == 0) phases = line->substr(7);
+  }
+  if (router.empty() || phases.empty()) {
+    a.error = "the broker did not come up: " + tally::LastLine(logs / "broker.log");
+    return a;
+  }
+  auto roster = tally::LoadRoster(keys);
+  if (!roster.ok()) {
+    a.error = roster.message();
+    return a;
+  }
+  const tally::Certificate* broker_cert = roster->Find("broker");
+  std::vector<tally::SecretCertificate> secrets;
+  for (size_t k = 1; k <= n; ++k) {
+    auto me = tally::LoadSecret(keys, PatientName(k));
+    if (!me.ok()) {
+      a.error = me.message();
+      return a;
+    }
+    secrets.push_back(std::move(me.value()));
+  }
+  zmq::context_t ctx(2);
+  // Per patient: two sockets, two monitor sockets, and the two that zmq_socket_monitor makes.
+  ctx.set(zmq::ctxopt::max_sockets, static_cast<int>(6 * n + 16));
+  std::vector<zmq::socket_t> sockets, monitors;
+  sockets.reserve(2 * n);
+  monitors.reserve(2 * n);
+  const double cpu_before = CpuSeconds(broker->pid());
+  const auto start = Clock::now();
+  try {
+    for (size_t k = 0; k < n; ++k) {
+      for (int s = 0; s < 2; ++s) {
+        zmq::socket_t& sock =
+            sockets.emplace_back(ctx, s == 0 ? zmq::socket_type::dealer : zmq::socket_type::sub);
+        sock.set(zmq::sockopt::linger, 0);
+        sock.set(zmq::sockopt::handshake_ivl, 20000);
+        sock.set(zmq::sockopt::curve_serverkey,
+                 zmq::const_buffer(broker_cert->curve_public.data(), 32));
+        sock.set(zmq::sockopt::curve_publickey,
+                 zmq::const_buffer(secrets[k].pub.curve_public.data(), 32));
+        sock.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(secrets[k].curve_secret.data(), 32));
+        const std::string ep = "inproc://admission-" + std::to_string(2 * k + s);
+        if (zmq_socket_monitor(sock.handle(), ep.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
+          throw zmq::error_t();
+        monitors.emplace_back(ctx, zmq::socket_type::pair).connect(ep);
+        if (s == 1) sock.set(zmq::sockopt::subscribe, "");
+        sock.connect(s == 0 ? router : phases);
+      }
+    }
+    std::vector<zmq::pollitem_t> items;
+    for (auto& m : monitors) items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
+    std::vector<bool> done(items.size(), false);
+    size_t left = items.size();
+    const auto deadline = start + std::chrono::seconds(120);
+    while (left > 0 && Clock::now() < deadline) {
+      zmq::poll(items.data(), items.size(), milliseconds(1000));
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (!(items[i].revents & ZMQ_POLLIN)) continue;
+        zmq::message_t event, address;
+        (void)monitors[i].recv(event);
+        if (event.more()) (void)monitors[i].recv(address);
+        if (!done[i]) {
+          done[i] = true;
+          --left;
+        }
+      }
+    }
+    if (left > 0) {
+      a.error = std::to_string(left) + " of " + std::to_string(items.size()) +
+                " handshakes did not complete in 120 s";
+      return a;
+    }
+  } catch (const zmq::error_t& e) {
+    a.error = std::string("zmq: ") + e.what();
+    return a;
+  }
+  a.wall_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  a.broker_cpu_ms = (CpuSeconds(broker->pid()) - cpu_before) * 1e3;
+  a.broker_rss_mib = PeakRssMiB(broker->pid());
+  sockets.clear();
+  monitors.clear();
+  broker->Stop();
+  a.ok = true;
+  return a;
+}
+
 // --- Cold launch --------------------------------------------------------------------------
 
 struct LaunchRuns {
@@ -596,6 +723,7 @@ int main(int argc, char** argv) {
   std::vector<Config> configs;
   uint64_t patients = 0, length = 1, rounds = 0, launch_runs = 5;
   bool json = false, floor = true;
+  uint64_t admission = 0;
   fs::path work = "bench-work";
   fs::path captures;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
@@ -619,6 +747,9 @@ int main(int argc, char** argv) {
     } else if (f == "--rounds") {
       if (!ParseU64(v, rounds) || rounds < 2 || rounds > 100000)
         return Usage("--rounds wants 2..100000 (the first is warm-up)");
+    } else if (f == "--admission") {
+      if (!ParseU64(v, admission) || admission < 2 || admission > tally::kMaxParticipants)
+        return Usage("--admission wants 2.." + std::to_string(tally::kMaxParticipants));
     } else if (f == "--launch-runs") {
       if (!ParseU64(v, launch_runs) || launch_runs > 1000) return Usage("bad --launch-runs " + v);
     } else if (f == "--workdir") {
@@ -633,7 +764,9 @@ int main(int argc, char** argv) {
   }
   if (patients == 0 && (length != 1 || rounds != 0))
     return Usage("--length and --rounds need --patients");
-  if (patients != 0) {
+  if (admission != 0) {
+    configs.push_back({admission, 1, 0, 0});  // only for the key folder below
+  } else if (patients != 0) {
     if (rounds == 0) rounds = length >= 100000 ? 3 : patients >= 50 ? 21 : 101;
     configs.push_back({patients, static_cast<uint32_t>(length), static_cast<uint32_t>(rounds), 0});
   } else {
@@ -680,6 +813,38 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (admission != 0) {
+    // Two sockets per patient here, each with its monitor, and their connections.
+    if (auto s = tally::EnsureOpenFileLimit(8 * admission + 64, "--admission"); !s.ok())
+      return Usage(s.message());
+    bool failed = false;
+    for (int run = 0; run < 3; ++run) {
+      const Admitted a = Admit(bin, work, admission);
+      failed |= !a.ok;
+      if (json) {
+        std::cout << "{\"admission\": " << admission << ", \"run\": " << run + 1;
+        if (a.ok)
+          std::cout << ", \"handshakes\": " << 2 * admission << ", \"wall_ms\": "
+                    << FormatFixed(a.wall_ms, 1) << ", \"broker_cpu_ms\": "
+                    << FormatFixed(a.broker_cpu_ms, 1) << ", \"broker_rss_mib\": "
+                    << FormatFixed(a.broker_rss_mib, 1);
+        else
+          std::cout << ", \"error\": " << tally::JsonString(a.error);
+        std::cout << "}" << std::endl;
+      } else if (a.ok) {
+        std::printf("admission of %llu patients (%llu handshakes), run %d: %s ms; broker CPU %s ms, "
+                    "peak RSS %s MiB\n",
+                    static_cast<unsigned long long>(admission),
+                    static_cast<unsigned long long>(2 * admission), run + 1,
+                    FormatFixed(a.wall_ms, 1).c_str(), FormatFixed(a.broker_cpu_ms, 1).c_str(),
+                    FormatFixed(a.broker_rss_mib, 1).c_str());
+      } else {
+        std::printf("admission of %llu patients, run %d: FAILED: %s\n",
+                    static_cast<unsigned long long>(admission), run + 1, a.error.c_str());
+      }
+    }
+    return failed ? 1 : 0;
+  }
   if (!json) {
     std::printf("%-11s %5s %9s %9s %9s %8s %-18s %9s %9s %9s %7s %7s %7s %7s\n", "config", "warm",
                 "p50_ms", "p90_ms", "p99_ms", "target", "verdict(p50)", "period50", "cpu_ms/r",

@@ -62,7 +62,12 @@ int main(int argc, char** argv) {
   const std::vector<std::string> names = {"alice", "bob", "charlie"};
   const std::vector<tally::JoinNonce> nonces = {Nonce(1), Nonce(2), Nonce(3)};
   Write(dir / "request.bin", tally::Encode(tally::Request{7, 1000, 1, names}));
-  Write(dir / "request-all.bin", tally::Encode(tally::Request{8, 1000, 4, {}}));
+  Write(dir / "request-all.bin", tally::Encode(tally::Request{8, 1000, 4, {}, 2500}));
+  // Protocol 2's request before it carried the phase deadline the hospital asks for.
+  Bytes no_deadline = tally::Encode(tally::Request{7, 1000, 1, names});
+  no_deadline[0] = 0x96;                        // fixarray of 6
+  no_deadline.pop_back();                       // without deadline_ms (a one-byte 0)
+  Write(dir / "bad-request-no-deadline.bin", no_deadline);
   Write(dir / "join.bin", tally::Encode(tally::Join{Round(1), Nonce(1)}));
   Write(dir / "refuse.bin",
         tally::Encode(tally::Refuse{Round(1), "input outside [0, 1000]"}));
