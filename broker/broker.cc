@@ -1,5 +1,6 @@
 // The broker: ZAP allowlist, router, phase channel and round coordinator in one poll loop.
 #include "broker/broker.h"
+#include "broker/republish.h"
 
 #include <sodium.h>
 
@@ -175,7 +176,7 @@ class Broker::Impl {
         timeout = std::clamp(left, std::chrono::milliseconds(0), timeout);
       };
       if (round_) wake(round_->phase_deadline);
-      if (republish_pending_) wake(next_republish_);
+      if (auto at = republisher_.NextWake()) wake(*at);
       try {
         zmq::poll(items, 5, timeout);
       } catch (const zmq::error_t& e) {
@@ -620,9 +621,9 @@ class Broker::Impl {
   }
 
   void Publish(const PhaseUpdate& update) {
-    last_ = Encode(update);
+    republisher_.Published(Encode(update));
     try {
-      phases_.send(zmq::buffer(last_), zmq::send_flags::dontwait);
+      phases_.send(zmq::buffer(republisher_.last()), zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {
       Log("event=publish-error error=" + Quote(e.what()));
     }
@@ -706,20 +707,19 @@ class Broker::Impl {
     counters_.subscriptions += subscriptions;
     if (subscriptions > kMaxBatch / 2)
       Log("event=subscription-burst count=" + std::to_string(subscriptions));
-    if (subscriptions > 0) republish_pending_ = true;
+    if (subscriptions > 0) republisher_.Subscribed();
     MaybeRepublish();
   }
 
   void MaybeRepublish() {
-    const auto now = Clock::now();
-    if (!republish_pending_ || last_.empty() || now < next_republish_) return;
-    republish_pending_ = false;
-    next_republish_ = now + kRepublishGap;
+    const std::vector<uint8_t>* update = republisher_.Due(Clock::now());
+    if (update == nullptr) return;
     try {
-      phases_.send(zmq::buffer(last_), zmq::send_flags::dontwait);
+      phases_.send(zmq::buffer(*update), zmq::send_flags::dontwait);
     } catch (const zmq::error_t&) {
     }
   }
+
 
   BrokerOptions options_;
   LogSink log_;
@@ -737,9 +737,7 @@ class Broker::Impl {
   bool current_accepted_ = true;  // false once Reject() was called for it
   std::optional<Round> round_;
   std::deque<PendingRequest> queue_;
-  std::vector<uint8_t> last_;  // the last phase update published
-  bool republish_pending_ = false;  // a subscription arrived since last_ was last republished
-  Clock::time_point next_republish_;
+  Republisher republisher_{kRepublishGap};
   uint64_t seq_ = 0;
   std::atomic<bool> stop_{false};
   struct {

@@ -20,6 +20,19 @@ std::span<const uint8_t> Bytes(const zmq::message_t& m) {
   return {static_cast<const uint8_t*>(m.data()), m.size()};
 }
 
+// Reads the rest of a message whose first frame is `first`; true when it was that one frame.
+// Every Tally message is one frame: a node drops anything else whole, as the broker does.
+bool OneFrame(zmq::socket_t& socket, const zmq::message_t& first) {
+  bool more = first.more();
+  const bool one = !more;
+  while (more) {
+    zmq::message_t rest;
+    if (!socket.recv(rest, zmq::recv_flags::dontwait)) break;
+    more = rest.more();
+  }
+  return one;
+}
+
 std::string Hex32(uint32_t v) {
   char out[16];
   std::snprintf(out, sizeof out, "0x%08x", v);
@@ -206,6 +219,10 @@ Status Link::ServeRouter(LinkHandler& handler) {
     } catch (const zmq::error_t&) {
       return Status::Ok();
     }
+    if (!OneFrame(dealer_, m)) {
+      Log("event=reject source=router reason=\"a message of more than one frame\"");
+      continue;
+    }
     // The broker checks a connection is still there with an empty frame: nothing to do.
     if (m.size() == 0) continue;
     auto decoded = Decode(Bytes(m), limits_);
@@ -231,6 +248,10 @@ void Link::ServePhases(LinkHandler& handler) {
     zmq::message_t m;
     try {
       if (!sub_.recv(m, zmq::recv_flags::dontwait)) return;
+      if (!OneFrame(sub_, m)) {
+        Log("event=reject source=phases reason=\"a message of more than one frame\"");
+        continue;
+      }
     } catch (const zmq::error_t&) {
       return;
     }

@@ -2,6 +2,7 @@
 // with fresh nonces and send real masked, sealed inputs, and a hospital that opens them. Each
 // rejection is checked by its exact reason and the counters; each abort by its exact reason.
 #include "broker/broker.h"
+#include "broker/republish.h"
 
 #include <gtest/gtest.h>
 #include <sodium.h>
@@ -562,6 +563,37 @@ TEST_F(BrokerTest, ASecondLiveConnectionOfAPartyIsRefusedAndTheFirstKeepsItsRout
             "round request refused: only a hospital may request rounds");
   EXPECT_TRUE(log_.WaitFor("event=reconnected party=alice"));
   EXPECT_EQ(broker_->counters().second_connections, 1u);
+}
+
+// Regression (found by an implementation written from PROTOCOL.md alone): a subscription that
+// arrived before the broker had published anything left a republication pending that could
+// never happen, and the poll loop woke at once, forever: the broker spun at a full core from
+// its first subscriber until its first round. Nothing published, nothing to wait for.
+TEST(RepublisherTest, ASubscriptionBeforeAnyUpdateSchedulesNothing) {
+  using Clock = Republisher::Clock;
+  const auto t0 = Clock::now();
+  const auto gap = std::chrono::milliseconds(10);
+  Republisher r(gap);
+  r.Subscribed();
+  EXPECT_EQ(r.NextWake(), std::nullopt);
+  EXPECT_EQ(r.Due(t0), nullptr);
+
+  // Once an update is out, a subscription gets it again at once, and a flood of them at most
+  // once per gap.
+  r.Published({1, 2, 3});
+  EXPECT_EQ(r.NextWake(), std::nullopt);
+  r.Subscribed();
+  EXPECT_EQ(r.NextWake(), Clock::time_point{});  // due at once
+  const std::vector<uint8_t>* again = r.Due(t0);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(*again, (std::vector<uint8_t>{1, 2, 3}));
+  EXPECT_EQ(r.NextWake(), std::nullopt);
+  r.Subscribed();
+  r.Subscribed();
+  EXPECT_EQ(r.NextWake(), t0 + gap);
+  EXPECT_EQ(r.Due(t0 + gap / 2), nullptr);
+  EXPECT_NE(r.Due(t0 + gap), nullptr);
+  EXPECT_EQ(r.Due(t0 + gap), nullptr);  // the two subscriptions got one republication
 }
 
 TEST_F(BrokerTest, LateSubscriberLearnsTheCurrentPhase) {

@@ -119,6 +119,12 @@ class FakeBroker {
     auto bytes = Encode(update);
     EXPECT_TRUE(xpub_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
   }
+  // `update` as the second frame of a two-frame message, after `first`.
+  void PublishTwoFrames(const std::vector<uint8_t>& first, const PhaseUpdate& update) {
+    auto bytes = Encode(update);
+    EXPECT_TRUE(xpub_.send(zmq::buffer(first), zmq::send_flags::sndmore).has_value());
+    EXPECT_TRUE(xpub_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+  }
 
   // The next message on the ROUTER within `timeout`: exactly one frame after the routing id,
   // which must decode.
@@ -346,6 +352,23 @@ TEST_F(PatientTest, SendsOneMaskedInputForTheRoundItJoined) {
   EXPECT_EQ(log_.Count("event=round-dropped round=" + RoundHex(round) +
                        " reason=\"a new round opened\""),
             1u);
+}
+
+// Regression (found by an implementation written from PROTOCOL.md alone): a node read each
+// frame as a message, so a two-frame [empty, open] was acted on although every Tally message
+// is one frame. A message of more than one frame is dropped whole, with a log line; the next
+// round's open, published whole, is the first alice joins.
+TEST_F(PatientTest, AMessageOfMoreThanOneFrameIsDroppedWhole) {
+  StartAlice();
+  const PhaseUpdate split = Open(FreshRound());
+  broker_->PublishTwoFrames({}, split);
+  broker_->PublishTwoFrames(Encode(split), split);
+  const PhaseUpdate whole = Open(FreshRound());
+  ExpectJoin(whole);
+  EXPECT_EQ(log_.Count("node alice event=join round=" + RoundHex(split.round)), 0u);
+  EXPECT_EQ(log_.Count("node alice event=reject source=phases reason=\"a message of more than "
+                       "one frame\""),
+            2u);
 }
 
 // A malicious broker changes one thing between the open phase alice joined and the sum phase.
