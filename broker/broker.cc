@@ -1,6 +1,5 @@
 // The broker: ZAP allowlist, router, phase channel and round coordinator in one poll loop.
 #include "broker/broker.h"
-#include "broker/republish.h"
 
 #include <sodium.h>
 
@@ -17,6 +16,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "broker/republish.h"
 #include "keys/keys.h"
 #include "schema/capture.h"
 #include "schema/schema.h"
@@ -30,11 +30,11 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 constexpr const char* kZapDomain = "tally";
-constexpr int kMaxBatch = 256;           // messages drained per socket per loop turn
-constexpr auto kStopCheck = std::chrono::milliseconds(100);  // longest poll wait
+constexpr int kMaxBatch = 256;  // messages drained per socket per loop turn
+constexpr auto kStopCheck = std::chrono::milliseconds(100);    // longest poll wait
 constexpr auto kRepublishGap = std::chrono::milliseconds(10);  // between republications
-constexpr int kHandshakeMs = 20000;  // longest CURVE handshake
-constexpr int kHeartbeatMs = 5000;   // ZMTP heartbeats; a silent peer is dropped after 3
+constexpr int kHandshakeMs = 20000;                            // longest CURVE handshake
+constexpr int kHeartbeatMs = 5000;  // ZMTP heartbeats; a silent peer is dropped after 3
 
 // "a, b and c" with at most `max` names, then "and N more".
 std::string JoinList(const std::vector<std::string>& items, size_t max = 3) {
@@ -114,8 +114,7 @@ class Broker::Impl {
     if (!secret.ok()) return secret.status();
     if (secret->pub.role != Role::kBroker)
       return Status::Error("private/broker.key_secret: role is not broker");
-    if (roster_.Names(Role::kHospital).empty())
-      return Status::Error("the roster has no hospital");
+    if (roster_.Names(Role::kHospital).empty()) return Status::Error("the roster has no hospital");
     // Two connections per party (router and phase channel), captures, and libzmq's own.
     TALLY_RETURN_IF_ERROR(EnsureOpenFileLimit(
         2 * roster_.all().size() + 256,
@@ -157,9 +156,8 @@ class Broker::Impl {
     } catch (const zmq::error_t& e) {
       return Status::Error(std::string("cannot bind: ") + e.what());
     }
-    Log("event=start router=" + router_bound_ + " phases=" + phases_bound_ +
-        " parties=" + std::to_string(roster_.all().size()) +
-        " roster=" + roster_.Fingerprint().substr(0, 16));
+    Log("event=start router=" + router_bound_ + " phases=" + phases_bound_ + " parties=" +
+        std::to_string(roster_.all().size()) + " roster=" + roster_.Fingerprint().substr(0, 16));
     return Status::Ok();
   }
 
@@ -198,9 +196,9 @@ class Broker::Impl {
   void Stop() { stop_.store(true); }
 
   BrokerCounters counters() const {
-    return {counters_.routed.load(),          counters_.rejected.load(),
-            counters_.rounds_done.load(),     counters_.rounds_aborted.load(),
-            counters_.auth_denied.load(),     counters_.subscriptions.load(),
+    return {counters_.routed.load(),           counters_.rejected.load(),
+            counters_.rounds_done.load(),      counters_.rounds_aborted.load(),
+            counters_.auth_denied.load(),      counters_.subscriptions.load(),
             counters_.handshake_failed.load(), counters_.second_connections.load()};
   }
 
@@ -362,8 +360,9 @@ class Broker::Impl {
       return true;
     }
     ++counters_.second_connections;
-    const std::string why = sender + " is already connected: a second connection with its keys "
-                                     "is refused while the first is live";
+    const std::string why = sender +
+                            " is already connected: a second connection with its keys "
+                            "is refused while the first is live";
     Reject(sender, why, size);
     const Request* request = std::get_if<Request>(&message);
     SendNotice(sender, request ? request->ticket : 0,
@@ -400,8 +399,9 @@ class Broker::Impl {
           } else if constexpr (std::is_same_v<T, Ack>) {
             OnAck(sender, m, frame.size());
           } else {
-            Reject(sender, std::string("a node may not send ") +
-                               (std::is_same_v<T, PhaseUpdate> ? "phase" : "notice") + " messages",
+            Reject(sender,
+                   std::string("a node may not send ") +
+                       (std::is_same_v<T, PhaseUpdate> ? "phase" : "notice") + " messages",
                    frame.size());
           }
         },
@@ -411,7 +411,8 @@ class Broker::Impl {
   void Reject(const std::string& sender, const std::string& reason, size_t size) {
     current_accepted_ = false;
     ++counters_.rejected;
-    Log("event=reject from=" + sender + " reason=" + Quote(reason) + " size=" + std::to_string(size));
+    Log("event=reject from=" + sender + " reason=" + Quote(reason) +
+        " size=" + std::to_string(size));
     if (round_ && round_->capture) {
       ++round_->rejected;
       (void)round_->capture->Append(CaptureRejected{round_->Micros(Clock::now()), sender,
@@ -419,7 +420,8 @@ class Broker::Impl {
     }
   }
 
-  bool InRound(const std::string& sender, const RoundId& round, std::string_view what, size_t size) {
+  bool InRound(const std::string& sender, const RoundId& round, std::string_view what,
+               size_t size) {
     if (!round_ || round_->id != round) {
       Reject(sender, std::string(what) + " for a round that is not active", size);
       return false;
@@ -468,7 +470,8 @@ class Broker::Impl {
     if (round_) {
       if (queue_.size() >= options_.max_queue) return refuse("round queue full");
       queue_.push_back({sender, std::move(request)});
-      Log("event=queued from=" + sender + " ticket=" + std::to_string(queue_.back().request.ticket) +
+      Log("event=queued from=" + sender +
+          " ticket=" + std::to_string(queue_.back().request.ticket) +
           " position=" + std::to_string(queue_.size()));
       return;
     }
@@ -484,9 +487,8 @@ class Broker::Impl {
     r.range = request.range;
     r.length = request.length;
     r.participants = std::move(request.participants);
-    r.deadline_ms = request.deadline_ms == 0
-                        ? options_.deadline_ms
-                        : std::min(request.deadline_ms, options_.deadline_ms);
+    r.deadline_ms = request.deadline_ms == 0 ? options_.deadline_ms
+                                             : std::min(request.deadline_ms, options_.deadline_ms);
     r.opened = Clock::now();
     CaptureHeader header;
     header.round = r.id;
@@ -499,8 +501,8 @@ class Broker::Impl {
     header.opened_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
-    Log("event=round-open round=" + RoundHex(r.id) + " hospital=" + hospital +
-        " ticket=" + std::to_string(r.ticket) + " patients=" + std::to_string(r.participants.size()) +
+    Log("event=round-open round=" + RoundHex(r.id) + " hospital=" + hospital + " ticket=" +
+        std::to_string(r.ticket) + " patients=" + std::to_string(r.participants.size()) +
         " length=" + std::to_string(r.length) + " range=" + std::to_string(r.range) +
         " deadline_ms=" + std::to_string(r.deadline_ms));
     // Publish first, then create the capture: creating a file costs a journal transaction (about
@@ -508,8 +510,7 @@ class Broker::Impl {
     // open phase. Nothing else reaches the capture in between, so it reads the same.
     Advance(Phase::kOpen);
     const uint64_t open_us = r.Micros(Clock::now());
-    auto writer =
-        CaptureWriter::Create(options_.captures_dir / (RoundHex(r.id) + ".tcap"), header);
+    auto writer = CaptureWriter::Create(options_.captures_dir / (RoundHex(r.id) + ".tcap"), header);
     if (!writer.ok()) {
       Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(writer.message()));
       Abort("capture could not be written");
@@ -543,8 +544,7 @@ class Broker::Impl {
 
   void OnEnvelope(const std::string& sender, const Envelope& env, zmq::message_t& frame) {
     const size_t size = frame.size();
-    if (env.from != sender)
-      return Reject(sender, "spoofed sender: header says " + env.from, size);
+    if (env.from != sender) return Reject(sender, "spoofed sender: header says " + env.from, size);
     if (!InRound(sender, env.round, "envelope", size)) return;
     Round& r = *round_;
     const std::string link = env.from + "->" + env.to;
@@ -645,9 +645,10 @@ class Broker::Impl {
     }
     const bool final = phase == Phase::kDone || phase == Phase::kAbort;
     if (final && r.capture) {
-      auto s = r.capture->Finish(
-          CaptureTrailer{r.Micros(Clock::now()), phase == Phase::kDone, reason, r.envelopes, r.rejected});
-      if (!s.ok()) Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
+      auto s = r.capture->Finish(CaptureTrailer{r.Micros(Clock::now()), phase == Phase::kDone,
+                                                reason, r.envelopes, r.rejected});
+      if (!s.ok())
+        Log("event=capture-error round=" + RoundHex(r.id) + " error=" + Quote(s.message()));
       r.capture.reset();
     }
     if (final) ++(phase == Phase::kDone ? counters_.rounds_done : counters_.rounds_aborted);
@@ -656,7 +657,9 @@ class Broker::Impl {
     Publish(update);
   }
 
-  void Abort(const std::string& reason) { Finish(Phase::kAbort, reason.substr(0, kMaxReasonLength)); }
+  void Abort(const std::string& reason) {
+    Finish(Phase::kAbort, reason.substr(0, kMaxReasonLength));
+  }
 
   void Finish(Phase phase, const std::string& reason) {
     Advance(phase, reason);
@@ -720,7 +723,6 @@ class Broker::Impl {
     }
   }
 
-
   BrokerOptions options_;
   LogSink log_;
   Limits limits_;
@@ -733,16 +735,16 @@ class Broker::Impl {
   zmq::socket_t phases_monitor_{ctx_, zmq::socket_type::pair};
   std::string router_bound_, phases_bound_;
   std::map<std::string, std::string> routes_;  // party name -> router routing id
-  std::string current_id_;        // routing id of the message being handled
-  bool current_accepted_ = true;  // false once Reject() was called for it
+  std::string current_id_;                     // routing id of the message being handled
+  bool current_accepted_ = true;               // false once Reject() was called for it
   std::optional<Round> round_;
   std::deque<PendingRequest> queue_;
   Republisher republisher_{kRepublishGap};
   uint64_t seq_ = 0;
   std::atomic<bool> stop_{false};
   struct {
-    std::atomic<uint64_t> routed{0}, rejected{0}, rounds_done{0}, rounds_aborted{0},
-        auth_denied{0}, subscriptions{0}, handshake_failed{0}, second_connections{0};
+    std::atomic<uint64_t> routed{0}, rejected{0}, rounds_done{0}, rounds_aborted{0}, auth_denied{0},
+        subscriptions{0}, handshake_failed{0}, second_connections{0};
   } counters_;
 };
 

@@ -28,7 +28,7 @@ struct BrokerOptions {
   // Each phase's deadline, and the most a hospital may ask for (Request.deadline_ms).
   uint32_t deadline_ms = 10000;
   uint32_t max_length = kMaxVectorLength;  // largest vector a round may ask for
-  size_t max_queue = 16;                // round requests waiting behind the active one
+  size_t max_queue = 16;                   // round requests waiting behind the active one
 };
 
 // Totals since start. Every rejected message counts once in `rejected`.
@@ -37,8 +37,8 @@ struct BrokerCounters {
   uint64_t rejected = 0;
   uint64_t rounds_done = 0;
   uint64_t rounds_aborted = 0;
-  uint64_t auth_denied = 0;  // CURVE handshakes refused by the ZAP handler
-  uint64_t subscriptions = 0;  // subscription messages on the phase channel
+  uint64_t auth_denied = 0;       // CURVE handshakes refused by the ZAP handler
+  uint64_t subscriptions = 0;     // subscription messages on the phase channel
   uint64_t handshake_failed = 0;  // handshakes that failed before the allowlist was asked
   // Messages refused because they came over a second connection of a party whose first
   // connection is still live (one connection per party).

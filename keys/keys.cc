@@ -244,8 +244,9 @@ Result<Certificate> ParsePublicPart(const std::vector<Section>& sections) {
   if (cert.role == Role::kBroker) {
     // The broker routes sealed payloads and must never be able to open one.
     if (metadata->Get("seal-public-key") != nullptr || FindSection(sections, "seal") != nullptr)
-      return Status::Error("a broker certificate must hold no sealing key (the broker never "
-                           "opens a payload); make the broker's keys with tally-keygen --broker");
+      return Status::Error(
+          "a broker certificate must hold no sealing key (the broker never "
+          "opens a payload); make the broker's keys with tally-keygen --broker");
     return cert;
   }
   TALLY_RETURN_IF_ERROR(
@@ -369,8 +370,7 @@ Status CheckFolder(const std::filesystem::path& path, mode_t forbidden, const ch
   if (forbidden == 022) return CheckOnlyOwnerWrites(st, path.string(), what);
   if ((st.st_mode & forbidden) == 0) return Status::Ok();
   return Status::Error(path.string() + ": permissions " + ModeText(st.st_mode) +
-                       " let other users reach " + what + "; fix with: chmod 700 " +
-                       path.string());
+                       " let other users reach " + what + "; fix with: chmod 700 " + path.string());
 }
 
 Result<std::string> ReadPublicFile(const std::filesystem::path& path) {
@@ -378,7 +378,8 @@ Result<std::string> ReadPublicFile(const std::filesystem::path& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (fd.get() < 0) return Status::Error(label + ": cannot open: " + ErrnoText(errno));
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return Status::Error(label + ": cannot stat: " + ErrnoText(errno));
+  if (::fstat(fd.get(), &st) != 0)
+    return Status::Error(label + ": cannot stat: " + ErrnoText(errno));
   TALLY_RETURN_IF_ERROR(CheckOnlyOwnerWrites(st, label, "a roster certificate"));
   std::string text(kMaxCertificateBytes + 1, '\0');
   Result<size_t> size = ReadBounded(fd.get(), text.data(), label);

@@ -92,7 +92,7 @@ class Roster {
   const std::vector<Certificate>& all() const { return certs_; }
   const Certificate* Find(std::string_view name) const;
   const Certificate* FindByCurveKey(const PublicKey& key) const;  // O(log n): asked per handshake
-  std::vector<std::string> Names(Role role) const;  // sorted
+  std::vector<std::string> Names(Role role) const;                // sorted
   // BLAKE2b-256 over every certificate's name, role and both public keys, in name order; hex.
   std::string Fingerprint() const;
 

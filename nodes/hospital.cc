@@ -23,14 +23,16 @@ Result<ResultsFile> ResultsFile::Open(const std::filesystem::path& path) {
   const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
   const bool existed = ::access(path.c_str(), F_OK) == 0;
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::Error("cannot open the results file " + path.string() + ": " + Errno());
+  if (fd < 0)
+    return Status::Error("cannot open the results file " + path.string() + ": " + Errno());
   ResultsFile file(fd, path);
   if (!existed) {
     // A new file's name is durable only once its folder is.
     const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     const bool synced = dir >= 0 && ::fsync(dir) == 0;
     if (dir >= 0) ::close(dir);
-    if (!synced) return Status::Error("cannot sync the folder of " + path.string() + ": " + Errno());
+    if (!synced)
+      return Status::Error("cannot sync the folder of " + path.string() + ": " + Errno());
   }
   return file;
 }
@@ -86,8 +88,8 @@ void Hospital::SendRequest() {
   while (ticket_ == 0);
   waiting_ = true;
   last_progress_ = requested_at_ = Clock::now();
-  Log("event=request ticket=" + std::to_string(ticket_) + " range=" +
-      std::to_string(options_.range) + " length=" + std::to_string(options_.length) +
+  Log("event=request ticket=" + std::to_string(ticket_) +
+      " range=" + std::to_string(options_.range) + " length=" + std::to_string(options_.length) +
       " patients=" + std::to_string(options_.participants.size()));
   if (!link_.Send(Request{ticket_, options_.range, options_.length, options_.participants,
                           options_.deadline_ms}))
@@ -173,8 +175,7 @@ void Hospital::OnEnvelope(const Envelope& env) {
   auto opened = sealer_.Open(Binding{env.round, env.kind, env.from, name_, *r.view}, env.sealed);
   // A masked input that does not open (another view of the round: other nonces, or another
   // roster's keys; or altered) can never be replaced: the broker routes one per patient.
-  if (!opened.ok())
-    return Refuse(opened.message() + " under " + name_ + "'s view of the round");
+  if (!opened.ok()) return Refuse(opened.message() + " under " + name_ + "'s view of the round");
   auto added = AddPayload(opened.value(), env.kind, r.sum);
   sodium_memzero(opened->data(), opened->size());
   if (!added.ok()) return Refuse("payload from " + env.from + ": " + added.message());
@@ -191,13 +192,12 @@ void Hospital::MaybeAcknowledge() {
   result.aggregate = r.sum;
   result.participants = r.opened.participants;
   result.range = r.opened.range;
-  result.in_range = std::all_of(r.sum.begin(), r.sum.end(),
-                                [&](uint64_t v) { return v <= r.opened.range; });
+  result.in_range =
+      std::all_of(r.sum.begin(), r.sum.end(), [&](uint64_t v) { return v <= r.opened.range; });
   result.elapsed_ms =
       std::chrono::duration<double, std::milli>(Clock::now() - requested_at_).count();
   // Durable before acknowledged: the broker only hears of the round once the disk has it.
-  if (auto written = results_.Append(ResultJson(result)); !written.ok())
-    return Finish(written);
+  if (auto written = results_.Append(ResultJson(result)); !written.ok()) return Finish(written);
   if (!result.in_range)
     Log("event=above-range round=" + RoundHex(r.opened.round) +
         " note=\"the aggregate lies above R: each input lies in [0, R], their sum need not\"");
@@ -209,8 +209,8 @@ void Hospital::MaybeAcknowledge() {
 void Hospital::OnDone(const PhaseUpdate& u) {
   ActiveRound& r = *round_;
   if (!r.result)
-    return Finish(Status::Error("the broker ended round " + RoundHex(u.round) +
-                                " as done before " + name_ + " acknowledged it"));
+    return Finish(Status::Error("the broker ended round " + RoundHex(u.round) + " as done before " +
+                                name_ + " acknowledged it"));
   Log("event=round-done round=" + RoundHex(u.round));
   if (on_result_) on_result_(*r.result);
   sodium_memzero(r.sum.data(), r.sum.size() * sizeof(uint64_t));

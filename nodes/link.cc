@@ -77,12 +77,11 @@ Result<std::unique_ptr<Link>> Link::Connect(const LinkOptions& options, const Se
       s.set(zmq::sockopt::curve_secretkey,
             zmq::const_buffer(me.curve_secret.data(), me.curve_secret.size()));
       const std::string monitor = MonitorEndpoint(w == &link->router_ ? "router" : "phases");
-      if (zmq_socket_monitor(s.handle(), monitor.c_str(),
-                             ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED |
-                                 ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                 ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
+      if (zmq_socket_monitor(
+              s.handle(), monitor.c_str(),
+              ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED |
+                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
         return Status::Error(std::string("cannot monitor the ") + w->what + " connection");
       w->monitor.connect(monitor);
     }
@@ -110,8 +109,7 @@ bool Link::Send(const Message& message) {
     // I/O thread frees it once sent.
     zmq::message_t frame(
         bytes->data(), bytes->size(),
-        [](void*, void* owner) { delete static_cast<std::vector<uint8_t>*>(owner); },
-        bytes.get());
+        [](void*, void* owner) { delete static_cast<std::vector<uint8_t>*>(owner); }, bytes.get());
     (void)bytes.release();
     return dealer_.send(frame, zmq::send_flags::dontwait).has_value();
   } catch (const zmq::error_t& e) {
@@ -275,22 +273,22 @@ Status Link::CheckReachable() {
   if (!down_since_) down_since_ = now;
   const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - *down_since_);
   // Warn after a few seconds, or halfway to giving up when that comes sooner.
-  const auto warn_after = std::min<std::chrono::milliseconds>(kUnreachableWarning,
-                                                              options_.idle_timeout / 2);
+  const auto warn_after =
+      std::min<std::chrono::milliseconds>(kUnreachableWarning, options_.idle_timeout / 2);
   if (waited < warn_after) return Status::Ok();
   std::string what;
   for (const Watched* w : {&router_, &phases_}) {
     if (w->up) continue;
-    what += std::string(what.empty() ? "" : "; ") + "its " + w->what + " at " + w->endpoint +
-            ": " + w->last_seen;
+    what += std::string(what.empty() ? "" : "; ") + "its " + w->what + " at " + w->endpoint + ": " +
+            w->last_seen;
   }
   if (router_.up) what += " (is the phase channel's endpoint right?)";
   if (waited >= options_.idle_timeout)
     return Status::Error("could not reach the broker for " +
                          std::to_string(options_.idle_timeout.count()) + " ms: " + what);
   if (!unreachable_warned_)
-    Log("event=unreachable waited_ms=" + std::to_string(waited.count()) + " reason=" +
-        Quote(what) + " action=waiting");
+    Log("event=unreachable waited_ms=" + std::to_string(waited.count()) + " reason=" + Quote(what) +
+        " action=waiting");
   unreachable_warned_ = true;
   return Status::Ok();
 }

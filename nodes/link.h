@@ -84,7 +84,7 @@ class Link {
     zmq::socket_t monitor;
     bool up = false;
     bool ever_up = false;
-    bool warned = false;     // a failed handshake was reported since the last success
+    bool warned = false;  // a failed handshake was reported since the last success
     std::string last_seen = "no connection yet";  // for warnings: what the monitor saw last
   };
   Link(const LinkOptions& options, LogSink log);

@@ -1,7 +1,7 @@
 // tally-node: a patient or the hospital. Thin: flags, signals, Node::Run, printing results.
-#include <algorithm>
 #include <malloc.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -16,8 +16,8 @@
 #include "schema/schema.h"
 #include "schema/text.h"
 
-using tally::ParseU64;
 using tally::ParseU32;
+using tally::ParseU64;
 
 namespace {
 
@@ -77,8 +77,8 @@ tally::Result<std::vector<uint64_t>> ReadInput(const std::string& path) {
     if (!ParseU64(line, v))
       return tally::Status::Error(path + ":" + std::to_string(n) + ": not an integer >= 0");
     if (values.size() >= tally::kMaxVectorLength)
-      return tally::Status::Error(path + ": more than " +
-                                  std::to_string(tally::kMaxVectorLength) + " values");
+      return tally::Status::Error(path + ": more than " + std::to_string(tally::kMaxVectorLength) +
+                                  " values");
     values.push_back(v);
   }
   if (values.empty()) return tally::Status::Error(path + ": no values");
@@ -102,8 +102,14 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    if (flag == "--once") { o.once = true; continue; }
-    if (flag == "--json") { json = true; continue; }
+    if (flag == "--once") {
+      o.once = true;
+      continue;
+    }
+    if (flag == "--json") {
+      json = true;
+      continue;
+    }
     if (i + 1 >= argc) return Usage("missing value for " + flag);
     std::string v = argv[++i];
     if (flag == "--keys") {
@@ -128,7 +134,8 @@ int main(int argc, char** argv) {
     } else if (flag == "--idle-timeout-ms") {
       if (!ParseU32(v, 1, o.idle_timeout_ms)) return Usage("bad --idle-timeout-ms " + v);
     } else if (flag == "--min-patients") {
-      if (!ParseU32(v, 2, o.min_patients)) return Usage("bad --min-patients " + v + " (at least 2)");
+      if (!ParseU32(v, 2, o.min_patients))
+        return Usage("bad --min-patients " + v + " (at least 2)");
     } else if (flag == "--value") {
       uint64_t x;
       if (!ParseU64(v, x)) return Usage("bad --value: want an integer >= 0");
@@ -175,25 +182,28 @@ int main(int argc, char** argv) {
     return status;
   };
   bool is_patient = false;  // known once the certificate is read; set before Run
-  auto node = tally::Node::Create(o, log, [json](const tally::RoundResult& r) {
-    if (json) {
-      std::cout << tally::ResultJson(r) << std::endl;
-      return;
-    }
-    std::cout << "round " << tally::RoundHex(r.round) << ": aggregate ";
-    for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
-      std::cout << (i ? " " : "") << r.aggregate[i];
-    if (r.aggregate.size() > 10) std::cout << " ... (" << r.aggregate.size() << " elements)";
-    std::cout << " over " << r.participants.size() << " patients";
-    if (!r.in_range)
-      std::cout << " (above R = " << r.range
-                << ": each input lies in [0, R], their sum need not)";
-    std::cout << std::endl;
-  }, [&is_patient] {
-    // A patient's stdout carries one line: that it reached the broker (launchers wait on it).
-    // The hospital's stdout is its results only.
-    if (is_patient) std::cout << "ready" << std::endl;
-  });
+  auto node = tally::Node::Create(
+      o, log,
+      [json](const tally::RoundResult& r) {
+        if (json) {
+          std::cout << tally::ResultJson(r) << std::endl;
+          return;
+        }
+        std::cout << "round " << tally::RoundHex(r.round) << ": aggregate ";
+        for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
+          std::cout << (i ? " " : "") << r.aggregate[i];
+        if (r.aggregate.size() > 10) std::cout << " ... (" << r.aggregate.size() << " elements)";
+        std::cout << " over " << r.participants.size() << " patients";
+        if (!r.in_range)
+          std::cout << " (above R = " << r.range
+                    << ": each input lies in [0, R], their sum need not)";
+        std::cout << std::endl;
+      },
+      [&is_patient] {
+        // A patient's stdout carries one line: that it reached the broker (launchers wait on it).
+        // The hospital's stdout is its results only.
+        if (is_patient) std::cout << "ready" << std::endl;
+      });
   if (!node.ok()) {
     // Options the library refused are the command line's fault: usage errors.
     return exit_with(2, node.message());
@@ -207,6 +217,7 @@ int main(int argc, char** argv) {
   g_node = nullptr;
   if (!status.ok()) return exit_with(1, status.message());
   const int sig = g_signal;
-  return exit_with(0, sig != 0 ? std::string("stopped by SIG") + sigabbrev_np(sig)
-                               : (*node)->is_hospital() ? "every round done" : "round done");
+  return exit_with(0, sig != 0                 ? std::string("stopped by SIG") + sigabbrev_np(sig)
+                      : (*node)->is_hospital() ? "every round done"
+                                               : "round done");
 }

@@ -67,15 +67,14 @@ class Node::Impl {
     if (role_ == Role::kPatient) {
       role_impl_ = std::make_unique<Patient>(options_, roster_, *sealer_, *link_, log_);
     } else {
-      hospital_ = new Hospital(options_, roster_, *sealer_, *link_, log_, std::move(*results),
-                               on_result_);
+      hospital_ =
+          new Hospital(options_, roster_, *sealer_, *link_, log_, std::move(*results), on_result_);
       role_impl_.reset(hospital_);
     }
     // The roster's fingerprint, as the broker logs its own: parties compare them to see that
     // they hold the same certificates.
-    Log("event=start role=" + std::string(RoleName(role_)) + " router=" +
-        options_.router_endpoint + " phases=" + options_.phases_endpoint +
-        " roster=" + roster_.Fingerprint().substr(0, 16));
+    Log("event=start role=" + std::string(RoleName(role_)) + " router=" + options_.router_endpoint +
+        " phases=" + options_.phases_endpoint + " roster=" + roster_.Fingerprint().substr(0, 16));
     return Status::Ok();
   }
 

@@ -13,8 +13,8 @@ constexpr size_t kRememberedRounds = 64;
 
 }  // namespace
 
-Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer& sealer,
-                 Link& link, LogSink log)
+Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer& sealer, Link& link,
+                 LogSink log)
     : NodeRole(options.name, roster, sealer, link, std::move(log)),
       input_(options.input),
       once_(options.once),
@@ -97,8 +97,9 @@ void Patient::SendMasked(const PhaseUpdate& u) {
   if (!IsSumOf(r.opened, u) ||
       u.nonces[static_cast<size_t>(me - u.participants.begin())] != r.nonce) {
     Drop("the sum phase does not match the round we joined");
-    if (once_) Finish(Status::Error("the sum phase of round " + RoundHex(u.round) +
-                                    " does not match the round we joined"));
+    if (once_)
+      Finish(Status::Error("the sum phase of round " + RoundHex(u.round) +
+                           " does not match the round we joined"));
     return;
   }
   std::vector<uint64_t> masked = input_;
@@ -143,8 +144,7 @@ void Patient::Tick(Clock::time_point now) {
   if (!round_ || now - round_->last_progress <= idle_timeout_) return;
   const std::string why =
       "no progress from the broker for " + std::to_string(idle_timeout_.count()) + " ms";
-  if (once_)
-    return Finish(Status::Error(why + " on round " + RoundHex(round_->opened.round)));
+  if (once_) return Finish(Status::Error(why + " on round " + RoundHex(round_->opened.round)));
   Drop(why);
 }
 

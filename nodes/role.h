@@ -25,7 +25,11 @@ class NodeRole : public LinkHandler {
 
  protected:
   NodeRole(std::string name, const Roster& roster, const Sealer& sealer, Link& link, LogSink log)
-      : name_(std::move(name)), roster_(roster), sealer_(sealer), link_(link), log_(std::move(log)) {}
+      : name_(std::move(name)),
+        roster_(roster),
+        sealer_(sealer),
+        link_(link),
+        log_(std::move(log)) {}
   void Log(const std::string& fields) const {
     if (log_) log_("node " + name_ + " " + fields);
   }

@@ -92,7 +92,8 @@ ViewDigest RoundView(const PhaseUpdate& u, std::span<const PublicKey> seal_keys)
   HashU64(state, u.participants.size());
   for (size_t i = 0; i < u.participants.size(); ++i) {
     HashName(state, u.participants[i]);
-    if (i + 1 < seal_keys.size()) HashUpdate(state, seal_keys[i + 1].data(), seal_keys[i + 1].size());
+    if (i + 1 < seal_keys.size())
+      HashUpdate(state, seal_keys[i + 1].data(), seal_keys[i + 1].size());
     if (i < u.nonces.size()) HashUpdate(state, u.nonces[i].data(), kJoinNonceSize);
   }
   ViewDigest out{};
@@ -103,8 +104,8 @@ ViewDigest RoundView(const PhaseUpdate& u, std::span<const PublicKey> seal_keys)
 std::vector<uint8_t> BindingBytes(const Binding& binding) {
   // Presized and filled in place (GCC 12 misreports vector::insert after reserve as an
   // overflow under -Wstringop-overflow).
-  std::vector<uint8_t> out(kBindingTag.size() + 1 + binding.round.size() + binding.view.size() +
-                           1 + binding.sender.size() + 1 + binding.recipient.size());
+  std::vector<uint8_t> out(kBindingTag.size() + 1 + binding.round.size() + binding.view.size() + 1 +
+                           binding.sender.size() + 1 + binding.recipient.size());
   uint8_t* p = out.data();
   auto put = [&p](const void* bytes, size_t size) {
     if (size != 0) std::memcpy(p, bytes, size);
@@ -164,7 +165,8 @@ Result<ViewDigest> Sealer::View(const PhaseUpdate& u) const {
   keys.reserve(1 + u.participants.size());
   for (const std::string* name = &u.hospital;;) {
     auto key = seal_public_.find(*name);
-    if (key == seal_public_.end()) return Status::Error(*name + " is not in " + name_ + "'s roster");
+    if (key == seal_public_.end())
+      return Status::Error(*name + " is not in " + name_ + "'s roster");
     keys.push_back(key->second);
     if (keys.size() > u.participants.size()) break;
     name = &u.participants[keys.size() - 1];
@@ -188,8 +190,7 @@ Result<std::vector<uint8_t>> Sealer::Seal(const Binding& binding,
   unsigned long long sealed_length = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(sealed.data() + kSealNonceSize, &sealed_length,
                                              plaintext.data(), plaintext.size(), ad.data(),
-                                             ad.size(), nullptr, sealed.data(),
-                                             key);
+                                             ad.size(), nullptr, sealed.data(), key);
   sealed.resize(kSealNonceSize + sealed_length);
   return sealed;
 }
@@ -216,8 +217,7 @@ Result<std::vector<uint8_t>> Sealer::Open(const Binding& binding,
   unsigned long long plaintext_length = 0;
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(
           plaintext.data(), &plaintext_length, nullptr, sealed.data() + kSealNonceSize,
-          sealed.size() - kSealNonceSize, ad.data(), ad.size(), sealed.data(),
-          key) != 0) {
+          sealed.size() - kSealNonceSize, ad.data(), ad.size(), sealed.data(), key) != 0) {
     return Status::Error("cannot open " + what + ": authentication failed");
   }
   plaintext.resize(plaintext_length);
@@ -250,8 +250,8 @@ Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const 
     const uint8_t* mask_key = PeerKeys(names[i]) + SecretKey::size();  // present: checked above
     const bool lower = name_ < names[i];
     keys.resize(keys.size() + kKey);
-    RoundMaskKey(mask_key, u.round, lower ? my_nonce : u.nonces[i],
-                 lower ? u.nonces[i] : my_nonce, keys.data() + keys.size() - kKey);
+    RoundMaskKey(mask_key, u.round, lower ? my_nonce : u.nonces[i], lower ? u.nonces[i] : my_nonce,
+                 keys.data() + keys.size() - kKey);
     add.push_back(lower);
   }
 
@@ -266,8 +266,8 @@ Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const 
     for (size_t p = 0; p < add.size(); ++p) {
       std::fill_n(stream.begin(), count, 0);
       crypto_stream_chacha20_ietf_xor_ic(reinterpret_cast<uint8_t*>(stream.data()),
-                                         reinterpret_cast<const uint8_t*>(stream.data()),
-                                         count * 8, zero_nonce, block, keys.data() + p * kKey);
+                                         reinterpret_cast<const uint8_t*>(stream.data()), count * 8,
+                                         zero_nonce, block, keys.data() + p * kKey);
       uint64_t* v = values.data() + start;
       if (add[p]) {
         for (size_t e = 0; e < count; ++e) v[e] += stream[e];

@@ -1,5 +1,5 @@
-// Capture files: writer (append-only, records buffered up to 64 KiB between writes) and strict reader
-// (schema/PROTOCOL.md, "Capture format").
+// Capture files: writer (append-only, records buffered up to 64 KiB between writes) and strict
+// reader (schema/PROTOCOL.md, "Capture format").
 
 #include "schema/capture.h"
 
@@ -8,11 +8,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <msgpack.hpp>
-
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <msgpack.hpp>
 #include <utility>
 
 #include "schema/msgpack_strict.h"
@@ -75,8 +74,8 @@ uint32_t GetU32(const uint8_t* p) {
 }
 
 using strict::PackBin;
-using strict::PackStr;
 using strict::Packer;
+using strict::PackStr;
 
 CaptureRecordType TypeOf(const CaptureRecord& record) {
   return std::visit(
@@ -139,11 +138,16 @@ void PackBody(Packer& p, const CaptureTrailer& t) {
 
 std::string_view RecordName(CaptureRecordType type) {
   switch (type) {
-    case CaptureRecordType::kHeader: return "header record";
-    case CaptureRecordType::kEnvelope: return "envelope record";
-    case CaptureRecordType::kRejected: return "rejected record";
-    case CaptureRecordType::kPhase: return "phase record";
-    case CaptureRecordType::kTrailer: return "trailer record";
+    case CaptureRecordType::kHeader:
+      return "header record";
+    case CaptureRecordType::kEnvelope:
+      return "envelope record";
+    case CaptureRecordType::kRejected:
+      return "rejected record";
+    case CaptureRecordType::kPhase:
+      return "phase record";
+    case CaptureRecordType::kTrailer:
+      return "trailer record";
   }
   return "record";
 }
@@ -171,7 +175,8 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
       .max_depth = 2,
   };
   Result<strict::Unpacked> unpacked = strict::UnpackArray(body, bounds, "record body");
-  if (!unpacked.ok()) return Status::Error(std::string(RecordName(type)) + ": " + unpacked.message());
+  if (!unpacked.ok())
+    return Status::Error(std::string(RecordName(type)) + ": " + unpacked.message());
   const std::span<const msgpack::object> f = unpacked->fields();
   strict::FieldReader r(RecordName(type), f, 0);
   switch (type) {
@@ -316,7 +321,8 @@ std::vector<uint8_t> EncodeRecord(const CaptureRecord& record) {
   Packer packer(sink);
   std::visit([&packer](const auto& r) { PackBody(packer, r); }, record);
   const uint32_t body_size = static_cast<uint32_t>(out.size() - 5);
-  for (int i = 0; i < 4; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(body_size >> (8 * i));
+  for (int i = 0; i < 4; ++i)
+    out[static_cast<size_t>(i)] = static_cast<uint8_t>(body_size >> (8 * i));
   PutU32(&out, Crc32Update(0, std::span<const uint8_t>(out).subspan(4)));
   return out;
 }
@@ -423,7 +429,8 @@ Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> fra
   packer.pack_uint64(t_us);
   packer.pack_bin(static_cast<uint32_t>(frame.size()));
   const uint32_t body_size = static_cast<uint32_t>(head.size() - 5 + frame.size());
-  for (int i = 0; i < 4; ++i) head[static_cast<size_t>(i)] = static_cast<uint8_t>(body_size >> (8 * i));
+  for (int i = 0; i < 4; ++i)
+    head[static_cast<size_t>(i)] = static_cast<uint8_t>(body_size >> (8 * i));
   uint32_t crc = Crc32Update(0, std::span<const uint8_t>(head).subspan(4));
   // Continue the CRC over the frame (Crc32Update takes and returns the finalised value).
   crc = Crc32Update(crc, frame);
@@ -512,8 +519,8 @@ CaptureContents ReadCapture(std::span<const uint8_t> bytes) {
     }
     Result<CaptureRecord> record = ParseBody(type, typed.subspan(1));
     if (!record.ok()) {
-      return fail(start, "malformed " + record.message() + " (offset " + std::to_string(start) +
-                             ")");
+      return fail(start,
+                  "malformed " + record.message() + " (offset " + std::to_string(start) + ")");
     }
     trailer_seen = type == CaptureRecordType::kTrailer;
     out.records.push_back(std::move(record).value());

@@ -24,7 +24,11 @@ namespace tally {
 inline constexpr size_t kCaptureBufferBytes = 64 * 1024;
 
 enum class CaptureRecordType : uint8_t {
-  kHeader = 1, kEnvelope = 2, kRejected = 3, kPhase = 4, kTrailer = 5,
+  kHeader = 1,
+  kEnvelope = 2,
+  kRejected = 3,
+  kPhase = 4,
+  kTrailer = 5,
 };
 
 struct CaptureHeader {
@@ -52,7 +56,7 @@ struct CaptureRejected {
   uint64_t t_us = 0;
   std::string sender;  // authenticated name
   std::string reason;
-  uint64_t size = 0;   // bytes of the dropped frame
+  uint64_t size = 0;  // bytes of the dropped frame
   bool operator==(const CaptureRejected&) const = default;
 };
 
@@ -69,10 +73,10 @@ struct CapturePhase {
 
 struct CaptureTrailer {
   uint64_t t_us = 0;
-  bool done = false;      // true: the round completed; false: aborted
-  std::string reason;     // abort reason
-  uint64_t envelopes = 0; // envelope records written
-  uint64_t rejected = 0;  // rejected records written
+  bool done = false;       // true: the round completed; false: aborted
+  std::string reason;      // abort reason
+  uint64_t envelopes = 0;  // envelope records written
+  uint64_t rejected = 0;   // rejected records written
   bool operator==(const CaptureTrailer&) const = default;
 };
 
@@ -106,7 +110,7 @@ class CaptureWriter {
   Status Write(std::vector<std::span<const uint8_t>> pieces, bool flush = false);
   void Close();  // flushes what is buffered, closes both descriptors, no fsync
   int fd_ = -1;
-  int dir_fd_ = -1;  // the capture's folder, fsync'd by Finish() after the file
+  int dir_fd_ = -1;               // the capture's folder, fsync'd by Finish() after the file
   std::vector<uint8_t> pending_;  // whole records not yet written
 };
 

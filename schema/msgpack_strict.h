@@ -10,10 +10,9 @@
 // and a reader over a caller-owned object; safe from any thread.
 #pragma once
 
-#include <msgpack.hpp>
-
 #include <cstdint>
 #include <limits>
+#include <msgpack.hpp>
 #include <new>
 #include <optional>
 #include <set>
@@ -31,27 +30,37 @@ namespace tally::strict {
 // Decoder bounds for one call. Every container/str/bin size is checked by msgpack-c before
 // it allocates, so a 5-byte array header cannot make it reserve gigabytes.
 struct Bounds {
-  size_t max_bytes = 0;   // whole input
-  size_t max_array = 0;   // elements in any array
-  size_t max_str = 0;     // bytes in any str
-  size_t max_bin = 0;     // bytes in any bin
-  size_t max_depth = 2;   // nested containers: top-level array + one array field
+  size_t max_bytes = 0;  // whole input
+  size_t max_array = 0;  // elements in any array
+  size_t max_str = 0;    // bytes in any str
+  size_t max_bin = 0;    // bytes in any bin
+  size_t max_depth = 2;  // nested containers: top-level array + one array field
 };
 
 // Short names for error messages.
 inline std::string_view TypeName(msgpack::type::object_type type) {
   switch (type) {
-    case msgpack::type::NIL: return "nil";
-    case msgpack::type::BOOLEAN: return "bool";
-    case msgpack::type::POSITIVE_INTEGER: return "uint";
-    case msgpack::type::NEGATIVE_INTEGER: return "negative int";
+    case msgpack::type::NIL:
+      return "nil";
+    case msgpack::type::BOOLEAN:
+      return "bool";
+    case msgpack::type::POSITIVE_INTEGER:
+      return "uint";
+    case msgpack::type::NEGATIVE_INTEGER:
+      return "negative int";
     case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64: return "float";
-    case msgpack::type::STR: return "str";
-    case msgpack::type::BIN: return "bin";
-    case msgpack::type::ARRAY: return "array";
-    case msgpack::type::MAP: return "map";
-    case msgpack::type::EXT: return "ext";
+    case msgpack::type::FLOAT64:
+      return "float";
+    case msgpack::type::STR:
+      return "str";
+    case msgpack::type::BIN:
+      return "bin";
+    case msgpack::type::ARRAY:
+      return "array";
+    case msgpack::type::MAP:
+      return "map";
+    case msgpack::type::EXT:
+      return "ext";
   }
   return "unknown";
 }
@@ -86,8 +95,8 @@ inline Result<Unpacked> UnpackArray(std::span<const uint8_t> bytes, const Bounds
   Unpacked out;
   std::size_t offset = 0;
   try {
-    out.handle = msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), bytes.size(),
-                                 offset, &ReferenceBins, nullptr, limit);
+    out.handle = msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), bytes.size(), offset,
+                                 &ReferenceBins, nullptr, limit);
   } catch (const msgpack::insufficient_bytes&) {
     return Status::Error("truncated " + w);
   } catch (const msgpack::array_size_overflow&) {
@@ -178,8 +187,8 @@ class FieldReader {
   Status BinView(std::string_view field, std::span<const uint8_t>* out) {
     const msgpack::object* o = nullptr;
     TALLY_RETURN_IF_ERROR(Next(field, msgpack::type::BIN, &o));
-    *out = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(o->via.bin.ptr),
-                                    o->via.bin.size);
+    *out =
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(o->via.bin.ptr), o->via.bin.size);
     return Status::Ok();
   }
 

@@ -8,15 +8,15 @@
 
 namespace tally {
 
-inline constexpr uint32_t kProtocolVersion = 2;      // first element of every wire message
-inline constexpr size_t kRoundIdSize = 16;           // 128-bit random round ids
-inline constexpr size_t kJoinNonceSize = 32;         // a patient's fresh per-round mask nonce
-inline constexpr size_t kMaxNameLength = 32;         // party names: [a-z0-9_-]{1,32}
-inline constexpr size_t kMaxParticipants = 1000;     // patients in one round
+inline constexpr uint32_t kProtocolVersion = 2;         // first element of every wire message
+inline constexpr size_t kRoundIdSize = 16;              // 128-bit random round ids
+inline constexpr size_t kJoinNonceSize = 32;            // a patient's fresh per-round mask nonce
+inline constexpr size_t kMaxNameLength = 32;            // party names: [a-z0-9_-]{1,32}
+inline constexpr size_t kMaxParticipants = 1000;        // patients in one round
 inline constexpr uint32_t kMaxVectorLength = 1u << 20;  // elements per input (8 MiB of u64)
-inline constexpr size_t kMaxReasonLength = 200;      // abort / refuse / notice reasons
-inline constexpr size_t kSealNonceSize = 24;         // XChaCha20-Poly1305 nonce
-inline constexpr size_t kSealTagSize = 16;           // Poly1305 tag
+inline constexpr size_t kMaxReasonLength = 200;         // abort / refuse / notice reasons
+inline constexpr size_t kSealNonceSize = 24;            // XChaCha20-Poly1305 nonce
+inline constexpr size_t kSealTagSize = 16;              // Poly1305 tag
 inline constexpr size_t kSealOverhead = kSealNonceSize + kSealTagSize;
 // Bytes a sealed payload adds around its values blob (msgpack array header, version, kind,
 // bin header) — a generous bound used to size limits, not an exact figure.

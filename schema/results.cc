@@ -53,7 +53,8 @@ class Reader {
     return Status::Error(what + " at column " + std::to_string(at_ + 1));
   }
   void Space() {
-    while (at_ < s_.size() && (s_[at_] == ' ' || s_[at_] == '\t' || s_[at_] == '\r' || s_[at_] == '\n'))
+    while (at_ < s_.size() &&
+           (s_[at_] == ' ' || s_[at_] == '\t' || s_[at_] == '\r' || s_[at_] == '\n'))
       ++at_;
   }
   bool Eat(char c) {
@@ -164,7 +165,8 @@ Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& rou
     r.aggregate.push_back(*n);
   }
   if (r.aggregate.empty()) return Status::Error("\"aggregate\" is empty");
-  if (f["participants"].kind != Value::kArray) return Status::Error("\"participants\" must be a list");
+  if (f["participants"].kind != Value::kArray)
+    return Status::Error("\"participants\" must be a list");
   for (const Value& p : f["participants"].items) {
     if (p.kind != Value::kString || !ValidName(p.text))
       return Status::Error("\"participants\" must hold party names");
@@ -173,9 +175,11 @@ Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& rou
   Result<uint64_t> range = Integer(f["range"], "\"range\"");
   if (!range.ok()) return range.status();
   r.range = *range;
-  if (f["in_range"].kind != Value::kBool) return Status::Error("\"in_range\" must be true or false");
+  if (f["in_range"].kind != Value::kBool)
+    return Status::Error("\"in_range\" must be true or false");
   r.in_range = f["in_range"].flag;
-  if (f["elapsed_ms"].kind != Value::kNumber) return Status::Error("\"elapsed_ms\" must be a number");
+  if (f["elapsed_ms"].kind != Value::kNumber)
+    return Status::Error("\"elapsed_ms\" must be a number");
   r.elapsed_ms = std::strtod(f["elapsed_ms"].text.c_str(), nullptr);
   return r;
 }
@@ -183,15 +187,15 @@ Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& rou
 }  // namespace
 
 std::string ResultJson(const RoundResult& r) {
-  std::string out = "{\"round\": \"" + RoundHex(r.round) + "\", \"aggregate\": " +
-                    JsonNumbers(r.aggregate) + ", \"participants\": [";
+  std::string out = "{\"round\": \"" + RoundHex(r.round) +
+                    "\", \"aggregate\": " + JsonNumbers(r.aggregate) + ", \"participants\": [";
   for (size_t i = 0; i < r.participants.size(); ++i) {
     if (i) out += ", ";
     out += "\"" + r.participants[i] + "\"";  // names are [a-z0-9_-]: no escaping needed
   }
   out += "], \"range\": " + JsonNumbers(std::span<const uint64_t>(&r.range, 1)) +
-         ", \"in_range\": " + (r.in_range ? "true" : "false") + ", \"elapsed_ms\": " +
-         FormatFixed(r.elapsed_ms, 3) + "}";
+         ", \"in_range\": " + (r.in_range ? "true" : "false") +
+         ", \"elapsed_ms\": " + FormatFixed(r.elapsed_ms, 3) + "}";
   return out;
 }
 

@@ -29,7 +29,7 @@ struct RoundResult {
   std::vector<uint64_t> aggregate;
   std::vector<std::string> participants;
   uint64_t range = 0;
-  bool in_range = true;  // every element of the aggregate lies in [0, range]
+  bool in_range = true;   // every element of the aggregate lies in [0, range]
   double elapsed_ms = 0;  // from sending the request to the aggregate in hand (before writing)
   bool operator==(const RoundResult&) const = default;
 };

@@ -2,11 +2,10 @@
 
 #include "schema/schema.h"
 
-#include <msgpack.hpp>
-
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <msgpack.hpp>
 #include <type_traits>
 
 #include "schema/msgpack_strict.h"
@@ -15,9 +14,9 @@ namespace tally {
 namespace {
 
 using strict::PackBin;
+using strict::Packer;
 using strict::PackNonces;
 using strict::PackStr;
-using strict::Packer;
 
 // Wire type names, second element of every message.
 constexpr std::string_view kRequest = "request";
@@ -96,8 +95,9 @@ void PackFields(Packer& p, const Notice& m) {
 
 // Checks [version, type, ...] and the exact field count. Returns the type name.
 Result<std::string_view> CheckHead(std::span<const msgpack::object> f) {
-  if (f.size() < 2) return Status::Error("message has " + std::to_string(f.size()) +
-                                         " fields, needs at least version and type");
+  if (f.size() < 2)
+    return Status::Error("message has " + std::to_string(f.size()) +
+                         " fields, needs at least version and type");
   if (f[0].type != msgpack::type::POSITIVE_INTEGER) {
     return Status::Error("protocol version must be uint, got " +
                          std::string(strict::TypeName(f[0].type)));
@@ -114,17 +114,17 @@ Result<std::string_view> CheckHead(std::span<const msgpack::object> f) {
 
 Status CheckFieldCount(std::string_view type, size_t want, size_t got) {
   if (want == got) return Status::Ok();
-  return Status::Error(std::string(type) + ": expected " + std::to_string(want) +
-                       " fields, got " + std::to_string(got));
+  return Status::Error(std::string(type) + ": expected " + std::to_string(want) + " fields, got " +
+                       std::to_string(got));
 }
 
 // Echo a type name only if it is short printable text; otherwise just say it is unknown.
 std::string UnknownType(std::string_view type) {
-  const bool printable =
-      type.size() <= kMaxNameLength &&
-      std::all_of(type.begin(), type.end(), [](char c) { return c >= 0x20 && c <= 0x7e && c != '"'; });
-  if (!printable) return "unknown message type (unprintable, " + std::to_string(type.size()) +
-                         " bytes)";
+  const bool printable = type.size() <= kMaxNameLength &&
+                         std::all_of(type.begin(), type.end(),
+                                     [](char c) { return c >= 0x20 && c <= 0x7e && c != '"'; });
+  if (!printable)
+    return "unknown message type (unprintable, " + std::to_string(type.size()) + " bytes)";
   return "unknown message type \"" + std::string(type) + "\"";
 }
 
@@ -215,17 +215,22 @@ void LoadLittleEndian(std::span<const uint8_t> bytes, std::vector<uint64_t>* val
 
 std::string_view KindName(EnvelopeKind kind) {
   switch (kind) {
-    case EnvelopeKind::kPartial: return "partial";
+    case EnvelopeKind::kPartial:
+      return "partial";
   }
   return "unknown";
 }
 
 std::string_view PhaseName(Phase phase) {
   switch (phase) {
-    case Phase::kOpen: return "open";
-    case Phase::kSum: return "sum";
-    case Phase::kDone: return "done";
-    case Phase::kAbort: return "abort";
+    case Phase::kOpen:
+      return "open";
+    case Phase::kSum:
+      return "sum";
+    case Phase::kDone:
+      return "done";
+    case Phase::kAbort:
+      return "abort";
   }
   return "unknown";
 }
@@ -293,8 +298,8 @@ strict::Bounds MessageBounds(const Limits& limits) {
       .max_bytes = limits.max_message_bytes,
       .max_array = std::max(kMaxFields, limits.max_participants),
       .max_str = kMaxWireString,
-      .max_bin = std::max({limits.max_sealed_bytes, kRoundIdSize,
-                           limits.max_participants * kJoinNonceSize}),
+      .max_bin = std::max(
+          {limits.max_sealed_bytes, kRoundIdSize, limits.max_participants * kJoinNonceSize}),
       .max_depth = 2,
   };
 }
@@ -430,7 +435,8 @@ Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, Enve
 }
 
 Status AddPayload(std::span<const uint8_t> bytes, EnvelopeKind kind, std::span<uint64_t> sum) {
-  Result<std::span<const uint8_t>> blob = PayloadBlob(bytes, kind, static_cast<uint32_t>(sum.size()));
+  Result<std::span<const uint8_t>> blob =
+      PayloadBlob(bytes, kind, static_cast<uint32_t>(sum.size()));
   if (!blob.ok()) return blob.status();
   const uint8_t* p = blob->data();
   for (uint64_t& s : sum) {

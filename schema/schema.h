@@ -87,16 +87,16 @@ struct PhaseUpdate {
   RoundId round{};
   Phase phase = Phase::kOpen;
   uint64_t seq = 0;
-  uint64_t ticket = 0;        // the hospital's Request.ticket
-  std::string hospital;       // who requested the round and receives the partials
+  uint64_t ticket = 0;   // the hospital's Request.ticket
+  std::string hospital;  // who requested the round and receives the partials
   uint64_t range = 0;
   uint32_t length = 1;
   std::vector<std::string> participants;  // the patients
   // Each participant's join nonce, in `participants` order, once every one has joined (from
   // the sum phase on); empty before.
   std::vector<JoinNonce> nonces;
-  uint32_t deadline_ms = 0;   // each phase's deadline, counted from the phase's start
-  std::string reason;         // why the round aborted; empty otherwise
+  uint32_t deadline_ms = 0;  // each phase's deadline, counted from the phase's start
+  std::string reason;        // why the round aborted; empty otherwise
   bool operator==(const PhaseUpdate&) const = default;
 };
 
@@ -113,7 +113,7 @@ using Message = std::variant<Request, Join, Refuse, Envelope, Ack, PhaseUpdate, 
 
 struct Limits {
   size_t max_message_bytes = MaxMessageSize(kMaxVectorLength);
-  uint32_t max_length = kMaxVectorLength;        // Request/PhaseUpdate.length
+  uint32_t max_length = kMaxVectorLength;  // Request/PhaseUpdate.length
   size_t max_participants = kMaxParticipants;
   size_t max_sealed_bytes = MaxSealedSize(kMaxVectorLength);
 };

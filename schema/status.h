@@ -29,7 +29,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}       // NOLINT: implicit by design
   Result(Status error) : v_(std::move(error)) {}  // NOLINT; REQUIRES: !error.ok()
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -54,8 +54,8 @@ class [[nodiscard]] Result {
 
 }  // namespace tally
 
-#define TALLY_RETURN_IF_ERROR(expr)          \
-  do {                                       \
-    ::tally::Status tally_status_ = (expr);  \
+#define TALLY_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::tally::Status tally_status_ = (expr);        \
     if (!tally_status_.ok()) return tally_status_; \
   } while (0)

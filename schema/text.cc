@@ -108,8 +108,7 @@ Result<BrokerEndpoints> EndpointsOf(std::string_view address) {
       return Status::Error("broker address " + Quote(text) +
                            ": the port must be 1..65534 (the phase channel takes the next one)");
   }
-  if (host.empty() || host == "[]" ||
-      host.find_first_of(" /\"'") != std::string::npos)
+  if (host.empty() || host == "[]" || host.find_first_of(" /\"'") != std::string::npos)
     return Status::Error("broker address " + Quote(text) + ": want HOST or HOST:PORT");
   return BrokerEndpoints{"tcp://" + host + ":" + std::to_string(port),
                          "tcp://" + host + ":" + std::to_string(port + 1)};

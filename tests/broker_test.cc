@@ -2,7 +2,6 @@
 // with fresh nonces and send real masked, sealed inputs, and a hospital that opens them. Each
 // rejection is checked by its exact reason and the counters; each abort by its exact reason.
 #include "broker/broker.h"
-#include "broker/republish.h"
 
 #include <gtest/gtest.h>
 #include <sodium.h>
@@ -13,6 +12,7 @@
 #include <map>
 #include <thread>
 
+#include "broker/republish.h"
 #include "nodes/seal.h"
 #include "schema/capture.h"
 #include "schema/text.h"
@@ -117,7 +117,8 @@ class BrokerTest : public ::testing::Test {
 
   // The hospital receives `count` partials and opens each under its own view of the round.
   // Returns them by sender.
-  std::map<std::string, uint64_t> ReceivePartials(Parties& p, const PhaseUpdate& sum, size_t count) {
+  std::map<std::string, uint64_t> ReceivePartials(Parties& p, const PhaseUpdate& sum,
+                                                  size_t count) {
     std::map<std::string, uint64_t> out;
     for (size_t k = 0; k < count; ++k) {
       auto m = p.hospital->Receive();
@@ -237,10 +238,12 @@ TEST_F(BrokerTest, SpoofedSenderIsDroppedAndCounted) {
   auto p = Connect({"alice", "bob", "charlie"});
   auto open = OpenRound(p, {"alice", "bob", "charlie"}, {"alice", "bob", "charlie"});
   auto sum = AwaitSum(p, open);
-  Envelope spoof{EnvelopeKind::kPartial, open.round, "bob", "hospital", std::vector<uint8_t>(64, 7)};
+  Envelope spoof{EnvelopeKind::kPartial, open.round, "bob", "hospital",
+                 std::vector<uint8_t>(64, 7)};
   p.P("alice").Send(spoof);
   auto real = p.patients["alice"]->SendMasked(sum, {5});
-  EXPECT_TRUE(log_.WaitFor(RejectLine("alice", "spoofed sender: header says bob", Encode(spoof).size())));
+  EXPECT_TRUE(
+      log_.WaitFor(RejectLine("alice", "spoofed sender: header says bob", Encode(spoof).size())));
   // The hospital's first envelope is alice's real one: the spoof, handled before it on the
   // same connection, was never routed.
   auto m = p.hospital->Receive();
@@ -362,7 +365,8 @@ TEST_F(BrokerTest, UnacknowledgedResultAbortsNamingTheHospital) {
 TEST_F(BrokerTest, PartialOutsideTheSumPhaseIsRejected) {
   auto p = Connect({"alice", "bob"});
   auto open = OpenRound(p, {"alice", "bob"}, {"alice"});
-  Envelope early{EnvelopeKind::kPartial, open.round, "alice", "hospital", std::vector<uint8_t>(64, 1)};
+  Envelope early{EnvelopeKind::kPartial, open.round, "alice", "hospital",
+                 std::vector<uint8_t>(64, 1)};
   p.P("alice").Send(early);
   const std::string reason = "partial outside the sum phase";
   ASSERT_TRUE(log_.WaitFor(RejectLine("alice", reason, Encode(early).size())));
@@ -374,7 +378,8 @@ TEST_F(BrokerTest, PartialOutsideTheSumPhaseIsRejected) {
   auto a = p.patients["alice"]->SendMasked(sum, {10});
   auto b = p.patients["bob"]->SendMasked(sum, {20});
   auto opened = ReceivePartials(p, sum, 2);  // the early one is not among them
-  EXPECT_EQ(opened, (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
+  EXPECT_EQ(opened,
+            (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
   EXPECT_EQ(opened["alice"] + opened["bob"], 30u);
   p.hospital->Send(Ack{open.round});
   ASSERT_TRUE(p.hospital->WaitPhase(Phase::kDone, open.round));
@@ -398,10 +403,12 @@ TEST_F(BrokerTest, DuplicatePartialIsRejectedAndRoutedOnce) {
   auto sum = AwaitSum(p, open);
   auto a = p.patients["alice"]->SendMasked(sum, {10});
   p.P("alice").SendRaw(a.frame);  // the same bytes again
-  ASSERT_TRUE(log_.WaitFor(RejectLine("alice", "duplicate partial alice->hospital", a.frame.size())));
+  ASSERT_TRUE(
+      log_.WaitFor(RejectLine("alice", "duplicate partial alice->hospital", a.frame.size())));
   auto b = p.patients["bob"]->SendMasked(sum, {20});
   auto opened = ReceivePartials(p, sum, 2);
-  EXPECT_EQ(opened, (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
+  EXPECT_EQ(opened,
+            (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
   EXPECT_EQ(opened["alice"] + opened["bob"], 30u);
   p.hospital->Send(Ack{open.round});
   ASSERT_TRUE(p.hospital->WaitPhase(Phase::kDone, open.round));
@@ -427,7 +434,8 @@ TEST_F(BrokerTest, PartialsGoOnlyFromParticipantsToTheHospital) {
   send(p.P("alice"), "alice", "bob", "partial alice->bob is not a link of this round");
   send(p.P("alice"), "alice", "alice", "partial alice->alice is not a link of this round");
   send(*p.hospital, "hospital", "alice", "partial hospital->alice is not a link of this round");
-  send(*p.hospital, "hospital", "hospital", "partial hospital->hospital is not a link of this round");
+  send(*p.hospital, "hospital", "hospital",
+       "partial hospital->hospital is not a link of this round");
   send(p.P("charlie"), "charlie", "hospital", "envelope from a party not in the round");
   for (const auto& line : expected) EXPECT_TRUE(log_.WaitFor(line)) << line;
   EXPECT_EQ(broker_->counters().rejected, expected.size());
@@ -436,7 +444,8 @@ TEST_F(BrokerTest, PartialsGoOnlyFromParticipantsToTheHospital) {
   auto a = p.patients["alice"]->SendMasked(sum, {7});
   auto b = p.patients["bob"]->SendMasked(sum, {8});
   auto opened = ReceivePartials(p, sum, 2);
-  EXPECT_EQ(opened, (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
+  EXPECT_EQ(opened,
+            (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
   p.hospital->Send(Ack{open.round});
   ASSERT_TRUE(p.hospital->WaitPhase(Phase::kDone, open.round));
   EXPECT_EQ(broker_->counters().routed, 2u);
@@ -454,15 +463,22 @@ TEST_F(BrokerTest, JoinWithAWrongSizeNonceIsMalformedAndDoesNotCount) {
   const std::vector<uint8_t> round(open.round.begin(), open.round.end());
   std::vector<std::string> expected;
   for (size_t n : {0, 16, 31, 33, 64}) {
-    auto frame = Pack().Array(4).Uint(kProtocolVersion).Str("join").Bin(round)
-                     .Bin(std::vector<uint8_t>(n, 0x5a)).bytes();
+    auto frame = Pack()
+                     .Array(4)
+                     .Uint(kProtocolVersion)
+                     .Str("join")
+                     .Bin(round)
+                     .Bin(std::vector<uint8_t>(n, 0x5a))
+                     .bytes();
     p.P("alice").SendRaw(frame);
-    expected.push_back(RejectLine("alice", "malformed: join: nonce must be 32 bytes, got " +
-                                               std::to_string(n), frame.size()));
+    expected.push_back(
+        RejectLine("alice", "malformed: join: nonce must be 32 bytes, got " + std::to_string(n),
+                   frame.size()));
   }
   auto no_nonce = Pack().Array(3).Uint(kProtocolVersion).Str("join").Bin(round).bytes();
   p.P("alice").SendRaw(no_nonce);  // a protocol-1 join
-  expected.push_back(RejectLine("alice", "malformed: join: expected 4 fields, got 3", no_nonce.size()));
+  expected.push_back(
+      RejectLine("alice", "malformed: join: expected 4 fields, got 3", no_nonce.size()));
   for (const auto& line : expected) EXPECT_TRUE(log_.WaitFor(line)) << line;
   EXPECT_EQ(broker_->counters().rejected, expected.size());
 
@@ -471,7 +487,8 @@ TEST_F(BrokerTest, JoinWithAWrongSizeNonceIsMalformedAndDoesNotCount) {
   auto a = p.patients["alice"]->SendMasked(sum, {1});
   auto b = p.patients["bob"]->SendMasked(sum, {2});
   auto opened = ReceivePartials(p, sum, 2);
-  EXPECT_EQ(opened, (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
+  EXPECT_EQ(opened,
+            (std::map<std::string, uint64_t>{{"alice", a.masked[0]}, {"bob", b.masked[0]}}));
   EXPECT_EQ(opened["alice"] + opened["bob"], 3u);
   p.hospital->Send(Ack{open.round});
   ASSERT_TRUE(p.hospital->WaitPhase(Phase::kDone, open.round));
@@ -485,15 +502,17 @@ TEST_F(BrokerTest, RequestWhoseParticipantListRepeatsANameOpensNoRound) {
   auto p = Connect({"alice", "bob"});
   Request request{4, 1000, 1, {"alice", "bob", "alice"}};
   p.hospital->Send(request);
-  const std::string line = RejectLine(
-      "hospital", "malformed: request: duplicate name \"alice\" in participants", Encode(request).size());
+  const std::string line =
+      RejectLine("hospital", "malformed: request: duplicate name \"alice\" in participants",
+                 Encode(request).size());
   ASSERT_TRUE(log_.WaitFor(line)) << line;
   // Every refused request is answered, a malformed one too, with its ticket.
   auto notice = p.hospital->Receive();
   ASSERT_TRUE(notice && std::holds_alternative<Notice>(*notice));
   EXPECT_EQ(std::get<Notice>(*notice),
-            (Notice{4, "round request refused: malformed: request: duplicate name \"alice\" in "
-                       "participants"}));
+            (Notice{4,
+                    "round request refused: malformed: request: duplicate name \"alice\" in "
+                    "participants"}));
   EXPECT_EQ(broker_->counters().rejected, 1u);
   EXPECT_EQ(log_.Count("event=round-open"), 0u);
   // The next, well-formed request is the first round.
@@ -607,14 +626,14 @@ TEST_F(BrokerTest, LateSubscriberLearnsTheCurrentPhase) {
 
 TEST_F(BrokerTest, MalformedAndOversizedFramesAreRejectedAndServingGoesOn) {
   auto p = Connect({"alice", "bob", "charlie"});
-  p.P("alice").SendRaw({0xc1});                         // never-used msgpack byte
+  p.P("alice").SendRaw({0xc1});                                  // never-used msgpack byte
   p.P("alice").SendRaw({0x94, 0x02, 0xa4, 'j', 'o', 'i', 'n'});  // array too short
   EXPECT_TRUE(log_.WaitForCount("from=alice reason=\"malformed:", 2));
   p.P("bob").Send(Request{9, 10, 1, {}});  // patients may not request rounds
   PhaseUpdate forged;
   forged.hospital = "hospital";
   forged.participants = {"alice", "bob"};
-  p.P("bob").Send(forged);                 // nor publish phases
+  p.P("bob").Send(forged);  // nor publish phases
   EXPECT_TRUE(log_.WaitFor("reason=\"round request refused: only a hospital may request rounds\""));
   EXPECT_TRUE(log_.WaitFor("reason=\"a node may not send phase messages\""));
   auto notice = p.P("bob").Receive();  // the refused requester is told why

@@ -2,10 +2,8 @@
 // nonces, and a reader that survives every truncation and flip.
 
 #include "schema/capture.h"
-#include "tests/contains.h"
 
 #include <gtest/gtest.h>
-#include <msgpack.hpp>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -13,8 +11,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <msgpack.hpp>
 #include <string>
 #include <vector>
+
+#include "tests/contains.h"
 
 namespace tally {
 namespace {
@@ -188,7 +189,8 @@ TEST_F(CaptureTest, AppendEnvelopeWritesTheSameBytesAsAppend) {
     ASSERT_TRUE(wa->Finish(Trailer()).ok());
     ASSERT_TRUE(wb->Finish(Trailer()).ok());
     std::ifstream ia(a, std::ios::binary), ib(b, std::ios::binary);
-    std::string sa((std::istreambuf_iterator<char>(ia)), {}), sb((std::istreambuf_iterator<char>(ib)), {});
+    std::string sa((std::istreambuf_iterator<char>(ia)), {}),
+        sb((std::istreambuf_iterator<char>(ib)), {});
     EXPECT_EQ(sa, sb) << "frame of " << frame.size() << " bytes";
     auto read = ReadCaptureFile(b);
     ASSERT_TRUE(read.ok());
@@ -286,16 +288,16 @@ TEST_F(CaptureTest, TruncatedAtEveryOffset) {
     // Records that lie wholly inside the prefix.
     size_t complete = 0;
     while (complete < full.offsets.size()) {
-      const uint64_t end = complete + 1 < full.offsets.size() ? full.offsets[complete + 1]
-                                                              : bytes.size();
+      const uint64_t end =
+          complete + 1 < full.offsets.size() ? full.offsets[complete + 1] : bytes.size();
       if (end > n) break;
       ++complete;
     }
     ASSERT_EQ(c.records.size(), complete) << n;
     EXPECT_TRUE(std::equal(c.records.begin(), c.records.end(), all.begin())) << n;
     const bool at_boundary =
-        complete > 0 && (complete == full.offsets.size() ? n == bytes.size()
-                                                         : n == full.offsets[complete]);
+        complete > 0 &&
+        (complete == full.offsets.size() ? n == bytes.size() : n == full.offsets[complete]);
     if (at_boundary) {
       EXPECT_TRUE(c.ok()) << n << ": " << c.error;
     } else {
@@ -458,21 +460,53 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
   EXPECT_EQ(std::get<CaptureHeader>(c.records[0]).opened_unix_ms, -5);
 
   const std::vector<Case> later = {
-      {2, Body([](P& p) { p.pack_array(2); p.pack_int32(-1); p.pack_bin(0); }),
+      {2, Body([](P& p) {
+         p.pack_array(2);
+         p.pack_int32(-1);
+         p.pack_bin(0);
+       }),
        "malformed envelope record: t_us must be uint, got negative int"},
-      {2, Body([&](P& p) { p.pack_array(2); p.pack_uint32(1); str(p, "frame"); }),
+      {2, Body([&](P& p) {
+         p.pack_array(2);
+         p.pack_uint32(1);
+         str(p, "frame");
+       }),
        "malformed envelope record: frame must be bin, got str"},
-      {3, Body([&](P& p) { p.pack_array(4); p.pack_uint32(1); str(p, "bob"); str(p, "x\n");
-                           p.pack_uint32(9); }),
+      {3, Body([&](P& p) {
+         p.pack_array(4);
+         p.pack_uint32(1);
+         str(p, "bob");
+         str(p, "x\n");
+         p.pack_uint32(9);
+       }),
        "malformed rejected record: reason must be printable ASCII"},
-      {4, Body([&](P& p) { p.pack_array(5); p.pack_uint32(1); str(p, "paused"); p.pack_uint32(1);
-                           str(p, ""); p.pack_bin(0); }),
+      {4, Body([&](P& p) {
+         p.pack_array(5);
+         p.pack_uint32(1);
+         str(p, "paused");
+         p.pack_uint32(1);
+         str(p, "");
+         p.pack_bin(0);
+       }),
        "malformed phase record: unknown phase"},
-      {5, Body([&](P& p) { p.pack_array(5); p.pack_uint32(1); p.pack_uint32(1); str(p, "");
-                           p.pack_uint32(0); p.pack_uint32(0); }),
+      {5, Body([&](P& p) {
+         p.pack_array(5);
+         p.pack_uint32(1);
+         p.pack_uint32(1);
+         str(p, "");
+         p.pack_uint32(0);
+         p.pack_uint32(0);
+       }),
        "malformed trailer record: done must be bool, got uint"},
-      {5, Body([&](P& p) { p.pack_array(5); p.pack_uint32(1); p.pack_true(); str(p, "");
-                           p.pack_uint32(0); p.pack_uint32(0); p.pack_nil(); }),
+      {5, Body([&](P& p) {
+         p.pack_array(5);
+         p.pack_uint32(1);
+         p.pack_true();
+         str(p, "");
+         p.pack_uint32(0);
+         p.pack_uint32(0);
+         p.pack_nil();
+       }),
        "1 trailing bytes after record body"},
   };
   for (const Case& k : later) {
@@ -599,8 +633,13 @@ TEST_F(CaptureTest, CreateRefusesAnInvalidHeader) {
 TEST_F(CaptureTest, AppendRefusesWhatTheReaderWouldReject) {
   Result<CaptureWriter> w = CaptureWriter::Create(dir_ / "r.tcap", Header());
   ASSERT_TRUE(w.ok()) << w.message();
-  EXPECT_FALSE(
-      w->Append(CapturePhase{1, Phase::kAbort, 2, "bob\xe2\x86\x92" "charlie", {}}).ok());
+  EXPECT_FALSE(w->Append(CapturePhase{1,
+                                      Phase::kAbort,
+                                      2,
+                                      "bob\xe2\x86\x92"
+                                      "charlie",
+                                      {}})
+                   .ok());
   EXPECT_FALSE(w->Append(CaptureRejected{1, "", "why", 2}).ok());
   std::vector<JoinNonce> too_many(kMaxParticipants + 1);
   Status nonces = w->Append(CapturePhase{1, Phase::kSum, 2, "", too_many});

@@ -21,10 +21,10 @@ const fs::path kBin = TALLY_BIN_DIR;
 
 void LaunchCohort(size_t patients) {
   TempDir dir;
-  auto launch = Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(),
-                              "--workdir", (dir.path() / "run").string(), "--patients",
-                              std::to_string(patients), "--json"},
-                             dir.path() / "launch.log");
+  auto launch = Child::Spawn(
+      {(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(), "--workdir",
+       (dir.path() / "run").string(), "--patients", std::to_string(patients), "--json"},
+      dir.path() / "launch.log");
   ASSERT_TRUE(launch.ok()) << launch.message();
   auto line = launch->ReadLine(std::chrono::minutes(5));
   ASSERT_TRUE(line) << LastLine(dir.path() / "launch.log");

@@ -315,10 +315,12 @@ class Dave {
   }
 
   // The next update for `round` (any round if nullopt) in one of `phases`; nullopt after kWait.
-  std::optional<PhaseUpdate> Next(std::optional<RoundId> round, std::initializer_list<Phase> phases) {
+  std::optional<PhaseUpdate> Next(std::optional<RoundId> round,
+                                  std::initializer_list<Phase> phases) {
     auto deadline = std::chrono::steady_clock::now() + kWait;
     for (;;) {
-      auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left =
+          std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return std::nullopt;
       zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
       if (zmq::poll(&item, 1, left) <= 0) continue;
@@ -391,10 +393,10 @@ class CrashTest : public ::testing::Test {
 
   // Starts a broker on `router` and `phases` ("*" ports: any free one) with the short deadline.
   void StartBroker(const std::string& router = kAnyPort, const std::string& phases = kAnyPort) {
-    auto b = Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(),
-                           "--router", router, "--phases", phases, "--captures",
-                           captures_.string(), "--deadline-ms", Str(kDeadlineMs)},
-                          broker_log_);
+    auto b = Child::Spawn(
+        {(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router", router,
+         "--phases", phases, "--captures", captures_.string(), "--deadline-ms", Str(kDeadlineMs)},
+        broker_log_);
     ASSERT_TRUE(b.ok()) << b.message();
     broker_.emplace(std::move(b.value()));
     auto endpoints = ReadBrokerEndpoints(*broker_);
@@ -409,10 +411,17 @@ class CrashTest : public ::testing::Test {
   // (e.g. a Relay's endpoint) replaces the broker's.
   Child Patient(const std::string& name, bool once = false, bool merge = false,
                 const std::string& router = "") {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(),
-                                     "--name", name, "--router", router.empty() ? router_ : router,
-                                     "--phases", phases_,
-                                     "--value", Str(inputs_[name])};
+    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
+                                     "--keys",
+                                     keys_.string(),
+                                     "--name",
+                                     name,
+                                     "--router",
+                                     router.empty() ? router_ : router,
+                                     "--phases",
+                                     phases_,
+                                     "--value",
+                                     Str(inputs_[name])};
     if (once) args.push_back("--once");
     auto c = merge ? Child::Spawn(args, {}, true) : Child::Spawn(args, LogOf(name));
     EXPECT_TRUE(c.ok()) << c.message();
@@ -421,11 +430,23 @@ class CrashTest : public ::testing::Test {
 
   Child Hospital(const std::string& participants, const std::vector<std::string>& extra = {},
                  bool merge = false, const std::string& router = "") {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(),
-                                     "--name", "hospital", "--router",
-                                     router.empty() ? router_ : router, "--phases", phases_,
-                                     "--json", "--results", results_.string(), "--range", "1000",
-                                     "--participants", participants, "--idle-timeout-ms",
+    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
+                                     "--keys",
+                                     keys_.string(),
+                                     "--name",
+                                     "hospital",
+                                     "--router",
+                                     router.empty() ? router_ : router,
+                                     "--phases",
+                                     phases_,
+                                     "--json",
+                                     "--results",
+                                     results_.string(),
+                                     "--range",
+                                     "1000",
+                                     "--participants",
+                                     participants,
+                                     "--idle-timeout-ms",
                                      Str(kIdleMs)};
     args.insert(args.end(), extra.begin(), extra.end());
     auto c = merge ? Child::Spawn(args, {}, true) : Child::Spawn(args, LogOf("hospital"));
@@ -800,7 +821,7 @@ TEST_F(CrashTest, HospitalKilledHoldingPartialsWritesNothingAndTheRoundAborts) {
   EXPECT_TRUE(reason == "partial dave->hospital undeliverable: hospital is not connected" ||
               reason == "hospital did not acknowledge the result")
       << reason;
-  EXPECT_EQ(ReadText(results_), "");  // opened at start, no result written
+  EXPECT_EQ(ReadText(results_), "");          // opened at start, no result written
   ExpectAbortedCapture(open->round, reason);  // includes --check
   std::multiset<std::string> routed = {"alice", "bob", "charlie"};
   if (reason == "hospital did not acknowledge the result") routed.insert("dave");
@@ -841,8 +862,8 @@ TEST_F(CrashTest, HospitalKilledMidStreamHasEveryPrintedResultOnDisk) {
   }
   // At most the round in flight was written and not yet printed.
   EXPECT_LE(on_disk.size(), printed.size() + 1);
-  std::cout << "hospital killed after printing " << printed.size() << " results; "
-            << on_disk.size() << " on disk\n";
+  std::cout << "hospital killed after printing " << printed.size() << " results; " << on_disk.size()
+            << " on disk\n";
 
   // Whatever the broker was doing for the dead hospital ends within its deadlines (a queued
   // request waits for it), then a new hospital is served.
@@ -892,7 +913,8 @@ void CrashTest::KillBrokerIn(Phase phase) {
   const std::string lost = "lost the connection to the broker";
   const std::string hospital_out = hospital.ReadAll(kWait);
   EXPECT_EQ(hospital.Wait(kWait), 1) << hospital_out;
-  EXPECT_TRUE(Contains(hospital_out, "event=exit status=1 reason=\"" + lost + "\"")) << hospital_out;
+  EXPECT_TRUE(Contains(hospital_out, "event=exit status=1 reason=\"" + lost + "\""))
+      << hospital_out;
   EXPECT_FALSE(Contains(hospital_out, "\"aggregate\"")) << hospital_out;
   const std::string eve_out = eve.ReadAll(kWait);
   EXPECT_EQ(eve.Wait(kWait), 1) << eve_out;
@@ -920,7 +942,9 @@ void CrashTest::KillBrokerIn(Phase phase) {
   ExpectResultsFileHolds(2, Sum({"alice", "bob"}));
 }
 
-TEST_F(CrashTest, BrokerKilledInOpenPhaseThenRestartedServesNewRounds) { KillBrokerIn(Phase::kOpen); }
+TEST_F(CrashTest, BrokerKilledInOpenPhaseThenRestartedServesNewRounds) {
+  KillBrokerIn(Phase::kOpen);
+}
 
 TEST_F(CrashTest, BrokerKilledInSumPhaseThenRestartedServesNewRounds) { KillBrokerIn(Phase::kSum); }
 

@@ -72,9 +72,15 @@ class DeployTest : public ::testing::Test {
 
   // Starts tally-broker on free loopback ports with `keys` (default: the shared folder).
   void StartBroker(const std::vector<std::string>& extra = {}, fs::path keys = {}) {
-    std::vector<std::string> args = {(kBin / "broker/tally-broker").string(), "--keys",
-                                     (keys.empty() ? keys_ : keys).string(), "--router", kAnyPort,
-                                     "--phases", kAnyPort, "--captures", captures_.string()};
+    std::vector<std::string> args = {(kBin / "broker/tally-broker").string(),
+                                     "--keys",
+                                     (keys.empty() ? keys_ : keys).string(),
+                                     "--router",
+                                     kAnyPort,
+                                     "--phases",
+                                     kAnyPort,
+                                     "--captures",
+                                     captures_.string()};
     args.insert(args.end(), extra.begin(), extra.end());
     auto b = Child::Spawn(args, LogOf("broker"));
     ASSERT_TRUE(b.ok()) << b.message();
@@ -89,8 +95,15 @@ class DeployTest : public ::testing::Test {
   // `router` says otherwise; `extra` after the defaults, so it can override them.
   Child Node(const std::string& name, const std::vector<std::string>& extra,
              const std::string& log = "") {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(),
-                                     "--name", name, "--router", router_, "--phases", phases_};
+    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
+                                     "--keys",
+                                     keys_.string(),
+                                     "--name",
+                                     name,
+                                     "--router",
+                                     router_,
+                                     "--phases",
+                                     phases_};
     args.insert(args.end(), extra.begin(), extra.end());
     auto c = Child::Spawn(args, LogOf(log.empty() ? name : log));
     EXPECT_TRUE(c.ok()) << c.message();
@@ -121,8 +134,7 @@ class DeployTest : public ::testing::Test {
     fs::permissions(dir / "private", fs::perms::owner_all, fs::perm_options::replace);
     for (const auto& n : roster)
       fs::copy_file(keys_ / "public" / (n + ".key"), dir / "public" / (n + ".key"));
-    fs::copy_file(keys_ / "private" / (me + ".key_secret"),
-                  dir / "private" / (me + ".key_secret"));
+    fs::copy_file(keys_ / "private" / (me + ".key_secret"), dir / "private" / (me + ".key_secret"));
     return dir;
   }
 
@@ -142,8 +154,8 @@ TEST_F(DeployTest, ADroppedHandshakeIsRetriedNotTakenForARefusedKey) {
   StartBroker();
   TcpProxy router(router_, milliseconds(0), /*drop_first=*/3);
   TcpProxy phases(phases_, milliseconds(0), /*drop_first=*/3);
-  auto alice = Patient("alice", 600, {"--once", "--router", router.endpoint(), "--phases",
-                                      phases.endpoint()});
+  auto alice = Patient("alice", 600,
+                       {"--once", "--router", router.endpoint(), "--phases", phases.endpoint()});
   Ready(alice);
   EXPECT_EQ(router.dropped(), 3u);
   EXPECT_EQ(phases.dropped(), 3u);
@@ -211,9 +223,9 @@ TEST_F(DeployTest, AResultWrittenThenAbortedIsRecordedAsAbortedEverywhere) {
   auto record = ReadRoundRecord(results_, result->round);
   ASSERT_TRUE(record.ok());
   EXPECT_FALSE(record->done());
-  EXPECT_TRUE(Contains(LastLine(LogOf("hospital")),
-                       ExitLine("node hospital", 1,
-                                "round " + RoundHex(result->round) + " aborted: " + reason)));
+  EXPECT_TRUE(Contains(
+      LastLine(LogOf("hospital")),
+      ExitLine("node hospital", 1, "round " + RoundHex(result->round) + " aborted: " + reason)));
   EXPECT_EQ(alice.Wait(kWait), 1);
 
   const fs::path capture = captures_ / (RoundHex(result->round) + ".tcap");
@@ -260,11 +272,12 @@ TEST_F(DeployTest, TwoLiveProcessesWithOneIdentityAreRefusedNotMixed) {
   }
   EXPECT_EQ(rounds.Wait(kWait), 0);
   EXPECT_EQ(impostor.Wait(kWait), 1);
-  const std::string why = "alice is already connected: a second connection with its keys is "
-                          "refused while the first is live";
-  EXPECT_TRUE(Contains(LastLine(LogOf("alice-2")),
-                       ExitLine("node alice", 1,
-                                "the broker refused this connection: connection refused: " + why)))
+  const std::string why =
+      "alice is already connected: a second connection with its keys is "
+      "refused while the first is live";
+  EXPECT_TRUE(Contains(
+      LastLine(LogOf("alice-2")),
+      ExitLine("node alice", 1, "the broker refused this connection: connection refused: " + why)))
       << LastLine(LogOf("alice-2"));
   EXPECT_TRUE(alice.running());
   EXPECT_EQ(alice.Stop(), 0);
@@ -297,10 +310,11 @@ TEST_F(DeployTest, RostersThatDisagreeAreRefusedAtOnceWithTheExactReason) {
   StartBroker({"--deadline-ms", "60000"});
   auto alice = Patient("alice", 1, {"--once"});
   auto bob = Patient("bob", 2, {"--once"});
-  auto charlie = Node("charlie", {"--keys", HostKeys("charlie", "charlie",
-                                                      {"broker", "hospital", "alice", "charlie"})
-                                                .string(),
-                                  "--value", "3", "--once"});
+  auto charlie =
+      Node("charlie",
+           {"--keys",
+            HostKeys("charlie", "charlie", {"broker", "hospital", "alice", "charlie"}).string(),
+            "--value", "3", "--once"});
   for (Child* p : {&alice, &bob, &charlie}) Ready(*p);
   auto hospital = Hospital();
   EXPECT_EQ(hospital.Wait(kWait), 1);  // long before the 60 s deadline
@@ -311,18 +325,21 @@ TEST_F(DeployTest, RostersThatDisagreeAreRefusedAtOnceWithTheExactReason) {
 
   // The hospital's roster lacks charlie: its default round is over its own roster's patients,
   // and naming charlie is a usage error before anything is sent.
-  const fs::path hospital_keys = HostKeys("hospital", "hospital", {"broker", "hospital", "alice", "bob"});
-  auto named = Node("hospital", {"--keys", hospital_keys.string(), "--range", "1000",
-                                 "--participants", "alice,charlie"},
-                    "hospital-named");
+  const fs::path hospital_keys =
+      HostKeys("hospital", "hospital", {"broker", "hospital", "alice", "bob"});
+  auto named =
+      Node("hospital",
+           {"--keys", hospital_keys.string(), "--range", "1000", "--participants", "alice,charlie"},
+           "hospital-named");
   EXPECT_EQ(named.Wait(kWait), 2);
   EXPECT_TRUE(Contains(LastLine(LogOf("hospital-named")),
                        ExitLine("node hospital", 2, "charlie is not in hospital's roster")));
   auto a = Patient("alice", 40, {"--once"}), b = Patient("bob", 2, {"--once"});
   Ready(a);
   Ready(b);
-  auto own = Node("hospital", {"--keys", hospital_keys.string(), "--range", "1000", "--json",
-                               "--results", results_.string()},
+  auto own = Node("hospital",
+                  {"--keys", hospital_keys.string(), "--range", "1000", "--json", "--results",
+                   results_.string()},
                   "hospital-own");
   auto line = own.ReadLine(kWait);
   ASSERT_TRUE(line) << LastLine(LogOf("hospital-own"));
@@ -338,7 +355,8 @@ TEST_F(DeployTest, RostersThatDisagreeAreRefusedAtOnceWithTheExactReason) {
 // wrong sum.
 TEST_F(DeployTest, ARosterWithAnotherKeyForAPeerAbortsInsteadOfSummingWrong) {
   StartBroker({"--deadline-ms", "60000"});
-  const fs::path alice_keys = HostKeys("alice", "alice", {"broker", "hospital", "alice", "charlie"});
+  const fs::path alice_keys =
+      HostKeys("alice", "alice", {"broker", "hospital", "alice", "charlie"});
   const fs::path stale = dir_.path() / "stale";
   ASSERT_TRUE(GenerateParty(stale, "bob", Role::kPatient, false).ok());
   fs::copy_file(stale / "public" / "bob.key", alice_keys / "public" / "bob.key");
@@ -378,26 +396,28 @@ TEST_F(DeployTest, ANodeThatCannotReachTheBrokerSaysSoAndGivesUp) {
   auto alice = Node("alice", {"--router", nowhere, "--phases", nowhere, "--value", "1", "--once",
                               "--idle-timeout-ms", "2000"});
   EXPECT_EQ(alice.Wait(kWait), 1);
-  const std::string seen = "its router at " + nowhere + ": no TCP connection (retrying); its "
-                           "phase channel at " + nowhere + ": no TCP connection (retrying)";
+  const std::string seen = "its router at " + nowhere +
+                           ": no TCP connection (retrying); its "
+                           "phase channel at " +
+                           nowhere + ": no TCP connection (retrying)";
   auto lines = Lines(ReadText(LogOf("alice")));
   ASSERT_GE(lines.size(), 3u);
-  EXPECT_TRUE(Contains(lines[lines.size() - 2],
-                       "node alice event=unreachable waited_ms=1")) << lines[lines.size() - 2];
+  EXPECT_TRUE(Contains(lines[lines.size() - 2], "node alice event=unreachable waited_ms=1"))
+      << lines[lines.size() - 2];
   EXPECT_TRUE(Contains(lines[lines.size() - 2], "reason=" + Quote(seen) + " action=waiting"));
-  EXPECT_TRUE(Contains(lines.back(), ExitLine("node alice", 1,
-                                              "could not reach the broker for 2000 ms: " + seen)))
+  EXPECT_TRUE(Contains(
+      lines.back(), ExitLine("node alice", 1, "could not reach the broker for 2000 ms: " + seen)))
       << lines.back();
 
   StartBroker();
   auto hospital = Hospital({"--phases", nowhere, "--idle-timeout-ms", "2000"});
   EXPECT_EQ(hospital.Wait(kWait), 1);
-  EXPECT_TRUE(Contains(LastLine(LogOf("hospital")),
-                       ExitLine("node hospital", 1,
-                                "could not reach the broker for 2000 ms: its phase channel at " +
-                                    nowhere +
-                                    ": no TCP connection (retrying) (is the phase channel's "
-                                    "endpoint right?)")))
+  EXPECT_TRUE(
+      Contains(LastLine(LogOf("hospital")),
+               ExitLine("node hospital", 1,
+                        "could not reach the broker for 2000 ms: its phase channel at " + nowhere +
+                            ": no TCP connection (retrying) (is the phase channel's "
+                            "endpoint right?)")))
       << LastLine(LogOf("hospital"));
 }
 
@@ -412,8 +432,9 @@ TEST_F(DeployTest, AnAggregateAboveRIsNotCalledAnInputOutOfRange) {
   auto hospital = Node("hospital", {"--range", "100", "--results", results_.string()});
   auto line = hospital.ReadLine(kWait);
   ASSERT_TRUE(line);
-  EXPECT_TRUE(Contains(*line, "aggregate 110 over 3 patients (above R = 100: each input lies in "
-                              "[0, R], their sum need not)"))
+  EXPECT_TRUE(Contains(*line,
+                       "aggregate 110 over 3 patients (above R = 100: each input lies in "
+                       "[0, R], their sum need not)"))
       << *line;
   EXPECT_FALSE(Contains(*line, "out of range")) << *line;
   EXPECT_EQ(hospital.Wait(kWait), 0);
@@ -441,8 +462,8 @@ TEST_F(DeployTest, EveryLogLineIsTimestampedAndTheLastSaysWhyAndHow) {
     for (const auto& l : lines) EXPECT_TRUE(std::regex_search(l, stamp)) << name << ": " << l;
   }
   EXPECT_TRUE(Contains(LastLine(LogOf("alice")), ExitLine("node alice", 0, "stopped by SIGTERM")));
-  EXPECT_TRUE(Contains(LastLine(LogOf("hospital")),
-                       ExitLine("node hospital", 0, "every round done")));
+  EXPECT_TRUE(
+      Contains(LastLine(LogOf("hospital")), ExitLine("node hospital", 0, "every round done")));
   EXPECT_TRUE(Contains(LastLine(LogOf("broker")),
                        ExitLine("broker", 0, "stopped by SIGTERM") + " routed=2 rejected=0"));
 }
@@ -458,8 +479,10 @@ TEST_F(DeployTest, AKeyFolderOthersCanChangeIsRefusedAtStart) {
   const std::string folder = (keys_ / "public").string();
   EXPECT_TRUE(Contains(LastLine(LogOf("broker")),
                        ExitLine("broker", 2,
-                                folder + ": permissions 0777 let other users change the roster; "
-                                         "fix with: chmod go-w " + folder)))
+                                folder +
+                                    ": permissions 0777 let other users change the roster; "
+                                    "fix with: chmod go-w " +
+                                    folder)))
       << LastLine(LogOf("broker"));
   router_ = phases_ = "tcp://127.0.0.1:1";
   auto alice = Patient("alice", 1, {"--once"});
@@ -474,10 +497,10 @@ TEST_F(DeployTest, AnUnwritableResultsFileIsFoundBeforeAnyRound) {
   const fs::path bad = dir_.path() / "no-such-folder" / "results.jsonl";
   auto hospital = Node("hospital", {"--range", "1000", "--results", bad.string()});
   EXPECT_EQ(hospital.Wait(kWait), 2);
-  EXPECT_TRUE(Contains(LastLine(LogOf("hospital")),
-                       ExitLine("node hospital", 2,
-                                "cannot open the results file " + bad.string() +
-                                    ": No such file or directory")))
+  EXPECT_TRUE(Contains(
+      LastLine(LogOf("hospital")),
+      ExitLine("node hospital", 2,
+               "cannot open the results file " + bad.string() + ": No such file or directory")))
       << LastLine(LogOf("hospital"));
   EXPECT_EQ(broker_->Stop(), 0);
   EXPECT_FALSE(Contains(ReadText(LogOf("broker")), "round-open"));

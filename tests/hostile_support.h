@@ -49,15 +49,20 @@ class Pack {
     return Byte(0xcb).Be(bits, 8);
   }
   Pack& Str(std::string_view s) {
-    if (s.size() < 32) Byte(0xa0 | s.size());
-    else if (s.size() <= 0xff) Byte(0xd9).Be(s.size(), 1);
-    else Byte(0xda).Be(s.size(), 2);
+    if (s.size() < 32)
+      Byte(0xa0 | s.size());
+    else if (s.size() <= 0xff)
+      Byte(0xd9).Be(s.size(), 1);
+    else
+      Byte(0xda).Be(s.size(), 2);
     bytes_.insert(bytes_.end(), s.begin(), s.end());
     return *this;
   }
   Pack& Bin(const std::vector<uint8_t>& b) {
-    if (b.size() <= 0xff) Byte(0xc4).Be(b.size(), 1);
-    else Byte(0xc5).Be(b.size(), 2);
+    if (b.size() <= 0xff)
+      Byte(0xc4).Be(b.size(), 1);
+    else
+      Byte(0xc5).Be(b.size(), 2);
     bytes_.insert(bytes_.end(), b.begin(), b.end());
     return *this;
   }

@@ -6,8 +6,6 @@
 // are computed for real: each patient joins with a fresh nonce and sends its input plus its
 // pairwise masks, sealed to the hospital under the round's view; the hospital opens every
 // partial, compares it with what was sealed, and checks that the masks cancel in the sum.
-#include "broker/broker.h"
-
 #include <gtest/gtest.h>
 #include <sodium.h>
 
@@ -18,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "broker/broker.h"
 #include "nodes/seal.h"
 #include "schema/capture.h"
 #include "tests/hostile_support.h"
@@ -178,7 +177,8 @@ class HostileTest : public ::testing::Test {
   // `from` sends its input plus its masks, sealed to the hospital under the round's view.
   void SendPartial(HonestRound& r, const std::string& from) {
     r.masked[from] = Masked(S(from), r.sum, {r.input[from]})[0];
-    auto env = SealedPartial(S(from), r.sum, std::vector<uint64_t>{r.masked[from]}, View(S(from), r.sum));
+    auto env =
+        SealedPartial(S(from), r.sum, std::vector<uint64_t>{r.masked[from]}, View(S(from), r.sum));
     auto frame = Encode(env);
     r.partial_frames[from] = frame;
     P(from).SendRaw(frame);
@@ -237,10 +237,10 @@ class HostileTest : public ::testing::Test {
     EXPECT_TRUE(capture->ok()) << capture->error;
     std::vector<RejectLine> out;
     for (const auto& rec : capture->records)
-      if (auto* x = std::get_if<CaptureRejected>(&rec)) out.push_back({x->sender, x->reason, x->size});
-    const auto* trailer = capture->records.empty()
-                              ? nullptr
-                              : std::get_if<CaptureTrailer>(&capture->records.back());
+      if (auto* x = std::get_if<CaptureRejected>(&rec))
+        out.push_back({x->sender, x->reason, x->size});
+    const auto* trailer =
+        capture->records.empty() ? nullptr : std::get_if<CaptureTrailer>(&capture->records.back());
     EXPECT_NE(trailer, nullptr) << "capture has no trailer";
     if (trailer) {
       EXPECT_TRUE(trailer->done) << trailer->reason;
@@ -298,11 +298,13 @@ TEST_F(HostileTest, TwoThousandRandomFramesAreEachRejectedAsMalformedThenAnHones
 TEST_F(HostileTest, EveryTruncatedPrefixOfAValidEnvelopeIsRejectedAndCaptured) {
   auto r = Begin(kThree, 1);
   // A real partial of alice's, sealed under the round's view; only its prefixes are sent.
-  auto frame = Encode(SealedPartial(S("alice"), r.sum, Masked(S("alice"), r.sum, {42}), View(S("alice"), r.sum)));
+  auto frame = Encode(
+      SealedPartial(S("alice"), r.sum, Masked(S("alice"), r.sum, {42}), View(S("alice"), r.sum)));
   std::vector<RejectLine> expected;
   for (size_t n = 0; n < frame.size(); ++n) {
     std::vector<uint8_t> prefix(frame.begin(), frame.begin() + static_cast<ptrdiff_t>(n));
-    expected.push_back({"alice", n == 0 ? "malformed: empty message" : "malformed: truncated message", n});
+    expected.push_back(
+        {"alice", n == 0 ? "malformed: empty message" : "malformed: truncated message", n});
     P("alice").SendRaw(prefix);
   }
   ASSERT_TRUE(rejects_.WaitTotal(expected.size(), kWait));
@@ -325,8 +327,20 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
   auto request = [&] { return Pack().Array(7).Uint(kV).Str("request").Uint(5).Uint(1000); };
   // A sum-phase update for alice and bob, up to its nonces field.
   auto phase = [&](size_t fields) {
-    return Pack().Array(fields).Uint(kV).Str("phase").Bin(round).Str("sum").Uint(7).Uint(1)
-        .Str("hospital").Uint(1000).Uint(1).Array(2).Str("alice").Str("bob");
+    return Pack()
+        .Array(fields)
+        .Uint(kV)
+        .Str("phase")
+        .Bin(round)
+        .Str("sum")
+        .Uint(7)
+        .Uint(1)
+        .Str("hospital")
+        .Uint(1000)
+        .Uint(1)
+        .Array(2)
+        .Str("alice")
+        .Str("bob");
   };
   std::vector<std::pair<std::vector<uint8_t>, std::string>> cases = {
       // Not an array, or an array of the wrong make-up.
@@ -359,7 +373,8 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
        "protocol version must be uint, got negative int"},
       {Pack().Array(4).Float(2.0).Str("join").Bin(round).Bin(nonce).bytes(),
        "protocol version must be uint, got float"},
-      {Pack().Array(4).Uint(kV).Uint(3).Bin(round).Bin(nonce).bytes(), "message type must be str, got uint"},
+      {Pack().Array(4).Uint(kV).Uint(3).Bin(round).Bin(nonce).bytes(),
+       "message type must be str, got uint"},
       {Pack().Array(4).Uint(kV).Bin({'j', 'o', 'i', 'n'}).Bin(round).Bin(nonce).bytes(),
        "message type must be str, got bin"},
       {Pack().Array(4).Uint(kV).Str("hello").Bin(round).Bin(nonce).bytes(),
@@ -376,7 +391,15 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
        "join: expected 4 fields, got 5"},
       {Pack().Array(3).Uint(kV).Str("join").Bin(round).bytes(), "join: expected 4 fields, got 3"},
       {Pack().Array(2).Uint(kV).Str("join").bytes(), "join: expected 4 fields, got 2"},
-      {Pack().Array(6).Uint(kV).Str("envelope").Str("partial").Bin(round).Str("alice").Str("hospital").bytes(),
+      {Pack()
+           .Array(6)
+           .Uint(kV)
+           .Str("envelope")
+           .Str("partial")
+           .Bin(round)
+           .Str("alice")
+           .Str("hospital")
+           .bytes(),
        "envelope: expected 7 fields, got 6"},
       // A phase update without its nonces, as protocol 1 had it.
       {phase(12).Uint(1500).Str("").bytes(), "phase: expected 13 fields, got 12"},
@@ -400,15 +423,33 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
        "envelope: kind must be \"partial\""},
       {envelope().Uint(2).Bin(round).Str("alice").Str("hospital").Bin(sealed).bytes(),
        "envelope: kind must be str, got uint"},
-      {envelope().Str("partial").Bin(round).Bin({'a', 'l', 'i', 'c', 'e'}).Str("hospital").Bin(sealed).bytes(),
+      {envelope()
+           .Str("partial")
+           .Bin(round)
+           .Bin({'a', 'l', 'i', 'c', 'e'})
+           .Str("hospital")
+           .Bin(sealed)
+           .bytes(),
        "envelope: from must be str, got bin"},
       {envelope().Str("partial").Bin(round).Str("alice").Str("Hospital").Bin(sealed).bytes(),
        "envelope: invalid name in to"},
       {envelope().Str("partial").Bin(round).Str("alice").Str("").Bin(sealed).bytes(),
        "envelope: invalid name in to"},
-      {envelope().Str("partial").Bin(round).Str("alice").Str("hospital").Bin(std::vector<uint8_t>(39, 1)).bytes(),
+      {envelope()
+           .Str("partial")
+           .Bin(round)
+           .Str("alice")
+           .Str("hospital")
+           .Bin(std::vector<uint8_t>(39, 1))
+           .bytes(),
        "envelope: sealed is 39 bytes, shorter than the minimum of 40"},
-      {envelope().Str("partial").Bin(round).Str("alice").Str("hospital").Str(std::string(64, 's')).bytes(),
+      {envelope()
+           .Str("partial")
+           .Bin(round)
+           .Str("alice")
+           .Str("hospital")
+           .Str(std::string(64, 's'))
+           .bytes(),
        "envelope: sealed must be bin, got str"},
       {request().Uint(0).Array(0).Uint(0).bytes(),
        "request: length must be between 1 and 1048576, got 0"},
@@ -422,14 +463,25 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
        "request: duplicate name \"bob\" in participants"},
       {request().Uint(1).Array(3).Str("alice").Str("bob").Str("alice").Uint(0).bytes(),
        "request: duplicate name \"alice\" in participants"},
-      {request().Uint(1).Str("bob").Uint(0).bytes(), "request: participants must be array, got str"},
+      {request().Uint(1).Str("bob").Uint(0).bytes(),
+       "request: participants must be array, got str"},
       {request().Uint(1).Array(1).Uint(7).Uint(0).bytes(),
        "request: participants must hold str, got uint"},
-      {request().Uint(1).Array(0).Str("soon").bytes(), "request: deadline_ms must be uint, got str"},
+      {request().Uint(1).Array(0).Str("soon").bytes(),
+       "request: deadline_ms must be uint, got str"},
       // A request of protocol 2 before the phase deadline was asked for.
       {Pack().Array(6).Uint(kV).Str("request").Uint(5).Uint(1000).Uint(1).Array(0).bytes(),
        "request: expected 7 fields, got 6"},
-      {Pack().Array(7).Uint(kV).Str("request").Bool(true).Uint(1000).Uint(1).Array(0).Uint(0).bytes(),
+      {Pack()
+           .Array(7)
+           .Uint(kV)
+           .Str("request")
+           .Bool(true)
+           .Uint(1000)
+           .Uint(1)
+           .Array(0)
+           .Uint(0)
+           .bytes(),
        "request: ticket must be uint, got bool"},
       {Pack().Array(7).Uint(kV).Str("request").Float(5).Uint(1000).Uint(1).Array(0).Uint(0).bytes(),
        "request: ticket must be uint, got float"},
@@ -473,7 +525,8 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
   P("alice").Send(forged);
   expected.push_back({"alice", "a node may not send phase messages", Encode(forged).size()});
   P("alice").Send(Notice{1, "hello"});
-  expected.push_back({"alice", "a node may not send notice messages", Encode(Notice{1, "hello"}).size()});
+  expected.push_back(
+      {"alice", "a node may not send notice messages", Encode(Notice{1, "hello"}).size()});
   auto join_bytes = Encode(tally::Join{r.open.round, r.nonces["alice"]});
   ASSERT_TRUE(P("alice").dealer().send(zmq::buffer(join_bytes), zmq::send_flags::sndmore));
   ASSERT_TRUE(P("alice").dealer().send(zmq::buffer(join_bytes), zmq::send_flags::none));
@@ -491,7 +544,8 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
 // Every rule of "What the broker checks and logs" broken once, by participants, by a party in
 // the roster but not in the round (dave), and by the hospital, in each phase of a live round.
 // A second request mid-round is queued, not rejected, and is the next honest round.
-TEST_F(HostileTest, ProtocolViolationsInEveryPhaseAreEachRejectedCapturedAndTheRoundStillCompletes) {
+TEST_F(HostileTest,
+       ProtocolViolationsInEveryPhaseAreEachRejectedCapturedAndTheRoundStillCompletes) {
   const RoundId old_round = RunHonestRound(kThree, 1).open.round;
   RoundId unknown_round;
   randombytes_buf(unknown_round.data(), unknown_round.size());
@@ -507,7 +561,9 @@ TEST_F(HostileTest, ProtocolViolationsInEveryPhaseAreEachRejectedCapturedAndTheR
     expected.push_back({from, reason, frame.size()});
   };
   // Waits until the broker has logged everything sent so far (across connections).
-  auto settle = [&] { ASSERT_TRUE(rejects_.WaitTotal(expected.size(), kWait)) << rejects_.Total(); };
+  auto settle = [&] {
+    ASSERT_TRUE(rejects_.WaitTotal(expected.size(), kWait)) << rejects_.Total();
+  };
   auto env = [&](const RoundId& round, const std::string& from, const std::string& to) {
     return Envelope{EnvelopeKind::kPartial, round, from, to, junk};
   };
@@ -543,7 +599,8 @@ TEST_F(HostileTest, ProtocolViolationsInEveryPhaseAreEachRejectedCapturedAndTheR
   send("alice", env(now, "alice", "dave"), "partial alice->dave is not a link of this round");
   send("alice", env(now, "alice", "zed"), "partial alice->zed is not a link of this round");
   send("alice", env(now, "alice", "alice"), "partial alice->alice is not a link of this round");
-  send("hospital", env(now, "hospital", "alice"), "partial hospital->alice is not a link of this round");
+  send("hospital", env(now, "hospital", "alice"),
+       "partial hospital->alice is not a link of this round");
   send("hospital", env(now, "hospital", "hospital"),
        "partial hospital->hospital is not a link of this round");
   send("alice", env(now, "bob", "hospital"), "spoofed sender: header says bob");
@@ -585,7 +642,8 @@ TEST_F(HostileTest, ProtocolViolationsInEveryPhaseAreEachRejectedCapturedAndTheR
   EXPECT_EQ(Sorted(CapturedRejections(now)), Sorted(during));
   EXPECT_EQ(broker_->counters().routed, 6u);
   // The patients received nothing: envelopes go only to the hospital.
-  for (const auto& n : kThree) EXPECT_FALSE(P(n).Receive(std::chrono::milliseconds(0)).has_value()) << n;
+  for (const auto& n : kThree)
+    EXPECT_FALSE(P(n).Receive(std::chrono::milliseconds(0)).has_value()) << n;
 
   // The queued request runs next, honestly, with the right sum; the last two rejections
   // arrived while it ran.
@@ -611,8 +669,9 @@ TEST_F(HostileTest, RoundQueueFullIsRefusedWithANotice) {
   ASSERT_TRUE(m && std::holds_alternative<Notice>(*m));
   EXPECT_EQ(std::get<Notice>(*m).ticket, 4u);
   EXPECT_EQ(std::get<Notice>(*m).reason, "round request refused: round queue full");
-  EXPECT_EQ(rejects_.Lines(), (std::vector<RejectLine>{{"hospital", "round request refused: round queue full",
-                                                        Encode(third).size()}}));
+  EXPECT_EQ(rejects_.Lines(),
+            (std::vector<RejectLine>{
+                {"hospital", "round request refused: round queue full", Encode(third).size()}}));
   EXPECT_EQ(log_.Count("event=queued from=hospital"), 2u);
   EXPECT_EQ(broker_->counters().rejected, 1u);
 }
@@ -700,7 +759,7 @@ TEST_F(HostileTest, ASubscriptionFloodOnThePhaseChannelIsNotAmplifiedToEverySubs
   EXPECT_LE(copies, kSubscriptions / 100)
       << kSubscriptions << " one-byte subscriptions from dave were answered with " << copies
       << " broadcasts of the last update; alice received " << alice_copies << " copies";
-  EXPECT_EQ(broker_->counters().rejected, 0u);  // subscribing is not a protocol violation
+  EXPECT_EQ(broker_->counters().rejected, 0u);       // subscribing is not a protocol violation
   EXPECT_GT(broker_->counters().subscriptions, 1u);  // counted (some may still be in flight)
 }
 
@@ -744,7 +803,8 @@ class RawClient {
     std::vector<uint16_t> events;
     auto deadline = std::chrono::steady_clock::now() + kWait;
     for (;;) {
-      auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left =
+          std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       zmq::pollitem_t item{monitor_.handle(), 0, ZMQ_POLLIN, 0};
       if (left.count() <= 0 || zmq::poll(&item, 1, left) <= 0) return events;
       zmq::message_t head, addr;
@@ -789,9 +849,10 @@ TEST_F(HostileTest, APublicKeyPresentedWithAnotherPartysSecretFailsTheHandshake)
 
 TEST_F(HostileTest, AClientWithoutCurveFailsTheHandshake) {
   RawClient plain(broker_->router_endpoint(), nullptr, nullptr, nullptr);
-  auto events = plain.EventsUntil({ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL, ZMQ_EVENT_DISCONNECTED,
-                                   ZMQ_EVENT_HANDSHAKE_SUCCEEDED});
-  EXPECT_TRUE(Has(events, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) || Has(events, ZMQ_EVENT_DISCONNECTED));
+  auto events = plain.EventsUntil(
+      {ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL, ZMQ_EVENT_DISCONNECTED, ZMQ_EVENT_HANDSHAKE_SUCCEEDED});
+  EXPECT_TRUE(Has(events, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) ||
+              Has(events, ZMQ_EVENT_DISCONNECTED));
   EXPECT_FALSE(Has(events, ZMQ_EVENT_HANDSHAKE_SUCCEEDED));
   EXPECT_FALSE(plain.Received());
   EXPECT_EQ(broker_->counters().rejected, 0u);

@@ -1,6 +1,5 @@
 // Tests for keys/: certificate text, files and modes, roster, secrets, and tally-keygen.
 #include "keys/keys.h"
-#include "tests/contains.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -19,6 +18,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "tests/contains.h"
 
 namespace tally {
 namespace {
@@ -261,8 +262,10 @@ TEST_F(KeysTest, LoadRosterRefusesARosterOthersCanChange) {
   const std::string public_dir = (dir_ / "public").string();
   ASSERT_EQ(::chmod(public_dir.c_str(), 0777), 0);
   EXPECT_EQ(LoadRoster(dir_).message(),
-            public_dir + ": permissions 0777 let other users change the roster; fix with: chmod "
-                         "go-w " + public_dir);
+            public_dir +
+                ": permissions 0777 let other users change the roster; fix with: chmod "
+                "go-w " +
+                public_dir);
   ASSERT_EQ(::chmod(public_dir.c_str(), 0775), 0);
   EXPECT_TRUE(Contains(LoadRoster(dir_).message(), "permissions 0775"));
   ASSERT_EQ(::chmod(public_dir.c_str(), 0755), 0);
@@ -274,13 +277,15 @@ TEST_F(KeysTest, LoadRosterRefusesARosterOthersCanChange) {
     std::snprintf(expected, sizeof expected, ": permissions %04o", static_cast<unsigned>(mode));
     EXPECT_EQ(LoadRoster(dir_).message(), broker + expected +
                                               " let other users change a roster certificate; fix "
-                                              "with: chmod go-w " + broker);
+                                              "with: chmod go-w " +
+                                              broker);
   }
   ASSERT_EQ(::chmod(broker.c_str(), 0644), 0);
 
   ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
-  EXPECT_TRUE(Contains(LoadRoster(dir_).message(), ": permissions 0777 let other users change the "
-                                                   "key folder; fix with: chmod go-w "));
+  EXPECT_TRUE(Contains(LoadRoster(dir_).message(),
+                       ": permissions 0777 let other users change the "
+                       "key folder; fix with: chmod go-w "));
   ASSERT_EQ(::chmod(dir_.c_str(), 0700), 0);
   EXPECT_TRUE(LoadRoster(dir_).ok());
 }
@@ -293,8 +298,10 @@ TEST_F(KeysTest, LoadSecretRefusesAPrivateFolderOthersCanEnter) {
     char expected[64];
     std::snprintf(expected, sizeof expected, ": permissions %04o", static_cast<unsigned>(mode));
     EXPECT_EQ(LoadSecret(dir_, "alice").message(),
-              private_dir + expected + " let other users reach the secret keys; fix with: chmod "
-                                       "700 " + private_dir);
+              private_dir + expected +
+                  " let other users reach the secret keys; fix with: chmod "
+                  "700 " +
+                  private_dir);
   }
   ASSERT_EQ(::chmod(private_dir.c_str(), 0700), 0);
   EXPECT_TRUE(LoadSecret(dir_, "alice").ok());

@@ -275,9 +275,9 @@ class PatientTest : public ::testing::Test {
     EXPECT_EQ(env->from, "alice");
     EXPECT_EQ(env->to, "hospital");
     // nonce || ciphertext || tag around the payload [2, "partial", bin(8 * length)].
-    EXPECT_EQ(env->sealed.size(), kSealOverhead + EncodePayload(EnvelopeKind::kPartial,
-                                                                std::vector<uint64_t>(sum.length))
-                                                      .size());
+    EXPECT_EQ(env->sealed.size(),
+              kSealOverhead +
+                  EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>(sum.length)).size());
     return *env;
   }
 
@@ -294,8 +294,8 @@ class PatientTest : public ::testing::Test {
   }
 
   static std::string DroppedLine(const RoundId& round) {
-    return "node alice event=round-dropped round=" + RoundHex(round) + " reason=\"" +
-           kDropReason + "\"";
+    return "node alice event=round-dropped round=" + RoundHex(round) + " reason=\"" + kDropReason +
+           "\"";
   }
   size_t CountExact(const std::string& line) {
     auto lines = log_.Lines();
@@ -346,12 +346,12 @@ TEST_F(PatientTest, SendsOneMaskedInputForTheRoundItJoined) {
             1u);
   EXPECT_EQ(log_.Count("event=partial-sent"), 1u);
   // The round was not refused as tampered (it is dropped only when the next one opens).
-  EXPECT_EQ(log_.Count("event=round-dropped round=" + RoundHex(round) + " reason=\"" +
-                       kDropReason + "\""),
+  EXPECT_EQ(log_.Count("event=round-dropped round=" + RoundHex(round) + " reason=\"" + kDropReason +
+                       "\""),
             0u);
-  EXPECT_EQ(log_.Count("event=round-dropped round=" + RoundHex(round) +
-                       " reason=\"a new round opened\""),
-            1u);
+  EXPECT_EQ(
+      log_.Count("event=round-dropped round=" + RoundHex(round) + " reason=\"a new round opened\""),
+      1u);
 }
 
 // Regression (found by an implementation written from PROTOCOL.md alone): a node read each

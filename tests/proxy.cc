@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,8 +12,6 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
-
-#include <gtest/gtest.h>
 
 namespace tally::test {
 namespace {

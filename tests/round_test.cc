@@ -5,9 +5,9 @@
 #include <gtest/gtest.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
-#include <algorithm>
 #include <iterator>
 #include <map>
 #include <random>
@@ -81,11 +81,11 @@ class RoundTest : public ::testing::Test {
   void Keys(const std::vector<std::string>& patients) { keys_ = MakeKeys(dir_.path(), patients); }
 
   void StartBroker(uint32_t deadline_ms = 10000) {
-    auto b = Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(),
-                           "--router", "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*",
-                           "--captures", (dir_.path() / "captures").string(), "--deadline-ms",
-                           Str(deadline_ms)},
-                          dir_.path() / "broker.log");
+    auto b =
+        Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router",
+                      "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
+                      (dir_.path() / "captures").string(), "--deadline-ms", Str(deadline_ms)},
+                     dir_.path() / "broker.log");
     ASSERT_TRUE(b.ok()) << b.message();
     broker_.emplace(std::move(b.value()));
     auto endpoints = ReadBrokerEndpoints(*broker_);
@@ -96,8 +96,15 @@ class RoundTest : public ::testing::Test {
 
   Child Patient(const std::string& name, const std::vector<uint64_t>& input, bool once = false,
                 bool merge = false) {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(),
-                                     "--name", name, "--router", router_, "--phases", phases_};
+    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
+                                     "--keys",
+                                     keys_.string(),
+                                     "--name",
+                                     name,
+                                     "--router",
+                                     router_,
+                                     "--phases",
+                                     phases_};
     if (input.size() == 1) {
       args.insert(args.end(), {"--value", Str(input[0])});
     } else {
@@ -107,15 +114,25 @@ class RoundTest : public ::testing::Test {
       args.insert(args.end(), {"--input", file.string()});
     }
     if (once) args.push_back("--once");
-    auto c = merge ? Child::Spawn(args, {}, true) : Child::Spawn(args, dir_.path() / (name + ".log"));
+    auto c =
+        merge ? Child::Spawn(args, {}, true) : Child::Spawn(args, dir_.path() / (name + ".log"));
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
 
   Child Hospital(const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(),
-                                     "--name", "hospital", "--router", router_, "--phases", phases_,
-                                     "--json", "--results", results_.string()};
+    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
+                                     "--keys",
+                                     keys_.string(),
+                                     "--name",
+                                     "hospital",
+                                     "--router",
+                                     router_,
+                                     "--phases",
+                                     phases_,
+                                     "--json",
+                                     "--results",
+                                     results_.string()};
     args.insert(args.end(), extra.begin(), extra.end());
     auto c = Child::Spawn(args, dir_.path() / "hospital.log");
     EXPECT_TRUE(c.ok()) << c.message();
@@ -141,8 +158,8 @@ class RoundTest : public ::testing::Test {
       for (size_t e = 0; e < length; ++e) expected[e] += input[e];
       nodes.push_back(Patient(n, input));
     }
-    auto hospital = Hospital({"--range", Str(1000 * patients), "--length", Str(length),
-                              "--rounds", Str(rounds)});
+    auto hospital = Hospital(
+        {"--range", Str(1000 * patients), "--length", Str(length), "--rounds", Str(rounds)});
     std::set<std::string> ids;
     for (int k = 0; k < rounds; ++k) {
       auto line = hospital.ReadLine(std::chrono::milliseconds(60000));
@@ -191,7 +208,8 @@ TEST_F(RoundTest, InputOutOfRangeAbortsNamingThePatientAndWritesNoResult) {
   auto bob = Patient("bob", {5000}, true);
   auto hospital = Hospital({"--range", "1000"});
   EXPECT_EQ(hospital.Wait(kWait), 1);
-  EXPECT_NE(LastLine(dir_.path() / "hospital.log").find("aborted: bob refused the round: input outside [0, 1000]"),
+  EXPECT_NE(LastLine(dir_.path() / "hospital.log")
+                .find("aborted: bob refused the round: input outside [0, 1000]"),
             std::string::npos)
       << LastLine(dir_.path() / "hospital.log");
   EXPECT_EQ(bob.Wait(kWait), 1);
@@ -220,10 +238,10 @@ TEST_F(RoundTest, PatientRefusesRoundsSmallerThanItsMinimum) {
   Keys({"alice", "bob"});
   StartBroker();
   auto alice = Patient("alice", {10}, true);
-  auto bob = Child::Spawn({(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name",
-                           "bob", "--router", router_, "--phases", phases_, "--value", "20",
-                           "--once", "--min-patients", "3"},
-                          dir_.path() / "bob.log");
+  auto bob = Child::Spawn(
+      {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name", "bob", "--router",
+       router_, "--phases", phases_, "--value", "20", "--once", "--min-patients", "3"},
+      dir_.path() / "bob.log");
   ASSERT_TRUE(bob.ok());
   auto hospital = Hospital({"--range", "1000"});
   EXPECT_EQ(hospital.Wait(kWait), 1);
@@ -290,8 +308,9 @@ TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   constexpr uint32_t kLength = 10000;
   Keys({"alice", "bob", "dave"});
   StartBroker();
-  auto inputs = std::map<std::string, std::vector<uint64_t>>{
-      {"alice", Random(kLength, 1000)}, {"bob", Random(kLength, 1000)}, {"dave", Random(kLength, 1000)}};
+  auto inputs = std::map<std::string, std::vector<uint64_t>>{{"alice", Random(kLength, 1000)},
+                                                             {"bob", Random(kLength, 1000)},
+                                                             {"dave", Random(kLength, 1000)}};
   auto alice = Patient("alice", inputs["alice"], true);
   auto bob = Patient("bob", inputs["bob"], true);
   TestPatient dave(keys_, "dave", router_, phases_);
@@ -329,7 +348,8 @@ TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
     EXPECT_EQ(env.to, "hospital");
     auto values = OpenPartial(hospital_sealer, env, View(hospital_sealer, *sum), kLength);
     ASSERT_TRUE(values.ok()) << env.from << ": " << values.message();
-    EXPECT_TRUE(masked.emplace(env.from, values.value()).second) << "two partials from " << env.from;
+    EXPECT_TRUE(masked.emplace(env.from, values.value()).second)
+        << "two partials from " << env.from;
   }
   ASSERT_EQ(masked.size(), 3u);  // one envelope per patient, nothing else
   EXPECT_EQ(masked["dave"], sent.masked);
@@ -399,8 +419,8 @@ TEST_F(RoundTest, APartialSealedUnderAnotherViewIsNotOpenedAndTheRoundAbortsWith
   const std::string log = ReadText(dir_.path() / "hospital.log");
   // Nothing rejected quietly: the hospital refuses the round once, naming dave's partial.
   EXPECT_EQ(Count(log, "event=reject "), 0u) << log;
-  EXPECT_EQ(Count(log, "node hospital event=refuse round=" + RoundHex(open->round) + " reason=" +
-                           Quote(why)),
+  EXPECT_EQ(Count(log, "node hospital event=refuse round=" + RoundHex(open->round) +
+                           " reason=" + Quote(why)),
             1u)
       << log;
   EXPECT_EQ(Count(log, "\"aggregate\""), 0u);
@@ -410,7 +430,8 @@ TEST_F(RoundTest, APartialSealedUnderAnotherViewIsNotOpenedAndTheRoundAbortsWith
             1u)
       << LastLine(dir_.path() / "hospital.log");
 
-  auto capture = ReadCaptureFile(dir_.path() / "captures" / (RoundHex(open->round) + ".tcap")).value();
+  auto capture =
+      ReadCaptureFile(dir_.path() / "captures" / (RoundHex(open->round) + ".tcap")).value();
   ASSERT_TRUE(capture.ok()) << capture.error;
   auto* trailer = std::get_if<CaptureTrailer>(&capture.records.back());
   ASSERT_NE(trailer, nullptr);
@@ -500,10 +521,10 @@ TEST_F(RoundTest, VectorAggregateIsExactAtTheRangeBoundAndWrappingMasksCancelExa
 }
 
 TEST_F(RoundTest, LaunchJsonEndToEnd) {
-  auto launch = Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(),
-                              "--workdir", (dir_.path() / "run").string(), "--values",
-                              "725,100,31", "--json"},
-                             dir_.path() / "launch.log");
+  auto launch =
+      Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(), "--workdir",
+                    (dir_.path() / "run").string(), "--values", "725,100,31", "--json"},
+                   dir_.path() / "launch.log");
   ASSERT_TRUE(launch.ok());
   auto line = launch->ReadLine(std::chrono::milliseconds(60000));
   ASSERT_TRUE(line) << LastLine(dir_.path() / "launch.log");
@@ -515,10 +536,10 @@ TEST_F(RoundTest, LaunchJsonEndToEnd) {
   EXPECT_EQ(launch->Wait(kWait), 0);
 
   // Again with random inputs in the same work dir (keys are reused) and vectors.
-  auto again = Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(),
-                             "--workdir", (dir_.path() / "run").string(), "--length", "50",
-                             "--json"},
-                            dir_.path() / "launch.log");
+  auto again =
+      Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(), "--workdir",
+                    (dir_.path() / "run").string(), "--length", "50", "--json"},
+                   dir_.path() / "launch.log");
   auto second = again->ReadLine(std::chrono::milliseconds(60000));
   ASSERT_TRUE(second);
   EXPECT_EQ(Numbers(*second, "aggregate"), Numbers(*second, "expected"));
@@ -529,16 +550,17 @@ TEST_F(RoundTest, LaunchJsonEndToEnd) {
 // Regression (found reading launch's JSON with jq 1.6): an aggregate above 2^53 was printed as
 // a JSON number, which double-based readers show with other digits. It is a string, exact.
 TEST_F(RoundTest, LaunchJsonWritesAggregatesAbove2To53AsExactStrings) {
-  auto launch = Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(),
-                              "--workdir", (dir_.path() / "run").string(), "--values",
-                              "9007199254740993,2", "--names", "alice,bob", "--range",
-                              "9007199254740993", "--json"},
-                             dir_.path() / "launch.log");
+  auto launch =
+      Child::Spawn({(kBin / "tools/tally-launch").string(), "--bin-dir", kBin.string(), "--workdir",
+                    (dir_.path() / "run").string(), "--values", "9007199254740993,2", "--names",
+                    "alice,bob", "--range", "9007199254740993", "--json"},
+                   dir_.path() / "launch.log");
   ASSERT_TRUE(launch.ok());
   auto line = launch->ReadLine(std::chrono::milliseconds(60000));
   ASSERT_TRUE(line) << LastLine(dir_.path() / "launch.log");
-  EXPECT_TRUE(Contains(*line, "\"aggregate\": \"9007199254740995\", \"expected\": "
-                              "\"9007199254740995\""))
+  EXPECT_TRUE(Contains(*line,
+                       "\"aggregate\": \"9007199254740995\", \"expected\": "
+                       "\"9007199254740995\""))
       << *line;
   EXPECT_TRUE(Contains(*line, "\"match\": true")) << *line;
   EXPECT_EQ(launch->Wait(kWait), 0);
@@ -562,11 +584,11 @@ TEST_F(RoundTest, ToolsLaunchQueriesNoPackageWhenTheBuildIsThere) {
   fs::permissions(shim / "dpkg-query", fs::perms::owner_all);
   const std::string path = shim.string() + ":" + std::getenv("PATH");
   // Without the CI's build options in the environment, so the build folder is only checked.
-  auto launch = Child::Spawn({"/usr/bin/env", "-u", "TALLY_WERROR", "-u", "TALLY_SANITIZE",
-                              "TALLY_BUILD=" + kBin.string(), "PATH=" + path, "bash",
-                              std::string(TALLY_SOURCE_DIR) + "/tools/launch", "--workdir",
-                              (dir_.path() / "run").string(), "--json"},
-                             dir_.path() / "launch.log");
+  auto launch = Child::Spawn(
+      {"/usr/bin/env", "-u", "TALLY_WERROR", "-u", "TALLY_SANITIZE", "TALLY_BUILD=" + kBin.string(),
+       "PATH=" + path, "bash", std::string(TALLY_SOURCE_DIR) + "/tools/launch", "--workdir",
+       (dir_.path() / "run").string(), "--json"},
+      dir_.path() / "launch.log");
   ASSERT_TRUE(launch.ok());
   auto line = launch->ReadLine(std::chrono::milliseconds(60000));
   ASSERT_TRUE(line) << ReadText(dir_.path() / "launch.log");
@@ -585,7 +607,8 @@ TEST_F(RoundTest, LaunchExplainsAFailedRound) {
   auto line = failing->ReadLine(std::chrono::milliseconds(60000));
   ASSERT_TRUE(line);
   EXPECT_NE(line->find("\"error\": \"the round failed:"), std::string::npos) << *line;
-  EXPECT_NE(line->find("bob refused the round: input outside [0, 1000]"), std::string::npos) << *line;
+  EXPECT_NE(line->find("bob refused the round: input outside [0, 1000]"), std::string::npos)
+      << *line;
   EXPECT_EQ(failing->Wait(kWait), 1);
 }
 

@@ -3,20 +3,21 @@
 // "share" kind and phase, a join without a nonce).
 
 #include "schema/schema.h"
-#include "schema/results.h"
-#include "schema/text.h"
-#include "tests/contains.h"
 
 #include <gtest/gtest.h>
-#include <msgpack.hpp>
 
 #include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <msgpack.hpp>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "schema/results.h"
+#include "schema/text.h"
+#include "tests/contains.h"
 
 namespace tally {
 namespace {
@@ -53,8 +54,7 @@ Envelope TestEnvelope() {
 
 // A phase update as the broker publishes it: nonces from the sum phase on, none while open.
 PhaseUpdate TestUpdate(Phase phase, std::vector<std::string> participants = {"alice", "bob"}) {
-  PhaseUpdate u{TestRound(), phase, 9, 3, "hospital", 100, 4, std::move(participants), {},
-                500, ""};
+  PhaseUpdate u{TestRound(), phase, 9, 3, "hospital", 100, 4, std::move(participants), {}, 500, ""};
   if (phase != Phase::kOpen) u.nonces = TestNonces(u.participants.size());
   if (phase == Phase::kAbort) u.reason = "partial from bob not sent";
   return u;
@@ -140,7 +140,9 @@ void ExpectRoundTrip(const Message& m) {
 // ---- Round trips ---------------------------------------------------------------------------
 
 TEST(SchemaRoundTrip, Request) {
-  ExpectRoundTrip(Request{std::numeric_limits<uint64_t>::max(), 1'000'000'007, kMaxVectorLength,
+  ExpectRoundTrip(Request{std::numeric_limits<uint64_t>::max(),
+                          1'000'000'007,
+                          kMaxVectorLength,
                           {"alice", "bob", "charlie-2", "d_4"}});
   ExpectRoundTrip(Request{0, 0, 1, {}});  // empty participants: the whole roster
   ExpectRoundTrip(Request{9, 10, 1, {"alice", "bob"}, 2500});  // a deadline asked for
@@ -161,8 +163,8 @@ TEST(SchemaDecode, RequestTicketIsReadFromARequestThatDoesNotDecode) {
   });
   EXPECT_EQ(RequestTicket(short_request), 77u);
   EXPECT_EQ(RequestTicket(Encode(Join{TestRound(), TestNonce(1)})), std::nullopt);
-  EXPECT_EQ(RequestTicket(std::vector<uint8_t>{0x93, 0x02, 0xa7, 'r', 'e', 'q', 'u', 'e', 's',
-                                               't', 0xa1, 'x'}),
+  EXPECT_EQ(RequestTicket(std::vector<uint8_t>{0x93, 0x02, 0xa7, 'r', 'e', 'q', 'u', 'e', 's', 't',
+                                               0xa1, 'x'}),
             std::nullopt);  // a ticket that is not a uint
   EXPECT_EQ(RequestTicket(std::vector<uint8_t>{0x01}), std::nullopt);
 }
@@ -193,8 +195,16 @@ TEST(SchemaRoundTrip, Ack) { ExpectRoundTrip(Ack{TestRound()}); }
 
 TEST(SchemaRoundTrip, PhaseUpdateEveryPhaseWithAndWithoutNonces) {
   for (Phase phase : {Phase::kOpen, Phase::kSum, Phase::kDone, Phase::kAbort}) {
-    PhaseUpdate u{TestRound(), phase, 1ull << 40, 77, "hospital", 1ull << 63, 4096,
-                  {"alice", "bob", "carol"}, {}, 15000,
+    PhaseUpdate u{TestRound(),
+                  phase,
+                  1ull << 40,
+                  77,
+                  "hospital",
+                  1ull << 63,
+                  4096,
+                  {"alice", "bob", "carol"},
+                  {},
+                  15000,
                   phase == Phase::kAbort ? "charlie did not join" : ""};
     ExpectRoundTrip(u);  // open, or an abort before everyone joined: no nonces
     u.nonces = TestNonces(3);
@@ -247,9 +257,9 @@ TEST(SchemaPayload, RoundTripTenThousandValuesNearTwoToThe64) {
 
 TEST(SchemaPayload, ValuesAreLittleEndianBin) {
   const std::vector<uint64_t> values = {0x0102030405060708ull};
-  const std::vector<uint8_t> expected = {0x93, 0x02, 0xa7, 'p',  'a',  'r',  't',  'i',
-                                         'a',  'l',  0xc4, 0x08, 0x08, 0x07, 0x06, 0x05,
-                                         0x04, 0x03, 0x02, 0x01};
+  const std::vector<uint8_t> expected = {0x93, 0x02, 0xa7, 'p',  'a',  'r',  't',
+                                         'i',  'a',  'l',  0xc4, 0x08, 0x08, 0x07,
+                                         0x06, 0x05, 0x04, 0x03, 0x02, 0x01};
   EXPECT_EQ(EncodePayload(EnvelopeKind::kPartial, values), expected);
 }
 
@@ -311,12 +321,12 @@ TEST(SchemaPayload, ValuesAsArrayOfNumbersRejected) {
   ASSERT_FALSE(r.ok());
   // A payload allows no nested container at all, so the decoder stops before the field check.
   EXPECT_TRUE(Contains(r.message(), "nesting too deep"));
-  const std::vector<uint8_t> empty_array = {0x93, 0x02, 0xa7, 'p', 'a', 'r', 't',
-                                            'i',  'a',  'l',  0x90};
+  const std::vector<uint8_t> empty_array = {0x93, 0x02, 0xa7, 'p', 'a', 'r',
+                                            't',  'i',  'a',  'l', 0x90};
   EXPECT_TRUE(Contains(DecodePayload(empty_array, EnvelopeKind::kPartial, 1).message(),
                        "nesting too deep"));
-  const std::vector<uint8_t> str_values = {0x93, 0x02, 0xa7, 'p', 'a', 'r', 't',
-                                           'i',  'a',  'l',  0xa0};
+  const std::vector<uint8_t> str_values = {0x93, 0x02, 0xa7, 'p', 'a', 'r',
+                                           't',  'i',  'a',  'l', 0xa0};
   EXPECT_EQ(DecodePayload(str_values, EnvelopeKind::kPartial, 1).message(),
             "payload: values must be bin, got str");
 }
@@ -324,8 +334,8 @@ TEST(SchemaPayload, ValuesAsArrayOfNumbersRejected) {
 TEST(SchemaPayload, TrailingBytesAndVersion) {
   std::vector<uint8_t> bytes = EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>{9});
   bytes.push_back(0xc0);
-  EXPECT_TRUE(Contains(DecodePayload(bytes, EnvelopeKind::kPartial, 1).message(),
-              "1 trailing bytes"));
+  EXPECT_TRUE(
+      Contains(DecodePayload(bytes, EnvelopeKind::kPartial, 1).message(), "1 trailing bytes"));
   bytes.pop_back();
   ASSERT_TRUE(DecodePayload(bytes, EnvelopeKind::kPartial, 1).ok());
   for (uint8_t version : {uint8_t{0x01}, uint8_t{0x03}}) {  // protocol 1's payloads too
@@ -381,14 +391,14 @@ TEST(SchemaWire, PhaseUpdateBytesArePinned) {
   u.nonces.clear();
   std::vector<uint8_t> open = {0x9d, 0x02, 0xa5, 'p', 'h', 'a', 's', 'e', 0xc4, 0x10};
   for (uint8_t x : round) open.push_back(x);
-  open.insert(open.end(), {0xa4, 'o', 'p', 'e', 'n', 0x01, 0x02, 0xa1, 'h', 0x03, 0x01, 0x92,
-                           0xa1, 'a', 0xa1, 'b', 0xc4, 0x00, 0x0a, 0xa0});
+  open.insert(open.end(), {0xa4, 'o',  'p',  'e', 'n',  0x01, 0x02, 0xa1, 'h',  0x03,
+                           0x01, 0x92, 0xa1, 'a', 0xa1, 'b',  0xc4, 0x00, 0x0a, 0xa0});
   EXPECT_EQ(Encode(u), open);
 }
 
 TEST(SchemaWire, NoticeBytesArePinned) {
-  const std::vector<uint8_t> expected = {0x94, 0x02, 0xa6, 'n', 'o', 't', 'i', 'c',
-                                         'e',  0xcc, 0xc8, 0xa2, 'n', 'o'};
+  const std::vector<uint8_t> expected = {0x94, 0x02, 0xa6, 'n',  'o',  't', 'i',
+                                         'c',  'e',  0xcc, 0xc8, 0xa2, 'n', 'o'};
   EXPECT_EQ(Encode(Notice{200, "no"}), expected);
 }
 
@@ -428,9 +438,9 @@ TEST(SchemaDecode, ProtocolOneMessagesRejected) {
     Bin(p, SealedBytes(kSealOverhead + 8));
   });
   EXPECT_EQ(DecodeError(share_v1), "unsupported protocol version 1");
-  for (const Message& m : std::vector<Message>{Request{1, 2, 3, {"a"}}, TestEnvelope(),
-                                               Ack{TestRound()}, TestUpdate(Phase::kSum),
-                                               Refuse{TestRound(), "no"}, Notice{1, "x"}}) {
+  for (const Message& m :
+       std::vector<Message>{Request{1, 2, 3, {"a"}}, TestEnvelope(), Ack{TestRound()},
+                            TestUpdate(Phase::kSum), Refuse{TestRound(), "no"}, Notice{1, "x"}}) {
     std::vector<uint8_t> bytes = Encode(m);
     ASSERT_EQ(bytes[1], 0x02);
     bytes[1] = 0x01;
@@ -565,8 +575,8 @@ TEST(SchemaDecode, WrongFieldType) {
     p.pack_uint32(3);
     p.pack_uint32(0);
   });
-  EXPECT_TRUE(Contains(DecodeError(int_participant),
-              "request: participants must hold str, got uint"));
+  EXPECT_TRUE(
+      Contains(DecodeError(int_participant), "request: participants must hold str, got uint"));
   const std::vector<uint8_t> bad_kind = Raw([](Packer& p) {
     p.pack_array(7);
     p.pack_uint32(kProtocolVersion);
@@ -652,7 +662,7 @@ TEST(SchemaDecode, NegativeInteger) {
   });
   EXPECT_TRUE(Contains(DecodeError(version), "protocol version must be uint, got negative int"));
   // A positive value in a signed encoding (int8 0x05) is still a valid uint.
-  const std::vector<uint8_t> signed_positive = {0x94, 0xd0, 0x02, 0xa6, 'n', 'o', 't',
+  const std::vector<uint8_t> signed_positive = {0x94, 0xd0, 0x02, 0xa6, 'n',  'o', 't',
                                                 'i',  'c',  'e',  0xd0, 0x05, 0xa0};
   Result<Message> ok = Decode(signed_positive);
   ASSERT_TRUE(ok.ok()) << ok.message();
@@ -663,9 +673,9 @@ TEST(SchemaDecode, U32Overflow) {
   const std::vector<uint8_t> bytes =
       RawRequest([](Packer& p) { p.pack_uint64(uint64_t{1} << 32); });
   EXPECT_TRUE(Contains(DecodeError(bytes), "request: length 4294967296 does not fit in u32"));
-  const std::vector<uint8_t> phase =
-      RawPhase(TestUpdate(Phase::kOpen), [](Packer& p) { RoundBin(p, 0); },
-               [](Packer& p) { p.pack_uint64(uint64_t{1} << 32); });
+  const std::vector<uint8_t> phase = RawPhase(
+      TestUpdate(Phase::kOpen), [](Packer& p) { RoundBin(p, 0); },
+      [](Packer& p) { p.pack_uint64(uint64_t{1} << 32); });
   EXPECT_TRUE(Contains(DecodeError(phase), "phase: deadline_ms 4294967296 does not fit in u32"));
 }
 
@@ -731,9 +741,9 @@ TEST(SchemaDecode, PhaseNoncesNotOnePerParticipant) {
 }
 
 TEST(SchemaDecode, InvalidName) {
-  for (const std::string& name : {std::string("Alice"), std::string(""), std::string(33, 'a'),
-                                  std::string("a b"), std::string("al\xc3\xa9"),
-                                  std::string("a.b")}) {
+  for (const std::string& name :
+       {std::string("Alice"), std::string(""), std::string(33, 'a'), std::string("a b"),
+        std::string("al\xc3\xa9"), std::string("a.b")}) {
     Envelope e = TestEnvelope();
     e.from = name;
     EXPECT_TRUE(Contains(DecodeError(Encode(e)), "envelope: invalid name in from")) << name;
@@ -743,7 +753,7 @@ TEST(SchemaDecode, InvalidName) {
     PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, name, 3, 1, {"a"}, {}, 10, ""};
     EXPECT_TRUE(Contains(DecodeError(Encode(u)), "phase: invalid name in hospital")) << name;
     EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, 2, 3, {"ok", name}})),
-                "request: invalid name in participants"))
+                         "request: invalid name in participants"))
         << name;
   }
   EXPECT_TRUE(ValidName("a"));
@@ -753,7 +763,7 @@ TEST(SchemaDecode, InvalidName) {
 
 TEST(SchemaDecode, DuplicateParticipant) {
   EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, 2, 3, {"alice", "bob", "alice"}})),
-              "request: duplicate name \"alice\" in participants"));
+                       "request: duplicate name \"alice\" in participants"));
   PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, "h", 3, 1, {"bob", "bob"}, {}, 10, ""};
   EXPECT_TRUE(Contains(DecodeError(Encode(u)), "phase: duplicate name \"bob\""));
   u.phase = Phase::kSum;
@@ -766,7 +776,7 @@ TEST(SchemaDecode, BadReasonChars) {
        {std::string("tab\there"), std::string("new\nline"), std::string("nul\0x", 5),
         std::string("caf\xc3\xa9"), std::string("\x7f"), std::string(kMaxReasonLength + 1, 'a')}) {
     EXPECT_TRUE(Contains(DecodeError(Encode(Refuse{TestRound(), reason})),
-                "refuse: reason must be printable ASCII, at most 200 characters"));
+                         "refuse: reason must be printable ASCII, at most 200 characters"));
     EXPECT_TRUE(Contains(DecodeError(Encode(Notice{1, reason})), "notice: reason must be"));
   }
 }
@@ -793,9 +803,8 @@ TEST(SchemaDecode, MessageOverMaxMessageBytes) {
   Envelope e = TestEnvelope();
   e.sealed = SealedBytes(200);
   const std::vector<uint8_t> bytes = Encode(e);
-  EXPECT_TRUE(Contains(DecodeError(bytes, limits),
-              "message is " + std::to_string(bytes.size()) +
-                        " bytes, over the limit of 100"));
+  EXPECT_TRUE(Contains(DecodeError(bytes, limits), "message is " + std::to_string(bytes.size()) +
+                                                       " bytes, over the limit of 100"));
 }
 
 TEST(SchemaDecode, SealedOverMaxSealedBytes) {
@@ -818,20 +827,20 @@ TEST(SchemaDecode, SealedShorterThanSealOverhead) {
   Envelope e = TestEnvelope();
   e.sealed = SealedBytes(kSealOverhead - 1);
   EXPECT_TRUE(Contains(DecodeError(Encode(e)),
-              "envelope: sealed is 39 bytes, shorter than the minimum of 40"));
+                       "envelope: sealed is 39 bytes, shorter than the minimum of 40"));
 }
 
 TEST(SchemaDecode, LengthZeroAndOverMaxLength) {
   EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, 2, 0, {}})),
-              "request: length must be between 1 and 1048576, got 0"));
-  EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, 2, kMaxVectorLength + 1, {}})),
-              "got 1048577"));
+                       "request: length must be between 1 and 1048576, got 0"));
+  EXPECT_TRUE(
+      Contains(DecodeError(Encode(Request{1, 2, kMaxVectorLength + 1, {}})), "got 1048577"));
   Limits limits;
   limits.max_length = 10;
   EXPECT_TRUE(Decode(Encode(Request{1, 2, 10, {}}), limits).ok());
   PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, "h", 3, 11, {"a"}, {}, 10, ""};
-  EXPECT_TRUE(Contains(DecodeError(Encode(u), limits),
-              "phase: length must be between 1 and 10, got 11"));
+  EXPECT_TRUE(
+      Contains(DecodeError(Encode(u), limits), "phase: length must be between 1 and 10, got 11"));
 }
 
 TEST(SchemaDecode, TooManyParticipants) {
@@ -840,7 +849,8 @@ TEST(SchemaDecode, TooManyParticipants) {
   const Request r{1, 2, 3, {"a", "b", "c", "d"}};
   EXPECT_TRUE(Contains(DecodeError(Encode(r), limits), "too many participants (4 > 3)"));
   Request big{1, 2, 3, {}};
-  for (size_t i = 0; i <= kMaxParticipants; ++i) big.participants.push_back("p" + std::to_string(i));
+  for (size_t i = 0; i <= kMaxParticipants; ++i)
+    big.participants.push_back("p" + std::to_string(i));
   EXPECT_TRUE(Contains(DecodeError(Encode(big)), "array longer than the limit of 1000"));
 }
 
@@ -886,9 +896,7 @@ TEST(SchemaDecode, OverlongStrRejectedByTheDecoderLimit) {
   EXPECT_TRUE(Contains(DecodeError(bytes), "str longer than the limit of 256 bytes"));
 }
 
-TEST(SchemaDecode, EmptyInput) {
-  EXPECT_TRUE(Contains(DecodeError({}), "empty message"));
-}
+TEST(SchemaDecode, EmptyInput) { EXPECT_TRUE(Contains(DecodeError({}), "empty message")); }
 
 TEST(SchemaDecode, TruncatedEnvelopeAtEveryPrefix) {
   const std::vector<uint8_t> bytes = Encode(TestEnvelope());
@@ -924,10 +932,14 @@ TEST(SchemaDecode, RandomBytesNeverCrash) {
 }
 
 TEST(SchemaDecode, MutatedValidMessagesNeverCrash) {
-  const std::vector<Message> seeds = {
-      Request{3, 100, 4, {"alice", "bob"}}, Join{TestRound(), TestNonce(1)},
-      Refuse{TestRound(), "no"}, TestEnvelope(), Ack{TestRound()}, TestUpdate(Phase::kOpen),
-      TestUpdate(Phase::kSum), Notice{1, "full"}};
+  const std::vector<Message> seeds = {Request{3, 100, 4, {"alice", "bob"}},
+                                      Join{TestRound(), TestNonce(1)},
+                                      Refuse{TestRound(), "no"},
+                                      TestEnvelope(),
+                                      Ack{TestRound()},
+                                      TestUpdate(Phase::kOpen),
+                                      TestUpdate(Phase::kSum),
+                                      Notice{1, "full"}};
   std::mt19937 rng(99);
   for (const Message& seed : seeds) {
     const std::vector<uint8_t> good = Encode(seed);
@@ -960,7 +972,9 @@ TEST(SchemaNames, ValidReason) {
   EXPECT_TRUE(ValidReason(" !~"));
   EXPECT_TRUE(ValidReason(std::string(kMaxReasonLength, 'x')));
   EXPECT_FALSE(ValidReason(std::string(kMaxReasonLength + 1, 'x')));
-  EXPECT_FALSE(ValidReason("bob\xe2\x86\x92" "charlie"));
+  EXPECT_FALSE(
+      ValidReason("bob\xe2\x86\x92"
+                  "charlie"));
 }
 
 TEST(SchemaRoundHex, RoundTripAndStrictness) {
@@ -991,8 +1005,8 @@ TEST(TextTest, ParseU64IsStrictAndCatchesOverflow) {
   EXPECT_EQ(v, UINT64_MAX);
   EXPECT_TRUE(ParseU64("0", v));
   EXPECT_EQ(v, 0u);
-  for (const char* bad : {"18446744073709551616", "99999999999999999999", "", "-1", "+1", "1 ",
-                          " 1", "0x10", "1e3"})
+  for (const char* bad :
+       {"18446744073709551616", "99999999999999999999", "", "-1", "+1", "1 ", " 1", "0x10", "1e3"})
     EXPECT_FALSE(ParseU64(bad, v)) << bad;
   uint32_t w = 0;
   EXPECT_TRUE(ParseU32("4294967295", 1, w));
@@ -1062,13 +1076,15 @@ TEST(ResultsTest, ResultAndAbortLinesRoundTripAndOthersAreRefused) {
   for (const std::string& bad : std::vector<std::string>{
            "", "{}", "{" + round + "}", "[1]", "{" + round + ", \"aborted\": 3}",
            "{" + round + ", \"aborted\": \"x\", \"aggregate\": 1}",
-           "{\"round\": \"xyz\", \"aborted\": \"x\"}",
-           ResultJson(r) + " trailing",
-           "{" + round + ", \"aggregate\": -1, \"participants\": [], \"range\": 1, "
+           "{\"round\": \"xyz\", \"aborted\": \"x\"}", ResultJson(r) + " trailing",
+           "{" + round +
+               ", \"aggregate\": -1, \"participants\": [], \"range\": 1, "
                "\"in_range\": true, \"elapsed_ms\": 1}",
-           "{" + round + ", \"aggregate\": 1, \"participants\": [\"Bob\"], \"range\": 1, "
+           "{" + round +
+               ", \"aggregate\": 1, \"participants\": [\"Bob\"], \"range\": 1, "
                "\"in_range\": true, \"elapsed_ms\": 1}",
-           "{" + round + ", \"aggregate\": 1, \"participants\": [], \"range\": 1, "
+           "{" + round +
+               ", \"aggregate\": 1, \"participants\": [], \"range\": 1, "
                "\"in_range\": true}",
            "{" + round + ", " + round + ", \"aborted\": \"x\"}"})
     EXPECT_FALSE(ParseResultsLine(bad).ok()) << bad;

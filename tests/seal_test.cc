@@ -769,8 +769,7 @@ TEST_F(SealTest, MaskKnownAnswer) {
   const std::vector<uint64_t> bob = MasksOf("bob", two);
   ASSERT_EQ(alice.size(), 2049u);
   EXPECT_EQ(View(two), ReferenceView(two));
-  EXPECT_EQ(Hex(View(two)),
-            "efb21955864208ea4d3d9a45306adf82f8a32d3bd03cd11ca516c844e81ea544");
+  EXPECT_EQ(Hex(View(two)), "efb21955864208ea4d3d9a45306adf82f8a32d3bd03cd11ca516c844e81ea544");
   // alice < bob: alice adds the pair's stream, bob subtracts it.
   EXPECT_EQ(alice[0], 0xcf4f1dce737a6c2eu);
   EXPECT_EQ(alice[1], 0x95ae6503d3d3037bu);
@@ -783,8 +782,7 @@ TEST_F(SealTest, MaskKnownAnswer) {
   three.participants = {"alice", "bob", "carol"};
   three.nonces = {FilledNonce(0x11), FilledNonce(0x22), FilledNonce(0x33)};
   EXPECT_EQ(View(three), ReferenceView(three));
-  EXPECT_EQ(Hex(View(three)),
-            "ac220659bf7950bf49f20e30ae2c56b8df33c3d5b1665873f25bbf7d21e2d37b");
+  EXPECT_EQ(Hex(View(three)), "ac220659bf7950bf49f20e30ae2c56b8df33c3d5b1665873f25bbf7d21e2d37b");
   EXPECT_EQ(MasksOf("alice", three),
             (std::vector<uint64_t>{0x1aad086ba8b0eb89u, 0x6f2e71559fdfa7c1u}));
   EXPECT_EQ(MasksOf("bob", three),

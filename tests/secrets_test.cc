@@ -88,9 +88,9 @@ std::vector<Needle> PairNeedles(const fs::path& keys, const std::vector<std::str
       EXPECT_NE(peer, nullptr) << names[j];
       if (peer == nullptr) continue;
       SecretKey shared, other;
-      EXPECT_EQ(crypto_box_beforenm(shared.data(), peer->seal_public.data(),
-                                    secret->seal_secret.data()),
-                0);
+      EXPECT_EQ(
+          crypto_box_beforenm(shared.data(), peer->seal_public.data(), secret->seal_secret.data()),
+          0);
       // The same secret from the other end: it is what both parties of the pair derive from.
       auto peer_secret = LoadSecret(keys, names[j]);
       EXPECT_TRUE(peer_secret.ok()) << peer_secret.message();
@@ -100,7 +100,8 @@ std::vector<Needle> PairNeedles(const fs::path& keys, const std::vector<std::str
                 0);
       EXPECT_EQ(sodium_memcmp(shared.data(), other.data(), SecretKey::size()), 0)
           << names[i] << "-" << names[j];
-      for (auto& n : Needles(names[i] + "-" + names[j], "pair", shared)) out.push_back(std::move(n));
+      for (auto& n : Needles(names[i] + "-" + names[j], "pair", shared))
+        out.push_back(std::move(n));
     }
   }
   return out;
@@ -126,8 +127,15 @@ class SecretsTest : public ::testing::Test {
     return std::move(c.value());
   }
   std::vector<std::string> Node(const std::string& name) const {
-    return {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name", name,
-            "--router", router_, "--phases", phases_};
+    return {(kBin / "nodes/tally-node").string(),
+            "--keys",
+            keys_.string(),
+            "--name",
+            name,
+            "--router",
+            router_,
+            "--phases",
+            phases_};
   }
 
   TempDir dir_;
@@ -137,10 +145,10 @@ class SecretsTest : public ::testing::Test {
 
 TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound) {
   const fs::path captures = dir_.path() / "captures", results = dir_.path() / "results.jsonl";
-  auto broker = Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router",
-                       "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
-                       captures.string()},
-                      "broker");
+  auto broker =
+      Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router",
+             "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures", captures.string()},
+            "broker");
   auto r = broker.ReadLine(kWait), p = broker.ReadLine(kWait);
   ASSERT_TRUE(r && p) << "broker did not come up: " << LastLine(dir_.path() / "broker.log");
   ASSERT_EQ(r->rfind("router ", 0), 0u);
@@ -149,7 +157,8 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
   std::string stdout_text = *r + "\n" + *p + "\n";
 
   std::map<std::string, Child> patients;
-  const std::map<std::string, std::string> values = {{"alice", "725"}, {"bob", "100"}, {"charlie", "31"}};
+  const std::map<std::string, std::string> values = {
+      {"alice", "725"}, {"bob", "100"}, {"charlie", "31"}};
   for (const auto& [name, value] : values) {
     auto args = Node(name);
     args.insert(args.end(), {"--value", value, "--once"});
@@ -285,7 +294,8 @@ TEST(SecretKeyTest, FreshIsZeroAndAMoveLeavesNoCopyBehind) {
   std::memcpy(copy, a.data(), sizeof copy);
   const uint8_t* buffer = a.data();
   SecretKey b(std::move(a));
-  EXPECT_EQ(a.data(), nullptr);  // NOLINT(bugprone-use-after-move): the moved-from state is the point
+  EXPECT_EQ(a.data(),
+            nullptr);  // NOLINT(bugprone-use-after-move): the moved-from state is the point
   EXPECT_EQ(b.data(), buffer);
   EXPECT_EQ(sodium_memcmp(b.data(), copy, sizeof copy), 0);
 
@@ -294,7 +304,7 @@ TEST(SecretKeyTest, FreshIsZeroAndAMoveLeavesNoCopyBehind) {
   EXPECT_EQ(b.data(), nullptr);  // NOLINT(bugprone-use-after-move)
   EXPECT_EQ(c.data(), buffer);
   SecretKey& alias = c;
-  c = std::move(alias);  // self-move keeps the key
+  c = std::move(alias);         // self-move keeps the key
   EXPECT_EQ(c.data(), buffer);  // NOLINT(bugprone-use-after-move)
   sodium_memzero(copy, sizeof copy);
 }

@@ -62,10 +62,10 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   const fs::path captures = dir.path() / "captures";
   const fs::path results = dir.path() / "results.jsonl";
 
-  auto b = Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys.string(),
-                         "--router", "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*",
-                         "--captures", captures.string()},
-                        dir.path() / "broker.log");
+  auto b = Child::Spawn(
+      {(kBin / "broker/tally-broker").string(), "--keys", keys.string(), "--router",
+       "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures", captures.string()},
+      dir.path() / "broker.log");
   ASSERT_TRUE(b.ok()) << b.message();
   Child broker = std::move(b.value());
   auto endpoints = ReadBrokerEndpoints(broker);
@@ -85,10 +85,11 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   }
 
   const auto start = std::chrono::steady_clock::now();
-  auto h = Child::Spawn({(kBin / "nodes/tally-node").string(), "--keys", keys.string(), "--name",
-                         "hospital", "--router", router, "--phases", phases, "--json", "--results",
-                         results.string(), "--range", Str(1000 * kPatients), "--rounds", Str(kHospitalRounds)},
-                        dir.path() / "hospital.log");
+  auto h = Child::Spawn(
+      {(kBin / "nodes/tally-node").string(), "--keys", keys.string(), "--name", "hospital",
+       "--router", router, "--phases", phases, "--json", "--results", results.string(), "--range",
+       Str(1000 * kPatients), "--rounds", Str(kHospitalRounds)},
+      dir.path() / "hospital.log");
   ASSERT_TRUE(h.ok()) << h.message();
   Child hospital = std::move(h.value());
 
@@ -115,8 +116,8 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   }
   EXPECT_EQ(hospital.Wait(kWait), 0);
 
-  std::cout << "soak: " << kRounds << " rounds, " << kPatients << " patients, "
-            << elapsed.count() << " ms (" << elapsed.count() / kRounds << " ms/round)\n"
+  std::cout << "soak: " << kRounds << " rounds, " << kPatients << " patients, " << elapsed.count()
+            << " ms (" << elapsed.count() / kRounds << " ms/round)\n"
             << "soak: broker RSS after round " << kWarmup << " " << rss_start
             << " KiB, after round " << kRounds << " " << rss_end << " KiB\n"
             << "soak: broker open fds after round " << kWarmup << " " << fds_start
@@ -132,8 +133,8 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   ASSERT_GT(rss_start, 0u);
   // Bounded growth: under 20% or 4 MiB, whichever is larger.
   const uint64_t allowed = std::max<uint64_t>(rss_start / 5, 4096);
-  EXPECT_LE(rss_end, rss_start + allowed) << "broker RSS grew from " << rss_start << " to "
-                                          << rss_end << " KiB";
+  EXPECT_LE(rss_end, rss_start + allowed)
+      << "broker RSS grew from " << rss_start << " to " << rss_end << " KiB";
   EXPECT_LE(fds_end, fds_start + 2) << "fd growth: " << fds_start << " -> " << fds_end;
   EXPECT_GE(fds_end + 2, fds_start);
 
@@ -150,9 +151,9 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   size_t capture_files = 0, checked_ok = 0;
   for (const auto& entry : fs::directory_iterator(captures)) {
     ++capture_files;
-    auto check = Child::Spawn({(kBin / "tools/tally-replay").string(), entry.path().string(),
-                               "--check"},
-                              {}, /*merge_stderr=*/true);
+    auto check =
+        Child::Spawn({(kBin / "tools/tally-replay").string(), entry.path().string(), "--check"}, {},
+                     /*merge_stderr=*/true);
     ASSERT_TRUE(check.ok()) << check.message();
     const std::string out = check->ReadAll(kWait);
     const bool ok = check->Wait(kWait) == 0;

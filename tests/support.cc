@@ -1,12 +1,12 @@
 #include "tests/support.h"
 
-#include "schema/results.h"
-
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
 #include <algorithm>
 #include <cstring>
+
+#include "schema/results.h"
 
 namespace tally::test {
 
@@ -128,7 +128,8 @@ void TestParty::SendRaw(const std::vector<uint8_t>& bytes) {
 std::optional<Message> TestParty::Receive(milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     zmq::pollitem_t item{dealer_.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, std::max(left, milliseconds(0))) <= 0) return std::nullopt;
     zmq::message_t m;
@@ -164,7 +165,8 @@ std::optional<PhaseUpdate> TestParty::WaitUpdate(
     const std::function<bool(const PhaseUpdate&)>& wanted, milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, left) <= 0) return std::nullopt;
@@ -180,7 +182,8 @@ std::optional<PhaseUpdate> TestParty::WaitUpdate(
 bool TestParty::WaitEvent(uint16_t event, milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     zmq::pollitem_t item{monitor_.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, left) <= 0) return false;

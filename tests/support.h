@@ -6,6 +6,9 @@
 // not link tally_nodes.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <sodium.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -16,9 +19,6 @@
 #include <string>
 #include <vector>
 #include <zmq.hpp>
-
-#include <gtest/gtest.h>
-#include <sodium.h>
 
 #include "keys/keys.h"
 #include "nodes/seal.h"
@@ -149,8 +149,9 @@ inline ViewDigest View(const Sealer& sealer, const PhaseUpdate& sum) {
 // hospital under `view` (the honest view is View(sealer, sum)).
 inline Envelope SealedPartial(const Sealer& sealer, const PhaseUpdate& sum,
                               std::span<const uint64_t> masked, const ViewDigest& view) {
-  auto sealed = sealer.Seal(Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, view},
-                            EncodePayload(EnvelopeKind::kPartial, masked));
+  auto sealed =
+      sealer.Seal(Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, view},
+                  EncodePayload(EnvelopeKind::kPartial, masked));
   EXPECT_TRUE(sealed.ok()) << sealed.message();
   return Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.hospital,
                   sealed.ok() ? std::move(sealed.value()) : std::vector<uint8_t>{}};
@@ -160,7 +161,8 @@ inline Envelope SealedPartial(const Sealer& sealer, const PhaseUpdate& sum,
 // decoded for `length` elements.
 inline Result<std::vector<uint64_t>> OpenPartial(const Sealer& hospital, const Envelope& env,
                                                  const ViewDigest& view, uint32_t length) {
-  auto plain = hospital.Open(Binding{env.round, env.kind, env.from, hospital.name(), view}, env.sealed);
+  auto plain =
+      hospital.Open(Binding{env.round, env.kind, env.from, hospital.name(), view}, env.sealed);
   if (!plain.ok()) return plain.status();
   return DecodePayload(plain.value(), env.kind, length);
 }
@@ -189,7 +191,7 @@ class TestPatient {
   struct Sent {
     std::vector<uint64_t> masked;  // input + masks, what the hospital adds up
     Envelope envelope;
-    std::vector<uint8_t> frame;    // the envelope's bytes as sent
+    std::vector<uint8_t> frame;  // the envelope's bytes as sent
   };
   // Masks `input` for the round in `sum` and sends it sealed to the hospital under `view`
   // (by default View(sealer, sum), as an honest patient does).

@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <chrono>
-#include <cstdlib>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -29,7 +29,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "keys/keys.h"
@@ -215,17 +214,17 @@ Floor MeasureFloor(size_t n, uint32_t length) {
     unsigned long long len = 0;
     randombytes_buf(sealed.data(), tally::kSealNonceSize);
     crypto_aead_xchacha20poly1305_ietf_encrypt(sealed.data() + tally::kSealNonceSize, &len,
-                                               payload.data(), payload.size(), ad.data(),
-                                               ad.size(), nullptr, sealed.data(), key.data());
+                                               payload.data(), payload.size(), ad.data(), ad.size(),
+                                               nullptr, sealed.data(), key.data());
   };
   f.seal = PerCall(seal);
   seal();
   f.open = PerCall([&] {
     unsigned long long len = 0;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-            opened.data(), &len, nullptr, sealed.data() + tally::kSealNonceSize,
-            sealed.size() - tally::kSealNonceSize, ad.data(), ad.size(), sealed.data(),
-            key.data()) != 0)
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(opened.data(), &len, nullptr,
+                                                   sealed.data() + tally::kSealNonceSize,
+                                                   sealed.size() - tally::kSealNonceSize, ad.data(),
+                                                   ad.size(), sealed.data(), key.data()) != 0)
       std::abort();
   });
 
@@ -255,13 +254,12 @@ Floor MeasureFloor(size_t n, uint32_t length) {
   randombytes_buf(pair_key, sizeof pair_key);
   std::vector<uint8_t> key_input(tally::kRoundIdSize + 2 * tally::kJoinNonceSize, 3);
   f.mask_key = PerCall([&] {
-    crypto_generichash(stream_key, sizeof stream_key, key_input.data(), key_input.size(),
-                       pair_key, sizeof pair_key);
+    crypto_generichash(stream_key, sizeof stream_key, key_input.data(), key_input.size(), pair_key,
+                       sizeof pair_key);
   });
   std::vector<uint8_t> stream(size_t{length} * 8);
-  f.stream = PerCall([&] {
-    crypto_stream_chacha20_ietf(stream.data(), stream.size(), zero_nonce, stream_key);
-  });
+  f.stream = PerCall(
+      [&] { crypto_stream_chacha20_ietf(stream.data(), stream.size(), zero_nonce, stream_key); });
   sodium_memzero(pair_key, sizeof pair_key);
   sodium_memzero(stream_key, sizeof stream_key);
 
@@ -270,8 +268,8 @@ Floor MeasureFloor(size_t n, uint32_t length) {
   f.masks = pairs * (f.stream + f.mask_key);
   f.total = envelopes * (f.seal + f.open + 2 * f.box_enc_w + 2 * f.box_dec_w) +
             static_cast<double>(n + 2) * (f.box_enc_c + f.box_dec_c) +
-            static_cast<double>(n + 1) * (f.box_enc_u0 + f.box_dec_u0 + 2 * f.box_enc_u +
-                                          2 * f.box_dec_u) +
+            static_cast<double>(n + 1) *
+                (f.box_enc_u0 + f.box_dec_u0 + 2 * f.box_enc_u + 2 * f.box_dec_u) +
             f.masks;
   return f;
 }
@@ -291,8 +289,8 @@ struct Measured {
   std::string error;
   std::vector<double> latency_ms;  // warm rounds: request -> aggregate in hand
   std::vector<double> period_ms;   // warm rounds: one hospital result line to the next
-  double cpu_per_round = 0;       // s, all processes
-  double cpu_broker = 0, cpu_patients = 0, cpu_hospital = 0;  // s per round
+  double cpu_per_round = 0;        // s, all processes
+  double cpu_broker = 0, cpu_patients = 0, cpu_hospital = 0;     // s per round
   double rss_broker = 0, rss_patient_max = 0, rss_hospital = 0;  // MiB
   double wall_first_ms = 0;  // the warm-up round, from the hospital's start
   std::optional<Floor> floor;
@@ -375,11 +373,11 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
   std::vector<std::vector<uint64_t>> values;
   const auto expected = Inputs(inputs, c.patients, c.length, values);
 
-  auto broker = tally::Child::Spawn(
-      {(bin / "broker/tally-broker").string(), "--keys", keys.string(), "--router",
-       "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
-       (run / "captures").string()},
-      logs / "broker.log");
+  auto broker =
+      tally::Child::Spawn({(bin / "broker/tally-broker").string(), "--keys", keys.string(),
+                           "--router", "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*",
+                           "--captures", (run / "captures").string()},
+                          logs / "broker.log");
   if (!broker.ok()) {
     m.error = broker.message();
     return m;
@@ -397,8 +395,15 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
   }
   std::vector<tally::Child> patients;
   for (size_t p = 0; p < c.patients; ++p) {
-    std::vector<std::string> args = {(bin / "nodes/tally-node").string(), "--keys", keys.string(),
-                                     "--name", names[p], "--router", router, "--phases", phases};
+    std::vector<std::string> args = {(bin / "nodes/tally-node").string(),
+                                     "--keys",
+                                     keys.string(),
+                                     "--name",
+                                     names[p],
+                                     "--router",
+                                     router,
+                                     "--phases",
+                                     phases};
     if (c.length == 1) {
       args.insert(args.end(), {"--value", std::to_string(values[p][0])});
     } else {
@@ -412,12 +417,27 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
     patients.push_back(std::move(child.value()));
   }
   const auto started = Clock::now();
-  auto hospital = tally::Child::Spawn(
-      {(bin / "nodes/tally-node").string(), "--keys", keys.string(), "--name", "hospital",
-       "--router", router, "--phases", phases, "--range", "1000", "--length",
-       std::to_string(c.length), "--participants", Joined(names), "--rounds",
-       std::to_string(c.rounds), "--json", "--results", (run / "results.jsonl").string()},
-      logs / "hospital.log");
+  auto hospital = tally::Child::Spawn({(bin / "nodes/tally-node").string(),
+                                       "--keys",
+                                       keys.string(),
+                                       "--name",
+                                       "hospital",
+                                       "--router",
+                                       router,
+                                       "--phases",
+                                       phases,
+                                       "--range",
+                                       "1000",
+                                       "--length",
+                                       std::to_string(c.length),
+                                       "--participants",
+                                       Joined(names),
+                                       "--rounds",
+                                       std::to_string(c.rounds),
+                                       "--json",
+                                       "--results",
+                                       (run / "results.jsonl").string()},
+                                      logs / "hospital.log");
   if (!hospital.ok()) {
     m.error = hospital.message();
     return m;
@@ -451,8 +471,8 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
 
   if (arrivals.size() != c.rounds || code.value_or(-1) != 0) {
     std::string why = tally::LastLine(logs / "hospital.log");
-    m.error = "round " + std::to_string(arrivals.size() + 1) + " failed: " +
-              (why.empty() ? "the hospital exited without a result" : why);
+    m.error = "round " + std::to_string(arrivals.size() + 1) +
+              " failed: " + (why.empty() ? "the hospital exited without a result" : why);
     return m;
   }
   for (const auto& line : lines) {
@@ -503,11 +523,11 @@ Admitted Admit(const fs::path& bin, const fs::path& work, size_t n) {
   std::error_code ec;
   fs::remove_all(logs, ec);
   fs::create_directories(logs / "captures", ec);
-  auto broker = tally::Child::Spawn(
-      {(bin / "broker/tally-broker").string(), "--keys", keys.string(), "--router",
-       "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
-       (logs / "captures").string()},
-      logs / "broker.log");
+  auto broker =
+      tally::Child::Spawn({(bin / "broker/tally-broker").string(), "--keys", keys.string(),
+                           "--router", "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*",
+                           "--captures", (logs / "captures").string()},
+                          logs / "broker.log");
   if (!broker.ok()) {
     a.error = broker.message();
     return a;
@@ -557,7 +577,8 @@ Admitted Admit(const fs::path& bin, const fs::path& work, size_t n) {
                  zmq::const_buffer(broker_cert->curve_public.data(), 32));
         sock.set(zmq::sockopt::curve_publickey,
                  zmq::const_buffer(secrets[k].pub.curve_public.data(), 32));
-        sock.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(secrets[k].curve_secret.data(), 32));
+        sock.set(zmq::sockopt::curve_secretkey,
+                 zmq::const_buffer(secrets[k].curve_secret.data(), 32));
         const std::string ep = "inproc://admission-" + std::to_string(2 * k + s);
         if (zmq_socket_monitor(sock.handle(), ep.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
           throw zmq::error_t();
@@ -619,8 +640,8 @@ LaunchRuns RunLaunch(const fs::path& bin, const fs::path& work, int runs) {
     fs::remove_all(dir / "captures", ec);
     fs::remove(dir / "results.jsonl", ec);
     const auto start = Clock::now();
-    auto child = tally::Child::Spawn({(bin / "tools/tally-launch").string(), "--json",
-                                      "--workdir", dir.string(), "--bin-dir", bin.string()},
+    auto child = tally::Child::Spawn({(bin / "tools/tally-launch").string(), "--json", "--workdir",
+                                      dir.string(), "--bin-dir", bin.string()},
                                      work / "launch.log");
     if (!child.ok()) {
       out.error = child.message();
@@ -653,7 +674,8 @@ void Print(const Measured& m, bool json) {
   const std::string name = std::to_string(c.patients) + "x" + std::to_string(c.length);
   if (!m.ok) {
     if (json)
-      std::cout << "{\"config\": \"" << name << "\", \"error\": \"" << m.error << "\"}" << std::endl;
+      std::cout << "{\"config\": \"" << name << "\", \"error\": \"" << m.error << "\"}"
+                << std::endl;
     else
       std::cout << name << ": FAILED: " << m.error << std::endl;
     return;
@@ -666,7 +688,8 @@ void Print(const Measured& m, bool json) {
     std::cout << "{\"config\": \"" << name << "\", \"patients\": " << c.patients
               << ", \"length\": " << c.length << ", \"warm_rounds\": " << m.latency_ms.size()
               << ", \"p50_ms\": " << FormatFixed(p50, 3) << ", \"p90_ms\": " << FormatFixed(p90, 3)
-              << ", \"p99_ms\": " << FormatFixed(p99, 3) << ", \"target_ms\": " << FormatFixed(c.target_ms, 0)
+              << ", \"p99_ms\": " << FormatFixed(p99, 3)
+              << ", \"target_ms\": " << FormatFixed(c.target_ms, 0)
               << ", \"period_p50_ms\": " << FormatFixed(period50, 3)
               << ", \"period_p90_ms\": " << FormatFixed(period90, 3)
               << ", \"first_round_ms\": " << FormatFixed(m.wall_first_ms, 1)
@@ -702,19 +725,20 @@ void PrintFloor(const Measured& m, bool json) {
     std::cout << "{\"floor\": \"" << name << "\", \"payload_bytes\": " << f.payload_bytes
               << ", \"wire_bytes\": " << f.wire_bytes << ", \"update_bytes\": " << f.update_bytes
               << ", \"seal_us\": " << us(f.seal) << ", \"open_us\": " << us(f.open)
-              << ", \"curve_enc_us\": " << us(f.box_enc_w) << ", \"curve_dec_us\": "
-              << us(f.box_dec_w) << ", \"mask_stream_us\": " << us(f.stream)
-              << ", \"mask_key_us\": " << us(f.mask_key)
+              << ", \"curve_enc_us\": " << us(f.box_enc_w)
+              << ", \"curve_dec_us\": " << us(f.box_dec_w)
+              << ", \"mask_stream_us\": " << us(f.stream) << ", \"mask_key_us\": " << us(f.mask_key)
               << ", \"masks_ms_per_round\": " << FormatFixed(f.masks * 1e3, 3)
               << ", \"floor_ms\": " << FormatFixed(f.total * 1e3, 3) << "}" << std::endl;
     return;
   }
-  std::printf("%-11s P=%zu W=%zu U=%zu  seal %s us  open %s us  curve enc %s / dec %s us  "
-              "mask stream %s us + key %s us, masks %s ms/round  floor %s ms/round\n",
-              name.c_str(), f.payload_bytes, f.wire_bytes, f.update_bytes, us(f.seal).c_str(),
-              us(f.open).c_str(), us(f.box_enc_w).c_str(), us(f.box_dec_w).c_str(),
-              us(f.stream).c_str(), us(f.mask_key).c_str(), FormatFixed(f.masks * 1e3, 3).c_str(),
-              FormatFixed(f.total * 1e3, 3).c_str());
+  std::printf(
+      "%-11s P=%zu W=%zu U=%zu  seal %s us  open %s us  curve enc %s / dec %s us  "
+      "mask stream %s us + key %s us, masks %s ms/round  floor %s ms/round\n",
+      name.c_str(), f.payload_bytes, f.wire_bytes, f.update_bytes, us(f.seal).c_str(),
+      us(f.open).c_str(), us(f.box_enc_w).c_str(), us(f.box_dec_w).c_str(), us(f.stream).c_str(),
+      us(f.mask_key).c_str(), FormatFixed(f.masks * 1e3, 3).c_str(),
+      FormatFixed(f.total * 1e3, 3).c_str());
 }
 
 }  // namespace
@@ -733,9 +757,18 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    if (f == "--json") { json = true; continue; }
-    if (f == "--no-launch") { launch_runs = 0; continue; }
-    if (f == "--no-floor") { floor = false; continue; }
+    if (f == "--json") {
+      json = true;
+      continue;
+    }
+    if (f == "--no-launch") {
+      launch_runs = 0;
+      continue;
+    }
+    if (f == "--no-floor") {
+      floor = false;
+      continue;
+    }
     if (i + 1 >= argc) return Usage("missing value for " + f);
     std::string v = argv[++i];
     if (f == "--patients") {
@@ -770,7 +803,10 @@ int main(int argc, char** argv) {
     if (rounds == 0) rounds = length >= 100000 ? 3 : patients >= 50 ? 21 : 101;
     configs.push_back({patients, static_cast<uint32_t>(length), static_cast<uint32_t>(rounds), 0});
   } else {
-    configs = {{3, 1, 201, 1}, {30, 1, 51, 15}, {100, 1, 21, 100}, {3, 1000, 201, 3},
+    configs = {{3, 1, 201, 1},
+               {30, 1, 51, 15},
+               {100, 1, 21, 100},
+               {3, 1000, 201, 3},
                {10, 1000000, 3, 2000}};
   }
   for (auto& c : configs) {  // targets for the table's configurations, also when asked singly
@@ -824,20 +860,21 @@ int main(int argc, char** argv) {
       if (json) {
         std::cout << "{\"admission\": " << admission << ", \"run\": " << run + 1;
         if (a.ok)
-          std::cout << ", \"handshakes\": " << 2 * admission << ", \"wall_ms\": "
-                    << FormatFixed(a.wall_ms, 1) << ", \"broker_cpu_ms\": "
-                    << FormatFixed(a.broker_cpu_ms, 1) << ", \"broker_rss_mib\": "
-                    << FormatFixed(a.broker_rss_mib, 1);
+          std::cout << ", \"handshakes\": " << 2 * admission
+                    << ", \"wall_ms\": " << FormatFixed(a.wall_ms, 1)
+                    << ", \"broker_cpu_ms\": " << FormatFixed(a.broker_cpu_ms, 1)
+                    << ", \"broker_rss_mib\": " << FormatFixed(a.broker_rss_mib, 1);
         else
           std::cout << ", \"error\": " << tally::JsonString(a.error);
         std::cout << "}" << std::endl;
       } else if (a.ok) {
-        std::printf("admission of %llu patients (%llu handshakes), run %d: %s ms; broker CPU %s ms, "
-                    "peak RSS %s MiB\n",
-                    static_cast<unsigned long long>(admission),
-                    static_cast<unsigned long long>(2 * admission), run + 1,
-                    FormatFixed(a.wall_ms, 1).c_str(), FormatFixed(a.broker_cpu_ms, 1).c_str(),
-                    FormatFixed(a.broker_rss_mib, 1).c_str());
+        std::printf(
+            "admission of %llu patients (%llu handshakes), run %d: %s ms; broker CPU %s ms, "
+            "peak RSS %s MiB\n",
+            static_cast<unsigned long long>(admission),
+            static_cast<unsigned long long>(2 * admission), run + 1,
+            FormatFixed(a.wall_ms, 1).c_str(), FormatFixed(a.broker_cpu_ms, 1).c_str(),
+            FormatFixed(a.broker_rss_mib, 1).c_str());
       } else {
         std::printf("admission of %llu patients, run %d: FAILED: %s\n",
                     static_cast<unsigned long long>(admission), run + 1, a.error.c_str());
@@ -868,8 +905,10 @@ int main(int argc, char** argv) {
     auto l = RunLaunch(bin, work, static_cast<int>(launch_runs));
     if (!l.error.empty()) {
       failed = true;
-      if (json) std::cout << "{\"launch\": {\"error\": \"" << l.error << "\"}}" << std::endl;
-      else std::printf("\nlaunch: FAILED: %s\n", l.error.c_str());
+      if (json)
+        std::cout << "{\"launch\": {\"error\": \"" << l.error << "\"}}" << std::endl;
+      else
+        std::printf("\nlaunch: FAILED: %s\n", l.error.c_str());
     } else {
       const double e50 = Percentile(l.elapsed_ms, 50), w50 = Percentile(l.wall_ms, 50);
       if (json) {
@@ -879,11 +918,12 @@ int main(int argc, char** argv) {
                   << ", \"wall_ms_p50\": " << FormatFixed(w50, 1) << ", \"target_ms\": 150}}"
                   << std::endl;
       } else {
-        std::printf("\ncold tally-launch (3 patients, %zu runs): elapsed_ms p50 %s max %s, "
-                    "process wall p50 %s ms; target 150 ms: %s\n",
-                    l.elapsed_ms.size(), FormatFixed(e50, 1).c_str(),
-                    FormatFixed(Percentile(l.elapsed_ms, 100), 1).c_str(), FormatFixed(w50, 1).c_str(),
-                    Verdict(e50, 150).c_str());
+        std::printf(
+            "\ncold tally-launch (3 patients, %zu runs): elapsed_ms p50 %s max %s, "
+            "process wall p50 %s ms; target 150 ms: %s\n",
+            l.elapsed_ms.size(), FormatFixed(e50, 1).c_str(),
+            FormatFixed(Percentile(l.elapsed_ms, 100), 1).c_str(), FormatFixed(w50, 1).c_str(),
+            Verdict(e50, 150).c_str());
       }
     }
   }

@@ -92,8 +92,15 @@ Status Cluster::StartBroker(const std::vector<std::string>& extra) {
 }
 
 std::vector<std::string> Cluster::NodeArgs(const std::string& name) const {
-  return {(bin_ / "nodes/tally-node").string(), "--keys", keys().string(), "--name", name,
-          "--router", endpoints_.router, "--phases", endpoints_.phases};
+  return {(bin_ / "nodes/tally-node").string(),
+          "--keys",
+          keys().string(),
+          "--name",
+          name,
+          "--router",
+          endpoints_.router,
+          "--phases",
+          endpoints_.phases};
 }
 
 Status Cluster::StartPatient(const std::string& name, const std::vector<std::string>& args) {
@@ -121,8 +128,7 @@ Status Cluster::WaitReady(Patient& p, Clock::time_point deadline, milliseconds b
     if (line && *line == "ready") {
       p.ready = true;
     } else if (!line && p.child.Wait(milliseconds(0))) {
-      return Status::Error(p.name + " exited before it reached the broker: " +
-                           WhyStopped(p.name));
+      return Status::Error(p.name + " exited before it reached the broker: " + WhyStopped(p.name));
     }
   }
   return Status::Ok();

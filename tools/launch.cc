@@ -62,8 +62,7 @@ std::vector<std::string> Split(const std::string& s) {
 
 std::string Joined(const std::vector<std::string>& v, const std::string& sep, bool quote) {
   std::string out;
-  for (size_t i = 0; i < v.size(); ++i)
-    out += (i ? sep : "") + (quote ? "\"" + v[i] + "\"" : v[i]);
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + (quote ? "\"" + v[i] + "\"" : v[i]);
   return out;
 }
 
@@ -103,7 +102,10 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    if (f == "--json") { json = true; continue; }
+    if (f == "--json") {
+      json = true;
+      continue;
+    }
     if (i + 1 >= argc) return Usage("missing value for " + f);
     std::string v = argv[++i];
     if (f == "--patients") {
@@ -208,31 +210,31 @@ int main(int argc, char** argv) {
   if (!ready.ok()) return fail(ready.message());
 
   auto hospital = cluster.StartHospital(
-      "hospital", {"--range", std::to_string(range), "--length", std::to_string(length),
-                   "--participants", Joined(names, ",", false), "--json", "--results",
-                   (workdir / "results.jsonl").string()});
+      "hospital",
+      {"--range", std::to_string(range), "--length", std::to_string(length), "--participants",
+       Joined(names, ",", false), "--json", "--results", (workdir / "results.jsonl").string()});
   if (!hospital.ok()) return fail(hospital.message());
   const auto round_budget = milliseconds(3 * deadline_ms + 15000);
   auto line = (*hospital)->ReadLine(round_budget);
   auto code = (*hospital)->Wait(round_budget);
-  const auto elapsed_ms = std::chrono::duration_cast<milliseconds>(
-                              std::chrono::steady_clock::now() - started).count();
+  const auto elapsed_ms =
+      std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started).count();
   cluster.StopAll();
 
   if (!line || code.value_or(-1) != 0)
     return fail("the round failed: hospital: " + cluster.WhyStopped("hospital"));
   auto result = tally::ParseResultsLine(*line);
-  if (!result.ok() || !result->result)
-    return fail("unreadable result from the hospital: " + *line);
+  if (!result.ok() || !result->result) return fail("unreadable result from the hospital: " + *line);
   const std::vector<uint64_t>& aggregate = result->result->aggregate;
   const std::string round = tally::RoundHex(result->round);
   const bool match = aggregate == expected;
 
   if (json) {
-    std::cout << "{\"aggregate\": " << JsonNumbers(aggregate) << ", \"expected\": " << JsonNumbers(expected)
-              << ", \"participants\": [" << Joined(names, ", ", true) << "], \"round\": \"" << round
-              << "\", \"elapsed_ms\": " << elapsed_ms << ", \"match\": " << (match ? "true" : "false")
-              << "}" << std::endl;
+    std::cout << "{\"aggregate\": " << JsonNumbers(aggregate)
+              << ", \"expected\": " << JsonNumbers(expected) << ", \"participants\": ["
+              << Joined(names, ", ", true) << "], \"round\": \"" << round
+              << "\", \"elapsed_ms\": " << elapsed_ms
+              << ", \"match\": " << (match ? "true" : "false") << "}" << std::endl;
   } else {
     std::cout << "inputs handed out (R = " << range << "):\n";
     const size_t shown = names.size() <= 12 ? names.size() : 10;
@@ -244,8 +246,7 @@ int main(int argc, char** argv) {
     std::cout << "round " << round << "\n"
               << "aggregate " << Short(aggregate) << " (expected " << Short(expected) << ": "
               << (match ? "match" : "MISMATCH") << ")"
-              << (result->result->in_range ? "" : "; it lies above R, as a sum may")
-              << "\n"
+              << (result->result->in_range ? "" : "; it lies above R, as a sum may") << "\n"
               << "time " << elapsed_ms << " ms\n"
               << "logs, captures, results: " << workdir.string() << "/" << std::endl;
   }

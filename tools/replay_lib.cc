@@ -233,8 +233,8 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
                   << ", \"roster\": " << JsonString(r.roster_fingerprint) << "}\n";
             } else {
               out << "round " << RoundHex(r.round) << "  opened " << IsoTime(r.opened_unix_ms)
-                  << "  range " << r.range << "  length " << r.length << "  hospital "
-                  << r.hospital << "  patients " << Joined(r.participants) << "  roster "
+                  << "  range " << r.range << "  length " << r.length << "  hospital " << r.hospital
+                  << "  patients " << Joined(r.participants) << "  roster "
                   << r.roster_fingerprint.substr(0, 16) << "\n";
             }
           } else if constexpr (std::is_same_v<T, CapturePhase>) {
@@ -295,8 +295,8 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
                   << ", \"rejected\": " << r.rejected << "}\n";
             } else {
               out << "outcome: " << (r.done ? "done" : "aborted: " + r.reason) << " ("
-                  << r.envelopes << " envelopes, " << r.rejected << " rejected, "
-                  << Millis(r.t_us) << " ms)\n";
+                  << r.envelopes << " envelopes, " << r.rejected << " rejected, " << Millis(r.t_us)
+                  << " ms)\n";
             }
           }
         },
@@ -307,8 +307,7 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
       out << "{\"type\": \"error\", \"offset\": " << contents.error_offset
           << ", \"reason\": " << JsonString(contents.error) << "}\n";
     } else {
-      out << "capture stops at offset " << contents.error_offset << ": " << contents.error
-          << "\n";
+      out << "capture stops at offset " << contents.error_offset << ": " << contents.error << "\n";
     }
   }
   if (TrailerOf(contents) == nullptr && !json) {
@@ -325,7 +324,8 @@ std::vector<Problem> Check(const CaptureContents& c) {
   auto add = [&problems](uint64_t offset, std::string what) {
     problems.push_back({offset, std::move(what)});
   };
-  if (!c.ok()) add(c.error_offset, "stops at offset " + std::to_string(c.error_offset) + ": " + c.error);
+  if (!c.ok())
+    add(c.error_offset, "stops at offset " + std::to_string(c.error_offset) + ": " + c.error);
   const CaptureHeader* h = HeaderOf(c);
   if (h == nullptr) {
     if (c.ok()) add(c.error_offset, "no header record");
@@ -355,7 +355,8 @@ std::vector<Problem> Check(const CaptureContents& c) {
         },
         record);
     if (t < last_t) {
-      add(at, "time goes backwards: t_us " + std::to_string(t) + " after " + std::to_string(last_t));
+      add(at,
+          "time goes backwards: t_us " + std::to_string(t) + " after " + std::to_string(last_t));
     }
     last_t = std::max(last_t, t);
     if (const auto* p = std::get_if<CapturePhase>(&record)) {
@@ -368,13 +369,17 @@ std::vector<Problem> Check(const CaptureContents& c) {
           case Phase::kOpen:
             legal = p->phase == Phase::kSum || p->phase == Phase::kAbort;
             break;
-          case Phase::kSum: legal = p->phase == Phase::kDone || p->phase == Phase::kAbort; break;
-          default: legal = false;  // nothing follows done or abort
+          case Phase::kSum:
+            legal = p->phase == Phase::kDone || p->phase == Phase::kAbort;
+            break;
+          default:
+            legal = false;  // nothing follows done or abort
         }
       }
       if (!legal) {
-        add(at, "phase " + name + (phase ? " after " + std::string(PhaseName(*phase))
-                                         : std::string(" before open")));
+        add(at,
+            "phase " + name +
+                (phase ? " after " + std::string(PhaseName(*phase)) : std::string(" before open")));
       }
       if (phase && p->seq <= last_seq) {
         add(at, "phase seq " + std::to_string(p->seq) + " does not grow (after " +
@@ -442,7 +447,8 @@ std::vector<Problem> Check(const CaptureContents& c) {
                             std::to_string(rejected_count));
   }
   if (trailer->done) {
-    if (phase != Phase::kDone) add(trailer_offset, "trailer says done but the last phase is not done");
+    if (phase != Phase::kDone)
+      add(trailer_offset, "trailer says done but the last phase is not done");
     if (!seen.count(Phase::kSum)) add(trailer_offset, "done without the sum phase");
     for (const auto& from : h->participants) {
       if (!partials.count(from)) {
@@ -511,7 +517,8 @@ class Printer {
 };
 
 std::string EnvelopeFields(const EnvelopeEntry& e) {
-  std::string f = "\"index\": " + std::to_string(e.index) + ", \"offset\": " + std::to_string(e.offset);
+  std::string f =
+      "\"index\": " + std::to_string(e.index) + ", \"offset\": " + std::to_string(e.offset);
   if (e.envelope) {
     f += ", \"kind\": " + JsonString(KindName(e.envelope->kind)) +
          ", \"from\": " + JsonString(e.envelope->from) + ", \"to\": " + JsonString(e.envelope->to);
@@ -564,15 +571,15 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
          "\"round\": " + JsonString(RoundHex(h->round)) + ", \"as\": " + JsonString(o.as));
   size_t failures = 0;
   if (roster->Fingerprint() != h->roster_fingerprint) {
-    p.Line("note",
-           "note: the roster in " + o.keys_dir.string() +
-               " is not the one the broker ran this round with (fingerprint " +
-               roster->Fingerprint().substr(0, 16) + ", capture " +
-               h->roster_fingerprint.substr(0, 16) + ")");
+    p.Line("note", "note: the roster in " + o.keys_dir.string() +
+                       " is not the one the broker ran this round with (fingerprint " +
+                       roster->Fingerprint().substr(0, 16) + ", capture " +
+                       h->roster_fingerprint.substr(0, 16) + ")");
   }
   for (uint64_t at : damaged) {
     ++failures;
-    p.Line("damaged", "record at offset " + std::to_string(at) + " fails its CRC: damaged in the capture",
+    p.Line("damaged",
+           "record at offset " + std::to_string(at) + " fails its CRC: damaged in the capture",
            "\"offset\": " + std::to_string(at));
   }
   if (!c.ok()) {
@@ -612,7 +619,8 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     }
     const Envelope& env = *e.envelope;
     if (env.to != o.as) {
-      if (e.damaged) fail("damaged in the capture (addressed to " + env.to + ", not auditable here)");
+      if (e.damaged)
+        fail("damaged in the capture (addressed to " + env.to + ", not auditable here)");
       continue;
     }
     ++addressed;
@@ -734,7 +742,10 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     p.Line("result", "audit: ok", "\"ok\": true");
     return 0;
   }
-  p.Line("result", "audit: FAILED (" + std::to_string(failures) + (failures == 1 ? " problem)" : " problems)"), "\"ok\": false");
+  p.Line(
+      "result",
+      "audit: FAILED (" + std::to_string(failures) + (failures == 1 ? " problem)" : " problems)"),
+      "\"ok\": false");
   return 1;
 }
 
@@ -815,7 +826,8 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     const auto deadline = Clock::now() + timeout;
     std::optional<bool> accepted;
     while (!accepted) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) break;
       zmq::pollitem_t item{monitor.handle(), 0, ZMQ_POLLIN, 0};
       if (zmq::poll(&item, 1, left) <= 0) continue;
@@ -841,9 +853,11 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
 
     const bool over = TrailerOf(c) != nullptr;
     for (const EnvelopeEntry* e : mine) {
-      if (!dealer.send(zmq::const_buffer(frames[e->index - 1].data(), frames[e->index - 1].size()), zmq::send_flags::none)) {
+      if (!dealer.send(zmq::const_buffer(frames[e->index - 1].data(), frames[e->index - 1].size()),
+                       zmq::send_flags::none)) {
         ++failures;
-        p.Line("sent", Describe(*e) + ": could not be sent", EnvelopeFields(*e) + ", \"sent\": false");
+        p.Line("sent", Describe(*e) + ": could not be sent",
+               EnvelopeFields(*e) + ", \"sent\": false");
         continue;
       }
       p.Line(
@@ -889,8 +903,9 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
   }
   if (barrier_reason.empty()) {
     ++failures;
-    p.Line("barrier", "no notice from the broker within " + std::to_string(o.timeout_ms) +
-                          " ms: cannot confirm it processed the envelopes",
+    p.Line("barrier",
+           "no notice from the broker within " + std::to_string(o.timeout_ms) +
+               " ms: cannot confirm it processed the envelopes",
            "\"confirmed\": false");
   } else if (mine.empty()) {
     p.Line("barrier",
@@ -942,8 +957,9 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
            Describe(*e) + ": " +
                (original.ok() ? "opens under its round " : "does NOT open under its round ") +
                RoundHex(env.round) + "; under fresh round " + RoundHex(fresh) +
-               (rebound.ok() ? " it OPENS" : " it fails: " + rebound.message().substr(
-                                                     rebound.message().find(": ") + 2)),
+               (rebound.ok()
+                    ? " it OPENS"
+                    : " it fails: " + rebound.message().substr(rebound.message().find(": ") + 2)),
            EnvelopeFields(*e) + ", \"opens\": " + (original.ok() ? "true" : "false") +
                ", \"opens_rebound\": " + (rebound.ok() ? "true" : "false"));
   }
@@ -952,7 +968,10 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
            "\"ok\": true");
     return 0;
   }
-  p.Line("result", "inject: FAILED (" + std::to_string(failures) + (failures == 1 ? " problem)" : " problems)"), "\"ok\": false");
+  p.Line(
+      "result",
+      "inject: FAILED (" + std::to_string(failures) + (failures == 1 ? " problem)" : " problems)"),
+      "\"ok\": false");
   return 1;
 }
 
@@ -1107,7 +1126,8 @@ int Run(const Options& o, std::ostream& out, std::ostream& err) {
     out << "{\"type\": \"check\", \"ok\": false, \"records\": " << c.records.size()
         << ", \"problems\": " << problems.size() << "}\n";
   } else {
-    out << "check: FAILED (" << problems.size() << (problems.size() == 1 ? " problem)\n" : " problems)\n");
+    out << "check: FAILED (" << problems.size()
+        << (problems.size() == 1 ? " problem)\n" : " problems)\n");
   }
   return 1;
 }

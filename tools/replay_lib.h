@@ -87,7 +87,7 @@ struct EnvelopeEntry {
   size_t index = 0;     // 1-based, in file order among envelope records
   uint64_t offset = 0;  // of the record in the file
   uint64_t t_us = 0;
-  size_t size = 0;      // bytes of the frame
+  size_t size = 0;  // bytes of the frame
   std::optional<Envelope> envelope;
   std::string decode_error;  // when the frame does not decode as an Envelope
   bool damaged = false;      // salvaged from a record whose CRC did not match

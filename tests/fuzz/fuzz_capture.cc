@@ -27,8 +27,9 @@ namespace {
 
 // Magic and format version (little-endian u32), as the writer puts them.
 static_assert(tally::kCaptureFormatVersion < 256);
-constexpr uint8_t kFileHeader[] = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P',
-                                   static_cast<uint8_t>(tally::kCaptureFormatVersion), 0, 0, 0};
+constexpr uint8_t kFileHeader[] = {
+    'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P', static_cast<uint8_t>(tally::kCaptureFormatVersion),
+    0,   0,   0};
 
 // CRC-32 as zlib's crc32(), bit by bit: independent of the reader's table-driven one.
 uint32_t Crc32(const uint8_t* p, size_t n) {

@@ -66,8 +66,8 @@ void FuzzMessage(std::span<const uint8_t> bytes) {
 
 void FuzzPayload(std::span<const uint8_t> bytes) {
   if (bytes.size() < 4) return;
-  const uint32_t length = uint32_t{bytes[0]} | uint32_t{bytes[1]} << 8 |
-                          uint32_t{bytes[2]} << 16 | uint32_t{bytes[3]} << 24;
+  const uint32_t length = uint32_t{bytes[0]} | uint32_t{bytes[1]} << 8 | uint32_t{bytes[2]} << 16 |
+                          uint32_t{bytes[3]} << 24;
   const std::span<const uint8_t> payload = bytes.subspan(4);
   constexpr tally::EnvelopeKind kind = tally::EnvelopeKind::kPartial;
   tally::Result<std::vector<uint64_t>> values = tally::DecodePayload(payload, kind, length);

@@ -23,7 +23,8 @@ using Bytes = std::vector<uint8_t>;
 
 void Write(const std::filesystem::path& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   if (!out) {
     std::fprintf(stderr, "fuzz_make_corpus: cannot write %s\n", path.c_str());
     std::exit(1);
@@ -65,28 +66,35 @@ int main(int argc, char** argv) {
   Write(dir / "request-all.bin", tally::Encode(tally::Request{8, 1000, 4, {}, 2500}));
   // Protocol 2's request before it carried the phase deadline the hospital asks for.
   Bytes no_deadline = tally::Encode(tally::Request{7, 1000, 1, names});
-  no_deadline[0] = 0x96;                        // fixarray of 6
-  no_deadline.pop_back();                       // without deadline_ms (a one-byte 0)
+  no_deadline[0] = 0x96;   // fixarray of 6
+  no_deadline.pop_back();  // without deadline_ms (a one-byte 0)
   Write(dir / "bad-request-no-deadline.bin", no_deadline);
   Write(dir / "join.bin", tally::Encode(tally::Join{Round(1), Nonce(1)}));
-  Write(dir / "refuse.bin",
-        tally::Encode(tally::Refuse{Round(1), "input outside [0, 1000]"}));
+  Write(dir / "refuse.bin", tally::Encode(tally::Refuse{Round(1), "input outside [0, 1000]"}));
   Write(dir / "envelope-partial.bin",
         tally::Encode(tally::Envelope{tally::EnvelopeKind::kPartial, Round(1), "bob", "hospital",
                                       Bytes(tally::kSealOverhead + 43, 0x5a)}));
   Write(dir / "ack.bin", tally::Encode(tally::Ack{Round(1)}));
   Write(dir / "phase-open.bin",
-        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kOpen, 2, 7, "hospital", 1000,
-                                         1, names, {}, 10000, ""}));
+        tally::Encode(tally::PhaseUpdate{
+            Round(1), tally::Phase::kOpen, 2, 7, "hospital", 1000, 1, names, {}, 10000, ""}));
   Write(dir / "phase-sum.bin",
-        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kSum, 3, 7, "hospital", 1000,
-                                         1, names, nonces, 10000, ""}));
+        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kSum, 3, 7, "hospital", 1000, 1,
+                                         names, nonces, 10000, ""}));
   Write(dir / "phase-done.bin",
-        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kDone, 4, 7, "hospital", 1000,
-                                         1, names, nonces, 10000, ""}));
-  Write(dir / "phase-abort.bin",
-        tally::Encode(tally::PhaseUpdate{Round(2), tally::Phase::kAbort, 9, 8, "hospital", 1000,
-                                         4, names, {}, 10000, "charlie did not join"}));
+        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kDone, 4, 7, "hospital", 1000, 1,
+                                         names, nonces, 10000, ""}));
+  Write(dir / "phase-abort.bin", tally::Encode(tally::PhaseUpdate{Round(2),
+                                                                  tally::Phase::kAbort,
+                                                                  9,
+                                                                  8,
+                                                                  "hospital",
+                                                                  1000,
+                                                                  4,
+                                                                  names,
+                                                                  {},
+                                                                  10000,
+                                                                  "charlie did not join"}));
   Write(dir / "notice.bin", tally::Encode(tally::Notice{7, "round queue full"}));
 
   const std::vector<uint64_t> one = {42};
@@ -105,8 +113,8 @@ int main(int argc, char** argv) {
   Bytes version = join;
   version[1] = 1;  // [fixarray, version, ...]
   Write(dir / "bad-version.bin", version);
-  Write(dir / "bad-unknown-type.bin", {0x94, 0x02, 0xa4, 'j', 'o', 'i', 'x', 0xc4, 0x00, 0xc4,
-                                       0x00});
+  Write(dir / "bad-unknown-type.bin",
+        {0x94, 0x02, 0xa4, 'j', 'o', 'i', 'x', 0xc4, 0x00, 0xc4, 0x00});
   Write(dir / "bad-map.bin", {0x81, 0x01, 0x02});
   Write(dir / "bad-huge-array.bin", {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01});
   // Protocol 1's shapes under version 2: a join without its nonce, a "share" envelope, a
@@ -122,16 +130,24 @@ int main(int argc, char** argv) {
   const auto at = std::search(share.begin(), share.end(), partial.begin(), partial.end());
   share.insert(share.erase(at, at + 8), {0xa5, 's', 'h', 'a', 'r', 'e'});
   Write(dir / "bad-envelope-share.bin", share);
-  Bytes phase_share = tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kOpen, 3, 7,
-                                                       "hospital", 1000, 1, names, {}, 10000, ""});
+  Bytes phase_share = tally::Encode(tally::PhaseUpdate{
+      Round(1), tally::Phase::kOpen, 3, 7, "hospital", 1000, 1, names, {}, 10000, ""});
   const Bytes open = {0xa4, 'o', 'p', 'e', 'n'};
   const auto open_at =
       std::search(phase_share.begin(), phase_share.end(), open.begin(), open.end());
   phase_share.insert(phase_share.erase(open_at, open_at + 5), {0xa5, 's', 'h', 'a', 'r', 'e'});
   Write(dir / "bad-phase-share.bin", phase_share);
-  Write(dir / "bad-phase-two-nonces.bin",
-        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kSum, 3, 7, "hospital", 1000,
-                                         1, names, {Nonce(1), Nonce(2)}, 10000, ""}));
+  Write(dir / "bad-phase-two-nonces.bin", tally::Encode(tally::PhaseUpdate{Round(1),
+                                                                           tally::Phase::kSum,
+                                                                           3,
+                                                                           7,
+                                                                           "hospital",
+                                                                           1000,
+                                                                           1,
+                                                                           names,
+                                                                           {Nonce(1), Nonce(2)},
+                                                                           10000,
+                                                                           ""}));
 
   // Real frames: the envelopes a broker routed, as it captured them.
   for (int i = 2; i < argc; ++i) {
