@@ -43,6 +43,8 @@ struct BrokerCounters {
   // Messages refused because they came over a second connection of a party whose first
   // connection is still live (one connection per party).
   uint64_t second_connections = 0;
+  // Capture writes that failed (logged each): the round went on, its capture is short.
+  uint64_t capture_errors = 0;
 };
 
 class Broker {

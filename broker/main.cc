@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
       " routed=" + std::to_string(c.routed) + " rejected=" + std::to_string(c.rejected) +
       " rounds_done=" + std::to_string(c.rounds_done) +
       " rounds_aborted=" + std::to_string(c.rounds_aborted) +
-      " second_connections=" + std::to_string(c.second_connections) + " cpu_ms=" + CpuMs();
+      " second_connections=" + std::to_string(c.second_connections) +
+      " capture_errors=" + std::to_string(c.capture_errors) + " cpu_ms=" + CpuMs();
   if (!status.ok()) return exit_with(1, status.message(), totals);
   const int sig = g_signal;
   return exit_with(0, sig == 0 ? "stopped" : std::string("stopped by SIG") + sigabbrev_np(sig),

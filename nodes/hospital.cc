@@ -72,12 +72,11 @@ Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Seale
                    Link& link, LogSink log, ResultsFile results, ResultSink on_result)
     : NodeRole(options.name, roster, sealer, link, std::move(log)),
       options_(options),
+      request_{options.name, options.range, options.length, options.participants},
       results_(std::move(results)),
       on_result_(std::move(on_result)) {}
 
-Hospital::~Hospital() {
-  if (round_) sodium_memzero(round_->sum.data(), round_->sum.size() * sizeof(uint64_t));
-}
+Hospital::~Hospital() = default;
 
 void Hospital::Start() { SendRequest(); }
 
@@ -91,8 +90,7 @@ void Hospital::SendRequest() {
   Log("event=request ticket=" + std::to_string(ticket_) +
       " range=" + std::to_string(options_.range) + " length=" + std::to_string(options_.length) +
       " patients=" + std::to_string(options_.participants.size()));
-  if (!link_.Send(Request{ticket_, options_.range, options_.length, options_.participants,
-                          options_.deadline_ms}))
+  if (!link_.Send(Request{ticket_, request_, options_.deadline_ms}))
     Finish(Status::Error("cannot send the round request"));
 }
 
@@ -100,7 +98,7 @@ void Hospital::OnPhase(const PhaseUpdate& u) {
   if (outcome()) return;
   // The hospital adopts its round from whichever update it hears first: a late subscriber may
   // first hear of a round that already ended (e.g. a patient refused it at once).
-  if (waiting_ && u.hospital == name_ && u.ticket == ticket_) Adopt(u);
+  if (waiting_ && u.params.hospital == name_ && u.ticket == ticket_) Adopt(u);
   if (!round_ || round_->opened.round != u.round) return;
   last_progress_ = Clock::now();
   switch (u.phase) {
@@ -119,18 +117,17 @@ void Hospital::Adopt(const PhaseUpdate& u) {
   waiting_ = false;
   round_.emplace();
   round_->opened = u;
-  round_->sum.assign(u.length, 0);
-  Log("event=round-open round=" + RoundHex(u.round) +
-      " patients=" + std::to_string(u.participants.size()) + " length=" + std::to_string(u.length) +
+  round_->sum.emplace(u.params.length);
+  Log("event=round-open round=" + RoundHex(u.round) + " patients=" +
+      std::to_string(u.params.participants.size()) + " length=" + std::to_string(u.params.length) +
       " deadline_ms=" + std::to_string(u.deadline_ms));
   if (u.phase != Phase::kOpen && u.phase != Phase::kSum) return;  // ended before we heard of it
   // The round must be the one asked for: the broker may not change what the sum is over.
-  if (u.range != options_.range || u.length != options_.length ||
-      u.participants != options_.participants)
+  if (u.params != request_)
     return Refuse("the round does not match " + name_ + "'s request (" +
-                  (u.participants != options_.participants ? "participants"
-                   : u.range != options_.range             ? "range"
-                                                           : "length") +
+                  (u.params.participants != request_.participants ? "participants"
+                   : u.params.range != request_.range             ? "range"
+                                                                  : "length") +
                   " differ)");
   if (auto problem = RosterProblem(u)) return Refuse(*problem);
 }
@@ -166,7 +163,7 @@ void Hospital::OnEnvelope(const Envelope& env) {
   if (!round_ || env.round != round_->opened.round)
     return reject("envelope for a round we are not in");
   ActiveRound& r = *round_;
-  const auto& ps = r.opened.participants;
+  const auto& ps = r.opened.params.participants;
   if (env.to != name_ || std::find(ps.begin(), ps.end(), env.from) == ps.end())
     return reject(std::string(KindName(env.kind)) + " " + env.from + "->" + env.to +
                   " is not for us in this round");
@@ -176,7 +173,7 @@ void Hospital::OnEnvelope(const Envelope& env) {
   // A masked input that does not open (another view of the round: other nonces, or another
   // roster's keys; or altered) can never be replaced: the broker routes one per patient.
   if (!opened.ok()) return Refuse(opened.message() + " under " + name_ + "'s view of the round");
-  auto added = AddPayload(opened.value(), env.kind, r.sum);
+  auto added = r.sum->AddPayload(opened.value(), env.kind);
   sodium_memzero(opened->data(), opened->size());
   if (!added.ok()) return Refuse("payload from " + env.from + ": " + added.message());
   r.received.insert(env.from);
@@ -186,14 +183,12 @@ void Hospital::OnEnvelope(const Envelope& env) {
 
 void Hospital::MaybeAcknowledge() {
   ActiveRound& r = *round_;
-  if (r.result || r.received.size() != r.opened.participants.size()) return;
+  if (r.result || r.received.size() != r.opened.params.participants.size()) return;
   RoundResult result;
   result.round = r.opened.round;
-  result.aggregate = r.sum;
-  result.participants = r.opened.participants;
-  result.range = r.opened.range;
-  result.in_range =
-      std::all_of(r.sum.begin(), r.sum.end(), [&](uint64_t v) { return v <= r.opened.range; });
+  result.params = r.opened.params;
+  result.aggregate = r.sum->values();
+  result.in_range = r.sum->AtMost(r.opened.params.range);
   result.elapsed_ms =
       std::chrono::duration<double, std::milli>(Clock::now() - requested_at_).count();
   // Durable before acknowledged: the broker only hears of the round once the disk has it.
@@ -213,7 +208,6 @@ void Hospital::OnDone(const PhaseUpdate& u) {
                                 name_ + " acknowledged it"));
   Log("event=round-done round=" + RoundHex(u.round));
   if (on_result_) on_result_(*r.result);
-  sodium_memzero(r.sum.data(), r.sum.size() * sizeof(uint64_t));
   round_.reset();
   if (++rounds_done_ >= options_.rounds) return Finish(Status::Ok());
   SendRequest();

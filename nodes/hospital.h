@@ -52,7 +52,7 @@ class Hospital : public NodeRole {
   struct ActiveRound {
     PhaseUpdate opened;
     std::optional<ViewDigest> view;  // from the sum phase on
-    std::vector<uint64_t> sum;       // masked inputs so far (mod 2^64)
+    std::optional<Sum> sum;          // masked inputs so far (mod 2^64)
     std::set<std::string> received;
     std::optional<RoundResult> result;  // written and acknowledged, not yet done
   };
@@ -66,6 +66,7 @@ class Hospital : public NodeRole {
   void Refuse(const std::string& why);
 
   const NodeOptions options_;
+  const RoundParams request_;  // what every round is asked for, over this hospital
   ResultsFile results_;
   ResultSink on_result_;
   std::optional<ActiveRound> round_;

@@ -1,10 +1,10 @@
 #include "nodes/link.h"
 
-#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
+#include "keys/curve.h"
 #include "schema/text.h"
 
 namespace tally {
@@ -12,8 +12,6 @@ namespace {
 
 constexpr int kMaxBatch = 256;                // messages drained per socket per Poll
 constexpr size_t kZeroCopyBytes = 64 * 1024;  // frames this large are sent without a copy
-constexpr int kHandshakeMs = 20000;           // as the broker's: a busy broker is slow, not gone
-constexpr int kHeartbeatMs = 5000;            // a silent broker is dropped after three of these
 constexpr uint32_t kZapRefused = 400;         // ZAP status: the broker does not know our key
 
 std::span<const uint8_t> Bytes(const zmq::message_t& m) {
@@ -39,12 +37,6 @@ std::string Hex32(uint32_t v) {
   return out;
 }
 
-// Monitor endpoints must be unique in the process (tests and load generators run many nodes).
-std::string MonitorEndpoint(const char* what) {
-  static std::atomic<uint64_t> next{0};
-  return std::string("inproc://tally-node-monitor-") + what + "-" + std::to_string(next++);
-}
-
 }  // namespace
 
 Link::Link(const LinkOptions& options, LogSink log) : options_(options), log_(std::move(log)) {
@@ -65,25 +57,12 @@ Result<std::unique_ptr<Link>> Link::Connect(const LinkOptions& options, const Se
   std::unique_ptr<Link> link(new Link(options, std::move(log)));
   try {
     for (Watched* w : {&link->router_, &link->phases_}) {
-      zmq::socket_t& s = *w->socket;
-      s.set(zmq::sockopt::linger, 1000);
-      s.set(zmq::sockopt::handshake_ivl, kHandshakeMs);
-      s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
-      s.set(zmq::sockopt::heartbeat_timeout, 3 * kHeartbeatMs);
-      s.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(MaxMessageSize(kMaxVectorLength)));
-      if (w->endpoint.find('[') != std::string::npos) s.set(zmq::sockopt::ipv6, true);
-      s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(broker.curve_public.data(), 32));
-      s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(me.pub.curve_public.data(), 32));
-      s.set(zmq::sockopt::curve_secretkey,
-            zmq::const_buffer(me.curve_secret.data(), me.curve_secret.size()));
-      const std::string monitor = MonitorEndpoint(w == &link->router_ ? "router" : "phases");
-      if (zmq_socket_monitor(
-              s.handle(), monitor.c_str(),
+      CurveClient(*w->socket, me, broker.curve_public,
+                  {1000, static_cast<int64_t>(MaxMessageSize(kMaxVectorLength)), w->endpoint});
+      Monitor(*w->socket, w->monitor,
               ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED |
                   ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
-        return Status::Error(std::string("cannot monitor the ") + w->what + " connection");
-      w->monitor.connect(monitor);
+                  ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
     }
     link->dealer_.set(zmq::sockopt::sndhwm, 100000);
     link->sub_.set(zmq::sockopt::subscribe, "");
@@ -138,18 +117,10 @@ Status Link::Poll(LinkHandler& handler, std::chrono::milliseconds timeout) {
 
 Status Link::ServeMonitor(Watched& w, LinkHandler& handler) {
   for (int i = 0; i < kMaxBatch; ++i) {
-    zmq::message_t event, address;
-    try {
-      if (!w.monitor.recv(event, zmq::recv_flags::dontwait)) return Status::Ok();
-      if (event.more()) (void)w.monitor.recv(address);
-    } catch (const zmq::error_t&) {
-      return Status::Ok();
-    }
-    if (event.size() < 6) continue;
-    uint16_t id;
-    uint32_t value;
-    std::memcpy(&id, event.data(), sizeof id);
-    std::memcpy(&value, static_cast<const uint8_t*>(event.data()) + 2, sizeof value);
+    std::optional<MonitorEvent> event = NextEvent(w.monitor);
+    if (!event) return Status::Ok();
+    const uint16_t id = event->id;
+    const uint32_t value = event->value;
     const std::string where = std::string(w.what) + " at " + w.endpoint;
     std::string failure;  // a handshake that failed, to warn about once
     switch (id) {

@@ -193,9 +193,9 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
           std::cout << (i ? " " : "") << r.aggregate[i];
         if (r.aggregate.size() > 10) std::cout << " ... (" << r.aggregate.size() << " elements)";
-        std::cout << " over " << r.participants.size() << " patients";
+        std::cout << " over " << r.params.participants.size() << " patients";
         if (!r.in_range)
-          std::cout << " (above R = " << r.range
+          std::cout << " (above R = " << r.params.range
                     << ": each input lies in [0, R], their sum need not)";
         std::cout << std::endl;
       },

@@ -52,21 +52,22 @@ void Patient::OnPhase(const PhaseUpdate& u) {
 // input.
 std::optional<std::string> Patient::Refusal(const PhaseUpdate& u) const {
   if (auto problem = RosterProblem(u)) return problem;
-  if (u.participants.size() < min_patients_)
-    return "the round has " + std::to_string(u.participants.size()) +
+  const RoundParams& p = u.params;
+  if (p.participants.size() < min_patients_)
+    return "the round has " + std::to_string(p.participants.size()) +
            " patients, fewer than this patient's minimum of " + std::to_string(min_patients_);
-  if (input_.size() != u.length)
+  if (input_.size() != p.length)
     return "input has " + std::to_string(input_.size()) + " elements, the round asks for " +
-           std::to_string(u.length);
-  if (std::any_of(input_.begin(), input_.end(), [&](uint64_t v) { return v > u.range; }))
-    return "input outside [0, " + std::to_string(u.range) + "]";
+           std::to_string(p.length);
+  if (std::any_of(input_.begin(), input_.end(), [&](uint64_t v) { return v > p.range; }))
+    return "input outside [0, " + std::to_string(p.range) + "]";
   return std::nullopt;
 }
 
 void Patient::OnOpen(const PhaseUpdate& u) {
   if (seen_.count(u.round)) return;
-  if (std::find(u.participants.begin(), u.participants.end(), name_) == u.participants.end())
-    return;
+  const auto& ps = u.params.participants;
+  if (std::find(ps.begin(), ps.end(), name_) == ps.end()) return;
   Remember(u.round);
   if (round_) Drop("a new round opened");
   if (auto refusal = Refusal(u)) {
@@ -93,9 +94,9 @@ void Patient::SendMasked(const PhaseUpdate& u) {
   Joined& r = *round_;
   if (r.partial_sent) return;
   r.partial_sent = true;
-  const auto me = std::find(u.participants.begin(), u.participants.end(), name_);
-  if (!IsSumOf(r.opened, u) ||
-      u.nonces[static_cast<size_t>(me - u.participants.begin())] != r.nonce) {
+  const auto& ps = u.params.participants;
+  const auto me = std::find(ps.begin(), ps.end(), name_);
+  if (!IsSumOf(r.opened, u) || u.nonces[static_cast<size_t>(me - ps.begin())] != r.nonce) {
     Drop("the sum phase does not match the round we joined");
     if (once_)
       Finish(Status::Error("the sum phase of round " + RoundHex(u.round) +
@@ -108,13 +109,13 @@ void Patient::SendMasked(const PhaseUpdate& u) {
   if (status.ok() && !view.ok()) status = view.status();
   if (status.ok()) {
     auto plaintext = EncodePayload(EnvelopeKind::kPartial, masked);
-    auto sealed =
-        sealer_.Seal(Binding{u.round, EnvelopeKind::kPartial, name_, u.hospital, *view}, plaintext);
+    auto sealed = sealer_.Seal(
+        Binding{u.round, EnvelopeKind::kPartial, name_, u.params.hospital, *view}, plaintext);
     sodium_memzero(plaintext.data(), plaintext.size());
     if (sealed.ok()) {
-      (void)link_.Send(
-          Envelope{EnvelopeKind::kPartial, u.round, name_, u.hospital, std::move(sealed.value())});
-      Log("event=partial-sent round=" + RoundHex(u.round) + " to=" + u.hospital);
+      (void)link_.Send(Envelope{EnvelopeKind::kPartial, u.round, name_, u.params.hospital,
+                                std::move(sealed.value())});
+      Log("event=partial-sent round=" + RoundHex(u.round) + " to=" + u.params.hospital);
     } else {
       status = sealed.status();
     }

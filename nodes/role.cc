@@ -10,16 +10,15 @@ std::optional<std::string> NodeRole::RosterProblem(const PhaseUpdate& u) const {
       return name + " is not a " + std::string(RoleName(role)) + " in " + name_ + "'s roster";
     return std::nullopt;
   };
-  if (auto problem = check(u.hospital, Role::kHospital)) return problem;
-  for (const std::string& p : u.participants)
+  if (auto problem = check(u.params.hospital, Role::kHospital)) return problem;
+  for (const std::string& p : u.params.participants)
     if (auto problem = check(p, Role::kPatient)) return problem;
   return std::nullopt;
 }
 
 bool IsSumOf(const PhaseUpdate& opened, const PhaseUpdate& u) {
-  return u.round == opened.round && u.hospital == opened.hospital && u.range == opened.range &&
-         u.length == opened.length && u.participants == opened.participants &&
-         u.nonces.size() == u.participants.size();
+  return u.round == opened.round && u.params == opened.params &&
+         u.nonces.size() == u.params.participants.size();
 }
 
 }  // namespace tally

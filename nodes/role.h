@@ -53,8 +53,8 @@ class NodeRole : public LinkHandler {
 };
 
 // Whether `u` is the sum phase of the round as `opened`, with one nonce per participant: the
-// broker may not change who receives the inputs, their range or length, or the participants
-// once a round is open.
+// broker may not change a round's parameters (RoundParams: who receives the inputs, their range
+// and length, the participants) once it is open.
 bool IsSumOf(const PhaseUpdate& opened, const PhaseUpdate& u);
 
 }  // namespace tally

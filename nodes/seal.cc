@@ -20,9 +20,6 @@ constexpr std::string_view kBindingTag = "tally/2";
 constexpr std::string_view kSealLabel = "tally seal v2";
 constexpr std::string_view kMaskLabel = "tally mask v2";
 constexpr std::string_view kViewLabel = "tally view v2";
-// Mask streams are generated and applied this many elements at a time, for every peer in
-// turn: the chunk of values stays in cache while each peer's stream is added.
-constexpr size_t kMaskChunk = 2048;  // 16 KiB of u64, a multiple of the 64-byte block
 
 static_assert(kSealNonceSize == crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
 static_assert(kSealTagSize == crypto_aead_xchacha20poly1305_ietf_ABYTES);
@@ -80,21 +77,22 @@ void RoundMaskKey(const uint8_t* mask_key, const RoundId& round, const JoinNonce
 
 }  // namespace
 
-ViewDigest RoundView(const PhaseUpdate& u, std::span<const PublicKey> seal_keys) {
+ViewDigest RoundView(const RoundId& round, const RoundParams& params,
+                     std::span<const JoinNonce> nonces, std::span<const PublicKey> seal_keys) {
   crypto_generichash_state state;
   crypto_generichash_init(&state, nullptr, 0, std::tuple_size_v<ViewDigest>);
   HashUpdate(state, kViewLabel.data(), kViewLabel.size());
-  HashUpdate(state, u.round.data(), u.round.size());
-  HashName(state, u.hospital);
+  HashUpdate(state, round.data(), round.size());
+  HashName(state, params.hospital);
   if (!seal_keys.empty()) HashUpdate(state, seal_keys[0].data(), seal_keys[0].size());
-  HashU64(state, u.range);
-  HashU64(state, u.length);
-  HashU64(state, u.participants.size());
-  for (size_t i = 0; i < u.participants.size(); ++i) {
-    HashName(state, u.participants[i]);
+  HashU64(state, params.range);
+  HashU64(state, params.length);
+  HashU64(state, params.participants.size());
+  for (size_t i = 0; i < params.participants.size(); ++i) {
+    HashName(state, params.participants[i]);
     if (i + 1 < seal_keys.size())
       HashUpdate(state, seal_keys[i + 1].data(), seal_keys[i + 1].size());
-    if (i < u.nonces.size()) HashUpdate(state, u.nonces[i].data(), kJoinNonceSize);
+    if (i < nonces.size()) HashUpdate(state, nonces[i].data(), kJoinNonceSize);
   }
   ViewDigest out{};
   crypto_generichash_final(&state, out.data(), out.size());
@@ -160,18 +158,19 @@ const uint8_t* Sealer::PeerKeys(std::string_view peer) const {
   return it == peer_index_.end() ? nullptr : peer_secrets_.data() + it->second * kPeerKeyBytes;
 }
 
-Result<ViewDigest> Sealer::View(const PhaseUpdate& u) const {
+Result<ViewDigest> Sealer::View(const RoundId& round, const RoundParams& params,
+                                std::span<const JoinNonce> nonces) const {
   std::vector<PublicKey> keys;
-  keys.reserve(1 + u.participants.size());
-  for (const std::string* name = &u.hospital;;) {
+  keys.reserve(1 + params.participants.size());
+  for (const std::string* name = &params.hospital;;) {
     auto key = seal_public_.find(*name);
     if (key == seal_public_.end())
       return Status::Error(*name + " is not in " + name_ + "'s roster");
     keys.push_back(key->second);
-    if (keys.size() > u.participants.size()) break;
-    name = &u.participants[keys.size() - 1];
+    if (keys.size() > params.participants.size()) break;
+    name = &params.participants[keys.size() - 1];
   }
-  return RoundView(u, keys);
+  return RoundView(round, params, nonces, keys);
 }
 
 Result<std::vector<uint8_t>> Sealer::Seal(const Binding& binding,
@@ -224,60 +223,38 @@ Result<std::vector<uint8_t>> Sealer::Open(const Binding& binding,
   return plaintext;
 }
 
-Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const {
-  const auto& names = u.participants;
-  if (u.nonces.size() != names.size())
+Result<RoundMasks> Sealer::Masks(const RoundId& round, const RoundParams& params,
+                                 std::span<const JoinNonce> nonces) const {
+  const auto& names = params.participants;
+  if (nonces.size() != names.size())
     return Status::Error("the round has no join nonce for every participant");
-  if (values.size() != u.length)
-    return Status::Error("input has " + std::to_string(values.size()) +
-                         " elements, the round asks for " + std::to_string(u.length));
   if (std::set<std::string_view>(names.begin(), names.end()).size() != names.size())
     return Status::Error("the round's participant list repeats a name");
   const auto mine = std::find(names.begin(), names.end(), name_);
   if (mine == names.end()) return Status::Error(name_ + " is not a participant of the round");
-  const JoinNonce& my_nonce = u.nonces[static_cast<size_t>(mine - names.begin())];
+  const JoinNonce& my_nonce = nonces[static_cast<size_t>(mine - names.begin())];
   for (const auto& name : names) {
     if (name != name_ && PeerKeys(name) == nullptr) return Status::Error("no mask key for " + name);
   }
-
-  // One ChaCha20 key per peer for this round, and whether its stream is added or subtracted.
-  constexpr size_t kKey = crypto_stream_chacha20_ietf_KEYBYTES;
-  std::vector<uint8_t> keys;
-  keys.reserve(names.size() * kKey);  // never reallocated: no unwiped copy is left behind
-  std::vector<bool> add;
+  RoundMasks masks{SecretBytes((names.size() - 1) * kRoundMaskKeyBytes), {}};
   for (size_t i = 0; i < names.size(); ++i) {
     if (names[i] == name_) continue;
     const uint8_t* mask_key = PeerKeys(names[i]) + SecretKey::size();  // present: checked above
     const bool lower = name_ < names[i];
-    keys.resize(keys.size() + kKey);
-    RoundMaskKey(mask_key, u.round, lower ? my_nonce : u.nonces[i], lower ? u.nonces[i] : my_nonce,
-                 keys.data() + keys.size() - kKey);
-    add.push_back(lower);
+    RoundMaskKey(mask_key, round, lower ? my_nonce : nonces[i], lower ? nonces[i] : my_nonce,
+                 masks.keys.data() + masks.add.size() * kRoundMaskKeyBytes);
+    masks.add.push_back(lower);
   }
+  return masks;
+}
 
-  static_assert(std::endian::native == std::endian::little,
-                "mask elements are little-endian u64 from the stream");
-  static_assert(kMaskChunk * 8 % 64 == 0, "chunks must start on a ChaCha20 block");
-  const uint8_t zero_nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
-  std::vector<uint64_t> stream(std::min(kMaskChunk, values.size()));
-  for (size_t start = 0; start < values.size(); start += kMaskChunk) {
-    const size_t count = std::min(kMaskChunk, values.size() - start);
-    const auto block = static_cast<uint32_t>(start * 8 / 64);
-    for (size_t p = 0; p < add.size(); ++p) {
-      std::fill_n(stream.begin(), count, 0);
-      crypto_stream_chacha20_ietf_xor_ic(reinterpret_cast<uint8_t*>(stream.data()),
-                                         reinterpret_cast<const uint8_t*>(stream.data()), count * 8,
-                                         zero_nonce, block, keys.data() + p * kKey);
-      uint64_t* v = values.data() + start;
-      if (add[p]) {
-        for (size_t e = 0; e < count; ++e) v[e] += stream[e];
-      } else {
-        for (size_t e = 0; e < count; ++e) v[e] -= stream[e];
-      }
-    }
-  }
-  sodium_memzero(keys.data(), keys.size());
-  sodium_memzero(stream.data(), stream.size() * sizeof(uint64_t));
+Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const {
+  Result<RoundMasks> masks = Masks(u.round, u.params, u.nonces);
+  if (!masks.ok()) return masks.status();
+  if (values.size() != u.params.length)
+    return Status::Error("input has " + std::to_string(values.size()) +
+                         " elements, the round asks for " + std::to_string(u.params.length));
+  ApplyMasks(*masks, values);
   return Status::Ok();
 }
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "keys/keys.h"
+#include "nodes/aggregate.h"
 #include "schema/schema.h"
 #include "schema/status.h"
 
@@ -38,9 +39,13 @@ using ViewDigest = std::array<uint8_t, 32>;
 // each participant's, as the party computing the view knows them from its own roster, so
 // parties whose rosters disagree on a key compute different views, and a masked input made
 // with a key the hospital does not know fails to open instead of summing to a wrong
-// aggregate. REQUIRES: update.nonces is one per participant (the sum phase) and
-// seal_keys.size() == 1 + update.participants.size().
-ViewDigest RoundView(const PhaseUpdate& update, std::span<const PublicKey> seal_keys);
+// aggregate. REQUIRES: `nonces` is one per participant (the sum phase) and
+// seal_keys.size() == 1 + params.participants.size().
+ViewDigest RoundView(const RoundId& round, const RoundParams& params,
+                     std::span<const JoinNonce> nonces, std::span<const PublicKey> seal_keys);
+inline ViewDigest RoundView(const PhaseUpdate& u, std::span<const PublicKey> seal_keys) {
+  return RoundView(u.round, u.params, u.nonces, seal_keys);
+}
 
 struct Binding {
   RoundId round{};
@@ -60,8 +65,10 @@ class Sealer {
 
   const std::string& name() const { return name_; }
   // RoundView with the sealing keys of this party's roster. Fails naming a party of the round
-  // that the roster lacks. REQUIRES: update.nonces is one per participant.
-  Result<ViewDigest> View(const PhaseUpdate& update) const;
+  // that the roster lacks. REQUIRES: `nonces` is one per participant.
+  Result<ViewDigest> View(const RoundId& round, const RoundParams& params,
+                          std::span<const JoinNonce> nonces) const;
+  Result<ViewDigest> View(const PhaseUpdate& u) const { return View(u.round, u.params, u.nonces); }
   // REQUIRES: binding.sender == name(); the recipient is in the roster.
   Result<std::vector<uint8_t>> Seal(const Binding& binding,
                                     std::span<const uint8_t> plaintext) const;
@@ -69,10 +76,16 @@ class Sealer {
   // binding.sender to us under exactly this binding and is unmodified.
   Result<std::vector<uint8_t>> Open(const Binding& binding, std::span<const uint8_t> sealed) const;
 
-  // Adds this party's masks for the round in `update` to `values` (update.length elements):
-  // one per other participant, added or subtracted so that they cancel across all
-  // participants. Fails, leaving `values` unchanged, unless this party is a participant,
-  // update.nonces holds one nonce per participant and `values` has update.length elements.
+  // This party's pairwise masks for a round (schema/PROTOCOL.md, "Masks"): one key per other
+  // participant, from the pair's mask key, the round id and both join nonces, and whether its
+  // stream is added (we are the lower-named) or subtracted. Fails unless this party is a
+  // participant, the list repeats no name, `nonces` is one per participant and every peer is
+  // in the roster.
+  Result<RoundMasks> Masks(const RoundId& round, const RoundParams& params,
+                           std::span<const JoinNonce> nonces) const;
+  // Masks() for the round in `update`, applied to `values` (ApplyMasks, nodes/aggregate.h).
+  // Fails, leaving `values` unchanged, as Masks() does or unless `values` has
+  // update.params.length elements.
   Status AddMasks(const PhaseUpdate& update, std::span<uint64_t> values) const;
 
  private:

@@ -95,11 +95,7 @@ void PackBody(Packer& p, const CaptureHeader& h) {
   p.pack_uint32(h.format_version);
   PackBin(p, h.round);
   p.pack_uint64(h.ticket);
-  PackStr(p, h.hospital);
-  p.pack_uint64(h.range);
-  p.pack_uint32(h.length);
-  p.pack_array(static_cast<uint32_t>(h.participants.size()));
-  for (const std::string& n : h.participants) PackStr(p, n);
+  strict::PackParams(p, h.params, /*hospital=*/true);
   PackStr(p, h.roster_fingerprint);
   p.pack_int64(h.opened_unix_ms);
 }
@@ -191,14 +187,8 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
       }
       TALLY_RETURN_IF_ERROR(r.Round("round", &h.round));
       TALLY_RETURN_IF_ERROR(r.Uint("ticket", &h.ticket));
-      TALLY_RETURN_IF_ERROR(r.Name("hospital", &h.hospital));
-      TALLY_RETURN_IF_ERROR(r.Uint("range", &h.range));
-      TALLY_RETURN_IF_ERROR(r.U32("length", &h.length));
-      if (h.length < 1 || h.length > kMaxVectorLength) {
-        return r.Error("length must be between 1 and " + std::to_string(kMaxVectorLength) +
-                       ", got " + std::to_string(h.length));
-      }
-      TALLY_RETURN_IF_ERROR(r.Names("participants", kMaxParticipants, &h.participants));
+      TALLY_RETURN_IF_ERROR(
+          strict::ReadParams(r, kMaxVectorLength, kMaxParticipants, /*hospital=*/true, &h.params));
       std::string_view fp;
       TALLY_RETURN_IF_ERROR(r.StrView("roster_fingerprint", &fp));
       if (fp.size() > kMaxFingerprintLength || !LowerHex(fp)) {
@@ -362,7 +352,9 @@ Result<CaptureWriter> CaptureWriter::Create(const std::filesystem::path& path,
 CaptureWriter::CaptureWriter(CaptureWriter&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       dir_fd_(std::exchange(other.dir_fd_, -1)),
-      pending_(std::move(other.pending_)) {}
+      pending_(std::move(other.pending_)),
+      envelopes_(other.envelopes_),
+      rejected_(other.rejected_) {}
 
 CaptureWriter& CaptureWriter::operator=(CaptureWriter&& other) noexcept {
   if (this != &other) {
@@ -370,6 +362,8 @@ CaptureWriter& CaptureWriter::operator=(CaptureWriter&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     dir_fd_ = std::exchange(other.dir_fd_, -1);
     pending_ = std::move(other.pending_);
+    envelopes_ = other.envelopes_;
+    rejected_ = other.rejected_;
   }
   return *this;
 }
@@ -412,7 +406,10 @@ Status CaptureWriter::Append(const CaptureRecord& record) {
   }
   const std::vector<uint8_t> framed = EncodeRecord(record);
   TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed));
-  return Write({framed});
+  TALLY_RETURN_IF_ERROR(Write({framed}));
+  envelopes_ += std::holds_alternative<CaptureEnvelope>(record);
+  rejected_ += std::holds_alternative<CaptureRejected>(record);
+  return Status::Ok();
 }
 
 Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> frame) {
@@ -436,7 +433,9 @@ Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> fra
   crc = Crc32Update(crc, frame);
   std::vector<uint8_t> tail;
   PutU32(&tail, crc);
-  return Write({head, frame, tail});
+  TALLY_RETURN_IF_ERROR(Write({head, frame, tail}));
+  ++envelopes_;
+  return Status::Ok();
 }
 
 Status CaptureWriter::Finish(const CaptureTrailer& trailer) {

@@ -35,10 +35,7 @@ struct CaptureHeader {
   uint32_t format_version = kCaptureFormatVersion;
   RoundId round{};
   uint64_t ticket = 0;
-  std::string hospital;
-  uint64_t range = 0;
-  uint32_t length = 1;
-  std::vector<std::string> participants;
+  RoundParams params;
   std::string roster_fingerprint;  // hex, keys/keys.h Roster::Fingerprint()
   int64_t opened_unix_ms = 0;      // wall clock when the round opened
   bool operator==(const CaptureHeader&) const = default;
@@ -104,6 +101,9 @@ class CaptureWriter {
   Status Flush();
   // Appends the trailer, flushes, fsyncs the file and then its folder, closes.
   Status Finish(const CaptureTrailer& trailer);
+  // Envelope and rejected records appended so far: what a trailer counts.
+  uint64_t envelopes() const { return envelopes_; }
+  uint64_t rejected() const { return rejected_; }
 
  private:
   explicit CaptureWriter(int fd) : fd_(fd) {}
@@ -112,6 +112,7 @@ class CaptureWriter {
   int fd_ = -1;
   int dir_fd_ = -1;               // the capture's folder, fsync'd by Finish() after the file
   std::vector<uint8_t> pending_;  // whole records not yet written
+  uint64_t envelopes_ = 0, rejected_ = 0;
 };
 
 // What a reader made of a capture: every record it could read, and where it stopped.

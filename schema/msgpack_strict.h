@@ -354,4 +354,26 @@ inline void PackNonces(Packer& p, const std::vector<JoinNonce>& nonces) {
     p.pack_bin_body(reinterpret_cast<const char*>(n.data()), static_cast<uint32_t>(n.size()));
 }
 
+// A round's parameters as they travel, in a request, a phase update and a capture header:
+// [hospital str,] range uint, length u32 (1..max_length), participants (distinct names). A
+// request carries no hospital (it is its sender).
+inline void PackParams(Packer& p, const RoundParams& params, bool hospital) {
+  if (hospital) PackStr(p, params.hospital);
+  p.pack_uint64(params.range);
+  p.pack_uint32(params.length);
+  p.pack_array(static_cast<uint32_t>(params.participants.size()));
+  for (const std::string& n : params.participants) PackStr(p, n);
+}
+
+inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_participants,
+                         bool hospital, RoundParams* out) {
+  if (hospital) TALLY_RETURN_IF_ERROR(r.Name("hospital", &out->hospital));
+  TALLY_RETURN_IF_ERROR(r.Uint("range", &out->range));
+  TALLY_RETURN_IF_ERROR(r.U32("length", &out->length));
+  if (out->length < 1 || out->length > max_length)
+    return r.Error("length must be between 1 and " + std::to_string(max_length) + ", got " +
+                   std::to_string(out->length));
+  return r.Names("participants", max_participants, &out->participants);
+}
+
 }  // namespace tally::strict

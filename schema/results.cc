@@ -170,11 +170,12 @@ Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& rou
   for (const Value& p : f["participants"].items) {
     if (p.kind != Value::kString || !ValidName(p.text))
       return Status::Error("\"participants\" must hold party names");
-    r.participants.push_back(p.text);
+    r.params.participants.push_back(p.text);
   }
   Result<uint64_t> range = Integer(f["range"], "\"range\"");
   if (!range.ok()) return range.status();
-  r.range = *range;
+  r.params.range = *range;
+  r.params.length = static_cast<uint32_t>(r.aggregate.size());
   if (f["in_range"].kind != Value::kBool)
     return Status::Error("\"in_range\" must be true or false");
   r.in_range = f["in_range"].flag;
@@ -189,11 +190,11 @@ Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& rou
 std::string ResultJson(const RoundResult& r) {
   std::string out = "{\"round\": \"" + RoundHex(r.round) +
                     "\", \"aggregate\": " + JsonNumbers(r.aggregate) + ", \"participants\": [";
-  for (size_t i = 0; i < r.participants.size(); ++i) {
+  for (size_t i = 0; i < r.params.participants.size(); ++i) {
     if (i) out += ", ";
-    out += "\"" + r.participants[i] + "\"";  // names are [a-z0-9_-]: no escaping needed
+    out += "\"" + r.params.participants[i] + "\"";  // names are [a-z0-9_-]: no escaping needed
   }
-  out += "], \"range\": " + JsonNumbers(std::span<const uint64_t>(&r.range, 1)) +
+  out += "], \"range\": " + JsonNumbers(std::span<const uint64_t>(&r.params.range, 1)) +
          ", \"in_range\": " + (r.in_range ? "true" : "false") +
          ", \"elapsed_ms\": " + FormatFixed(r.elapsed_ms, 3) + "}";
   return out;

@@ -20,15 +20,17 @@
 #include <vector>
 
 #include "schema/protocol.h"
+#include "schema/schema.h"
 #include "schema/status.h"
 
 namespace tally {
 
 struct RoundResult {
   RoundId round{};
+  // The round's parameters. A results line holds the participants and the range; read back,
+  // `length` is the aggregate's and `hospital` is empty (the file is the hospital's own).
+  RoundParams params;
   std::vector<uint64_t> aggregate;
-  std::vector<std::string> participants;
-  uint64_t range = 0;
   bool in_range = true;   // every element of the aggregate lies in [0, range]
   double elapsed_ms = 0;  // from sending the request to the aggregate in hand (before writing)
   bool operator==(const RoundResult&) const = default;

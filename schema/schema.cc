@@ -32,11 +32,6 @@ constexpr size_t kMaxWireString = std::max(kMaxReasonLength, kMaxNameLength) + 5
 // Every field of the longest message (PhaseUpdate) fits in this many elements.
 constexpr size_t kMaxFields = 13;
 
-void PackNames(Packer& p, const std::vector<std::string>& names) {
-  p.pack_array(static_cast<uint32_t>(names.size()));
-  for (const std::string& n : names) PackStr(p, n);
-}
-
 void PackHead(Packer& p, uint32_t fields, std::string_view type) {
   p.pack_array(fields);
   p.pack_uint32(kProtocolVersion);
@@ -46,9 +41,7 @@ void PackHead(Packer& p, uint32_t fields, std::string_view type) {
 void PackFields(Packer& p, const Request& m) {
   PackHead(p, 7, kRequest);
   p.pack_uint64(m.ticket);
-  p.pack_uint64(m.range);
-  p.pack_uint32(m.length);
-  PackNames(p, m.participants);
+  strict::PackParams(p, m.params, /*hospital=*/false);
   p.pack_uint32(m.deadline_ms);
 }
 void PackFields(Packer& p, const Join& m) {
@@ -79,10 +72,7 @@ void PackFields(Packer& p, const PhaseUpdate& m) {
   PackStr(p, PhaseName(m.phase));
   p.pack_uint64(m.seq);
   p.pack_uint64(m.ticket);
-  PackStr(p, m.hospital);
-  p.pack_uint64(m.range);
-  p.pack_uint32(m.length);
-  PackNames(p, m.participants);
+  strict::PackParams(p, m.params, /*hospital=*/true);
   PackNonces(p, m.nonces);
   p.pack_uint32(m.deadline_ms);
   PackStr(p, m.reason);
@@ -128,19 +118,11 @@ std::string UnknownType(std::string_view type) {
   return "unknown message type \"" + std::string(type) + "\"";
 }
 
-Status CheckLength(const strict::FieldReader& r, uint32_t length, const Limits& limits) {
-  if (length >= 1 && length <= limits.max_length) return Status::Ok();
-  return r.Error("length must be between 1 and " + std::to_string(limits.max_length) + ", got " +
-                 std::to_string(length));
-}
-
 Result<Message> DecodeRequest(strict::FieldReader& r, const Limits& limits) {
   Request m;
   TALLY_RETURN_IF_ERROR(r.Uint("ticket", &m.ticket));
-  TALLY_RETURN_IF_ERROR(r.Uint("range", &m.range));
-  TALLY_RETURN_IF_ERROR(r.U32("length", &m.length));
-  TALLY_RETURN_IF_ERROR(CheckLength(r, m.length, limits));
-  TALLY_RETURN_IF_ERROR(r.Names("participants", limits.max_participants, &m.participants));
+  TALLY_RETURN_IF_ERROR(
+      strict::ReadParams(r, limits.max_length, limits.max_participants, false, &m.params));
   TALLY_RETURN_IF_ERROR(r.U32("deadline_ms", &m.deadline_ms));
   return Message(std::move(m));
 }
@@ -169,13 +151,10 @@ Result<Message> DecodePhase(strict::FieldReader& r, const Limits& limits) {
   m.phase = *p;
   TALLY_RETURN_IF_ERROR(r.Uint("seq", &m.seq));
   TALLY_RETURN_IF_ERROR(r.Uint("ticket", &m.ticket));
-  TALLY_RETURN_IF_ERROR(r.Name("hospital", &m.hospital));
-  TALLY_RETURN_IF_ERROR(r.Uint("range", &m.range));
-  TALLY_RETURN_IF_ERROR(r.U32("length", &m.length));
-  TALLY_RETURN_IF_ERROR(CheckLength(r, m.length, limits));
-  TALLY_RETURN_IF_ERROR(r.Names("participants", limits.max_participants, &m.participants));
-  TALLY_RETURN_IF_ERROR(r.Nonces("nonces", m.participants.size(), &m.nonces));
-  if (!m.nonces.empty() && m.nonces.size() != m.participants.size())
+  TALLY_RETURN_IF_ERROR(
+      strict::ReadParams(r, limits.max_length, limits.max_participants, true, &m.params));
+  TALLY_RETURN_IF_ERROR(r.Nonces("nonces", m.params.participants.size(), &m.nonces));
+  if (!m.nonces.empty() && m.nonces.size() != m.params.participants.size())
     return r.Error("nonces must be empty or one per participant");
   TALLY_RETURN_IF_ERROR(r.U32("deadline_ms", &m.deadline_ms));
   TALLY_RETURN_IF_ERROR(r.Reason("reason", &m.reason));
@@ -193,16 +172,6 @@ void StoreLittleEndian(std::span<const uint64_t> values, uint8_t* out) {
   }
 }
 
-uint64_t LoadU64(const uint8_t* p) {
-  uint64_t v = 0;
-  if constexpr (std::endian::native == std::endian::little) {
-    std::memcpy(&v, p, 8);
-  } else {
-    for (int b = 7; b >= 0; --b) v = (v << 8) | p[b];
-  }
-  return v;
-}
-
 void LoadLittleEndian(std::span<const uint8_t> bytes, std::vector<uint64_t>* values) {
   if constexpr (std::endian::native == std::endian::little) {
     if (!bytes.empty()) std::memcpy(values->data(), bytes.data(), bytes.size());
@@ -212,6 +181,16 @@ void LoadLittleEndian(std::span<const uint8_t> bytes, std::vector<uint64_t>* val
 }
 
 }  // namespace
+
+uint64_t LoadU64(const uint8_t* p) {
+  uint64_t v = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, 8);
+  } else {
+    for (int b = 7; b >= 0; --b) v = (v << 8) | p[b];
+  }
+  return v;
+}
 
 std::string_view KindName(EnvelopeKind kind) {
   switch (kind) {
@@ -381,11 +360,8 @@ std::vector<uint8_t> EncodePayload(EnvelopeKind kind, std::span<const uint64_t> 
   return out;
 }
 
-namespace {
-
-// The checked values blob of a payload: exactly 8 * length bytes (see DecodePayload).
-Result<std::span<const uint8_t>> PayloadBlob(std::span<const uint8_t> bytes, EnvelopeKind kind,
-                                             uint32_t length) {
+Result<std::span<const uint8_t>> PayloadValues(std::span<const uint8_t> bytes, EnvelopeKind kind,
+                                               uint32_t length) {
   const size_t blob = size_t{length} * 8;
   const strict::Bounds bounds{
       .max_bytes = blob + kPayloadOverhead,
@@ -423,27 +399,13 @@ Result<std::span<const uint8_t>> PayloadBlob(std::span<const uint8_t> bytes, Env
   return values;
 }
 
-}  // namespace
-
 Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,
                                             uint32_t length) {
-  Result<std::span<const uint8_t>> blob = PayloadBlob(bytes, kind, length);
+  Result<std::span<const uint8_t>> blob = PayloadValues(bytes, kind, length);
   if (!blob.ok()) return blob.status();
   std::vector<uint64_t> out(length);
   LoadLittleEndian(*blob, &out);
   return out;
-}
-
-Status AddPayload(std::span<const uint8_t> bytes, EnvelopeKind kind, std::span<uint64_t> sum) {
-  Result<std::span<const uint8_t>> blob =
-      PayloadBlob(bytes, kind, static_cast<uint32_t>(sum.size()));
-  if (!blob.ok()) return blob.status();
-  const uint8_t* p = blob->data();
-  for (uint64_t& s : sum) {
-    s += LoadU64(p);
-    p += 8;
-  }
-  return Status::Ok();
 }
 
 }  // namespace tally

@@ -33,14 +33,25 @@ enum class Phase : uint8_t { kOpen = 1, kSum = 3, kDone = 4, kAbort = 5 };
 std::string_view KindName(EnvelopeKind kind);
 std::string_view PhaseName(Phase phase);
 
-// Hospital -> broker: please run a round. `participants` empty means every patient in the
-// broker's roster. `ticket` is the hospital's own number for the request (never 0), echoed in
-// the phase updates and in a notice refusing the request.
+// What a round is over: the hospital that receives the masked inputs, the inputs' range and
+// length, and the patients. Fixed when the round opens; every party holds the broker to it until
+// the round ends (operator==), and the view binds it (nodes/seal.h). A field added here is
+// compared wherever rounds are compared, and must be added to the wire, the capture header and
+// the view.
+struct RoundParams {
+  std::string hospital;  // in a Request: not on the wire, the broker takes the sender's name
+  uint64_t range = 0;    // each input lies in [0, range]
+  uint32_t length = 1;   // elements per input; 1 for a scalar
+  std::vector<std::string> participants;  // the patients
+  bool operator==(const RoundParams&) const = default;
+};
+
+// Hospital -> broker: please run a round. `params.participants` empty means every patient in
+// the broker's roster. `ticket` is the hospital's own number for the request (never 0), echoed
+// in the phase updates and in a notice refusing the request.
 struct Request {
   uint64_t ticket = 0;
-  uint64_t range = 0;   // inputs lie in [0, range]
-  uint32_t length = 1;  // elements per input; 1 for a scalar
-  std::vector<std::string> participants;
+  RoundParams params;
   // Each phase's deadline the hospital asks for, in ms; 0 takes the broker's. The broker never
   // grants more than its own.
   uint32_t deadline_ms = 0;
@@ -87,13 +98,10 @@ struct PhaseUpdate {
   RoundId round{};
   Phase phase = Phase::kOpen;
   uint64_t seq = 0;
-  uint64_t ticket = 0;   // the hospital's Request.ticket
-  std::string hospital;  // who requested the round and receives the partials
-  uint64_t range = 0;
-  uint32_t length = 1;
-  std::vector<std::string> participants;  // the patients
-  // Each participant's join nonce, in `participants` order, once every one has joined (from
-  // the sum phase on); empty before.
+  uint64_t ticket = 0;  // the hospital's Request.ticket
+  RoundParams params;   // params.hospital requested the round and receives the partials
+  // Each participant's join nonce, in `params.participants` order, once every one has joined
+  // (from the sum phase on); empty before.
   std::vector<JoinNonce> nonces;
   uint32_t deadline_ms = 0;  // each phase's deadline, counted from the phase's start
   std::string reason;        // why the round aborted; empty otherwise
@@ -130,9 +138,12 @@ std::optional<uint64_t> RequestTicket(std::span<const uint8_t> bytes, const Limi
 std::vector<uint8_t> EncodePayload(EnvelopeKind kind, std::span<const uint64_t> values);
 Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,
                                             uint32_t length);
-// Decodes as DecodePayload with length sum.size() and adds the values into `sum` element-wise
-// (mod 2^64) without a copy of them; `sum` is unchanged on error.
-Status AddPayload(std::span<const uint8_t> bytes, EnvelopeKind kind, std::span<uint64_t> sum);
+// The checked values blob of a payload, exactly 8 * length bytes of little-endian u64s (what
+// DecodePayload copies out), as a view into `bytes`: for adding it up without a copy.
+Result<std::span<const uint8_t>> PayloadValues(std::span<const uint8_t> bytes, EnvelopeKind kind,
+                                               uint32_t length);
+// The little-endian u64 at `p`.
+uint64_t LoadU64(const uint8_t* p);
 
 // Party names: [a-z0-9_-]{1,32}.
 bool ValidName(std::string_view name);

@@ -76,12 +76,12 @@ class BrokerTest : public ::testing::Test {
   // Open update.
   PhaseUpdate OpenRound(Parties& p, const std::vector<std::string>& participants,
                         const std::vector<std::string>& joining, uint64_t ticket = 1) {
-    p.hospital->Send(Request{ticket, 1000, 1, participants});
+    p.hospital->Send(Request{ticket, {"", 1000, 1, participants}, 0});
     auto open = p.hospital->WaitPhase(Phase::kOpen);
     EXPECT_TRUE(open.has_value());
     if (!open) return {};
     EXPECT_EQ(open->ticket, ticket);
-    EXPECT_EQ(open->participants, participants);
+    EXPECT_EQ(open->params.participants, participants);
     EXPECT_TRUE(open->nonces.empty());
     for (const auto& n : joining) {
       EXPECT_TRUE(p.P(n).WaitPhase(Phase::kOpen, open->round).has_value());
@@ -96,9 +96,9 @@ class BrokerTest : public ::testing::Test {
     auto sum = p.hospital->WaitPhase(Phase::kSum, open.round);
     EXPECT_TRUE(sum.has_value());
     if (!sum) return {};
-    EXPECT_EQ(sum->participants, open.participants);
+    EXPECT_EQ(sum->params.participants, open.params.participants);
     EXPECT_EQ(sum->nonces, Joined(p, open));
-    for (const auto& n : open.participants) {
+    for (const auto& n : open.params.participants) {
       auto seen = p.P(n).WaitPhase(Phase::kSum, open.round);
       EXPECT_TRUE(seen.has_value()) << n;
       if (seen) {
@@ -111,7 +111,7 @@ class BrokerTest : public ::testing::Test {
   // The nonces the round's participants joined with, in participant order.
   std::vector<JoinNonce> Joined(Parties& p, const PhaseUpdate& open) {
     std::vector<JoinNonce> out;
-    for (const auto& n : open.participants) out.push_back(p.patients.at(n)->nonce());
+    for (const auto& n : open.params.participants) out.push_back(p.patients.at(n)->nonce());
     return out;
   }
 
@@ -214,7 +214,7 @@ TEST_F(BrokerTest, UnlistedCurveKeyFailsHandshakeAndGetsNothingRouted) {
   ASSERT_NE(zmq_z85_decode(sec, zsec), nullptr);
   auto broker_key = LoadRoster(keys_)->Find("broker")->curve_public;
   TestParty stranger(broker_key, broker_->router_endpoint(), pub, sec);
-  stranger.Send(Request{1, 10, 1, {}});
+  stranger.Send(Request{1, {"", 10, 1, {}}, 0});
   EXPECT_TRUE(stranger.WaitEvent(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH));
   EXPECT_TRUE(log_.WaitFor("event=auth-denied"));
   EXPECT_GE(broker_->counters().auth_denied, 1u);
@@ -500,7 +500,7 @@ TEST_F(BrokerTest, JoinWithAWrongSizeNonceIsMalformedAndDoesNotCount) {
 // request does not decode, so no round opens.
 TEST_F(BrokerTest, RequestWhoseParticipantListRepeatsANameOpensNoRound) {
   auto p = Connect({"alice", "bob"});
-  Request request{4, 1000, 1, {"alice", "bob", "alice"}};
+  Request request{4, {"", 1000, 1, {"alice", "bob", "alice"}}, 0};
   p.hospital->Send(request);
   const std::string line =
       RejectLine("hospital", "malformed: request: duplicate name \"alice\" in participants",
@@ -526,7 +526,7 @@ TEST_F(BrokerTest, RequestWhoseParticipantListRepeatsANameOpensNoRound) {
 // out its idle timeout.
 TEST_F(BrokerTest, ARequestOverMaxLengthIsRefusedWithANoticeNamingTheLimit) {
   auto p = Connect({"alice", "bob"});
-  p.hospital->Send(Request{6, 1000, 1001, {"alice", "bob"}});
+  p.hospital->Send(Request{6, {"", 1000, 1001, {"alice", "bob"}}, 0});
   auto notice = p.hospital->Receive();
   ASSERT_TRUE(notice && std::holds_alternative<Notice>(*notice));
   EXPECT_EQ(std::get<Notice>(*notice),
@@ -575,7 +575,7 @@ TEST_F(BrokerTest, ASecondLiveConnectionOfAPartyIsRefusedAndTheFirstKeepsItsRout
   // alice's first connection goes away; her next connection is served.
   p.patients.erase("alice");
   TestParty again(keys_, "alice", broker_->router_endpoint(), broker_->phases_endpoint());
-  again.Send(Request{8, 1000, 1, {}});  // any message: patients may not request rounds
+  again.Send(Request{8, {"", 1000, 1, {}}, 0});  // any message: patients may not request rounds
   auto refused = again.Receive();
   ASSERT_TRUE(refused && std::holds_alternative<Notice>(*refused));
   EXPECT_EQ(std::get<Notice>(*refused).reason,
@@ -621,7 +621,7 @@ TEST_F(BrokerTest, LateSubscriberLearnsTheCurrentPhase) {
   auto late = Party("charlie");  // subscribes after the round opened
   auto seen = late->WaitPhase(Phase::kOpen, open.round);
   ASSERT_TRUE(seen.has_value());
-  EXPECT_EQ(seen->participants, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(seen->params.participants, (std::vector<std::string>{"alice", "bob"}));
 }
 
 TEST_F(BrokerTest, MalformedAndOversizedFramesAreRejectedAndServingGoesOn) {
@@ -629,10 +629,10 @@ TEST_F(BrokerTest, MalformedAndOversizedFramesAreRejectedAndServingGoesOn) {
   p.P("alice").SendRaw({0xc1});                                  // never-used msgpack byte
   p.P("alice").SendRaw({0x94, 0x02, 0xa4, 'j', 'o', 'i', 'n'});  // array too short
   EXPECT_TRUE(log_.WaitForCount("from=alice reason=\"malformed:", 2));
-  p.P("bob").Send(Request{9, 10, 1, {}});  // patients may not request rounds
+  p.P("bob").Send(Request{9, {"", 10, 1, {}}, 0});  // patients may not request rounds
   PhaseUpdate forged;
-  forged.hospital = "hospital";
-  forged.participants = {"alice", "bob"};
+  forged.params.hospital = "hospital";
+  forged.params.participants = {"alice", "bob"};
   p.P("bob").Send(forged);  // nor publish phases
   EXPECT_TRUE(log_.WaitFor("reason=\"round request refused: only a hospital may request rounds\""));
   EXPECT_TRUE(log_.WaitFor("reason=\"a node may not send phase messages\""));
@@ -655,7 +655,7 @@ TEST_F(BrokerTest, MalformedAndOversizedFramesAreRejectedAndServingGoesOn) {
 TEST_F(BrokerTest, SecondRequestMidRoundIsQueuedAndRunsNext) {
   auto p = Connect({"alice", "bob", "charlie"});
   auto open = OpenRound(p, {"alice", "bob"}, {});
-  p.hospital->Send(Request{2, 1000, 1, {"alice", "bob"}});
+  p.hospital->Send(Request{2, {"", 1000, 1, {"alice", "bob"}}, 0});
   EXPECT_TRUE(log_.WaitFor("event=queued from=hospital ticket=2"));
   auto abort = p.hospital->WaitPhase(Phase::kAbort, open.round);
   ASSERT_TRUE(abort.has_value());

@@ -85,10 +85,10 @@ class CaptureTest : public ::testing::Test {
     CaptureHeader h;
     for (size_t i = 0; i < h.round.size(); ++i) h.round[i] = static_cast<uint8_t>(0xf0 - i);
     h.ticket = 123456789012345ull;
-    h.hospital = "hospital";
-    h.range = (uint64_t{1} << 63) + 5;
-    h.length = 3;
-    h.participants = {"alice", "bob", "charlie"};
+    h.params.hospital = "hospital";
+    h.params.range = (uint64_t{1} << 63) + 5;
+    h.params.length = 3;
+    h.params.participants = {"alice", "bob", "charlie"};
     h.roster_fingerprint = std::string(64, 'a');
     h.opened_unix_ms = 1'764'000'000'123;
     return h;
@@ -623,7 +623,7 @@ TEST_F(CaptureTest, FileModeIs0640) {
 
 TEST_F(CaptureTest, CreateRefusesAnInvalidHeader) {
   CaptureHeader h = Header();
-  h.participants = {"alice", "alice"};
+  h.params.participants = {"alice", "alice"};
   Result<CaptureWriter> w = CaptureWriter::Create(dir_ / "bad.tcap", h);
   ASSERT_FALSE(w.ok());
   EXPECT_TRUE(Contains(w.message(), "duplicate name \"alice\""));

@@ -345,19 +345,21 @@ class Dave {
   // the hospital under the round's view. `sum` must carry his own nonce in his place.
   void SendPartial(const PhaseUpdate& sum) {
     ASSERT_EQ(sum.phase, Phase::kSum);
-    const auto me = std::find(sum.participants.begin(), sum.participants.end(), "dave");
-    ASSERT_NE(me, sum.participants.end());
-    ASSERT_EQ(sum.nonces.size(), sum.participants.size());
-    ASSERT_TRUE(sum.nonces[static_cast<size_t>(me - sum.participants.begin())] == nonce_)
+    const auto me =
+        std::find(sum.params.participants.begin(), sum.params.participants.end(), "dave");
+    ASSERT_NE(me, sum.params.participants.end());
+    ASSERT_EQ(sum.nonces.size(), sum.params.participants.size());
+    ASSERT_TRUE(sum.nonces[static_cast<size_t>(me - sum.params.participants.begin())] == nonce_)
         << "the sum phase does not carry the nonce dave joined with";
     std::vector<uint64_t> masked = {input_};
     auto masks = sealer_.AddMasks(sum, masked);
     ASSERT_TRUE(masks.ok()) << masks.message();
     auto sealed = sealer_.Seal(
-        Binding{sum.round, EnvelopeKind::kPartial, "dave", sum.hospital, View(sealer_, sum)},
+        Binding{sum.round, EnvelopeKind::kPartial, "dave", sum.params.hospital, View(sealer_, sum)},
         EncodePayload(EnvelopeKind::kPartial, masked));
     ASSERT_TRUE(sealed.ok()) << sealed.message();
-    party_.Send(Envelope{EnvelopeKind::kPartial, sum.round, "dave", sum.hospital, sealed.value()});
+    party_.Send(
+        Envelope{EnvelopeKind::kPartial, sum.round, "dave", sum.params.hospital, sealed.value()});
   }
 
  private:

@@ -345,7 +345,7 @@ TEST_F(DeployTest, RostersThatDisagreeAreRefusedAtOnceWithTheExactReason) {
   ASSERT_TRUE(line) << LastLine(LogOf("hospital-own"));
   auto parsed = ParseResultsLine(*line);
   ASSERT_TRUE(parsed.ok() && parsed->result);
-  EXPECT_EQ(parsed->result->participants, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(parsed->result->params.participants, (std::vector<std::string>{"alice", "bob"}));
   EXPECT_EQ(parsed->result->aggregate, std::vector<uint64_t>{42});
 }
 

@@ -111,7 +111,7 @@ class HostileTest : public ::testing::Test {
   // everything that connection sent before it: receiving the notice proves the broker has
   // processed all of it. Returns the reject line the probe itself causes.
   RejectLine Probe(const std::string& name, uint64_t ticket) {
-    tally::Request request{ticket, 1000, 1, {}};
+    tally::Request request{ticket, {"", 1000, 1, {}}, 0};
     P(name).Send(request);
     auto m = P(name).Receive();
     EXPECT_TRUE(m && std::holds_alternative<Notice>(*m)) << name << " got no notice";
@@ -137,7 +137,7 @@ class HostileTest : public ::testing::Test {
       break;
     }
     EXPECT_EQ(r.open.ticket, ticket);
-    EXPECT_EQ(r.open.participants, names);
+    EXPECT_EQ(r.open.params.participants, names);
     EXPECT_TRUE(r.open.nonces.empty());
     for (const auto& n : names) {
       EXPECT_TRUE(P(n).WaitPhase(Phase::kOpen, r.open.round).has_value()) << n;
@@ -146,7 +146,7 @@ class HostileTest : public ::testing::Test {
     return r;
   }
   HonestRound Ask(const std::vector<std::string>& names, uint64_t ticket) {
-    P("hospital").Send(tally::Request{ticket, 1000, 1, names});
+    P("hospital").Send(tally::Request{ticket, {"", 1000, 1, names}, 0});
     return AwaitOpen(names, ticket);
   }
   // `name` joins with a fresh nonce.
@@ -613,14 +613,14 @@ TEST_F(HostileTest,
   send("dave", Ack{now}, "acknowledgement from a party not in the round");
   send("hospital", Ack{old_round}, "acknowledgement for a round that is not active");
   send("hospital", Ack{now}, "acknowledgement before every partial was routed");
-  send("dave", tally::Request{9, 1000, 1, {}}, kOnlyHospital);
+  send("dave", tally::Request{9, {"", 1000, 1, {}}, 0}, kOnlyHospital);
   settle();
   {
     auto m = P("dave").Receive();  // the refused request is answered; nothing else reaches dave
     ASSERT_TRUE(m && std::holds_alternative<Notice>(*m));
     EXPECT_FALSE(P("dave").Receive(std::chrono::milliseconds(0)).has_value());
   }
-  P("hospital").Send(tally::Request{3, 1000, 1, {"alice", "bob"}});  // a second request
+  P("hospital").Send(tally::Request{3, {"", 1000, 1, {"alice", "bob"}}, 0});  // a second request
   ASSERT_TRUE(log_.WaitFor("event=queued from=hospital ticket=3 position=1"));
   SendPartial(r, "bob");
   SendPartial(r, "charlie");
@@ -661,9 +661,9 @@ TEST_F(HostileTest,
 
 TEST_F(HostileTest, RoundQueueFullIsRefusedWithANotice) {
   auto r = Ask(kThree, 1);
-  P("hospital").Send(tally::Request{2, 1000, 1, {}});
-  P("hospital").Send(tally::Request{3, 1000, 1, {}});
-  tally::Request third{4, 1000, 1, {}};
+  P("hospital").Send(tally::Request{2, {"", 1000, 1, {}}, 0});
+  P("hospital").Send(tally::Request{3, {"", 1000, 1, {}}, 0});
+  tally::Request third{4, {"", 1000, 1, {}}, 0};
   P("hospital").Send(third);
   auto m = P("hospital").Receive();
   ASSERT_TRUE(m && std::holds_alternative<Notice>(*m));
@@ -769,7 +769,7 @@ TEST_F(HostileTest, TheBrokersOwnKeyCannotConnectAsAClient) {
   auto broker = LoadSecret(keys_, "broker").value();
   TestParty impostor(broker.pub.curve_public, broker_->router_endpoint(),
                      broker.pub.curve_public.data(), broker.curve_secret.data());
-  impostor.Send(tally::Request{1, 10, 1, {}});
+  impostor.Send(tally::Request{1, {"", 10, 1, {}}, 0});
   EXPECT_TRUE(impostor.WaitEvent(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH));
   EXPECT_TRUE(log_.WaitFor("event=auth-denied address=127.0.0.1 reason=\"key not in roster\""));
   EXPECT_EQ(broker_->counters().auth_denied, 1u);
@@ -795,7 +795,7 @@ class RawClient {
     EXPECT_EQ(zmq_socket_monitor(dealer_.handle(), ep.c_str(), ZMQ_EVENT_ALL), 0);
     monitor_.connect(ep);
     dealer_.connect(endpoint);
-    auto bytes = Encode(tally::Request{1, 10, 1, {}});
+    auto bytes = Encode(tally::Request{1, {"", 10, 1, {}}, 0});
     EXPECT_TRUE(dealer_.send(zmq::buffer(bytes), zmq::send_flags::dontwait));
   }
   // Events in order, up to and including the first one in `until` (or until kWait passes).

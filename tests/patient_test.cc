@@ -212,10 +212,10 @@ class PatientTest : public ::testing::Test {
     u.phase = Phase::kOpen;
     u.seq = ++seq_;
     u.ticket = 77;
-    u.hospital = "hospital";
-    u.range = kRange;
-    u.length = 1;
-    u.participants = std::move(participants);
+    u.params.hospital = "hospital";
+    u.params.range = kRange;
+    u.params.length = 1;
+    u.params.participants = std::move(participants);
     u.deadline_ms = 10000;
     return u;
   }
@@ -275,16 +275,17 @@ class PatientTest : public ::testing::Test {
     EXPECT_EQ(env->from, "alice");
     EXPECT_EQ(env->to, "hospital");
     // nonce || ciphertext || tag around the payload [2, "partial", bin(8 * length)].
-    EXPECT_EQ(env->sealed.size(),
-              kSealOverhead +
-                  EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>(sum.length)).size());
+    EXPECT_EQ(
+        env->sealed.size(),
+        kSealOverhead +
+            EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>(sum.params.length)).size());
     return *env;
   }
 
   // What the hospital reads from alice's envelope plus bob's masked input of 0 for `sum`:
   // the masks cancel, so it is alice's input.
   uint64_t Unmask(const Envelope& env, const PhaseUpdate& sum) {
-    auto opened = OpenPartial(*hospital_, env, View(*hospital_, sum), sum.length);
+    auto opened = OpenPartial(*hospital_, env, View(*hospital_, sum), sum.params.length);
     EXPECT_TRUE(opened.ok()) << opened.message();
     if (!opened.ok() || opened->size() != 1) return 0;
     auto bob_masked = Masked(*bob_, sum, {0});
@@ -421,18 +422,18 @@ TEST_P(PatientTamperTest, SendsNothingForASumPhaseThatDiffersFromTheRoundItJoine
 
 std::vector<Tamper> Tampers() {
   return {
-      {"OtherHospital", [](PhaseUpdate& u) { u.hospital = "hospital2"; }},
-      {"OtherRange", [](PhaseUpdate& u) { u.range = kRange + 1; }},
-      {"OtherLength", [](PhaseUpdate& u) { u.length = 2; }},
+      {"OtherHospital", [](PhaseUpdate& u) { u.params.hospital = "hospital2"; }},
+      {"OtherRange", [](PhaseUpdate& u) { u.params.range = kRange + 1; }},
+      {"OtherLength", [](PhaseUpdate& u) { u.params.length = 2; }},
       {"AddsCarol",
        [](PhaseUpdate& u) {
-         u.participants.push_back("carol");
+         u.params.participants.push_back("carol");
          u.nonces.push_back(FreshNonce());
        }},
-      {"CarolForBob", [](PhaseUpdate& u) { u.participants[1] = "carol"; }},
+      {"CarolForBob", [](PhaseUpdate& u) { u.params.participants[1] = "carol"; }},
       {"Reordered",
        [](PhaseUpdate& u) {
-         std::swap(u.participants[0], u.participants[1]);
+         std::swap(u.params.participants[0], u.params.participants[1]);
          std::swap(u.nonces[0], u.nonces[1]);
        }},
       {"OtherAliceNonce", [](PhaseUpdate& u) { u.nonces[0] = FreshNonce(); }},

@@ -211,11 +211,12 @@ class ReplayTest : public ::testing::Test {
     party.Send(Join{round, nonce});
     auto sum = party.WaitPhase(Phase::kSum, round);
     if (sum) {
-      const auto at = std::find(sum->participants.begin(), sum->participants.end(), "dave");
-      EXPECT_NE(at, sum->participants.end());
-      EXPECT_EQ(sum->nonces.size(), sum->participants.size());
-      const auto i = static_cast<size_t>(at - sum->participants.begin());
-      if (at != sum->participants.end() && i < sum->nonces.size()) {
+      const auto at =
+          std::find(sum->params.participants.begin(), sum->params.participants.end(), "dave");
+      EXPECT_NE(at, sum->params.participants.end());
+      EXPECT_EQ(sum->nonces.size(), sum->params.participants.size());
+      const auto i = static_cast<size_t>(at - sum->params.participants.begin());
+      if (at != sum->params.participants.end() && i < sum->nonces.size()) {
         EXPECT_EQ(sum->nonces[i], nonce);
       }
     }
@@ -228,12 +229,12 @@ class ReplayTest : public ::testing::Test {
     std::vector<uint64_t> masked{input};
     auto masks = sealer.AddMasks(sum, masked);
     ASSERT_TRUE(masks.ok()) << masks.message();
-    auto sealed = sealer.Seal(
-        Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, View(sealer, sum)},
-        EncodePayload(EnvelopeKind::kPartial, masked));
+    auto sealed = sealer.Seal(Binding{sum.round, EnvelopeKind::kPartial, sealer.name(),
+                                      sum.params.hospital, View(sealer, sum)},
+                              EncodePayload(EnvelopeKind::kPartial, masked));
     ASSERT_TRUE(sealed.ok()) << sealed.message();
-    party.Send(
-        Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.hospital, sealed.value()});
+    party.Send(Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.params.hospital,
+                        sealed.value()});
   }
 
   Sealer SealerOf(const std::string& name) {

@@ -317,7 +317,7 @@ TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   auto hospital = Hospital({"--range", "3000", "--length", Str(kLength)});
   auto open = dave.party().WaitPhase(Phase::kOpen);
   ASSERT_TRUE(open);
-  ASSERT_EQ(open->participants, (std::vector<std::string>{"alice", "bob", "dave"}));
+  ASSERT_EQ(open->params.participants, (std::vector<std::string>{"alice", "bob", "dave"}));
   dave.Join(open->round);
   auto sum = dave.party().WaitPhase(Phase::kSum, open->round);
   ASSERT_TRUE(sum);
@@ -482,10 +482,10 @@ TEST_F(RoundTest, VectorAggregateIsExactAtTheRangeBoundAndWrappingMasksCancelExa
   for (const auto& r : capture.records) {
     if (auto* h = std::get_if<CaptureHeader>(&r)) {
       sum.round = h->round;
-      sum.hospital = h->hospital;
-      sum.range = h->range;
-      sum.length = h->length;
-      sum.participants = h->participants;
+      sum.params.hospital = h->params.hospital;
+      sum.params.range = h->params.range;
+      sum.params.length = h->params.length;
+      sum.params.participants = h->params.participants;
     } else if (auto* ph = std::get_if<CapturePhase>(&r); ph && ph->phase == Phase::kSum) {
       sum.phase = Phase::kSum;
       sum.nonces = ph->nonces;

@@ -54,8 +54,9 @@ Envelope TestEnvelope() {
 
 // A phase update as the broker publishes it: nonces from the sum phase on, none while open.
 PhaseUpdate TestUpdate(Phase phase, std::vector<std::string> participants = {"alice", "bob"}) {
-  PhaseUpdate u{TestRound(), phase, 9, 3, "hospital", 100, 4, std::move(participants), {}, 500, ""};
-  if (phase != Phase::kOpen) u.nonces = TestNonces(u.participants.size());
+  PhaseUpdate u{TestRound(), phase, 9, 3, {"hospital", 100, 4, std::move(participants)},
+                {},          500,   ""};
+  if (phase != Phase::kOpen) u.nonces = TestNonces(u.params.participants.size());
   if (phase == Phase::kAbort) u.reason = "partial from bob not sent";
   return u;
 }
@@ -108,11 +109,11 @@ std::vector<uint8_t> RawPhase(const PhaseUpdate& u, const std::function<void(Pac
     Str(p, PhaseName(u.phase));
     p.pack_uint64(u.seq);
     p.pack_uint64(u.ticket);
-    Str(p, u.hospital);
-    p.pack_uint64(u.range);
-    p.pack_uint32(u.length);
-    p.pack_array(static_cast<uint32_t>(u.participants.size()));
-    for (const auto& n : u.participants) Str(p, n);
+    Str(p, u.params.hospital);
+    p.pack_uint64(u.params.range);
+    p.pack_uint32(u.params.length);
+    p.pack_array(static_cast<uint32_t>(u.params.participants.size()));
+    for (const auto& n : u.params.participants) Str(p, n);
     nonces(p);
     if (deadline) {
       deadline(p);
@@ -140,18 +141,18 @@ void ExpectRoundTrip(const Message& m) {
 // ---- Round trips ---------------------------------------------------------------------------
 
 TEST(SchemaRoundTrip, Request) {
-  ExpectRoundTrip(Request{std::numeric_limits<uint64_t>::max(),
-                          1'000'000'007,
-                          kMaxVectorLength,
-                          {"alice", "bob", "charlie-2", "d_4"}});
-  ExpectRoundTrip(Request{0, 0, 1, {}});  // empty participants: the whole roster
-  ExpectRoundTrip(Request{9, 10, 1, {"alice", "bob"}, 2500});  // a deadline asked for
+  ExpectRoundTrip(
+      Request{std::numeric_limits<uint64_t>::max(),
+              {"", 1'000'000'007, kMaxVectorLength, {"alice", "bob", "charlie-2", "d_4"}},
+              0});
+  ExpectRoundTrip(Request{0, {"", 0, 1, {}}, 0});  // empty participants: the whole roster
+  ExpectRoundTrip(Request{9, {"", 10, 1, {"alice", "bob"}}, 2500});  // a deadline asked for
 }
 
 // Every refused request gets a notice, even one that does not decode, as long as its ticket
 // can be read: [version, "request", ticket uint, ...].
 TEST(SchemaDecode, RequestTicketIsReadFromARequestThatDoesNotDecode) {
-  EXPECT_EQ(RequestTicket(Encode(Request{42, 10, 1, {"alice", "bob"}})), 42u);
+  EXPECT_EQ(RequestTicket(Encode(Request{42, {"", 10, 1, {"alice", "bob"}}, 0})), 42u);
   std::vector<uint8_t> bad_length = RawRequest([](Packer& p) { p.pack_uint32(0); });
   ASSERT_FALSE(Decode(bad_length).ok());
   EXPECT_EQ(RequestTicket(bad_length), 5u);
@@ -199,10 +200,7 @@ TEST(SchemaRoundTrip, PhaseUpdateEveryPhaseWithAndWithoutNonces) {
                   phase,
                   1ull << 40,
                   77,
-                  "hospital",
-                  1ull << 63,
-                  4096,
-                  {"alice", "bob", "carol"},
+                  {"hospital", 1ull << 63, 4096, {"alice", "bob", "carol"}},
                   {},
                   15000,
                   phase == Phase::kAbort ? "charlie did not join" : ""};
@@ -224,15 +222,16 @@ TEST(SchemaRoundTrip, Notice) {
 }
 
 TEST(SchemaRoundTrip, ManyParticipants) {
-  Request r{1, 10, 1, {}};
-  for (size_t i = 0; i < kMaxParticipants; ++i) r.participants.push_back("p" + std::to_string(i));
+  Request r{1, {"", 10, 1, {}}, 0};
+  for (size_t i = 0; i < kMaxParticipants; ++i)
+    r.params.participants.push_back("p" + std::to_string(i));
   ExpectRoundTrip(r);
   // The largest phase update: kMaxParticipants names of 32 characters and their nonces, which
   // MaxMessageSize must cover.
-  PhaseUpdate u{TestRound(), Phase::kSum, 1, 2, "hospital", 3, 1, {}, {}, 10, ""};
+  PhaseUpdate u{TestRound(), Phase::kSum, 1, 2, {"hospital", 3, 1, {}}, {}, 10, ""};
   for (size_t i = 0; i < kMaxParticipants; ++i) {
     std::string name = "p" + std::to_string(i);
-    u.participants.push_back(name + std::string(kMaxNameLength - name.size(), 'x'));
+    u.params.participants.push_back(name + std::string(kMaxNameLength - name.size(), 'x'));
     u.nonces.push_back(TestNonce(static_cast<uint8_t>(i)));
   }
   ExpectRoundTrip(u);
@@ -276,26 +275,6 @@ TEST(SchemaPayload, KindShareAndUnknownKindsRejected) {
     ASSERT_FALSE(r.ok()) << kind;
     EXPECT_EQ(r.message(), "payload: unknown kind") << kind;
   }
-}
-
-// AddPayload is DecodePayload plus element-wise addition mod 2^64, without the copy.
-TEST(SchemaPayload, AddPayloadAddsModTwoToTheSixtyFourAndLeavesTheSumAloneOnError) {
-  const uint64_t max = std::numeric_limits<uint64_t>::max();
-  const std::vector<uint64_t> values = {max, 2, 0x0102030405060708ull};
-  const std::vector<uint8_t> bytes = EncodePayload(EnvelopeKind::kPartial, values);
-  std::vector<uint64_t> sum = {5, max, 1};
-  ASSERT_TRUE(AddPayload(bytes, EnvelopeKind::kPartial, sum).ok());
-  EXPECT_EQ(sum, (std::vector<uint64_t>{4, 1, 0x0102030405060709ull}));
-
-  const std::vector<uint64_t> before = sum;
-  std::vector<uint64_t> longer = {0, 0, 0, 0};
-  Status wrong_length = AddPayload(bytes, EnvelopeKind::kPartial, longer);
-  EXPECT_TRUE(Contains(wrong_length.message(), "values must be 32 bytes (4 elements), got 24"))
-      << wrong_length.message();
-  EXPECT_EQ(longer, (std::vector<uint64_t>{0, 0, 0, 0}));
-  std::vector<uint8_t> truncated(bytes.begin(), bytes.end() - 1);
-  EXPECT_FALSE(AddPayload(truncated, EnvelopeKind::kPartial, sum).ok());
-  EXPECT_EQ(sum, before);
 }
 
 TEST(SchemaPayload, WrongLength) {
@@ -370,7 +349,7 @@ TEST(SchemaWire, PhaseUpdateBytesArePinned) {
   JoinNonce a, b;
   a.fill(0x11);
   b.fill(0x22);
-  PhaseUpdate u{round, Phase::kSum, 1, 2, "h", 3, 1, {"a", "b"}, {a, b}, 10, ""};
+  PhaseUpdate u{round, Phase::kSum, 1, 2, {"h", 3, 1, {"a", "b"}}, {a, b}, 10, ""};
   // fixarray(13), 2, "phase", round, "sum", seq, ticket, hospital, range, length,
   // participants, the nonces as ONE bin8 of 2 * 32 bytes in participants' order, deadline_ms,
   // reason.
@@ -439,7 +418,7 @@ TEST(SchemaDecode, ProtocolOneMessagesRejected) {
   });
   EXPECT_EQ(DecodeError(share_v1), "unsupported protocol version 1");
   for (const Message& m :
-       std::vector<Message>{Request{1, 2, 3, {"a"}}, TestEnvelope(), Ack{TestRound()},
+       std::vector<Message>{Request{1, {"", 2, 3, {"a"}}, 0}, TestEnvelope(), Ack{TestRound()},
                             TestUpdate(Phase::kSum), Refuse{TestRound(), "no"}, Notice{1, "x"}}) {
     std::vector<uint8_t> bytes = Encode(m);
     ASSERT_EQ(bytes[1], 0x02);
@@ -618,7 +597,7 @@ TEST(SchemaDecode, KindShareRejected) {
 }
 
 TEST(SchemaDecode, UnknownPhase) {
-  PhaseUpdate u{TestRound(), Phase::kSum, 1, 2, "hospital", 3, 1, {"a"}, {TestNonce(1)}, 10, ""};
+  PhaseUpdate u{TestRound(), Phase::kSum, 1, 2, {"hospital", 3, 1, {"a"}}, {TestNonce(1)}, 10, ""};
   std::vector<uint8_t> bytes = Encode(u);
   // "sum" follows the round id; turn it into "sux".
   const std::string s(bytes.begin(), bytes.end());
@@ -631,7 +610,7 @@ TEST(SchemaDecode, UnknownPhase) {
 // Protocol 1's "share" phase under version 2: there is no share phase any more.
 TEST(SchemaDecode, PhaseShareRejected) {
   for (bool with_nonces : {false, true}) {
-    PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, "hospital", 3, 1, {"a", "b"}, {}, 10, ""};
+    PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, {"hospital", 3, 1, {"a", "b"}}, {}, 10, ""};
     if (with_nonces) u.nonces = TestNonces(2);
     std::vector<uint8_t> bytes = Encode(u);
     const std::string s(bytes.begin(), bytes.end());
@@ -750,9 +729,9 @@ TEST(SchemaDecode, InvalidName) {
     e = TestEnvelope();
     e.to = name;
     EXPECT_TRUE(Contains(DecodeError(Encode(e)), "envelope: invalid name in to")) << name;
-    PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, name, 3, 1, {"a"}, {}, 10, ""};
+    PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, {name, 3, 1, {"a"}}, {}, 10, ""};
     EXPECT_TRUE(Contains(DecodeError(Encode(u)), "phase: invalid name in hospital")) << name;
-    EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, 2, 3, {"ok", name}})),
+    EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, {"", 2, 3, {"ok", name}}, 0})),
                          "request: invalid name in participants"))
         << name;
   }
@@ -762,9 +741,9 @@ TEST(SchemaDecode, InvalidName) {
 }
 
 TEST(SchemaDecode, DuplicateParticipant) {
-  EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, 2, 3, {"alice", "bob", "alice"}})),
+  EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, {"", 2, 3, {"alice", "bob", "alice"}}, 0})),
                        "request: duplicate name \"alice\" in participants"));
-  PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, "h", 3, 1, {"bob", "bob"}, {}, 10, ""};
+  PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, {"h", 3, 1, {"bob", "bob"}}, {}, 10, ""};
   EXPECT_TRUE(Contains(DecodeError(Encode(u)), "phase: duplicate name \"bob\""));
   u.phase = Phase::kSum;
   u.nonces = TestNonces(2);
@@ -831,14 +810,14 @@ TEST(SchemaDecode, SealedShorterThanSealOverhead) {
 }
 
 TEST(SchemaDecode, LengthZeroAndOverMaxLength) {
-  EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, 2, 0, {}})),
+  EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, {"", 2, 0, {}}, 0})),
                        "request: length must be between 1 and 1048576, got 0"));
-  EXPECT_TRUE(
-      Contains(DecodeError(Encode(Request{1, 2, kMaxVectorLength + 1, {}})), "got 1048577"));
+  EXPECT_TRUE(Contains(DecodeError(Encode(Request{1, {"", 2, kMaxVectorLength + 1, {}}, 0})),
+                       "got 1048577"));
   Limits limits;
   limits.max_length = 10;
-  EXPECT_TRUE(Decode(Encode(Request{1, 2, 10, {}}), limits).ok());
-  PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, "h", 3, 11, {"a"}, {}, 10, ""};
+  EXPECT_TRUE(Decode(Encode(Request{1, {"", 2, 10, {}}, 0}), limits).ok());
+  PhaseUpdate u{TestRound(), Phase::kOpen, 1, 2, {"h", 3, 11, {"a"}}, {}, 10, ""};
   EXPECT_TRUE(
       Contains(DecodeError(Encode(u), limits), "phase: length must be between 1 and 10, got 11"));
 }
@@ -846,11 +825,11 @@ TEST(SchemaDecode, LengthZeroAndOverMaxLength) {
 TEST(SchemaDecode, TooManyParticipants) {
   Limits limits;
   limits.max_participants = 3;
-  const Request r{1, 2, 3, {"a", "b", "c", "d"}};
+  const Request r{1, {"", 2, 3, {"a", "b", "c", "d"}}, 0};
   EXPECT_TRUE(Contains(DecodeError(Encode(r), limits), "too many participants (4 > 3)"));
-  Request big{1, 2, 3, {}};
+  Request big{1, {"", 2, 3, {}}, 0};
   for (size_t i = 0; i <= kMaxParticipants; ++i)
-    big.participants.push_back("p" + std::to_string(i));
+    big.params.participants.push_back("p" + std::to_string(i));
   EXPECT_TRUE(Contains(DecodeError(Encode(big)), "array longer than the limit of 1000"));
 }
 
@@ -932,7 +911,7 @@ TEST(SchemaDecode, RandomBytesNeverCrash) {
 }
 
 TEST(SchemaDecode, MutatedValidMessagesNeverCrash) {
-  const std::vector<Message> seeds = {Request{3, 100, 4, {"alice", "bob"}},
+  const std::vector<Message> seeds = {Request{3, {"", 100, 4, {"alice", "bob"}}, 0},
                                       Join{TestRound(), TestNonce(1)},
                                       Refuse{TestRound(), "no"},
                                       TestEnvelope(),
@@ -951,7 +930,7 @@ TEST(SchemaDecode, MutatedValidMessagesNeverCrash) {
       if (!r.ok()) {
         EXPECT_FALSE(r.message().empty());
       } else if (const auto* u = std::get_if<PhaseUpdate>(&*r)) {
-        EXPECT_TRUE(u->nonces.empty() || u->nonces.size() == u->participants.size());
+        EXPECT_TRUE(u->nonces.empty() || u->nonces.size() == u->params.participants.size());
       }
     }
   }
@@ -1054,8 +1033,9 @@ TEST(ResultsTest, ResultAndAbortLinesRoundTripAndOthersAreRefused) {
   RoundResult r;
   r.round = TestRound();
   r.aggregate = {1, 9007199254740993u, UINT64_MAX};
-  r.participants = {"alice", "bob"};
-  r.range = UINT64_MAX;
+  r.params.participants = {"alice", "bob"};
+  r.params.range = UINT64_MAX;
+  r.params.length = 3;  // read back as the aggregate's
   r.in_range = false;
   r.elapsed_ms = 1.25;
   auto back = ParseResultsLine(ResultJson(r));

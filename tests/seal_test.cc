@@ -61,10 +61,10 @@ PhaseUpdate SumUpdate(const std::vector<std::string>& names, uint32_t length,
   u.phase = Phase::kSum;
   u.seq = 7;
   u.ticket = 3;
-  u.hospital = "hospital";
-  u.range = 1000;
-  u.length = length;
-  u.participants = names;
+  u.params.hospital = "hospital";
+  u.params.range = 1000;
+  u.params.length = length;
+  u.params.participants = names;
   for (size_t i = 0; i < names.size(); ++i) {
     JoinNonce n;
     for (uint8_t& b : n) b = static_cast<uint8_t>(rng());
@@ -167,8 +167,8 @@ class SealTest : public ::testing::Test {
     return key;
   }
   static std::vector<PublicKey> SealKeys(const PhaseUpdate& u) {
-    std::vector<PublicKey> keys = {SealKey(u.hospital)};
-    for (const std::string& p : u.participants) keys.push_back(SealKey(p));
+    std::vector<PublicKey> keys = {SealKey(u.params.hospital)};
+    for (const std::string& p : u.params.participants) keys.push_back(SealKey(p));
     return keys;
   }
   // RoundView with the seeded roster's keys.
@@ -209,16 +209,16 @@ class SealTest : public ::testing::Test {
   static std::vector<std::vector<uint64_t>> Masked(const PhaseUpdate& u,
                                                    const std::vector<std::vector<uint64_t>>& in) {
     std::vector<std::vector<uint64_t>> out = in;
-    for (size_t i = 0; i < u.participants.size(); ++i) {
-      Status s = M(u.participants[i]).AddMasks(u, out[i]);
-      EXPECT_TRUE(s.ok()) << u.participants[i] << ": " << s.message();
+    for (size_t i = 0; i < u.params.participants.size(); ++i) {
+      Status s = M(u.params.participants[i]).AddMasks(u, out[i]);
+      EXPECT_TRUE(s.ok()) << u.params.participants[i] << ": " << s.message();
     }
     return out;
   }
 
   // This party's masks alone: AddMasks over zeros.
   static std::vector<uint64_t> MasksOf(const std::string& name, const PhaseUpdate& u) {
-    std::vector<uint64_t> v(u.length, 0);
+    std::vector<uint64_t> v(u.params.length, 0);
     Status s = M(name).AddMasks(u, v);
     EXPECT_TRUE(s.ok()) << name << ": " << s.message();
     return v;
@@ -246,12 +246,12 @@ class SealTest : public ::testing::Test {
     };
     put("tally view v2", 13);
     put(u.round.data(), u.round.size());
-    name(u.hospital);
-    u64(u.range);
-    u64(u.length);
-    u64(u.participants.size());
-    for (size_t i = 0; i < u.participants.size(); ++i) {
-      name(u.participants[i]);
+    name(u.params.hospital);
+    u64(u.params.range);
+    u64(u.params.length);
+    u64(u.params.participants.size());
+    for (size_t i = 0; i < u.params.participants.size(); ++i) {
+      name(u.params.participants[i]);
       put(u.nonces[i].data(), u.nonces[i].size());
     }
     ViewDigest out;
@@ -267,12 +267,13 @@ class SealTest : public ::testing::Test {
   // The lower-named of the pair adds the stream, the higher-named subtracts it.
   static std::vector<uint64_t> ReferenceMasks(const std::string& me, const PhaseUpdate& u) {
     const SecretCertificate& mine = seeded_->at(me);
-    std::vector<uint64_t> total(u.length, 0);
+    std::vector<uint64_t> total(u.params.length, 0);
     const size_t my_index = static_cast<size_t>(
-        std::find(u.participants.begin(), u.participants.end(), me) - u.participants.begin());
-    for (size_t j = 0; j < u.participants.size(); ++j) {
+        std::find(u.params.participants.begin(), u.params.participants.end(), me) -
+        u.params.participants.begin());
+    for (size_t j = 0; j < u.params.participants.size(); ++j) {
       if (j == my_index) continue;
-      const std::string& peer = u.participants[j];
+      const std::string& peer = u.params.participants[j];
       uint8_t box[crypto_box_BEFORENMBYTES];
       EXPECT_EQ(crypto_box_beforenm(box, seeded_->at(peer).pub.seal_public.data(),
                                     mine.seal_secret.data()),
@@ -292,9 +293,9 @@ class SealTest : public ::testing::Test {
       uint8_t key[crypto_stream_chacha20_ietf_KEYBYTES];
       crypto_generichash(key, sizeof key, input.data(), input.size(), mask_key, sizeof mask_key);
       const uint8_t nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
-      std::vector<uint8_t> stream(size_t{u.length} * 8);
+      std::vector<uint8_t> stream(size_t{u.params.length} * 8);
       crypto_stream_chacha20_ietf(stream.data(), stream.size(), nonce, key);
-      for (size_t e = 0; e < u.length; ++e) {
+      for (size_t e = 0; e < u.params.length; ++e) {
         uint64_t v = 0;
         for (int b = 7; b >= 0; --b) v = (v << 8) | stream[e * 8 + static_cast<size_t>(b)];
         total[e] = lower ? total[e] + v : total[e] - v;
@@ -419,10 +420,10 @@ TEST_F(SealTest, MaskedInputSealedUnderAnotherViewFailsToOpen) {
     others.back().nonces[i][31] ^= 1;
   }
   others.push_back(u);
-  std::swap(others.back().participants[1], others.back().participants[2]);
+  std::swap(others.back().params.participants[1], others.back().params.participants[2]);
   std::swap(others.back().nonces[1], others.back().nonces[2]);
   others.push_back(u);
-  others.back().length = 2;
+  others.back().params.length = 2;
   const std::vector<uint8_t> payload =
       EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>{0xfedcba9876543210u});
   Result<std::vector<uint8_t>> sealed =
@@ -578,20 +579,21 @@ TEST_F(SealTest, RoundViewCoversTheRoundAndItsNonces) {
 
   std::vector<PhaseUpdate> changed(9, u);
   changed[0].round[15] ^= 1;
-  changed[1].hospital = "hospital2";
-  changed[2].range = 1001;
-  changed[3].length = 5;
-  changed[4].participants[2] = "charlie2";
-  std::swap(changed[5].participants[0], changed[5].participants[1]);  // same nonces, swapped names
+  changed[1].params.hospital = "hospital2";
+  changed[2].params.range = 1001;
+  changed[3].params.length = 5;
+  changed[4].params.participants[2] = "charlie2";
+  std::swap(changed[5].params.participants[0],
+            changed[5].params.participants[1]);  // same nonces, swapped names
   changed[6].nonces[0][0] ^= 1;
   changed[7].nonces[2][31] ^= 0x80;
-  changed[8].participants.pop_back();
+  changed[8].params.participants.pop_back();
   changed[8].nonces.pop_back();
   for (size_t k = 0; k < changed.size(); ++k) EXPECT_NE(View(changed[k]), view) << k;
   // Regression (found trying Tally with rosters that disagree): a patient whose roster holds
   // another key for a peer computes masks that do not cancel; its view now differs too, so its
   // masked input fails to open instead of summing to a wrong aggregate.
-  for (size_t k = 0; k < 1 + u.participants.size(); ++k) {
+  for (size_t k = 0; k < 1 + u.params.participants.size(); ++k) {
     std::vector<PublicKey> keys = SealKeys(u);
     keys[k][0] ^= 1;
     EXPECT_NE(RoundView(u, keys), view) << "key " << k;
@@ -647,7 +649,7 @@ TEST_F(SealTest, AMaskedInputDiffersFromTheInput) {
   std::mt19937_64 rng(3);
   for (size_t n : {size_t{2}, size_t{10}}) {
     const PhaseUpdate u = SumUpdate(Patients(n), 2049, rng);
-    for (const std::string& name : u.participants) {
+    for (const std::string& name : u.params.participants) {
       std::vector<uint64_t> input(2049, 42);
       std::vector<uint64_t> masked = input;
       ASSERT_TRUE(M(name).AddMasks(u, masked).ok());
@@ -661,7 +663,7 @@ TEST_F(SealTest, AMaskedInputDiffersFromTheInput) {
 TEST_F(SealTest, MasksFollowTheDocumentedConstruction) {
   std::mt19937_64 rng(17);
   const PhaseUpdate u = SumUpdate({"p03", "p01", "p10", "p02"}, 4100, rng);
-  for (const std::string& name : u.participants) {
+  for (const std::string& name : u.params.participants) {
     EXPECT_EQ(MasksOf(name, u), ReferenceMasks(name, u)) << name;
   }
   // Two participants: the lower name's masks are the stream, the higher's its negation.
@@ -689,12 +691,12 @@ TEST_F(SealTest, MasksChangeWithTheRoundAndEveryNonce) {
     const std::vector<uint64_t> masks = MasksOf("p01", fresh);
     for (size_t e = 0; e < base.size(); ++e) EXPECT_NE(masks[e], base[e]) << i << " " << e;
     // The new masks still cancel across the participants of that update.
-    std::vector<uint64_t> total(u.length, 0);
-    for (const std::string& name : fresh.participants) {
+    std::vector<uint64_t> total(u.params.length, 0);
+    for (const std::string& name : fresh.params.participants) {
       const std::vector<uint64_t> m = MasksOf(name, fresh);
       for (size_t e = 0; e < total.size(); ++e) total[e] += m[e];
     }
-    EXPECT_EQ(total, std::vector<uint64_t>(u.length, 0)) << i;
+    EXPECT_EQ(total, std::vector<uint64_t>(u.params.length, 0)) << i;
   }
   // What is not in the masks' inputs does not change them.
   PhaseUpdate later = u;
@@ -738,12 +740,12 @@ TEST_F(SealTest, AddMasksErrorsLeaveTheValuesUnchanged) {
   EXPECT_EQ(fails(M("hospital"), u, 4), "hospital is not a participant of the round");
 
   PhaseUpdate repeated = u;
-  repeated.participants = {"p01", "p02", "p01"};
+  repeated.params.participants = {"p01", "p02", "p01"};
   EXPECT_EQ(fails(M("p01"), repeated, 4), "the round's participant list repeats a name");
   EXPECT_EQ(fails(M("p02"), repeated, 4), "the round's participant list repeats a name");
 
   PhaseUpdate stranger = u;  // a participant the roster does not know
-  stranger.participants[2] = "zed";
+  stranger.params.participants[2] = "zed";
   EXPECT_EQ(fails(M("p01"), stranger, 4), "no mask key for zed");
 }
 
@@ -760,10 +762,10 @@ TEST_F(SealTest, MaskKnownAnswer) {
   PhaseUpdate two;
   two.round = TestRound();
   two.phase = Phase::kSum;
-  two.hospital = "hospital";
-  two.range = 1000;
-  two.length = 2049;
-  two.participants = {"alice", "bob"};
+  two.params.hospital = "hospital";
+  two.params.range = 1000;
+  two.params.length = 2049;
+  two.params.participants = {"alice", "bob"};
   two.nonces = {FilledNonce(0x11), FilledNonce(0x22)};
   const std::vector<uint64_t> alice = MasksOf("alice", two);
   const std::vector<uint64_t> bob = MasksOf("bob", two);
@@ -778,8 +780,8 @@ TEST_F(SealTest, MaskKnownAnswer) {
   for (size_t e = 0; e < alice.size(); ++e) ASSERT_EQ(bob[e], uint64_t{0} - alice[e]) << e;
 
   PhaseUpdate three = two;
-  three.length = 2;
-  three.participants = {"alice", "bob", "carol"};
+  three.params.length = 2;
+  three.params.participants = {"alice", "bob", "carol"};
   three.nonces = {FilledNonce(0x11), FilledNonce(0x22), FilledNonce(0x33)};
   EXPECT_EQ(View(three), ReferenceView(three));
   EXPECT_EQ(Hex(View(three)), "ac220659bf7950bf49f20e30ae2c56b8df33c3d5b1665873f25bbf7d21e2d37b");
@@ -789,7 +791,7 @@ TEST_F(SealTest, MaskKnownAnswer) {
             (std::vector<uint64_t>{0xbfdd579b9a74eb2du, 0xb88e309a5bf06122u}));
   EXPECT_EQ(MasksOf("carol", three),
             (std::vector<uint64_t>{0x25759ff8bcda294au, 0xd8435e10042ff71du}));
-  for (const std::string& name : three.participants)
+  for (const std::string& name : three.params.participants)
     EXPECT_EQ(MasksOf(name, three), ReferenceMasks(name, three)) << name;
 }
 
@@ -806,7 +808,7 @@ TEST_F(SealTest, PartialsSealedUnderTheViewOpenAndSumToTheInputs) {
   std::vector<uint64_t> expected(length, 0);
   std::vector<std::vector<uint8_t>> sealed;
   for (size_t i = 0; i < n; ++i) {
-    const std::string& me = u.participants[i];
+    const std::string& me = u.params.participants[i];
     std::vector<uint64_t> values = {i * 100, 1000 - i, ~uint64_t{0}};
     for (uint32_t e = 0; e < length; ++e) expected[e] += values[e];
     ASSERT_TRUE(M(me).AddMasks(u, values).ok());
@@ -817,7 +819,7 @@ TEST_F(SealTest, PartialsSealedUnderTheViewOpenAndSumToTheInputs) {
   }
   std::vector<uint64_t> sum(length, 0);
   for (size_t i = 0; i < n; ++i) {
-    const std::string& from = u.participants[i];
+    const std::string& from = u.params.participants[i];
     Result<std::vector<uint8_t>> opened =
         M("hospital").Open(MakeBinding(from, "hospital", View(u)), sealed[i]);
     ASSERT_TRUE(opened.ok()) << opened.message();
@@ -830,7 +832,7 @@ TEST_F(SealTest, PartialsSealedUnderTheViewOpenAndSumToTheInputs) {
   PhaseUpdate tampered = u;
   tampered.nonces[4][0] ^= 1;
   for (size_t i = 0; i < n; ++i) {
-    const std::string& from = u.participants[i];
+    const std::string& from = u.params.participants[i];
     Result<std::vector<uint8_t>> opened =
         M("hospital").Open(MakeBinding(from, "hospital", View(tampered)), sealed[i]);
     ASSERT_FALSE(opened.ok()) << from;

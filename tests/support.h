@@ -149,11 +149,11 @@ inline ViewDigest View(const Sealer& sealer, const PhaseUpdate& sum) {
 // hospital under `view` (the honest view is View(sealer, sum)).
 inline Envelope SealedPartial(const Sealer& sealer, const PhaseUpdate& sum,
                               std::span<const uint64_t> masked, const ViewDigest& view) {
-  auto sealed =
-      sealer.Seal(Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.hospital, view},
-                  EncodePayload(EnvelopeKind::kPartial, masked));
+  auto sealed = sealer.Seal(
+      Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.params.hospital, view},
+      EncodePayload(EnvelopeKind::kPartial, masked));
   EXPECT_TRUE(sealed.ok()) << sealed.message();
-  return Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.hospital,
+  return Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.params.hospital,
                   sealed.ok() ? std::move(sealed.value()) : std::vector<uint8_t>{}};
 }
 

@@ -195,10 +195,10 @@ Floor MeasureFloor(size_t n, uint32_t length) {
   f.wire_bytes = tally::Encode(env).size();
   tally::PhaseUpdate u;
   u.phase = tally::Phase::kOpen;
-  for (size_t k = 1; k <= n; ++k) u.participants.push_back(PatientName(k));
-  u.hospital = "hospital";
-  u.range = 1000;
-  u.length = length;
+  for (size_t k = 1; k <= n; ++k) u.params.participants.push_back(PatientName(k));
+  u.params.hospital = "hospital";
+  u.params.range = 1000;
+  u.params.length = length;
   f.open_update_bytes = tally::Encode(u).size();
   u.phase = tally::Phase::kSum;
   u.nonces.assign(n, tally::JoinNonce{});

@@ -139,11 +139,11 @@ void BM_AddMasks(benchmark::State& state) {
   tally::PhaseUpdate u;
   u.phase = tally::Phase::kSum;
   randombytes_buf(u.round.data(), u.round.size());
-  u.hospital = "hospital";
-  u.range = 1000;
-  u.length = length;
+  u.params.hospital = "hospital";
+  u.params.range = 1000;
+  u.params.length = length;
   for (size_t k = 1; k <= participants; ++k) {
-    u.participants.push_back(PatientName(k));
+    u.params.participants.push_back(PatientName(k));
     tally::JoinNonce nonce;
     randombytes_buf(nonce.data(), nonce.size());
     u.nonces.push_back(nonce);

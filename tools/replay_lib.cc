@@ -210,8 +210,8 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
   const std::vector<EnvelopeEntry> envelopes = Envelopes(contents);
   size_t name_width = 1;
   if (h) {
-    name_width = h->hospital.size();
-    for (const auto& p : h->participants) name_width = std::max(name_width, p.size());
+    name_width = h->params.hospital.size();
+    for (const auto& p : h->params.participants) name_width = std::max(name_width, p.size());
   }
   size_t next_envelope = 0;
   uint64_t envelope_count = 0, rejected_count = 0;
@@ -227,15 +227,15 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
                   << ", \"round\": " << JsonString(RoundHex(r.round))
                   << ", \"ticket\": " << r.ticket << ", \"opened_unix_ms\": " << r.opened_unix_ms
                   << ", \"opened\": " << JsonString(IsoTime(r.opened_unix_ms))
-                  << ", \"hospital\": " << JsonString(r.hospital) << ", \"range\": " << r.range
-                  << ", \"length\": " << r.length
-                  << ", \"participants\": " << JsonNames(r.participants)
+                  << ", \"hospital\": " << JsonString(r.params.hospital)
+                  << ", \"range\": " << r.params.range << ", \"length\": " << r.params.length
+                  << ", \"participants\": " << JsonNames(r.params.participants)
                   << ", \"roster\": " << JsonString(r.roster_fingerprint) << "}\n";
             } else {
               out << "round " << RoundHex(r.round) << "  opened " << IsoTime(r.opened_unix_ms)
-                  << "  range " << r.range << "  length " << r.length << "  hospital " << r.hospital
-                  << "  patients " << Joined(r.participants) << "  roster "
-                  << r.roster_fingerprint.substr(0, 16) << "\n";
+                  << "  range " << r.params.range << "  length " << r.params.length << "  hospital "
+                  << r.params.hospital << "  patients " << Joined(r.params.participants)
+                  << "  roster " << r.roster_fingerprint.substr(0, 16) << "\n";
             }
           } else if constexpr (std::is_same_v<T, CapturePhase>) {
             const std::string name(PhaseName(r.phase));
@@ -388,9 +388,9 @@ std::vector<Problem> Check(const CaptureContents& c) {
       // The nonces: none before every patient joined; the sum phase publishes one per patient,
       // and the phases after it repeat the same ones.
       if (p->phase == Phase::kSum && !sum_nonces) {
-        if (p->nonces.size() != h->participants.size()) {
+        if (p->nonces.size() != h->params.participants.size()) {
           add(at, "phase sum carries " + std::to_string(p->nonces.size()) + " nonces for " +
-                      std::to_string(h->participants.size()) + " patients");
+                      std::to_string(h->params.participants.size()) + " patients");
         }
         sum_nonces = p->nonces;
       } else if (sum_nonces) {
@@ -416,7 +416,7 @@ std::vector<Problem> Check(const CaptureContents& c) {
         add(at, Describe(e) + " is bound to round " + RoundHex(env.round) + ", not this round");
       }
       // Every envelope is a partial (the only kind the wire knows): patient -> hospital, once.
-      if (!Contains(h->participants, env.from) || env.to != h->hospital) {
+      if (!Contains(h->params.participants, env.from) || env.to != h->params.hospital) {
         add(at, Describe(e) + " is not a partial link of this round");
       } else if (++partials[env.from] == 2) {
         add(at, Describe(e) + " repeats the partial from " + env.from);
@@ -450,9 +450,10 @@ std::vector<Problem> Check(const CaptureContents& c) {
     if (phase != Phase::kDone)
       add(trailer_offset, "trailer says done but the last phase is not done");
     if (!seen.count(Phase::kSum)) add(trailer_offset, "done without the sum phase");
-    for (const auto& from : h->participants) {
+    for (const auto& from : h->params.participants) {
       if (!partials.count(from)) {
-        add(trailer_offset, "completed round lacks the partial " + from + " -> " + h->hospital);
+        add(trailer_offset,
+            "completed round lacks the partial " + from + " -> " + h->params.hospital);
       }
     }
   } else {
@@ -471,22 +472,12 @@ Result<CapturedView> HospitalView(const CaptureContents& c, const Sealer& sealer
   for (size_t i = 0; i < c.records.size(); ++i) {
     const auto* p = std::get_if<CapturePhase>(&c.records[i]);
     if (p == nullptr || p->phase != Phase::kSum) continue;
-    if (p->nonces.size() != h->participants.size()) {
+    if (p->nonces.size() != h->params.participants.size()) {
       return Status::Error("the sum phase at offset " + std::to_string(c.offsets[i]) + " carries " +
                            std::to_string(p->nonces.size()) + " nonces for " +
-                           std::to_string(h->participants.size()) + " patients");
+                           std::to_string(h->params.participants.size()) + " patients");
     }
-    PhaseUpdate u;
-    u.round = h->round;
-    u.phase = Phase::kSum;
-    u.seq = p->seq;
-    u.ticket = h->ticket;
-    u.hospital = h->hospital;
-    u.range = h->range;
-    u.length = h->length;
-    u.participants = h->participants;
-    u.nonces = p->nonces;
-    Result<ViewDigest> view = sealer.View(u);
+    Result<ViewDigest> view = sealer.View(h->round, h->params, p->nonces);
     if (!view.ok()) return view.status();
     return CapturedView{*view, c.offsets[i]};
   }
@@ -552,10 +543,10 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     err << "tally-replay: " << o.file.string() << ": " << ExplainVersion(bytes, c) << "\n";
     return 1;
   }
-  if (o.as != h->hospital) {
+  if (o.as != h->params.hospital) {
     // Run already refused a patient or the broker: this is another hospital of the roster.
     err << "tally-replay: only the round's hospital can audit it: its partials are sealed to "
-        << h->hospital << ", not to " << o.as << "\n";
+        << h->params.hospital << ", not to " << o.as << "\n";
     return 2;
   }
   Result<Identity> id = LoadIdentity(o.keys_dir, o.as);
@@ -603,7 +594,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
            "\"view\": null, \"error\": " + JsonString(view.message()));
   }
 
-  std::vector<uint64_t> aggregate(h->length, 0);
+  std::vector<uint64_t> aggregate(h->params.length, 0);
   std::set<std::string> opened_from;
   size_t addressed = 0, opened = 0;
   for (const EnvelopeEntry& e : Envelopes(c, damaged)) {
@@ -639,7 +630,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
                : plain.message());
       continue;
     }
-    Result<std::vector<uint64_t>> values = DecodePayload(plain.value(), env.kind, h->length);
+    Result<std::vector<uint64_t>> values = DecodePayload(plain.value(), env.kind, h->params.length);
     sodium_memzero(plain->data(), plain->size());
     if (!values.ok()) {
       fail("opened, but the payload is malformed: " + values.message());
@@ -647,7 +638,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     }
     if (env.round != h->round) {
       fail("opened, but bound to round " + RoundHex(env.round) + ", not this round");
-    } else if (!Contains(h->participants, env.from)) {
+    } else if (!Contains(h->params.participants, env.from)) {
       fail("opened, but " + env.from + " is not a patient of this round");
     } else if (!opened_from.insert(env.from).second) {
       fail("opened, but repeats an earlier partial from " + env.from);
@@ -665,7 +656,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
   const CaptureTrailer* trailer = TrailerOf(c);
   const bool done = trailer != nullptr && trailer->done;
   const bool aborted = trailer != nullptr && !trailer->done;
-  const size_t n = h->participants.size();
+  const size_t n = h->params.participants.size();
   p.Line("summary",
          o.as + ": " + std::to_string(opened) + " of " + std::to_string(addressed) +
              " envelopes addressed to it opened; a completed round sends it " + std::to_string(n) +
@@ -874,8 +865,8 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     // a hospital may not name a non-patient). It answers a refused request with a notice, and
     // handles one connection's messages in order: the notice proves every envelope above has
     // been processed.
-    Request probe{ticket, 0, 1, {}};
-    if (me->pub.role == Role::kHospital) probe.participants = {o.as};
+    Request probe{ticket, {"", 0, 1, {}}, 0};
+    if (me->pub.role == Role::kHospital) probe.params.participants = {o.as};
     const std::vector<uint8_t> probe_bytes = Encode(probe);
     (void)dealer.send(zmq::buffer(probe_bytes), zmq::send_flags::none);
     const auto barrier_deadline = Clock::now() + timeout;

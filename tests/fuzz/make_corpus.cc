@@ -62,10 +62,10 @@ int main(int argc, char** argv) {
 
   const std::vector<std::string> names = {"alice", "bob", "charlie"};
   const std::vector<tally::JoinNonce> nonces = {Nonce(1), Nonce(2), Nonce(3)};
-  Write(dir / "request.bin", tally::Encode(tally::Request{7, 1000, 1, names}));
-  Write(dir / "request-all.bin", tally::Encode(tally::Request{8, 1000, 4, {}, 2500}));
+  Write(dir / "request.bin", tally::Encode(tally::Request{7, {"", 1000, 1, names}, 0}));
+  Write(dir / "request-all.bin", tally::Encode(tally::Request{8, {"", 1000, 4, {}}, 2500}));
   // Protocol 2's request before it carried the phase deadline the hospital asks for.
-  Bytes no_deadline = tally::Encode(tally::Request{7, 1000, 1, names});
+  Bytes no_deadline = tally::Encode(tally::Request{7, {"", 1000, 1, names}, 0});
   no_deadline[0] = 0x96;   // fixarray of 6
   no_deadline.pop_back();  // without deadline_ms (a one-byte 0)
   Write(dir / "bad-request-no-deadline.bin", no_deadline);
@@ -77,21 +77,18 @@ int main(int argc, char** argv) {
   Write(dir / "ack.bin", tally::Encode(tally::Ack{Round(1)}));
   Write(dir / "phase-open.bin",
         tally::Encode(tally::PhaseUpdate{
-            Round(1), tally::Phase::kOpen, 2, 7, "hospital", 1000, 1, names, {}, 10000, ""}));
+            Round(1), tally::Phase::kOpen, 2, 7, {"hospital", 1000, 1, names}, {}, 10000, ""}));
   Write(dir / "phase-sum.bin",
-        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kSum, 3, 7, "hospital", 1000, 1,
-                                         names, nonces, 10000, ""}));
+        tally::Encode(tally::PhaseUpdate{
+            Round(1), tally::Phase::kSum, 3, 7, {"hospital", 1000, 1, names}, nonces, 10000, ""}));
   Write(dir / "phase-done.bin",
-        tally::Encode(tally::PhaseUpdate{Round(1), tally::Phase::kDone, 4, 7, "hospital", 1000, 1,
-                                         names, nonces, 10000, ""}));
+        tally::Encode(tally::PhaseUpdate{
+            Round(1), tally::Phase::kDone, 4, 7, {"hospital", 1000, 1, names}, nonces, 10000, ""}));
   Write(dir / "phase-abort.bin", tally::Encode(tally::PhaseUpdate{Round(2),
                                                                   tally::Phase::kAbort,
                                                                   9,
                                                                   8,
-                                                                  "hospital",
-                                                                  1000,
-                                                                  4,
-                                                                  names,
+                                                                  {"hospital", 1000, 4, names},
                                                                   {},
                                                                   10000,
                                                                   "charlie did not join"}));
@@ -131,23 +128,21 @@ int main(int argc, char** argv) {
   share.insert(share.erase(at, at + 8), {0xa5, 's', 'h', 'a', 'r', 'e'});
   Write(dir / "bad-envelope-share.bin", share);
   Bytes phase_share = tally::Encode(tally::PhaseUpdate{
-      Round(1), tally::Phase::kOpen, 3, 7, "hospital", 1000, 1, names, {}, 10000, ""});
+      Round(1), tally::Phase::kOpen, 3, 7, {"hospital", 1000, 1, names}, {}, 10000, ""});
   const Bytes open = {0xa4, 'o', 'p', 'e', 'n'};
   const auto open_at =
       std::search(phase_share.begin(), phase_share.end(), open.begin(), open.end());
   phase_share.insert(phase_share.erase(open_at, open_at + 5), {0xa5, 's', 'h', 'a', 'r', 'e'});
   Write(dir / "bad-phase-share.bin", phase_share);
-  Write(dir / "bad-phase-two-nonces.bin", tally::Encode(tally::PhaseUpdate{Round(1),
-                                                                           tally::Phase::kSum,
-                                                                           3,
-                                                                           7,
-                                                                           "hospital",
-                                                                           1000,
-                                                                           1,
-                                                                           names,
-                                                                           {Nonce(1), Nonce(2)},
-                                                                           10000,
-                                                                           ""}));
+  Write(dir / "bad-phase-two-nonces.bin",
+        tally::Encode(tally::PhaseUpdate{Round(1),
+                                         tally::Phase::kSum,
+                                         3,
+                                         7,
+                                         {"hospital", 1000, 1, names},
+                                         {Nonce(1), Nonce(2)},
+                                         10000,
+                                         ""}));
 
   // Real frames: the envelopes a broker routed, as it captured them.
   for (int i = 2; i < argc; ++i) {

@@ -1,0 +1,158 @@
+// The broker's round coordinator: the state machine of schema/PROTOCOL.md ("Order of a round",
+// "Deadlines and aborts", "What the broker checks and logs"). It takes one message at a time
+// from an authenticated sender, or a tick, each with the time `now`, and returns what the
+// broker must do, in order: publish a phase, route a frame, answer a sender, reject a message,
+// open a capture. It holds no socket, no file and no clock (round ids and the wall clock come
+// from an injected CoordinatorEnv, as leveldb's Env does), so tests drive its deadlines with
+// made-up times, tally-broker (broker.cc) is the I/O around it, and tally-replay --check holds a
+// capture to the same rules by replaying it through one.
+// Thread-compatible.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "keys/keys.h"
+#include "schema/capture.h"
+#include "schema/schema.h"
+
+namespace tally {
+
+struct CoordinatorOptions {
+  // Each phase's deadline, and the most a hospital may ask for (Request.deadline_ms).
+  uint32_t deadline_ms = 10000;
+  uint32_t max_length = kMaxVectorLength;  // the largest vector a round may ask for
+  size_t max_queue = 16;                   // round requests waiting behind the active one
+};
+
+// What the coordinator reads from outside: fresh round ids and the wall clock (for a capture's
+// header). Real() draws from libsodium and the system clock.
+struct CoordinatorEnv {
+  std::function<RoundId()> new_round_id;
+  std::function<int64_t()> unix_ms;
+  static CoordinatorEnv Real();
+};
+
+// What the broker must do. Actions come in the order they must happen.
+namespace act {
+// Refuse the message: log the reason, count it, record it in the active round's capture.
+struct Reject {
+  std::string reason;
+};
+// Answer the message's sender with a notice.
+struct Notify {
+  uint64_t ticket = 0;
+  std::string reason;
+};
+// Forward the message's frame to party `to` (recording it in the capture once it is out), then
+// tell the coordinator: Routed(from), or Undeliverable(...) if `to` is not connected.
+struct Route {
+  std::string from;
+  std::string to;
+};
+// A round opened (its open phase already published): create its capture with `header` and
+// record `open` in it. Times in the capture count from `opened`.
+struct OpenCapture {
+  CaptureHeader header;
+  PhaseUpdate open;
+  std::chrono::steady_clock::time_point opened;
+};
+// Record `update` in the active round's capture, finish the capture (trailer, fsync) if the
+// round ended, then publish `update`.
+struct Publish {
+  PhaseUpdate update;
+};
+// A line for the log (a request queued, a round opened), without the "broker " prefix.
+struct Log {
+  std::string fields;
+};
+}  // namespace act
+
+using Action = std::variant<act::Reject, act::Notify, act::Route, act::OpenCapture, act::Publish,
+                            act::Log>;
+using Actions = std::vector<Action>;
+
+class Coordinator {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // `roster`: whose requests are a hospital's, and the patients a round may name; it must
+  // outlive the coordinator.
+  Coordinator(CoordinatorOptions options, const Roster& roster, CoordinatorEnv env);
+
+  // A decoded message from `sender`, its authenticated name (a party of the roster).
+  Actions OnMessage(const std::string& sender, const Message& message, Clock::time_point now);
+  // The frame of a Route went out, and is in the capture.
+  void Routed(const std::string& from);
+  // The frame of `route` could not be delivered: its recipient is not connected.
+  Actions Undeliverable(const act::Route& route, Clock::time_point now);
+  // The capture of the round just opened could not be created.
+  Actions CaptureFailed(Clock::time_point now);
+  // Call after every wait: a round whose phase deadline has passed aborts, naming what is
+  // missing.
+  Actions Tick(Clock::time_point now);
+  // When Tick next has something to do; nullopt while no round runs.
+  std::optional<Clock::time_point> NextDeadline() const;
+    // Ends the active round with `reason` (in a replay: a reason the broker gave); the next
+  // queued request opens. Nothing happens when no round runs.
+  Actions Abort(const std::string& reason, Clock::time_point now);
+  // The broker stops: queued requests are dropped and the active round aborts ("broker
+  // shutting down").
+  Actions Shutdown(Clock::time_point now);
+
+  // For tally-replay --check: takes up `header`'s round as if its request had just been granted
+  // (same id, ticket and parameters, the broker's default deadline); the capture exists already,
+  // so no OpenCapture comes.
+  Actions Resume(const CaptureHeader& header, Clock::time_point now);
+
+  // The active round's last published update, or nullptr between rounds.
+  const PhaseUpdate* current() const { return round_ ? &round_->update : nullptr; }
+  uint64_t rounds_done() const { return rounds_done_; }
+  uint64_t rounds_aborted() const { return rounds_aborted_; }
+
+ private:
+  struct Round {
+    PhaseUpdate update;  // what was last published: phase, params, nonces, deadline
+    Clock::time_point phase_deadline;
+    std::map<std::string, JoinNonce> joined;  // patient -> the nonce it joined with
+    std::set<std::string> routed;             // patients whose partial went out
+    bool IsParticipant(const std::string& name) const;
+  };
+  struct Pending {
+    std::string hospital;
+    Request request;
+  };
+
+  void OnRequest(const std::string& sender, Request request, Clock::time_point now, Actions& out);
+  void OnJoin(const std::string& sender, const Join& join, Clock::time_point now, Actions& out);
+  void OnRefuse(const std::string& sender, const Refuse& refuse, Clock::time_point now,
+                Actions& out);
+  void OnEnvelope(const std::string& sender, const Envelope& env, Actions& out);
+  void OnAck(const std::string& sender, const Ack& ack, Clock::time_point now, Actions& out);
+  // The message names the active round and comes from a party of it; else rejects it.
+  bool InRound(const std::string& sender, const RoundId& round, std::string_view what,
+               Actions& out) const;
+  void Open(const std::string& hospital, Request request, Clock::time_point now, Actions& out,
+            std::optional<RoundId> id = std::nullopt);
+  void Advance(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);
+  // Ends the round (done or abort) and opens the next queued request.
+  void Finish(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);
+
+  CoordinatorOptions options_;
+  const Roster& roster_;
+  CoordinatorEnv env_;
+  std::optional<Round> round_;
+  std::deque<Pending> queue_;
+  uint64_t seq_ = 0;
+  uint64_t rounds_done_ = 0, rounds_aborted_ = 0;
+};
+
+}  // namespace tally

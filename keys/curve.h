@@ -1,0 +1,45 @@
+// CURVE sockets as Tally sets them up, in one place: a broker's server sockets, a party's client
+// sockets, and the socket-monitor events both watch. Every socket gets its linger, handshake
+// interval, heartbeats and message-size limit here (schema/PROTOCOL.md, "Connections").
+// Thread-compatible, like the sockets themselves.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <zmq.hpp>
+
+#include "keys/keys.h"
+
+namespace tally {
+
+inline constexpr int kHandshakeMs = 20000;  // a busy broker is slow, not gone
+inline constexpr int kHeartbeatMs = 5000;   // a peer silent for three of these is dropped
+
+struct CurveOptions {
+  int linger_ms = 1000;
+  int64_t max_message_bytes = -1;  // ZMQ_MAXMSGSIZE; -1: no limit
+  std::string endpoint;            // the endpoint it will bind or connect (IPv6 in brackets)
+};
+
+// A CURVE server with the broker's secret key, asking the ZAP handler of domain `zap_domain`.
+void CurveServer(zmq::socket_t& socket, const SecretKey& secret, const std::string& zap_domain,
+                 const CurveOptions& options);
+// A CURVE client with `me`'s keypair, pinning the server's public key.
+void CurveClient(zmq::socket_t& socket, const SecretCertificate& me, const PublicKey& server,
+                 const CurveOptions& options);
+
+// One event from a socket monitor (zmq_socket_monitor).
+struct MonitorEvent {
+  uint16_t id = 0;     // ZMQ_EVENT_*
+  uint32_t value = 0;  // e.g. the ZAP status of HANDSHAKE_FAILED_AUTH, a protocol error code
+  std::string address;
+};
+// Starts monitoring `socket` for `events` on a fresh inproc endpoint, and connects `monitor` (a
+// PAIR in the same context) to it.
+void Monitor(zmq::socket_t& socket, zmq::socket_t& monitor, int events);
+// The next event, without waiting; nullopt when there is none.
+std::optional<MonitorEvent> NextEvent(zmq::socket_t& monitor);
+
+}  // namespace tally
