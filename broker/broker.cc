@@ -67,13 +67,11 @@ class Broker::Impl {
     if (ec)
       return Status::Error("cannot create captures folder " + options_.captures_dir.string() +
                            ": " + ec.message());
-    coordinator_.emplace(
-        CoordinatorOptions{options_.deadline_ms, options_.max_length, options_.max_queue}, roster_,
-        CoordinatorEnv::Real());
+    coordinator_.emplace(options_.rounds, roster_, CoordinatorEnv::Real());
 
     try {
       zap_.Bind();  // fail closed: the ZAP handler exists before any CURVE socket binds
-      const int64_t max_message = static_cast<int64_t>(MaxMessageSize(options_.max_length));
+      const int64_t max_message = static_cast<int64_t>(MaxMessageSize(options_.rounds.max_length));
       CurveServer(router_, secret->curve_secret, kZapDomain,
                   {200, max_message, options_.router_endpoint});
       CurveServer(phases_, secret->curve_secret, kZapDomain,
@@ -153,8 +151,8 @@ class Broker::Impl {
   static Limits MakeLimits(const BrokerOptions& o) {
     Limits l;
     l.max_length = kMaxVectorLength;
-    l.max_sealed_bytes = MaxSealedSize(o.max_length);
-    l.max_message_bytes = MaxMessageSize(o.max_length);
+    l.max_sealed_bytes = MaxSealedSize(o.rounds.max_length);
+    l.max_message_bytes = MaxMessageSize(o.rounds.max_length);
     return l;
   }
 

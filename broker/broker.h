@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "broker/coordinator.h"
 #include "schema/log.h"
 #include "schema/protocol.h"
 #include "schema/status.h"
@@ -25,10 +26,7 @@ struct BrokerOptions {
   std::string router_endpoint = "tcp://127.0.0.1:7700";
   std::string phases_endpoint = "tcp://127.0.0.1:7701";
   std::filesystem::path captures_dir = "captures";
-  // Each phase's deadline, and the most a hospital may ask for (Request.deadline_ms).
-  uint32_t deadline_ms = 10000;
-  uint32_t max_length = kMaxVectorLength;  // largest vector a round may ask for
-  size_t max_queue = 16;                   // round requests waiting behind the active one
+  CoordinatorOptions rounds;  // deadlines, the largest vector, the request queue
 };
 
 // Totals since start. Every rejected message counts once in `rejected`.

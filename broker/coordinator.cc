@@ -1,12 +1,10 @@
 #include "broker/coordinator.h"
 
-#include "broker/rules.h"
-
-
 #include <sodium.h>
 
 #include <algorithm>
 
+#include "broker/rules.h"
 #include "schema/text.h"
 
 namespace tally {
@@ -134,12 +132,11 @@ void Coordinator::Open(const std::string& hospital, Request request, Clock::time
   u.params.hospital = hospital;
   u.deadline_ms = request.deadline_ms == 0 ? options_.deadline_ms
                                            : std::min(request.deadline_ms, options_.deadline_ms);
-  out.push_back(act::Log{"event=round-open round=" + RoundHex(u.round) + " hospital=" + hospital +
-                         " ticket=" + std::to_string(u.ticket) +
-                         " patients=" + std::to_string(u.params.participants.size()) +
-                         " length=" + std::to_string(u.params.length) +
-                         " range=" + std::to_string(u.params.range) +
-                         " deadline_ms=" + std::to_string(u.deadline_ms)});
+  out.push_back(act::Log{
+      "event=round-open round=" + RoundHex(u.round) + " hospital=" + hospital + " ticket=" +
+      std::to_string(u.ticket) + " patients=" + std::to_string(u.params.participants.size()) +
+      " length=" + std::to_string(u.params.length) + " range=" + std::to_string(u.params.range) +
+      " deadline_ms=" + std::to_string(u.deadline_ms)});
   // Publish first, then create the capture: creating a file costs a journal transaction (about
   // 0.2 ms on ext4), which this way overlaps the patients' answers instead of delaying the open
   // phase. Nothing else reaches the capture in between, so it reads the same.
@@ -193,8 +190,7 @@ void Coordinator::OnRefuse(const std::string& sender, const Refuse& refuse, Cloc
 
 void Coordinator::OnEnvelope(const std::string& sender, const Envelope& env, Actions& out) {
   static const std::set<std::string> kNone;
-  const EnvelopeRule rule =
-      JudgeEnvelope(current(), round_ ? round_->routed : kNone, sender, env);
+  const EnvelopeRule rule = JudgeEnvelope(current(), round_ ? round_->routed : kNone, sender, env);
   if (rule != EnvelopeRule::kRoute) return out.push_back(act::Reject{EnvelopeRefusal(rule, env)});
   out.push_back(act::Route{env.from, env.to});
 }

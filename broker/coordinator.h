@@ -76,8 +76,8 @@ struct Log {
 };
 }  // namespace act
 
-using Action = std::variant<act::Reject, act::Notify, act::Route, act::OpenCapture, act::Publish,
-                            act::Log>;
+using Action =
+    std::variant<act::Reject, act::Notify, act::Route, act::OpenCapture, act::Publish, act::Log>;
 using Actions = std::vector<Action>;
 
 class Coordinator {
@@ -101,7 +101,7 @@ class Coordinator {
   Actions Tick(Clock::time_point now);
   // When Tick next has something to do; nullopt while no round runs.
   std::optional<Clock::time_point> NextDeadline() const;
-    // Ends the active round with `reason` (in a replay: a reason the broker gave); the next
+  // Ends the active round with `reason` (in a replay: a reason the broker gave); the next
   // queued request opens. Nothing happens when no round runs.
   Actions Abort(const std::string& reason, Clock::time_point now);
   // The broker stops: queued requests are dropped and the active round aborts ("broker

@@ -90,9 +90,11 @@ int main(int argc, char** argv) {
     } else if (flag == "--captures") {
       options.captures_dir = value;
     } else if (flag == "--deadline-ms") {
-      if (!ParseU32(value, 1, options.deadline_ms)) return Usage("bad --deadline-ms " + value);
+      if (!ParseU32(value, 1, options.rounds.deadline_ms))
+        return Usage("bad --deadline-ms " + value);
     } else if (flag == "--max-length") {
-      if (!ParseU32(value, 1, options.max_length) || options.max_length > tally::kMaxVectorLength)
+      if (!ParseU32(value, 1, options.rounds.max_length) ||
+          options.rounds.max_length > tally::kMaxVectorLength)
         return Usage("bad --max-length " + value + " (1.." +
                      std::to_string(tally::kMaxVectorLength) + ")");
     } else {

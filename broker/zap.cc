@@ -42,8 +42,8 @@ void ZapHandler::Serve() {
     std::string status = "400", text = "key not in roster", user;
     const std::string request_id = frames.size() > 1 ? frames[1].to_string() : "";
     // Frames: version, request id, domain, address, identity, mechanism, credentials...
-    if (frames.size() >= 7 && frames[0].to_string() == "1.0" &&
-        frames[5].to_string() == "CURVE" && frames[6].size() == 32) {
+    if (frames.size() >= 7 && frames[0].to_string() == "1.0" && frames[5].to_string() == "CURVE" &&
+        frames[6].size() == 32) {
       PublicKey key;
       std::memcpy(key.data(), frames[6].data(), 32);
       if (const Certificate* c = roster_.FindByCurveKey(key);

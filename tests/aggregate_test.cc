@@ -41,8 +41,8 @@ TEST(Aggregate, SumAddsModTwoToTheSixtyFourAndIsUnchangedOnError) {
   const std::vector<uint64_t> first = {5, kMax, 1};
   const std::vector<uint64_t> second = {kMax, 2, 0x0102030405060708ull};
   Sum sum(3);
-  ASSERT_TRUE(sum.AddPayload(EncodePayload(EnvelopeKind::kPartial, first), EnvelopeKind::kPartial)
-                  .ok());
+  ASSERT_TRUE(
+      sum.AddPayload(EncodePayload(EnvelopeKind::kPartial, first), EnvelopeKind::kPartial).ok());
   const std::vector<uint8_t> bytes = EncodePayload(EnvelopeKind::kPartial, second);
   ASSERT_TRUE(sum.AddPayload(bytes, EnvelopeKind::kPartial).ok());
   EXPECT_EQ(sum.values(), (std::vector<uint64_t>{4, 1, 0x0102030405060709ull}));

@@ -75,9 +75,9 @@ class HostileTest : public ::testing::Test {
     o.router_endpoint = "tcp://127.0.0.1:*";
     o.phases_endpoint = "tcp://127.0.0.1:*";
     o.captures_dir = dir_.path() / "captures";
-    o.deadline_ms = 20000;  // no round here may reach a deadline: every wait is on an event
-    o.max_length = kMaxLength;
-    o.max_queue = 2;
+    o.rounds.deadline_ms = 20000;  // no round here may reach a deadline: every wait is on an event
+    o.rounds.max_length = kMaxLength;
+    o.rounds.max_queue = 2;
     auto b = Broker::Create(o, rejects_.Sink(log_.Sink()));
     ASSERT_TRUE(b.ok()) << b.message();
     broker_ = std::move(b.value());
