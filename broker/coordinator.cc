@@ -123,10 +123,10 @@ void Coordinator::OnRequest(const std::string& sender, Request request, Clock::t
 }
 
 void Coordinator::Open(const std::string& hospital, Request request, Clock::time_point now,
-                       Actions& out, std::optional<RoundId> id) {
+                       Actions& out) {
   round_.emplace();
   PhaseUpdate& u = round_->update;
-  u.round = id ? *id : env_.new_round_id();
+  u.round = env_.new_round_id();
   u.ticket = request.ticket;
   u.params = std::move(request.params);
   u.params.hospital = hospital;
@@ -141,7 +141,6 @@ void Coordinator::Open(const std::string& hospital, Request request, Clock::time
   // 0.2 ms on ext4), which this way overlaps the patients' answers instead of delaying the open
   // phase. Nothing else reaches the capture in between, so it reads the same.
   Advance(Phase::kOpen, "", now, out);
-  if (id) return;  // a resumed round: its capture exists
   CaptureHeader header;
   header.round = u.round;
   header.ticket = u.ticket;
@@ -149,15 +148,6 @@ void Coordinator::Open(const std::string& hospital, Request request, Clock::time
   header.roster_fingerprint = roster_.Fingerprint();
   header.opened_unix_ms = env_.unix_ms();
   out.push_back(act::OpenCapture{std::move(header), u, now});
-}
-
-Actions Coordinator::Resume(const CaptureHeader& header, Clock::time_point now) {
-  Actions out;
-  Request request;
-  request.ticket = header.ticket;
-  request.params = header.params;
-  Open(header.params.hospital, std::move(request), now, out, header.round);
-  return out;
 }
 
 void Coordinator::OnJoin(const std::string& sender, const Join& join, Clock::time_point now,

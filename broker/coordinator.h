@@ -3,9 +3,9 @@
 // from an authenticated sender, or a tick, each with the time `now`, and returns what the
 // broker must do, in order: publish a phase, route a frame, answer a sender, reject a message,
 // open a capture. It holds no socket, no file and no clock (round ids and the wall clock come
-// from an injected CoordinatorEnv, as leveldb's Env does), so tests drive its deadlines with
-// made-up times, tally-broker (broker.cc) is the I/O around it, and tally-replay --check holds a
-// capture to the same rules by replaying it through one.
+// from an injected CoordinatorEnv), so tests drive its deadlines with made-up times and
+// tally-broker (broker.cc) is the I/O around it. Its rules for envelopes and phases are in
+// rules.h, which tally-replay --check holds a capture to.
 // Thread-compatible.
 #pragma once
 
@@ -108,11 +108,6 @@ class Coordinator {
   // shutting down").
   Actions Shutdown(Clock::time_point now);
 
-  // For tally-replay --check: takes up `header`'s round as if its request had just been granted
-  // (same id, ticket and parameters, the broker's default deadline); the capture exists already,
-  // so no OpenCapture comes.
-  Actions Resume(const CaptureHeader& header, Clock::time_point now);
-
   // The active round's last published update, or nullptr between rounds.
   const PhaseUpdate* current() const { return round_ ? &round_->update : nullptr; }
   uint64_t rounds_done() const { return rounds_done_; }
@@ -140,8 +135,7 @@ class Coordinator {
   // The message names the active round and comes from a party of it; else rejects it.
   bool InRound(const std::string& sender, const RoundId& round, std::string_view what,
                Actions& out) const;
-  void Open(const std::string& hospital, Request request, Clock::time_point now, Actions& out,
-            std::optional<RoundId> id = std::nullopt);
+  void Open(const std::string& hospital, Request request, Clock::time_point now, Actions& out);
   void Advance(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);
   // Ends the round (done or abort) and opens the next queued request.
   void Finish(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);

@@ -461,7 +461,7 @@ Status CaptureWriter::Finish(const CaptureTrailer& trailer) {
   return Status::Ok();
 }
 
-CaptureContents ReadCapture(std::span<const uint8_t> bytes) {
+CaptureContents ReadCapture(std::span<const uint8_t> bytes, CaptureReadOptions options) {
   CaptureContents out;
   auto fail = [&out](uint64_t offset, std::string error) {
     out.error = std::move(error);
@@ -476,9 +476,16 @@ CaptureContents ReadCapture(std::span<const uint8_t> bytes) {
   }
   const uint32_t version = GetU32(bytes.data() + kMagic.size());
   if (version != kCaptureFormatVersion) {
-    return fail(kMagic.size(), "capture format version " + std::to_string(version) +
-                                   " is not supported (this reader knows " +
-                                   std::to_string(kCaptureFormatVersion) + ")");
+    // Say which release can read it: the format changes only with the protocol.
+    return fail(kMagic.size(),
+                "capture format version " + std::to_string(version) +
+                    " is not supported (this reader knows " +
+                    std::to_string(kCaptureFormatVersion) + "): it was written by " +
+                    (version < kCaptureFormatVersion
+                         ? "an older Tally (capture format " + std::to_string(version) +
+                               "); read it with the tally-replay of that release"
+                         : "a newer Tally (capture format " + std::to_string(version) +
+                               "); read it with a newer tally-replay"));
   }
 
   size_t pos = kFileHeaderSize;
@@ -499,7 +506,9 @@ CaptureContents ReadCapture(std::span<const uint8_t> bytes) {
     const std::span<const uint8_t> typed = rest.subspan(4, 1 + body_size);
     const uint32_t stored_crc = GetU32(rest.data() + 5 + body_size);
     if (Crc32Update(0, typed) != stored_crc) {
-      return fail(start, "CRC mismatch in record at offset " + std::to_string(start));
+      if (!options.past_crc_mismatch)
+        return fail(start, "CRC mismatch in record at offset " + std::to_string(start));
+      out.damaged.push_back(start);
     }
     const uint8_t type_byte = typed[0];
     if (type_byte < static_cast<uint8_t>(CaptureRecordType::kHeader) ||

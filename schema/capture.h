@@ -123,11 +123,20 @@ struct CaptureContents {
   // error_offset (e.g. "truncated record", "CRC mismatch", "unknown record type 9").
   std::string error;
   uint64_t error_offset = 0;
+  // With CaptureReadOptions::past_crc_mismatch: the offsets of records read although their CRC
+  // did not match (a damaged record that still parses).
+  std::vector<uint64_t> damaged;
   bool ok() const { return error.empty(); }
 };
 
+struct CaptureReadOptions {
+  // Read a record whose CRC does not match when it still parses, noting it in `damaged`, so an
+  // audit can name the damaged envelope instead of stopping before it.
+  bool past_crc_mismatch = false;
+};
+
 // Never throws and never stops at the first bad byte without saying where.
-CaptureContents ReadCapture(std::span<const uint8_t> bytes);
+CaptureContents ReadCapture(std::span<const uint8_t> bytes, CaptureReadOptions options = {});
 Result<CaptureContents> ReadCaptureFile(const std::filesystem::path& path);
 
 std::vector<uint8_t> EncodeRecord(const CaptureRecord& record);  // one framed record

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "schema/msgpack_strict.h"
+#include "schema/text.h"
 
 namespace tally {
 namespace {
@@ -226,16 +227,7 @@ bool ValidReason(std::string_view reason) {
   return std::all_of(reason.begin(), reason.end(), [](char c) { return c >= 0x20 && c <= 0x7e; });
 }
 
-std::string RoundHex(const RoundId& round) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * round.size());
-  for (uint8_t b : round) {
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0x0f]);
-  }
-  return out;
-}
+std::string RoundHex(const RoundId& round) { return Hex(round); }
 
 Result<RoundId> RoundFromHex(std::string_view hex) {
   auto nibble = [](char c) -> int {

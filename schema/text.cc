@@ -53,6 +53,17 @@ std::string JsonNumbers(std::span<const uint64_t> values) {
   return out + "]";
 }
 
+std::string Hex(std::span<const uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * bytes.size());
+  for (uint8_t b : bytes) {
+    out.push_back(kDigits[b >> 4]);
+    out.push_back(kDigits[b & 0x0f]);
+  }
+  return out;
+}
+
 std::string JsonString(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {

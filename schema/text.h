@@ -30,6 +30,9 @@ inline constexpr uint64_t kMaxJsonSafeInteger = uint64_t{1} << 53;
 // printable ASCII as \u00XX.
 std::string JsonString(std::string_view s);
 
+// Lowercase hex, two digits per byte (public values only: keys' fingerprints, nonces, views).
+std::string Hex(std::span<const uint8_t> bytes);
+
 // `v` with `digits` decimals ("%.*f"), e.g. for millisecond figures in JSON.
 std::string FormatFixed(double v, int digits);
 

@@ -361,13 +361,39 @@ TEST_F(CaptureTest, OtherFormatVersionRefused) {
   std::vector<uint8_t> bytes = ReadAll(WriteFull());
   bytes[8] = 1;  // a protocol-1 capture: its phase records have no nonces
   CaptureContents c = ReadCapture(bytes);
-  EXPECT_EQ(c.error, "capture format version 1 is not supported (this reader knows 2)");
+  EXPECT_EQ(c.error,
+            "capture format version 1 is not supported (this reader knows 2): it was written by an "
+            "older Tally (capture format 1); read it with the tally-replay of that release");
   EXPECT_EQ(c.error_offset, 8u);
   EXPECT_TRUE(c.records.empty());
   bytes[8] = 3;
   c = ReadCapture(bytes);
-  EXPECT_EQ(c.error, "capture format version 3 is not supported (this reader knows 2)");
+  EXPECT_EQ(c.error,
+            "capture format version 3 is not supported (this reader knows 2): it was written by a "
+            "newer Tally (capture format 3); read it with a newer tally-replay");
   EXPECT_TRUE(c.records.empty());
+}
+
+// Asked to, the reader reads past a record whose CRC does not match as long as it parses, and
+// names it in `damaged`: an audit can then say which envelope was damaged.
+TEST_F(CaptureTest, PastCrcMismatchReadsADamagedRecordAndNamesIt) {
+  const std::vector<uint8_t> bytes = ReadAll(WriteFull());
+  const CaptureContents full = ReadCapture(bytes);
+  ASSERT_TRUE(full.ok());
+  ASSERT_TRUE(full.damaged.empty());
+  const size_t trailer = full.offsets.size() - 1;
+  std::vector<uint8_t> bad = bytes;
+  bad[bytes.size() - 1] ^= 0x5a;  // the trailer's CRC itself
+  const CaptureContents strict = ReadCapture(bad);
+  EXPECT_EQ(strict.records.size(), trailer);
+  const CaptureContents read = ReadCapture(bad, {.past_crc_mismatch = true});
+  EXPECT_TRUE(read.ok()) << read.error;
+  EXPECT_EQ(read.records.size(), full.records.size());
+  EXPECT_EQ(read.damaged, std::vector<uint64_t>{full.offsets[trailer]});
+  // A damaged length still stops the reader: the records after it cannot be found.
+  bad = bytes;
+  bad[full.offsets[trailer] + 3] ^= 0x40;
+  EXPECT_FALSE(ReadCapture(bad, {.past_crc_mismatch = true}).ok());
 }
 
 TEST_F(CaptureTest, UnknownRecordType) {

@@ -96,8 +96,8 @@ class CoordinatorTest : public ::testing::Test {
   PhaseUpdate JoinAll(const PhaseUpdate& open, int at_ms = 0) {
     Actions last;
     for (size_t i = 0; i < open.params.participants.size(); ++i)
-      last = Send(open.params.participants[i],
-                  Join{open.round, Nonce(static_cast<uint8_t>(i + 1))}, at_ms);
+      last = Send(open.params.participants[i], Join{open.round, Nonce(static_cast<uint8_t>(i + 1))},
+                  at_ms);
     return One<act::Publish>(last).update;
   }
   // The patient's partial is routed (as the broker reports once the frame is out).
@@ -171,8 +171,9 @@ TEST_F(CoordinatorTest, RefusedRequestsGetANoticeWithTheReason) {
       {"hospital", too_wide, "range too large: the sum of 2 inputs could exceed 2^64-1"},
       {"hospital", Ask(5, {"alice", "mallory"}), "mallory is not a patient in the roster"},
       {"hospital", Ask(6, {"alice", "hospital"}), "hospital is not a patient in the roster"},
-      {"hospital", Ask(7, {"alice"}), "a round needs at least 2 patients (the sum of one is that "
-                                      "input)"},
+      {"hospital", Ask(7, {"alice"}),
+       "a round needs at least 2 patients (the sum of one is that "
+       "input)"},
   };
   for (const Case& c : cases) {
     Actions a = Send(c.sender, c.request);
@@ -327,15 +328,17 @@ TEST_F(CoordinatorTest, EnvelopesAreRoutedOrRefusedByTheRules) {
 // Open, then sum, then done; abort from open or sum; nothing after an end.
 TEST(RulesTest, PhasesFollowInTheProtocolsOrder) {
   const std::vector<std::pair<std::optional<Phase>, Phase>> allowed = {
-      {std::nullopt, Phase::kOpen}, {Phase::kOpen, Phase::kSum}, {Phase::kOpen, Phase::kAbort},
-      {Phase::kSum, Phase::kDone},  {Phase::kSum, Phase::kAbort}};
+      {std::nullopt, Phase::kOpen},
+      {Phase::kOpen, Phase::kSum},
+      {Phase::kOpen, Phase::kAbort},
+      {Phase::kSum, Phase::kDone},
+      {Phase::kSum, Phase::kAbort}};
   const std::vector<std::optional<Phase>> from = {std::nullopt, Phase::kOpen, Phase::kSum,
                                                   Phase::kDone, Phase::kAbort};
   for (const auto& current : from) {
     for (Phase next : {Phase::kOpen, Phase::kSum, Phase::kDone, Phase::kAbort}) {
       const bool expected =
-          std::find(allowed.begin(), allowed.end(), std::make_pair(current, next)) !=
-          allowed.end();
+          std::find(allowed.begin(), allowed.end(), std::make_pair(current, next)) != allowed.end();
       EXPECT_EQ(PhaseMayFollow(current, next), expected)
           << (current ? PhaseName(*current) : "nothing") << " -> " << PhaseName(next);
     }
@@ -369,20 +372,6 @@ TEST_F(CoordinatorTest, ShutdownDropsTheQueueAndAbortsTheRound) {
   EXPECT_EQ(All<act::Publish>(a).size(), 1u);  // nothing opens after it
   EXPECT_EQ(coordinator_.current(), nullptr);
   EXPECT_TRUE(coordinator_.Shutdown(At(2)).empty());
-}
-
-// tally-replay --check takes up a captured round with its own id and no new capture.
-TEST_F(CoordinatorTest, ResumeTakesUpACapturedRoundWithoutANewCapture) {
-  CaptureHeader header;
-  header.round = RoundId{0xAB};
-  header.ticket = 9;
-  header.params = RoundParams{"hospital", 10, 2, {"alice", "bob"}};
-  Actions a = coordinator_.Resume(header, At(0));
-  EXPECT_TRUE(All<act::OpenCapture>(a).empty());
-  EXPECT_EQ(One<act::Publish>(a).update.round, header.round);
-  EXPECT_EQ(rounds_made_, 0);
-  const PhaseUpdate resumed = *coordinator_.current();
-  EXPECT_EQ(JoinAll(resumed).phase, Phase::kSum);
 }
 
 }  // namespace

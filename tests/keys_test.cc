@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "schema/text.h"
 #include "tests/contains.h"
 
 namespace tally {
@@ -56,16 +57,6 @@ std::vector<std::string> Lines(const std::string& text) {
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
-}
-
-std::string Hex(const PublicKey& key) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : key) {
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 15]);
-  }
-  return out;
 }
 
 // A fresh folder per test, removed afterwards.

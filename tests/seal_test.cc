@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "keys/keys.h"
+#include "schema/text.h"
 #include "tests/contains.h"
 
 namespace tally {
@@ -29,16 +30,6 @@ namespace fs = std::filesystem;
 
 std::vector<uint8_t> Bytes(std::string_view text) {
   return std::vector<uint8_t>(text.begin(), text.end());
-}
-
-std::string Hex(std::span<const uint8_t> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : bytes) {
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0x0f]);
-  }
-  return out;
 }
 
 RoundId TestRound() {

@@ -10,7 +10,7 @@
 // prints the aggregate (which the hospital learns anyway: the masks cancel in the sum), never an
 // individual partial. Nothing is sealed to a patient, so a patient's keys open nothing.
 //
-// Unlike tally_tools, this library links the sealing code (tally_nodes): it holds a party's
+// Unlike tally_tools, this library links the sealing code (tally_seal): it holds a party's
 // secret keys when auditing or injecting.
 // Thread-compatible: free functions over values; Run talks to the network only for --inject.
 #pragma once
@@ -19,7 +19,6 @@
 #include <filesystem>
 #include <iosfwd>
 #include <optional>
-#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -90,10 +89,9 @@ struct EnvelopeEntry {
   size_t size = 0;  // bytes of the frame
   std::optional<Envelope> envelope;
   std::string decode_error;  // when the frame does not decode as an Envelope
-  bool damaged = false;      // salvaged from a record whose CRC did not match
+  bool damaged = false;      // its record's CRC did not match (CaptureContents::damaged)
 };
-std::vector<EnvelopeEntry> Envelopes(const CaptureContents& contents,
-                                     const std::set<uint64_t>& damaged_offsets = {});
+std::vector<EnvelopeEntry> Envelopes(const CaptureContents& contents);
 
 // "envelope #3 bob -> hospital (partial, offset 1234)".
 std::string Describe(const EnvelopeEntry& entry);
@@ -117,9 +115,5 @@ struct CapturedView {
   uint64_t offset = 0;
 };
 Result<CapturedView> HospitalView(const CaptureContents& contents, const Sealer& sealer);
-
-// Reads past records whose CRC does not match (recomputing it) so that an audit can name the
-// damaged envelope; stops at any other error. `damaged` receives the salvaged records' offsets.
-CaptureContents ReadSalvaging(std::span<const uint8_t> bytes, std::set<uint64_t>* damaged);
 
 }  // namespace tally::replay
