@@ -21,7 +21,7 @@ void Common(zmq::socket_t& s, const CurveOptions& o) {
 void CurveServer(zmq::socket_t& s, const SecretKey& secret, const std::string& zap_domain,
                  const CurveOptions& o) {
   Common(s, o);
-  s.set(zmq::sockopt::zap_domain, zap_domain);
+  if (!zap_domain.empty()) s.set(zmq::sockopt::zap_domain, zap_domain);
   s.set(zmq::sockopt::curve_server, true);
   s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(secret.data(), secret.size()));
 }

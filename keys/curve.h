@@ -23,7 +23,8 @@ struct CurveOptions {
   std::string endpoint;            // the endpoint it will bind or connect (IPv6 in brackets)
 };
 
-// A CURVE server with the broker's secret key, asking the ZAP handler of domain `zap_domain`.
+// A CURVE server with the broker's secret key, asking the ZAP handler of domain `zap_domain`
+// ("": no domain, for test servers without a handler).
 void CurveServer(zmq::socket_t& socket, const SecretKey& secret, const std::string& zap_domain,
                  const CurveOptions& options);
 // A CURVE client with `me`'s keypair, pinning the server's public key.

@@ -170,11 +170,6 @@ class BrokerTest : public ::testing::Test {
     return open.round;
   }
 
-  std::vector<uint8_t> ReadFile(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), {}};
-  }
-
   CaptureContents Capture(const RoundId& round) {
     auto capture = ReadCaptureFile(dir_.path() / "captures" / (RoundHex(round) + ".tcap"));
     EXPECT_TRUE(capture.ok()) << capture.message();
@@ -207,13 +202,8 @@ class BrokerTest : public ::testing::Test {
 };
 
 TEST_F(BrokerTest, UnlistedCurveKeyFailsHandshakeAndGetsNothingRouted) {
-  uint8_t pub[32], sec[32];
-  char zpub[41], zsec[41];
-  ASSERT_EQ(zmq_curve_keypair(zpub, zsec), 0);
-  ASSERT_NE(zmq_z85_decode(pub, zpub), nullptr);
-  ASSERT_NE(zmq_z85_decode(sec, zsec), nullptr);
   auto broker_key = LoadRoster(keys_)->Find("broker")->curve_public;
-  TestParty stranger(broker_key, broker_->router_endpoint(), pub, sec);
+  TestParty stranger(broker_key, broker_->router_endpoint(), StrangerKeys());
   stranger.Send(Request{1, {"", 10, 1, {}}, 0});
   EXPECT_TRUE(stranger.WaitEvent(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH));
   EXPECT_TRUE(log_.WaitFor("event=auth-denied"));
@@ -225,8 +215,7 @@ TEST_F(BrokerTest, UnlistedCurveKeyFailsHandshakeAndGetsNothingRouted) {
 TEST_F(BrokerTest, WrongBrokerKeyFailsHandshake) {
   auto me = LoadSecret(keys_, "alice").value();
   PublicKey wrong = me.pub.curve_public;  // alice's own key is not the broker's
-  TestParty alice(wrong, broker_->router_endpoint(), me.pub.curve_public.data(),
-                  me.curve_secret.data());
+  TestParty alice(wrong, broker_->router_endpoint(), me);
   alice.Send(Join{});
   EXPECT_TRUE(log_.WaitFor("event=handshake-failed socket=router reason="));
   EXPECT_GE(broker_->counters().handshake_failed, 1u);
@@ -287,7 +276,7 @@ TEST_F(BrokerTest, FullRoundAdvancesOnEventsAndCaptureHoldsExactBytesWithoutPlai
   EXPECT_EQ(trailer->envelopes, 3u);
   EXPECT_EQ(trailer->rejected, 0u);
 
-  auto bytes = ReadFile(dir_.path() / "captures" / (RoundHex(round) + ".tcap"));
+  auto bytes = ReadBytes(dir_.path() / "captures" / (RoundHex(round) + ".tcap"));
   ASSERT_EQ(plaintexts.size(), 6u);
   for (const auto& plain : plaintexts)
     EXPECT_EQ(std::search(bytes.begin(), bytes.end(), plain.begin(), plain.end()), bytes.end());

@@ -43,12 +43,14 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "keys/curve.h"
 #include "keys/keys.h"
 #include "nodes/seal.h"
 #include "schema/capture.h"
 #include "schema/text.h"
 #include "tests/contains.h"
 #include "tests/support.h"
+#include "tools/cluster.h"
 #include "tools/process.h"
 
 namespace tally::test {
@@ -68,26 +70,9 @@ std::string Csv(const std::vector<std::string>& names) {
   return out;
 }
 
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
 std::string RoundOf(const std::string& json) {
   auto at = json.find("\"round\": \"");
   return at == std::string::npos ? "" : json.substr(at + 10, 32);
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    if (end > start) out.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
 }
 
 // Reads `child`'s (merged) output until a line containing `needle`; false on EOF or timeout.
@@ -306,10 +291,7 @@ class Dave {
     auto me = LoadSecret(keys, "dave");
     EXPECT_TRUE(roster.ok() && me.ok());
     const Certificate* broker = roster->Find("broker");
-    sub_.set(zmq::sockopt::linger, 0);
-    sub_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(broker->curve_public.data(), 32));
-    sub_.set(zmq::sockopt::curve_publickey, zmq::const_buffer(me->pub.curve_public.data(), 32));
-    sub_.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(me->curve_secret.data(), 32));
+    CurveClient(sub_, me.value(), broker->curve_public, {0, -1, phases});
     sub_.set(zmq::sockopt::subscribe, "");
     sub_.connect(phases);
   }
@@ -393,18 +375,18 @@ class CrashTest : public ::testing::Test {
         std::cout << "--- " << entry.path().filename().string() << "\n" << ReadText(entry.path());
   }
 
-  // Starts a broker on `router` and `phases` ("*" ports: any free one) with the short deadline.
+  // Starts a broker on `router` and `phases` ("*" ports: any free one) with the short deadline;
+  // a restarted broker appends to the first one's log.
   void StartBroker(const std::string& router = kAnyPort, const std::string& phases = kAnyPort) {
-    auto b = Child::Spawn(
-        {(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router", router,
-         "--phases", phases, "--captures", captures_.string(), "--deadline-ms", Str(kDeadlineMs)},
-        broker_log_);
-    ASSERT_TRUE(b.ok()) << b.message();
-    broker_.emplace(std::move(b.value()));
-    auto endpoints = ReadBrokerEndpoints(*broker_);
-    ASSERT_TRUE(endpoints) << "broker did not come up: " << LastLine(broker_log_);
-    router_ = endpoints->router;
-    phases_ = endpoints->phases;
+    Cluster::BrokerSpec spec;
+    spec.extra = {"--deadline-ms", Str(kDeadlineMs)};
+    spec.router = router;
+    spec.phases = phases;
+    spec.append_log = true;
+    Status started = cluster_.StartBroker(spec);
+    ASSERT_TRUE(started.ok()) << started.message();
+    router_ = cluster_.endpoints().router;
+    phases_ = cluster_.endpoints().phases;
   }
 
   fs::path LogOf(const std::string& name) { return dir_.path() / (name + ".log"); }
@@ -413,45 +395,22 @@ class CrashTest : public ::testing::Test {
   // (e.g. a Relay's endpoint) replaces the broker's.
   Child Patient(const std::string& name, bool once = false, bool merge = false,
                 const std::string& router = "") {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
-                                     "--keys",
-                                     keys_.string(),
-                                     "--name",
-                                     name,
-                                     "--router",
-                                     router.empty() ? router_ : router,
-                                     "--phases",
-                                     phases_,
-                                     "--value",
-                                     Str(inputs_[name])};
+    std::vector<std::string> args = {"--value", Str(inputs_[name])};
+    if (!router.empty()) args.insert(args.end(), {"--router", router});
     if (once) args.push_back("--once");
-    auto c = merge ? Child::Spawn(args, {}, true) : Child::Spawn(args, LogOf(name));
+    auto c = cluster_.SpawnNode(name, args, "", merge);
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
 
   Child Hospital(const std::string& participants, const std::vector<std::string>& extra = {},
                  bool merge = false, const std::string& router = "") {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
-                                     "--keys",
-                                     keys_.string(),
-                                     "--name",
-                                     "hospital",
-                                     "--router",
-                                     router.empty() ? router_ : router,
-                                     "--phases",
-                                     phases_,
-                                     "--json",
-                                     "--results",
-                                     results_.string(),
-                                     "--range",
-                                     "1000",
-                                     "--participants",
-                                     participants,
-                                     "--idle-timeout-ms",
-                                     Str(kIdleMs)};
+    std::vector<std::string> args = {
+        "--json",         "--results",  results_.string(),   "--range",   "1000",
+        "--participants", participants, "--idle-timeout-ms", Str(kIdleMs)};
+    if (!router.empty()) args.insert(args.end(), {"--router", router});
     args.insert(args.end(), extra.begin(), extra.end());
-    auto c = merge ? Child::Spawn(args, {}, true) : Child::Spawn(args, LogOf("hospital"));
+    auto c = cluster_.SpawnNode("hospital", args, "", merge);
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
@@ -475,14 +434,8 @@ class CrashTest : public ::testing::Test {
   }
 
   Output Replay(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {(kBin / "tools/tally-replay").string()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto c = Child::Spawn(argv, {}, /*merge_stderr=*/true);
-    EXPECT_TRUE(c.ok()) << c.message();
-    Output o;
-    o.out = c->ReadAll(kWait);
-    o.code = c->Wait(kWait).value_or(-1);
-    return o;
+    const Cluster::Output o = cluster_.RunTool("tools/tally-replay", args, kWait);
+    return Output{o.code, o.out + o.err};
   }
 
   fs::path CaptureOf(const RoundId& round) { return captures_ / (RoundHex(round) + ".tcap"); }
@@ -571,11 +524,10 @@ class CrashTest : public ::testing::Test {
   void KillBrokerIn(Phase phase);
 
   TempDir dir_;
+  Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
   fs::path keys_;
   fs::path captures_ = dir_.path() / "captures";
   fs::path results_ = dir_.path() / "results.jsonl";
-  fs::path broker_log_ = dir_.path() / "broker.log";
-  std::optional<Child> broker_;
   std::string router_, phases_;
   std::map<std::string, uint64_t> inputs_;
 };
@@ -607,7 +559,7 @@ TEST_F(CrashTest, PatientKilledBeforeJoiningAbortsAsNotJoinedAndOthersServeOn) {
   NextRound({"alice", "bob"}, "the broker serves the next round");
   EXPECT_EQ(alice.Stop(), 0);
   EXPECT_EQ(bob.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // charlie joins and dies in the open phase, while dave (held back) has not joined. Once the
@@ -641,7 +593,7 @@ TEST_F(CrashTest, PatientKilledAfterJoiningAbortsNamingItAndOthersServeOn) {
   NextRound({"alice", "bob"}, "the broker serves the next round");
   EXPECT_EQ(alice.Stop(), 0);
   EXPECT_EQ(bob.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // charlie's join has reached the broker and he is stopped before the sum phase opens; the
@@ -676,7 +628,7 @@ TEST_F(CrashTest, PatientKilledInTheSumPhaseBeforeItsPartialAbortsAsNotSent) {
   NextRound({"alice", "bob"}, "the broker serves the next round");
   EXPECT_EQ(alice.Stop(), 0);
   EXPECT_EQ(bob.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // In the sum phase a patient has nothing left to do once its partial is out: its death must
@@ -714,7 +666,7 @@ TEST_F(CrashTest, PatientKilledAfterItsPartialDoesNotStopTheRound) {
   NextRound({"alice", "bob"}, "the broker serves the next round");
   EXPECT_EQ(alice.Stop(), 0);
   EXPECT_EQ(bob.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // A --once patient that outlives a killed peer reports the abort and exits 1.
@@ -745,7 +697,7 @@ TEST_F(CrashTest, OncePatientOutlivingAKilledPeerReportsTheAbortAndExitsOne) {
   NextRound({"bob", "eve"}, "the broker serves the next round");
   EXPECT_EQ(bob.Stop(), 0);
   EXPECT_EQ(eve.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // --- Hospital -----------------------------------------------------------------------------
@@ -786,7 +738,7 @@ TEST_F(CrashTest, HospitalKilledAtOpenAbortsNamingItAndTheNextHospitalIsServed) 
 
   NextRound({"alice", "bob"}, "a new hospital after the crash");
   for (Child* c : {&alice, &bob, &charlie}) EXPECT_EQ(c->Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // The partials of alice, bob and charlie have reached the hospital's socket (the relay passed
@@ -832,7 +784,7 @@ TEST_F(CrashTest, HospitalKilledHoldingPartialsWritesNothingAndTheRoundAborts) {
 
   NextRound({"alice", "bob"}, "a new hospital after the crash");
   for (Child* c : {&alice, &bob, &charlie}) EXPECT_EQ(c->Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // Write, fsync, then print and acknowledge: whenever the hospital is killed, every result it
@@ -872,7 +824,7 @@ TEST_F(CrashTest, HospitalKilledMidStreamHasEveryPrintedResultOnDisk) {
   NextRound({"alice", "bob"}, "a new hospital after the crash");
   EXPECT_GE(ExpectEveryCaptureWhole(), printed.size() + 1);
   for (Child* c : {&alice, &bob, &charlie}) EXPECT_EQ(c->Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 }
 
 // --- Broker -------------------------------------------------------------------------------
@@ -908,8 +860,8 @@ void CrashTest::KillBrokerIn(Phase phase) {
     ASSERT_EQ(sum->phase, Phase::kSum) << sum->reason;
     ASSERT_TRUE(ReadUntil(eve, "event=partial-sent round=" + RoundHex(open->round)));
   }
-  broker_->Signal(SIGKILL);
-  EXPECT_EQ(broker_->Wait(kWait), 128 + SIGKILL);
+  cluster_.broker().Signal(SIGKILL);
+  EXPECT_EQ(cluster_.broker().Wait(kWait), 128 + SIGKILL);
 
   // Survivors: the hospital and the --once patient fail with the reason; serving ones go on.
   const std::string lost = "lost the connection to the broker";
@@ -940,7 +892,7 @@ void CrashTest::KillBrokerIn(Phase phase) {
   EXPECT_EQ(bob.Stop(), 0);
   EXPECT_TRUE(Contains(ReadText(LogOf("alice")), "event=disconnected socket=router endpoint=" +
                                                      router + " action=reconnecting"));
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
   ExpectResultsFileHolds(2, Sum({"alice", "bob"}));
 }
 

@@ -20,6 +20,7 @@
 #include "tests/contains.h"
 #include "tests/proxy.h"
 #include "tests/support.h"
+#include "tools/cluster.h"
 #include "tools/process.h"
 
 namespace tally::test {
@@ -29,29 +30,6 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 const fs::path kBin = TALLY_BIN_DIR;
 const std::string kAnyPort = "tcp://127.0.0.1:*";
-
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    if (end > start) out.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
-
-size_t Count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
 
 // The exit line a node or the broker ends its log with.
 std::string ExitLine(const std::string& who, int status, const std::string& reason) {
@@ -72,40 +50,20 @@ class DeployTest : public ::testing::Test {
 
   // Starts tally-broker on free loopback ports with `keys` (default: the shared folder).
   void StartBroker(const std::vector<std::string>& extra = {}, fs::path keys = {}) {
-    std::vector<std::string> args = {(kBin / "broker/tally-broker").string(),
-                                     "--keys",
-                                     (keys.empty() ? keys_ : keys).string(),
-                                     "--router",
-                                     kAnyPort,
-                                     "--phases",
-                                     kAnyPort,
-                                     "--captures",
-                                     captures_.string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto b = Child::Spawn(args, LogOf("broker"));
-    ASSERT_TRUE(b.ok()) << b.message();
-    broker_.emplace(std::move(b.value()));
-    auto endpoints = ReadBrokerEndpoints(*broker_);
-    ASSERT_TRUE(endpoints) << "broker did not come up: " << LastLine(LogOf("broker"));
-    router_ = endpoints->router;
-    phases_ = endpoints->phases;
+    Cluster::BrokerSpec spec;
+    spec.extra = extra;
+    spec.keys = keys;
+    Status started = cluster_.StartBroker(spec);
+    ASSERT_TRUE(started.ok()) << started.message();
+    router_ = cluster_.endpoints().router;
+    phases_ = cluster_.endpoints().phases;
   }
 
   // tally-node as `name`, its log in NAME.log (or LOG.log), reaching the broker directly unless
-  // `router` says otherwise; `extra` after the defaults, so it can override them.
+  // `extra` says otherwise (it comes after the defaults, so it can override them).
   Child Node(const std::string& name, const std::vector<std::string>& extra,
              const std::string& log = "") {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
-                                     "--keys",
-                                     keys_.string(),
-                                     "--name",
-                                     name,
-                                     "--router",
-                                     router_,
-                                     "--phases",
-                                     phases_};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto c = Child::Spawn(args, LogOf(log.empty() ? name : log));
+    auto c = cluster_.SpawnNode(name, extra, log);
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
@@ -120,8 +78,8 @@ class DeployTest : public ::testing::Test {
   }
   // Waits for a patient's readiness line: it has reached the broker.
   static void Ready(Child& patient) {
-    auto line = patient.ReadLine(kWait);
-    ASSERT_TRUE(line && *line == "ready") << (line ? *line : "no readiness line");
+    Status ready = Cluster::AwaitReady(patient, kWait);
+    ASSERT_TRUE(ready.ok()) << ready.message();
   }
 
   // A key folder as one party holds it on its own host: its own secret, and the public
@@ -139,10 +97,10 @@ class DeployTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
   fs::path keys_ = MakeKeys(dir_.path(), {"alice", "bob", "charlie"});
   fs::path captures_ = dir_.path() / "captures";
   fs::path results_ = dir_.path() / "results.jsonl";
-  std::optional<Child> broker_;
   std::string router_, phases_;
 };
 
@@ -167,10 +125,10 @@ TEST_F(DeployTest, ADroppedHandshakeIsRetriedNotTakenForARefusedKey) {
   EXPECT_EQ(ScalarAggregate(*line), 607u) << *line;
   EXPECT_EQ(alice.Wait(kWait), 0);
   const std::string log = ReadText(LogOf("alice"));
-  EXPECT_EQ(Count(log, "event=warning socket=router endpoint=" + router.endpoint()), 1u) << log;
-  EXPECT_EQ(Count(log, "event=warning socket=phases endpoint=" + phases.endpoint()), 1u) << log;
-  EXPECT_EQ(Count(log, "action=retrying"), 2u) << log;
-  EXPECT_EQ(Count(log, "refused"), 0u) << log;
+  EXPECT_EQ(CountOf(log, "event=warning socket=router endpoint=" + router.endpoint()), 1u) << log;
+  EXPECT_EQ(CountOf(log, "event=warning socket=phases endpoint=" + phases.endpoint()), 1u) << log;
+  EXPECT_EQ(CountOf(log, "action=retrying"), 2u) << log;
+  EXPECT_EQ(CountOf(log, "refused"), 0u) << log;
   EXPECT_TRUE(Contains(LastLine(LogOf("alice")), ExitLine("node alice", 0, "round done")));
 }
 
@@ -236,12 +194,13 @@ TEST_F(DeployTest, AResultWrittenThenAbortedIsRecordedAsAbortedEverywhere) {
   EXPECT_FALSE(trailer->done);
   EXPECT_EQ(trailer->reason, reason);
 
-  auto audit = Child::Spawn({(kBin / "tools/tally-replay").string(), capture.string(), "--keys",
-                             keys_.string(), "--as", "hospital", "--results", results_.string()},
-                            {}, /*merge_stderr=*/true);
-  ASSERT_TRUE(audit.ok());
-  const std::string out = audit->ReadAll(kWait);
-  EXPECT_EQ(audit->Wait(kWait), 1) << out;
+  const Cluster::Output audit =
+      cluster_.RunTool("tools/tally-replay",
+                       {capture.string(), "--keys", keys_.string(), "--as", "hospital", "--results",
+                        results_.string()},
+                       kWait);
+  const std::string out = audit.out + audit.err;
+  EXPECT_EQ(audit.code, 1) << out;
   EXPECT_TRUE(Contains(out, "the round aborted: " + reason + "; it has no aggregate\n")) << out;
   EXPECT_TRUE(Contains(out, "records the result as aborted too\n")) << out;
   EXPECT_FALSE(Contains(out, "audit: ok")) << out;
@@ -282,9 +241,9 @@ TEST_F(DeployTest, TwoLiveProcessesWithOneIdentityAreRefusedNotMixed) {
   EXPECT_TRUE(alice.running());
   EXPECT_EQ(alice.Stop(), 0);
   EXPECT_EQ(bob.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
   const std::string log = ReadText(LogOf("broker"));
-  EXPECT_EQ(Count(log, "event=reject from=alice reason=" + Quote(why)), 1u) << log;
+  EXPECT_EQ(CountOf(log, "event=reject from=alice reason=" + Quote(why)), 1u) << log;
   EXPECT_TRUE(Contains(LastLine(LogOf("broker")), " second_connections=1")) << log;
 }
 
@@ -304,7 +263,7 @@ TEST_F(DeployTest, RostersThatDisagreeAreRefusedAtOnceWithTheExactReason) {
                                   "round request refused: charlie is not a patient in the roster")))
         << LastLine(LogOf("hospital"));
   }
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
 
   // charlie's roster lacks bob: charlie refuses, and the round aborts naming him at once.
   StartBroker({"--deadline-ms", "60000"});
@@ -454,7 +413,7 @@ TEST_F(DeployTest, EveryLogLineIsTimestampedAndTheLastSaysWhyAndHow) {
   EXPECT_EQ(hospital.Wait(kWait), 0);
   EXPECT_EQ(alice.Stop(), 0);
   EXPECT_EQ(bob.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
   const std::regex stamp(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S)");
   for (const std::string name : {"broker", "hospital", "alice", "bob"}) {
     const auto lines = Lines(ReadText(LogOf(name)));
@@ -472,10 +431,8 @@ TEST_F(DeployTest, EveryLogLineIsTimestampedAndTheLastSaysWhyAndHow) {
 // was accepted. The broker and the nodes refuse to start, with the fix in the message.
 TEST_F(DeployTest, AKeyFolderOthersCanChangeIsRefusedAtStart) {
   fs::permissions(keys_ / "public", fs::perms::all, fs::perm_options::replace);
-  auto broker = Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string()},
-                             LogOf("broker"));
-  ASSERT_TRUE(broker.ok());
-  EXPECT_EQ(broker->Wait(kWait), 2);
+  EXPECT_FALSE(cluster_.StartBroker().ok());
+  EXPECT_EQ(cluster_.broker().Wait(kWait), 2);
   const std::string folder = (keys_ / "public").string();
   EXPECT_TRUE(Contains(LastLine(LogOf("broker")),
                        ExitLine("broker", 2,
@@ -484,8 +441,8 @@ TEST_F(DeployTest, AKeyFolderOthersCanChangeIsRefusedAtStart) {
                                     "fix with: chmod go-w " +
                                     folder)))
       << LastLine(LogOf("broker"));
-  router_ = phases_ = "tcp://127.0.0.1:1";
-  auto alice = Patient("alice", 1, {"--once"});
+  auto alice = Patient(
+      "alice", 1, {"--once", "--router", "tcp://127.0.0.1:1", "--phases", "tcp://127.0.0.1:1"});
   EXPECT_EQ(alice.Wait(kWait), 2);
   EXPECT_TRUE(Contains(LastLine(LogOf("alice")), "let other users change the roster"));
 }
@@ -502,7 +459,7 @@ TEST_F(DeployTest, AnUnwritableResultsFileIsFoundBeforeAnyRound) {
       ExitLine("node hospital", 2,
                "cannot open the results file " + bad.string() + ": No such file or directory")))
       << LastLine(LogOf("hospital"));
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
   EXPECT_FALSE(Contains(ReadText(LogOf("broker")), "round-open"));
 }
 

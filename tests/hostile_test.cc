@@ -735,10 +735,7 @@ TEST_F(HostileTest, ASubscriptionFloodOnThePhaseChannelIsNotAmplifiedToEverySubs
   auto broker_key = roster_.Find("broker")->curve_public;
   zmq::context_t ctx;
   zmq::socket_t xsub(ctx, zmq::socket_type::xsub);
-  xsub.set(zmq::sockopt::linger, 0);
-  xsub.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(broker_key.data(), 32));
-  xsub.set(zmq::sockopt::curve_publickey, zmq::const_buffer(dave.pub.curve_public.data(), 32));
-  xsub.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(dave.curve_secret.data(), 32));
+  CurveClient(xsub, dave, broker_key, {0, -1, broker_->phases_endpoint()});
   xsub.set(zmq::sockopt::rcvhwm, 0);
   xsub.connect(broker_->phases_endpoint());
   const uint8_t subscribe[] = {1};
@@ -767,8 +764,7 @@ TEST_F(HostileTest, ASubscriptionFloodOnThePhaseChannelIsNotAmplifiedToEverySubs
 
 TEST_F(HostileTest, TheBrokersOwnKeyCannotConnectAsAClient) {
   auto broker = LoadSecret(keys_, "broker").value();
-  TestParty impostor(broker.pub.curve_public, broker_->router_endpoint(),
-                     broker.pub.curve_public.data(), broker.curve_secret.data());
+  TestParty impostor(broker.pub.curve_public, broker_->router_endpoint(), broker);
   impostor.Send(tally::Request{1, {"", 10, 1, {}}, 0});
   EXPECT_TRUE(impostor.WaitEvent(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH));
   EXPECT_TRUE(log_.WaitFor("event=auth-denied address=127.0.0.1 reason=\"key not in roster\""));
@@ -781,19 +777,13 @@ TEST_F(HostileTest, TheBrokersOwnKeyCannotConnectAsAClient) {
 // transport event up to the first of `until`.
 class RawClient {
  public:
-  RawClient(const std::string& endpoint, const uint8_t* server, const uint8_t* pub,
-            const uint8_t* sec) {
-    static std::atomic<int> counter{0};
-    const std::string ep = "inproc://hostile-raw-" + std::to_string(counter++);
+  // Without `server`, the NULL mechanism.
+  RawClient(const std::string& endpoint, const PublicKey* server = nullptr,
+            const SecretCertificate* me = nullptr) {
+    if (server != nullptr) CurveClient(dealer_, *me, *server, {0, -1, endpoint});
     dealer_.set(zmq::sockopt::linger, 0);
     dealer_.set(zmq::sockopt::reconnect_ivl, -1);  // one attempt: its events are the whole story
-    if (server != nullptr) {
-      dealer_.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server, 32));
-      dealer_.set(zmq::sockopt::curve_publickey, zmq::const_buffer(pub, 32));
-      dealer_.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sec, 32));
-    }
-    EXPECT_EQ(zmq_socket_monitor(dealer_.handle(), ep.c_str(), ZMQ_EVENT_ALL), 0);
-    monitor_.connect(ep);
+    tally::Monitor(dealer_, monitor_, ZMQ_EVENT_ALL);
     dealer_.connect(endpoint);
     auto bytes = Encode(tally::Request{1, {"", 10, 1, {}}, 0});
     EXPECT_TRUE(dealer_.send(zmq::buffer(bytes), zmq::send_flags::dontwait));
@@ -807,13 +797,10 @@ class RawClient {
           std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
       zmq::pollitem_t item{monitor_.handle(), 0, ZMQ_POLLIN, 0};
       if (left.count() <= 0 || zmq::poll(&item, 1, left) <= 0) return events;
-      zmq::message_t head, addr;
-      if (!monitor_.recv(head)) return events;
-      if (head.more()) (void)monitor_.recv(addr);
-      uint16_t id;
-      std::memcpy(&id, head.data(), sizeof id);
-      events.push_back(id);
-      if (std::find(until.begin(), until.end(), id) != until.end()) return events;
+      const std::optional<MonitorEvent> e = NextEvent(monitor_);
+      if (!e) continue;
+      events.push_back(e->id);
+      if (std::find(until.begin(), until.end(), e->id) != until.end()) return events;
     }
   }
   bool Received() {
@@ -837,8 +824,8 @@ TEST_F(HostileTest, APublicKeyPresentedWithAnotherPartysSecretFailsTheHandshake)
   auto alice = LoadSecret(keys_, "alice").value();
   auto bob = LoadSecret(keys_, "bob").value();
   auto broker_key = roster_.Find("broker")->curve_public;
-  RawClient forger(broker_->router_endpoint(), broker_key.data(), alice.pub.curve_public.data(),
-                   bob.curve_secret.data());
+  const SecretCertificate forged = CurveKeys(alice.pub.curve_public, bob.curve_secret.data());
+  RawClient forger(broker_->router_endpoint(), &broker_key, &forged);
   auto events = forger.EventsUntil({ZMQ_EVENT_DISCONNECTED, ZMQ_EVENT_HANDSHAKE_SUCCEEDED});
   EXPECT_TRUE(Has(events, ZMQ_EVENT_DISCONNECTED));
   EXPECT_FALSE(Has(events, ZMQ_EVENT_HANDSHAKE_SUCCEEDED));
@@ -848,7 +835,7 @@ TEST_F(HostileTest, APublicKeyPresentedWithAnotherPartysSecretFailsTheHandshake)
 }
 
 TEST_F(HostileTest, AClientWithoutCurveFailsTheHandshake) {
-  RawClient plain(broker_->router_endpoint(), nullptr, nullptr, nullptr);
+  RawClient plain(broker_->router_endpoint());
   auto events = plain.EventsUntil(
       {ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL, ZMQ_EVENT_DISCONNECTED, ZMQ_EVENT_HANDSHAKE_SUCCEEDED});
   EXPECT_TRUE(Has(events, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) ||

@@ -21,16 +21,12 @@
 
 #include "schema/text.h"
 #include "tests/contains.h"
+#include "tools/cluster.h"
 
 namespace tally {
 namespace {
 
 namespace fs = std::filesystem;
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 void WriteFile(const fs::path& path, std::string_view text, mode_t mode = 0644) {
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -50,13 +46,6 @@ std::string Replace(std::string text, std::string_view from, std::string_view to
   EXPECT_NE(at, std::string::npos) << from;
   if (at != std::string::npos) text.replace(at, from.size(), to);
   return text;
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
 }
 
 // A fresh folder per test, removed afterwards.
@@ -194,16 +183,16 @@ TEST_F(KeysTest, RefusesAnExistingPrivateFolderOthersCanEnter) {
 
 TEST_F(KeysTest, RefusesToOverwriteWithoutForceAndReplacesWithForce) {
   Generate("alice");
-  const std::string secret_before = ReadFile(SecretPath("alice"));
-  const std::string public_before = ReadFile(PublicPath("alice"));
+  const std::string secret_before = ReadText(SecretPath("alice"));
+  const std::string public_before = ReadText(PublicPath("alice"));
 
   Status refused = GenerateParty(dir_, "alice", Role::kPatient, false);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(Contains(refused.message(),
                        "private/alice.key_secret exists; use --force to "
                        "replace it"));
-  EXPECT_EQ(ReadFile(SecretPath("alice")), secret_before);
-  EXPECT_EQ(ReadFile(PublicPath("alice")), public_before);
+  EXPECT_EQ(ReadText(SecretPath("alice")), secret_before);
+  EXPECT_EQ(ReadText(PublicPath("alice")), public_before);
 
   Result<SecretCertificate> before = LoadSecret(dir_, "alice");
   ASSERT_TRUE(before.ok()) << before.message();
@@ -301,15 +290,15 @@ TEST_F(KeysTest, LoadSecretRefusesAPrivateFolderOthersCanEnter) {
 // The broker routes sealed payloads and must never hold a key that opens one.
 TEST_F(KeysTest, BrokerCertificatesHoldNoSealingKey) {
   Generate("broker", Role::kBroker);
-  EXPECT_FALSE(Contains(ReadFile(PublicPath("broker")), "seal"));
-  EXPECT_FALSE(Contains(ReadFile(SecretPath("broker")), "seal"));
+  EXPECT_FALSE(Contains(ReadText(PublicPath("broker")), "seal"));
+  EXPECT_FALSE(Contains(ReadText(SecretPath("broker")), "seal"));
   Result<SecretCertificate> broker = LoadSecret(dir_, "broker");
   ASSERT_TRUE(broker.ok()) << broker.message();
   EXPECT_EQ(broker->pub.seal_public, PublicKey{});
 
   // A broker certificate that carries one, as keygen wrote them before, is refused.
   Generate("alice");
-  std::string with_seal = ReadFile(PublicPath("alice"));
+  std::string with_seal = ReadText(PublicPath("alice"));
   with_seal = Replace(with_seal, "name = \"alice\"", "name = \"broker\"");
   with_seal = Replace(with_seal, "role = \"patient\"", "role = \"broker\"");
   Result<Certificate> parsed = ParsePublicCertificate(with_seal);
@@ -358,7 +347,7 @@ TEST_F(KeysTest, SecretRoundTrips) {
   Result<SecretCertificate> loaded = LoadSecret(dir_, "bob");
   ASSERT_TRUE(loaded.ok()) << loaded.message();
   const std::string text = FormatSecretCertificate(*loaded);
-  EXPECT_EQ(text, ReadFile(SecretPath("bob")));
+  EXPECT_EQ(text, ReadText(SecretPath("bob")));
   Result<SecretCertificate> parsed = ParseSecretCertificate(text);
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->pub.name, "bob");
@@ -366,14 +355,14 @@ TEST_F(KeysTest, SecretRoundTrips) {
   EXPECT_EQ(std::memcmp(parsed->curve_secret.data(), loaded->curve_secret.data(), 32), 0);
   EXPECT_EQ(std::memcmp(parsed->seal_secret.data(), loaded->seal_secret.data(), 32), 0);
   // The public certificate is the secret one without its secrets.
-  EXPECT_EQ(FormatPublicCertificate(parsed->pub), ReadFile(PublicPath("bob")));
-  EXPECT_TRUE(ParsePublicCertificate(ReadFile(PublicPath("bob"))).ok());
+  EXPECT_EQ(FormatPublicCertificate(parsed->pub), ReadText(PublicPath("bob")));
+  EXPECT_TRUE(ParsePublicCertificate(ReadText(PublicPath("bob"))).ok());
 }
 
 // The checked-in golden file pins the on-disk layout czmq's zcert and pyzmq's zmq.auth read:
 // section names at column 0, `key = "value"` indented by four spaces.
 TEST(CertificateTest, GoldenFile) {
-  const std::string golden = ReadFile(TALLY_SOURCE_DIR "/tests/data/golden.key");
+  const std::string golden = ReadText(TALLY_SOURCE_DIR "/tests/data/golden.key");
   ASSERT_FALSE(golden.empty());
   Result<Certificate> cert = ParsePublicCertificate(golden);
   ASSERT_TRUE(cert.ok()) << cert.message();
@@ -424,7 +413,7 @@ TEST_F(KeysTest, PyzmqLinePrefixParserFindsTheCurveKeys) {
     }
   };
   std::string pub, sec;
-  pyzmq_load(ReadFile(SecretPath("alice")), pub, sec);
+  pyzmq_load(ReadText(SecretPath("alice")), pub, sec);
   ASSERT_EQ(pub.size(), 40u);
   ASSERT_EQ(sec.size(), 40u);
   EXPECT_EQ(pub, Z85Encode(secret->pub.curve_public.data(), 32));
@@ -433,7 +422,7 @@ TEST_F(KeysTest, PyzmqLinePrefixParserFindsTheCurveKeys) {
   EXPECT_NE(sec, Z85Encode(secret->seal_secret.data(), 32));
 
   std::string pub_only, no_secret;
-  pyzmq_load(ReadFile(PublicPath("alice")), pub_only, no_secret);
+  pyzmq_load(ReadText(PublicPath("alice")), pub_only, no_secret);
   EXPECT_EQ(pub_only, pub);
   EXPECT_TRUE(no_secret.empty());
 }
@@ -500,7 +489,7 @@ TEST(CertificateTest, MalformedPublicCertificatesNameTheProblem) {
 TEST_F(KeysTest, MalformedSecretCertificatesNameTheProblem) {
   Generate("alice");
   Generate("bob");
-  const std::string good = ReadFile(SecretPath("alice"));
+  const std::string good = ReadText(SecretPath("alice"));
   ASSERT_TRUE(ParseSecretCertificate(good).ok());
   Result<Roster> roster = LoadRoster(dir_);
   ASSERT_TRUE(roster.ok()) << roster.message();
@@ -591,7 +580,7 @@ TEST_F(KeysTest, LoadRosterRejectsAFileNameThatDoesNotMatch) {
 
 TEST_F(KeysTest, LoadRosterRejectsDuplicateKeys) {
   Generate("alice");
-  const std::string text = ReadFile(PublicPath("alice"));
+  const std::string text = ReadText(PublicPath("alice"));
   WriteFile(PublicPath("copy"), Replace(text, "\"alice\"", "\"copy\""));
   Result<Roster> roster = LoadRoster(dir_);
   ASSERT_FALSE(roster.ok());
@@ -600,7 +589,7 @@ TEST_F(KeysTest, LoadRosterRejectsDuplicateKeys) {
   // The same sealing key under a different CURVE key is a duplicate too.
   Generate("bob");
   const Certificate alice = *ParsePublicCertificate(text);
-  Certificate copy = *ParsePublicCertificate(ReadFile(PublicPath("bob")));
+  Certificate copy = *ParsePublicCertificate(ReadText(PublicPath("bob")));
   copy.name = "copy";
   copy.seal_public = alice.seal_public;
   WriteFile(PublicPath("copy"), FormatPublicCertificate(copy));
@@ -664,35 +653,17 @@ TEST(RosterTest, FingerprintCoversEveryField) {
 
 // --- tally-keygen ---------------------------------------------------------------------------
 
+// tally-keygen run to its end (bounded: Cluster::RunTool), its output and exit code.
 struct ToolRun {
   int exit_code = -1;
   std::string out;
   std::string err;
 };
 
-ToolRun RunKeygen(const fs::path& scratch, std::vector<std::string> args) {
-  const fs::path out_path = scratch / "keygen.out";
-  const fs::path err_path = scratch / "keygen.err";
-  std::string binary = TALLY_BIN_DIR "/tools/tally-keygen";
-  std::vector<char*> argv = {binary.data()};
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  ToolRun run;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (out < 0 || err < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(126);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  EXPECT_GT(pid, 0);
-  int status = 0;
-  EXPECT_EQ(::waitpid(pid, &status, 0), pid);
-  if (WIFEXITED(status)) run.exit_code = WEXITSTATUS(status);
-  run.out = ReadFile(out_path);
-  run.err = ReadFile(err_path);
-  return run;
+ToolRun RunKeygen(const fs::path& scratch, const std::vector<std::string>& args) {
+  const Cluster::Output o = Cluster(TALLY_BIN_DIR, scratch, scratch)
+                                .RunTool("tools/tally-keygen", args, std::chrono::seconds(60));
+  return ToolRun{o.code, o.out, o.err};
 }
 
 TEST_F(KeysTest, KeygenDefaultScenario) {
@@ -725,8 +696,8 @@ TEST_F(KeysTest, KeygenDefaultScenario) {
 TEST_F(KeysTest, KeygenRefusesToOverwriteWithoutForce) {
   const fs::path keys = dir_ / "keys";
   ASSERT_EQ(RunKeygen(dir_, {"--dir", keys.string()}).exit_code, 0);
-  const std::string alice = ReadFile(keys / "private" / "alice.key_secret");
-  const std::string broker = ReadFile(keys / "private" / "broker.key_secret");
+  const std::string alice = ReadText(keys / "private" / "alice.key_secret");
+  const std::string broker = ReadText(keys / "private" / "broker.key_secret");
 
   ToolRun again = RunKeygen(dir_, {"--dir", keys.string(), "--patients", "dave,alice"});
   EXPECT_EQ(again.exit_code, 1);
@@ -737,8 +708,8 @@ TEST_F(KeysTest, KeygenRefusesToOverwriteWithoutForce) {
   ToolRun forced = RunKeygen(dir_, {"--dir=" + keys.string(), "--patients=alice", "--force"});
   ASSERT_EQ(forced.exit_code, 0) << forced.err;
   EXPECT_EQ(Lines(forced.out).size(), 2u) << forced.out;
-  EXPECT_NE(ReadFile(keys / "private" / "alice.key_secret"), alice);
-  EXPECT_EQ(ReadFile(keys / "private" / "broker.key_secret"), broker);  // never replaced
+  EXPECT_NE(ReadText(keys / "private" / "alice.key_secret"), alice);
+  EXPECT_EQ(ReadText(keys / "private" / "broker.key_secret"), broker);  // never replaced
   EXPECT_TRUE(LoadRoster(keys).ok());
 }
 
@@ -775,7 +746,7 @@ TEST_F(KeysTest, KeygenMakesOnePartysKeysAndNoBroker) {
   const fs::path broker_host = dir_ / "broker-host";
   ToolRun broker = RunKeygen(dir_, {"--dir", broker_host.string(), "--broker"});
   ASSERT_EQ(broker.exit_code, 0) << broker.err;
-  EXPECT_FALSE(Contains(ReadFile(broker_host / "private" / "broker.key_secret"), "seal"));
+  EXPECT_FALSE(Contains(ReadText(broker_host / "private" / "broker.key_secret"), "seal"));
   ToolRun again = RunKeygen(dir_, {"--dir", broker_host.string(), "--broker"});
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_TRUE(Contains(again.err, "private/broker.key_secret exists; use --force to replace it"));

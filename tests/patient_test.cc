@@ -87,10 +87,7 @@ class FakeBroker {
     EXPECT_TRUE(secret.ok()) << secret.message();
     if (!secret.ok()) return;
     for (zmq::socket_t* s : {&router_, &xpub_}) {
-      s->set(zmq::sockopt::linger, 0);
-      s->set(zmq::sockopt::curve_server, 1);
-      s->set(zmq::sockopt::curve_secretkey,
-             zmq::const_buffer(secret->curve_secret.data(), secret->curve_secret.size()));
+      CurveServer(*s, secret->curve_secret, "", {0, -1, "tcp://127.0.0.1:*"});
       s->bind("tcp://127.0.0.1:*");
     }
     router_endpoint_ = router_.get(zmq::sockopt::last_endpoint);

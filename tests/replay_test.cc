@@ -17,6 +17,7 @@
 #include "nodes/seal.h"
 #include "schema/capture.h"
 #include "tests/support.h"
+#include "tools/cluster.h"
 #include "tools/process.h"
 #include "tools/replay_lib.h"
 
@@ -42,17 +43,6 @@ std::string Hex(std::span<const uint8_t> bytes) {
     out += buf;
   }
   return out;
-}
-
-size_t CountOf(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
-
-std::vector<uint8_t> ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
 }
 
 void WriteFile(const fs::path& path, std::span<const uint8_t> bytes) {
@@ -88,43 +78,23 @@ class ReplayTest : public ::testing::Test {
   void Keys(const std::vector<std::string>& patients) { keys_ = MakeKeys(dir_.path(), patients); }
 
   void StartBroker(uint32_t deadline_ms = 10000) {
-    auto b =
-        Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router",
-                      "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
-                      (dir_.path() / "captures").string(), "--deadline-ms", Str(deadline_ms)},
-                     broker_log_);
-    ASSERT_TRUE(b.ok()) << b.message();
-    broker_.emplace(std::move(b.value()));
-    auto endpoints = ReadBrokerEndpoints(*broker_);
-    ASSERT_TRUE(endpoints) << "broker did not come up";
-    router_ = endpoints->router;
-    phases_ = endpoints->phases;
+    Status started = cluster_.StartBroker({"--deadline-ms", Str(deadline_ms)});
+    ASSERT_TRUE(started.ok()) << started.message();
+    router_ = cluster_.endpoints().router;
+    phases_ = cluster_.endpoints().phases;
   }
 
   Child Patient(const std::string& name, uint64_t value, bool once) {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
-                                     "--keys",
-                                     keys_.string(),
-                                     "--name",
-                                     name,
-                                     "--router",
-                                     router_,
-                                     "--phases",
-                                     phases_,
-                                     "--value",
-                                     Str(value)};
+    std::vector<std::string> args = {"--value", Str(value)};
     if (once) args.push_back("--once");
-    auto c = Child::Spawn(args, dir_.path() / (name + ".log"));
+    auto c = cluster_.SpawnNode(name, args);
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
 
   Child Hospital(const std::string& participants) {
-    auto c =
-        Child::Spawn({(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name",
-                      "hospital", "--router", router_, "--phases", phases_, "--json", "--results",
-                      results_.string(), "--range", "3000", "--participants", participants},
-                     dir_.path() / "hospital.log");
+    auto c = cluster_.SpawnNode("hospital", {"--json", "--results", results_.string(), "--range",
+                                             "3000", "--participants", participants});
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
@@ -149,17 +119,8 @@ class ReplayTest : public ::testing::Test {
   }
 
   Output Replay(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {(kBin / "tools/tally-replay").string()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    const fs::path err = dir_.path() / ("replay-" + Str(++replays_) + ".err");
-    auto c = Child::Spawn(argv, err);
-    EXPECT_TRUE(c.ok()) << c.message();
-    Output o;
-    o.out = c->ReadAll(kWait);
-    o.code = c->Wait(kWait).value_or(-1);
-    auto bytes = ReadFile(err);
-    o.err.assign(bytes.begin(), bytes.end());
-    return o;
+    const Cluster::Output o = cluster_.RunTool("tools/tally-replay", args, kWait);
+    return Output{o.code, o.out, o.err};
   }
 
   std::vector<std::pair<uint64_t, Envelope>> EnvelopeRecords(const fs::path& capture) {
@@ -241,21 +202,16 @@ class ReplayTest : public ::testing::Test {
     return Sealer::Create(LoadSecret(keys_, name).value(), LoadRoster(keys_).value()).value();
   }
 
-  std::string BrokerLog() {
-    auto bytes = ReadFile(broker_log_);
-    return {bytes.begin(), bytes.end()};
-  }
+  std::string BrokerLog() { return ReadText(cluster_.LogOf("broker")); }
 
   TempDir dir_;
+  Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
   fs::path keys_;
   fs::path results_ = dir_.path() / "results.jsonl";
-  fs::path broker_log_ = dir_.path() / "broker.log";
-  std::optional<Child> broker_;
   std::string router_, phases_;
   std::vector<Child> patients_;
   std::map<std::string, uint64_t> inputs_;
   uint64_t expected_ = 0;
-  int replays_ = 0;
 };
 
 TEST_F(ReplayTest, TimelineListsEveryPartialAndCheckPasses) {
@@ -407,7 +363,7 @@ TEST_F(ReplayTest, OnlyTheRoundsHospitalCanAudit) {
 TEST_F(ReplayTest, TruncatedCaptureFailsCheckWithTheOffsetAndShowsTheReadablePrefix) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
-  const std::vector<uint8_t> bytes = ReadFile(capture);
+  const std::vector<uint8_t> bytes = ReadBytes(capture);
   for (size_t cut = 0; cut < bytes.size(); ++cut) {
     const CaptureContents c = ReadCapture(std::span<const uint8_t>(bytes).first(cut));
     const auto problems = replay::Check(c);
@@ -459,7 +415,7 @@ TEST_F(ReplayTest, TruncatedCaptureFailsCheckWithTheOffsetAndShowsTheReadablePre
 TEST_F(ReplayTest, FlippedByteInAnyPartialIsNamedByCheckAndAudit) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
-  const std::vector<uint8_t> bytes = ReadFile(capture);
+  const std::vector<uint8_t> bytes = ReadBytes(capture);
   const auto envelopes = EnvelopeRecords(capture);
   ASSERT_EQ(envelopes.size(), 3u);
   for (size_t k = 0; k < envelopes.size(); ++k) {
@@ -526,7 +482,7 @@ TEST_F(ReplayTest, FlippedByteInAnyPartialIsNamedByCheckAndAudit) {
 TEST_F(ReplayTest, AlteredSumPhaseNoncesMakeTheHospitalAuditFailToOpenEveryPartial) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
-  const std::vector<uint8_t> bytes = ReadFile(capture);
+  const std::vector<uint8_t> bytes = ReadBytes(capture);
   const CaptureContents c = Contents(capture);
   ASSERT_EQ(c.records.size(), 8u);
   ASSERT_EQ(Rebuild(bytes, c.records), bytes);  // re-framing the records is faithful
@@ -575,7 +531,7 @@ TEST_F(ReplayTest, AlteredSumPhaseNoncesMakeTheHospitalAuditFailToOpenEveryParti
 TEST_F(ReplayTest, CheckNamesEachProtocolViolationAtItsOffset) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
-  const std::vector<uint8_t> bytes = ReadFile(capture);
+  const std::vector<uint8_t> bytes = ReadBytes(capture);
   const CaptureContents c = Contents(capture);
   ASSERT_EQ(c.records.size(), 8u);  // header, open, sum, 3 partials, done, trailer
   const auto& R = c.records;
@@ -679,7 +635,7 @@ TEST_F(ReplayTest, CheckNamesEachProtocolViolationAtItsOffset) {
 TEST_F(ReplayTest, OlderOrNewerCaptureFormatIsRefusedWithAClearMessage) {
   const fs::path capture = CapturedRound();
   ASSERT_FALSE(capture.empty());
-  std::vector<uint8_t> bytes = ReadFile(capture);
+  std::vector<uint8_t> bytes = ReadBytes(capture);
   const fs::path old = dir_.path() / "old.tcap";
   for (uint8_t version : {0, 1}) {  // 1: the format of protocol 1's captures
     bytes[8] = version;
@@ -771,7 +727,7 @@ TEST_F(ReplayTest, InjectedPartialIsRefusedAndTheLiveRoundStillCompletes) {
   EXPECT_EQ(hospital.Wait(kWait), 0);
 
   for (auto& p : patients_) EXPECT_EQ(p.Stop(), 0);
-  EXPECT_EQ(broker_->Stop(), 0);
+  EXPECT_EQ(cluster_.StopBroker(), 0);
   const std::string log = BrokerLog();
   EXPECT_EQ(
       CountOf(log, "event=reject from=charlie reason=\"envelope for a round that is not active\""),
@@ -848,7 +804,7 @@ TEST_F(ReplayTest, InjectingAsTheLiveHospitalDoesNotStealItsPartials) {
   EXPECT_EQ(ScalarAggregate(*line), inputs_["alice"] + inputs_["bob"] + 7) << *line;
   EXPECT_EQ(hospital.Wait(kWait), 0);
   for (auto& p : patients_) p.Stop();
-  broker_->Stop();
+  cluster_.StopBroker();
   const std::string log = BrokerLog();
   EXPECT_EQ(CountOf(log, "undeliverable"), 0u) << log;
   EXPECT_EQ(CountOf(log, "event=reject from=hospital reason=\"" +

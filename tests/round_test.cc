@@ -19,6 +19,7 @@
 #include "schema/text.h"
 #include "tests/contains.h"
 #include "tests/support.h"
+#include "tools/cluster.h"
 #include "tools/process.h"
 
 namespace tally::test {
@@ -28,17 +29,6 @@ namespace fs = std::filesystem;
 const fs::path kBin = TALLY_BIN_DIR;
 
 std::string Str(uint64_t v) { return std::to_string(v); }
-
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-size_t Count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
 
 std::string RoundOf(const std::string& json) {
   auto at = json.find("\"round\": \"");
@@ -81,30 +71,14 @@ class RoundTest : public ::testing::Test {
   void Keys(const std::vector<std::string>& patients) { keys_ = MakeKeys(dir_.path(), patients); }
 
   void StartBroker(uint32_t deadline_ms = 10000) {
-    auto b =
-        Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router",
-                      "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures",
-                      (dir_.path() / "captures").string(), "--deadline-ms", Str(deadline_ms)},
-                     dir_.path() / "broker.log");
-    ASSERT_TRUE(b.ok()) << b.message();
-    broker_.emplace(std::move(b.value()));
-    auto endpoints = ReadBrokerEndpoints(*broker_);
-    ASSERT_TRUE(endpoints) << "broker did not come up";
-    router_ = endpoints->router;
-    phases_ = endpoints->phases;
+    Status started = cluster_.StartBroker({"--deadline-ms", Str(deadline_ms)});
+    ASSERT_TRUE(started.ok()) << started.message();
+    router_ = cluster_.endpoints().router;
+    phases_ = cluster_.endpoints().phases;
   }
 
   Child Patient(const std::string& name, const std::vector<uint64_t>& input, bool once = false,
-                bool merge = false) {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
-                                     "--keys",
-                                     keys_.string(),
-                                     "--name",
-                                     name,
-                                     "--router",
-                                     router_,
-                                     "--phases",
-                                     phases_};
+                bool merge = false, std::vector<std::string> args = {}) {
     if (input.size() == 1) {
       args.insert(args.end(), {"--value", Str(input[0])});
     } else {
@@ -114,27 +88,15 @@ class RoundTest : public ::testing::Test {
       args.insert(args.end(), {"--input", file.string()});
     }
     if (once) args.push_back("--once");
-    auto c =
-        merge ? Child::Spawn(args, {}, true) : Child::Spawn(args, dir_.path() / (name + ".log"));
+    auto c = cluster_.SpawnNode(name, args, "", merge);
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
 
   Child Hospital(const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {(kBin / "nodes/tally-node").string(),
-                                     "--keys",
-                                     keys_.string(),
-                                     "--name",
-                                     "hospital",
-                                     "--router",
-                                     router_,
-                                     "--phases",
-                                     phases_,
-                                     "--json",
-                                     "--results",
-                                     results_.string()};
+    std::vector<std::string> args = {"--json", "--results", results_.string()};
     args.insert(args.end(), extra.begin(), extra.end());
-    auto c = Child::Spawn(args, dir_.path() / "hospital.log");
+    auto c = cluster_.SpawnNode("hospital", args);
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
@@ -180,18 +142,13 @@ class RoundTest : public ::testing::Test {
     }
     EXPECT_EQ(lines, rounds);
     for (auto& n : nodes) EXPECT_EQ(n.Stop(), 0);  // serving patients exit 0 on SIGTERM
-    EXPECT_EQ(broker_->Stop(), 0);
-  }
-
-  std::vector<uint8_t> ReadFile(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), {}};
+    EXPECT_EQ(cluster_.StopBroker(), 0);
   }
 
   TempDir dir_;
+  Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
   fs::path keys_;
   fs::path results_ = dir_.path() / "results.jsonl";
-  std::optional<Child> broker_;
   std::string router_, phases_;
 };
 
@@ -216,7 +173,7 @@ TEST_F(RoundTest, InputOutOfRangeAbortsNamingThePatientAndWritesNoResult) {
   alice.Stop();  // alice may have subscribed only after the round ended: nothing to do
   EXPECT_EQ(ReadText(results_), "");  // created at start, no result in it
   // The refusal names the problem, never the value.
-  auto bob_log = ReadFile(dir_.path() / "bob.log");
+  auto bob_log = ReadBytes(dir_.path() / "bob.log");
   EXPECT_EQ(std::string(bob_log.begin(), bob_log.end()).find("5000"), std::string::npos);
 }
 
@@ -238,11 +195,7 @@ TEST_F(RoundTest, PatientRefusesRoundsSmallerThanItsMinimum) {
   Keys({"alice", "bob"});
   StartBroker();
   auto alice = Patient("alice", {10}, true);
-  auto bob = Child::Spawn(
-      {(kBin / "nodes/tally-node").string(), "--keys", keys_.string(), "--name", "bob", "--router",
-       router_, "--phases", phases_, "--value", "20", "--once", "--min-patients", "3"},
-      dir_.path() / "bob.log");
-  ASSERT_TRUE(bob.ok());
+  auto bob = Patient("bob", {20}, true, false, {"--min-patients", "3"});
   auto hospital = Hospital({"--range", "1000"});
   EXPECT_EQ(hospital.Wait(kWait), 1);
   EXPECT_NE(LastLine(dir_.path() / "hospital.log")
@@ -369,7 +322,7 @@ TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   }
   EXPECT_EQ(total, expected);  // the masks cancel, mod 2^64
 
-  auto bytes = ReadFile(path);
+  auto bytes = ReadBytes(path);
   auto contains = [&](const std::vector<uint64_t>& v) {
     const auto* p = reinterpret_cast<const uint8_t*>(v.data());
     std::vector<uint8_t> needle(p, p + 64);  // the first 8 elements, as they would be encoded
@@ -418,15 +371,15 @@ TEST_F(RoundTest, APartialSealedUnderAnotherViewIsNotOpenedAndTheRoundAbortsWith
   EXPECT_EQ(ReadText(results_), "");  // created at start, no result in it
   const std::string log = ReadText(dir_.path() / "hospital.log");
   // Nothing rejected quietly: the hospital refuses the round once, naming dave's partial.
-  EXPECT_EQ(Count(log, "event=reject "), 0u) << log;
-  EXPECT_EQ(Count(log, "node hospital event=refuse round=" + RoundHex(open->round) +
-                           " reason=" + Quote(why)),
+  EXPECT_EQ(CountOf(log, "event=reject "), 0u) << log;
+  EXPECT_EQ(CountOf(log, "node hospital event=refuse round=" + RoundHex(open->round) +
+                             " reason=" + Quote(why)),
             1u)
       << log;
-  EXPECT_EQ(Count(log, "\"aggregate\""), 0u);
-  EXPECT_EQ(Count(LastLine(dir_.path() / "hospital.log"),
-                  "node hospital event=exit status=1 reason=" +
-                      Quote("refused round " + RoundHex(open->round) + ": " + why)),
+  EXPECT_EQ(CountOf(log, "\"aggregate\""), 0u);
+  EXPECT_EQ(CountOf(LastLine(dir_.path() / "hospital.log"),
+                    "node hospital event=exit status=1 reason=" +
+                        Quote("refused round " + RoundHex(open->round) + ": " + why)),
             1u)
       << LastLine(dir_.path() / "hospital.log");
 

@@ -17,6 +17,7 @@
 
 #include "keys/keys.h"
 #include "tests/support.h"
+#include "tools/cluster.h"
 #include "tools/process.h"
 
 namespace tally::test {
@@ -25,11 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kBin = TALLY_BIN_DIR;
 const std::vector<std::string> kParties = {"broker", "hospital", "alice", "bob", "charlie"};
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
 
 std::string Hex(const uint8_t* bytes, size_t size, bool upper) {
   static constexpr char kLower[] = "0123456789abcdef", kUpper[] = "0123456789ABCDEF";
@@ -121,52 +117,32 @@ class SecretsTest : public ::testing::Test {
     keys_ = MakeKeys(dir_.path(), {"alice", "bob", "charlie"});
   }
 
-  Child Spawn(const std::vector<std::string>& args, const std::string& log) {
-    auto c = Child::Spawn(args, dir_.path() / (log + ".log"));
+  // tally-node as `name` with `args`; its log in NAME.log, or with `merge` on its stdout.
+  Child Node(const std::string& name, const std::vector<std::string>& args, bool merge = false) {
+    auto c = cluster_.SpawnNode(name, args, "", merge);
     EXPECT_TRUE(c.ok()) << c.message();
     return std::move(c.value());
   }
-  std::vector<std::string> Node(const std::string& name) const {
-    return {(kBin / "nodes/tally-node").string(),
-            "--keys",
-            keys_.string(),
-            "--name",
-            name,
-            "--router",
-            router_,
-            "--phases",
-            phases_};
-  }
 
   TempDir dir_;
+  Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
   fs::path keys_;
-  std::string router_, phases_;
 };
 
 TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound) {
   const fs::path captures = dir_.path() / "captures", results = dir_.path() / "results.jsonl";
-  auto broker =
-      Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(), "--router",
-             "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures", captures.string()},
-            "broker");
-  auto r = broker.ReadLine(kWait), p = broker.ReadLine(kWait);
-  ASSERT_TRUE(r && p) << "broker did not come up: " << LastLine(dir_.path() / "broker.log");
-  ASSERT_EQ(r->rfind("router ", 0), 0u);
-  router_ = r->substr(7);
-  phases_ = p->substr(7);
-  std::string stdout_text = *r + "\n" + *p + "\n";
+  Status started = cluster_.StartBroker();
+  ASSERT_TRUE(started.ok()) << started.message();
+  // What the broker printed: its readiness lines.
+  std::string stdout_text =
+      "router " + cluster_.endpoints().router + "\nphases " + cluster_.endpoints().phases + "\n";
 
   std::map<std::string, Child> patients;
   const std::map<std::string, std::string> values = {
       {"alice", "725"}, {"bob", "100"}, {"charlie", "31"}};
-  for (const auto& [name, value] : values) {
-    auto args = Node(name);
-    args.insert(args.end(), {"--value", value, "--once"});
-    patients.emplace(name, Spawn(args, name));
-  }
-  auto args = Node("hospital");
-  args.insert(args.end(), {"--range", "1000", "--json", "--results", results.string()});
-  auto hospital = Spawn(args, "hospital");
+  for (const auto& [name, value] : values)
+    patients.emplace(name, Node(name, {"--value", value, "--once"}));
+  auto hospital = Node("hospital", {"--range", "1000", "--json", "--results", results.string()});
   auto line = hospital.ReadLine(std::chrono::milliseconds(60000));
   ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
   EXPECT_NE(line->find("\"aggregate\": 856"), std::string::npos) << *line;
@@ -176,8 +152,8 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
     EXPECT_EQ(child.Wait(kWait), 0) << name << ": " << LastLine(dir_.path() / (name + ".log"));
     stdout_text += child.ReadAll(kWait);
   }
-  EXPECT_EQ(broker.Stop(), 0);
-  stdout_text += broker.ReadAll(kWait);
+  EXPECT_EQ(cluster_.broker().Stop(), 0);
+  stdout_text += cluster_.broker().ReadAll(kWait);
 
   const auto needles = AllNeedles(keys_, kParties);
   ASSERT_EQ(needles.size(), (kParties.size() * 2 - 1) * 4);  // the broker: a CURVE key only
@@ -186,7 +162,7 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
   ASSERT_EQ(pairs.size(), nodes.size() * (nodes.size() - 1) / 2 * 4);
   // The needles are right: each party's secret file holds its keys in Z85.
   for (const auto& name : kParties) {
-    const std::string file = ReadFile(keys_ / "private" / (name + ".key_secret"));
+    const std::string file = ReadText(keys_ / "private" / (name + ".key_secret"));
     size_t found = 0;
     for (const auto& n : needles)
       found += n.label.rfind(name + " ", 0) == 0 && n.label.ends_with(" as Z85") &&
@@ -201,18 +177,18 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
   for (const auto& name : kParties) {
     const fs::path log = dir_.path() / (name + ".log");
     ASSERT_TRUE(fs::exists(log)) << log;
-    written[log.filename().string()] = ReadFile(log);
+    written[log.filename().string()] = ReadText(log);
   }
   ASSERT_TRUE(fs::exists(results));
-  written["results.jsonl"] = ReadFile(results);
+  written["results.jsonl"] = ReadText(results);
   size_t capture_files = 0;
   for (const auto& entry : fs::directory_iterator(captures)) {
-    written["capture " + entry.path().filename().string()] = ReadFile(entry.path());
+    written["capture " + entry.path().filename().string()] = ReadText(entry.path());
     ++capture_files;
   }
   EXPECT_EQ(capture_files, 1u);
   for (const auto& entry : fs::directory_iterator(keys_ / "public"))
-    written["public " + entry.path().filename().string()] = ReadFile(entry.path());
+    written["public " + entry.path().filename().string()] = ReadText(entry.path());
   EXPECT_FALSE(written["broker.log"].empty());
   EXPECT_FALSE(written["hospital.log"].empty());
   for (const auto& [where, text] : written) {
@@ -224,37 +200,31 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
 // A process that refuses its secret file says why without printing what is in it.
 TEST_F(SecretsTest, RefusalsToLoadASecretPrintNoKeyMaterial) {
   const auto needles = AllNeedles(keys_, kParties);
-  router_ = "tcp://127.0.0.1:1";  // never reached: the key check comes first
-  phases_ = "tcp://127.0.0.1:2";
+  // Never reached: the key check comes first.
+  const std::vector<std::string> args = {
+      "--router", "tcp://127.0.0.1:1", "--phases", "tcp://127.0.0.1:2", "--value", "1", "--once"};
 
   // Permissions too open, for a node and for the broker.
   const fs::path alice = keys_ / "private" / "alice.key_secret";
   ASSERT_EQ(::chmod(alice.c_str(), 0640), 0);
-  auto args = Node("alice");
-  args.insert(args.end(), {"--value", "1", "--once"});
-  auto node = Child::Spawn(args, {}, /*merge_stderr=*/true);
-  ASSERT_TRUE(node.ok());
-  std::string out = node->ReadAll(kWait);
-  EXPECT_EQ(node->Wait(kWait), 2) << out;
+  auto node = Node("alice", args, /*merge=*/true);
+  std::string out = node.ReadAll(kWait);
+  EXPECT_EQ(node.Wait(kWait), 2) << out;
   EXPECT_NE(out.find("permissions 0640 are too open"), std::string::npos) << out;
   ExpectNoNeedle(needles, out, "tally-node's refusal of a 0640 secret");
   ASSERT_EQ(::chmod(alice.c_str(), 0600), 0);
 
   const fs::path broker_secret = keys_ / "private" / "broker.key_secret";
   ASSERT_EQ(::chmod(broker_secret.c_str(), 0604), 0);
-  auto broker = Child::Spawn({(kBin / "broker/tally-broker").string(), "--keys", keys_.string(),
-                              "--router", "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*",
-                              "--captures", (dir_.path() / "captures").string()},
-                             {}, true);
-  ASSERT_TRUE(broker.ok());
-  out = broker->ReadAll(kWait);
-  EXPECT_EQ(broker->Wait(kWait), 2) << out;
+  EXPECT_FALSE(cluster_.StartBroker().ok());
+  EXPECT_EQ(cluster_.broker().Wait(kWait), 2);
+  out = ReadText(cluster_.LogOf("broker"));
   EXPECT_NE(out.find("permissions 0604 are too open"), std::string::npos) << out;
   ExpectNoNeedle(needles, out, "tally-broker's refusal of a 0604 secret");
   ASSERT_EQ(::chmod(broker_secret.c_str(), 0600), 0);
 
   // A secret file whose curve secret is bob's: it does not match alice's public key.
-  std::string text = ReadFile(alice);
+  std::string text = ReadText(alice);
   auto mine = LoadSecret(keys_, "alice").value();
   auto bobs = LoadSecret(keys_, "bob").value();
   const std::string z_mine = Z85Encode(mine.curve_secret.data(), 32);
@@ -270,10 +240,9 @@ TEST_F(SecretsTest, RefusalsToLoadASecretPrintNoKeyMaterial) {
   auto loaded = LoadSecret(keys_, "alice");
   ASSERT_FALSE(loaded.ok());
   ExpectNoNeedle(needles, loaded.message(), "LoadSecret's error for a mismatched secret");
-  node = Child::Spawn(args, {}, true);
-  ASSERT_TRUE(node.ok());
-  out = node->ReadAll(kWait);
-  EXPECT_EQ(node->Wait(kWait), 2) << out;
+  node = Node("alice", args, /*merge=*/true);
+  out = node.ReadAll(kWait);
+  EXPECT_EQ(node.Wait(kWait), 2) << out;
   EXPECT_NE(out.find("does not match"), std::string::npos) << out;
   ExpectNoNeedle(needles, out, "tally-node's refusal of a mismatched secret");
 }

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "tests/support.h"
+#include "tools/cluster.h"
 #include "tools/process.h"
 
 namespace tally::test {
@@ -58,38 +59,28 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   TempDir dir;
   std::vector<std::string> names;
   for (int i = 0; i < kPatients; ++i) names.push_back("p" + Str(static_cast<uint64_t>(i)));
-  const fs::path keys = MakeKeys(dir.path(), names);
+  MakeKeys(dir.path(), names);
   const fs::path captures = dir.path() / "captures";
   const fs::path results = dir.path() / "results.jsonl";
 
-  auto b = Child::Spawn(
-      {(kBin / "broker/tally-broker").string(), "--keys", keys.string(), "--router",
-       "tcp://127.0.0.1:*", "--phases", "tcp://127.0.0.1:*", "--captures", captures.string()},
-      dir.path() / "broker.log");
-  ASSERT_TRUE(b.ok()) << b.message();
-  Child broker = std::move(b.value());
-  auto endpoints = ReadBrokerEndpoints(broker);
-  ASSERT_TRUE(endpoints) << "broker did not come up: " << LastLine(dir.path() / "broker.log");
-  const std::string router = endpoints->router, phases = endpoints->phases;
+  Cluster cluster(kBin, dir.path(), dir.path());  // keys, captures, and the logs in dir
+  const Status started = cluster.StartBroker();
+  ASSERT_TRUE(started.ok()) << started.message();
+  Child& broker = cluster.broker();
 
   uint64_t expected = 0;
   std::vector<Child> patients;
   for (const auto& name : names) {
     const uint64_t value = randombytes_uniform(1001);
     expected += value;
-    auto c = Child::Spawn({(kBin / "nodes/tally-node").string(), "--keys", keys.string(), "--name",
-                           name, "--router", router, "--phases", phases, "--value", Str(value)},
-                          dir.path() / (name + ".log"));
+    auto c = cluster.SpawnNode(name, {"--value", Str(value)});
     ASSERT_TRUE(c.ok()) << c.message();
     patients.push_back(std::move(c.value()));
   }
 
   const auto start = std::chrono::steady_clock::now();
-  auto h = Child::Spawn(
-      {(kBin / "nodes/tally-node").string(), "--keys", keys.string(), "--name", "hospital",
-       "--router", router, "--phases", phases, "--json", "--results", results.string(), "--range",
-       Str(1000 * kPatients), "--rounds", Str(kHospitalRounds)},
-      dir.path() / "hospital.log");
+  auto h = cluster.SpawnNode("hospital", {"--json", "--results", results.string(), "--range",
+                                          Str(1000 * kPatients), "--rounds", Str(kHospitalRounds)});
   ASSERT_TRUE(h.ok()) << h.message();
   Child hospital = std::move(h.value());
 
@@ -151,13 +142,10 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   size_t capture_files = 0, checked_ok = 0;
   for (const auto& entry : fs::directory_iterator(captures)) {
     ++capture_files;
-    auto check =
-        Child::Spawn({(kBin / "tools/tally-replay").string(), entry.path().string(), "--check"}, {},
-                     /*merge_stderr=*/true);
-    ASSERT_TRUE(check.ok()) << check.message();
-    const std::string out = check->ReadAll(kWait);
-    const bool ok = check->Wait(kWait) == 0;
-    EXPECT_TRUE(ok) << entry.path() << ":\n" << out;
+    const Cluster::Output check =
+        cluster.RunTool("tools/tally-replay", {entry.path().string(), "--check"}, kWait);
+    const bool ok = check.code == 0;
+    EXPECT_TRUE(ok) << entry.path() << ":\n" << check.out << check.err;
     checked_ok += ok;
   }
   EXPECT_EQ(capture_files, static_cast<size_t>(kHospitalRounds));
@@ -167,7 +155,7 @@ TEST(SoakTest, ThousandRoundsTenPatientsOneBrokerStableMemoryAndFds) {
   const std::string stop_needle = "event=exit status=0 reason=\"stopped by SIGTERM\" routed=" +
                                   Str(uint64_t{kPatients} * kHospitalRounds) + " rejected=0";
   for (auto& c : patients) EXPECT_EQ(c.Stop(), 0);
-  EXPECT_EQ(broker.Stop(), 0);
+  EXPECT_EQ(cluster.StopBroker(), 0);
   EXPECT_NE(LastLine(dir.path() / "broker.log").find(stop_needle), std::string::npos)
       << LastLine(dir.path() / "broker.log");
 }

@@ -33,13 +33,6 @@ std::filesystem::path MakeKeys(const std::filesystem::path& dir,
   return keys;
 }
 
-std::optional<BrokerEndpoints> ReadBrokerEndpoints(Child& broker, milliseconds timeout) {
-  auto r = broker.ReadLine(timeout);
-  auto p = r ? broker.ReadLine(timeout) : std::nullopt;
-  if (!r || !p || r->rfind("router ", 0) != 0 || p->rfind("phases ", 0) != 0) return std::nullopt;
-  return BrokerEndpoints{r->substr(7), p->substr(7)};
-}
-
 std::optional<uint64_t> ScalarAggregate(const std::string& json) {
   auto parsed = ParseResultsLine(json);
   if (!parsed.ok() || !parsed->result || parsed->result->aggregate.size() != 1) return std::nullopt;
@@ -79,14 +72,19 @@ std::vector<std::string> LogWatcher::Lines() {
   return lines_;
 }
 
-namespace {
-void Curve(zmq::socket_t& s, const uint8_t* server, const uint8_t* pub, const uint8_t* sec) {
-  s.set(zmq::sockopt::linger, 0);
-  s.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(server, 32));
-  s.set(zmq::sockopt::curve_publickey, zmq::const_buffer(pub, 32));
-  s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sec, 32));
+SecretCertificate CurveKeys(const PublicKey& public_key, const uint8_t* secret_key) {
+  SecretCertificate me;
+  me.pub.curve_public = public_key;
+  std::memcpy(me.curve_secret.data(), secret_key, me.curve_secret.size());
+  return me;
 }
-}  // namespace
+
+SecretCertificate StrangerKeys() {
+  PublicKey pub;
+  SecretKey sec;
+  EXPECT_EQ(crypto_box_keypair(pub.data(), sec.data()), 0);  // CURVE keys are X25519 keys
+  return CurveKeys(pub, sec.data());
+}
 
 TestParty::TestParty(const std::filesystem::path& keys, const std::string& name,
                      const std::string& router, const std::string& phases, bool subscribe) {
@@ -95,9 +93,9 @@ TestParty::TestParty(const std::filesystem::path& keys, const std::string& name,
   auto me = LoadSecret(keys, name);
   EXPECT_TRUE(me.ok()) << me.message();
   const Certificate* broker = roster->Find("broker");
-  for (zmq::socket_t* s : {&dealer_, &sub_})
-    Curve(*s, broker->curve_public.data(), me->pub.curve_public.data(), me->curve_secret.data());
-  Monitor();
+  CurveClient(dealer_, me.value(), broker->curve_public, {0, -1, router});
+  CurveClient(sub_, me.value(), broker->curve_public, {0, -1, phases});
+  tally::Monitor(dealer_, monitor_, ZMQ_EVENT_ALL);
   dealer_.connect(router);
   if (subscribe) {
     sub_.set(zmq::sockopt::subscribe, "");
@@ -106,17 +104,10 @@ TestParty::TestParty(const std::filesystem::path& keys, const std::string& name,
 }
 
 TestParty::TestParty(const PublicKey& broker_key, const std::string& router,
-                     const uint8_t* public_key, const uint8_t* secret_key) {
-  Curve(dealer_, broker_key.data(), public_key, secret_key);
-  Monitor();
+                     const SecretCertificate& me) {
+  CurveClient(dealer_, me, broker_key, {0, -1, router});
+  tally::Monitor(dealer_, monitor_, ZMQ_EVENT_ALL);
   dealer_.connect(router);
-}
-
-void TestParty::Monitor() {
-  static std::atomic<int> counter{0};
-  std::string ep = "inproc://test-monitor-" + std::to_string(counter++);
-  zmq_socket_monitor(dealer_.handle(), ep.c_str(), ZMQ_EVENT_ALL);
-  monitor_.connect(ep);
 }
 
 void TestParty::Send(const Message& message) { SendRaw(Encode(message)); }
@@ -187,12 +178,8 @@ bool TestParty::WaitEvent(uint16_t event, milliseconds timeout) {
     if (left.count() <= 0) return false;
     zmq::pollitem_t item{monitor_.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, left) <= 0) return false;
-    zmq::message_t head, addr;
-    if (!monitor_.recv(head)) return false;
-    if (head.more()) (void)monitor_.recv(addr);
-    uint16_t id;
-    std::memcpy(&id, head.data(), sizeof id);
-    if (id == event) return true;
+    const std::optional<MonitorEvent> e = NextEvent(monitor_);
+    if (e && e->id == event) return true;
   }
 }
 

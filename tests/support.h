@@ -20,6 +20,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "keys/curve.h"
 #include "keys/keys.h"
 #include "nodes/seal.h"
 #include "schema/schema.h"
@@ -63,25 +64,22 @@ class LogWatcher {
   std::vector<std::string> lines_;
 };
 
-// A starting tally-broker's endpoints, from its readiness lines ("router EP", "phases EP").
-struct BrokerEndpoints {
-  std::string router;
-  std::string phases;
-};
-// nullopt when the broker exits or prints something else first.
-std::optional<BrokerEndpoints> ReadBrokerEndpoints(Child& broker, milliseconds timeout = kWait);
-
 // The aggregate of a hospital's one-element JSON result line (ParseResultsLine), or nullopt.
 std::optional<uint64_t> ScalarAggregate(const std::string& json);
+
+// A certificate holding only a CURVE keypair: `public_key` presented with `secret_key` (which
+// need not match it, to forge a vouch).
+SecretCertificate CurveKeys(const PublicKey& public_key, const uint8_t* secret_key);
+// A fresh CURVE keypair no roster holds.
+SecretCertificate StrangerKeys();
 
 // A party with a DEALER to the router and a SUB to the phase channel.
 class TestParty {
  public:
   TestParty(const std::filesystem::path& keys, const std::string& name, const std::string& router,
             const std::string& phases, bool subscribe = true);
-  // A party with the given CURVE keys (e.g. not in the roster).
-  TestParty(const PublicKey& broker_key, const std::string& router, const uint8_t* public_key,
-            const uint8_t* secret_key);
+  // A party with the given CURVE keys (e.g. not in the roster: see CurveKeys).
+  TestParty(const PublicKey& broker_key, const std::string& router, const SecretCertificate& me);
 
   void Send(const Message& message);
   void SendRaw(const std::vector<uint8_t>& bytes);
@@ -101,7 +99,6 @@ class TestParty {
   zmq::socket_t& dealer() { return dealer_; }
 
  private:
-  void Monitor();
   std::optional<PhaseUpdate> WaitUpdate(const std::function<bool(const PhaseUpdate&)>& wanted,
                                         milliseconds timeout);
   zmq::context_t ctx_;

@@ -29,7 +29,8 @@ bool HasSecret(const fs::path& keys, const std::string& name) {
 
 }  // namespace
 
-Cluster::Cluster(fs::path bin, fs::path work) : bin_(std::move(bin)), work_(std::move(work)) {}
+Cluster::Cluster(fs::path bin, fs::path work, fs::path logs)
+    : bin_(std::move(bin)), work_(std::move(work)), logs_(logs.empty() ? work_ / "logs" : logs) {}
 
 Cluster::~Cluster() {
   if (hospital_) hospital_->Stop();
@@ -65,42 +66,99 @@ Status Cluster::Prepare(const std::string& hospital, const std::vector<std::stri
 }
 
 Status Cluster::StartBroker(const std::vector<std::string>& extra) {
+  BrokerSpec spec;
+  spec.extra = extra;
+  return StartBroker(spec);
+}
+
+Status Cluster::StartBroker(const BrokerSpec& spec) {
   std::vector<std::string> args = {(bin_ / "broker/tally-broker").string(),
                                    "--keys",
-                                   keys().string(),
+                                   (spec.keys.empty() ? keys() : spec.keys).string(),
                                    "--router",
-                                   "tcp://127.0.0.1:*",
+                                   spec.router,
                                    "--phases",
-                                   "tcp://127.0.0.1:*",
+                                   spec.phases,
                                    "--captures",
-                                   captures().string()};
-  args.insert(args.end(), extra.begin(), extra.end());
-  fs::remove(LogOf("broker"));
+                                   (spec.captures.empty() ? captures() : spec.captures).string()};
+  args.insert(args.end(), spec.extra.begin(), spec.extra.end());
+  if (!spec.append_log) fs::remove(LogOf("broker"));
   auto broker = Child::Spawn(args, LogOf("broker"));
   if (!broker.ok()) return broker.status();
   broker_.emplace(std::move(broker.value()));
-  // Its readiness: "router ENDPOINT" then "phases ENDPOINT" on stdout.
-  for (int k = 0; k < 2; ++k) {
-    auto line = broker_->ReadLine(kBrokerStart);
-    if (!line) break;
-    if (line->rfind("router ", 0) == 0) endpoints_.router = line->substr(7);
-    if (line->rfind("phases ", 0) == 0) endpoints_.phases = line->substr(7);
-  }
-  if (endpoints_.router.empty() || endpoints_.phases.empty())
-    return Status::Error("the broker did not come up: " + WhyStopped("broker"));
+  auto endpoints = ReadEndpoints(*broker_, kBrokerStart);
+  if (!endpoints.ok())
+    return Status::Error("the broker did not come up: " + endpoints.message() + ": " +
+                         WhyStopped("broker"));
+  endpoints_ = *endpoints;
   return Status::Ok();
 }
 
-std::vector<std::string> Cluster::NodeArgs(const std::string& name) const {
-  return {(bin_ / "nodes/tally-node").string(),
-          "--keys",
-          keys().string(),
-          "--name",
-          name,
-          "--router",
-          endpoints_.router,
-          "--phases",
-          endpoints_.phases};
+int Cluster::StopBroker() {
+  if (!broker_) return -1;
+  const int code = broker_->Stop();
+  broker_.reset();
+  return code;
+}
+
+Result<BrokerEndpoints> Cluster::ReadEndpoints(Child& broker, milliseconds timeout) {
+  BrokerEndpoints e;
+  for (auto [prefix, field] : {std::pair{"router ", &e.router}, std::pair{"phases ", &e.phases}}) {
+    auto line = broker.ReadLine(timeout);
+    if (!line) return Status::Error("no readiness line");
+    if (line->rfind(prefix, 0) != 0)
+      return Status::Error("expected \"" + std::string(prefix) + "ENDPOINT\", got " + Quote(*line));
+    *field = line->substr(std::string_view(prefix).size());
+  }
+  return e;
+}
+
+Status Cluster::AwaitReady(Child& node, milliseconds timeout) {
+  auto line = node.ReadLine(timeout);
+  if (line && *line == "ready") return Status::Ok();
+  if (line) return Status::Error("printed " + Quote(*line) + " instead of its readiness line");
+  return Status::Error(node.running() ? "not ready in time" : "exited before it was ready");
+}
+
+std::vector<std::string> Cluster::NodeArgv(const std::string& name,
+                                           const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {(bin_ / "nodes/tally-node").string(),
+                                   "--keys",
+                                   keys().string(),
+                                   "--name",
+                                   name,
+                                   "--router",
+                                   endpoints_.router,
+                                   "--phases",
+                                   endpoints_.phases};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+Result<Child> Cluster::SpawnNode(const std::string& name, const std::vector<std::string>& args,
+                                 const std::string& log, bool merge_stderr) const {
+  if (merge_stderr) return Child::Spawn(NodeArgv(name, args), {}, true);
+  return Child::Spawn(NodeArgv(name, args), LogOf(log.empty() ? name : log));
+}
+
+Cluster::Output Cluster::RunTool(const std::string& tool, const std::vector<std::string>& args,
+                                 milliseconds timeout) const {
+  std::vector<std::string> argv = {(bin_ / tool).string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const fs::path err =
+      logs() / (fs::path(tool).filename().string() + "-" + std::to_string(++tool_runs_) + ".err");
+  Output o;
+  auto child = Child::Spawn(argv, err);
+  if (!child.ok()) {
+    o.err = child.message();
+    return o;
+  }
+  const auto deadline = Clock::now() + timeout;
+  o.out = child->ReadAll(timeout);
+  const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+  o.code = child->Wait(std::max(left, milliseconds(0))).value_or(-1);
+  o.err = ReadText(err);
+  return o;
 }
 
 Status Cluster::StartPatient(const std::string& name, const std::vector<std::string>& args) {
@@ -109,29 +167,25 @@ Status Cluster::StartPatient(const std::string& name, const std::vector<std::str
     TALLY_RETURN_IF_ERROR(WaitReady(oldest, Clock::now() + kPatientStart, kPatientStart));
     ++first_unready_;
   }
-  std::vector<std::string> argv = NodeArgs(name);
-  argv.insert(argv.end(), args.begin(), args.end());
   fs::remove(LogOf(name));
-  auto child = Child::Spawn(argv, LogOf(name));
+  auto child = SpawnNode(name, args);
   if (!child.ok()) return Status::Error("cannot start " + name + ": " + child.message());
   patients_.push_back(Patient{name, std::move(child.value())});
   return Status::Ok();
 }
 
 Status Cluster::WaitReady(Patient& p, Clock::time_point deadline, milliseconds budget) {
-  while (!p.ready) {
-    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0)
-      return Status::Error(p.name + " did not reach the broker in " +
-                           std::to_string(budget.count()) + " ms: " + WhyStopped(p.name));
-    auto line = p.child.ReadLine(left);
-    if (line && *line == "ready") {
-      p.ready = true;
-    } else if (!line && p.child.Wait(milliseconds(0))) {
-      return Status::Error(p.name + " exited before it reached the broker: " + WhyStopped(p.name));
-    }
+  if (p.ready) return Status::Ok();
+  const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+  Status s = AwaitReady(p.child, std::max(left, milliseconds(0)));
+  if (s.ok()) {
+    p.ready = true;
+    return s;
   }
-  return Status::Ok();
+  if (!p.child.running())
+    return Status::Error(p.name + " exited before it reached the broker: " + WhyStopped(p.name));
+  return Status::Error(p.name + " did not reach the broker in " + std::to_string(budget.count()) +
+                       " ms: " + WhyStopped(p.name));
 }
 
 Status Cluster::WaitPatientsReady(milliseconds timeout,
@@ -156,10 +210,8 @@ Status Cluster::WaitPatientsReady(milliseconds timeout,
 
 Result<Child*> Cluster::StartHospital(const std::string& name,
                                       const std::vector<std::string>& args) {
-  std::vector<std::string> argv = NodeArgs(name);
-  argv.insert(argv.end(), args.begin(), args.end());
   fs::remove(LogOf(name));
-  auto child = Child::Spawn(argv, LogOf(name));
+  auto child = SpawnNode(name, args);
   if (!child.ok()) return child.status();
   hospital_.emplace(std::move(child.value()));
   return &*hospital_;
@@ -170,8 +222,7 @@ void Cluster::StopAll() {
   for (Patient& p : patients_) p.child.Signal(SIGTERM);
   for (Patient& p : patients_) p.child.Stop();
   patients_.clear();
-  if (broker_) broker_->Stop();
-  broker_.reset();
+  StopBroker();
 }
 
 std::string Cluster::WhyStopped(const std::string& name) const {

@@ -1,6 +1,8 @@
 // A Tally deployment on one machine, as separate processes: keys, a broker on free loopback
 // ports, patients and a hospital, each with its log in logs/NAME.log. Waits on readiness lines
-// and process exits, never on time. Used by tally-launch and tally-bench.
+// and process exits, never on time. The one way Tally's tools and tests start its processes:
+// tally-launch, tally-bench and every process test go through it, so the broker's readiness
+// lines and a node's are parsed here only.
 //
 // Layout under `work`: keys/ (made by tally-keygen where missing), logs/, captures/.
 // Thread-compatible.
@@ -22,13 +24,14 @@ namespace tally {
 class Cluster {
  public:
   // `bin`: the build folder (tools/tally-keygen, broker/tally-broker, nodes/tally-node).
-  Cluster(std::filesystem::path bin, std::filesystem::path work);
+  // `logs`: where the processes' logs go (default work/logs).
+  Cluster(std::filesystem::path bin, std::filesystem::path work, std::filesystem::path logs = {});
   ~Cluster();  // stops whatever is still running
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
 
   std::filesystem::path keys() const { return work_ / "keys"; }
-  std::filesystem::path logs() const { return work_ / "logs"; }
+  const std::filesystem::path& logs() const { return logs_; }
   std::filesystem::path captures() const { return work_ / "captures"; }
   std::filesystem::path LogOf(const std::string& name) const { return logs() / (name + ".log"); }
 
@@ -40,7 +43,45 @@ class Cluster {
   // Starts tally-broker on free loopback ports with `extra` arguments; returns once it has
   // printed its endpoints.
   Status StartBroker(const std::vector<std::string>& extra = {});
+  struct BrokerSpec {
+    std::vector<std::string> extra;  // after the defaults
+    std::filesystem::path keys;      // default: keys()
+    std::filesystem::path captures;  // default: captures()
+    std::string router = "tcp://127.0.0.1:*";
+    std::string phases = "tcp://127.0.0.1:*";
+    bool append_log = false;  // keep logs/broker.log of an earlier broker (a restart)
+  };
+  Status StartBroker(const BrokerSpec& spec);
   const BrokerEndpoints& endpoints() const { return endpoints_; }
+  bool broker_running() const { return broker_.has_value(); }
+  // Stops the broker (SIGTERM, then SIGKILL after a grace); returns its exit code.
+  int StopBroker();
+
+  // The command line of tally-node as `name` with this cluster's keys and the broker's
+  // endpoints, then `args` (later flags override earlier ones).
+  std::vector<std::string> NodeArgv(const std::string& name,
+                                    const std::vector<std::string>& args = {}) const;
+  // Starts tally-node as `name`; its stderr goes to logs/LOG.log (LOG: `log`, else `name`), or
+  // with `merge_stderr` into its stdout. The caller owns the process.
+  Result<Child> SpawnNode(const std::string& name, const std::vector<std::string>& args,
+                          const std::string& log = "", bool merge_stderr = false) const;
+  // Runs a tool of the build (e.g. "tools/tally-replay") to its end, at most `timeout`: its
+  // stdout, its stderr (kept in logs/TOOL-N.err), and its exit code (-1 if it did not end in
+  // time).
+  struct Output {
+    std::string out;
+    std::string err;
+    int code = -1;
+  };
+  Output RunTool(const std::string& tool, const std::vector<std::string>& args,
+                 std::chrono::milliseconds timeout) const;
+
+  // A starting broker's readiness: "router ENDPOINT" then "phases ENDPOINT" on its stdout.
+  // Fails when it exits or prints something else first, or after `timeout`.
+  static Result<BrokerEndpoints> ReadEndpoints(Child& broker, std::chrono::milliseconds timeout);
+  // A node's readiness: its "ready" line, printed once it has reached the broker. Fails when it
+  // exits or prints something else first, or after `timeout`.
+  static Status AwaitReady(Child& node, std::chrono::milliseconds timeout);
 
   // Starts tally-node as patient `name` with `args` (its input, --once, ...). At most
   // kMaxStarting patients are started and not yet connected at a time: starting waits for the
@@ -71,13 +112,12 @@ class Cluster {
   std::string WhyStopped(const std::string& name) const;
 
  private:
-  std::vector<std::string> NodeArgs(const std::string& name) const;
   struct Patient;
   // Waits until `p` has printed its readiness line, at most until `deadline`.
   Status WaitReady(Patient& p, std::chrono::steady_clock::time_point deadline,
                    std::chrono::milliseconds budget);
 
-  std::filesystem::path bin_, work_;
+  std::filesystem::path bin_, work_, logs_;
   std::optional<Child> broker_;
   BrokerEndpoints endpoints_;
   struct Patient {
@@ -88,6 +128,7 @@ class Cluster {
   std::vector<Patient> patients_;
   size_t first_unready_ = 0;  // patients_ before it are all ready
   std::optional<Child> hospital_;
+  mutable int tool_runs_ = 0;
 };
 
 }  // namespace tally

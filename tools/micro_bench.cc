@@ -15,6 +15,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "keys/curve.h"
 #include "keys/keys.h"
 #include "nodes/seal.h"
 #include "schema/schema.h"
@@ -247,15 +248,12 @@ void BM_Transport(benchmark::State& state) {
     s->set(zmq::sockopt::rcvhwm, 0);
   }
   if (curve) {
-    char server_pub[41], server_sec[41], client_pub[41], client_sec[41];
-    if (zmq_curve_keypair(server_pub, server_sec) != 0 ||
-        zmq_curve_keypair(client_pub, client_sec) != 0)
-      return state.SkipWithError("libzmq has no CURVE");
-    router.set(zmq::sockopt::curve_server, true);
-    router.set(zmq::sockopt::curve_secretkey, std::string(server_sec));
-    dealer.set(zmq::sockopt::curve_serverkey, std::string(server_pub));
-    dealer.set(zmq::sockopt::curve_publickey, std::string(client_pub));
-    dealer.set(zmq::sockopt::curve_secretkey, std::string(client_sec));
+    // CURVE keys are X25519 keys; the sockets are set up as the broker's and a party's are.
+    tally::SecretCertificate server, client;
+    crypto_box_keypair(server.pub.curve_public.data(), server.curve_secret.data());
+    crypto_box_keypair(client.pub.curve_public.data(), client.curve_secret.data());
+    tally::CurveServer(router, server.curve_secret, "", {0, -1, ""});
+    tally::CurveClient(dealer, client, server.pub.curve_public, {0, -1, ""});
   }
   router.bind("tcp://127.0.0.1:*");
   dealer.connect(router.get(zmq::sockopt::last_endpoint));

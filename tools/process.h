@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -55,5 +56,12 @@ class Child {
 
 // The last non-empty line of a text file ("" if none): for showing why a process failed.
 std::string LastLine(const std::filesystem::path& path);
+// A whole file as bytes or text ("" / empty if it cannot be read), and text split into lines
+// (without their newlines): for logs, outputs and results files.
+std::vector<uint8_t> ReadBytes(const std::filesystem::path& path);
+std::string ReadText(const std::filesystem::path& path);
+std::vector<std::string> Lines(const std::string& text);
+// How many times `needle` occurs in `text` (overlapping occurrences count).
+size_t CountOf(const std::string& text, const std::string& needle);
 
 }  // namespace tally

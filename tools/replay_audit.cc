@@ -116,7 +116,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     if (env.round != h->round) {
       fail("opened, but bound to round " + RoundHex(env.round) + ", not this round");
     } else if (std::find(h->params.participants.begin(), h->params.participants.end(), env.from) ==
-                   h->params.participants.end()) {
+               h->params.participants.end()) {
       fail("opened, but " + env.from + " is not a patient of this round");
     } else if (!opened_from.insert(env.from).second) {
       fail("opened, but repeats an earlier partial from " + env.from);

@@ -1,0 +1,87 @@
+// Internal to tally-bench: what its parts share. The measurements (bench_runs.cc: warm rounds,
+// admission, cold launches with real processes; bench_floor.cc: the crypto floor with Tally's
+// own sealing and mask code) and the figures they return; bench.cc reads the arguments and
+// prints. Single-threaded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tally::bench {
+
+// "p01", "p02", ..., "p10", ...: the names tally-launch --patients gives.
+std::string PatientName(size_t k);
+// The p-th percentile by nearest rank; 0 for no values.
+double Percentile(std::vector<double> v, double p);
+// CPU seconds a process has used so far (all its threads), from /proc.
+double CpuSeconds(pid_t pid);
+// Peak resident set (VmHWM) in MiB, or 0 when unreadable (e.g. the process has exited).
+double PeakRssMiB(pid_t pid);
+
+// The CPU a round cannot avoid with this protocol and these primitives (BENCHMARKS.md), each
+// primitive timed on this machine: figures in seconds per call unless said otherwise.
+struct Floor {
+  size_t payload_bytes = 0;      // P: EncodePayload of L elements (plaintext sealed)
+  size_t wire_bytes = 0;         // W: one Envelope frame on the wire
+  size_t update_bytes = 0;       // U: one PhaseUpdate frame with the N join nonces (sum, done)
+  size_t open_update_bytes = 0;  // U0: the open phase's PhaseUpdate frame, before any nonce
+  double seal = 0, open = 0;     // Sealer::Seal and Sealer::Open of a partial at P
+  // CURVE (libzmq's crypto_box_*_afternm) at W, U, U0 and C (a join)
+  double box_enc_w = 0, box_dec_w = 0, box_enc_u = 0, box_dec_u = 0;
+  double box_enc_u0 = 0, box_dec_u0 = 0, box_enc_c = 0, box_dec_c = 0;
+  double mask_keys = 0;   // Sealer::Masks: one patient's N-1 mask keys
+  double apply = 0;       // ApplyMasks: one patient's N-1 streams over L elements
+  double masks = 0;       // s per round: N patients' mask keys and streams
+  double total = 0;       // s of CPU per round
+};
+Floor MeasureFloor(size_t n, uint32_t length);
+
+// One warm-rounds configuration: N patients, vectors of L, K rounds (the first is warm-up).
+struct Config {
+  size_t patients;
+  uint32_t length;
+  uint32_t rounds;
+  double target_ms;  // p50 target; 0 = none
+};
+
+struct Measured {
+  Config config{};
+  bool ok = false;
+  std::string error;
+  std::vector<double> latency_ms;  // warm rounds: request -> aggregate in hand
+  std::vector<double> period_ms;   // warm rounds: one hospital result line to the next
+  double cpu_per_round = 0;        // s, all processes
+  double cpu_broker = 0, cpu_patients = 0, cpu_hospital = 0;     // s per round
+  double rss_broker = 0, rss_patient_max = 0, rss_hospital = 0;  // MiB
+  double wall_first_ms = 0;  // the warm-up round, from the hospital's start
+  std::optional<Floor> floor;
+};
+// Runs `c` with real processes: keys in work/keys, logs in work/logs/NxL, captures and results
+// under captures_root/NxL (removed afterwards).
+Measured RunConfig(const Config& c, const std::filesystem::path& bin,
+                   const std::filesystem::path& work, const std::filesystem::path& captures_root);
+
+struct Admitted {
+  bool ok = false;
+  std::string error;
+  double wall_ms = 0;        // first connect to the last of 2N handshakes
+  double broker_cpu_ms = 0;  // the broker's CPU over that time
+  double broker_rss_mib = 0;
+};
+// N patients (keys in work/keys) connect to a fresh broker at once.
+Admitted Admit(const std::filesystem::path& bin, const std::filesystem::path& work, size_t n);
+
+struct LaunchRuns {
+  std::vector<double> elapsed_ms;  // tally-launch's own figure
+  std::vector<double> wall_ms;     // spawn to exit of the tally-launch process
+  std::string error;
+};
+// `runs` cold tally-launch runs in work/launch, after one uncounted run that makes the keys.
+LaunchRuns RunLaunch(const std::filesystem::path& bin, const std::filesystem::path& work, int runs);
+
+}  // namespace tally::bench
