@@ -23,6 +23,7 @@
 #include <system_error>
 #include <utility>
 
+#include "schema/durable.h"
 #include "schema/schema.h"
 
 namespace tally {
@@ -310,12 +311,6 @@ class Fd {
     if (fd_ >= 0) ::close(fd_);
   }
   int get() const { return fd_; }
-  // Closes now, reporting the error (close can report a failed write-back).
-  int Close() {
-    int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
 
  private:
   int fd_;
@@ -386,70 +381,6 @@ Result<std::string> ReadPublicFile(const std::filesystem::path& path) {
   if (!size.ok()) return size.status();
   text.resize(*size);
   return text;
-}
-
-Status WriteAll(int fd, std::string_view bytes, const std::string& label) {
-  while (!bytes.empty()) {
-    ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::Error(label + ": cannot write: " + ErrnoText(errno));
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status::Ok();
-}
-
-Status SyncDirectory(const std::filesystem::path& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0 || ::fsync(fd.get()) != 0) {
-    return Status::Error(dir.string() + ": cannot sync: " + ErrnoText(errno));
-  }
-  return Status::Ok();
-}
-
-// Writes `bytes` to `target` with `mode` via a temporary file in the same folder, fsync and
-// rename (or, when !replace, link: which fails if `target` exists, so there is no window in
-// which a concurrent writer's file is clobbered).
-Status WriteFileAtomically(const std::filesystem::path& target, std::string_view bytes, mode_t mode,
-                           bool replace) {
-  const std::string label = target.string();
-  const std::filesystem::path temp =
-      target.parent_path() / ("." + target.filename().string() + ".tmp");
-  const int flags = O_CREAT | O_EXCL | O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
-  int raw = ::open(temp.c_str(), flags, mode);
-  if (raw < 0 && errno == EEXIST) {
-    // A leftover from an interrupted run: it was never renamed into place, so drop it.
-    ::unlink(temp.c_str());
-    raw = ::open(temp.c_str(), flags, mode);
-  }
-  if (raw < 0) return Status::Error(temp.string() + ": cannot create: " + ErrnoText(errno));
-  Fd fd(raw);
-  Status status = Status::Ok();
-  if (::fchmod(fd.get(), mode) != 0) {  // the umask may have removed bits we want (0644)
-    status = Status::Error(temp.string() + ": cannot chmod: " + ErrnoText(errno));
-  }
-  if (status.ok()) status = WriteAll(fd.get(), bytes, temp.string());
-  if (status.ok() && ::fsync(fd.get()) != 0) {
-    status = Status::Error(temp.string() + ": cannot sync: " + ErrnoText(errno));
-  }
-  if (status.ok() && fd.Close() != 0) {
-    status = Status::Error(temp.string() + ": cannot close: " + ErrnoText(errno));
-  }
-  if (status.ok()) {
-    if (replace) {
-      if (::rename(temp.c_str(), target.c_str()) != 0) {
-        status = Status::Error(label + ": cannot rename into place: " + ErrnoText(errno));
-      }
-    } else if (::link(temp.c_str(), target.c_str()) != 0) {
-      status = errno == EEXIST
-                   ? Status::Error(label + " exists; use --force to replace it")
-                   : Status::Error(label + ": cannot link into place: " + ErrnoText(errno));
-    }
-  }
-  ::unlink(temp.c_str());  // after rename it is gone already; after link it is a second name
-  if (!status.ok()) return status;
-  return SyncDirectory(target.parent_path());
 }
 
 // Makes `path` a directory with exactly `mode` if it does not exist. An existing directory is
@@ -784,10 +715,10 @@ Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Ro
   }
 
   std::string secret_text = FormatSecretCertificate(cert);
-  Status status = WriteFileAtomically(secret_path, secret_text, 0600, force);
+  Status status = WriteFileAtomically(secret_path, AsBytes(secret_text), 0600, force);
   sodium_memzero(secret_text.data(), secret_text.size());
   if (!status.ok()) return status;
-  return WriteFileAtomically(public_path, FormatPublicCertificate(cert.pub), 0644, true);
+  return WriteFileAtomically(public_path, AsBytes(FormatPublicCertificate(cert.pub)), 0644, true);
 }
 
 }  // namespace tally

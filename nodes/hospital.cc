@@ -1,69 +1,19 @@
 #include "nodes/hospital.h"
 
-#include <fcntl.h>
 #include <sodium.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 
 #include "schema/text.h"
 
 namespace tally {
-namespace {
-
-std::string Errno() { return std::strerror(errno); }
-
-}  // namespace
 
 // --- ResultsFile ---------------------------------------------------------------------------
 
 Result<ResultsFile> ResultsFile::Open(const std::filesystem::path& path) {
-  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
-  const bool existed = ::access(path.c_str(), F_OK) == 0;
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0)
-    return Status::Error("cannot open the results file " + path.string() + ": " + Errno());
-  ResultsFile file(fd, path);
-  if (!existed) {
-    // A new file's name is durable only once its folder is.
-    const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    const bool synced = dir >= 0 && ::fsync(dir) == 0;
-    if (dir >= 0) ::close(dir);
-    if (!synced)
-      return Status::Error("cannot sync the folder of " + path.string() + ": " + Errno());
-  }
-  return file;
-}
-
-ResultsFile::ResultsFile(ResultsFile&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
-
-ResultsFile& ResultsFile::operator=(ResultsFile&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-    path_ = std::move(other.path_);
-  }
-  return *this;
-}
-
-ResultsFile::~ResultsFile() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-Status ResultsFile::Append(const std::string& line) {
-  const std::string data = line + "\n";
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd_, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Status::Error("cannot write " + path_.string() + ": " + Errno());
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd_) != 0) return Status::Error("cannot fsync " + path_.string() + ": " + Errno());
-  return Status::Ok();
+  auto file = AppendFile::Open(path, 0600, "the results file");
+  if (!file.ok()) return file.status();
+  return ResultsFile(std::move(file.value()));
 }
 
 // --- Hospital ------------------------------------------------------------------------------

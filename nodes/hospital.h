@@ -13,25 +13,22 @@
 
 #include "nodes/node.h"
 #include "nodes/role.h"
+#include "schema/durable.h"
 
 namespace tally {
 
-// The hospital's results file: one JSON line per event, appended and fsync'd before the call
-// returns (the folder too, when the file is created).
+// The hospital's results file (schema/results.h): one JSON line per event, appended and fsync'd
+// before the call returns, its folder too when the file is created (schema/durable.h).
 class ResultsFile {
  public:
   // Opens (creating with mode 0600) for appending: a file that cannot be written is found
   // before any round runs.
   static Result<ResultsFile> Open(const std::filesystem::path& path);
-  ResultsFile(ResultsFile&& other) noexcept;
-  ResultsFile& operator=(ResultsFile&& other) noexcept;
-  ~ResultsFile();
-  Status Append(const std::string& line);
+  Status Append(const std::string& line) { return file_.Append(line + "\n"); }
 
  private:
-  ResultsFile(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
-  int fd_ = -1;
-  std::filesystem::path path_;
+  explicit ResultsFile(AppendFile file) : file_(std::move(file)) {}
+  AppendFile file_;
 };
 
 class Hospital : public NodeRole {

@@ -14,6 +14,7 @@
 #include <msgpack.hpp>
 #include <utility>
 
+#include "schema/durable.h"
 #include "schema/msgpack_strict.h"
 
 namespace tally {
@@ -260,40 +261,6 @@ Status ValidateRecord(const CaptureRecord& record, std::span<const uint8_t> fram
   return Status::Ok();
 }
 
-Status WriteAll(int fd, std::span<const uint8_t> bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::Error(std::string("capture write failed: ") + std::strerror(errno));
-    }
-    bytes = bytes.subspan(static_cast<size_t>(n));
-  }
-  return Status::Ok();
-}
-
-// One writev() for the pieces of a record (usually one system call), looping on short writes.
-Status WriteAllV(int fd, const std::vector<std::span<const uint8_t>>& pieces) {
-  std::vector<iovec> iov;
-  for (auto p : pieces)
-    if (!p.empty()) iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
-  size_t first = 0;
-  while (first < iov.size()) {
-    const ssize_t n = ::writev(fd, iov.data() + first, static_cast<int>(iov.size() - first));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::Error(std::string("capture write failed: ") + std::strerror(errno));
-    }
-    size_t left = static_cast<size_t>(n);
-    while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
-    if (first < iov.size()) {
-      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
-      iov[first].iov_len -= left;
-    }
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 uint32_t CaptureCrc32(std::span<const uint8_t> bytes) { return Crc32Update(0, bytes); }
@@ -333,25 +300,17 @@ Result<CaptureWriter> CaptureWriter::Create(const std::filesystem::path& path,
   if (fd < 0) {
     return Status::Error("cannot create capture " + path.string() + ": " + std::strerror(errno));
   }
-  CaptureWriter writer(fd);
-  Status s = WriteAll(fd, start);
-  if (!s.ok()) return s;
+  CaptureWriter writer(fd, path);
+  TALLY_RETURN_IF_ERROR(WriteAll(fd, start, writer.what()));
   // The new folder entry is made durable by Finish(), after the file itself: on ext4 the
   // file's fsync commits the entry in the same journal transaction, so the folder's fsync
   // then costs nothing, where syncing the folder here cost a commit of its own every round.
-  std::filesystem::path dir = path.parent_path();
-  if (dir.empty()) dir = ".";
-  writer.dir_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (writer.dir_fd_ < 0) {
-    return Status::Error("cannot open capture folder " + dir.string() + ": " +
-                         std::strerror(errno));
-  }
   return writer;
 }
 
 CaptureWriter::CaptureWriter(CaptureWriter&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
-      dir_fd_(std::exchange(other.dir_fd_, -1)),
+      path_(std::move(other.path_)),
       pending_(std::move(other.pending_)),
       envelopes_(other.envelopes_),
       rejected_(other.rejected_) {}
@@ -360,7 +319,7 @@ CaptureWriter& CaptureWriter::operator=(CaptureWriter&& other) noexcept {
   if (this != &other) {
     Close();
     fd_ = std::exchange(other.fd_, -1);
-    dir_fd_ = std::exchange(other.dir_fd_, -1);
+    path_ = std::move(other.path_);
     pending_ = std::move(other.pending_);
     envelopes_ = other.envelopes_;
     rejected_ = other.rejected_;
@@ -373,7 +332,6 @@ CaptureWriter::~CaptureWriter() { Close(); }
 void CaptureWriter::Close() {
   if (fd_ >= 0) (void)Flush();
   if (fd_ >= 0) ::close(std::exchange(fd_, -1));
-  if (dir_fd_ >= 0) ::close(std::exchange(dir_fd_, -1));
 }
 
 Status CaptureWriter::Write(std::vector<std::span<const uint8_t>> pieces, bool flush) {
@@ -384,7 +342,7 @@ Status CaptureWriter::Write(std::vector<std::span<const uint8_t>> pieces, bool f
     return Status::Ok();
   }
   pieces.insert(pieces.begin(), std::span<const uint8_t>(pending_));
-  Status s = WriteAllV(fd_, pieces);
+  Status s = WriteAll(fd_, std::move(pieces), what());
   pending_.clear();
   if (!s.ok()) {
     // A partly written record would make every later record unreadable: stop writing.
@@ -443,22 +401,11 @@ Status CaptureWriter::Finish(const CaptureTrailer& trailer) {
   TALLY_RETURN_IF_ERROR(Flush());
   // The file, then its folder entry (see Create).
   const int fd = std::exchange(fd_, -1);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  const int close_rc = ::close(fd);
-  const int close_err = errno;
-  const int dir_fd = std::exchange(dir_fd_, -1);
-  const int dir_rc = rc == 0 ? ::fsync(dir_fd) : 0;
-  const int dir_err = errno;
-  ::close(dir_fd);
-  if (rc != 0) return Status::Error(std::string("capture fsync failed: ") + std::strerror(err));
-  if (close_rc != 0) {
-    return Status::Error(std::string("capture close failed: ") + std::strerror(close_err));
-  }
-  if (dir_rc != 0) {
-    return Status::Error(std::string("capture folder fsync failed: ") + std::strerror(dir_err));
-  }
-  return Status::Ok();
+  Status synced = SyncFile(fd, what());
+  if (::close(fd) != 0 && synced.ok())
+    synced = Status::Error("cannot close " + what() + ": " + std::strerror(errno));
+  TALLY_RETURN_IF_ERROR(synced);
+  return SyncFolder(path_.parent_path());
 }
 
 CaptureContents ReadCapture(std::span<const uint8_t> bytes, CaptureReadOptions options) {

@@ -106,11 +106,12 @@ class CaptureWriter {
   uint64_t rejected() const { return rejected_; }
 
  private:
-  explicit CaptureWriter(int fd) : fd_(fd) {}
+  CaptureWriter(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+  std::string what() const { return "capture " + path_.string(); }
   Status Write(std::vector<std::span<const uint8_t>> pieces, bool flush = false);
   void Close();  // flushes what is buffered, closes both descriptors, no fsync
   int fd_ = -1;
-  int dir_fd_ = -1;               // the capture's folder, fsync'd by Finish() after the file
+  std::filesystem::path path_;
   std::vector<uint8_t> pending_;  // whole records not yet written
   uint64_t envelopes_ = 0, rejected_ = 0;
 };

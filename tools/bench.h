@@ -34,10 +34,10 @@ struct Floor {
   // CURVE (libzmq's crypto_box_*_afternm) at W, U, U0 and C (a join)
   double box_enc_w = 0, box_dec_w = 0, box_enc_u = 0, box_dec_u = 0;
   double box_enc_u0 = 0, box_dec_u0 = 0, box_enc_c = 0, box_dec_c = 0;
-  double mask_keys = 0;   // Sealer::Masks: one patient's N-1 mask keys
-  double apply = 0;       // ApplyMasks: one patient's N-1 streams over L elements
-  double masks = 0;       // s per round: N patients' mask keys and streams
-  double total = 0;       // s of CPU per round
+  double mask_keys = 0;  // Sealer::Masks: one patient's N-1 mask keys
+  double apply = 0;      // ApplyMasks: one patient's N-1 streams over L elements
+  double masks = 0;      // s per round: N patients' mask keys and streams
+  double total = 0;      // s of CPU per round
 };
 Floor MeasureFloor(size_t n, uint32_t length);
 

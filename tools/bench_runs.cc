@@ -143,9 +143,9 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
   std::vector<Child> patients;
   for (size_t p = 0; p < c.patients; ++p) {
     auto child = cluster.SpawnNode(
-        names[p], c.length == 1
-                      ? std::vector<std::string>{"--value", std::to_string(values[p][0])}
-                      : std::vector<std::string>{"--input", (inputs / (names[p] + ".txt")).string()});
+        names[p], c.length == 1 ? std::vector<std::string>{"--value", std::to_string(values[p][0])}
+                                : std::vector<std::string>{
+                                      "--input", (inputs / (names[p] + ".txt")).string()});
     if (!child.ok()) {
       m.error = child.message();
       return m;
@@ -275,7 +275,7 @@ Admitted Admit(const fs::path& bin, const fs::path& work, size_t n) {
             s == 0 ? cluster.endpoints().router : cluster.endpoints().phases;
         CurveClient(sock, secrets[k], broker_cert->curve_public, {0, -1, endpoint});
         Monitor(sock, monitors.emplace_back(ctx, zmq::socket_type::pair),
-                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+                ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
         if (s == 1) sock.set(zmq::sockopt::subscribe, "");
         sock.connect(endpoint);
       }
