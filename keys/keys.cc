@@ -302,20 +302,6 @@ void AppendBody(std::string& out, const Certificate& cert) {
 // ---------------------------------------------------------------------------------------------
 // Files.
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 // A sodium_malloc'd byte buffer, wiped and freed on destruction.
 class GuardedBuffer {
  public:

@@ -217,7 +217,7 @@ Result<std::vector<uint8_t>> Sealer::Open(const Binding& binding,
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(
           plaintext.data(), &plaintext_length, nullptr, sealed.data() + kSealNonceSize,
           sealed.size() - kSealNonceSize, ad.data(), ad.size(), sealed.data(), key) != 0) {
-    return Status::Error("cannot open " + what + ": authentication failed");
+    return Status::Unauthentic("cannot open " + what + ": authentication failed");
   }
   plaintext.resize(plaintext_length);
   return plaintext;

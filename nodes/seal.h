@@ -73,7 +73,8 @@ class Sealer {
   Result<std::vector<uint8_t>> Seal(const Binding& binding,
                                     std::span<const uint8_t> plaintext) const;
   // REQUIRES: binding.recipient == name(). Fails unless the payload was sealed by
-  // binding.sender to us under exactly this binding and is unmodified.
+  // binding.sender to us under exactly this binding and is unmodified; when the seal itself does
+  // not open, with Status::Code::kUnauthentic.
   Result<std::vector<uint8_t>> Open(const Binding& binding, std::span<const uint8_t> sealed) const;
 
   // This party's pairwise masks for a round (schema/PROTOCOL.md, "Masks"): one key per other

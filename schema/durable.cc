@@ -14,24 +14,13 @@ namespace {
 
 std::string Errno() { return std::strerror(errno); }
 
-// Closes on scope exit unless released.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  int Close() { return ::close(release()); }  // close can report a failed write-back
-
- private:
-  int fd_;
-};
-
 }  // namespace
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int Fd::Close() { return ::close(std::exchange(fd_, -1)); }
 
 Status WriteAll(int fd, std::vector<std::span<const uint8_t>> pieces, std::string_view what) {
   std::vector<iovec> iov;
@@ -107,8 +96,7 @@ Result<AppendFile> AppendFile::Open(const std::filesystem::path& path, mode_t mo
   const bool existed = ::access(path.c_str(), F_OK) == 0;
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode);
   if (fd < 0)
-    return Status::Error("cannot open " + std::string(what) + " " + path.string() + ": " +
-                         Errno());
+    return Status::Error("cannot open " + std::string(what) + " " + path.string() + ": " + Errno());
   AppendFile file(fd, path);
   if (!existed) TALLY_RETURN_IF_ERROR(SyncFolder(path.parent_path()));  // the new name
   return file;

@@ -11,11 +11,29 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "schema/status.h"
 
 namespace tally {
+
+// An open file descriptor, closed when it goes out of scope. Move-only.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&&) = delete;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  // Closes now; close(2) can report a failed write-back, so the result matters.
+  int Close();
+
+ private:
+  int fd_;
+};
 
 // write(2) until every byte of every piece is out (one writev(2) per loop). `what` names the
 // file in an error ("cannot write WHAT: ...").

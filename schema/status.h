@@ -12,18 +12,28 @@ namespace tally {
 
 class [[nodiscard]] Status {
  public:
+  // What a caller may branch on; the message is for people.
+  enum class Code {
+    kOk,
+    kError,        // anything else
+    kUnauthentic,  // a sealed payload did not open under its binding (key, binding or bytes)
+  };
   Status() = default;  // ok
   static Status Ok() { return Status(); }
-  static Status Error(std::string message) { return Status(std::move(message), true); }
+  static Status Error(std::string message) { return Status(std::move(message), Code::kError); }
+  static Status Unauthentic(std::string message) {
+    return Status(std::move(message), Code::kUnauthentic);
+  }
 
-  bool ok() const { return !failed_; }
+  bool ok() const { return code_ == Code::kOk; }
+  Code code() const { return code_; }
   // The reason, for logs and users. Empty when ok(). Never holds a secret or plaintext value.
   const std::string& message() const { return message_; }
 
  private:
-  Status(std::string message, bool failed) : message_(std::move(message)), failed_(failed) {}
+  Status(std::string message, Code code) : message_(std::move(message)), code_(code) {}
   std::string message_;
-  bool failed_ = false;
+  Code code_ = Code::kOk;
 };
 
 template <typename T>

@@ -378,15 +378,12 @@ class CrashTest : public ::testing::Test {
   // Starts a broker on `router` and `phases` ("*" ports: any free one) with the short deadline;
   // a restarted broker appends to the first one's log.
   void StartBroker(const std::string& router = kAnyPort, const std::string& phases = kAnyPort) {
-    Cluster::BrokerSpec spec;
-    spec.extra = {"--deadline-ms", Str(kDeadlineMs)};
-    spec.router = router;
-    spec.phases = phases;
-    spec.append_log = true;
-    Status started = cluster_.StartBroker(spec);
+    Status started =
+        cluster_.StartBroker(Cluster::BrokerSpec{.extra = {"--deadline-ms", Str(kDeadlineMs)},
+                                                 .router = router,
+                                                 .phases = phases,
+                                                 .append_log = true});
     ASSERT_TRUE(started.ok()) << started.message();
-    router_ = cluster_.endpoints().router;
-    phases_ = cluster_.endpoints().phases;
   }
 
   fs::path LogOf(const std::string& name) { return dir_.path() / (name + ".log"); }
@@ -528,7 +525,9 @@ class CrashTest : public ::testing::Test {
   fs::path keys_;
   fs::path captures_ = dir_.path() / "captures";
   fs::path results_ = dir_.path() / "results.jsonl";
-  std::string router_, phases_;
+  // The running broker's endpoints (updated by each StartBroker).
+  const std::string& router_ = cluster_.endpoints().router;
+  const std::string& phases_ = cluster_.endpoints().phases;
   std::map<std::string, uint64_t> inputs_;
 };
 

@@ -50,13 +50,8 @@ class DeployTest : public ::testing::Test {
 
   // Starts tally-broker on free loopback ports with `keys` (default: the shared folder).
   void StartBroker(const std::vector<std::string>& extra = {}, fs::path keys = {}) {
-    Cluster::BrokerSpec spec;
-    spec.extra = extra;
-    spec.keys = keys;
-    Status started = cluster_.StartBroker(spec);
+    Status started = cluster_.StartBroker(Cluster::BrokerSpec{.extra = extra, .keys = keys});
     ASSERT_TRUE(started.ok()) << started.message();
-    router_ = cluster_.endpoints().router;
-    phases_ = cluster_.endpoints().phases;
   }
 
   // tally-node as `name`, its log in NAME.log (or LOG.log), reaching the broker directly unless
@@ -101,7 +96,9 @@ class DeployTest : public ::testing::Test {
   fs::path keys_ = MakeKeys(dir_.path(), {"alice", "bob", "charlie"});
   fs::path captures_ = dir_.path() / "captures";
   fs::path results_ = dir_.path() / "results.jsonl";
-  std::string router_, phases_;
+  // The running broker's endpoints (updated by each StartBroker).
+  const std::string& router_ = cluster_.endpoints().router;
+  const std::string& phases_ = cluster_.endpoints().phases;
 };
 
 // 1. Behind a forwarder whose upstream is not there yet (a load balancer, a broker restarting),

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "tests/contains.h"
+#include "tests/support.h"
 #include "tools/process.h"
 
 namespace tally {
@@ -21,20 +22,8 @@ namespace fs = std::filesystem;
 
 class DurableTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/tally-durable-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  static mode_t ModeOf(const fs::path& path) {
-    struct stat st {};
-    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
-    return st.st_mode & 07777;
-  }
-
-  fs::path dir_;
+  test::TempDir temp_;
+  const fs::path& dir_ = temp_.path();
 };
 
 // An append file is created with its mode, keeps what was there, and holds each append whole.
@@ -45,7 +34,7 @@ TEST_F(DurableTest, AppendFileCreatesWithItsModeAndAppendsWholeLines) {
     ASSERT_TRUE(file.ok()) << file.message();
     ASSERT_TRUE(file->Append("one\n").ok());
   }
-  EXPECT_EQ(ModeOf(path), 0600u);
+  EXPECT_EQ(FileMode(path), 0600u);
   auto again = AppendFile::Open(path, 0600, "the results file");
   ASSERT_TRUE(again.ok());
   ASSERT_TRUE(again->Append(std::string(100000, 'x') + "\n").ok());
@@ -53,7 +42,8 @@ TEST_F(DurableTest, AppendFileCreatesWithItsModeAndAppendsWholeLines) {
 
   auto missing = AppendFile::Open(dir_ / "no" / "such.jsonl", 0600, "the results file");
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.message(), "cannot open the results file " + (dir_ / "no" / "such.jsonl").string() +
+  EXPECT_EQ(missing.message(), "cannot open the results file " +
+                                   (dir_ / "no" / "such.jsonl").string() +
                                    ": No such file or directory");
 }
 
@@ -68,7 +58,7 @@ TEST_F(DurableTest, AtomicWriteReplacesOnlyWhenAskedAndLeavesNoTemporaryFile) {
   std::ofstream(dir_ / ".alice.key.tmp") << "leftover";  // as an interrupted run leaves it
   ASSERT_TRUE(WriteFileAtomically(target, AsBytes("second"), 0640, true).ok());
   EXPECT_EQ(ReadText(target), "second");
-  EXPECT_EQ(ModeOf(target), 0640u);
+  EXPECT_EQ(FileMode(target), 0640u);
   EXPECT_FALSE(fs::exists(dir_ / ".alice.key.tmp"));
 }
 

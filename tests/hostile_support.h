@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "schema/log.h"
+
 namespace tally::test {
 
 // Appends msgpack encodings, one value per call, so a test can build any shape — including
@@ -101,7 +103,7 @@ struct RejectLine {
 class RejectTally {
  public:
   // A sink that records reject lines, then passes every line on to `next` (if any).
-  std::function<void(const std::string&)> Sink(std::function<void(const std::string&)> next) {
+  LogSink Sink(LogSink next) {
     return [this, next](const std::string& line) {
       if (auto r = Parse(line)) {
         std::lock_guard<std::mutex> lock(mu_);

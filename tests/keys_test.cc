@@ -35,12 +35,6 @@ void WriteFile(const fs::path& path, std::string_view text, mode_t mode = 0644) 
   ASSERT_EQ(::chmod(path.c_str(), mode), 0);
 }
 
-mode_t ModeOf(const fs::path& path) {
-  struct stat st {};
-  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
-  return st.st_mode & 07777;
-}
-
 std::string Replace(std::string text, std::string_view from, std::string_view to) {
   size_t at = text.find(from);
   EXPECT_NE(at, std::string::npos) << from;
@@ -136,10 +130,10 @@ TEST(SecretKeyTest, MoveTransfersTheBytesAndEmptiesTheSource) {
 
 TEST_F(KeysTest, GenerateWritesBothFilesWithTheirModes) {
   Generate("alice");
-  EXPECT_EQ(ModeOf(dir_ / "private"), 0700u);
-  EXPECT_EQ(ModeOf(dir_ / "public"), 0755u);
-  EXPECT_EQ(ModeOf(PublicPath("alice")), 0644u);
-  EXPECT_EQ(ModeOf(SecretPath("alice")), 0600u);
+  EXPECT_EQ(FileMode(dir_ / "private"), 0700u);
+  EXPECT_EQ(FileMode(dir_ / "public"), 0755u);
+  EXPECT_EQ(FileMode(PublicPath("alice")), 0644u);
+  EXPECT_EQ(FileMode(SecretPath("alice")), 0600u);
   // No temporaries left behind.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "public"), fs::directory_iterator()), 1);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "private"), fs::directory_iterator()), 1);
@@ -165,10 +159,10 @@ TEST_F(KeysTest, ModesDoNotDependOnTheUmask) {
   ASSERT_TRUE(tight.ok()) << tight.message();
   ASSERT_TRUE(loose.ok()) << loose.message();
   for (const fs::path& root : {dir_ / "tight", dir_ / "loose"}) {
-    EXPECT_EQ(ModeOf(root / "public"), 0755u) << root;
-    EXPECT_EQ(ModeOf(root / "private"), 0700u) << root;
-    EXPECT_EQ(ModeOf(root / "public" / "alice.key"), 0644u) << root;
-    EXPECT_EQ(ModeOf(root / "private" / "alice.key_secret"), 0600u) << root;
+    EXPECT_EQ(FileMode(root / "public"), 0755u) << root;
+    EXPECT_EQ(FileMode(root / "private"), 0700u) << root;
+    EXPECT_EQ(FileMode(root / "public" / "alice.key"), 0644u) << root;
+    EXPECT_EQ(FileMode(root / "private" / "alice.key_secret"), 0600u) << root;
   }
 }
 
@@ -202,7 +196,7 @@ TEST_F(KeysTest, RefusesToOverwriteWithoutForceAndReplacesWithForce) {
   ASSERT_TRUE(after.ok()) << after.message();
   EXPECT_NE(after->pub.curve_public, before->pub.curve_public);
   EXPECT_NE(after->pub.seal_public, before->pub.seal_public);
-  EXPECT_EQ(ModeOf(SecretPath("alice")), 0600u);
+  EXPECT_EQ(FileMode(SecretPath("alice")), 0600u);
   Result<Roster> roster = LoadRoster(dir_);
   ASSERT_TRUE(roster.ok()) << roster.message();
   EXPECT_EQ(roster->Find("alice")->curve_public, after->pub.curve_public);
@@ -741,7 +735,7 @@ TEST_F(KeysTest, KeygenMakesOnePartysKeysAndNoBroker) {
   std::sort(files.begin(), files.end());
   EXPECT_EQ(files, (std::vector<std::string>{"private", "private/alice.key_secret", "public",
                                              "public/alice.key"}));
-  EXPECT_EQ(ModeOf(keys), 0755u);
+  EXPECT_EQ(FileMode(keys), 0755u);
 
   const fs::path broker_host = dir_ / "broker-host";
   ToolRun broker = RunKeygen(dir_, {"--dir", broker_host.string(), "--broker"});

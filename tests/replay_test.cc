@@ -80,8 +80,6 @@ class ReplayTest : public ::testing::Test {
   void StartBroker(uint32_t deadline_ms = 10000) {
     Status started = cluster_.StartBroker({"--deadline-ms", Str(deadline_ms)});
     ASSERT_TRUE(started.ok()) << started.message();
-    router_ = cluster_.endpoints().router;
-    phases_ = cluster_.endpoints().phases;
   }
 
   Child Patient(const std::string& name, uint64_t value, bool once) {
@@ -208,7 +206,9 @@ class ReplayTest : public ::testing::Test {
   Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
   fs::path keys_;
   fs::path results_ = dir_.path() / "results.jsonl";
-  std::string router_, phases_;
+  // The running broker's endpoints (updated by each StartBroker).
+  const std::string& router_ = cluster_.endpoints().router;
+  const std::string& phases_ = cluster_.endpoints().phases;
   std::vector<Child> patients_;
   std::map<std::string, uint64_t> inputs_;
   uint64_t expected_ = 0;

@@ -73,8 +73,6 @@ class RoundTest : public ::testing::Test {
   void StartBroker(uint32_t deadline_ms = 10000) {
     Status started = cluster_.StartBroker({"--deadline-ms", Str(deadline_ms)});
     ASSERT_TRUE(started.ok()) << started.message();
-    router_ = cluster_.endpoints().router;
-    phases_ = cluster_.endpoints().phases;
   }
 
   Child Patient(const std::string& name, const std::vector<uint64_t>& input, bool once = false,
@@ -149,7 +147,9 @@ class RoundTest : public ::testing::Test {
   Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
   fs::path keys_;
   fs::path results_ = dir_.path() / "results.jsonl";
-  std::string router_, phases_;
+  // The running broker's endpoints (updated by each StartBroker).
+  const std::string& router_ = cluster_.endpoints().router;
+  const std::string& phases_ = cluster_.endpoints().phases;
 };
 
 TEST_F(RoundTest, ThreePatientsScalarSeveralRoundsOnOneBroker) { RunRounds(3, 1, 4); }

@@ -361,6 +361,7 @@ TEST_F(SealTest, AnyFlippedBitFailsToOpen) {
       Result<std::vector<uint8_t>> opened = S("hospital").Open(binding, tampered);
       ASSERT_FALSE(opened.ok()) << index << ":" << bit;
       EXPECT_EQ(opened.message(), "cannot open partial from alice: authentication failed");
+      EXPECT_EQ(opened.status().code(), Status::Code::kUnauthentic);  // what the audit reports
     }
   }
   std::vector<uint8_t> truncated(sealed.begin(), sealed.end() - 1);
@@ -497,9 +498,9 @@ TEST_F(SealTest, OpenRefusesUnknownSendersAndShortPayloads) {
   EXPECT_TRUE(Contains(S("hospital").Open(MakeBinding("hospital", "hospital"), sealed).message(),
                        "no sealing key for that sender"));
   const std::vector<uint8_t> short_payload(kSealOverhead - 1, 0);
-  EXPECT_TRUE(
-      Contains(S("hospital").Open(MakeBinding("alice", "hospital"), short_payload).message(),
-               "shorter than"));
+  const auto short_open = S("hospital").Open(MakeBinding("alice", "hospital"), short_payload);
+  EXPECT_TRUE(Contains(short_open.message(), "shorter than"));
+  EXPECT_EQ(short_open.status().code(), Status::Code::kError);  // not a seal that failed to open
   EXPECT_FALSE(S("hospital").Open(MakeBinding("alice", "hospital"), {}).ok());
 }
 

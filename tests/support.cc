@@ -39,7 +39,7 @@ std::optional<uint64_t> ScalarAggregate(const std::string& json) {
   return parsed->result->aggregate[0];
 }
 
-std::function<void(const std::string&)> LogWatcher::Sink() {
+LogSink LogWatcher::Sink() {
   return [this](const std::string& line) {
     std::lock_guard<std::mutex> lock(mu_);
     lines_.push_back(line);

@@ -23,6 +23,7 @@
 #include "keys/curve.h"
 #include "keys/keys.h"
 #include "nodes/seal.h"
+#include "schema/log.h"
 #include "schema/schema.h"
 #include "tools/process.h"
 
@@ -49,7 +50,7 @@ std::filesystem::path MakeKeys(const std::filesystem::path& dir,
 // Collects log lines; tests wait for a line containing a substring instead of sleeping.
 class LogWatcher {
  public:
-  std::function<void(const std::string&)> Sink();
+  LogSink Sink();
   // True once a line containing `needle` has been logged (waits up to `timeout`).
   bool WaitFor(const std::string& needle, milliseconds timeout = kWait);
   // True once `count` lines containing `needle` have been logged.

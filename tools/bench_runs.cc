@@ -134,9 +134,7 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
   const auto expected = Inputs(inputs, c.patients, c.length, values);
 
   Cluster cluster(bin, work, logs);
-  Cluster::BrokerSpec spec;
-  spec.captures = run / "captures";
-  if (Status s = cluster.StartBroker(spec); !s.ok()) {
+  if (Status s = cluster.StartBroker(Cluster::BrokerSpec{.captures = run / "captures"}); !s.ok()) {
     m.error = s.message();
     return m;
   }
@@ -236,9 +234,7 @@ Admitted Admit(const fs::path& bin, const fs::path& work, size_t n) {
   fs::remove_all(logs, ec);
   fs::create_directories(logs / "captures", ec);
   Cluster cluster(bin, work, logs);
-  Cluster::BrokerSpec spec;
-  spec.captures = logs / "captures";
-  if (Status s = cluster.StartBroker(spec); !s.ok()) {
+  if (Status s = cluster.StartBroker(Cluster::BrokerSpec{.captures = logs / "captures"}); !s.ok()) {
     a.error = s.message();
     return a;
   }

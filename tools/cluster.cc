@@ -66,9 +66,7 @@ Status Cluster::Prepare(const std::string& hospital, const std::vector<std::stri
 }
 
 Status Cluster::StartBroker(const std::vector<std::string>& extra) {
-  BrokerSpec spec;
-  spec.extra = extra;
-  return StartBroker(spec);
+  return StartBroker(BrokerSpec{.extra = extra});
 }
 
 Status Cluster::StartBroker(const BrokerSpec& spec) {

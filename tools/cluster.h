@@ -44,9 +44,9 @@ class Cluster {
   // printed its endpoints.
   Status StartBroker(const std::vector<std::string>& extra = {});
   struct BrokerSpec {
-    std::vector<std::string> extra;  // after the defaults
-    std::filesystem::path keys;      // default: keys()
-    std::filesystem::path captures;  // default: captures()
+    std::vector<std::string> extra = {};  // after the defaults
+    std::filesystem::path keys = {};      // default: keys()
+    std::filesystem::path captures = {};  // default: captures()
     std::string router = "tcp://127.0.0.1:*";
     std::string phases = "tcp://127.0.0.1:*";
     bool append_log = false;  // keep logs/broker.log of an earlier broker (a restart)

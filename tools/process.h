@@ -61,6 +61,8 @@ std::string LastLine(const std::filesystem::path& path);
 std::vector<uint8_t> ReadBytes(const std::filesystem::path& path);
 std::string ReadText(const std::filesystem::path& path);
 std::vector<std::string> Lines(const std::string& text);
+// The permission bits of a file (st_mode & 07777), or 0 when it cannot be read.
+mode_t FileMode(const std::filesystem::path& path);
 // How many times `needle` occurs in `text` (overlapping occurrences count).
 size_t CountOf(const std::string& text, const std::string& needle);
 

@@ -102,9 +102,8 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     Result<std::vector<uint8_t>> plain =
         sealer->Open(Binding{env.round, env.kind, env.from, o.as, view->view}, env.sealed);
     if (!plain.ok()) {
-      fail(plain.message().rfind("cannot open ", 0) == 0
-               ? plain.message().substr(plain.message().find(": ") + 2)
-               : plain.message());
+      fail(plain.status().code() == Status::Code::kUnauthentic ? "authentication failed"
+                                                               : plain.message());
       continue;
     }
     Result<std::vector<uint64_t>> values = DecodePayload(plain.value(), env.kind, h->params.length);

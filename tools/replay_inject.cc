@@ -201,15 +201,17 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     if (rebound.ok()) sodium_memzero(rebound->data(), rebound->size());
     const bool good = original.ok() && !rebound.ok();
     if (!good) ++failures;
-    p.Line("rebind",
-           Describe(*e) + ": " +
-               (original.ok() ? "opens under its round " : "does NOT open under its round ") +
-               RoundHex(env.round) + "; under fresh round " + RoundHex(fresh) +
-               (rebound.ok()
-                    ? " it OPENS"
-                    : " it fails: " + rebound.message().substr(rebound.message().find(": ") + 2)),
-           EnvelopeFields(*e) + ", \"opens\": " + (original.ok() ? "true" : "false") +
-               ", \"opens_rebound\": " + (rebound.ok() ? "true" : "false"));
+    p.Line(
+        "rebind",
+        Describe(*e) + ": " +
+            (original.ok() ? "opens under its round " : "does NOT open under its round ") +
+            RoundHex(env.round) + "; under fresh round " + RoundHex(fresh) +
+            (rebound.ok() ? " it OPENS"
+                          : " it fails: " + (rebound.status().code() == Status::Code::kUnauthentic
+                                                 ? std::string("authentication failed")
+                                                 : rebound.message())),
+        EnvelopeFields(*e) + ", \"opens\": " + (original.ok() ? "true" : "false") +
+            ", \"opens_rebound\": " + (rebound.ok() ? "true" : "false"));
   }
   if (failures == 0) {
     p.Line("result", "inject: no captured envelope can be replayed into another round",

@@ -182,13 +182,12 @@ int Run(const Options& o, std::ostream& out, std::ostream& err) {
     return 0;
   }
   std::vector<Problem> problems = Check(c);
-  if (!c.ok() && c.error.rfind("CRC mismatch", 0) == 0) {
-    // Name what the damaged record held, read past its CRC (its contents are untrusted).
+  if (!c.ok()) {
+    // Name what a damaged record held, read past its CRC (its contents are untrusted).
     const CaptureContents salvaged = ReadCapture(bytes.value(), {.past_crc_mismatch = true});
     for (const EnvelopeEntry& e : Envelopes(salvaged)) {
-      if (e.offset == c.error_offset) {
+      if (e.damaged && e.offset == c.error_offset)
         problems.push_back({e.offset, "the damaged record reads as " + Describe(e)});
-      }
     }
   }
   if (problems.empty()) {
