@@ -96,21 +96,21 @@ void Coordinator::OnRequest(const std::string& sender, Request request, Clock::t
     return refuse("only a hospital may request rounds");
   if (request.ticket == 0) return refuse("ticket 0 is reserved (it marks connection notices)");
   RoundParams& p = request.params;
-  if (p.length > options_.max_length)
-    return refuse("length " + std::to_string(p.length) + " exceeds the broker's limit " +
-                  std::to_string(options_.max_length));
+  // Its limit is on the payload (it sizes the largest message the broker accepts).
+  if (PayloadLength(p) > options_.max_length)
+    return refuse((p.columns.empty()
+                       ? "length " + std::to_string(p.length)
+                       : "a payload of " + std::to_string(PayloadLength(p)) + " elements (" +
+                             std::to_string(p.columns.size()) + " columns)") +
+                  " exceeds the broker's limit " + std::to_string(options_.max_length));
   if (p.participants.empty()) p.participants = roster_.Names(Role::kPatient);
   for (const auto& name : p.participants) {
     const Certificate* c = roster_.Find(name);
     if (c == nullptr || c->role != Role::kPatient)
       return refuse(name + " is not a patient in the roster");
   }
-  if (p.participants.size() < 2)
-    return refuse("a round needs at least 2 patients (the sum of one is that input)");
-  // The aggregate must be computable without wrapping modulo 2^64.
-  if (p.range > UINT64_MAX / p.participants.size())
-    return refuse("range too large: the sum of " + std::to_string(p.participants.size()) +
-                  " inputs could exceed 2^64-1");
+  // At least 2 patients, and every sum computable without wrapping modulo 2^64.
+  if (Status s = CheckRoundParams(p); !s.ok()) return refuse(s.message());
   if (round_) {
     if (queue_.size() >= options_.max_queue) return refuse("round queue full");
     queue_.push_back({sender, std::move(request)});
@@ -136,6 +136,7 @@ void Coordinator::Open(const std::string& hospital, Request request, Clock::time
       "event=round-open round=" + RoundHex(u.round) + " hospital=" + hospital + " ticket=" +
       std::to_string(u.ticket) + " patients=" + std::to_string(u.params.participants.size()) +
       " length=" + std::to_string(u.params.length) + " range=" + std::to_string(u.params.range) +
+      " columns=" + std::to_string(u.params.columns.size()) +
       " deadline_ms=" + std::to_string(u.deadline_ms)});
   // Publish first, then create the capture: creating a file costs a journal transaction (about
   // 0.2 ms on ext4), which this way overlaps the patients' answers instead of delaying the open

@@ -4,6 +4,13 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+#include "schema/decimal.h"
+#include "schema/text.h"
 
 namespace tally {
 namespace {
@@ -55,8 +62,223 @@ Status Sum::AddPayload(std::span<const uint8_t> payload, EnvelopeKind kind) {
   return Status::Ok();
 }
 
-bool Sum::AtMost(uint64_t range) const {
-  return std::all_of(values_.begin(), values_.end(), [&](uint64_t v) { return v <= range; });
+PatientInput::~PatientInput() {
+  for (std::string* s : {&weight})
+    if (!s->empty()) sodium_memzero(s->data(), s->size());
+  for (std::string& cell : cells)
+    if (!cell.empty()) sodium_memzero(cell.data(), cell.size());
+}
+
+Result<int64_t> StochasticUnits(double value, uint32_t decimals, int64_t lower, int64_t upper) {
+  if (!std::isfinite(value)) return Status::Error("not a finite number");
+  const double scaled = value * static_cast<double>(Pow10(decimals));
+  // Clipped in units, where the bounds are exact; beyond 2^53 a double has no fraction left.
+  const double clipped = std::clamp(scaled, static_cast<double>(lower), static_cast<double>(upper));
+  if (std::fabs(clipped) >= 9007199254740992.0)  // 2^53
+    return Status::Error("too large to round at " + std::to_string(decimals) + " decimals");
+  const double floor = std::floor(clipped);
+  const double fraction = clipped - floor;
+  // A uniform u in [0, 1) with 53 random bits: up with probability `fraction`.
+  uint64_t bits = 0;
+  randombytes_buf(&bits, sizeof bits);
+  const double u = static_cast<double>(bits >> 11) * 0x1.0p-53;
+  const auto units = static_cast<int64_t>(floor) + (u < fraction ? 1 : 0);
+  return std::clamp(units, lower, upper);
+}
+
+namespace {
+
+std::string CommaList(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
+// How a header differs from the round's columns, e.g. "missing glucose; extra age".
+std::string Difference(const std::vector<Column>& columns, const std::vector<std::string>& names) {
+  const std::set<std::string> have(names.begin(), names.end());
+  std::set<std::string> want;
+  std::vector<std::string> missing, extra;
+  for (const Column& c : columns) {
+    want.insert(c.name);
+    if (!have.count(c.name)) missing.push_back(c.name);
+  }
+  for (const auto& n : names)
+    if (!want.count(n)) extra.push_back(n);
+  std::string out;
+  if (!missing.empty()) out += "missing " + CommaList(missing);
+  if (!extra.empty()) out += (out.empty() ? "" : "; ") + std::string("extra ") + CommaList(extra);
+  if (out.empty()) out = "names repeated";
+  return out;
+}
+
+// One cell in units of 10^-decimals within the column's bounds, or why not (never the value).
+Result<int64_t> CellUnits(const Column& c, const std::string& cell, bool floats) {
+  const std::string what = "column " + c.name + ": ";
+  if (floats) {
+    char* end = nullptr;
+    errno = 0;
+    const double v = std::strtod(cell.c_str(), &end);
+    if (end == cell.c_str() || *end != '\0' || errno == ERANGE)
+      return Status::Error(what + "not a number");
+    Result<int64_t> units = StochasticUnits(v, c.decimals, c.lower, c.upper);
+    if (!units.ok()) return Status::Error(what + units.message());
+    return units;
+  }
+  Result<Decimal> d = ParseDecimal(cell);
+  if (!d.ok()) return Status::Error(what + "not a decimal");
+  const uint32_t significant = SignificantDecimals(*d);
+  if (significant > c.decimals)
+    return Status::Error(what + "has " + std::to_string(significant) +
+                         " decimals, the round allows " + std::to_string(c.decimals));
+  Result<Int128> units = ToUnits(*d, c.decimals);
+  if (!units.ok() || *units < c.lower || *units > c.upper)
+    return Status::Error(what + "outside [" + FormatUnits(c.lower, c.decimals) + ", " +
+                         FormatUnits(c.upper, c.decimals) + "]");
+  return static_cast<int64_t>(*units);
+}
+
+}  // namespace
+
+Result<std::vector<uint64_t>> EncodeInput(const RoundParams& p, const PatientInput& input) {
+  if (p.columns.empty()) {
+    // A round of integers in [0, range], as protocol 2 had it.
+    if (!input.names.empty())
+      return Status::Error("the round has no columns; this input has a header (" +
+                           CommaList(input.names) + ")");
+    if (input.cells.size() != p.length)
+      return Status::Error("input has " + std::to_string(input.cells.size()) +
+                           " elements, the round asks for " + std::to_string(p.length));
+    std::vector<uint64_t> out;
+    out.reserve(p.length);
+    for (const std::string& cell : input.cells) {
+      uint64_t v = 0;
+      if (!ParseU64(cell, v) || v > p.range)
+        return Status::Error("input outside [0, " + std::to_string(p.range) + "]");
+      out.push_back(v);
+    }
+    return out;
+  }
+  const size_t c_count = p.columns.size();
+  // cells_of[c]: the cells of column c, in order.
+  std::vector<std::vector<const std::string*>> cells_of(c_count);
+  if (input.names.empty()) {
+    if (c_count != 1)
+      return Status::Error("the round asks for columns " + CommaList([&] {
+                             std::vector<std::string> n;
+                             for (const auto& c : p.columns) n.push_back(c.name);
+                             return n;
+                           }()) +
+                           "; this input has no header");
+    if (input.cells.size() != p.length)
+      return Status::Error("input has " + std::to_string(input.cells.size()) +
+                           " elements, the round asks for " + std::to_string(p.length));
+    for (const auto& cell : input.cells) cells_of[0].push_back(&cell);
+  } else {
+    std::vector<std::string> wanted;
+    for (const auto& c : p.columns) wanted.push_back(c.name);
+    std::vector<std::string> sorted_names = input.names, sorted_wanted = wanted;
+    std::sort(sorted_names.begin(), sorted_names.end());
+    std::sort(sorted_wanted.begin(), sorted_wanted.end());
+    if (sorted_names != sorted_wanted)
+      return Status::Error("the round asks for columns " + CommaList(wanted) + "; this input has " +
+                           CommaList(input.names) + " (" + Difference(p.columns, input.names) +
+                           ")");
+    if (p.length != 1)
+      return Status::Error("the round asks for " + std::to_string(p.length) +
+                           " elements per column; this input is one row");
+    for (size_t c = 0; c < c_count; ++c) {
+      const auto at = std::find(input.names.begin(), input.names.end(), p.columns[c].name);
+      cells_of[c].push_back(&input.cells[static_cast<size_t>(at - input.names.begin())]);
+    }
+  }
+  const bool weighted = p.weight.max > 0;
+  uint64_t w = 1;
+  if (weighted) {
+    if (input.weight.empty())
+      return Status::Error("the round is weighted; this input has no weight");
+    Result<Decimal> d = ParseDecimal(input.weight);
+    if (!d.ok()) return Status::Error("weight: not a decimal");
+    if (SignificantDecimals(*d) > p.weight.decimals)
+      return Status::Error("weight: has " + std::to_string(SignificantDecimals(*d)) +
+                           " decimals, the round allows " + std::to_string(p.weight.decimals));
+    Result<Int128> units = ToUnits(*d, p.weight.decimals);
+    if (!units.ok() || *units < 0 || *units > static_cast<Int128>(p.weight.max))
+      return Status::Error("weight: outside [0, " + FormatUnits(p.weight.max, p.weight.decimals) +
+                           "]");
+    w = static_cast<uint64_t>(*units);
+  } else if (!input.weight.empty()) {
+    return Status::Error("this input has a weight; the round is not weighted");
+  }
+  std::vector<uint64_t> out(PayloadLength(p), 0);
+  for (size_t c = 0; c < c_count; ++c) {
+    const Column& col = p.columns[c];
+    const auto& cells = cells_of[c];
+    const size_t present = static_cast<size_t>(std::count_if(
+        cells.begin(), cells.end(), [](const std::string* s) { return !s->empty(); }));
+    if (present == 0) continue;  // missing: contributes 0 to the sum and 0 to the count
+    if (present != cells.size())
+      return Status::Error("column " + col.name + ": " + std::to_string(cells.size() - present) +
+                           " of " + std::to_string(cells.size()) +
+                           " elements missing (a vector column is given whole or not at all)");
+    for (size_t e = 0; e < cells.size(); ++e) {
+      Result<int64_t> units = CellUnits(col, *cells[e], input.floats);
+      if (!units.ok()) return units.status();
+      // The offset from the lower bound is in [0, upper - lower]: CheckRoundParams made sure
+      // that N of them, times the largest weight, fit the ring.
+      const uint64_t offset = static_cast<uint64_t>(static_cast<Int128>(*units) - col.lower);
+      out[c * p.length + e] = w * offset;
+    }
+    out[c_count * p.length + c] = 1;
+    if (weighted) out[c_count * p.length + c_count + c] = w;
+  }
+  return out;
+}
+
+std::vector<ColumnResult> DecodeColumns(const RoundParams& p, std::span<const uint64_t> agg) {
+  std::vector<ColumnResult> out;
+  const size_t c_count = p.columns.size();
+  const bool weighted = p.weight.max > 0;
+  for (size_t c = 0; c < c_count; ++c) {
+    const Column& col = p.columns[c];
+    ColumnResult r;
+    r.name = col.name;
+    r.count = agg[c_count * p.length + c];
+    // W: what the offsets were multiplied by, summed: the count, or the weights in 10^-dw.
+    const UInt128 w = weighted ? agg[c_count * p.length + c_count + c] : r.count;
+    const uint32_t dw = weighted ? p.weight.decimals : 0;
+    if (weighted) r.weight = FormatUnits(static_cast<Int128>(w), dw);
+    for (size_t e = 0; e < p.length; ++e) {
+      // sum of w * units = sum of w * (units - lower) + lower * sum of w, in 10^-(d + dw).
+      const Int128 total = static_cast<Int128>(agg[c * p.length + e]) +
+                           static_cast<Int128>(col.lower) * static_cast<Int128>(w);
+      r.sum.push_back(FormatUnits(total, col.decimals + dw));
+      // mean = total / 10^(d + dw) / (w / 10^dw) = total / (w * 10^d), with 3 more decimals.
+      r.mean.push_back(
+          w == 0 ? std::nullopt
+                 : std::optional(FormatRatio(total, w * Pow10(col.decimals), col.decimals + 3)));
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+bool AggregateInRange(const RoundParams& p, std::span<const uint64_t> agg) {
+  if (p.columns.empty())
+    return std::all_of(agg.begin(), agg.end(), [&](uint64_t v) { return v <= p.range; });
+  const size_t c_count = p.columns.size();
+  const bool weighted = p.weight.max > 0;
+  const uint64_t n = p.participants.size();
+  for (size_t c = 0; c < c_count; ++c) {
+    const uint64_t count = agg[c_count * p.length + c];
+    const UInt128 w = weighted ? agg[c_count * p.length + c_count + c] : count;
+    if (count > n || (weighted && w > UInt128(n) * p.weight.max)) return false;
+    const UInt128 width =
+        static_cast<UInt128>(static_cast<Int128>(p.columns[c].upper) - p.columns[c].lower);
+    for (size_t e = 0; e < p.length; ++e)
+      if (agg[c * p.length + e] > w * width) return false;
+  }
+  return true;
 }
 
 }  // namespace tally

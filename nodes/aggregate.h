@@ -1,7 +1,8 @@
 // The arithmetic of a round, in one place: inputs, pairwise masks and the hospital's sum are
 // vectors of u64 added modulo 2^64 (schema/PROTOCOL.md, "Masks" and "Plaintext"). The keys come
-// from the seal (Sealer::Masks, nodes/seal.h); what is done with them is here. Shamir
-// reconstruction and fixed-point decoding belong here too.
+// from the seal (Sealer::Masks, nodes/seal.h); what is done with them is here, and so is the
+// fixed-point encoding of a patient's values for a round with columns and its decoding from the
+// hospital's sum (schema/PROTOCOL.md, "Columns and values").
 // Thread-compatible.
 #pragma once
 
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "keys/keys.h"
+#include "schema/results.h"
 #include "schema/schema.h"
 #include "schema/status.h"
 
@@ -29,6 +31,49 @@ struct RoundMasks {
 // added by one party of its pair and subtracted by the other, so they cancel in the sum.
 void ApplyMasks(const RoundMasks& masks, std::span<uint64_t> values);
 
+// A patient's private input as it was given, before any round: cells of decimal text, encoded
+// for a round by EncodeInput. Wiped when dropped.
+struct PatientInput {
+  std::vector<std::string> names;  // a CSV header, one name per cell; empty: no header
+  std::vector<std::string> cells;  // the values as written; "" is a missing cell
+  std::string weight;              // the weight for a weighted round; "" if none
+  bool floats = false;  // cells are floats: clipped to the bounds and rounded stochastically
+  PatientInput() = default;
+  PatientInput(PatientInput&&) = default;
+  PatientInput& operator=(PatientInput&&) = default;
+  PatientInput(const PatientInput&) = default;
+  PatientInput& operator=(const PatientInput&) = default;
+  ~PatientInput();
+};
+
+// The plaintext values of a patient's masked input for `params` (PayloadLength(params) of
+// them), or why this input cannot take part. A round without columns takes `length` integers in
+// [0, range]. A round with columns takes one cell per column, matched by name (an input without
+// a header fits a one-column round, `length` cells of it); each value becomes
+// w * (units - lower), where units is the value in 10^-decimals and w the weight (1 unweighted);
+// then per column a count (1 if given) and, weighted, the weight (if given). Exact cells must
+// have at most the column's decimals and lie in its bounds; float cells are clipped to the
+// bounds and rounded to the decimals stochastically (StochasticUnits). Errors name the column
+// and the reason, never the value: they are sent to every party of the round.
+Result<std::vector<uint64_t>> EncodeInput(const RoundParams& params, const PatientInput& input);
+
+// `value` in units of 10^-decimals, clipped to [lower, upper] (units), rounded to an integer
+// stochastically without bias: up with probability equal to the fraction (randomness from
+// libsodium), so E[result] = value * 10^decimals within [lower, upper], and the error is below
+// one unit. Fails for a value that is not finite or too large for a double's 53 bits.
+Result<int64_t> StochasticUnits(double value, uint32_t decimals, int64_t lower, int64_t upper);
+
+// The per-column results of a round with columns from its aggregate: sums with the offsets
+// removed, exact (sum of w * units + lower * sum of w), counts, means over the present values.
+// REQUIRES: aggregate.size() == PayloadLength(params).
+std::vector<ColumnResult> DecodeColumns(const RoundParams& params,
+                                        std::span<const uint64_t> aggregate);
+
+// Whether every element of the aggregate is what honest inputs can sum to: at most the range
+// (no columns), or per column at most (count or weight sum) x (upper - lower) with counts at
+// most the participants and weight sums at most participants x max.
+bool AggregateInRange(const RoundParams& params, std::span<const uint64_t> aggregate);
+
 // The hospital's running sum of masked inputs, `length` elements mod 2^64; wiped when dropped.
 class Sum {
  public:
@@ -41,8 +86,6 @@ class Sum {
   // and this sum's length) without copying them; the sum is unchanged on error.
   Status AddPayload(std::span<const uint8_t> payload, EnvelopeKind kind);
   const std::vector<uint64_t>& values() const { return values_; }
-  // Whether every element is at most `range`: each input is, their sum need not be.
-  bool AtMost(uint64_t range) const;
 
  private:
   std::vector<uint64_t> values_;

@@ -22,7 +22,8 @@ Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Seale
                    Link& link, LogSink log, ResultsFile results, ResultSink on_result)
     : NodeRole(options.name, roster, sealer, link, std::move(log)),
       options_(options),
-      request_{options.name, options.range, options.length, options.participants},
+      request_{options.name,         options.range,   options.length,
+               options.participants, options.columns, options.weight},
       results_(std::move(results)),
       on_result_(std::move(on_result)) {}
 
@@ -67,7 +68,7 @@ void Hospital::Adopt(const PhaseUpdate& u) {
   waiting_ = false;
   round_.emplace();
   round_->opened = u;
-  round_->sum.emplace(u.params.length);
+  round_->sum.emplace(static_cast<uint32_t>(PayloadLength(u.params)));
   Log("event=round-open round=" + RoundHex(u.round) + " patients=" +
       std::to_string(u.params.participants.size()) + " length=" + std::to_string(u.params.length) +
       " deadline_ms=" + std::to_string(u.deadline_ms));
@@ -137,8 +138,12 @@ void Hospital::MaybeAcknowledge() {
   RoundResult result;
   result.round = r.opened.round;
   result.params = r.opened.params;
-  result.aggregate = r.sum->values();
-  result.in_range = r.sum->AtMost(r.opened.params.range);
+  result.in_range = AggregateInRange(r.opened.params, r.sum->values());
+  if (r.opened.params.columns.empty()) {
+    result.aggregate = r.sum->values();
+  } else {
+    result.columns = DecodeColumns(r.opened.params, r.sum->values());
+  }
   result.elapsed_ms =
       std::chrono::duration<double, std::milli>(Clock::now() - requested_at_).count();
   // Durable before acknowledged: the broker only hears of the round once the disk has it.

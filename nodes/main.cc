@@ -12,7 +12,9 @@
 #include <sstream>
 #include <string>
 
+#include "nodes/input.h"
 #include "nodes/node.h"
+#include "schema/decimal.h"
 #include "schema/schema.h"
 #include "schema/text.h"
 
@@ -41,13 +43,25 @@ constexpr const char* kUsage =
     "  --idle-timeout-ms MS  give up when the broker stays unreachable, or a round makes no\n"
     "                        progress, for MS (default 60000)\n"
     "Patient:\n"
-    "  --value V             private input, an integer >= 0\n"
-    "  --input FILE          private input vector: one integer per line\n"
+    "  --value V             private input: an integer >= 0, or a decimal (\"32.1\", \"-4.5\")\n"
+    "                        for a one-column round\n"
+    "  --input FILE          private input: one value per line (a vector), or CSV: a header\n"
+    "                        naming the columns and one row (an empty cell is missing)\n"
+    "  --weight W            the weight of this input in a weighted round\n"
+    "  --floats              the values are floats: clipped to each column's bounds and\n"
+    "                        rounded to its decimals without bias (instead of refused)\n"
     "  --once                exit after one round (0 done, 1 aborted); default: serve\n"
     "  --min-patients N      refuse rounds with fewer than N patients (default 2)\n"
-    "Hospital:\n"
-    "  --range R             inputs lie in [0, R] (required)\n"
-    "  --length L            vector length (default 1: scalars)\n"
+    "Hospital (--range, or --bounds for named columns):\n"
+    "  --range R             inputs are integers in [0, R]\n"
+    "  --columns a,b,c       named columns (default: the names in --bounds)\n"
+    "  --bounds SPEC         each column's bounds, decimals: LO:HI for all, or\n"
+    "                        bmi=10:80,bp=40:200\n"
+    "  --decimals SPEC       digits after the point: N for all, or bmi=1,bp=0 (default: as\n"
+    "                        many as the column's bounds are written with)\n"
+    "  --weight-max W        a weighted round: weights in [0, W], as many decimals as W has;\n"
+    "                        the result holds weighted sums and means\n"
+    "  --length L            elements per input (per column); default 1: scalars\n"
     "  --participants a,b,c  patients in the round (default: every patient in this\n"
     "                        hospital's roster)\n"
     "  --rounds K            rounds to run, one after another (default 1)\n"
@@ -64,25 +78,36 @@ int Usage(const std::string& error) {
   return 2;
 }
 
-// One integer per line; blank lines and lines starting with '#' are skipped.
-tally::Result<std::vector<uint64_t>> ReadInput(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return tally::Status::Error("cannot read " + path);
-  std::vector<uint64_t> values;
-  std::string line;
-  for (size_t n = 1; std::getline(in, line); ++n) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (line.empty() || line[0] == '#') continue;
-    uint64_t v;
-    if (!ParseU64(line, v))
-      return tally::Status::Error(path + ":" + std::to_string(n) + ": not an integer >= 0");
-    if (values.size() >= tally::kMaxVectorLength)
-      return tally::Status::Error(path + ": more than " + std::to_string(tally::kMaxVectorLength) +
-                                  " values");
-    values.push_back(v);
+// A round with columns as a small aligned table: per column its count, sum and mean (the
+// first few elements of a vector column).
+void PrintColumns(const tally::RoundResult& r) {
+  std::cout << "round " << tally::RoundHex(r.round) << ": " << r.params.participants.size()
+            << " patients" << (r.in_range ? "" : " (a sum lies outside what the bounds allow)")
+            << "\n";
+  const bool weighted = !r.columns[0].weight.empty();
+  std::vector<std::vector<std::string>> rows = {
+      {"column", "count", weighted ? "weight" : "", weighted ? "weighted sum" : "sum", "mean"}};
+  for (const auto& c : r.columns) {
+    auto shown = [](auto&& items) {
+      std::string out;
+      for (size_t i = 0; i < items.size() && i < 4; ++i)
+        out += (i ? " " : "") + std::string(items[i] ? *items[i] : "-");
+      if (items.size() > 4) out += " ... (" + std::to_string(items.size()) + ")";
+      return out;
+    };
+    std::vector<std::optional<std::string>> sums(c.sum.begin(), c.sum.end());
+    rows.push_back({c.name, std::to_string(c.count), c.weight, shown(sums), shown(c.mean)});
   }
-  if (values.empty()) return tally::Status::Error(path + ": no values");
-  return values;
+  std::vector<size_t> width(5, 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  for (const auto& row : rows) {
+    std::string line = "  " + row[0] + std::string(width[0] - row[0].size(), ' ');
+    for (size_t i = 1; i < row.size(); ++i)
+      if (width[i] > 0) line += "  " + std::string(width[i] - row[i].size(), ' ') + row[i];
+    std::cout << line << "\n";
+  }
+  std::cout << std::flush;
 }
 
 }  // namespace
@@ -95,6 +120,8 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   tally::NodeOptions o;
   bool json = false, have_value = false, have_input = false, have_range = false;
+  bool floats = false;
+  std::string input_file, columns, bounds, decimals;
   bool broker_given = false, endpoint_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
@@ -108,6 +135,10 @@ int main(int argc, char** argv) {
     }
     if (flag == "--json") {
       json = true;
+      continue;
+    }
+    if (flag == "--floats") {
+      floats = true;
       continue;
     }
     if (i + 1 >= argc) return Usage("missing value for " + flag);
@@ -137,15 +168,23 @@ int main(int argc, char** argv) {
       if (!ParseU32(v, 2, o.min_patients))
         return Usage("bad --min-patients " + v + " (at least 2)");
     } else if (flag == "--value") {
-      uint64_t x;
-      if (!ParseU64(v, x)) return Usage("bad --value: want an integer >= 0");
-      o.input = {x};
+      o.input.cells = {v};
       have_value = true;
     } else if (flag == "--input") {
-      auto values = ReadInput(v);
-      if (!values.ok()) return Usage(values.message());
-      o.input = std::move(values.value());
+      input_file = v;
       have_input = true;
+    } else if (flag == "--weight") {
+      o.input.weight = v;
+    } else if (flag == "--columns") {
+      columns = v;
+    } else if (flag == "--bounds") {
+      bounds = v;
+    } else if (flag == "--decimals") {
+      decimals = v;
+    } else if (flag == "--weight-max") {
+      auto w = tally::ParseWeightMax(v);
+      if (!w.ok()) return Usage(w.message());
+      o.weight = *w;
     } else if (flag == "--range") {
       if (!ParseU64(v, o.range)) return Usage("bad --range " + v);
       have_range = true;
@@ -171,6 +210,24 @@ int main(int argc, char** argv) {
   }
   if (o.keys_dir.empty() || o.name.empty()) return Usage("--keys and --name are required");
   if (have_value && have_input) return Usage("give --value or --input, not both");
+  if (have_input) {
+    auto input = tally::ReadPatientInput(input_file, floats);
+    if (!input.ok()) return Usage(input.message());
+    input->weight = std::move(o.input.weight);
+    o.input = std::move(input.value());
+  } else if (have_value && !floats && !tally::ParseDecimal(o.input.cells[0]).ok()) {
+    return Usage("bad --value: want an integer, or a decimal such as 32.1");
+  }
+  o.input.floats = floats;
+  const bool have_columns = !columns.empty() || !bounds.empty() || !decimals.empty();
+  if (have_range && have_columns)
+    return Usage("give --range (integers in [0, R]) or --bounds (named columns), not both");
+  if (o.weight.max != 0 && !have_columns) return Usage("--weight-max needs --bounds");
+  if (have_columns) {
+    auto parsed = tally::ParseColumns(columns, bounds, decimals);
+    if (!parsed.ok()) return Usage(parsed.message());
+    o.columns = std::move(parsed.value());
+  }
   if (broker_given && endpoint_given)
     return Usage("give --broker, or --router and --phases, not both");
 
@@ -189,6 +246,7 @@ int main(int argc, char** argv) {
           std::cout << tally::ResultJson(r) << std::endl;
           return;
         }
+        if (!r.columns.empty()) return PrintColumns(r);
         std::cout << "round " << tally::RoundHex(r.round) << ": aggregate ";
         for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
           std::cout << (i ? " " : "") << r.aggregate[i];
@@ -208,7 +266,8 @@ int main(int argc, char** argv) {
     // Options the library refused are the command line's fault: usage errors.
     return exit_with(2, node.message());
   }
-  if ((*node)->is_hospital() && !have_range) return Usage("the hospital needs --range");
+  if ((*node)->is_hospital() && !have_range && !have_columns)
+    return Usage("the hospital needs --range or --bounds");
   is_patient = !(*node)->is_hospital();
   g_node = node->get();
   std::signal(SIGINT, OnSignal);

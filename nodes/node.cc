@@ -28,7 +28,7 @@ class Node::Impl {
         on_result_(std::move(on_result)),
         on_ready_(std::move(on_ready)) {}
 
-  ~Impl() { sodium_memzero(options_.input.data(), options_.input.size() * sizeof(uint64_t)); }
+  ~Impl() = default;  // options_.input wipes itself
 
   Status Init() {
     if (sodium_init() < 0) return Status::Error("libsodium failed to initialise");
@@ -50,7 +50,7 @@ class Node::Impl {
 
     std::optional<ResultsFile> results;
     if (role_ == Role::kPatient) {
-      if (options_.input.empty())
+      if (options_.input.cells.empty())
         return Status::Error(options_.name + " is a patient: it needs an input");
     } else {
       TALLY_RETURN_IF_ERROR(CheckHospitalOptions());
@@ -113,7 +113,9 @@ class Node::Impl {
     if (options_.participants.size() < 2)
       return Status::Error("a round needs at least 2 patients, and " + options_.name +
                            "'s roster names " + std::to_string(options_.participants.size()));
-    return Status::Ok();
+    // Every sum must fit the ring: refused here, before any value moves.
+    return CheckRoundParams(RoundParams{options_.name, options_.range, options_.length,
+                                        options_.participants, options_.columns, options_.weight});
   }
 
   NodeOptions options_;

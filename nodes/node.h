@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "nodes/aggregate.h"
 #include "schema/log.h"
 #include "schema/protocol.h"
 #include "schema/results.h"
@@ -35,14 +36,17 @@ struct NodeOptions {
   std::string router_endpoint = "tcp://127.0.0.1:7700";
   std::string phases_endpoint = "tcp://127.0.0.1:7701";
   bool once = false;  // patient: stop after one round (ok when done, an error when aborted)
-  // Patient: the private input (one element for a scalar).
-  std::vector<uint64_t> input;
+  // Patient: the private input (cells of decimal text; one for a scalar), encoded for each
+  // round it takes part in (EncodeInput, nodes/aggregate.h).
+  PatientInput input;
   // Patient: refuse rounds with fewer patients. The hospital learns the sum, so with k
   // accomplices in a round of k+1 it learns the one honest input; a larger minimum bounds that.
   uint32_t min_patients = 2;
-  // Hospital: what to ask for.
+  // Hospital: what to ask for: integers in [0, range], or named columns (then range 0).
   uint64_t range = 0;
   uint32_t length = 1;
+  std::vector<Column> columns;
+  Weight weight;
   std::vector<std::string> participants;  // empty: every patient in this node's roster
   uint32_t rounds = 1;
   uint32_t deadline_ms = 0;  // each phase's deadline to ask for; 0: the broker's

@@ -21,7 +21,9 @@ Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer&
       min_patients_(options.min_patients),
       idle_timeout_(options.idle_timeout_ms) {}
 
-Patient::~Patient() { sodium_memzero(input_.data(), input_.size() * sizeof(uint64_t)); }
+Patient::~Patient() = default;
+
+Patient::Joined::~Joined() { sodium_memzero(values.data(), values.size() * sizeof(uint64_t)); }
 
 void Patient::OnPhase(const PhaseUpdate& u) {
   // Updates are whole snapshots and may repeat (republished to late subscribers): every action
@@ -48,20 +50,17 @@ void Patient::OnPhase(const PhaseUpdate& u) {
   }
 }
 
-// Why this patient cannot answer the round `u` honestly, or nullopt. The reason never holds the
-// input.
-std::optional<std::string> Patient::Refusal(const PhaseUpdate& u) const {
-  if (auto problem = RosterProblem(u)) return problem;
+Result<std::vector<uint64_t>> Patient::Encode(const PhaseUpdate& u) const {
+  if (auto problem = RosterProblem(u)) return Status::Error(*problem);
   const RoundParams& p = u.params;
   if (p.participants.size() < min_patients_)
-    return "the round has " + std::to_string(p.participants.size()) +
-           " patients, fewer than this patient's minimum of " + std::to_string(min_patients_);
-  if (input_.size() != p.length)
-    return "input has " + std::to_string(input_.size()) + " elements, the round asks for " +
-           std::to_string(p.length);
-  if (std::any_of(input_.begin(), input_.end(), [&](uint64_t v) { return v > p.range; }))
-    return "input outside [0, " + std::to_string(p.range) + "]";
-  return std::nullopt;
+    return Status::Error("the round has " + std::to_string(p.participants.size()) +
+                         " patients, fewer than this patient's minimum of " +
+                         std::to_string(min_patients_));
+  // Sums that wrap modulo 2^64 would make the aggregate wrong: checked here too, not only by
+  // the hospital and the broker that asked for the round.
+  TALLY_RETURN_IF_ERROR(CheckRoundParams(p));
+  return EncodeInput(p, input_);
 }
 
 void Patient::OnOpen(const PhaseUpdate& u) {
@@ -70,14 +69,17 @@ void Patient::OnOpen(const PhaseUpdate& u) {
   if (std::find(ps.begin(), ps.end(), name_) == ps.end()) return;
   Remember(u.round);
   if (round_) Drop("a new round opened");
-  if (auto refusal = Refusal(u)) {
-    Log("event=refuse round=" + RoundHex(u.round) + " reason=" + Quote(*refusal));
-    (void)link_.Send(Refuse{u.round, *refusal});
-    if (once_) Finish(Status::Error("refused round " + RoundHex(u.round) + ": " + *refusal));
+  Result<std::vector<uint64_t>> values = Encode(u);
+  if (!values.ok()) {
+    const std::string refusal = values.message().substr(0, kMaxReasonLength);
+    Log("event=refuse round=" + RoundHex(u.round) + " reason=" + Quote(refusal));
+    (void)link_.Send(Refuse{u.round, refusal});
+    if (once_) Finish(Status::Error("refused round " + RoundHex(u.round) + ": " + refusal));
     return;
   }
   round_.emplace();
   round_->opened = u;
+  round_->values = std::move(values.value());
   round_->last_progress = Clock::now();
   // Fresh for every join: it enters every mask of ours in this round, so no mask of ours is
   // ever reused, whatever round id the broker chose.
@@ -103,7 +105,8 @@ void Patient::SendMasked(const PhaseUpdate& u) {
                            " does not match the round we joined"));
     return;
   }
-  std::vector<uint64_t> masked = input_;
+  std::vector<uint64_t> masked = std::move(r.values);
+  r.values.clear();
   Status status = sealer_.AddMasks(u, masked);
   Result<ViewDigest> view = sealer_.View(u);
   if (status.ok() && !view.ok()) status = view.status();

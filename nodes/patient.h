@@ -10,6 +10,7 @@
 #include <set>
 #include <vector>
 
+#include "nodes/aggregate.h"
 #include "nodes/node.h"
 #include "nodes/role.h"
 
@@ -29,18 +30,25 @@ class Patient : public NodeRole {
 
  private:
   struct Joined {
-    PhaseUpdate opened;         // the round as we joined it
-    JoinNonce nonce{};          // the nonce we joined with
-    bool partial_sent = false;  // our masked input is out (or the round was refused)
+    PhaseUpdate opened;            // the round as we joined it
+    JoinNonce nonce{};             // the nonce we joined with
+    std::vector<uint64_t> values;  // our input encoded for this round; wiped when sent
+    bool partial_sent = false;     // our masked input is out (or the round was refused)
     Clock::time_point last_progress;
+    Joined() = default;
+    Joined(const Joined&) = delete;
+    Joined& operator=(const Joined&) = delete;
+    ~Joined();  // wipes `values`
   };
   void OnOpen(const PhaseUpdate& u);
   void SendMasked(const PhaseUpdate& u);
   void Drop(const std::string& why);
   void Remember(const RoundId& id);
-  std::optional<std::string> Refusal(const PhaseUpdate& u) const;
+  // Our input encoded for the round `u`, or why this patient cannot answer it honestly (a
+  // reason that never holds the input).
+  Result<std::vector<uint64_t>> Encode(const PhaseUpdate& u) const;
 
-  std::vector<uint64_t> input_;  // wiped on destruction
+  PatientInput input_;  // wiped on destruction
   const bool once_;
   const uint32_t min_patients_;
   const std::chrono::milliseconds idle_timeout_;

@@ -14,12 +14,14 @@
 namespace tally {
 namespace {
 
-// The binding's version tag spells the protocol version; a new version must change both.
-static_assert(kProtocolVersion == 2, "update the labels with the protocol version");
+// Each label names the version of its own construction, which changes when what it covers
+// changes: protocol 3 added the round's columns and weight to the view (v3); the seal, the
+// mask keys and the binding are protocol 2's. Review them with every protocol version.
+static_assert(kProtocolVersion == 3, "review the labels with the protocol version");
 constexpr std::string_view kBindingTag = "tally/2";
 constexpr std::string_view kSealLabel = "tally seal v2";
 constexpr std::string_view kMaskLabel = "tally mask v2";
-constexpr std::string_view kViewLabel = "tally view v2";
+constexpr std::string_view kViewLabel = "tally view v3";
 
 static_assert(kSealNonceSize == crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
 static_assert(kSealTagSize == crypto_aead_xchacha20poly1305_ietf_ABYTES);
@@ -87,6 +89,15 @@ ViewDigest RoundView(const RoundId& round, const RoundParams& params,
   if (!seal_keys.empty()) HashUpdate(state, seal_keys[0].data(), seal_keys[0].size());
   HashU64(state, params.range);
   HashU64(state, params.length);
+  HashU64(state, params.columns.size());
+  for (const Column& c : params.columns) {
+    HashName(state, c.name);
+    HashU64(state, static_cast<uint64_t>(c.lower));  // two's complement
+    HashU64(state, static_cast<uint64_t>(c.upper));
+    HashU64(state, c.decimals);
+  }
+  HashU64(state, params.weight.max);
+  HashU64(state, params.weight.decimals);
   HashU64(state, params.participants.size());
   for (size_t i = 0; i < params.participants.size(); ++i) {
     HashName(state, params.participants[i]);

@@ -92,7 +92,7 @@ CaptureRecordType TypeOf(const CaptureRecord& record) {
 }
 
 void PackBody(Packer& p, const CaptureHeader& h) {
-  p.pack_array(9);
+  p.pack_array(11);
   p.pack_uint32(h.format_version);
   PackBin(p, h.round);
   p.pack_uint64(h.ticket);
@@ -166,10 +166,10 @@ bool LowerHex(std::string_view s) {
 Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t> body) {
   const strict::Bounds bounds{
       .max_bytes = kMaxBodyBytes,
-      .max_array = std::max<size_t>(9, kMaxParticipants),
+      .max_array = std::max<size_t>({11, kMaxParticipants, kMaxColumns}),
       .max_str = std::max(kMaxReasonLength, kMaxFingerprintLength) + 56,
       .max_bin = kMaxFrameBytes,
-      .max_depth = 2,
+      .max_depth = 3,  // record, columns, a column
   };
   Result<strict::Unpacked> unpacked = strict::UnpackArray(body, bounds, "record body");
   if (!unpacked.ok())
@@ -179,7 +179,7 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
   switch (type) {
     case CaptureRecordType::kHeader: {
       CaptureHeader h;
-      TALLY_RETURN_IF_ERROR(CheckCount(r, 9, f.size()));
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 11, f.size()));
       TALLY_RETURN_IF_ERROR(r.U32("format_version", &h.format_version));
       if (h.format_version != kCaptureFormatVersion) {
         return r.Error("format_version " + std::to_string(h.format_version) +

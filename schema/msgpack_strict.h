@@ -289,6 +289,18 @@ class FieldReader {
   Status Error(std::string detail) const {
     return Status::Error(context_ + ": " + std::move(detail));
   }
+  const std::string& context() const { return context_; }
+
+  // An array field's elements, at most `max` of them.
+  Status Array(std::string_view field, size_t max, std::span<const msgpack::object>* out) {
+    const msgpack::object* o = nullptr;
+    TALLY_RETURN_IF_ERROR(Next(field, msgpack::type::ARRAY, &o));
+    if (o->via.array.size > max)
+      return Error("too many " + std::string(field) + " (" + std::to_string(o->via.array.size) +
+                   " > " + std::to_string(max) + ")");
+    *out = std::span<const msgpack::object>(o->via.array.ptr, o->via.array.size);
+    return Status::Ok();
+  }
 
  private:
   Status Any(std::string_view field, const msgpack::object** out) {
@@ -355,14 +367,26 @@ inline void PackNonces(Packer& p, const std::vector<JoinNonce>& nonces) {
 }
 
 // A round's parameters as they travel, in a request, a phase update and a capture header:
-// [hospital str,] range uint, length u32 (1..max_length), participants (distinct names). A
-// request carries no hospital (it is its sender).
+// [hospital str,] range uint, length u32 (1..max_length), participants (distinct names),
+// columns (array of [name str, lower int, upper int, decimals u32]), weight [max uint,
+// decimals u32]. A request carries no hospital (it is its sender).
 inline void PackParams(Packer& p, const RoundParams& params, bool hospital) {
   if (hospital) PackStr(p, params.hospital);
   p.pack_uint64(params.range);
   p.pack_uint32(params.length);
   p.pack_array(static_cast<uint32_t>(params.participants.size()));
   for (const std::string& n : params.participants) PackStr(p, n);
+  p.pack_array(static_cast<uint32_t>(params.columns.size()));
+  for (const Column& c : params.columns) {
+    p.pack_array(4);
+    PackStr(p, c.name);
+    p.pack_int64(c.lower);
+    p.pack_int64(c.upper);
+    p.pack_uint32(c.decimals);
+  }
+  p.pack_array(2);
+  p.pack_uint64(params.weight.max);
+  p.pack_uint32(params.weight.decimals);
 }
 
 inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_participants,
@@ -373,7 +397,33 @@ inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_partici
   if (out->length < 1 || out->length > max_length)
     return r.Error("length must be between 1 and " + std::to_string(max_length) + ", got " +
                    std::to_string(out->length));
-  return r.Names("participants", max_participants, &out->participants);
+  TALLY_RETURN_IF_ERROR(r.Names("participants", max_participants, &out->participants));
+  std::span<const msgpack::object> columns;
+  TALLY_RETURN_IF_ERROR(r.Array("columns", kMaxColumns, &columns));
+  std::set<std::string> names;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i].type != msgpack::type::ARRAY || columns[i].via.array.size != 4)
+      return r.Error("column " + std::to_string(i) + " must be an array of 4");
+    FieldReader c(r.context() + ": column " + std::to_string(i),
+                  {columns[i].via.array.ptr, columns[i].via.array.size}, 0);
+    Column& col = out->columns.emplace_back();
+    TALLY_RETURN_IF_ERROR(c.Name("name", &col.name));
+    TALLY_RETURN_IF_ERROR(c.Int64("lower", &col.lower));
+    TALLY_RETURN_IF_ERROR(c.Int64("upper", &col.upper));
+    TALLY_RETURN_IF_ERROR(c.U32("decimals", &col.decimals));
+    if (col.decimals > kMaxDecimalsInRound)
+      return c.Error("decimals must be at most " + std::to_string(kMaxDecimalsInRound));
+    if (!names.insert(col.name).second)
+      return r.Error("duplicate column name \"" + col.name + "\"");
+  }
+  std::span<const msgpack::object> weight;
+  TALLY_RETURN_IF_ERROR(r.Array("weight", 2, &weight));
+  FieldReader w(r.context() + ": weight", weight, 0);
+  TALLY_RETURN_IF_ERROR(w.Uint("max", &out->weight.max));
+  TALLY_RETURN_IF_ERROR(w.U32("decimals", &out->weight.decimals));
+  if (out->weight.decimals > kMaxDecimalsInRound)
+    return w.Error("decimals must be at most " + std::to_string(kMaxDecimalsInRound));
+  return Status::Ok();
 }
 
 }  // namespace tally::strict

@@ -8,13 +8,15 @@
 
 namespace tally {
 
-inline constexpr uint32_t kProtocolVersion = 2;         // first element of every wire message
+inline constexpr uint32_t kProtocolVersion = 3;         // first element of every wire message
 inline constexpr size_t kRoundIdSize = 16;              // 128-bit random round ids
 inline constexpr size_t kJoinNonceSize = 32;            // a patient's fresh per-round mask nonce
 inline constexpr size_t kMaxNameLength = 32;            // party names: [a-z0-9_-]{1,32}
 inline constexpr size_t kMaxParticipants = 1000;        // patients in one round
 inline constexpr uint32_t kMaxVectorLength = 1u << 20;  // elements per input (8 MiB of u64)
 inline constexpr size_t kMaxReasonLength = 200;         // abort / refuse / notice reasons
+inline constexpr size_t kMaxColumns = 256;              // named columns in one round
+inline constexpr uint32_t kMaxDecimalsInRound = 18;     // digits after the point, per column
 inline constexpr size_t kSealNonceSize = 24;            // XChaCha20-Poly1305 nonce
 inline constexpr size_t kSealTagSize = 16;              // Poly1305 tag
 inline constexpr size_t kSealOverhead = kSealNonceSize + kSealTagSize;
@@ -24,7 +26,7 @@ inline constexpr size_t kPayloadOverhead = 64;
 // Bytes an envelope adds around its sealed payload: header fields and msgpack framing.
 inline constexpr size_t kEnvelopeOverhead = 256;
 
-inline constexpr uint32_t kCaptureFormatVersion = 2;
+inline constexpr uint32_t kCaptureFormatVersion = 3;
 
 using RoundId = std::array<uint8_t, kRoundIdSize>;
 using JoinNonce = std::array<uint8_t, kJoinNonceSize>;

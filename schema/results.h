@@ -3,8 +3,17 @@
 //
 // A results file is a journal, one JSON object per line, appended and fsync'd by the hospital:
 //   {"round": "…", "aggregate": 856, "participants": ["alice", …], "range": 1000,
-//    "in_range": true, "elapsed_ms": 1.204}            the round's result, written before the
-//                                                      hospital acknowledges the round
+//    "in_range": true, "elapsed_ms": 1.204}            the result of a round without columns,
+//                                                      written before the hospital
+//                                                      acknowledges the round
+//   {"round": "…", "columns": [{"name": "bmi", "count": 3, "sum": "96.3", "mean": "32.100"},
+//    …], "participants": […], "in_range": true, "elapsed_ms": 2.5}
+//                                                      the result of a round with columns:
+//                                                      sums and means as exact decimal strings
+//                                                      (arrays of them for vector columns), a
+//                                                      mean null where no patient gave a value,
+//                                                      and "weight" (the sum of the weights) in
+//                                                      a weighted round
 //   {"round": "…", "aborted": "hospital did not acknowledge the result"}
 //                                                      the round aborted after its result was
 //                                                      written: that result does not stand
@@ -25,13 +34,29 @@
 
 namespace tally {
 
+// One column of a round with columns, decoded from the aggregate (nodes/aggregate.h
+// DecodeColumns): exact sums with the offsets removed, and means over the patients who gave a
+// value (schema/PROTOCOL.md, "Columns and values").
+struct ColumnResult {
+  std::string name;
+  uint64_t count = 0;       // patients who gave this column (not the missing cells)
+  std::string weight = {};  // a weighted round: the sum of those patients' weights; else ""
+  std::vector<std::string> sum = {};  // per element: a decimal with the column's decimals (plus
+                                      // the weight's, in a weighted round)
+  std::vector<std::optional<std::string>> mean = {};  // per element: sum / count (or / weight)
+                                                      // with 3 more decimals; nullopt if no value
+  bool operator==(const ColumnResult&) const = default;
+};
+
 struct RoundResult {
   RoundId round{};
   // The round's parameters. A results line holds the participants and the range; read back,
-  // `length` is the aggregate's and `hospital` is empty (the file is the hospital's own).
+  // `length` is the aggregate's (or the columns') and `hospital` is empty (the file is the
+  // hospital's own).
   RoundParams params;
-  std::vector<uint64_t> aggregate;
-  bool in_range = true;   // every element of the aggregate lies in [0, range]
+  std::vector<uint64_t> aggregate;    // a round without columns: the sums
+  std::vector<ColumnResult> columns;  // a round with columns: per column
+  bool in_range = true;               // every element of the aggregate lies in [0, range]
   double elapsed_ms = 0;  // from sending the request to the aggregate in hand (before writing)
   bool operator==(const RoundResult&) const = default;
 };

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdio>
 #include <cstring>
 #include <msgpack.hpp>
 #include <type_traits>
 
+#include "schema/decimal.h"
 #include "schema/msgpack_strict.h"
 #include "schema/text.h"
 
@@ -31,7 +33,7 @@ constexpr std::string_view kNotice = "notice";
 // Strings in messages are type names, kinds, phases, party names and reasons: all short.
 constexpr size_t kMaxWireString = std::max(kMaxReasonLength, kMaxNameLength) + 56;
 // Every field of the longest message (PhaseUpdate) fits in this many elements.
-constexpr size_t kMaxFields = 13;
+constexpr size_t kMaxFields = 15;
 
 void PackHead(Packer& p, uint32_t fields, std::string_view type) {
   p.pack_array(fields);
@@ -40,7 +42,7 @@ void PackHead(Packer& p, uint32_t fields, std::string_view type) {
 }
 
 void PackFields(Packer& p, const Request& m) {
-  PackHead(p, 7, kRequest);
+  PackHead(p, 9, kRequest);
   p.pack_uint64(m.ticket);
   strict::PackParams(p, m.params, /*hospital=*/false);
   p.pack_uint32(m.deadline_ms);
@@ -68,7 +70,7 @@ void PackFields(Packer& p, const Ack& m) {
   PackBin(p, m.round);
 }
 void PackFields(Packer& p, const PhaseUpdate& m) {
-  PackHead(p, 13, kPhase);
+  PackHead(p, 15, kPhase);
   PackBin(p, m.round);
   PackStr(p, PhaseName(m.phase));
   p.pack_uint64(m.seq);
@@ -229,6 +231,62 @@ bool ValidReason(std::string_view reason) {
 
 std::string RoundHex(const RoundId& round) { return Hex(round); }
 
+uint64_t PayloadLength(const RoundParams& p) {
+  if (p.columns.empty()) return p.length;
+  const uint64_t c = p.columns.size();
+  return c * p.length + c * (p.weight.max > 0 ? 2 : 1);
+}
+
+Status CheckRoundParams(const RoundParams& p) {
+  const uint64_t n = p.participants.size();
+  if (n < 2)
+    return Status::Error("a round needs at least 2 patients (the sum of one is that input)");
+  constexpr uint64_t kRing = UINT64_MAX;  // every sum must stay below 2^64
+  if (p.columns.empty()) {
+    if (p.weight.max != 0) return Status::Error("a weighted round needs columns");
+    if (p.range > kRing / n)
+      return Status::Error("range too large: the sum of " + std::to_string(n) +
+                           " inputs could exceed 2^64-1");
+    return Status::Ok();
+  }
+  if (p.range != 0)
+    return Status::Error("a round with columns has no range (each column has its bounds)");
+  if (PayloadLength(p) > kMaxVectorLength)
+    return Status::Error(
+        std::to_string(p.columns.size()) + " columns of " + std::to_string(p.length) +
+        " elements make " + std::to_string(PayloadLength(p)) +
+        " payload elements, over the limit of " + std::to_string(kMaxVectorLength));
+  const uint64_t per_patient = kRing / n;
+  const uint64_t weight = p.weight.max > 0 ? p.weight.max : 1;
+  // "column bp: 1000 patients x 160.00 does not fit the ring: ..." with how far over it is.
+  auto too_big = [&](const std::string& what, const std::string& amount, long double worst) {
+    char times[32];
+    std::snprintf(times, sizeof times, "%.3Lg", worst / static_cast<long double>(kRing));
+    return Status::Error(what + ": " + std::to_string(n) + " patients x " + amount +
+                         " does not fit the ring: the worst-case sum is " + times +
+                         " times 2^64-1");
+  };
+  for (const Column& c : p.columns) {
+    const std::string what = "column " + c.name;
+    if (c.lower > c.upper)
+      return Status::Error(what + ": lower bound " + FormatUnits(c.lower, c.decimals) +
+                           " is above upper bound " + FormatUnits(c.upper, c.decimals));
+    const UInt128 width = static_cast<UInt128>(static_cast<Int128>(c.upper) - c.lower);
+    // n * width * weight <= 2^64-1, in integers: width <= floor(floor((2^64-1) / n) / weight).
+    if (width > per_patient / weight) {
+      std::string amount = FormatUnits(static_cast<Int128>(width), c.decimals);
+      if (p.weight.max > 0) amount += " x weight " + FormatUnits(p.weight.max, p.weight.decimals);
+      return too_big(what, amount,
+                     static_cast<long double>(n) * static_cast<long double>(width) *
+                         static_cast<long double>(weight));
+    }
+  }
+  if (p.weight.max > per_patient)
+    return too_big("weights", FormatUnits(p.weight.max, p.weight.decimals),
+                   static_cast<long double>(n) * static_cast<long double>(p.weight.max));
+  return Status::Ok();
+}
+
 Result<RoundId> RoundFromHex(std::string_view hex) {
   auto nibble = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
@@ -267,11 +325,11 @@ namespace {
 strict::Bounds MessageBounds(const Limits& limits) {
   return strict::Bounds{
       .max_bytes = limits.max_message_bytes,
-      .max_array = std::max(kMaxFields, limits.max_participants),
+      .max_array = std::max({kMaxFields, limits.max_participants, kMaxColumns}),
       .max_str = kMaxWireString,
       .max_bin = std::max(
           {limits.max_sealed_bytes, kRoundIdSize, limits.max_participants * kJoinNonceSize}),
-      .max_depth = 2,
+      .max_depth = 3,  // message, columns, a column
   };
 }
 }  // namespace
@@ -299,8 +357,8 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
     size_t fields;
   };
   static constexpr Shape kShapes[] = {
-      {kRequest, 7}, {kJoin, 4},   {kRefuse, 4}, {kEnvelope, 7},
-      {kAck, 3},     {kPhase, 13}, {kNotice, 4},
+      {kRequest, 9}, {kJoin, 4},   {kRefuse, 4}, {kEnvelope, 7},
+      {kAck, 3},     {kPhase, 15}, {kNotice, 4},
   };
   const Shape* shape = nullptr;
   for (const Shape& s : kShapes) {

@@ -38,13 +38,46 @@ std::string_view PhaseName(Phase phase);
 // the round ends (operator==), and the view binds it (nodes/seal.h). A field added here is
 // compared wherever rounds are compared, and must be added to the wire, the capture header and
 // the view.
+// A named column of a round with columns (schema/PROTOCOL.md, "Columns and values"): each value
+// is a decimal with at most `decimals` digits after the point, in [lower, upper]; the bounds
+// are in units of 10^-decimals (bmi in [10, 80] at 1 decimal: lower 100, upper 800).
+struct Column {
+  std::string name;       // [a-z0-9_-]{1,32}, distinct within the round
+  int64_t lower = 0;      // units of 10^-decimals
+  int64_t upper = 0;      // units of 10^-decimals; lower <= upper
+  uint32_t decimals = 0;  // <= kMaxDecimals
+  bool operator==(const Column&) const = default;
+};
+
+// A weighted round: each patient gives a weight w in [0, max] (units of 10^-decimals) and the
+// round sums w * value and w per column, for weighted means. max == 0: not weighted.
+struct Weight {
+  uint64_t max = 0;
+  uint32_t decimals = 0;
+  bool operator==(const Weight&) const = default;
+};
+
 struct RoundParams {
   std::string hospital;  // in a Request: not on the wire, the broker takes the sender's name
-  uint64_t range = 0;    // each input lies in [0, range]
-  uint32_t length = 1;   // elements per input; 1 for a scalar
+  uint64_t range = 0;    // no columns: each input lies in [0, range]; with columns: 0
+  uint32_t length = 1;   // elements per input (per column, with columns); 1 for a scalar
   std::vector<std::string> participants;  // the patients
+  std::vector<Column> columns = {};       // empty: one unnamed column, [0, range], no decimals
+  Weight weight = {};                     // with columns only
   bool operator==(const RoundParams&) const = default;
 };
+
+// Elements of a masked input (the payload) for a round: `length` without columns; with C
+// columns, C x length values then C counts, then C weight sums if weighted.
+uint64_t PayloadLength(const RoundParams& params);
+
+// Whether `params` can be run (what the broker refuses a request for and a node checks before
+// any value moves): at least 2 participants; with columns, range 0, lower <= upper, and the
+// payload within kMaxVectorLength; and every sum fits the ring of u64 mod 2^64 in the worst
+// case: N x range without columns; per column N x (upper - lower) [x weight max], and N x weight
+// max. Errors say which column and by how much, e.g. "column bp: 1000 patients x 160.00 does
+// not fit the ring (the worst-case sum is 8674 times 2^64-1)".
+Status CheckRoundParams(const RoundParams& params);
 
 // Hospital -> broker: please run a round. `params.participants` empty means every patient in
 // the broker's roster. `ticket` is the hospital's own number for the request (never 0), echoed

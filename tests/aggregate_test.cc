@@ -57,14 +57,12 @@ TEST(Aggregate, SumAddsModTwoToTheSixtyFourAndIsUnchangedOnError) {
   EXPECT_EQ(sum.values(), (std::vector<uint64_t>{4, 1, 0x0102030405060709ull}));
 }
 
-// Each input is at most the range; their sum need not be, and AtMost says so.
-TEST(Aggregate, AtMostChecksEveryElement) {
-  Sum sum(2);
-  ASSERT_TRUE(sum.AddPayload(EncodePayload(EnvelopeKind::kPartial, std::vector<uint64_t>{10, 11}),
-                             EnvelopeKind::kPartial)
-                  .ok());
-  EXPECT_TRUE(sum.AtMost(11));
-  EXPECT_FALSE(sum.AtMost(10));
+// Each input is at most the range; their sum need not be, and AggregateInRange says so.
+TEST(Aggregate, AggregateInRangeChecksEveryElementAgainstTheRange) {
+  RoundParams p{"hospital", 11, 2, {"alice", "bob"}};
+  EXPECT_TRUE(AggregateInRange(p, std::vector<uint64_t>{10, 11}));
+  p.range = 10;
+  EXPECT_FALSE(AggregateInRange(p, std::vector<uint64_t>{10, 11}));
 }
 
 }  // namespace

@@ -200,13 +200,13 @@ TEST_F(CaptureTest, AppendEnvelopeWritesTheSameBytesAsAppend) {
 
 TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
   const std::vector<uint8_t> bytes = ReadAll(WriteFull());
-  const std::vector<uint8_t> start = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P', 2, 0, 0, 0};
+  const std::vector<uint8_t> start = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P', 3, 0, 0, 0};
   ASSERT_GE(bytes.size(), 12u);
   EXPECT_TRUE(std::equal(start.begin(), start.end(), bytes.begin()));
   // The header record: u32 body length, type 1, body, CRC-32 over type + body.
   const uint32_t body = bytes[12] | bytes[13] << 8 | bytes[14] << 16 | uint32_t{bytes[15]} << 24;
   EXPECT_EQ(bytes[16], 1);
-  EXPECT_EQ(bytes[17], 0x99);  // fixarray(9)
+  EXPECT_EQ(bytes[17], 0x9b);  // fixarray(11)
   const size_t crc_at = 17 + body;
   const uint32_t crc = bytes[crc_at] | bytes[crc_at + 1] << 8 | bytes[crc_at + 2] << 16 |
                        uint32_t{bytes[crc_at + 3]} << 24;
@@ -351,7 +351,7 @@ TEST_F(CaptureTest, FlippedByteInFileHeader) {
       EXPECT_EQ(c.error, "not a Tally capture (bad magic)");
       EXPECT_EQ(c.error_offset, 0u);
     } else {
-      EXPECT_TRUE(Contains(c.error, "is not supported (this reader knows 2)"));
+      EXPECT_TRUE(Contains(c.error, "is not supported (this reader knows 3)"));
       EXPECT_EQ(c.error_offset, 8u);
     }
   }
@@ -359,18 +359,18 @@ TEST_F(CaptureTest, FlippedByteInFileHeader) {
 
 TEST_F(CaptureTest, OtherFormatVersionRefused) {
   std::vector<uint8_t> bytes = ReadAll(WriteFull());
-  bytes[8] = 1;  // a protocol-1 capture: its phase records have no nonces
+  bytes[8] = 2;  // a protocol-2 capture: its header has no columns
   CaptureContents c = ReadCapture(bytes);
   EXPECT_EQ(c.error,
-            "capture format version 1 is not supported (this reader knows 2): it was written by an "
-            "older Tally (capture format 1); read it with the tally-replay of that release");
+            "capture format version 2 is not supported (this reader knows 3): it was written by an "
+            "older Tally (capture format 2); read it with the tally-replay of that release");
   EXPECT_EQ(c.error_offset, 8u);
   EXPECT_TRUE(c.records.empty());
-  bytes[8] = 3;
+  bytes[8] = 4;
   c = ReadCapture(bytes);
   EXPECT_EQ(c.error,
-            "capture format version 3 is not supported (this reader knows 2): it was written by a "
-            "newer Tally (capture format 3); read it with a newer tally-replay");
+            "capture format version 4 is not supported (this reader knows 3): it was written by a "
+            "newer Tally (capture format 4); read it with a newer tally-replay");
   EXPECT_TRUE(c.records.empty());
 }
 
@@ -453,20 +453,24 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
       str(p, hospital);
       p.pack_uint64(100);
       p.pack_uint64(length);
-      p.pack_array(0);
+      p.pack_array(0);  // participants
+      p.pack_array(0);  // columns
+      p.pack_array(2);  // weight
+      p.pack_uint64(0);
+      p.pack_uint32(0);
       str(p, "abcd");
-      if (fields > 8) p.pack_int64(-5);
-      if (fields > 9) p.pack_nil();
+      if (fields > 10) p.pack_int64(-5);
+      if (fields > 11) p.pack_nil();
     });
   };
   const std::vector<Case> cases = {
-      {1, header(8, "hospital", 1), "malformed header record: expected 9 fields, got 8"},
-      {1, header(10, "hospital", 1), "malformed header record: expected 9 fields, got 10"},
-      {1, header(9, "Hospital!", 1), "malformed header record: invalid name in hospital"},
-      {1, header(9, "hospital", 0), "malformed header record: length must be between 1"},
-      // A protocol-1 header record inside a format-2 file.
-      {1, header(9, "hospital", 1, 1),
-       "malformed header record: format_version 1 does not match the file's version 2"},
+      {1, header(10, "hospital", 1), "malformed header record: expected 11 fields, got 10"},
+      {1, header(12, "hospital", 1), "malformed header record: expected 11 fields, got 12"},
+      {1, header(11, "Hospital!", 1), "malformed header record: invalid name in hospital"},
+      {1, header(11, "hospital", 0), "malformed header record: length must be between 1"},
+      // A protocol-2 header record inside a format-3 file.
+      {1, header(11, "hospital", 1, 2),
+       "malformed header record: format_version 2 does not match the file's version 3"},
       {1, Body([](P& p) { p.pack_map(0); }), "malformed header record: record body must be a"},
       {1, {0x99, 0x01}, "malformed header record: truncated record body"},
   };
@@ -480,7 +484,7 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
   }
   // A valid header whose opened_unix_ms is negative (before 1970) is still valid.
   std::vector<uint8_t> ok = FileStart();
-  Append(&ok, Frame(1, header(9, "hospital", 1)));
+  Append(&ok, Frame(1, header(11, "hospital", 1)));
   const CaptureContents c = ReadCapture(ok);
   ASSERT_TRUE(c.ok()) << c.error;
   EXPECT_EQ(std::get<CaptureHeader>(c.records[0]).opened_unix_ms, -5);

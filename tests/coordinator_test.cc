@@ -125,9 +125,10 @@ TEST_F(CoordinatorTest, ARequestOpensARoundPublishesItThenOpensItsCapture) {
   Actions a = Send("hospital", Ask(7, {"alice", "bob"}, 400));
   ASSERT_EQ(a.size(), 3u);
   ASSERT_TRUE(std::holds_alternative<act::Log>(a[0]));
-  EXPECT_EQ(std::get<act::Log>(a[0]).fields,
-            "event=round-open round=" + RoundHex(RoundId{1}) +
-                " hospital=hospital ticket=7 patients=2 length=2 range=10 deadline_ms=400");
+  EXPECT_EQ(
+      std::get<act::Log>(a[0]).fields,
+      "event=round-open round=" + RoundHex(RoundId{1}) +
+          " hospital=hospital ticket=7 patients=2 length=2 range=10 columns=0 deadline_ms=400");
   const auto& open = std::get<act::Publish>(a[1]).update;
   EXPECT_EQ(open.phase, Phase::kOpen);
   EXPECT_EQ(open.round, RoundId{1});

@@ -324,7 +324,9 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
   auto bytes = [](size_t n) { return std::vector<uint8_t>(n, 0x6e); };
   auto join = [&] { return Pack().Array(4).Uint(kV).Str("join"); };
   auto envelope = [&] { return Pack().Array(7).Uint(kV).Str("envelope"); };
-  auto request = [&] { return Pack().Array(7).Uint(kV).Str("request").Uint(5).Uint(1000); };
+  auto request = [&] { return Pack().Array(9).Uint(kV).Str("request").Uint(5).Uint(1000); };
+  // A round's params after its participants: no columns, no weight.
+  const std::vector<uint8_t> no_columns = Pack().Array(0).Array(2).Uint(0).Uint(0).bytes();
   // A sum-phase update for alice and bob, up to its nonces field.
   auto phase = [&](size_t fields) {
     return Pack()
@@ -340,7 +342,8 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
         .Uint(1)
         .Array(2)
         .Str("alice")
-        .Str("bob");
+        .Str("bob")
+        .Raw(no_columns);
   };
   std::vector<std::pair<std::vector<uint8_t>, std::string>> cases = {
       // Not an array, or an array of the wrong make-up.
@@ -352,19 +355,21 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
       {Pack().Array(0).bytes(), "message has 0 fields, needs at least version and type"},
       {Pack().Array(1).Raw(join().Bin(round).Bin(nonce).bytes()).bytes(),
        "message has 1 fields, needs at least version and type"},
-      {join().Array(1).Array(1).Bin(round).Bin(nonce).bytes(), "msgpack nesting too deep"},
+      {join().Array(1).Array(1).Array(1).Bin(round).Bin(nonce).bytes(), "msgpack nesting too deep"},
       {join().Array(16).Raw(std::vector<uint8_t>(16, 0x01)).Bin(nonce).bytes(),
        "join: round must be bin, got array"},
       {Pack().Array(1001).Raw(std::vector<uint8_t>(1001, 0xc0)).bytes(),
        "msgpack array longer than the limit of 1000 elements"},
       {join().Ext(1, 2).Bin(nonce).bytes(), "msgpack ext not allowed"},
       {join().Bin(round).Bin(nonce).Uint(0).bytes(), "1 trailing bytes after message"},
-      // Version and type: protocol 1 is not spoken any more.
+      // Version and type: protocols 1 and 2 are not spoken any more.
       {Pack().Array(3).Uint(1).Str("join").Bin(round).bytes(), "unsupported protocol version 1"},
       {Pack().Array(4).Uint(1).Str("join").Bin(round).Bin(nonce).bytes(),
        "unsupported protocol version 1"},
-      {Pack().Array(4).Uint(3).Str("join").Bin(round).Bin(nonce).bytes(),
-       "unsupported protocol version 3"},
+      {Pack().Array(4).Uint(2).Str("join").Bin(round).Bin(nonce).bytes(),
+       "unsupported protocol version 2"},
+      {Pack().Array(4).Uint(4).Str("join").Bin(round).Bin(nonce).bytes(),
+       "unsupported protocol version 4"},
       {Pack().Array(4).Uint(0).Str("join").Bin(round).Bin(nonce).bytes(),
        "unsupported protocol version 0"},
       {Pack().Array(4).Str("2").Str("join").Bin(round).Bin(nonce).bytes(),
@@ -401,8 +406,24 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
            .Str("hospital")
            .bytes(),
        "envelope: expected 7 fields, got 6"},
-      // A phase update without its nonces, as protocol 1 had it.
-      {phase(12).Uint(1500).Str("").bytes(), "phase: expected 13 fields, got 12"},
+      // A phase update of protocol 2: no columns, no weight.
+      {Pack()
+           .Array(13)
+           .Uint(kV)
+           .Str("phase")
+           .Bin(round)
+           .Str("sum")
+           .Uint(7)
+           .Uint(1)
+           .Str("hospital")
+           .Uint(1000)
+           .Uint(1)
+           .Array(0)
+           .Bin(bytes(0))
+           .Uint(1500)
+           .Str("")
+           .bytes(),
+       "phase: expected 15 fields, got 13"},
       // Field types and values.
       {join().Str(std::string(16, 'r')).Bin(nonce).bytes(), "join: round must be bin, got str"},
       {join().Nil().Bin(nonce).bytes(), "join: round must be bin, got nil"},
@@ -451,58 +472,77 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
            .Str(std::string(64, 's'))
            .bytes(),
        "envelope: sealed must be bin, got str"},
-      {request().Uint(0).Array(0).Uint(0).bytes(),
+      {request().Uint(0).Array(0).Raw(no_columns).Uint(0).bytes(),
        "request: length must be between 1 and 1048576, got 0"},
-      {request().Uint(kMaxVectorLength + 1).Array(0).Uint(0).bytes(),
+      {request().Uint(kMaxVectorLength + 1).Array(0).Raw(no_columns).Uint(0).bytes(),
        "request: length must be between 1 and 1048576, got 1048577"},
-      {request().Uint(1ull << 32).Array(0).Uint(0).bytes(),
+      {request().Uint(1ull << 32).Array(0).Raw(no_columns).Uint(0).bytes(),
        "request: length 4294967296 does not fit in u32"},
-      {request().NegInt(-1).Array(0).Uint(0).bytes(),
+      {request().NegInt(-1).Array(0).Raw(no_columns).Uint(0).bytes(),
        "request: length must be uint, got negative int"},
-      {request().Uint(1).Array(2).Str("bob").Str("bob").Uint(0).bytes(),
+      {request().Uint(1).Array(2).Str("bob").Str("bob").Raw(no_columns).Uint(0).bytes(),
        "request: duplicate name \"bob\" in participants"},
-      {request().Uint(1).Array(3).Str("alice").Str("bob").Str("alice").Uint(0).bytes(),
+      {request()
+           .Uint(1)
+           .Array(3)
+           .Str("alice")
+           .Str("bob")
+           .Str("alice")
+           .Raw(no_columns)
+           .Uint(0)
+           .bytes(),
        "request: duplicate name \"alice\" in participants"},
-      {request().Uint(1).Str("bob").Uint(0).bytes(),
+      {request().Uint(1).Str("bob").Raw(no_columns).Uint(0).bytes(),
        "request: participants must be array, got str"},
-      {request().Uint(1).Array(1).Uint(7).Uint(0).bytes(),
+      {request().Uint(1).Array(1).Uint(7).Raw(no_columns).Uint(0).bytes(),
        "request: participants must hold str, got uint"},
-      {request().Uint(1).Array(0).Str("soon").bytes(),
+      {request().Uint(1).Array(0).Raw(no_columns).Str("soon").bytes(),
        "request: deadline_ms must be uint, got str"},
-      // A request of protocol 2 before the phase deadline was asked for.
-      {Pack().Array(6).Uint(kV).Str("request").Uint(5).Uint(1000).Uint(1).Array(0).bytes(),
-       "request: expected 7 fields, got 6"},
+      // A request of protocol 2: no columns, no weight.
+      {Pack().Array(7).Uint(kV).Str("request").Uint(5).Uint(1000).Uint(1).Array(0).Uint(0).bytes(),
+       "request: expected 9 fields, got 7"},
       {Pack()
-           .Array(7)
+           .Array(9)
            .Uint(kV)
            .Str("request")
            .Bool(true)
            .Uint(1000)
            .Uint(1)
            .Array(0)
+           .Raw(no_columns)
            .Uint(0)
            .bytes(),
        "request: ticket must be uint, got bool"},
-      {Pack().Array(7).Uint(kV).Str("request").Float(5).Uint(1000).Uint(1).Array(0).Uint(0).bytes(),
+      {Pack()
+           .Array(9)
+           .Uint(kV)
+           .Str("request")
+           .Float(5)
+           .Uint(1000)
+           .Uint(1)
+           .Array(0)
+           .Raw(no_columns)
+           .Uint(0)
+           .bytes(),
        "request: ticket must be uint, got float"},
       {Pack().Array(4).Uint(kV).Str("refuse").Bin(round).Str("bad\nreason").bytes(),
        "refuse: reason must be printable ASCII, at most 200 characters"},
       {Pack().Array(4).Uint(kV).Str("refuse").Bin(round).Str(std::string(201, 'x')).bytes(),
        "refuse: reason must be printable ASCII, at most 200 characters"},
       // A phase update's nonces: one bin, empty or exactly one 32-byte nonce per participant.
-      {phase(13).Bin(bytes(33)).Uint(1500).Str("").bytes(),
+      {phase(15).Bin(bytes(33)).Uint(1500).Str("").bytes(),
        "phase: nonces must hold at most 2 nonces of 32 bytes, got 33 bytes"},
-      {phase(13).Bin(bytes(63)).Uint(1500).Str("").bytes(),
+      {phase(15).Bin(bytes(63)).Uint(1500).Str("").bytes(),
        "phase: nonces must hold at most 2 nonces of 32 bytes, got 63 bytes"},
-      {phase(13).Bin(bytes(96)).Uint(1500).Str("").bytes(),
+      {phase(15).Bin(bytes(96)).Uint(1500).Str("").bytes(),
        "phase: nonces must hold at most 2 nonces of 32 bytes, got 96 bytes"},
-      {phase(13).Bin(bytes(32)).Uint(1500).Str("").bytes(),
+      {phase(15).Bin(bytes(32)).Uint(1500).Str("").bytes(),
        "phase: nonces must be empty or one per participant"},
-      {phase(13).Str(std::string(64, 'n')).Uint(1500).Str("").bytes(),
+      {phase(15).Str(std::string(64, 'n')).Uint(1500).Str("").bytes(),
        "phase: nonces must be bin, got str"},
-      {phase(13).Array(2).Bin(nonce).Bin(nonce).Uint(1500).Str("").bytes(),
+      {phase(15).Array(2).Bin(nonce).Bin(nonce).Uint(1500).Str("").bytes(),
        "phase: nonces must be bin, got array"},
-      {phase(13).Nil().Uint(1500).Str("").bytes(), "phase: nonces must be bin, got nil"},
+      {phase(15).Nil().Uint(1500).Str("").bytes(), "phase: nonces must be bin, got nil"},
   };
   std::vector<RejectLine> expected;
   for (const auto& [bytes, reason] : cases) {
@@ -516,7 +556,7 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
   }
   // The same phase update with well-formed nonces decodes: a node may still not send it.
   // Likewise the round's own sum update, replayed, and a notice; and a message of two frames.
-  auto valid_phase = phase(13).Bin(bytes(64)).Uint(1500).Str("").bytes();
+  auto valid_phase = phase(15).Bin(bytes(64)).Uint(1500).Str("").bytes();
   ASSERT_TRUE(Decode(valid_phase, BrokerLimits()).ok());
   P("alice").SendRaw(valid_phase);
   expected.push_back({"alice", "a node may not send phase messages", valid_phase.size()});

@@ -186,7 +186,7 @@ class PatientTest : public ::testing::Test {
     o.name = "alice";
     o.router_endpoint = broker_->router_endpoint();
     o.phases_endpoint = broker_->phases_endpoint();
-    o.input = std::move(input);
+    for (uint64_t v : input) o.input.cells.push_back(std::to_string(v));
     auto node = Node::Create(o, log_.Sink(), nullptr);
     ASSERT_TRUE(node.ok()) << node.message();
     node_ = std::move(node.value());

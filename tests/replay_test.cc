@@ -637,7 +637,7 @@ TEST_F(ReplayTest, OlderOrNewerCaptureFormatIsRefusedWithAClearMessage) {
   ASSERT_FALSE(capture.empty());
   std::vector<uint8_t> bytes = ReadBytes(capture);
   const fs::path old = dir_.path() / "old.tcap";
-  for (uint8_t version : {0, 1}) {  // 1: the format of protocol 1's captures
+  for (uint8_t version : {0, 1, 2}) {  // 1 and 2: the formats of protocols 1 and 2
     bytes[8] = version;
     WriteFile(old, bytes);
     for (const auto& extra : std::vector<std::vector<std::string>>{
@@ -647,16 +647,16 @@ TEST_F(ReplayTest, OlderOrNewerCaptureFormatIsRefusedWithAClearMessage) {
       Output o = Replay(args);
       EXPECT_EQ(o.code, 1);
       EXPECT_NE(o.err.find("capture format version " + Str(version) +
-                           " is not supported (this reader knows 2): it was written by an older "
+                           " is not supported (this reader knows 3): it was written by an older "
                            "Tally (capture format " +
                            Str(version) + "); read it with the tally-replay of that release"),
                 std::string::npos)
           << o.err;
     }
   }
-  bytes[8] = 3;
+  bytes[8] = 4;
   WriteFile(old, bytes);
-  EXPECT_NE(Replay({old.string()}).err.find("written by a newer Tally (capture format 3)"),
+  EXPECT_NE(Replay({old.string()}).err.find("written by a newer Tally (capture format 4)"),
             std::string::npos);
 }
 

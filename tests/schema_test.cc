@@ -80,12 +80,19 @@ void Bin(Packer& p, std::span<const uint8_t> b) {
   p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
 }
 void RoundBin(Packer& p, size_t size) { Bin(p, std::vector<uint8_t>(size, 0x42)); }
+// A round's params after its participants, for a round without columns: no columns, no weight.
+void NoColumns(Packer& p) {
+  p.pack_array(0);
+  p.pack_array(2);
+  p.pack_uint64(0);
+  p.pack_uint32(0);
+}
 
 // Request with each field overridable.
 std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
                                 const std::vector<std::string>& participants = {"alice"}) {
   return Raw([&](Packer& p) {
-    p.pack_array(7);
+    p.pack_array(9);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
@@ -93,6 +100,7 @@ std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
     length(p);
     p.pack_array(static_cast<uint32_t>(participants.size()));
     for (const auto& n : participants) Str(p, n);
+    NoColumns(p);
     p.pack_uint32(0);  // deadline_ms
   });
 }
@@ -102,7 +110,7 @@ std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
 std::vector<uint8_t> RawPhase(const PhaseUpdate& u, const std::function<void(Packer&)>& nonces,
                               const std::function<void(Packer&)>& deadline = nullptr) {
   return Raw([&](Packer& p) {
-    p.pack_array(13);
+    p.pack_array(15);
     p.pack_uint32(kProtocolVersion);
     Str(p, "phase");
     Bin(p, u.round);
@@ -114,6 +122,7 @@ std::vector<uint8_t> RawPhase(const PhaseUpdate& u, const std::function<void(Pac
     p.pack_uint32(u.params.length);
     p.pack_array(static_cast<uint32_t>(u.params.participants.size()));
     for (const auto& n : u.params.participants) Str(p, n);
+    NoColumns(p);
     nonces(p);
     if (deadline) {
       deadline(p);
@@ -256,7 +265,7 @@ TEST(SchemaPayload, RoundTripTenThousandValuesNearTwoToThe64) {
 
 TEST(SchemaPayload, ValuesAreLittleEndianBin) {
   const std::vector<uint64_t> values = {0x0102030405060708ull};
-  const std::vector<uint8_t> expected = {0x93, 0x02, 0xa7, 'p',  'a',  'r',  't',
+  const std::vector<uint8_t> expected = {0x93, 0x03, 0xa7, 'p',  'a',  'r',  't',
                                          'i',  'a',  'l',  0xc4, 0x08, 0x08, 0x07,
                                          0x06, 0x05, 0x04, 0x03, 0x02, 0x01};
   EXPECT_EQ(EncodePayload(EnvelopeKind::kPartial, values), expected);
@@ -300,11 +309,11 @@ TEST(SchemaPayload, ValuesAsArrayOfNumbersRejected) {
   ASSERT_FALSE(r.ok());
   // A payload allows no nested container at all, so the decoder stops before the field check.
   EXPECT_TRUE(Contains(r.message(), "nesting too deep"));
-  const std::vector<uint8_t> empty_array = {0x93, 0x02, 0xa7, 'p', 'a', 'r',
+  const std::vector<uint8_t> empty_array = {0x93, 0x03, 0xa7, 'p', 'a', 'r',
                                             't',  'i',  'a',  'l', 0x90};
   EXPECT_TRUE(Contains(DecodePayload(empty_array, EnvelopeKind::kPartial, 1).message(),
                        "nesting too deep"));
-  const std::vector<uint8_t> str_values = {0x93, 0x02, 0xa7, 'p', 'a', 'r',
+  const std::vector<uint8_t> str_values = {0x93, 0x03, 0xa7, 'p', 'a', 'r',
                                            't',  'i',  'a',  'l', 0xa0};
   EXPECT_EQ(DecodePayload(str_values, EnvelopeKind::kPartial, 1).message(),
             "payload: values must be bin, got str");
@@ -317,7 +326,7 @@ TEST(SchemaPayload, TrailingBytesAndVersion) {
       Contains(DecodePayload(bytes, EnvelopeKind::kPartial, 1).message(), "1 trailing bytes"));
   bytes.pop_back();
   ASSERT_TRUE(DecodePayload(bytes, EnvelopeKind::kPartial, 1).ok());
-  for (uint8_t version : {uint8_t{0x01}, uint8_t{0x03}}) {  // protocol 1's payloads too
+  for (uint8_t version : {uint8_t{0x01}, uint8_t{0x02}, uint8_t{0x04}}) {  // older ones too
     bytes[1] = version;
     EXPECT_EQ(DecodePayload(bytes, EnvelopeKind::kPartial, 1).message(),
               "payload: unsupported version");
@@ -331,8 +340,8 @@ TEST(SchemaWire, JoinBytesArePinned) {
   for (size_t i = 0; i < round.size(); ++i) round[i] = static_cast<uint8_t>(i);
   JoinNonce nonce{};
   for (size_t i = 0; i < nonce.size(); ++i) nonce[i] = static_cast<uint8_t>(0x80 + i);
-  // fixarray(4), fixint 2, fixstr "join", bin8(16) round id, bin8(32) nonce: 59 bytes.
-  std::vector<uint8_t> expected = {0x94, 0x02, 0xa4, 'j', 'o', 'i', 'n', 0xc4, 0x10};
+  // fixarray(4), fixint 3, fixstr "join", bin8(16) round id, bin8(32) nonce: 59 bytes.
+  std::vector<uint8_t> expected = {0x94, 0x03, 0xa4, 'j', 'o', 'i', 'n', 0xc4, 0x10};
   for (uint8_t b : round) expected.push_back(b);
   expected.insert(expected.end(), {0xc4, 0x20});
   for (uint8_t b : nonce) expected.push_back(b);
@@ -350,13 +359,13 @@ TEST(SchemaWire, PhaseUpdateBytesArePinned) {
   a.fill(0x11);
   b.fill(0x22);
   PhaseUpdate u{round, Phase::kSum, 1, 2, {"h", 3, 1, {"a", "b"}}, {a, b}, 10, ""};
-  // fixarray(13), 2, "phase", round, "sum", seq, ticket, hospital, range, length,
-  // participants, the nonces as ONE bin8 of 2 * 32 bytes in participants' order, deadline_ms,
-  // reason.
-  std::vector<uint8_t> expected = {0x9d, 0x02, 0xa5, 'p', 'h', 'a', 's', 'e', 0xc4, 0x10};
+  // fixarray(15), 3, "phase", round, "sum", seq, ticket, hospital, range, length,
+  // participants, columns (none: fixarray 0), weight (fixarray [0, 0]), the nonces as ONE bin8
+  // of 2 * 32 bytes in participants' order, deadline_ms, reason.
+  std::vector<uint8_t> expected = {0x9f, 0x03, 0xa5, 'p', 'h', 'a', 's', 'e', 0xc4, 0x10};
   for (uint8_t x : round) expected.push_back(x);
-  expected.insert(expected.end(), {0xa3, 's', 'u', 'm', 0x01, 0x02, 0xa1, 'h', 0x03, 0x01, 0x92,
-                                   0xa1, 'a', 0xa1, 'b', 0xc4, 0x40});
+  expected.insert(expected.end(), {0xa3, 's', 'u',  'm', 0x01, 0x02, 0xa1, 'h',  0x03, 0x01, 0x92,
+                                   0xa1, 'a', 0xa1, 'b', 0x90, 0x92, 0x00, 0x00, 0xc4, 0x40});
   expected.insert(expected.end(), 32, 0x11);
   expected.insert(expected.end(), 32, 0x22);
   expected.insert(expected.end(), {0x0a, 0xa0});
@@ -368,15 +377,15 @@ TEST(SchemaWire, PhaseUpdateBytesArePinned) {
   // In the open phase the nonces field is an empty bin (c4 00), not absent.
   u.phase = Phase::kOpen;
   u.nonces.clear();
-  std::vector<uint8_t> open = {0x9d, 0x02, 0xa5, 'p', 'h', 'a', 's', 'e', 0xc4, 0x10};
+  std::vector<uint8_t> open = {0x9f, 0x03, 0xa5, 'p', 'h', 'a', 's', 'e', 0xc4, 0x10};
   for (uint8_t x : round) open.push_back(x);
-  open.insert(open.end(), {0xa4, 'o',  'p',  'e', 'n',  0x01, 0x02, 0xa1, 'h',  0x03,
-                           0x01, 0x92, 0xa1, 'a', 0xa1, 'b',  0xc4, 0x00, 0x0a, 0xa0});
+  open.insert(open.end(), {0xa4, 'o', 'p',  'e', 'n',  0x01, 0x02, 0xa1, 'h',  0x03, 0x01, 0x92,
+                           0xa1, 'a', 0xa1, 'b', 0x90, 0x92, 0x00, 0x00, 0xc4, 0x00, 0x0a, 0xa0});
   EXPECT_EQ(Encode(u), open);
 }
 
 TEST(SchemaWire, NoticeBytesArePinned) {
-  const std::vector<uint8_t> expected = {0x94, 0x02, 0xa6, 'n',  'o',  't', 'i',
+  const std::vector<uint8_t> expected = {0x94, 0x03, 0xa6, 'n',  'o',  't', 'i',
                                          'c',  'e',  0xcc, 0xc8, 0xa2, 'n', 'o'};
   EXPECT_EQ(Encode(Notice{200, "no"}), expected);
 }
@@ -385,7 +394,7 @@ TEST(SchemaWire, NoticeBytesArePinned) {
 
 TEST(SchemaDecode, WrongVersion) {
   std::vector<uint8_t> bytes = Encode(Join{TestRound(), TestNonce(1)});
-  ASSERT_EQ(bytes[1], 0x02);
+  ASSERT_EQ(bytes[1], 0x03);
   bytes[1] = 0x01;
   EXPECT_EQ(DecodeError(bytes), "unsupported protocol version 1");
   bytes[1] = 0x07;
@@ -396,9 +405,9 @@ TEST(SchemaDecode, WrongVersion) {
   EXPECT_TRUE(Contains(DecodeError(bytes), "protocol version must be uint, got str"));
 }
 
-// Every message a protocol-1 peer sends is refused by its version before anything else, also
-// the ones whose protocol-1 shape differs (a 3-field join, a 12-field phase update).
-TEST(SchemaDecode, ProtocolOneMessagesRejected) {
+// Every message a protocol-1 or protocol-2 peer sends is refused by its version before anything
+// else, also the ones whose older shape differs (a 3-field join, a 13-field phase update).
+TEST(SchemaDecode, ProtocolOneAndTwoMessagesRejected) {
   const std::vector<uint8_t> join_v1 = Raw([](Packer& p) {
     p.pack_array(3);
     p.pack_uint32(1);
@@ -421,9 +430,11 @@ TEST(SchemaDecode, ProtocolOneMessagesRejected) {
        std::vector<Message>{Request{1, {"", 2, 3, {"a"}}, 0}, TestEnvelope(), Ack{TestRound()},
                             TestUpdate(Phase::kSum), Refuse{TestRound(), "no"}, Notice{1, "x"}}) {
     std::vector<uint8_t> bytes = Encode(m);
-    ASSERT_EQ(bytes[1], 0x02);
-    bytes[1] = 0x01;
-    EXPECT_EQ(DecodeError(bytes), "unsupported protocol version 1");
+    ASSERT_EQ(bytes[1], 0x03);
+    for (uint8_t older : {uint8_t{1}, uint8_t{2}}) {
+      bytes[1] = older;
+      EXPECT_EQ(DecodeError(bytes), "unsupported protocol version " + std::to_string(older));
+    }
   }
 }
 
@@ -495,7 +506,7 @@ TEST(SchemaDecode, MissingField) {
     p.pack_uint32(10);
     Str(p, "");
   });
-  EXPECT_EQ(DecodeError(no_nonces), "phase: expected 13 fields, got 12");
+  EXPECT_EQ(DecodeError(no_nonces), "phase: expected 15 fields, got 12");
   const std::vector<uint8_t> envelope = Raw([](Packer& p) {
     p.pack_array(6);
     p.pack_uint32(kProtocolVersion);
@@ -544,7 +555,7 @@ TEST(SchemaDecode, WrongFieldType) {
   float_length.insert(float_length.erase(nil), f64.begin(), f64.end());
   EXPECT_TRUE(Contains(DecodeError(float_length), "request: length must be uint, got float"));
   const std::vector<uint8_t> int_participant = Raw([](Packer& p) {
-    p.pack_array(7);
+    p.pack_array(9);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
@@ -552,6 +563,7 @@ TEST(SchemaDecode, WrongFieldType) {
     p.pack_uint32(1);
     p.pack_array(1);
     p.pack_uint32(3);
+    NoColumns(p);
     p.pack_uint32(0);
   });
   EXPECT_TRUE(
@@ -641,7 +653,7 @@ TEST(SchemaDecode, NegativeInteger) {
   });
   EXPECT_TRUE(Contains(DecodeError(version), "protocol version must be uint, got negative int"));
   // A positive value in a signed encoding (int8 0x05) is still a valid uint.
-  const std::vector<uint8_t> signed_positive = {0x94, 0xd0, 0x02, 0xa6, 'n',  'o', 't',
+  const std::vector<uint8_t> signed_positive = {0x94, 0xd0, 0x03, 0xa6, 'n',  'o', 't',
                                                 'i',  'c',  'e',  0xd0, 0x05, 0xa0};
   Result<Message> ok = Decode(signed_positive);
   ASSERT_TRUE(ok.ok()) << ok.message();
@@ -834,21 +846,24 @@ TEST(SchemaDecode, TooManyParticipants) {
 }
 
 TEST(SchemaDecode, NestingAndMapsAndExtRejected) {
+  // Columns are the deepest a message goes (message, columns, a column): one more is refused.
   const std::vector<uint8_t> nested = Raw([](Packer& p) {
-    p.pack_array(6);
+    p.pack_array(9);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
-    p.pack_uint64(100);
+    p.pack_uint64(0);
     p.pack_uint32(1);
+    p.pack_array(0);
     p.pack_array(1);
+    p.pack_array(4);
     p.pack_array(1);
     Str(p, "a");
   });
   EXPECT_TRUE(Contains(DecodeError(nested), "nesting too deep"));
-  const std::vector<uint8_t> map_field = {0x93, 0x02, 0xa4, 'j', 'o', 'i', 'n', 0x81, 0x01, 0x02};
+  const std::vector<uint8_t> map_field = {0x93, 0x03, 0xa4, 'j', 'o', 'i', 'n', 0x81, 0x01, 0x02};
   EXPECT_TRUE(Contains(DecodeError(map_field), "map"));
-  const std::vector<uint8_t> ext_field = {0x93, 0x02, 0xa4, 'j', 'o', 'i', 'n', 0xd4, 0x01, 0x02};
+  const std::vector<uint8_t> ext_field = {0x93, 0x03, 0xa4, 'j', 'o', 'i', 'n', 0xd4, 0x01, 0x02};
   EXPECT_TRUE(Contains(DecodeError(ext_field), "ext"));
 }
 

@@ -235,11 +235,22 @@ class SealTest : public ::testing::Test {
       put(n.data(), n.size());
       put(SealKey(n).data(), 32);
     };
-    put("tally view v2", 13);
+    put("tally view v3", 13);
     put(u.round.data(), u.round.size());
     name(u.params.hospital);
     u64(u.params.range);
     u64(u.params.length);
+    u64(u.params.columns.size());
+    for (const Column& c : u.params.columns) {
+      const uint8_t size = static_cast<uint8_t>(c.name.size());
+      put(&size, 1);
+      put(c.name.data(), c.name.size());
+      u64(static_cast<uint64_t>(c.lower));
+      u64(static_cast<uint64_t>(c.upper));
+      u64(c.decimals);
+    }
+    u64(u.params.weight.max);
+    u64(u.params.weight.decimals);
     u64(u.params.participants.size());
     for (size_t i = 0; i < u.params.participants.size(); ++i) {
       name(u.params.participants[i]);
@@ -763,7 +774,7 @@ TEST_F(SealTest, MaskKnownAnswer) {
   const std::vector<uint64_t> bob = MasksOf("bob", two);
   ASSERT_EQ(alice.size(), 2049u);
   EXPECT_EQ(View(two), ReferenceView(two));
-  EXPECT_EQ(Hex(View(two)), "efb21955864208ea4d3d9a45306adf82f8a32d3bd03cd11ca516c844e81ea544");
+  EXPECT_EQ(Hex(View(two)), "70e7256fbf9a7345927c19a3903269baff23ef739ed8a0405fb4769f21733b5d");
   // alice < bob: alice adds the pair's stream, bob subtracts it.
   EXPECT_EQ(alice[0], 0xcf4f1dce737a6c2eu);
   EXPECT_EQ(alice[1], 0x95ae6503d3d3037bu);
@@ -776,7 +787,7 @@ TEST_F(SealTest, MaskKnownAnswer) {
   three.params.participants = {"alice", "bob", "carol"};
   three.nonces = {FilledNonce(0x11), FilledNonce(0x22), FilledNonce(0x33)};
   EXPECT_EQ(View(three), ReferenceView(three));
-  EXPECT_EQ(Hex(View(three)), "ac220659bf7950bf49f20e30ae2c56b8df33c3d5b1665873f25bbf7d21e2d37b");
+  EXPECT_EQ(Hex(View(three)), "55f595955bf5bd1ab3525cca8b52a5dbfc972cb8e382ffcca881a1fabb54e4c8");
   EXPECT_EQ(MasksOf("alice", three),
             (std::vector<uint64_t>{0x1aad086ba8b0eb89u, 0x6f2e71559fdfa7c1u}));
   EXPECT_EQ(MasksOf("bob", three),
@@ -785,6 +796,16 @@ TEST_F(SealTest, MaskKnownAnswer) {
             (std::vector<uint64_t>{0x25759ff8bcda294au, 0xd8435e10042ff71du}));
   for (const std::string& name : three.params.participants)
     EXPECT_EQ(MasksOf(name, three), ReferenceMasks(name, three)) << name;
+
+  // A round with columns: their names, signed bounds and decimals, and the weight, are in the
+  // view; the masks are the same construction.
+  PhaseUpdate columns = three;
+  columns.params.range = 0;
+  columns.params.columns = {{"bmi", -15, 800, 1}, {"bp", 40, 200, 0}};
+  columns.params.weight = {100, 0};
+  EXPECT_EQ(View(columns), ReferenceView(columns));
+  EXPECT_NE(View(columns), View(three));
+  EXPECT_EQ(Hex(View(columns)), "ba18e60cc1eb501708146f74309baf5f4436d69a163fb425adec91a686aa1e83");
 }
 
 // ---- A round's partials, end to end in one process ------------------------------------------
