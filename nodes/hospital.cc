@@ -40,6 +40,7 @@ void Hospital::SendRequest() {
   last_progress_ = requested_at_ = Clock::now();
   Log("event=request ticket=" + std::to_string(ticket_) +
       " range=" + std::to_string(options_.range) + " length=" + std::to_string(options_.length) +
+      " columns=" + std::to_string(options_.columns.size()) +
       " patients=" + std::to_string(options_.participants.size()));
   if (!link_.Send(Request{ticket_, request_, options_.deadline_ms}))
     Finish(Status::Error("cannot send the round request"));
@@ -71,6 +72,7 @@ void Hospital::Adopt(const PhaseUpdate& u) {
   round_->sum.emplace(static_cast<uint32_t>(PayloadLength(u.params)));
   Log("event=round-open round=" + RoundHex(u.round) + " patients=" +
       std::to_string(u.params.participants.size()) + " length=" + std::to_string(u.params.length) +
+      " columns=" + std::to_string(u.params.columns.size()) +
       " deadline_ms=" + std::to_string(u.deadline_ms));
   if (u.phase != Phase::kOpen && u.phase != Phase::kSum) return;  // ended before we heard of it
   // The round must be the one asked for: the broker may not change what the sum is over.

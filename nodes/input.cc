@@ -119,7 +119,7 @@ namespace {
 
 // "a=x,b=y" -> {{a, x}, {b, y}}; a spec without '=' applies to every column: {{"", spec}}.
 Result<std::vector<std::pair<std::string, std::string>>> Assignments(const std::string& flag,
-                                                                   const std::string& spec) {
+                                                                     const std::string& spec) {
   std::vector<std::pair<std::string, std::string>> out;
   if (spec.empty()) return out;
   if (spec.find('=') == std::string::npos) return out = {{"", spec}};
@@ -185,7 +185,7 @@ Result<std::vector<Column>> ParseColumns(const std::string& names, const std::st
       return Status::Error("--bounds " + name + ": " + (lo.ok() ? hi : lo).message());
     Column c;
     c.name = name;
-    c.decimals = std::max(SignificantDecimals(*lo), SignificantDecimals(*hi));
+    c.decimals = std::max(lo->decimals, hi->decimals);  // as written: "10.0" is one
     if (const std::string* d = For(*decimal_specs, name)) {
       uint64_t v = 0;
       if (!ParseU64(*d, v) || v > kMaxDecimalsInRound)
@@ -196,7 +196,8 @@ Result<std::vector<Column>> ParseColumns(const std::string& names, const std::st
     auto lo_units = ToUnits(*lo, c.decimals);
     auto hi_units = ToUnits(*hi, c.decimals);
     if (!lo_units.ok() || !hi_units.ok())
-      return Status::Error("--bounds " + name + ": " + (lo_units.ok() ? hi_units : lo_units).message());
+      return Status::Error("--bounds " + name + ": " +
+                           (lo_units.ok() ? hi_units : lo_units).message());
     constexpr Int128 kMax = INT64_MAX;
     if (*lo_units < -kMax || *lo_units > kMax || *hi_units < -kMax || *hi_units > kMax)
       return Status::Error("--bounds " + name + ": too large at " + std::to_string(c.decimals) +
@@ -214,7 +215,7 @@ Result<Weight> ParseWeightMax(const std::string& text) {
   auto d = ParseDecimal(text);
   if (!d.ok() || d->units <= 0) return Status::Error("--weight-max: want a decimal above 0");
   Weight w;
-  w.decimals = SignificantDecimals(*d);
+  w.decimals = d->decimals;  // as written
   auto units = ToUnits(*d, w.decimals);
   if (!units.ok() || *units > static_cast<Int128>(INT64_MAX))
     return Status::Error("--weight-max: too large");

@@ -262,9 +262,10 @@ Result<RoundMasks> Sealer::Masks(const RoundId& round, const RoundParams& params
 Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const {
   Result<RoundMasks> masks = Masks(u.round, u.params, u.nonces);
   if (!masks.ok()) return masks.status();
-  if (values.size() != u.params.length)
+  if (values.size() != PayloadLength(u.params))
     return Status::Error("input has " + std::to_string(values.size()) +
-                         " elements, the round asks for " + std::to_string(u.params.length));
+                         " elements, the round asks for " +
+                         std::to_string(PayloadLength(u.params)));
   ApplyMasks(*masks, values);
   return Status::Ok();
 }

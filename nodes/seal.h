@@ -86,7 +86,7 @@ class Sealer {
                            std::span<const JoinNonce> nonces) const;
   // Masks() for the round in `update`, applied to `values` (ApplyMasks, nodes/aggregate.h).
   // Fails, leaving `values` unchanged, as Masks() does or unless `values` has
-  // update.params.length elements.
+  // PayloadLength(update.params) elements.
   Status AddMasks(const PhaseUpdate& update, std::span<uint64_t> values) const;
 
  private:

@@ -38,9 +38,11 @@ Result<Decimal> ParseDecimal(std::string_view text) {
   const std::string_view fraction =
       point == std::string_view::npos ? std::string_view() : rest.substr(point + 1);
   auto all_digits = [](std::string_view s) {
-    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
-  if (!all_digits(whole) || (point != std::string_view::npos && !all_digits(fraction))) return bad();
+  if (!all_digits(whole) || (point != std::string_view::npos && !all_digits(fraction)))
+    return bad();
   if (whole.size() + fraction.size() > kMaxDecimalDigits)
     return Status::Error("\"" + std::string(text.substr(0, 40)) + "\" has more than " +
                          std::to_string(kMaxDecimalDigits) + " digits");

@@ -260,11 +260,11 @@ Status CheckRoundParams(const RoundParams& p) {
   const uint64_t weight = p.weight.max > 0 ? p.weight.max : 1;
   // "column bp: 1000 patients x 160.00 does not fit the ring: ..." with how far over it is.
   auto too_big = [&](const std::string& what, const std::string& amount, long double worst) {
-    char times[32];
-    std::snprintf(times, sizeof times, "%.3Lg", worst / static_cast<long double>(kRing));
+    const long double ratio = worst / static_cast<long double>(kRing);
+    char times[48] = "exceeds 2^64-1";
+    if (ratio >= 1.01L) std::snprintf(times, sizeof times, "is %.3Lg times 2^64-1", ratio);
     return Status::Error(what + ": " + std::to_string(n) + " patients x " + amount +
-                         " does not fit the ring: the worst-case sum is " + times +
-                         " times 2^64-1");
+                         " does not fit the ring: the worst-case sum " + times);
   };
   for (const Column& c : p.columns) {
     const std::string what = "column " + c.name;

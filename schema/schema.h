@@ -75,8 +75,8 @@ uint64_t PayloadLength(const RoundParams& params);
 // any value moves): at least 2 participants; with columns, range 0, lower <= upper, and the
 // payload within kMaxVectorLength; and every sum fits the ring of u64 mod 2^64 in the worst
 // case: N x range without columns; per column N x (upper - lower) [x weight max], and N x weight
-// max. Errors say which column and by how much, e.g. "column bp: 1000 patients x 160.00 does
-// not fit the ring (the worst-case sum is 8674 times 2^64-1)".
+// max. Errors say which column and by how much, e.g. "column bp: 1000 patients x
+// 160.0000000000000000 does not fit the ring: the worst-case sum is 86.7 times 2^64-1".
 Status CheckRoundParams(const RoundParams& params);
 
 // Hospital -> broker: please run a round. `params.participants` empty means every patient in

@@ -5,15 +5,20 @@
 #include <sodium.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "schema/csv.h"
+#include "schema/decimal.h"
 #include "schema/log.h"
 #include "schema/results.h"
 #include "schema/schema.h"
@@ -31,6 +36,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: tools/launch [--patients N | --names a,b,c] [--values V1,V2,...] [--range R]\n"
     "                    [--length L] [--deadline-ms MS] [--json] [--workdir DIR]\n"
+    "       tools/launch --inputs COHORT.csv [--bounds SPEC] [--decimals SPEC] [--json] ...\n"
     "\n"
     "Runs one secure round: a broker, a hospital and the patients as separate processes on\n"
     "loopback. Defaults: patients alice, bob and charlie, R = 1000, random inputs in\n"
@@ -41,6 +47,15 @@ constexpr const char* kUsage =
     "  --range R         inputs lie in [0, R] (default 1000)\n"
     "  --length L        vectors of L elements (default 1)\n"
     "  --deadline-ms MS  the broker's phase deadline (default 10000)\n"
+    "  --inputs FILE     a cohort: CSV with a header of column names and one row per patient\n"
+    "                    (a column \"name\" names them, else p001, p002, ...; an empty cell is\n"
+    "                    missing); one patient process per row, the hospital asks for every\n"
+    "                    other column; prints each column's count, sum and mean next to the\n"
+    "                    exact sum computed here from the file\n"
+    "  --bounds SPEC     with --inputs: the columns' bounds, as tally-node takes them (default:\n"
+    "                    each column's smallest and largest value, rounded out to integers)\n"
+    "  --decimals SPEC   with --inputs: digits after the point (default: the most any cell of\n"
+    "                    the column is written with)\n"
     "  --json            print one JSON object (numbers above 2^53 as strings)\n"
     "  --workdir DIR     keys, captures, logs and results go here (default run)\n"
     "The hospital asks for its round once every patient has reached the broker.\n"
@@ -66,6 +81,109 @@ std::string Joined(const std::vector<std::string>& v, const std::string& sep, bo
   return out;
 }
 
+// A cohort file: patients' names and, per column, each patient's cell ("" missing).
+struct Cohort {
+  std::vector<std::string> names;
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::string>> cells;  // [patient][column]
+};
+
+tally::Result<Cohort> ReadCohort(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return tally::Status::Error("cannot read " + path.string());
+  const std::string text{std::istreambuf_iterator<char>(in), {}};
+  auto rows = tally::ParseCsv(text);
+  if (!rows.ok()) return tally::Status::Error(path.string() + ": " + rows.message());
+  if (rows->size() < 3)
+    return tally::Status::Error(path.string() + ": want a header and at least 2 patients' rows");
+  if (rows->size() - 1 > tally::kMaxParticipants)
+    return tally::Status::Error(path.string() + ": more than " +
+                                std::to_string(tally::kMaxParticipants) + " patients");
+  Cohort c;
+  std::optional<size_t> name_at;
+  const tally::CsvRow& header = (*rows)[0];
+  for (size_t i = 0; i < header.size(); ++i) {
+    const std::string column = tally::ColumnName(header[i]);
+    if (column == "name") {
+      name_at = i;
+    } else if (!tally::ValidName(column)) {
+      return tally::Status::Error(path.string() + ": column \"" + header[i] +
+                                  "\" is not a name ([a-z0-9_-]{1,32})");
+    } else {
+      c.columns.push_back(column);
+    }
+  }
+  if (c.columns.empty()) return tally::Status::Error(path.string() + ": no value columns");
+  for (size_t r = 1; r < rows->size(); ++r) {
+    const tally::CsvRow& row = (*rows)[r];
+    char fallback[32];
+    std::snprintf(fallback, sizeof fallback, "p%03zu", r);
+    const std::string name = name_at ? row[*name_at] : fallback;
+    if (!tally::ValidName(name) || name == "broker" || name == "hospital")
+      return tally::Status::Error(path.string() + ": row " + std::to_string(r) + ": bad name \"" +
+                                  name + "\"");
+    if (std::find(c.names.begin(), c.names.end(), name) != c.names.end())
+      return tally::Status::Error(path.string() + ": patient " + name + " twice");
+    c.names.push_back(name);
+    auto& cells = c.cells.emplace_back();
+    for (size_t i = 0; i < row.size(); ++i)
+      if (!name_at || i != *name_at) cells.push_back(row[i]);
+  }
+  return c;
+}
+
+// What the round must give, computed here from the file: per column the count, the exact sum
+// (units of 10^-decimals) and the bounds spec derived from the data.
+struct Expected {
+  uint64_t count = 0;
+  tally::Int128 sum = 0;
+  uint32_t decimals = 0;
+  std::optional<tally::Decimal> min, max;
+};
+
+tally::Result<std::vector<Expected>> Compute(const Cohort& c) {
+  std::vector<Expected> out(c.columns.size());
+  for (size_t col = 0; col < c.columns.size(); ++col) {
+    Expected& e = out[col];
+    std::vector<tally::Decimal> values;
+    for (size_t p = 0; p < c.names.size(); ++p) {
+      const std::string& cell = c.cells[p][col];
+      if (cell.empty()) continue;
+      auto d = tally::ParseDecimal(cell);
+      if (!d.ok())
+        return tally::Status::Error(c.names[p] + ": column " + c.columns[col] + ": " + d.message());
+      e.decimals = std::max(e.decimals, d->decimals);
+      values.push_back(*d);
+    }
+    for (const auto& d : values) {
+      const tally::Int128 units = tally::ToUnits(d, e.decimals).value();
+      e.sum += units;
+      ++e.count;
+      if (!e.min || units < tally::ToUnits(*e.min, e.decimals).value()) e.min = d;
+      if (!e.max || units > tally::ToUnits(*e.max, e.decimals).value()) e.max = d;
+    }
+  }
+  return out;
+}
+
+// The bounds spec a round over `c` declares: each column's smallest and largest value rounded
+// out to integers (so the bounds say less about the data than its extremes would).
+std::string DerivedBounds(const Cohort& c, const std::vector<Expected>& e) {
+  std::string spec;
+  for (size_t i = 0; i < c.columns.size(); ++i) {
+    tally::Int128 lo = 0, hi = 0;
+    if (e[i].min) {
+      const tally::Int128 scale = static_cast<tally::Int128>(tally::Pow10(e[i].min->decimals));
+      lo = e[i].min->units / scale - (e[i].min->units % scale < 0 ? 1 : 0);
+      const tally::Int128 hscale = static_cast<tally::Int128>(tally::Pow10(e[i].max->decimals));
+      hi = e[i].max->units / hscale + (e[i].max->units % hscale > 0 ? 1 : 0);
+    }
+    spec += (spec.empty() ? "" : ",") + c.columns[i] + "=" + tally::FormatUnits(lo, 0) + ":" +
+            tally::FormatUnits(hi == lo ? hi + 1 : hi, 0);
+  }
+  return spec;
+}
+
 std::string Short(const std::vector<uint64_t>& v) {
   if (v.size() <= 5) return JsonNumbers(v);
   return "[" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ", ... " +
@@ -85,6 +203,96 @@ uint64_t Uniform(uint64_t range) {  // uniform in [0, range]
   return v % (range + 1);
 }
 
+// Starts the broker and one patient per name (with its arguments), waits until every patient
+// has reached the broker, then runs the hospital with `hospital_args`: its result line.
+tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<std::string>& names,
+                                    const std::vector<std::vector<std::string>>& patient_args,
+                                    const std::vector<std::string>& hospital_args,
+                                    uint64_t deadline_ms, const tally::LogSink& log) {
+  if (auto s = cluster.StartBroker({"--deadline-ms", std::to_string(deadline_ms)}); !s.ok())
+    return s;
+  auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (size_t p = 0; p < names.size(); ++p) {
+    if (auto s = cluster.StartPatient(names[p], patient_args[p]); !s.ok()) return s;
+    if (std::chrono::steady_clock::now() >= next_progress) {
+      log("launch: " + std::to_string(cluster.started()) + " of " + std::to_string(names.size()) +
+          " patients started, " + std::to_string(cluster.ready()) + " connected");
+      next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    }
+  }
+  // Ask for the round once every patient is connected, not before: a cohort starting at once
+  // keeps a small machine busy for a while (every patient derives a key with every other).
+  auto ready = cluster.WaitPatientsReady(milliseconds(60000), [&](size_t n, size_t total) {
+    log("launch: " + std::to_string(n) + " of " + std::to_string(total) + " patients connected");
+  });
+  if (!ready.ok()) return ready;
+  auto hospital = cluster.StartHospital("hospital", hospital_args);
+  if (!hospital.ok()) return hospital.status();
+  const auto round_budget = milliseconds(3 * deadline_ms + 15000);
+  auto line = (*hospital)->ReadLine(round_budget);
+  auto code = (*hospital)->Wait(round_budget);
+  cluster.StopAll();
+  if (!line || code.value_or(-1) != 0)
+    return tally::Status::Error("the round failed: hospital: " + cluster.WhyStopped("hospital"));
+  return *line;
+}
+
+// The cohort's round: per column its count, sum and mean next to the exact sum from the file.
+int PrintCohort(const Cohort& c, const std::vector<Expected>& expected,
+                const tally::ResultsLine& result, int64_t elapsed_ms, bool json,
+                const fs::path& workdir) {
+  const auto& columns = result.result->columns;
+  bool all = columns.size() == c.columns.size();
+  std::vector<bool> match(c.columns.size(), false);
+  for (size_t i = 0; all && i < columns.size(); ++i) {
+    const std::string want = tally::FormatUnits(expected[i].sum, expected[i].decimals);
+    match[i] = columns[i].name == c.columns[i] && columns[i].count == expected[i].count &&
+               columns[i].sum.size() == 1 && columns[i].sum[0] == want;
+    all = all && match[i];
+  }
+  const std::string round = tally::RoundHex(result.round);
+  if (json) {
+    std::cout << "{\"columns\": [";
+    for (size_t i = 0; i < columns.size() && i < c.columns.size(); ++i) {
+      const auto& col = columns[i];
+      std::cout << (i ? ", " : "") << "{\"name\": " << tally::JsonString(col.name)
+                << ", \"count\": " << col.count << ", \"sum\": " << tally::JsonString(col.sum[0])
+                << ", \"mean\": " << (col.mean[0] ? tally::JsonString(*col.mean[0]) : "null")
+                << ", \"expected_sum\": "
+                << tally::JsonString(tally::FormatUnits(expected[i].sum, expected[i].decimals))
+                << ", \"match\": " << (match[i] ? "true" : "false") << "}";
+    }
+    std::cout << "], \"participants\": [" << Joined(c.names, ", ", true) << "], \"round\": \""
+              << round << "\", \"elapsed_ms\": " << elapsed_ms
+              << ", \"match\": " << (all ? "true" : "false") << "}" << std::endl;
+    return all ? 0 : 1;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"column", "count", "sum", "expected sum", "mean", ""}};
+  for (size_t i = 0; i < columns.size() && i < c.columns.size(); ++i) {
+    const auto& col = columns[i];
+    rows.push_back({col.name, std::to_string(col.count), col.sum[0],
+                    tally::FormatUnits(expected[i].sum, expected[i].decimals),
+                    col.mean[0] ? *col.mean[0] : "-", match[i] ? "match" : "MISMATCH"});
+  }
+  std::vector<size_t> width(6, 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  std::cout << c.names.size() << " patients, " << c.columns.size() << " columns; round " << round
+            << "\n";
+  for (const auto& row : rows) {
+    std::string line = "  " + row[0] + std::string(width[0] - row[0].size(), ' ');
+    for (size_t i = 1; i < 5; ++i)
+      line += "  " + std::string(width[i] - row[i].size(), ' ') + row[i];
+    std::cout << line << (row[5].empty() ? "" : "  " + row[5]) << "\n";
+  }
+  std::cout << (all ? "every sum matches the exact sum of the file"
+                    : "a sum does NOT match the exact sum of the file")
+            << "\ntime " << elapsed_ms << " ms\nlogs, captures, results: " << workdir.string()
+            << "/" << std::endl;
+  return all ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,6 +303,8 @@ int main(int argc, char** argv) {
   uint64_t deadline_ms = 10000;
   bool json = false;
   fs::path workdir = "run";
+  fs::path inputs_file;
+  std::string bounds, decimals;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
@@ -141,6 +351,12 @@ int main(int argc, char** argv) {
     } else if (f == "--deadline-ms") {
       if (!ParseU64(v, deadline_ms) || deadline_ms < 1 || deadline_ms > 3600000)
         return Usage("bad --deadline-ms " + v);
+    } else if (f == "--inputs") {
+      inputs_file = v;
+    } else if (f == "--bounds") {
+      bounds = v;
+    } else if (f == "--decimals") {
+      decimals = v;
     } else if (f == "--workdir") {
       workdir = v;
     } else if (f == "--bin-dir") {
@@ -149,6 +365,10 @@ int main(int argc, char** argv) {
       return Usage("unknown option " + f);
     }
   }
+  if (!inputs_file.empty() && (!given.empty() || length != 1))
+    return Usage("--inputs takes the patients and their values from the file");
+  if (inputs_file.empty() && (!bounds.empty() || !decimals.empty()))
+    return Usage("--bounds and --decimals go with --inputs");
   if (!given.empty() && (given.size() != names.size() || length != 1))
     return Usage("--values needs one scalar per patient (" + std::to_string(names.size()) + ")");
   if (range > UINT64_MAX / names.size()) return Usage("--range too large for that many patients");
@@ -163,14 +383,53 @@ int main(int argc, char** argv) {
   };
 
   tally::Cluster cluster(bin, workdir);
-  if (auto s = cluster.Prepare("hospital", names); !s.ok()) return fail(s.message());
   std::error_code ec;
   fs::create_directories(workdir / "inputs", ec);
   if (ec) return fail("cannot create " + (workdir / "inputs").string() + ": " + ec.message());
 
+  if (!inputs_file.empty()) {
+    auto cohort = ReadCohort(inputs_file);
+    if (!cohort.ok()) return Usage(cohort.message());
+    auto expected = Compute(*cohort);
+    if (!expected.ok()) return Usage(expected.message());
+    if (bounds.empty()) bounds = DerivedBounds(*cohort, *expected);
+    if (decimals.empty()) {
+      for (size_t i = 0; i < cohort->columns.size(); ++i)
+        decimals +=
+            (i ? "," : "") + cohort->columns[i] + "=" + std::to_string((*expected)[i].decimals);
+    }
+    if (auto s = cluster.Prepare("hospital", cohort->names); !s.ok()) return fail(s.message());
+    std::vector<std::vector<std::string>> patient_args;
+    for (size_t p = 0; p < cohort->names.size(); ++p) {
+      // Each patient's own file: the header and its row, as a patient would hold it.
+      const fs::path file = workdir / "inputs" / (cohort->names[p] + ".csv");
+      std::ofstream out(file, std::ios::trunc);
+      out << Joined(cohort->columns, ",", false) << "\n"
+          << Joined(cohort->cells[p], ",", false) << "\n";
+      if (!out) return fail("cannot write " + file.string());
+      patient_args.push_back({"--once", "--input", file.string()});
+    }
+    auto line =
+        RunRound(cluster, cohort->names, patient_args,
+                 {"--columns", Joined(cohort->columns, ",", false), "--bounds", bounds,
+                  "--decimals", decimals, "--participants", Joined(cohort->names, ",", false),
+                  "--json", "--results", (workdir / "results.jsonl").string()},
+                 deadline_ms, log);
+    if (!line.ok()) return fail(line.message());
+    auto result = tally::ParseResultsLine(*line);
+    if (!result.ok() || !result->result || result->result->columns.empty())
+      return fail("unreadable result from the hospital: " + *line);
+    const auto elapsed_ms =
+        std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started)
+            .count();
+    return PrintCohort(*cohort, *expected, *result, elapsed_ms, json, workdir);
+  }
+
+  if (auto s = cluster.Prepare("hospital", names); !s.ok()) return fail(s.message());
   // Inputs.
   std::vector<std::vector<uint64_t>> inputs(names.size());
   std::vector<uint64_t> expected(length, 0);
+  std::vector<std::vector<std::string>> patient_args;
   for (size_t p = 0; p < names.size(); ++p) {
     inputs[p].resize(length);
     for (uint64_t e = 0; e < length; ++e) {
@@ -178,12 +437,6 @@ int main(int argc, char** argv) {
       inputs[p][e] = given.empty() ? Uniform(range / names.size()) : given[p];
       expected[e] += inputs[p][e];
     }
-  }
-
-  if (auto s = cluster.StartBroker({"--deadline-ms", std::to_string(deadline_ms)}); !s.ok())
-    return fail(s.message());
-  auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  for (size_t p = 0; p < names.size(); ++p) {
     std::vector<std::string> args = {"--once"};
     if (length == 1) {
       args.insert(args.end(), {"--value", std::to_string(inputs[p][0])});
@@ -195,34 +448,16 @@ int main(int argc, char** argv) {
       std::fclose(f);
       args.insert(args.end(), {"--input", file.string()});
     }
-    if (auto s = cluster.StartPatient(names[p], args); !s.ok()) return fail(s.message());
-    if (std::chrono::steady_clock::now() >= next_progress) {
-      log("launch: " + std::to_string(cluster.started()) + " of " + std::to_string(names.size()) +
-          " patients started, " + std::to_string(cluster.ready()) + " connected");
-      next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    }
+    patient_args.push_back(std::move(args));
   }
-  // Ask for the round once every patient is connected, not before: a cohort starting at once
-  // keeps a small machine busy for a while (every patient derives a key with every other).
-  auto ready = cluster.WaitPatientsReady(milliseconds(60000), [&](size_t n, size_t total) {
-    log("launch: " + std::to_string(n) + " of " + std::to_string(total) + " patients connected");
-  });
-  if (!ready.ok()) return fail(ready.message());
-
-  auto hospital = cluster.StartHospital(
-      "hospital",
+  auto line = RunRound(
+      cluster, names, patient_args,
       {"--range", std::to_string(range), "--length", std::to_string(length), "--participants",
-       Joined(names, ",", false), "--json", "--results", (workdir / "results.jsonl").string()});
-  if (!hospital.ok()) return fail(hospital.message());
-  const auto round_budget = milliseconds(3 * deadline_ms + 15000);
-  auto line = (*hospital)->ReadLine(round_budget);
-  auto code = (*hospital)->Wait(round_budget);
+       Joined(names, ",", false), "--json", "--results", (workdir / "results.jsonl").string()},
+      deadline_ms, log);
   const auto elapsed_ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started).count();
-  cluster.StopAll();
-
-  if (!line || code.value_or(-1) != 0)
-    return fail("the round failed: hospital: " + cluster.WhyStopped("hospital"));
+  if (!line.ok()) return fail(line.message());
   auto result = tally::ParseResultsLine(*line);
   if (!result.ok() || !result->result) return fail("unreadable result from the hospital: " + *line);
   const std::vector<uint64_t>& aggregate = result->result->aggregate;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "nodes/aggregate.h"
 #include "schema/results.h"
 #include "schema/text.h"
 #include "tools/replay_internal.h"
@@ -71,7 +72,7 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
            "\"view\": null, \"error\": " + JsonString(view.message()));
   }
 
-  std::vector<uint64_t> aggregate(h->params.length, 0);
+  std::vector<uint64_t> aggregate(PayloadLength(h->params), 0);
   std::set<std::string> opened_from;
   size_t addressed = 0, opened = 0;
   for (const EnvelopeEntry& e : Envelopes(c)) {
@@ -106,7 +107,8 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
                                                                : plain.message());
       continue;
     }
-    Result<std::vector<uint64_t>> values = DecodePayload(plain.value(), env.kind, h->params.length);
+    Result<std::vector<uint64_t>> values =
+        DecodePayload(plain.value(), env.kind, static_cast<uint32_t>(PayloadLength(h->params)));
     sodium_memzero(plain->data(), plain->size());
     if (!values.ok()) {
       fail("opened, but the payload is malformed: " + values.message());
@@ -150,6 +152,17 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
            "aggregate (sum of the " + std::to_string(n) +
                " masked partials mod 2^64, the masks cancel): " + ShortNumbers(aggregate),
            "\"aggregate\": " + JsonNumbers(aggregate));
+    // A round with columns: the per-column sums and means the hospital decodes from it.
+    std::vector<ColumnResult> columns;
+    if (!h->params.columns.empty()) {
+      columns = DecodeColumns(h->params, aggregate);
+      for (const ColumnResult& c : columns)
+        p.Line("column",
+               "  column " + c.name + ": count " + std::to_string(c.count) + ", sum " + c.sum[0] +
+                   (c.sum.size() > 1 ? " ..." : "") + ", mean " + (c.mean[0] ? *c.mean[0] : "-"),
+               "\"name\": " + JsonString(c.name) + ", \"count\": " + std::to_string(c.count) +
+                   ", \"sum\": " + JsonString(c.sum[0]));
+    }
     if (!o.results.empty() && !aborted) {
       auto recorded = ReadRoundRecord(o.results, h->round);
       if (!recorded.ok()) {
@@ -164,14 +177,16 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
                "the results file " + o.results.string() + " records the round as aborted (" +
                    *recorded->aborted + "), the capture as done",
                "\"match\": false");
-      } else if (recorded->result->aggregate == aggregate) {
+      } else if (columns.empty() ? recorded->result->aggregate == aggregate
+                                 : recorded->result->columns == columns) {
         p.Line("results", "matches results file " + o.results.string(), "\"match\": true");
       } else {
         ++failures;
-        p.Line("results",
-               "DIFFERS from results file " + o.results.string() + ": it records " +
-                   ShortNumbers(recorded->result->aggregate),
-               "\"match\": false");
+        p.Line(
+            "results",
+            "DIFFERS from results file " + o.results.string() + ": it records " +
+                (columns.empty() ? ShortNumbers(recorded->result->aggregate) : "other column sums"),
+            "\"match\": false");
       }
     }
   } else {

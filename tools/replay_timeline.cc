@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <ostream>
 
+#include "schema/decimal.h"
 #include "schema/log.h"
 #include "schema/text.h"
 #include "tools/replay_internal.h"
@@ -22,6 +23,23 @@ std::string JsonNonces(const std::vector<JoinNonce>& nonces) {
   std::string out = "[";
   for (size_t i = 0; i < nonces.size(); ++i) out += (i ? ", " : "") + JsonString(Hex(nonces[i]));
   return out + "]";
+}
+
+// A round's columns as JSON: [{"name", "lower", "upper", "decimals"}] with the bounds as exact
+// decimal strings, and the weight's bound when weighted.
+std::string JsonColumns(const RoundParams& p) {
+  std::string out = "[";
+  for (size_t i = 0; i < p.columns.size(); ++i) {
+    const Column& c = p.columns[i];
+    out += std::string(i ? ", " : "") + "{\"name\": " + JsonString(c.name) +
+           ", \"lower\": " + JsonString(FormatUnits(c.lower, c.decimals)) +
+           ", \"upper\": " + JsonString(FormatUnits(c.upper, c.decimals)) +
+           ", \"decimals\": " + std::to_string(c.decimals) + "}";
+  }
+  out += "]";
+  if (p.weight.max > 0)
+    out += ", \"weight_max\": " + JsonString(FormatUnits(p.weight.max, p.weight.decimals));
+  return out;
 }
 
 std::string Joined(const std::vector<std::string>& names) {
@@ -117,12 +135,19 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
                   << ", \"hospital\": " << JsonString(r.params.hospital)
                   << ", \"range\": " << r.params.range << ", \"length\": " << r.params.length
                   << ", \"participants\": " << JsonNames(r.params.participants)
+                  << ", \"columns\": " << JsonColumns(r.params)
                   << ", \"roster\": " << JsonString(r.roster_fingerprint) << "}\n";
             } else {
               out << "round " << RoundHex(r.round) << "  opened " << WallTime(r.opened_unix_ms)
                   << "  range " << r.params.range << "  length " << r.params.length << "  hospital "
                   << r.params.hospital << "  patients " << Joined(r.params.participants)
                   << "  roster " << r.roster_fingerprint.substr(0, 16) << "\n";
+              for (const Column& c : r.params.columns)
+                out << "  column " << c.name << " [" << FormatUnits(c.lower, c.decimals) << ", "
+                    << FormatUnits(c.upper, c.decimals) << "]\n";
+              if (r.params.weight.max > 0)
+                out << "  weights in [0, "
+                    << FormatUnits(r.params.weight.max, r.params.weight.decimals) << "]\n";
             }
           } else if constexpr (std::is_same_v<T, CapturePhase>) {
             const std::string name(PhaseName(r.phase));

@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <span>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -34,11 +36,24 @@ tally::Limits TightLimits() {
   return l;
 }
 
+// A decoded round's columns: within the limit, distinct names, decimals within the limit.
+void CheckColumns(const tally::RoundParams& p) {
+  FUZZ_CHECK(p.columns.size() <= tally::kMaxColumns);
+  std::set<std::string> names;
+  for (const tally::Column& c : p.columns) {
+    FUZZ_CHECK(names.insert(c.name).second);
+    FUZZ_CHECK(c.decimals <= tally::kMaxDecimalsInRound);
+  }
+  FUZZ_CHECK(p.weight.decimals <= tally::kMaxDecimalsInRound);
+}
+
 void CheckRoundTrip(const tally::Message& m, const tally::Limits& limits) {
   if (const auto* u = std::get_if<tally::PhaseUpdate>(&m)) {
-    FUZZ_CHECK(u->nonces.empty() || u->nonces.size() == u->participants.size());
-    FUZZ_CHECK(u->participants.size() <= limits.max_participants);
+    FUZZ_CHECK(u->nonces.empty() || u->nonces.size() == u->params.participants.size());
+    FUZZ_CHECK(u->params.participants.size() <= limits.max_participants);
+    CheckColumns(u->params);
   }
+  if (const auto* r = std::get_if<tally::Request>(&m)) CheckColumns(r->params);
   const std::vector<uint8_t> once = tally::Encode(m);
   tally::Result<tally::Message> again = tally::Decode(once, limits);
   FUZZ_CHECK(again.ok());

@@ -1,8 +1,8 @@
 // fuzz_make_corpus: writes the decode seeds of tests/fuzz/corpus/decode/ — one valid frame of
-// every wire message (protocol 2: joins with their nonce, phase updates with and without the
-// participants' nonces), payload seeds (4-byte little-endian length, then the payload), a few
-// malformed frames (among them protocol 1's shapes), and the envelope frames found in real
-// captures.
+// every wire message (protocol 3: joins with their nonce, phase updates with and without the
+// participants' nonces, requests and phase updates with columns), payload seeds (4-byte
+// little-endian length, then the payload), a few malformed frames (among them protocol 1's and
+// 2's shapes), and the envelope frames found in real captures.
 //   fuzz_make_corpus OUTDIR [CAPTURE.tcap...]
 // Deterministic: the same captures give the same files. Not part of any test run.
 #include <algorithm>
@@ -64,11 +64,19 @@ int main(int argc, char** argv) {
   const std::vector<tally::JoinNonce> nonces = {Nonce(1), Nonce(2), Nonce(3)};
   Write(dir / "request.bin", tally::Encode(tally::Request{7, {"", 1000, 1, names}, 0}));
   Write(dir / "request-all.bin", tally::Encode(tally::Request{8, {"", 1000, 4, {}}, 2500}));
-  // Protocol 2's request before it carried the phase deadline the hospital asks for.
-  Bytes no_deadline = tally::Encode(tally::Request{7, {"", 1000, 1, names}, 0});
-  no_deadline[0] = 0x96;   // fixarray of 6
-  no_deadline.pop_back();  // without deadline_ms (a one-byte 0)
-  Write(dir / "bad-request-no-deadline.bin", no_deadline);
+  // Protocol 2's request: no columns and no weight (a fixarray of 0 and [0, 0], 4 bytes).
+  Bytes no_columns = tally::Encode(tally::Request{7, {"", 1000, 1, names}, 0});
+  no_columns[0] = 0x97;  // fixarray of 7
+  no_columns.erase(no_columns.end() - 5, no_columns.end() - 1);
+  Write(dir / "bad-request-no-columns.bin", no_columns);
+  const tally::RoundParams columns{
+      "", 0, 1, names, {{"bmi", 100, 800, 1}, {"delta", -5000, 5000, 2}}, {10, 0}};
+  Write(dir / "request-columns.bin", tally::Encode(tally::Request{9, columns, 0}));
+  tally::RoundParams hospital_columns = columns;
+  hospital_columns.hospital = "hospital";
+  Write(dir / "phase-sum-columns.bin",
+        tally::Encode(tally::PhaseUpdate{Round(3), tally::Phase::kSum, 5, 9, hospital_columns,
+                                         nonces, 10000, ""}));
   Write(dir / "join.bin", tally::Encode(tally::Join{Round(1), Nonce(1)}));
   Write(dir / "refuse.bin", tally::Encode(tally::Refuse{Round(1), "input outside [0, 1000]"}));
   Write(dir / "envelope-partial.bin",
@@ -111,10 +119,10 @@ int main(int argc, char** argv) {
   version[1] = 1;  // [fixarray, version, ...]
   Write(dir / "bad-version.bin", version);
   Write(dir / "bad-unknown-type.bin",
-        {0x94, 0x02, 0xa4, 'j', 'o', 'i', 'x', 0xc4, 0x00, 0xc4, 0x00});
+        {0x94, 0x03, 0xa4, 'j', 'o', 'i', 'x', 0xc4, 0x00, 0xc4, 0x00});
   Write(dir / "bad-map.bin", {0x81, 0x01, 0x02});
   Write(dir / "bad-huge-array.bin", {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01});
-  // Protocol 1's shapes under version 2: a join without its nonce, a "share" envelope, a
+  // Protocol 1's shapes under version 3: a join without its nonce, a "share" envelope, a
   // phase update with the "share" phase and no nonces field; and a nonces bin that is not one
   // nonce per participant.
   Bytes join_v1 = join;
