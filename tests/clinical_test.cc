@@ -127,7 +127,8 @@ TEST_F(ClinicalTest, MissingCellsCountNowhereAndMeansAreOverTheValuesGiven) {
   EXPECT_EQ(audit.code, 0) << audit.out << audit.err;
   EXPECT_TRUE(Contains(audit.out, "  column delta: count 2, sum -11.84, mean -5.92000\n"));
   EXPECT_TRUE(Contains(audit.out, "matches results file "));
-  const Cluster::Output timeline = cluster_.RunTool("tools/tally-replay", {capture.string()}, kWait);
+  const Cluster::Output timeline =
+      cluster_.RunTool("tools/tally-replay", {capture.string()}, kWait);
   // Bounds derived from the data, rounded out to integers: -12.34 .. 0.5 gives [-13, 1].
   EXPECT_TRUE(Contains(timeline.out, "  column delta [-13.00, 1.00]\n")) << timeline.out;
 }
@@ -142,20 +143,20 @@ TEST_F(ClinicalTest, ACellWithTooManyDecimalsAbortsTheRoundNamingPatientColumnAn
   std::ofstream(dir_.path() / "bob.csv") << "glucose,bmi\n5.5,25.0\n";
   std::vector<Child> patients;
   for (const std::string name : {"alice", "bob"}) {
-    auto c = cluster_.SpawnNode(
-        name, {"--once", "--input", (dir_.path() / (name + ".csv")).string()});
+    auto c =
+        cluster_.SpawnNode(name, {"--once", "--input", (dir_.path() / (name + ".csv")).string()});
     ASSERT_TRUE(c.ok()) << c.message();
     patients.push_back(std::move(c.value()));
   }
   for (auto& p : patients) ASSERT_TRUE(Cluster::AwaitReady(p, kWait).ok());
   const fs::path results = dir_.path() / "results.jsonl";
-  auto hospital = cluster_.SpawnNode(
-      "hospital", {"--bounds", "bmi=10.0:80.0,glucose=0.00:30.00", "--json", "--results",
-                   results.string()});
+  auto hospital = cluster_.SpawnNode("hospital", {"--bounds", "bmi=10.0:80.0,glucose=0.00:30.00",
+                                                  "--json", "--results", results.string()});
   ASSERT_TRUE(hospital.ok()) << hospital.message();
   EXPECT_EQ(hospital->Wait(kWait), 1);
-  const std::string why = "alice refused the round: column glucose: has 5 decimals, the round "
-                          "allows 2";
+  const std::string why =
+      "alice refused the round: column glucose: has 5 decimals, the round "
+      "allows 2";
   EXPECT_TRUE(Contains(LastLine(cluster_.LogOf("hospital")), why))
       << LastLine(cluster_.LogOf("hospital"));
   EXPECT_EQ(ReadText(results), "");
@@ -169,9 +170,9 @@ TEST_F(ClinicalTest, ACellWithTooManyDecimalsAbortsTheRoundNamingPatientColumnAn
 TEST_F(ClinicalTest, ARoundThatCannotFitTheRingIsRefusedBeforeAnyValueMoves) {
   MakeKeys(dir_.path(), {"alice", "bob"});
   ASSERT_TRUE(cluster_.StartBroker().ok());
-  auto hospital = cluster_.SpawnNode(
-      "hospital", {"--bounds", "bp=-90:90", "--decimals", "17", "--results",
-                   (dir_.path() / "results.jsonl").string()});
+  auto hospital =
+      cluster_.SpawnNode("hospital", {"--bounds", "bp=-90:90", "--decimals", "17", "--results",
+                                      (dir_.path() / "results.jsonl").string()});
   ASSERT_TRUE(hospital.ok());
   EXPECT_EQ(hospital->Wait(kWait), 2);
   EXPECT_TRUE(Contains(LastLine(cluster_.LogOf("hospital")),

@@ -29,8 +29,12 @@ PatientInput Row(std::vector<std::string> names, std::vector<std::string> cells,
 
 RoundParams Clinical() {
   // bmi in [10.0, 80.0] at one decimal, a change in [-50.00, 50.00] at two.
-  return RoundParams{"hospital", 0, 1, {"alice", "bob", "carol"},
-                     {{"bmi", 100, 800, 1}, {"delta", -5000, 5000, 2}}, {}};
+  return RoundParams{"hospital",
+                     0,
+                     1,
+                     {"alice", "bob", "carol"},
+                     {{"bmi", 100, 800, 1}, {"delta", -5000, 5000, 2}},
+                     {}};
 }
 
 // What the hospital holds once every masked input is in: the masks cancel, so the plain sum.
@@ -67,8 +71,8 @@ TEST_F(ColumnsTest, SumsAndMeansAreExactAndMissingCellsAreLeftOut) {
 // A column nobody gave has a sum of zero and no mean.
 TEST_F(ColumnsTest, AColumnNobodyGaveHasNoMean) {
   const RoundParams p = Clinical();
-  const auto cols = DecodeColumns(p, SumOf(p, {Row({"bmi", "delta"}, {"20", ""}),
-                                              Row({"bmi", "delta"}, {"30", ""})}));
+  const auto cols = DecodeColumns(
+      p, SumOf(p, {Row({"bmi", "delta"}, {"20", ""}), Row({"bmi", "delta"}, {"30", ""})}));
   EXPECT_EQ(cols[1], (ColumnResult{"delta", 0, "", {"0.00"}, {std::nullopt}}));
   EXPECT_EQ(cols[0].mean[0], "25.0000");
 }
@@ -78,7 +82,7 @@ TEST_F(ColumnsTest, WeightedRoundsGiveWeightedSumsAndMeans) {
   RoundParams p = Clinical();
   p.weight = {100, 1};  // weights in [0, 10.0]
   const auto cols = DecodeColumns(p, SumOf(p, {Row({"bmi", "delta"}, {"30", "1"}, "2"),
-                                              Row({"bmi", "delta"}, {"20", ""}, "0.5")}));
+                                               Row({"bmi", "delta"}, {"20", ""}, "0.5")}));
   // bmi: (2 * 30 + 0.5 * 20) / 2.5 = 28; delta: only the first, weight 2.
   EXPECT_EQ(cols[0], (ColumnResult{"bmi", 2, "2.5", {"70.00"}, {"28.0000"}}));
   EXPECT_EQ(cols[1], (ColumnResult{"delta", 1, "2.0", {"2.000"}, {"1.00000"}}));
@@ -113,7 +117,8 @@ TEST_F(ColumnsTest, BadCellsAreRefusedByColumnAndReasonWithoutTheValue) {
       {Row({"bmi"}, {"32"}),
        "the round asks for columns bmi,delta; this input has bmi (missing delta)"},
       {Row({}, {"32"}), "the round asks for columns bmi,delta; this input has no header"},
-      {Row({"bmi", "delta"}, {"32", "1"}, "2"), "this input has a weight; the round is not weighted"},
+      {Row({"bmi", "delta"}, {"32", "1"}, "2"),
+       "this input has a weight; the round is not weighted"},
   };
   for (const Case& c : cases) {
     Result<std::vector<uint64_t>> r = EncodeInput(p, c.input);
@@ -145,8 +150,7 @@ TEST_F(ColumnsTest, ARoundWithoutColumnsTakesIntegersInItsRange) {
   EXPECT_EQ(EncodeInput(p, Row({}, {"7", "1000"})).value(), (std::vector<uint64_t>{7, 1000}));
   EXPECT_EQ(EncodeInput(p, Row({}, {"7", "1001"})).message(), "input outside [0, 1000]");
   EXPECT_EQ(EncodeInput(p, Row({}, {"7", "1.5"})).message(), "input outside [0, 1000]");
-  EXPECT_EQ(EncodeInput(p, Row({}, {"7"})).message(),
-            "input has 1 elements, the round asks for 2");
+  EXPECT_EQ(EncodeInput(p, Row({}, {"7"})).message(), "input has 1 elements, the round asks for 2");
 }
 
 // Floats are clipped to the bounds and rounded to the decimals without bias: the mean of many

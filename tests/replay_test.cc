@@ -334,7 +334,7 @@ TEST_F(ReplayTest, OnlyTheRoundsHospitalCanAudit) {
     EXPECT_EQ(p.code, 2) << name;
     EXPECT_EQ(p.out, "") << name;
     EXPECT_EQ(p.err,
-              "tally-replay: only the hospital can audit a round: in protocol 2 nothing is "
+              "tally-replay: only the hospital can audit a round: nothing is "
               "sealed to patients; " +
                   name + " is a patient\n");
   }
@@ -342,7 +342,7 @@ TEST_F(ReplayTest, OnlyTheRoundsHospitalCanAudit) {
   EXPECT_EQ(b.code, 2);
   EXPECT_EQ(b.out, "");
   EXPECT_EQ(b.err,
-            "tally-replay: only the hospital can audit a round: in protocol 2 nothing is "
+            "tally-replay: only the hospital can audit a round: nothing is "
             "sealed to patients; broker is a broker\n");
   // Another hospital: its keys open none of this round's partials.
   ASSERT_TRUE(GenerateParty(keys_, "clinic", Role::kHospital, false).ok());

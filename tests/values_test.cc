@@ -56,8 +56,8 @@ TEST(DecimalTest, ExcessDigitsAreRefusedAndTrailingZerosAreNot) {
 }
 
 TEST(DecimalTest, NonDecimalsAreRefusedNamingTheText) {
-  for (const char* bad : {"3x.1", "", "-", ".5", "5.", "+5", "1e3", " 5", "5 ", "1,5", "--1",
-                          "0x10", "inf", "nan"}) {
+  for (const char* bad :
+       {"3x.1", "", "-", ".5", "5.", "+5", "1e3", " 5", "5 ", "1,5", "--1", "0x10", "inf", "nan"}) {
     Result<Decimal> d = ParseDecimal(bad);
     ASSERT_FALSE(d.ok()) << bad;
     EXPECT_EQ(d.message(), "\"" + std::string(bad) + "\" is not a decimal") << bad;
@@ -101,8 +101,8 @@ TEST(CsvTest, MalformedFilesAreRefusedNamingTheLine) {
 // ---- Columns on the wire and the ring ------------------------------------------------------
 
 RoundParams WithColumns(size_t n) {
-  return RoundParams{"hospital", 0, 1, Names(n),
-                     {{"bmi", 100, 800, 1}, {"delta", -5000, 5000, 2}}, {}};
+  return RoundParams{"hospital", 0, 1, Names(n), {{"bmi", 100, 800, 1}, {"delta", -5000, 5000, 2}},
+                     {}};
 }
 
 // Columns and the weight travel in requests and phase updates and come back equal, negative
@@ -195,11 +195,12 @@ TEST(ColumnsTest, ResultLinesWithColumnsRoundTripAndNullMeansStay) {
                ColumnResult{"delta", 0, "", {"0.00"}, {std::nullopt}}};
   r.elapsed_ms = 2.5;
   const std::string line = ResultJson(r);
-  EXPECT_EQ(line, "{\"round\": \"07000000000000000000000000000000\", \"columns\": [{\"name\": "
-                  "\"bmi\", \"count\": 2, \"sum\": \"64.2\", \"mean\": \"32.100\"}, {\"name\": "
-                  "\"delta\", \"count\": 0, \"sum\": \"0.00\", \"mean\": null}], "
-                  "\"participants\": [\"alice\", \"bob\"], \"in_range\": true, "
-                  "\"elapsed_ms\": 2.500}");
+  EXPECT_EQ(line,
+            "{\"round\": \"07000000000000000000000000000000\", \"columns\": [{\"name\": "
+            "\"bmi\", \"count\": 2, \"sum\": \"64.2\", \"mean\": \"32.100\"}, {\"name\": "
+            "\"delta\", \"count\": 0, \"sum\": \"0.00\", \"mean\": null}], "
+            "\"participants\": [\"alice\", \"bob\"], \"in_range\": true, "
+            "\"elapsed_ms\": 2.500}");
   auto back = ParseResultsLine(line);
   ASSERT_TRUE(back.ok()) << back.message();
   ASSERT_TRUE(back->result);

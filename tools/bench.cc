@@ -42,12 +42,14 @@ constexpr const char* kUsage =
     "\n"
     "Measures warm rounds with real processes on loopback (broker, N serving patients, a\n"
     "hospital running K rounds back to back), cold tally-launch runs, and the crypto floor.\n"
-    "Without --patients it runs the default set: 3x1, 30x1, 100x1, 3x1000, 10x1000000.\n"
+    "Without --patients it runs the default set: 3x1, 30x1, 30x10col (10 columns), 100x1,\n"
+    "3x1000, 10x1000000.\n"
     "p50/p90/p99: warm-round latency, from the hospital's request to the aggregate in hand\n"
     "(its elapsed_ms); period50: one result to the next, adding the durable write of the\n"
     "result, the ack, the broker's capture fsync and the done phase.\n"
     "  --patients N        one configuration with N patients (2..500)\n"
     "  --length L          vector length (default 1)\n"
+    "  --columns C         instead: C named columns of signed values with 2 decimals\n"
     "  --rounds K          rounds, the first being warm-up (default: by size)\n"
     "  --launch-runs R     cold tally-launch runs to time (default 5; 0 skips)\n"
     "  --no-launch         same as --launch-runs 0\n"
@@ -76,7 +78,7 @@ std::string Verdict(double value, double target) {
 
 void Print(const Measured& m, bool json) {
   const Config& c = m.config;
-  const std::string name = std::to_string(c.patients) + "x" + std::to_string(c.length);
+  const std::string name = ConfigName(c);
   if (!m.ok) {
     if (json)
       std::cout << "{\"config\": \"" << name << "\", \"error\": \"" << m.error << "\"}"
@@ -123,8 +125,7 @@ void Print(const Measured& m, bool json) {
 void PrintFloor(const Measured& m, bool json) {
   if (!m.floor) return;
   const Floor& f = *m.floor;
-  const std::string name =
-      std::to_string(m.config.patients) + "x" + std::to_string(m.config.length);
+  const std::string name = ConfigName(m.config);
   auto us = [](double s) { return FormatFixed(s * 1e6, 3); };
   if (json) {
     std::cout << "{\"floor\": \"" << name << "\", \"payload_bytes\": " << f.payload_bytes
@@ -151,7 +152,7 @@ void PrintFloor(const Measured& m, bool json) {
 
 int main(int argc, char** argv) {
   std::vector<Config> configs;
-  uint64_t patients = 0, length = 1, rounds = 0, launch_runs = 5;
+  uint64_t patients = 0, length = 1, rounds = 0, launch_runs = 5, columns = 0;
   bool json = false, floor = true;
   uint64_t admission = 0;
   fs::path work = "bench-work";
@@ -177,7 +178,10 @@ int main(int argc, char** argv) {
     }
     if (i + 1 >= argc) return Usage("missing value for " + f);
     std::string v = argv[++i];
-    if (f == "--patients") {
+    if (f == "--columns") {
+      if (!ParseU64(v, columns) || columns < 1 || columns > 64)
+        return Usage("--columns wants 1..64");
+    } else if (f == "--patients") {
       if (!ParseU64(v, patients) || patients < 2 || patients > 500)
         return Usage("--patients wants 2..500");
     } else if (f == "--length") {
@@ -201,19 +205,18 @@ int main(int argc, char** argv) {
       return Usage("unknown option " + f);
     }
   }
-  if (patients == 0 && (length != 1 || rounds != 0))
-    return Usage("--length and --rounds need --patients");
+  if (patients == 0 && (length != 1 || rounds != 0 || columns != 0))
+    return Usage("--length, --columns and --rounds need --patients");
+  if (columns != 0 && length != 1) return Usage("--columns takes scalars: no --length");
   if (admission != 0) {
     configs.push_back({admission, 1, 0, 0});  // only for the key folder below
   } else if (patients != 0) {
     if (rounds == 0) rounds = length >= 100000 ? 3 : patients >= 50 ? 21 : 101;
-    configs.push_back({patients, static_cast<uint32_t>(length), static_cast<uint32_t>(rounds), 0});
+    configs.push_back({patients, static_cast<uint32_t>(length), static_cast<uint32_t>(rounds), 0,
+                       static_cast<uint32_t>(columns)});
   } else {
-    configs = {{3, 1, 201, 1},
-               {30, 1, 51, 15},
-               {100, 1, 21, 100},
-               {3, 1000, 201, 3},
-               {10, 1000000, 3, 2000}};
+    configs = {{3, 1, 201, 1},    {30, 1, 51, 15},   {30, 1, 51, 15, 10},
+               {100, 1, 21, 100}, {3, 1000, 201, 3}, {10, 1000000, 3, 2000}};
   }
   for (auto& c : configs) {  // targets for the table's configurations, also when asked singly
     if (c.target_ms != 0) continue;
@@ -284,7 +287,8 @@ int main(int argc, char** argv) {
   bool failed = false;
   for (const auto& c : configs) {
     Measured m = RunConfig(c, bin, work, captures);
-    if (floor) m.floor = MeasureFloor(c.patients, c.length);
+    // A round with columns carries a count per column too.
+    if (floor) m.floor = MeasureFloor(c.patients, c.columns ? 2 * c.columns : c.length);
     failed |= !m.ok;
     Print(m, json);
     all.push_back(std::move(m));

@@ -46,8 +46,11 @@ struct Config {
   size_t patients;
   uint32_t length;
   uint32_t rounds;
-  double target_ms;  // p50 target; 0 = none
+  double target_ms;      // p50 target; 0 = none
+  uint32_t columns = 0;  // named columns of signed decimals (2 digits) instead of integers
 };
+// "30x1", or "30x10col" for a round with columns: how a configuration is named in output.
+std::string ConfigName(const Config& c);
 
 struct Measured {
   Config config{};
@@ -61,8 +64,8 @@ struct Measured {
   double wall_first_ms = 0;  // the warm-up round, from the hospital's start
   std::optional<Floor> floor;
 };
-// Runs `c` with real processes: keys in work/keys, logs in work/logs/NxL, captures and results
-// under captures_root/NxL (removed afterwards).
+// Runs `c` with real processes: keys in work/keys, logs in work/logs/NAME, captures and results
+// under captures_root/NAME (removed afterwards).
 Measured RunConfig(const Config& c, const std::filesystem::path& bin,
                    const std::filesystem::path& work, const std::filesystem::path& captures_root);
 

@@ -13,6 +13,7 @@
 
 #include "keys/curve.h"
 #include "keys/keys.h"
+#include "schema/decimal.h"
 #include "schema/results.h"
 #include "tools/bench.h"
 #include "tools/cluster.h"
@@ -24,6 +25,11 @@ using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 
 std::string PatientName(size_t k) { return (k < 10 ? "p0" : "p") + std::to_string(k); }
+
+std::string ConfigName(const Config& c) {
+  return std::to_string(c.patients) + "x" +
+         (c.columns ? std::to_string(c.columns) + "col" : std::to_string(c.length));
+}
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -108,15 +114,33 @@ std::vector<uint64_t> Inputs(const fs::path& dir, size_t n, uint32_t length,
   return expected;
 }
 
+// A round with columns: patient p's CSV (header c0..cN-1, one row of signed values with two
+// decimals in [-500.00, 500.00]); returns the exact sum of each column in hundredths.
+std::vector<Int128> ColumnInputs(const fs::path& dir, size_t n, uint32_t columns) {
+  std::vector<Int128> expected(columns, 0);
+  std::string header;
+  for (uint32_t c = 0; c < columns; ++c) header += (c ? ",c" : "c") + std::to_string(c);
+  for (size_t p = 0; p < n; ++p) {
+    std::string row;
+    for (uint32_t c = 0; c < columns; ++c) {
+      const int64_t units = static_cast<int64_t>((p * 7919 + c * 104729) % 100001) - 50000;
+      expected[c] += units;
+      row += (c ? "," : "") + FormatUnits(units, 2);
+    }
+    std::ofstream(dir / (PatientName(p + 1) + ".csv")) << header << "\n" << row << "\n";
+  }
+  return expected;
+}
+
 }  // namespace
 
 Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
                    const fs::path& captures_root) {
   Measured m;
   m.config = c;
-  const std::string tag = std::to_string(c.patients) + "x" + std::to_string(c.length);
+  const std::string tag = ConfigName(c);
   const fs::path logs = work / "logs" / tag;
-  const fs::path inputs = work / "inputs" / std::to_string(c.length);
+  const fs::path inputs = work / "inputs" / (c.columns ? tag : std::to_string(c.length));
   const fs::path run = captures_root / tag;
   std::error_code ec;
   fs::remove_all(logs, ec);
@@ -132,6 +156,12 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
   for (size_t k = 1; k <= c.patients; ++k) names.push_back(PatientName(k));
   std::vector<std::vector<uint64_t>> values;
   const auto expected = Inputs(inputs, c.patients, c.length, values);
+  std::vector<Int128> column_sums;
+  std::vector<std::string> columns;
+  if (c.columns) {
+    column_sums = ColumnInputs(inputs, c.patients, c.columns);
+    for (uint32_t i = 0; i < c.columns; ++i) columns.push_back("c" + std::to_string(i));
+  }
 
   Cluster cluster(bin, work, logs);
   if (Status s = cluster.StartBroker(Cluster::BrokerSpec{.captures = run / "captures"}); !s.ok()) {
@@ -141,9 +171,11 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
   std::vector<Child> patients;
   for (size_t p = 0; p < c.patients; ++p) {
     auto child = cluster.SpawnNode(
-        names[p], c.length == 1 ? std::vector<std::string>{"--value", std::to_string(values[p][0])}
-                                : std::vector<std::string>{
-                                      "--input", (inputs / (names[p] + ".txt")).string()});
+        names[p],
+        c.columns ? std::vector<std::string>{"--input", (inputs / (names[p] + ".csv")).string()}
+        : c.length == 1
+            ? std::vector<std::string>{"--value", std::to_string(values[p][0])}
+            : std::vector<std::string>{"--input", (inputs / (names[p] + ".txt")).string()});
     if (!child.ok()) {
       m.error = child.message();
       return m;
@@ -151,10 +183,17 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
     patients.push_back(std::move(child.value()));
   }
   const auto started = Clock::now();
-  auto hospital = cluster.SpawnNode(
-      "hospital", {"--range", "1000", "--length", std::to_string(c.length), "--participants",
-                   Csv(names), "--rounds", std::to_string(c.rounds), "--json", "--results",
-                   (run / "results.jsonl").string()});
+  std::vector<std::string> what = {"--range", "1000", "--length", std::to_string(c.length)};
+  if (c.columns) what = {"--columns", Csv(columns), "--bounds", "-500:500", "--decimals", "2"};
+  std::vector<std::string> args = {"--participants",
+                                   Csv(names),
+                                   "--rounds",
+                                   std::to_string(c.rounds),
+                                   "--json",
+                                   "--results",
+                                   (run / "results.jsonl").string()};
+  args.insert(args.begin(), what.begin(), what.end());
+  auto hospital = cluster.SpawnNode("hospital", args);
   if (!hospital.ok()) {
     m.error = hospital.message();
     return m;
@@ -199,7 +238,13 @@ Measured RunConfig(const Config& c, const fs::path& bin, const fs::path& work,
       m.error = "a hospital line is not a result: " + line;
       return m;
     }
-    if (parsed->result->aggregate != expected) {
+    bool right = parsed->result->aggregate == expected;
+    if (c.columns) {
+      right = parsed->result->columns.size() == c.columns;
+      for (size_t i = 0; right && i < c.columns; ++i)
+        right = parsed->result->columns[i].sum == std::vector{FormatUnits(column_sums[i], 2)};
+    }
+    if (!right) {
       m.error = "an aggregate does not match the sum of the inputs";
       return m;
     }

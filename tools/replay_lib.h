@@ -4,7 +4,7 @@
 //
 // Everything here works on a capture's bytes (schema/capture.h) and never trusts them: a
 // damaged file is reported with the offset where it stops making sense, never by crashing.
-// In protocol 2 every envelope is a patient's masked input ("partial") sealed to the hospital
+// Every envelope is a patient's masked input ("partial") sealed to the hospital
 // under the round's view (nodes/seal.h RoundView), so only the hospital can audit: it rebuilds
 // its view from the capture's header and the nonces of its sum phase, opens each partial and
 // prints the aggregate (which the hospital learns anyway: the masks cancel in the sum), never an
@@ -73,7 +73,7 @@ inline constexpr const char* kUsage =
 
 // What tally-replay prints when asked to audit as a party that is not a hospital.
 inline constexpr const char* kOnlyHospitalAudits =
-    "only the hospital can audit a round: in protocol 2 nothing is sealed to patients";
+    "only the hospital can audit a round: nothing is sealed to patients";
 
 // Parses arguments (without argv[0]). An error is a usage error (exit 2). REQUIRES: no --help.
 Result<Options> ParseArgs(const std::vector<std::string>& args);
