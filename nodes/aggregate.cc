@@ -94,21 +94,24 @@ std::string CommaList(const std::vector<std::string>& names) {
   return out;
 }
 
-// How a header differs from the round's columns, e.g. "missing glucose; extra age".
+// How a header differs from the round's columns, as it may be published: the round's columns it
+// lacks by name (the round's names are public), its other columns by count only (their names are
+// the patient's own), e.g. "it lacks delta and has 1 other column".
 std::string Difference(const std::vector<Column>& columns, const std::vector<std::string>& names) {
   const std::set<std::string> have(names.begin(), names.end());
   std::set<std::string> want;
-  std::vector<std::string> missing, extra;
+  std::vector<std::string> missing;
   for (const Column& c : columns) {
     want.insert(c.name);
     if (!have.count(c.name)) missing.push_back(c.name);
   }
-  for (const auto& n : names)
-    if (!want.count(n)) extra.push_back(n);
+  size_t extra = 0;
+  for (const auto& n : names) extra += want.count(n) ? 0 : 1;
   std::string out;
-  if (!missing.empty()) out += "missing " + CommaList(missing);
-  if (!extra.empty()) out += (out.empty() ? "" : "; ") + std::string("extra ") + CommaList(extra);
-  if (out.empty()) out = "names repeated";
+  if (!missing.empty()) out += "it lacks " + CommaList(missing);
+  if (extra > 0)
+    out += (out.empty() ? "it has " : " and has ") + std::to_string(extra) + " other column" +
+           (extra == 1 ? "" : "s");
   return out;
 }
 
@@ -119,7 +122,8 @@ Result<int64_t> CellUnits(const Column& c, const std::string& cell, bool floats)
     char* end = nullptr;
     errno = 0;
     const double v = std::strtod(cell.c_str(), &end);
-    if (end == cell.c_str() || *end != '\0' || errno == ERANGE)
+    // ERANGE with a finite result is an underflow (1e-310): a tiny number, rounded below.
+    if (end == cell.c_str() || *end != '\0' || !std::isfinite(v))
       return Status::Error(what + "not a number");
     Result<int64_t> units = StochasticUnits(v, c.decimals, c.lower, c.upper);
     if (!units.ok()) return Status::Error(what + units.message());
@@ -131,7 +135,7 @@ Result<int64_t> CellUnits(const Column& c, const std::string& cell, bool floats)
   if (significant > c.decimals)
     return Status::Error(what + "has " + std::to_string(significant) +
                          " decimals, the round allows " + std::to_string(c.decimals));
-  Result<Int128> units = ToUnits(*d, c.decimals);
+  Result<Int128> units = ToUnits(*d, c.decimals);  // refuses, never wraps, a huge value
   if (!units.ok() || *units < c.lower || *units > c.upper)
     return Status::Error(what + "outside [" + FormatUnits(c.lower, c.decimals) + ", " +
                          FormatUnits(c.upper, c.decimals) + "]");
@@ -144,8 +148,9 @@ Result<std::vector<uint64_t>> EncodeInput(const RoundParams& p, const PatientInp
   if (p.columns.empty()) {
     // A round of integers in [0, range], as protocol 2 had it.
     if (!input.names.empty())
-      return Status::Error("the round has no columns; this input has a header (" +
-                           CommaList(input.names) + ")");
+      return Status::Error("the round has no columns; this input has a header");
+    if (!input.weight.empty())
+      return Status::Error("this input has a weight; the round is not weighted");
     if (input.cells.size() != p.length)
       return Status::Error("input has " + std::to_string(input.cells.size()) +
                            " elements, the round asks for " + std::to_string(p.length));
@@ -181,9 +186,8 @@ Result<std::vector<uint64_t>> EncodeInput(const RoundParams& p, const PatientInp
     std::sort(sorted_names.begin(), sorted_names.end());
     std::sort(sorted_wanted.begin(), sorted_wanted.end());
     if (sorted_names != sorted_wanted)
-      return Status::Error("the round asks for columns " + CommaList(wanted) + "; this input has " +
-                           CommaList(input.names) + " (" + Difference(p.columns, input.names) +
-                           ")");
+      return Status::Error("the round asks for columns " + CommaList(wanted) + "; " +
+                           Difference(p.columns, input.names));
     if (p.length != 1)
       return Status::Error("the round asks for " + std::to_string(p.length) +
                            " elements per column; this input is one row");
@@ -272,7 +276,7 @@ bool AggregateInRange(const RoundParams& p, std::span<const uint64_t> agg) {
   for (size_t c = 0; c < c_count; ++c) {
     const uint64_t count = agg[c_count * p.length + c];
     const UInt128 w = weighted ? agg[c_count * p.length + c_count + c] : count;
-    if (count > n || (weighted && w > UInt128(n) * p.weight.max)) return false;
+    if (count > n || (weighted && w > UInt128(count) * p.weight.max)) return false;
     const UInt128 width =
         static_cast<UInt128>(static_cast<Int128>(p.columns[c].upper) - p.columns[c].lower);
     for (size_t e = 0; e < p.length; ++e)

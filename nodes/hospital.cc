@@ -69,20 +69,24 @@ void Hospital::Adopt(const PhaseUpdate& u) {
   waiting_ = false;
   round_.emplace();
   round_->opened = u;
-  round_->sum.emplace(static_cast<uint32_t>(PayloadLength(u.params)));
   Log("event=round-open round=" + RoundHex(u.round) + " patients=" +
       std::to_string(u.params.participants.size()) + " length=" + std::to_string(u.params.length) +
       " columns=" + std::to_string(u.params.columns.size()) +
       " deadline_ms=" + std::to_string(u.deadline_ms));
   if (u.phase != Phase::kOpen && u.phase != Phase::kSum) return;  // ended before we heard of it
-  // The round must be the one asked for: the broker may not change what the sum is over.
-  if (u.params != request_)
-    return Refuse("the round does not match " + name_ + "'s request (" +
-                  (u.params.participants != request_.participants ? "participants"
-                   : u.params.range != request_.range             ? "range"
-                                                                  : "length") +
-                  " differ)");
+  // The round must be the one asked for: the broker may not change what the sum is over. Checked
+  // before the sum is allocated for it.
+  if (u.params != request_) {
+    const RoundParams& p = u.params;
+    const char* what = p.participants != request_.participants ? "participants"
+                       : p.range != request_.range             ? "range"
+                       : p.length != request_.length           ? "length"
+                       : p.columns != request_.columns         ? "columns"
+                                                               : "weight";
+    return Refuse("the round does not match " + name_ + "'s request (" + what + " differ)");
+  }
   if (auto problem = RosterProblem(u)) return Refuse(*problem);
+  round_->sum.emplace(static_cast<uint32_t>(PayloadLength(u.params)));
 }
 
 // The sum phase names every participant's nonce, which fixes the view each masked input must be
@@ -116,6 +120,7 @@ void Hospital::OnEnvelope(const Envelope& env) {
   if (!round_ || env.round != round_->opened.round)
     return reject("envelope for a round we are not in");
   ActiveRound& r = *round_;
+  if (!r.sum) return reject("envelope for a round that ended before " + name_ + " joined it");
   const auto& ps = r.opened.params.participants;
   if (env.to != name_ || std::find(ps.begin(), ps.end(), env.from) == ps.end())
     return reject(std::string(KindName(env.kind)) + " " + env.from + "->" + env.to +
@@ -151,8 +156,10 @@ void Hospital::MaybeAcknowledge() {
   // Durable before acknowledged: the broker only hears of the round once the disk has it.
   if (auto written = results_.Append(ResultJson(result)); !written.ok()) return Finish(written);
   if (!result.in_range)
-    Log("event=above-range round=" + RoundHex(r.opened.round) +
-        " note=\"the aggregate lies above R: each input lies in [0, R], their sum need not\"");
+    Log("event=out-of-range round=" + RoundHex(r.opened.round) +
+        (r.opened.params.columns.empty()
+             ? " note=\"the aggregate lies above R: each input lies in [0, R], their sum need not\""
+             : " note=\"a column's sum, count or weight is beyond what honest inputs give\""));
   r.result = std::move(result);
   Log("event=ack round=" + RoundHex(r.opened.round));
   (void)link_.Send(Ack{r.opened.round});

@@ -6,6 +6,7 @@
 #include <climits>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <set>
 #include <sstream>
@@ -38,9 +39,23 @@ std::string Trimmed(std::string s) {
 Result<PatientInput> ReadPatientInput(const std::filesystem::path& path, bool floats) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::Error("cannot read " + path.string());
+  // Everything read from the file is wiped on every way out, error or not.
   std::string text{std::istreambuf_iterator<char>(in), {}};
-  // The content lines, with their numbers, for the messages.
-  std::vector<std::pair<size_t, std::string>> lines;
+  std::vector<std::pair<size_t, std::string>> lines;  // content lines with their numbers
+  std::string csv;
+  Result<std::vector<CsvRow>> rows = std::vector<CsvRow>{};
+  struct Wipe {
+    std::function<void()> f;
+    ~Wipe() { f(); }
+  } wipe{[&] {
+    auto zero = [](std::string& t) { sodium_memzero(t.data(), t.size()); };
+    zero(text);
+    zero(csv);
+    for (auto& [n, l] : lines) zero(l);
+    if (rows.ok())
+      for (auto& row : *rows)
+        for (auto& cell : row) zero(cell);
+  }};
   {
     std::istringstream lines_in(text);
     std::string line;
@@ -51,10 +66,6 @@ Result<PatientInput> ReadPatientInput(const std::filesystem::path& path, bool fl
       lines.emplace_back(n, std::move(t));
     }
   }
-  sodium_memzero(text.data(), text.size());
-  auto wipe = [&lines] {
-    for (auto& [n, l] : lines) sodium_memzero(l.data(), l.size());
-  };
   const std::string where = path.string() + ":";
   PatientInput input;
   input.floats = floats;
@@ -62,52 +73,47 @@ Result<PatientInput> ReadPatientInput(const std::filesystem::path& path, bool fl
   if (lines[0].second.find(',') == std::string::npos && IsNumber(lines[0].second, floats)) {
     // One value per line.
     for (auto& [n, l] : lines) {
-      if (!IsNumber(l, floats)) {
-        wipe();
+      if (!IsNumber(l, floats))
         return Status::Error(where + std::to_string(n) + ": not a " +
                              (floats ? "number" : "decimal"));
-      }
-      if (input.cells.size() >= kMaxVectorLength) {
-        wipe();
+      if (input.cells.size() >= kMaxVectorLength)
         return Status::Error(path.string() + ": more than " + std::to_string(kMaxVectorLength) +
                              " values");
-      }
       input.cells.push_back(std::move(l));
     }
     return input;
   }
   // CSV: a header and one row.
-  std::string csv;
   for (const auto& [n, l] : lines) csv += l + "\n";
   const size_t header_line = lines[0].first;
   const size_t row_line = lines.size() > 1 ? lines[1].first : header_line;
-  wipe();
-  Result<std::vector<CsvRow>> rows = ParseCsv(csv);
-  sodium_memzero(csv.data(), csv.size());
+  rows = ParseCsv(csv);
   if (!rows.ok()) return Status::Error(path.string() + ": " + rows.message());
-  if (rows->size() != 2) {
-    for (auto& row : *rows)
-      for (auto& cell : row) sodium_memzero(cell.data(), cell.size());
+  // A first line of numbers is values, not a header: a header is required (or one value a line).
+  const CsvRow& header = (*rows)[0];
+  if (std::all_of(header.begin(), header.end(),
+                  [&](const std::string& h) { return IsNumber(Trimmed(h), floats); }))
+    return Status::Error(where + std::to_string(header_line) +
+                         ": a CSV input starts with a header naming its columns");
+  if (rows->size() != 2)
     return Status::Error(path.string() + ": a CSV input is a header and one row of values, not " +
                          std::to_string(rows->size() - 1) + " rows");
-  }
   std::set<std::string> seen;
-  for (const std::string& header : (*rows)[0]) {
-    const std::string name = ColumnName(Trimmed(header));
+  for (size_t i = 0; i < header.size(); ++i) {
+    const std::string name = ColumnName(Trimmed(header[i]));
     if (!ValidName(name))
-      return Status::Error(where + std::to_string(header_line) + ": column name \"" +
-                           name.substr(0, 40) + "\" is not [a-z0-9_-]{1,32}");
+      return Status::Error(where + std::to_string(header_line) + ": the name of column " +
+                           std::to_string(i + 1) + " is not [a-z0-9_-]{1,32}");
     if (!seen.insert(name).second)
       return Status::Error(where + std::to_string(header_line) + ": column " + name + " twice");
     input.names.push_back(name);
   }
   for (std::string& cell : (*rows)[1]) {
     std::string t = Trimmed(cell);
-    sodium_memzero(cell.data(), cell.size());
     if (!t.empty() && !IsNumber(t, floats)) {
-      const std::string column = input.names[input.cells.size()];
       sodium_memzero(t.data(), t.size());
-      return Status::Error(where + std::to_string(row_line) + ": column " + column + ": not a " +
+      return Status::Error(where + std::to_string(row_line) + ": column " +
+                           input.names[input.cells.size()] + ": not a " +
                            (floats ? "number" : "decimal"));
     }
     input.cells.push_back(std::move(t));

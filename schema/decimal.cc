@@ -19,6 +19,18 @@ UInt128 Magnitude(Int128 v) {
 
 }  // namespace
 
+bool IsDecimalText(std::string_view text, size_t max_length) {
+  if (text.empty() || text.size() > max_length) return false;
+  std::string_view rest = text.front() == '-' ? text.substr(1) : text;
+  const size_t point = rest.find('.');
+  auto digits = [](std::string_view s) {
+    return !s.empty() &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  return digits(rest.substr(0, point)) &&
+         (point == std::string_view::npos || digits(rest.substr(point + 1)));
+}
+
 UInt128 Pow10(uint32_t n) {
   UInt128 p = 1;
   for (uint32_t i = 0; i < n; ++i) p *= 10;
@@ -64,7 +76,15 @@ uint32_t SignificantDecimals(const Decimal& d) {
 }
 
 Result<Int128> ToUnits(const Decimal& d, uint32_t decimals) {
-  if (d.decimals <= decimals) return d.units * static_cast<Int128>(Pow10(decimals - d.decimals));
+  if (d.decimals <= decimals) {
+    // At most 36 digits times 10^18 could pass 2^127: refused, never wrapped.
+    const UInt128 scale = Pow10(decimals - d.decimals);
+    constexpr UInt128 kMax = (UInt128(1) << 127) - 1;
+    if (Magnitude(d.units) > kMax / scale)
+      return Status::Error(Format(d) + " is too large at " + std::to_string(decimals) +
+                           " decimals");
+    return d.units * static_cast<Int128>(scale);
+  }
   const uint32_t significant = SignificantDecimals(d);
   if (significant > decimals)
     return Status::Error(Format(d) + " has " + std::to_string(significant) +

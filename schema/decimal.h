@@ -35,6 +35,11 @@ Result<Decimal> ParseDecimal(std::string_view text);
 // "has 5 decimals, the round allows 2" (trailing zeros are not significant: "4.10" has 1).
 Result<Int128> ToUnits(const Decimal& d, uint32_t decimals);
 
+// Whether `text` is written as a decimal ("-?[0-9]+(.[0-9]+)?") of at most `max_length`
+// characters, whatever its size: how results lines are checked, whose sums and means can have
+// more digits than ParseDecimal takes (up to 2 x 18 + 3 decimals).
+bool IsDecimalText(std::string_view text, size_t max_length = 96);
+
 // The digits after the point that are significant (trailing zeros dropped): "4.10" -> 1.
 uint32_t SignificantDecimals(const Decimal& d);
 

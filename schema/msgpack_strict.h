@@ -423,6 +423,11 @@ inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_partici
   TALLY_RETURN_IF_ERROR(w.U32("decimals", &out->weight.decimals));
   if (out->weight.decimals > kMaxDecimalsInRound)
     return w.Error("decimals must be at most " + std::to_string(kMaxDecimalsInRound));
+  // What a payload for these parameters would hold: never more than the limit, so that no
+  // reader allocates for a payload nobody may send.
+  if (PayloadLength(*out) > max_length)
+    return r.Error("a payload of " + std::to_string(PayloadLength(*out)) +
+                   " elements, over the limit of " + std::to_string(max_length));
   return Status::Ok();
 }
 

@@ -167,9 +167,9 @@ Result<uint64_t> Integer(const Value& v, std::string_view what) {
   return Status::Error(std::string(what) + " must be an integer");
 }
 
-// A decimal string as Tally writes it (FormatUnits, FormatRatio).
+// A decimal string as Tally writes it (FormatUnits, FormatRatio): any number of digits.
 Result<std::string> DecimalText(const Value& v, std::string_view what) {
-  if (v.kind != Value::kString || !ParseDecimal(v.text).ok())
+  if (v.kind != Value::kString || !IsDecimalText(v.text))
     return Status::Error(std::string(what) + " must be a decimal string");
   return v.text;
 }
@@ -287,7 +287,7 @@ std::string ColumnsJson(const std::vector<ColumnResult>& columns) {
   for (size_t i = 0; i < columns.size(); ++i) {
     const ColumnResult& c = columns[i];
     out += std::string(i ? ", " : "") + "{\"name\": " + JsonString(c.name) +
-           ", \"count\": " + std::to_string(c.count);
+           ", \"count\": " + JsonNumbers(std::span<const uint64_t>(&c.count, 1));
     if (!c.weight.empty()) out += ", \"weight\": " + JsonString(c.weight);
     out += ", \"sum\": " +
            ElementsJson(std::vector<std::optional<std::string>>(c.sum.begin(), c.sum.end())) +

@@ -242,6 +242,8 @@ Status CheckRoundParams(const RoundParams& p) {
   if (n < 2)
     return Status::Error("a round needs at least 2 patients (the sum of one is that input)");
   constexpr uint64_t kRing = UINT64_MAX;  // every sum must stay below 2^64
+  if (p.weight.max == 0 && p.weight.decimals != 0)
+    return Status::Error("weight decimals without a weight (max 0)");
   if (p.columns.empty()) {
     if (p.weight.max != 0) return Status::Error("a weighted round needs columns");
     if (p.range > kRing / n)

@@ -728,5 +728,20 @@ TEST_F(CaptureTest, LargeEnvelopeFrame) {
   EXPECT_EQ(std::get<CaptureEnvelope>(c->records[1]).frame, frame);
 }
 
+// A header declaring a payload of 256 columns x 2^20 elements read cleanly, and tally-replay's
+// audit then allocated 2 GiB for it: parameters whose payload is over the limit do not decode.
+TEST_F(CaptureTest, AHeaderDeclaringAPayloadOverTheLimitIsRefused) {
+  CaptureHeader h = Header();
+  h.params.range = 0;
+  h.params.length = 1u << 20;
+  for (int i = 0; i < 256; ++i) h.params.columns.push_back({"c" + std::to_string(i), 0, 1, 0});
+  std::vector<uint8_t> bytes = FileStart();
+  Append(&bytes, EncodeRecord(h));
+  const CaptureContents c = ReadCapture(bytes);
+  EXPECT_TRUE(c.records.empty());
+  EXPECT_TRUE(Contains(c.error, "a payload of 268435712 elements, over the limit of 1048576"))
+      << c.error;
+}
+
 }  // namespace
 }  // namespace tally

@@ -129,8 +129,8 @@ TEST_F(ClinicalTest, MissingCellsCountNowhereAndMeansAreOverTheValuesGiven) {
   EXPECT_TRUE(Contains(audit.out, "matches results file "));
   const Cluster::Output timeline =
       cluster_.RunTool("tools/tally-replay", {capture.string()}, kWait);
-  // Bounds derived from the data, rounded out to integers: -12.34 .. 0.5 gives [-13, 1].
-  EXPECT_TRUE(Contains(timeline.out, "  column delta [-13.00, 1.00]\n")) << timeline.out;
+  // Bounds derived from the data, powers of ten: -12.34 .. 0.5 gives [-100, 1].
+  EXPECT_TRUE(Contains(timeline.out, "  column delta [-100.00, 1.00]\n")) << timeline.out;
 }
 
 // A cell with more decimals than the round allows is refused by its patient before anything

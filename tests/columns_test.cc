@@ -12,6 +12,7 @@
 #include "nodes/aggregate.h"
 #include "nodes/input.h"
 #include "schema/decimal.h"
+#include "schema/results.h"
 #include "tests/contains.h"
 #include "tests/support.h"
 
@@ -111,11 +112,10 @@ TEST_F(ColumnsTest, BadCellsAreRefusedByColumnAndReasonWithoutTheValue) {
       {Row({"bmi", "delta"}, {"32.15", "1"}), "column bmi: has 2 decimals, the round allows 1"},
       {Row({"bmi", "delta"}, {"80.1", "1"}), "column bmi: outside [10.0, 80.0]"},
       {Row({"bmi", "delta"}, {"32", "-50.01"}), "column delta: outside [-50.00, 50.00]"},
-      {Row({"bmi", "glucose"}, {"32", "4.2"}),
-       "the round asks for columns bmi,delta; this input has bmi,glucose (missing delta; extra "
-       "glucose)"},
-      {Row({"bmi"}, {"32"}),
-       "the round asks for columns bmi,delta; this input has bmi (missing delta)"},
+      // The round's column names are public; the patient's other columns are counted, not named.
+      {Row({"bmi", "hiv_status"}, {"32", "1"}),
+       "the round asks for columns bmi,delta; it lacks delta and has 1 other column"},
+      {Row({"bmi"}, {"32"}), "the round asks for columns bmi,delta; it lacks delta"},
       {Row({}, {"32"}), "the round asks for columns bmi,delta; this input has no header"},
       {Row({"bmi", "delta"}, {"32", "1"}, "2"),
        "this input has a weight; the round is not weighted"},
@@ -219,12 +219,77 @@ TEST_F(InputFileTest, BadFilesAreRefusedByLineWithoutTheirValues) {
   EXPECT_EQ(ReadPatientInput(bad_line, false).message(), bad_line.string() + ":3: not a decimal");
   const auto bad_name = Write("bmi,b/p\n1,2\n");
   EXPECT_EQ(ReadPatientInput(bad_name, false).message(),
-            bad_name.string() + ":1: column name \"b/p\" is not [a-z0-9_-]{1,32}");
+            bad_name.string() + ":1: the name of column 2 is not [a-z0-9_-]{1,32}");
   const auto empty = Write("# nothing\n");
   EXPECT_EQ(ReadPatientInput(empty, false).message(), empty.string() + ": no values");
   auto floats = ReadPatientInput(Write("1e-3\n-2.5E2\n"), true);
   ASSERT_TRUE(floats.ok()) << floats.message();
   EXPECT_TRUE(floats->floats);
+}
+
+// ---- Regressions: what the review of protocol 3's columns found -----------------------------
+
+// A value too large for the round's decimals was multiplied past 2^127 and wrapped into the
+// bounds (2^128 / 1000, rounded up, became 0.544): it is refused as outside them.
+TEST_F(ColumnsTest, AHugeValueIsRefusedInsteadOfWrappingIntoTheBounds) {
+  const RoundParams p{"hospital", 0, 1, {"alice", "bob"}, {{"bmi", 0, 100000, 3}}, {}};
+  EXPECT_EQ(EncodeInput(p, Row({"bmi"}, {"340282366920938463463374607431768212"})).message(),
+            "column bmi: outside [0.000, 100.000]");
+  const RoundParams p18{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 1000000000000000000, 18}},
+                        {}};
+  EXPECT_FALSE(EncodeInput(p18, Row({"x"}, {"340282366920938463464"})).ok());
+  const RoundParams weighted{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 10, 0}}, {10000, 3}};
+  EXPECT_EQ(
+      EncodeInput(weighted, Row({"x"}, {"1"}, "340282366920938463463374607431768212")).message(),
+      "weight: outside [0, 10.000]");
+  EXPECT_EQ(ParseColumns("x", "x=0:340282366920938463463374607431768212", "3").message(),
+            "--bounds x: 340282366920938463463374607431768212 is too large at 3 decimals");
+}
+
+// A round with many decimals wrote means and weighted sums with more than the 18 decimals the
+// results reader took: the line could not be read back, and with it the whole results file.
+TEST_F(ColumnsTest, ResultLinesOfHighPrecisionColumnsReadBack) {
+  for (const RoundParams& p :
+       {RoundParams{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 100000000000000000, 16}}, {}},
+        RoundParams{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 10, 18}}, {5, 1}}}) {
+    ASSERT_TRUE(CheckRoundParams(p).ok());
+    const bool weighted = p.weight.max > 0;
+    RoundResult r;
+    r.params = p;
+    r.columns = DecodeColumns(
+        p, SumOf(p, {Row({"x"}, {weighted ? "0.000000000000000001" : "1.5"}, weighted ? "0.5" : ""),
+                     Row({"x"}, {weighted ? "0" : "2.25"}, weighted ? "0.5" : "")}));
+    const std::string line = ResultJson(r);
+    auto back = ParseResultsLine(line);
+    ASSERT_TRUE(back.ok()) << back.message() << ": " << line;
+    EXPECT_EQ(back->result->columns, r.columns);
+  }
+  const RoundParams p{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 100000000000000000, 16}}, {}};
+  EXPECT_EQ(DecodeColumns(p, SumOf(p, {Row({"x"}, {"1.5"}), Row({"x"}, {"2.25"})}))[0].mean[0],
+            "1.8750000000000000000");
+}
+
+// A weight sum above the count times the largest weight is not what honest inputs give.
+TEST_F(ColumnsTest, AWeightSumAboveCountTimesMaxIsOutOfRange) {
+  const RoundParams p{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 10, 0}}, {5, 0}};
+  EXPECT_TRUE(AggregateInRange(p, std::vector<uint64_t>{50, 1, 5}));
+  EXPECT_FALSE(AggregateInRange(p, std::vector<uint64_t>{50, 1, 10}));
+}
+
+// A subnormal float (1e-310) set ERANGE and was refused as "not a number".
+TEST_F(ColumnsTest, ATinyFloatIsANumber) {
+  RoundParams p{"hospital", 0, 1, {"alice", "bob"}, {{"update", -100, 100, 2}}, {}};
+  PatientInput tiny = Row({}, {"1e-310"});
+  tiny.floats = true;
+  EXPECT_EQ(EncodeInput(p, tiny).value(), (std::vector<uint64_t>{100, 1}));
+}
+
+// A CSV file of values without a header was read as a header of "column names" made of the
+// first row's values, and the refusal published them: a header is required.
+TEST_F(InputFileTest, ACsvWithoutAHeaderIsRefusedAtStart) {
+  const auto headerless = Write("142,95\n138,88\n");
+  EXPECT_EQ(ReadPatientInput(headerless, false).message(),
+            headerless.string() + ":1: a CSV input starts with a header naming its columns");
 }
 
 // ---- The hospital's flags ------------------------------------------------------------------

@@ -53,7 +53,8 @@ constexpr const char* kUsage =
     "                    other column; prints each column's count, sum and mean next to the\n"
     "                    exact sum computed here from the file\n"
     "  --bounds SPEC     with --inputs: the columns' bounds, as tally-node takes them (default:\n"
-    "                    each column's smallest and largest value, rounded out to integers)\n"
+    "                    the smallest powers of ten that hold each column's values, e.g.\n"
+    "                    0:1000 or -100:10)\n"
     "  --decimals SPEC   with --inputs: digits after the point (default: the most any cell of\n"
     "                    the column is written with)\n"
     "  --json            print one JSON object (numbers above 2^53 as strings)\n"
@@ -166,20 +167,29 @@ tally::Result<std::vector<Expected>> Compute(const Cohort& c) {
   return out;
 }
 
-// The bounds spec a round over `c` declares: each column's smallest and largest value rounded
-// out to integers (so the bounds say less about the data than its extremes would).
+// The bounds spec a round over `c` declares: for each column [0 or -10^k, 10^k or 0], the
+// smallest powers of ten that hold its values, so the bounds tell the other parties the data's
+// order of magnitude and no more (its extremes would be more).
 std::string DerivedBounds(const Cohort& c, const std::vector<Expected>& e) {
+  // The smallest 10^k (k >= 0) at least |units| / 10^decimals, as text.
+  auto power_above = [](tally::Int128 units, uint32_t decimals) {
+    const tally::Int128 magnitude = units < 0 ? -units : units;
+    const tally::Int128 scale = static_cast<tally::Int128>(tally::Pow10(decimals));
+    std::string out = "1";
+    for (tally::Int128 p = scale; p < magnitude; p *= 10) out += "0";
+    return out;
+  };
   std::string spec;
   for (size_t i = 0; i < c.columns.size(); ++i) {
-    tally::Int128 lo = 0, hi = 0;
+    std::string lo = "0", hi = "1";
     if (e[i].min) {
-      const tally::Int128 scale = static_cast<tally::Int128>(tally::Pow10(e[i].min->decimals));
-      lo = e[i].min->units / scale - (e[i].min->units % scale < 0 ? 1 : 0);
-      const tally::Int128 hscale = static_cast<tally::Int128>(tally::Pow10(e[i].max->decimals));
-      hi = e[i].max->units / hscale + (e[i].max->units % hscale > 0 ? 1 : 0);
+      const tally::Int128 min = tally::ToUnits(*e[i].min, e[i].decimals).value();
+      const tally::Int128 max = tally::ToUnits(*e[i].max, e[i].decimals).value();
+      if (min < 0) lo = "-" + power_above(min, e[i].decimals);
+      hi = max > 0 ? power_above(max, e[i].decimals) : "0";
+      if (lo == "0" && hi == "0") hi = "1";
     }
-    spec += (spec.empty() ? "" : ",") + c.columns[i] + "=" + tally::FormatUnits(lo, 0) + ":" +
-            tally::FormatUnits(hi == lo ? hi + 1 : hi, 0);
+    spec += (spec.empty() ? "" : ",") + c.columns[i] + "=" + lo + ":" + hi;
   }
   return spec;
 }
