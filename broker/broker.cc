@@ -80,9 +80,10 @@ class Broker::Impl {
       // instead of being dropped and retried a second later.
       for (zmq::socket_t* s : {&router_, &phases_}) s->set(zmq::sockopt::backlog, 4096);
       // Handshakes that fail before the allowlist is asked (a client with the wrong broker key,
-      // a keypair that does not match, no CURVE at all) are logged and counted too.
+      // a keypair that does not match, no CURVE at all) are logged and counted too. The router's
+      // connections are followed from accept to close: a closed one is a patient gone.
       const int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
-      Monitor(router_, router_monitor_, events);
+      Monitor(router_, router_monitor_, events | ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED);
       Monitor(phases_, phases_monitor_, events);
       router_.set(zmq::sockopt::router_mandatory, true);
       router_.set(zmq::sockopt::sndhwm, 100000);
@@ -100,10 +101,12 @@ class Broker::Impl {
   }
 
   Status Run() {
+    // The router's monitor before the router: a connection's accept is known before its first
+    // message is read, and its close as soon as it happened.
     zmq::pollitem_t items[] = {{zap_.socket().handle(), 0, ZMQ_POLLIN, 0},
+                               {router_monitor_.handle(), 0, ZMQ_POLLIN, 0},
                                {router_.handle(), 0, ZMQ_POLLIN, 0},
                                {phases_.handle(), 0, ZMQ_POLLIN, 0},
-                               {router_monitor_.handle(), 0, ZMQ_POLLIN, 0},
                                {phases_monitor_.handle(), 0, ZMQ_POLLIN, 0}};
     while (!stop_.load()) {
       auto timeout = kStopCheck;
@@ -120,9 +123,9 @@ class Broker::Impl {
         return Status::Error(std::string("poll failed: ") + e.what());
       }
       if (items[0].revents & ZMQ_POLLIN) zap_.Serve();
-      if (items[1].revents & ZMQ_POLLIN) ServeRouter();
-      if (items[2].revents & ZMQ_POLLIN) ServeSubscriptions();
-      if (items[3].revents & ZMQ_POLLIN) ServeMonitor(router_monitor_, "router");
+      if (items[1].revents & ZMQ_POLLIN) ServeMonitor(router_monitor_, "router");
+      if (items[2].revents & ZMQ_POLLIN) ServeRouter();
+      if (items[3].revents & ZMQ_POLLIN) ServeSubscriptions();
       if (items[4].revents & ZMQ_POLLIN) ServeMonitor(phases_monitor_, "phases");
       MaybeRepublish();
       Execute(coordinator_->Tick(Clock::now()));
@@ -164,6 +167,17 @@ class Broker::Impl {
     for (int i = 0; i < kMaxBatch; ++i) {
       std::optional<MonitorEvent> e = NextEvent(monitor);
       if (!e) return;
+      const int fd = static_cast<int>(e->value);
+      if (e->id == ZMQ_EVENT_ACCEPTED) {
+        Connection& c = connections_[fd];
+        ++c.epoch;
+        c.open = true;
+        continue;
+      }
+      if (e->id == ZMQ_EVENT_DISCONNECTED) {
+        Closed(fd);
+        continue;
+      }
       ++counters_.handshake_failed;
       char code[16];
       std::snprintf(code, sizeof code, "0x%08x", e->value);
@@ -175,11 +189,48 @@ class Broker::Impl {
 
   // --- The message being handled ----------------------------------------------------------
 
+  // A router connection, by file descriptor (the monitor's events and a message's ZMQ_SRCFD name
+  // it). Descriptors are reused at once, so each accept starts a new epoch of its number.
+  struct Connection {
+    uint64_t epoch = 0;
+    bool open = false;
+  };
+  // Where a party's deliveries go: the connection its latest message came over (a second
+  // connection's messages are refused before they get this far: FromLiveConnection).
+  struct Route {
+    std::string id;  // router routing id
+    int fd = -1;
+    uint64_t epoch = 0;
+  };
+
+  // A router connection closed: a party whose route it was is gone (a patient dropped out of its
+  // round, the hospital left it).
+  void Closed(int fd) {
+    Connection& c = connections_[fd];
+    c.open = false;
+    std::vector<std::string> gone;
+    for (const auto& [party, route] : routes_)
+      if (route.fd == fd && route.epoch == c.epoch) gone.push_back(party);
+    for (const std::string& party : gone) {
+      Log("event=disconnected party=" + party);
+      Execute(coordinator_->Disconnected(party, Clock::now()));
+    }
+  }
+
+  // Whether `route`'s connection is still there: not closed as far as the monitor has said, and
+  // known to the router (Reachable).
+  bool Live(const Route& route) {
+    auto c = connections_.find(route.fd);
+    if (c != connections_.end() && (!c->second.open || c->second.epoch != route.epoch))
+      return false;
+    return Reachable(route.id);
+  }
+
   struct Current {
     std::string sender;  // authenticated name, or "?"
     std::string id;      // router routing id of its connection
+    int fd = -1;         // its file descriptor (ZMQ_SRCFD)
     zmq::message_t* frame = nullptr;
-    bool accepted = true;  // false once it was rejected
   };
 
   void ServeRouter() {
@@ -202,7 +253,8 @@ class Broker::Impl {
         continue;
       }
       const char* user = body.gets("User-Id");
-      current_ = Current{user ? user : "", id.to_string(), &body};
+      current_ =
+          Current{user ? user : "", id.to_string(), zmq_msg_get(body.handle(), ZMQ_SRCFD), &body};
       if (current_.sender.empty() || roster_.Find(current_.sender) == nullptr) {
         current_.sender = "?";
         Reject("no authenticated identity");
@@ -221,10 +273,13 @@ class Broker::Impl {
         continue;
       }
       if (!FromLiveConnection(decoded.value())) continue;
+      // This connection is the party's (its first, or the one after the last closed): its
+      // deliveries go here from now on, including what this message sets off (its join may
+      // complete a phase whose batches go to it). The connection's accept is in the monitor's
+      // queue by now (it came before the handshake): read it, so the route has its epoch.
+      if (!connections_[current_.fd].open) ServeMonitor(router_monitor_, "router");
+      routes_[current_.sender] = Route{current_.id, current_.fd, connections_[current_.fd].epoch};
       Execute(coordinator_->OnMessage(current_.sender, decoded.value(), Clock::now()));
-      // The route to a party follows its latest *accepted* message: a refused message (say a
-      // replayed envelope from a second connection) must not redirect the party's deliveries.
-      if (current_.accepted) routes_[current_.sender] = current_.id;
     }
   }
 
@@ -235,8 +290,8 @@ class Broker::Impl {
   // or its request's), logged and counted; the live connection is not disturbed.
   bool FromLiveConnection(const Message& message) {
     auto route = routes_.find(current_.sender);
-    if (route == routes_.end() || route->second == current_.id) return true;
-    if (!Reachable(route->second)) {
+    if (route == routes_.end() || route->second.id == current_.id) return true;
+    if (!Live(route->second)) {
       Log("event=reconnected party=" + current_.sender);
       return true;
     }
@@ -277,31 +332,41 @@ class Broker::Impl {
   void Do(const act::Notify& a) { Notify(a.ticket, a.reason); }
   void Do(const act::Log& a) { Log(a.fields); }
 
-  void Do(const act::Route& a) {
-    auto route = routes_.find(a.to);
-    bool sent = false;
-    if (route != routes_.end()) {
-      try {
-        // The routing frame first: with ROUTER_MANDATORY that is the send that fails for a
-        // recipient that is gone. Then the capture gets the frame exactly as routed (before
-        // zmq takes the buffer), and the counts with it, before the recipient can see the
-        // frame. The capture holds only what was routed.
-        sent = router_
-                   .send(zmq::buffer(route->second),
-                         zmq::send_flags::sndmore | zmq::send_flags::dontwait)
-                   .has_value();
-        if (sent) {
-          if (capture_) CaptureStatus(capture_->AppendEnvelope(Micros(), Bytes(*current_.frame)));
-          ++counters_.routed;
-          coordinator_->Routed(a.from);
-          // Once the routing frame is queued, the rest of the message always is.
-          (void)router_.send(*current_.frame, zmq::send_flags::dontwait);
-        }
-      } catch (const zmq::error_t&) {
-        sent = false;
-      }
+  // Sends `frame` to `to`'s connection, recording it in the capture first if `capture`. False if
+  // `to` has no connection.
+  bool SendTo(const std::string& to, zmq::message_t& frame, bool capture) {
+    auto route = routes_.find(to);
+    if (route == routes_.end()) return false;
+    try {
+      // The routing frame first: with ROUTER_MANDATORY that is the send that fails for a
+      // recipient that is gone. Then the capture gets the frame exactly as sent (before zmq
+      // takes the buffer), and the counts with it, before the recipient can see the frame.
+      if (!router_
+               .send(zmq::buffer(route->second.id),
+                     zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+               .has_value())
+        return false;
+      if (capture && capture_) CaptureStatus(capture_->AppendFrame(Micros(), Bytes(frame)));
+      // Once the routing frame is queued, the rest of the message always is.
+      (void)router_.send(frame, zmq::send_flags::dontwait);
+      return true;
+    } catch (const zmq::error_t&) {
+      return false;
     }
-    if (!sent) Execute(coordinator_->Undeliverable(a, Clock::now()));
+  }
+
+  // The capture holds only what was routed.
+  void Do(const act::Route& a) {
+    if (!SendTo(a.to, *current_.frame, /*capture=*/true))
+      return Execute(coordinator_->Undeliverable(a.to, Clock::now()));
+    ++counters_.routed;
+    Execute(coordinator_->Routed(a, Clock::now()));
+  }
+
+  void Do(const act::Send& a) {
+    const std::vector<uint8_t> bytes = Encode(a.batch);
+    zmq::message_t frame(bytes.data(), bytes.size());
+    if (!SendTo(a.to, frame, a.capture)) Execute(coordinator_->Undeliverable(a.to, Clock::now()));
   }
 
   void Do(const act::OpenCapture& a) {
@@ -325,12 +390,11 @@ class Broker::Impl {
     const bool final = u.phase == Phase::kDone || u.phase == Phase::kAbort;
     if (capture_) {
       // Phase changes reach the file as they happen; envelopes in between are batched.
-      CaptureStatus(capture_->Append(CapturePhase{Micros(), u.phase, u.seq, u.reason, u.nonces}));
+      CaptureStatus(capture_->Append(CapturePhase{Micros(), u.phase, u.seq, u.reason, u.sets}));
       CaptureStatus(capture_->Flush());
       if (final) {
-        CaptureStatus(
-            capture_->Finish(CaptureTrailer{Micros(), u.phase == Phase::kDone, u.reason,
-                                            capture_->envelopes(), capture_->rejected()}));
+        CaptureStatus(capture_->Finish(CaptureTrailer{Micros(), u.phase == Phase::kDone, u.reason,
+                                                      capture_->frames(), capture_->rejected()}));
         capture_.reset();
       }
     }
@@ -359,7 +423,6 @@ class Broker::Impl {
   }
 
   void Reject(const std::string& reason) {
-    current_.accepted = false;
     ++counters_.rejected;
     const size_t size = current_.frame ? current_.frame->size() : 0;
     Log("event=reject from=" + current_.sender + " reason=" + Quote(reason) +
@@ -425,7 +488,8 @@ class Broker::Impl {
   zmq::socket_t router_monitor_{ctx_, zmq::socket_type::pair};
   zmq::socket_t phases_monitor_{ctx_, zmq::socket_type::pair};
   std::string router_bound_, phases_bound_;
-  std::map<std::string, std::string> routes_;  // party name -> router routing id
+  std::map<std::string, Route> routes_;    // party name -> its connection
+  std::map<int, Connection> connections_;  // router connections by descriptor
   Current current_;
   std::optional<CaptureWriter> capture_;  // the active round's
   Clock::time_point opened_;              // when the active round opened: capture times

@@ -41,9 +41,10 @@ CoordinatorEnv CoordinatorEnv::Real() {
 Coordinator::Coordinator(CoordinatorOptions options, const Roster& roster, CoordinatorEnv env)
     : options_(options), roster_(roster), env_(std::move(env)) {}
 
-bool Coordinator::Round::IsParticipant(const std::string& name) const {
-  const auto& ps = update.params.participants;
-  return std::find(ps.begin(), ps.end(), name) != ps.end();
+std::optional<size_t> Coordinator::Round::Index(const std::string& name) const {
+  auto it = index.find(name);
+  if (it == index.end()) return std::nullopt;
+  return it->second;
 }
 
 Actions Coordinator::OnMessage(const std::string& sender, const Message& message,
@@ -62,6 +63,8 @@ Actions Coordinator::OnMessage(const std::string& sender, const Message& message
           OnEnvelope(sender, m, out);
         } else if constexpr (std::is_same_v<T, Ack>) {
           OnAck(sender, m, now, out);
+        } else if constexpr (std::is_same_v<T, Batch>) {
+          OnBatch(sender, m, now, out);
         } else {
           out.push_back(act::Reject{std::string("a node may not send ") +
                                     (std::is_same_v<T, PhaseUpdate> ? "phase" : "notice") +
@@ -78,8 +81,15 @@ bool Coordinator::InRound(const std::string& sender, const RoundId& round, std::
     out.push_back(act::Reject{std::string(what) + " for a round that is not active"});
     return false;
   }
-  if (!round_->IsParticipant(sender) && sender != round_->update.params.hospital) {
+  const std::optional<size_t> i = round_->Index(sender);
+  if (!i && sender != round_->update.params.hospital) {
     out.push_back(act::Reject{std::string(what) + " from a party not in the round"});
+    return false;
+  }
+  // A patient whose connection closed is out of the round for good: its secrets for the round
+  // went with its process, and the others no longer wait for it.
+  if (i && round_->gone[*i]) {
+    out.push_back(act::Reject{std::string(what) + " from a patient that dropped out of the round"});
     return false;
   }
   return true;
@@ -109,7 +119,8 @@ void Coordinator::OnRequest(const std::string& sender, Request request, Clock::t
     if (c == nullptr || c->role != Role::kPatient)
       return refuse(name + " is not a patient in the roster");
   }
-  // At least 2 patients, and every sum computable without wrapping modulo 2^64.
+  if (p.threshold == 0) p.threshold = SafeThreshold(p.participants.size());
+  // At least 2 patients, every sum computable without wrapping modulo 2^64, a safe threshold.
   if (Status s = CheckRoundParams(p); !s.ok()) return refuse(s.message());
   if (round_) {
     if (queue_.size() >= options_.max_queue) return refuse("round queue full");
@@ -125,16 +136,23 @@ void Coordinator::OnRequest(const std::string& sender, Request request, Clock::t
 void Coordinator::Open(const std::string& hospital, Request request, Clock::time_point now,
                        Actions& out) {
   round_.emplace();
-  PhaseUpdate& u = round_->update;
+  Round& r = *round_;
+  PhaseUpdate& u = r.update;
   u.round = env_.new_round_id();
   u.ticket = request.ticket;
   u.params = std::move(request.params);
   u.params.hospital = hospital;
   u.deadline_ms = request.deadline_ms == 0 ? options_.deadline_ms
                                            : std::min(request.deadline_ms, options_.deadline_ms);
+  r.n = u.params.participants.size();
+  for (size_t i = 0; i < r.n; ++i) r.index.emplace(u.params.participants[i], i);
+  r.joins.resize(r.n);
+  for (Members* m : {&r.joined, &r.shared, &r.partials, &r.confirmed, &r.unmasks, &r.gone})
+    m->assign(r.n, false);
   out.push_back(act::Log{
-      "event=round-open round=" + RoundHex(u.round) + " hospital=" + hospital + " ticket=" +
-      std::to_string(u.ticket) + " patients=" + std::to_string(u.params.participants.size()) +
+      "event=round-open round=" + RoundHex(u.round) + " hospital=" + hospital +
+      " ticket=" + std::to_string(u.ticket) + " patients=" + std::to_string(r.n) +
+      " threshold=" + std::to_string(u.params.threshold) +
       " length=" + std::to_string(u.params.length) + " range=" + std::to_string(u.params.range) +
       " columns=" + std::to_string(u.params.columns.size()) +
       " deadline_ms=" + std::to_string(u.deadline_ms)});
@@ -155,15 +173,18 @@ void Coordinator::OnJoin(const std::string& sender, const Join& join, Clock::tim
                          Actions& out) {
   if (!InRound(sender, join.round, "join", out)) return;
   Round& r = *round_;
-  if (!r.IsParticipant(sender)) return out.push_back(act::Reject{"join from the hospital"});
+  const std::optional<size_t> i = r.Index(sender);
+  if (!i) return out.push_back(act::Reject{"join from the hospital"});
   if (r.update.phase != Phase::kOpen)
     return out.push_back(act::Reject{"join after the join phase"});
-  if (!r.joined.emplace(sender, join.nonce).second)
-    return out.push_back(act::Reject{"duplicate join"});
-  if (r.joined.size() == r.update.params.participants.size()) {
-    for (const auto& p : r.update.params.participants) r.update.nonces.push_back(r.joined.at(p));
-    Advance(Phase::kSum, "", now, out);
-  }
+  if (r.joined[*i]) return out.push_back(act::Reject{"duplicate join"});
+  if (join.tags.size() != r.n - 1)
+    return out.push_back(act::Reject{"join with " + std::to_string(join.tags.size()) +
+                                     " tags, the round has " + std::to_string(r.n - 1) +
+                                     " other patients"});
+  r.joins[*i] = join;
+  r.joined[*i] = true;
+  Settle(false, now, out);
 }
 
 void Coordinator::OnRefuse(const std::string& sender, const Refuse& refuse, Clock::time_point now,
@@ -172,30 +193,101 @@ void Coordinator::OnRefuse(const std::string& sender, const Refuse& refuse, Cloc
   const Round& r = *round_;
   // The hospital may give up its own round at any phase before it acknowledges (its roster
   // lacks a participant, a masked input does not open): the round cannot complete. A patient's
-  // refusal answers the open phase; once it has joined, its masked input is owed, and a late
-  // refusal must not turn a round the hospital may already hold into an abort.
-  if (r.IsParticipant(sender) && (r.update.phase != Phase::kOpen || r.joined.count(sender)))
+  // refusal answers the open phase (the round is wrong for it: another roster, a bad input);
+  // once it has joined, it never refuses, it stops taking part, and the round goes on without it.
+  const std::optional<size_t> i = r.Index(sender);
+  if (i && (r.update.phase != Phase::kOpen || r.joined[*i]))
     return out.push_back(act::Reject{"refusal after the join phase"});
   Finish(Phase::kAbort, sender + " refused the round: " + refuse.reason, now, out);
 }
 
 void Coordinator::OnEnvelope(const std::string& sender, const Envelope& env, Actions& out) {
-  static const std::set<std::string> kNone;
-  const EnvelopeRule rule = JudgeEnvelope(current(), round_ ? round_->routed : kNone, sender, env);
+  static const Members kNone;
+  const Members& routed = !round_                              ? kNone
+                          : env.kind == EnvelopeKind::kPartial ? round_->partials
+                                                               : round_->unmasks;
+  const EnvelopeRule rule = JudgeEnvelope(current(), routed, sender, env);
   if (rule != EnvelopeRule::kRoute) return out.push_back(act::Reject{EnvelopeRefusal(rule, env)});
-  out.push_back(act::Route{env.from, env.to});
+  if (!InRound(sender, env.round, "envelope", out)) return;  // a patient that dropped out
+  out.push_back(act::Route{env.kind, env.from, env.to});
 }
 
-void Coordinator::Routed(const std::string& from) {
-  if (round_) round_->routed.insert(from);
-}
-
-Actions Coordinator::Undeliverable(const act::Route& route, Clock::time_point now) {
+Actions Coordinator::Routed(const act::Route& route, Clock::time_point now) {
   Actions out;
-  Finish(Phase::kAbort,
-         std::string(KindName(EnvelopeKind::kPartial)) + " " + route.from + "->" + route.to +
-             " undeliverable: " + route.to + " is not connected",
-         now, out);
+  if (!round_) return out;
+  const std::optional<size_t> i = round_->Index(route.from);
+  if (!i) return out;
+  (route.kind == EnvelopeKind::kPartial ? round_->partials : round_->unmasks)[*i] = true;
+  Settle(false, now, out);
+  return out;
+}
+
+void Coordinator::OnBatch(const std::string& sender, const Batch& batch, Clock::time_point now,
+                          Actions& out) {
+  const std::string what(batch.kind == BatchKind::kShares ? "shares" : "confirmations");
+  if (batch.kind == BatchKind::kKeys)
+    return out.push_back(act::Reject{"a node may not send keys batches"});
+  if (!InRound(sender, batch.round, what, out)) return;
+  Round& r = *round_;
+  const std::optional<size_t> i = r.Index(sender);
+  if (!i) return out.push_back(act::Reject{what + " from the hospital"});
+  const bool shares = batch.kind == BatchKind::kShares;
+  const Phase phase = shares ? Phase::kShare : Phase::kConfirm;
+  if (r.update.phase != phase)
+    return out.push_back(
+        act::Reject{what + " outside the " + std::string(PhaseName(phase)) + " phase"});
+  // Shares go to the other members of U1, confirmations to the other survivors.
+  const Members& set = shares ? r.update.sets.joined : r.update.sets.masked;
+  if (!set[*i])
+    return out.push_back(act::Reject{what + " from a patient that " +
+                                     (shares ? "did not join" : "is not a survivor")});
+  Members& answered = shares ? r.shared : r.confirmed;
+  if (answered[*i]) return out.push_back(act::Reject{"duplicate " + what});
+  // One item for each other member of the set, and nothing else (indices are distinct: the
+  // decoder refuses one given twice).
+  bool fits = batch.items.size() + 1 == CountOf(set);
+  for (const BatchItem& item : batch.items)
+    fits = fits && item.index < r.n && item.index != *i && set[item.index];
+  if (!fits)
+    return out.push_back(act::Reject{what + " not one for each other " +
+                                     (shares ? "patient that joined" : "survivor")});
+  for (const BatchItem& item : batch.items) {
+    const size_t slot = *i * r.n + item.index;
+    if (shares) {
+      std::copy(item.data.begin(), item.data.end(),
+                r.share_box.begin() + static_cast<std::ptrdiff_t>(slot * kSealedShareSize));
+    } else {
+      std::copy(item.data.begin(), item.data.end(), r.confirm_box[slot].begin());
+    }
+  }
+  answered[*i] = true;
+  Settle(false, now, out);
+}
+
+Actions Coordinator::Undeliverable(const std::string& to, Clock::time_point now) {
+  Actions out;
+  if (!round_) return out;
+  if (to == round_->update.params.hospital) {
+    Finish(Phase::kAbort, "undeliverable to " + to + ": " + to + " is not connected", now, out);
+    return out;
+  }
+  return Disconnected(to, now);
+}
+
+Actions Coordinator::Disconnected(const std::string& party, Clock::time_point now) {
+  Actions out;
+  if (!round_) return out;
+  Round& r = *round_;
+  if (party == r.update.params.hospital) {
+    Finish(Phase::kAbort, party + " disconnected", now, out);
+    return out;
+  }
+  const std::optional<size_t> i = r.Index(party);
+  if (!i || r.gone[*i]) return out;
+  r.gone[*i] = true;
+  out.push_back(act::Log{"event=dropout round=" + RoundHex(r.update.round) + " patient=" + party +
+                         " phase=" + std::string(PhaseName(r.update.phase))});
+  Settle(false, now, out);
   return out;
 }
 
@@ -205,9 +297,185 @@ void Coordinator::OnAck(const std::string& sender, const Ack& ack, Clock::time_p
   const Round& r = *round_;
   if (sender != r.update.params.hospital)
     return out.push_back(act::Reject{"acknowledgement from a patient"});
-  if (!AllRouted(r.update.params, r.routed))
-    return out.push_back(act::Reject{"acknowledgement before every partial was routed"});
+  if (!MayAcknowledge(r.update, r.unmasks))
+    return out.push_back(act::Reject{"acknowledgement before " +
+                                     std::to_string(r.update.params.threshold) +
+                                     " unmasks were routed"});
   Finish(Phase::kDone, "", now, out);
+}
+
+namespace {
+
+// What a phase waits for: from whom, and what the broker has of them. Patients whose
+// connection closed before they answered are not waited for; those gone after answering still
+// count where what they sent is in hand (a masked input routed, confirmations kept), not where
+// the next phase needs them (a join or shares of someone who will not mask).
+struct Waiting {
+  const Members* from;
+  const Members* answered;
+  const char* verb;  // "<names> did not <verb>"
+  bool gone_count;   // whether an answer from a patient gone since counts
+};
+
+}  // namespace
+
+void Coordinator::Settle(bool deadline, Clock::time_point now, Actions& out) {
+  Round& r = *round_;
+  const Members everyone(r.n, true);
+  const RoundSets& sets = r.update.sets;
+  Waiting w{};
+  switch (r.update.phase) {
+    case Phase::kOpen:
+      w = {&everyone, &r.joined, "join", false};
+      break;
+    case Phase::kShare:
+      w = {&sets.joined, &r.shared, "send shares", false};
+      break;
+    case Phase::kMask:
+      w = {&sets.shared, &r.partials, "send a masked input", true};
+      break;
+    case Phase::kConfirm:
+      w = {&sets.masked, &r.confirmed, "confirm", true};
+      break;
+    case Phase::kUnmask:
+      w = {&Unmaskers(sets), &r.unmasks, "unmask", true};
+      break;
+    default:
+      return;
+  }
+  size_t have = 0, waiting = 0, members = 0;
+  std::vector<std::string> missing, gone;
+  for (size_t i = 0; i < r.n; ++i) {
+    if (!(*w.from)[i]) continue;
+    ++members;
+    const bool answered = (*w.answered)[i] && (w.gone_count || !r.gone[i]);
+    if (answered) {
+      ++have;
+    } else {
+      missing.push_back(r.update.params.participants[i]);
+      if (r.gone[i]) gone.push_back(r.update.params.participants[i]);
+      if (!deadline && !r.gone[i]) ++waiting;
+    }
+  }
+  const uint32_t t = r.update.params.threshold;
+  const std::string of = " of " + std::to_string(members);
+  const std::string threshold = ", the threshold is " + std::to_string(t) + ")";
+  // At the deadline, who did not answer; before it, who dropped out so that T cannot be had.
+  if (have + waiting < t)
+    return Finish(Phase::kAbort,
+                  deadline ? JoinList(missing) + " did not " + w.verb + " (" +
+                                 std::to_string(have) + of + " did" + threshold
+                           : JoinList(gone) + " dropped out (at most " +
+                                 std::to_string(have + waiting) + of + " can " + w.verb + threshold,
+                  now, out);
+  if (r.update.phase == Phase::kUnmask) {
+    // Unmasks come until the hospital acknowledges; a deadline with T of them in is its silence.
+    if (deadline)
+      Finish(Phase::kAbort, r.update.params.hospital + " did not acknowledge the result", now, out);
+    return;
+  }
+  if (waiting == 0) Next(now, out);
+}
+
+void Coordinator::Next(Clock::time_point now, Actions& out) {
+  Round& r = *round_;
+  RoundSets& sets = r.update.sets;
+  auto present = [&r](const Members& answered) {
+    Members m = answered;
+    for (size_t i = 0; i < r.n; ++i) m[i] = m[i] && !r.gone[i];
+    return m;
+  };
+  switch (r.update.phase) {
+    case Phase::kOpen:
+      sets.joined = present(r.joined);
+      Advance(Phase::kShare, "", now, out);
+      r.share_box.assign(r.n * r.n * kSealedShareSize, 0);
+      return SendKeys(out);
+    case Phase::kShare:
+      sets.shared = present(r.shared);
+      Advance(Phase::kMask, "", now, out);
+      SendShares(out);
+      r.share_box.clear();
+      r.share_box.shrink_to_fit();
+      return;
+    case Phase::kMask:
+      sets.masked = r.partials;
+      if (sets.masked == sets.shared) return Advance(Phase::kUnmask, "", now, out);
+      r.confirm_box.assign(r.n * r.n, Tag{});
+      return Advance(Phase::kConfirm, "", now, out);
+    case Phase::kConfirm:
+      sets.confirmed = r.confirmed;
+      Advance(Phase::kUnmask, "", now, out);
+      SendConfirmations(out);
+      return;
+    default:
+      return;
+  }
+}
+
+// Each member w of U1 gets, from each other member u, cpk_u || spk_u || tag_u->w; the hospital
+// gets every member's cpk || spk (and the capture keeps that batch: the hospital's view is
+// computed from it).
+void Coordinator::SendKeys(Actions& out) const {
+  const Round& r = *round_;
+  const Members& joined = r.update.sets.joined;
+  auto keys_of = [&r](size_t u) {
+    std::vector<uint8_t> data(r.joins[u].cpk.begin(), r.joins[u].cpk.end());
+    data.insert(data.end(), r.joins[u].spk.begin(), r.joins[u].spk.end());
+    return data;
+  };
+  Batch to_hospital{r.update.round, BatchKind::kKeys, {}};
+  for (size_t u = 0; u < r.n; ++u)
+    if (joined[u]) to_hospital.items.push_back({static_cast<uint32_t>(u), keys_of(u)});
+  for (size_t w = 0; w < r.n; ++w) {
+    if (!joined[w]) continue;
+    Batch batch{r.update.round, BatchKind::kKeys, {}};
+    for (size_t u = 0; u < r.n; ++u) {
+      if (u == w || !joined[u]) continue;
+      std::vector<uint8_t> data = keys_of(u);
+      // u's tags are for each other participant in order, u itself left out.
+      const Tag& tag = r.joins[u].tags[w < u ? w : w - 1];
+      data.insert(data.end(), tag.begin(), tag.end());
+      batch.items.push_back({static_cast<uint32_t>(u), std::move(data)});
+    }
+    out.push_back(act::Send{r.update.params.participants[w], std::move(batch), false});
+  }
+  out.push_back(act::Send{r.update.params.hospital, std::move(to_hospital), true});
+}
+
+// Each member w of U2 gets the share each other member of U2 sealed to it.
+void Coordinator::SendShares(Actions& out) const {
+  const Round& r = *round_;
+  const Members& shared = r.update.sets.shared;
+  for (size_t w = 0; w < r.n; ++w) {
+    if (!shared[w]) continue;
+    Batch batch{r.update.round, BatchKind::kShares, {}};
+    for (size_t u = 0; u < r.n; ++u) {
+      if (u == w || !shared[u]) continue;
+      const auto at =
+          r.share_box.begin() + static_cast<std::ptrdiff_t>((u * r.n + w) * kSealedShareSize);
+      batch.items.push_back(
+          {static_cast<uint32_t>(u), std::vector<uint8_t>(at, at + kSealedShareSize)});
+    }
+    out.push_back(act::Send{r.update.params.participants[w], std::move(batch), false});
+  }
+}
+
+// Each member w of U4 gets the confirmation each other member of U4 addressed to it.
+void Coordinator::SendConfirmations(Actions& out) const {
+  const Round& r = *round_;
+  const Members& confirmed = r.update.sets.confirmed;
+  for (size_t w = 0; w < r.n; ++w) {
+    if (!confirmed[w]) continue;
+    Batch batch{r.update.round, BatchKind::kConfirm, {}};
+    for (size_t u = 0; u < r.n; ++u) {
+      if (u == w || !confirmed[u]) continue;
+      const Tag& tag = r.confirm_box[u * r.n + w];
+      batch.items.push_back(
+          {static_cast<uint32_t>(u), std::vector<uint8_t>(tag.begin(), tag.end())});
+    }
+    out.push_back(act::Send{r.update.params.participants[w], std::move(batch), false});
+  }
 }
 
 Actions Coordinator::CaptureFailed(Clock::time_point now) {
@@ -254,22 +522,7 @@ std::optional<Coordinator::Clock::time_point> Coordinator::NextDeadline() const 
 
 Actions Coordinator::Tick(Clock::time_point now) {
   Actions out;
-  if (!round_ || now < round_->phase_deadline) return out;
-  const Round& r = *round_;
-  std::vector<std::string> missing;
-  if (r.update.phase == Phase::kOpen) {
-    for (const auto& p : r.update.params.participants)
-      if (!r.joined.count(p)) missing.push_back(p);
-    Finish(Phase::kAbort, JoinList(missing) + " did not join", now, out);
-  } else if (r.update.phase == Phase::kSum) {
-    for (const auto& p : r.update.params.participants)
-      if (!r.routed.count(p)) missing.push_back(p);
-    Finish(Phase::kAbort,
-           missing.empty() ? r.update.params.hospital + " did not acknowledge the result"
-                           : (missing.size() == 1 ? "partial from " : "partials from ") +
-                                 JoinList(missing) + " not sent",
-           now, out);
-  }
+  if (round_ && now >= round_->phase_deadline) Settle(true, now, out);
   return out;
 }
 

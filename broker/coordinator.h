@@ -1,12 +1,14 @@
 // The broker's round coordinator: the state machine of schema/PROTOCOL.md ("Order of a round",
 // "Deadlines and aborts", "What the broker checks and logs"). It takes one message at a time
-// from an authenticated sender, or a tick, each with the time `now`, and returns what the
-// broker must do, in order: publish a phase, route a frame, answer a sender, reject a message,
-// open a capture. It holds no socket, no file and no clock (round ids and the wall clock come
-// from an injected CoordinatorEnv), so tests drive its deadlines with made-up times and
-// tally-broker (broker.cc) is the I/O around it. Its rules for envelopes and phases are in
-// rules.h, which tally-replay --check holds a capture to.
-// Thread-compatible.
+// from an authenticated sender, a party's closed connection, or a tick, each with the time
+// `now`, and returns what the broker must do, in order: publish a phase, route a frame, send a
+// batch, answer a sender, reject a message, open a capture. A phase ends when every member of
+// its set that is still connected has answered, or at its deadline; the round goes on with
+// whoever answered if they are at least the threshold, and aborts as soon as they cannot be. It
+// holds no socket, no file and no clock (round ids and the wall clock come from an injected
+// CoordinatorEnv), so tests drive its deadlines with made-up times and tally-broker (broker.cc) is
+// the I/O around it. Its rules for envelopes and phases are in rules.h, which tally-replay --check
+// holds a capture to. Thread-compatible.
 #pragma once
 
 #include <chrono>
@@ -52,11 +54,20 @@ struct Notify {
   uint64_t ticket = 0;
   std::string reason;
 };
-// Forward the message's frame to party `to` (recording it in the capture once it is out), then
-// tell the coordinator: Routed(from), or Undeliverable(...) if `to` is not connected.
+// Forward the message's frame, an envelope of `kind`, to party `to` (recording it in the capture
+// once it is out), then tell the coordinator: Routed(route), or Undeliverable(to) if `to` is not
+// connected.
 struct Route {
+  EnvelopeKind kind = EnvelopeKind::kPartial;
   std::string from;
   std::string to;
+};
+// Send `batch` to party `to` (recording it in the capture if `capture`: the hospital's keys, from
+// which its view is computed); if `to` is not connected, tell the coordinator Undeliverable(to).
+struct Send {
+  std::string to;
+  Batch batch;
+  bool capture = false;
 };
 // A round opened (its open phase already published): create its capture with `header` and
 // record `open` in it. Times in the capture count from `opened`.
@@ -76,8 +87,8 @@ struct Log {
 };
 }  // namespace act
 
-using Action =
-    std::variant<act::Reject, act::Notify, act::Route, act::OpenCapture, act::Publish, act::Log>;
+using Action = std::variant<act::Reject, act::Notify, act::Route, act::Send, act::OpenCapture,
+                            act::Publish, act::Log>;
 using Actions = std::vector<Action>;
 
 class Coordinator {
@@ -90,10 +101,14 @@ class Coordinator {
 
   // A decoded message from `sender`, its authenticated name (a party of the roster).
   Actions OnMessage(const std::string& sender, const Message& message, Clock::time_point now);
-  // The frame of a Route went out, and is in the capture.
-  void Routed(const std::string& from);
-  // The frame of `route` could not be delivered: its recipient is not connected.
-  Actions Undeliverable(const act::Route& route, Clock::time_point now);
+  // The frame of a Route went out, and is in the capture: the phase may be complete.
+  Actions Routed(const act::Route& route, Clock::time_point now);
+  // A Route or Send could not be delivered: `to` is not connected. A participant is then gone
+  // from the round; the round's hospital gone aborts it.
+  Actions Undeliverable(const std::string& to, Clock::time_point now);
+  // The connection of `party` closed (the broker's socket monitor saw it): a participant no
+  // longer waited for, the hospital gone.
+  Actions Disconnected(const std::string& party, Clock::time_point now);
   // The capture of the round just opened could not be created.
   Actions CaptureFailed(Clock::time_point now);
   // Call after every wait: a round whose phase deadline has passed aborts, naming what is
@@ -115,11 +130,17 @@ class Coordinator {
 
  private:
   struct Round {
-    PhaseUpdate update;  // what was last published: phase, params, nonces, deadline
+    PhaseUpdate update;  // what was last published: phase, params, sets, deadline
     Clock::time_point phase_deadline;
-    std::map<std::string, JoinNonce> joined;  // patient -> the nonce it joined with
-    std::set<std::string> routed;             // patients whose partial went out
-    bool IsParticipant(const std::string& name) const;
+    size_t n = 0;                         // participants
+    std::map<std::string, size_t> index;  // participant -> its position
+    std::vector<Join> joins;              // per participant, once it joined
+    std::vector<uint8_t> share_box;       // the sealed share from i to j at (i * n + j)
+    std::vector<Tag> confirm_box;         // the confirmation from i to j at (i * n + j)
+    // Per participant, what the broker accepted from it in each phase, and whether its
+    // connection closed during the round.
+    Members joined, shared, partials, confirmed, unmasks, gone;
+    std::optional<size_t> Index(const std::string& name) const;
   };
   struct Pending {
     std::string hospital;
@@ -131,11 +152,20 @@ class Coordinator {
   void OnRefuse(const std::string& sender, const Refuse& refuse, Clock::time_point now,
                 Actions& out);
   void OnEnvelope(const std::string& sender, const Envelope& env, Actions& out);
+  void OnBatch(const std::string& sender, const Batch& batch, Clock::time_point now, Actions& out);
   void OnAck(const std::string& sender, const Ack& ack, Clock::time_point now, Actions& out);
   // The message names the active round and comes from a party of it; else rejects it.
   bool InRound(const std::string& sender, const RoundId& round, std::string_view what,
                Actions& out) const;
   void Open(const std::string& hospital, Request request, Clock::time_point now, Actions& out);
+  // After anything that may end the phase: moves on when nobody it waits for is left (or at
+  // the deadline) with at least T answers, aborts as soon as T answers cannot be had.
+  void Settle(bool deadline, Clock::time_point now, Actions& out);
+  // Fixes the set the current phase collected and publishes the next phase with its batches.
+  void Next(Clock::time_point now, Actions& out);
+  void SendKeys(Actions& out) const;
+  void SendShares(Actions& out) const;
+  void SendConfirmations(Actions& out) const;
   void Advance(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);
   // Ends the round (done or abort) and opens the next queued request.
   void Finish(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);

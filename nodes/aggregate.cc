@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "nodes/shamir.h"
 #include "schema/decimal.h"
 #include "schema/text.h"
 
@@ -46,6 +47,90 @@ void ApplyMasks(const RoundMasks& masks, std::span<uint64_t> values) {
     }
   }
   sodium_memzero(stream.data(), stream.size() * sizeof(uint64_t));
+}
+
+Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params, size_t me,
+                                const Members& shared, std::span<const RoundPublicKeys> keys,
+                                const SecretKey& s, const uint8_t* b) {
+  const auto& names = params.participants;
+  RoundMasks masks{SecretBytes(CountOf(shared) * kRoundMaskKeyBytes), {}};
+  SelfMaskKey(b, masks.keys.data());
+  masks.add.push_back(true);
+  for (size_t v = 0; v < names.size(); ++v) {
+    if (!shared[v] || v == me) continue;
+    if (!PairMaskKey(s.data(), keys[v].spk, round,
+                     masks.keys.data() + masks.add.size() * kRoundMaskKeyBytes)
+             .ok())
+      return Status::Error("the round key of " + names[v] + " is invalid");
+    masks.add.push_back(names[me] < names[v]);
+  }
+  return masks;
+}
+
+Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskShares& unmask) {
+  if (unmask.masked != sets.masked)
+    return Status::Error("the unmask of " + std::string(sender) + " is for other survivors");
+  const size_t survivors = CountOf(sets.masked);
+  const size_t dropped = CountOf(sets.shared) - survivors;
+  if (unmask.self_seeds.size() != survivors || unmask.mask_secrets.size() != dropped)
+    return Status::Error("the unmask of " + std::string(sender) + " holds " +
+                         std::to_string(unmask.self_seeds.size()) + " self-mask and " +
+                         std::to_string(unmask.mask_secrets.size()) + " mask-secret shares for " +
+                         std::to_string(survivors) + " survivors and " + std::to_string(dropped) +
+                         " dropped");
+  return Status::Ok();
+}
+
+Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& params,
+                                  const RoundSets& sets, std::span<const RoundPublicKeys> keys,
+                                  std::span<const uint32_t> senders,
+                                  std::span<const UnmaskShares* const> unmasks) {
+  const auto& names = params.participants;
+  std::vector<uint16_t> xs;
+  for (uint32_t i : senders) xs.push_back(static_cast<uint16_t>(i + 1));
+  Result<ShamirCombiner> combiner = ShamirCombiner::Create(xs);
+  if (!combiner.ok()) return combiner.status();
+  std::vector<size_t> survivors, dropped;
+  for (size_t v = 0; v < names.size(); ++v) {
+    if (sets.masked[v]) survivors.push_back(v);
+    if (sets.shared[v] && !sets.masked[v]) dropped.push_back(v);
+  }
+  RoundMasks masks{
+      SecretBytes((survivors.size() + survivors.size() * dropped.size()) * kRoundMaskKeyBytes), {}};
+  auto next_key = [&masks] { return masks.keys.data() + masks.add.size() * kRoundMaskKeyBytes; };
+  SecretBytes secret(kShareSize);
+  std::vector<Share> column(unmasks.size());  // one secret's shares, one per sender
+  auto rebuild = [&](std::vector<Share> UnmaskShares::*which, size_t k) {
+    for (size_t j = 0; j < unmasks.size(); ++j) column[j] = (unmasks[j]->*which)[k];
+    combiner->Combine(column, std::span<uint8_t, kShareSize>(secret.data(), kShareSize));
+  };
+  Status status = Status::Ok();
+  // Each survivor's self mask, which it added: subtracted.
+  for (size_t k = 0; k < survivors.size(); ++k) {
+    rebuild(&UnmaskShares::self_seeds, k);
+    SelfMaskKey(secret.data(), next_key());
+    masks.add.push_back(false);
+  }
+  // Each dropped member's pairwise masks with the survivors, which the survivors added (if they
+  // sort first) or subtracted: the opposite.
+  for (size_t k = 0; k < dropped.size() && status.ok(); ++k) {
+    const size_t v = dropped[k];
+    rebuild(&UnmaskShares::mask_secrets, k);
+    if (!MatchesPublicKey(secret.data(), keys[v].spk)) {
+      status = Status::Error("the mask secret of " + names[v] + " does not match its key");
+      break;
+    }
+    for (size_t u : survivors) {
+      if (!PairMaskKey(secret.data(), keys[u].spk, round, next_key()).ok()) {
+        status = Status::Error("the round key of " + names[u] + " is invalid");
+        break;
+      }
+      masks.add.push_back(!(names[u] < names[v]));
+    }
+  }
+  for (Share& share : column) sodium_memzero(share.data(), share.size());
+  if (!status.ok()) return status;
+  return masks;
 }
 
 Sum::~Sum() { sodium_memzero(values_.data(), values_.size() * sizeof(uint64_t)); }

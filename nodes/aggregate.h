@@ -1,6 +1,7 @@
-// The arithmetic of a round, in one place: inputs, pairwise masks and the hospital's sum are
-// vectors of u64 added modulo 2^64 (schema/PROTOCOL.md, "Masks" and "Plaintext"). The keys come
-// from the seal (Sealer::Masks, nodes/seal.h); what is done with them is here, and so is the
+// The arithmetic of a round, in one place: inputs, masks and the hospital's sum are vectors of
+// u64 added modulo 2^64 (schema/PROTOCOL.md, "Masks" and "Plaintext"). The keys come from the
+// round's crypto (nodes/seal.h) and the shares from Shamir (nodes/shamir.h); which masks a patient
+// adds and which the hospital removes is here, and so is the
 // fixed-point encoding of a patient's values for a round with columns and its decoding from the
 // hospital's sum (schema/PROTOCOL.md, "Columns and values").
 // Thread-compatible.
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "keys/keys.h"
+#include "nodes/seal.h"
 #include "schema/results.h"
 #include "schema/schema.h"
 #include "schema/status.h"
@@ -19,17 +21,39 @@ namespace tally {
 
 inline constexpr size_t kRoundMaskKeyBytes = 32;  // a ChaCha20-IETF key
 
-// One party's masks for one round: a ChaCha20 key per other participant, in participant order,
-// in guarded memory, and whether that peer's stream is added or subtracted.
+// Masks for one round: ChaCha20 keys in guarded memory, and whether each key's stream is added
+// or subtracted.
 struct RoundMasks {
-  SecretBytes keys;       // kRoundMaskKeyBytes per peer
-  std::vector<bool> add;  // per peer: true if we are the lower-named of the pair
+  SecretBytes keys;       // kRoundMaskKeyBytes per mask
+  std::vector<bool> add;  // per mask: its stream is added (else subtracted)
 };
 
-// values[e] += stream_p[e] or -= it, for every peer p (mod 2^64), where stream_p[e] is bytes
-// [8e, 8e+8) of ChaCha20-IETF(key_p, nonce 0, counter 0) as a little-endian u64. Every mask is
-// added by one party of its pair and subtracted by the other, so they cancel in the sum.
+// values[e] += stream_p[e] or -= it, for every key p (mod 2^64), where stream_p[e] is bytes
+// [8e, 8e+8) of ChaCha20-IETF(key_p, nonce 0, counter 0) as a little-endian u64. Every pairwise
+// mask is added by one party of its pair and subtracted by the other, so they cancel in the sum.
 void ApplyMasks(const RoundMasks& masks, std::span<uint64_t> values);
+
+// Patient `me`'s masks for a round (schema/PROTOCOL.md, "Masks"): its self mask from the seed `b`
+// (added), then one pairwise mask with each other member of U2 (`shared`), from its mask secret
+// `s` and the member's spk, added if `me`'s name sorts first, else subtracted. Fails naming a
+// member whose round key is of small order.
+Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params, size_t me,
+                                const Members& shared, std::span<const RoundPublicKeys> keys,
+                                const SecretKey& s, const uint8_t* b);
+
+// Whether an unmask from `sender` fits the hospital's sets: for its own U3, with a share per
+// member of U3 and per member of U2 \ U3 (e.g. "the unmask of bob is for other survivors").
+Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskShares& unmask);
+
+// The masks left in the sum of the survivors' masked inputs (schema/PROTOCOL.md, "Order of a
+// round", done): from the unmasks of `senders` (participant indices, at least T, each passed
+// CheckUnmask), rebuilds each survivor's self-mask seed and each dropped member's mask secret
+// (Shamir at x = index + 1), checks each mask secret against its spk, and returns the masks that,
+// applied to the sum, remove them. Fails naming a dropped member whose secret does not match.
+Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& params,
+                                  const RoundSets& sets, std::span<const RoundPublicKeys> keys,
+                                  std::span<const uint32_t> senders,
+                                  std::span<const UnmaskShares* const> unmasks);
 
 // A patient's private input as it was given, before any round: cells of decimal text, encoded
 // for a round by EncodeInput. Wiped when dropped.
@@ -85,6 +109,8 @@ class Sum {
   // Adds the values of a masked input's plaintext (EncodePayload's format, checked for `kind`
   // and this sum's length) without copying them; the sum is unchanged on error.
   Status AddPayload(std::span<const uint8_t> payload, EnvelopeKind kind);
+  // Adds or subtracts each mask's stream (ApplyMasks): how the hospital removes what is left.
+  void Apply(const RoundMasks& masks) { ApplyMasks(masks, values_); }
   const std::vector<uint64_t>& values() const { return values_; }
 
  private:

@@ -22,8 +22,8 @@ Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Seale
                    Link& link, LogSink log, ResultsFile results, ResultSink on_result)
     : NodeRole(options.name, roster, sealer, link, std::move(log)),
       options_(options),
-      request_{options.name,         options.range,   options.length,
-               options.participants, options.columns, options.weight},
+      request_{options.name,    options.range,  options.length,   options.participants,
+               options.columns, options.weight, options.threshold},
       results_(std::move(results)),
       on_result_(std::move(on_result)) {}
 
@@ -54,26 +54,28 @@ void Hospital::OnPhase(const PhaseUpdate& u) {
   if (!round_ || round_->opened.round != u.round) return;
   last_progress_ = Clock::now();
   switch (u.phase) {
-    case Phase::kSum:
-      return LearnView(u);
     case Phase::kDone:
       return OnDone(u);
     case Phase::kAbort:
       return OnAbort(u);
     default:
-      return;
+      if (auto problem = LaterUpdateProblem(round_->opened, round_->latest.sets, u))
+        return Refuse(*problem);
+      round_->latest = u;
+      return Step();
   }
 }
 
 void Hospital::Adopt(const PhaseUpdate& u) {
   waiting_ = false;
   round_.emplace();
-  round_->opened = u;
-  Log("event=round-open round=" + RoundHex(u.round) + " patients=" +
-      std::to_string(u.params.participants.size()) + " length=" + std::to_string(u.params.length) +
+  round_->opened = round_->latest = u;
+  Log("event=round-open round=" + RoundHex(u.round) +
+      " patients=" + std::to_string(u.params.participants.size()) + " threshold=" +
+      std::to_string(u.params.threshold) + " length=" + std::to_string(u.params.length) +
       " columns=" + std::to_string(u.params.columns.size()) +
       " deadline_ms=" + std::to_string(u.deadline_ms));
-  if (u.phase != Phase::kOpen && u.phase != Phase::kSum) return;  // ended before we heard of it
+  if (u.phase == Phase::kDone || u.phase == Phase::kAbort) return;  // ended before we heard of it
   // The round must be the one asked for: the broker may not change what the sum is over. Checked
   // before the sum is allocated for it.
   if (u.params != request_) {
@@ -82,25 +84,56 @@ void Hospital::Adopt(const PhaseUpdate& u) {
                        : p.range != request_.range             ? "range"
                        : p.length != request_.length           ? "length"
                        : p.columns != request_.columns         ? "columns"
-                                                               : "weight";
+                       : p.weight != request_.weight           ? "weight"
+                                                               : "threshold";
     return Refuse("the round does not match " + name_ + "'s request (" + what + " differ)");
   }
   if (auto problem = RosterProblem(u)) return Refuse(*problem);
-  round_->sum.emplace(static_cast<uint32_t>(PayloadLength(u.params)));
+  round_->sums.emplace(sealer_, u.round, u.params);
+  round_->unmasked.assign(u.params.participants.size(), false);
+  if (early_keys_ && early_keys_->round == u.round) round_->keys_batch = std::move(early_keys_);
+  early_keys_.reset();
 }
 
-// The sum phase names every participant's nonce, which fixes the view each masked input must be
-// sealed under. Inputs that came before it are opened now.
-void Hospital::LearnView(const PhaseUpdate& u) {
+void Hospital::OnBatch(const Batch& batch) {
+  if (outcome()) return;
+  auto reject = [&](const std::string& why) {
+    Log("event=reject source=router reason=" + Quote(why));
+  };
+  if (batch.kind != BatchKind::kKeys)
+    return reject("a " + std::string(BatchKindName(batch.kind)) + " batch for the hospital");
+  // The keys come over the router, the phase updates over the phase channel: they may come first.
+  if (waiting_ && !round_) {
+    early_keys_ = batch;
+    return;
+  }
+  if (!round_ || batch.round != round_->opened.round)
+    return reject("a keys batch for a round we are not in");
+  if (round_->keys_batch) return reject("a second keys batch");
+  round_->keys_batch = batch;
+  last_progress_ = Clock::now();
+  Step();
+}
+
+void Hospital::Step() {
+  if (outcome() || !round_ || !round_->sums) return;
   ActiveRound& r = *round_;
-  if (r.view) return;
-  if (!IsSumOf(r.opened, u)) return Refuse("the sum phase does not match the round as opened");
-  Result<ViewDigest> view = sealer_.View(u);
-  if (!view.ok()) return Refuse(view.message());
-  r.view = *view;
+  const PhaseUpdate& u = r.latest;
+  // The view needs the keys of every member of U1 and who of them shared (U2).
+  if (!r.sums->has_view() && r.keys_batch && !u.sets.shared.empty())
+    if (Status learnt = r.sums->Learn(*r.keys_batch, u.sets); !learnt.ok())
+      return Refuse(learnt.message());
+  if (!r.sums->has_view()) return;
+  if (!u.sets.masked.empty()) {
+    for (size_t i = 0; i < u.sets.masked.size(); ++i)
+      if (r.sums->partials()[i] && !u.sets.masked[i])
+        return Refuse("the masked input of " + u.params.participants[i] + " arrived, but " +
+                      u.params.participants[i] + " is not a survivor");
+  }
   auto early = std::move(early_);
   early_.clear();
   for (const auto& env : early) OnEnvelope(env);
+  MaybeAcknowledge();
 }
 
 void Hospital::OnEnvelope(const Envelope& env) {
@@ -108,61 +141,87 @@ void Hospital::OnEnvelope(const Envelope& env) {
   auto reject = [&](const std::string& why) {
     Log("event=reject source=router reason=" + Quote(why));
   };
-  // Partials can overtake the phase updates that tell the hospital its round id and view (they
-  // come over the router, the updates over the phase channel): keep them until then, at most
-  // one per possible participant.
-  const bool view_known = round_ && round_->view;
-  if (!view_known && (waiting_ || (round_ && env.round == round_->opened.round)) &&
-      env.to == name_ && early_.size() < kMaxParticipants) {
+  if (env.to != name_)
+    return reject(std::string(KindName(env.kind)) + " " + env.from + "->" + env.to +
+                  " is not for us");
+  // Envelopes can overtake the phase updates that tell the hospital its round, its view and its
+  // survivors (they come over the router, the updates over the phase channel): keep them until
+  // then, at most two per possible participant.
+  const bool ours = waiting_ || (round_ && env.round == round_->opened.round);
+  if (!ours) return reject("envelope for a round we are not in");
+  const bool unmask = env.kind == EnvelopeKind::kUnmask;
+  if (!round_ || (round_->sums && (!round_->sums->has_view() ||
+                                   (unmask && round_->latest.phase != Phase::kUnmask)))) {
+    if (early_.size() >= 2 * kMaxParticipants) return reject("too many envelopes kept");
     early_.push_back(env);
     return;
   }
-  if (!round_ || env.round != round_->opened.round)
-    return reject("envelope for a round we are not in");
   ActiveRound& r = *round_;
-  if (!r.sum) return reject("envelope for a round that ended before " + name_ + " joined it");
+  if (!r.sums) return reject("envelope for a round that ended before " + name_ + " joined it");
   const auto& ps = r.opened.params.participants;
-  if (env.to != name_ || std::find(ps.begin(), ps.end(), env.from) == ps.end())
-    return reject(std::string(KindName(env.kind)) + " " + env.from + "->" + env.to +
-                  " is not for us in this round");
-  if (r.received.count(env.from))
-    return reject("duplicate " + std::string(KindName(env.kind)) + " from " + env.from);
-  auto opened = sealer_.Open(Binding{env.round, env.kind, env.from, name_, *r.view}, env.sealed);
-  // A masked input that does not open (another view of the round: other nonces, or another
-  // roster's keys; or altered) can never be replaced: the broker routes one per patient.
-  if (!opened.ok()) return Refuse(opened.message() + " under " + name_ + "'s view of the round");
-  auto added = r.sum->AddPayload(opened.value(), env.kind);
-  sodium_memzero(opened->data(), opened->size());
-  if (!added.ok()) return Refuse("payload from " + env.from + ": " + added.message());
-  r.received.insert(env.from);
+  const auto at = std::find(ps.begin(), ps.end(), env.from);
+  if (at == ps.end())
+    return reject(std::string(KindName(env.kind)) + " from " + env.from +
+                  ", not a patient of the round");
+  const auto from = static_cast<size_t>(at - ps.begin());
+  const RoundSets& sets = r.latest.sets;
+  if (unmask) {
+    if (r.unmasked[from]) return reject("duplicate unmask from " + env.from);
+    r.unmasked[from] = true;
+    if (!Unmaskers(sets)[from])
+      return Refuse("an unmask from " + env.from + ", who is not among the unmaskers");
+    if (r.result) return;  // the result is written: later unmasks are not needed
+    Result<bool> kept = r.sums->AddUnmask(env, from, sets);
+    if (!kept.ok()) return Refuse(kept.message() + " under " + name_ + "'s view of the round");
+  } else {
+    if (r.sums->partials()[from]) return reject("duplicate partial from " + env.from);
+    if (!sets.shared[from])
+      return Refuse("a masked input from " + env.from + ", who did not share");
+    // A masked input that does not open (another view of the round: other round keys, another
+    // set, another roster's keys; or altered) can never be replaced: the broker routes one per
+    // patient.
+    if (Status added = r.sums->AddPartial(env, from); !added.ok())
+      return Refuse(added.message() + " under " + name_ + "'s view of the round");
+    if (!sets.masked.empty() && !sets.masked[from])
+      return Refuse("the masked input of " + env.from + " arrived, but " + env.from +
+                    " is not a survivor");
+  }
   last_progress_ = Clock::now();
   MaybeAcknowledge();
 }
 
+// With every survivor's masked input in the sum and T unmasks, removes what is left of the masks,
+// writes the result and acknowledges.
 void Hospital::MaybeAcknowledge() {
   ActiveRound& r = *round_;
-  if (r.result || r.received.size() != r.opened.params.participants.size()) return;
+  const PhaseUpdate& u = r.latest;
+  if (r.result || u.phase != Phase::kUnmask || !r.sums->Ready(u.sets)) return;
+  Result<std::vector<uint64_t>> aggregate = r.sums->Aggregate(u.sets);
+  if (!aggregate.ok()) return Refuse(aggregate.message());
   RoundResult result;
-  result.round = r.opened.round;
-  result.params = r.opened.params;
-  result.in_range = AggregateInRange(r.opened.params, r.sum->values());
-  if (r.opened.params.columns.empty()) {
-    result.aggregate = r.sum->values();
+  result.round = u.round;
+  result.params = u.params;
+  for (size_t i = 0; i < u.params.participants.size(); ++i)
+    if (!u.sets.masked[i]) result.dropped.push_back(u.params.participants[i]);
+  result.in_range = AggregateInRange(u.params, *aggregate);
+  if (u.params.columns.empty()) {
+    result.aggregate = *aggregate;
   } else {
-    result.columns = DecodeColumns(r.opened.params, r.sum->values());
+    result.columns = DecodeColumns(u.params, *aggregate);
   }
   result.elapsed_ms =
       std::chrono::duration<double, std::milli>(Clock::now() - requested_at_).count();
   // Durable before acknowledged: the broker only hears of the round once the disk has it.
   if (auto written = results_.Append(ResultJson(result)); !written.ok()) return Finish(written);
   if (!result.in_range)
-    Log("event=out-of-range round=" + RoundHex(r.opened.round) +
-        (r.opened.params.columns.empty()
+    Log("event=out-of-range round=" + RoundHex(u.round) +
+        (u.params.columns.empty()
              ? " note=\"the aggregate lies above R: each input lies in [0, R], their sum need not\""
              : " note=\"a column's sum, count or weight is beyond what honest inputs give\""));
+  Log("event=ack round=" + RoundHex(u.round) + " survivors=" +
+      std::to_string(CountOf(u.sets.masked)) + " dropped=" + std::to_string(result.dropped.size()));
   r.result = std::move(result);
-  Log("event=ack round=" + RoundHex(r.opened.round));
-  (void)link_.Send(Ack{r.opened.round});
+  (void)link_.Send(Ack{u.round});
 }
 
 void Hospital::OnDone(const PhaseUpdate& u) {

@@ -1,8 +1,10 @@
 // Internal to tally_nodes: the hospital role (schema/PROTOCOL.md, "Order of a round").
 // It requests rounds one after another, checks each opened round against its request and its
-// roster, opens the masked inputs under its own view of the round, adds them, writes the
-// result durably, acknowledges, and reports the result once the broker publishes done. A round
-// has one outcome: if it aborts after the result was written, the results file says so too
+// roster, computes its view of the round from the patients' round keys (the keys batch) and
+// the patients that shared, opens the masked inputs under it and adds those of the survivors,
+// rebuilds from T unmasks the secrets that remove what is left of the masks, writes the result
+// durably, acknowledges, and reports the result once the broker publishes done. A round has one
+// outcome: if it aborts after the result was written, the results file says so too
 // (schema/PROTOCOL.md, "Results file"). Thread-compatible.
 #pragma once
 
@@ -11,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "nodes/hospital_round.h"
 #include "nodes/node.h"
 #include "nodes/role.h"
 #include "schema/durable.h"
@@ -41,6 +44,7 @@ class Hospital : public NodeRole {
   void Start();
   void OnPhase(const PhaseUpdate& update) override;
   void OnEnvelope(const Envelope& envelope) override;
+  void OnBatch(const Batch& batch) override;
   void OnNotice(const Notice& notice) override;
   void OnLost(std::string_view socket) override;
   void Tick(Clock::time_point now) override;
@@ -48,14 +52,17 @@ class Hospital : public NodeRole {
  private:
   struct ActiveRound {
     PhaseUpdate opened;
-    std::optional<ViewDigest> view;  // from the sum phase on
-    std::optional<Sum> sum;          // masked inputs so far (mod 2^64)
-    std::set<std::string> received;
+    PhaseUpdate latest;                 // the latest update of the round
+    std::optional<Batch> keys_batch;    // the patients' round keys, once here
+    std::optional<HospitalRound> sums;  // once the round is adopted as ours
+    Members unmasked;                   // everyone whose unmask came
     std::optional<RoundResult> result;  // written and acknowledged, not yet done
   };
   void SendRequest();
   void Adopt(const PhaseUpdate& u);
-  void LearnView(const PhaseUpdate& u);
+  // Does what the latest update, the keys batch and the envelopes in hand allow: the view, the
+  // masked inputs and unmasks kept so far, the result.
+  void Step();
   void MaybeAcknowledge();
   void OnDone(const PhaseUpdate& u);
   void OnAbort(const PhaseUpdate& u);
@@ -67,7 +74,10 @@ class Hospital : public NodeRole {
   ResultsFile results_;
   ResultSink on_result_;
   std::optional<ActiveRound> round_;
-  std::vector<Envelope> early_;  // partials that came before the round's view was known
+  // Envelopes that came before they could be opened (before the round's view, or its unmask
+  // phase, was known).
+  std::vector<Envelope> early_;
+  std::optional<Batch> early_keys_;  // a keys batch that came before the round's id was known
   uint64_t ticket_ = 0;
   bool waiting_ = false;  // a request is out, its round not yet seen
   uint32_t rounds_done_ = 0;

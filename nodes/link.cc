@@ -205,6 +205,8 @@ Status Link::ServeRouter(LinkHandler& handler) {
       handler.OnNotice(*notice);
     } else if (auto* env = std::get_if<Envelope>(&decoded.value())) {
       handler.OnEnvelope(*env);
+    } else if (auto* batch = std::get_if<Batch>(&decoded.value())) {
+      handler.OnBatch(*batch);
     } else {
       Log("event=reject source=router reason=\"unexpected message type from the router\"");
     }

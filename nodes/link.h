@@ -48,6 +48,7 @@ class LinkHandler {
   virtual ~LinkHandler() = default;
   virtual void OnPhase(const PhaseUpdate& update) = 0;
   virtual void OnEnvelope(const Envelope& envelope) = 0;
+  virtual void OnBatch(const Batch& batch) = 0;
   // A notice about a request (ticket != 0). Connection notices are the link's own.
   virtual void OnNotice(const Notice& notice) = 0;
   // A socket that had a working connection lost it (the broker stopped or the network broke).

@@ -52,6 +52,12 @@ constexpr const char* kUsage =
     "                        rounded to its decimals without bias (instead of refused)\n"
     "  --once                exit after one round (0 done, 1 aborted); default: serve\n"
     "  --min-patients N      refuse rounds with fewer than N patients (default 2)\n"
+    "  --max-corrupt C       refuse rounds that cannot hide this patient's input from the\n"
+    "                        hospital and the broker with C other patients colluding (a round\n"
+    "                        of N patients, threshold T hides it from min(2T-N-1, T-2));\n"
+    "                        default 0\n"
+    "  --vanish-at PHASE     exit at once, as a crashed patient would, when a round reaches\n"
+    "                        PHASE (share, mask, confirm or unmask): for trying dropouts\n"
     "Hospital (--range, or --bounds for named columns):\n"
     "  --range R             inputs are integers in [0, R]\n"
     "  --columns a,b,c       named columns (default: the names in --bounds)\n"
@@ -64,6 +70,8 @@ constexpr const char* kUsage =
     "  --length L            elements per input (per column); default 1: scalars\n"
     "  --participants a,b,c  patients in the round (default: every patient in this\n"
     "                        hospital's roster)\n"
+    "  --threshold T         the survivors a round needs, at least floor(2N/3)+1 for N\n"
+    "                        patients (default: that minimum); up to N-T may drop out\n"
     "  --rounds K            rounds to run, one after another (default 1)\n"
     "  --deadline-ms MS      each phase's deadline to ask for (default: the broker's; it\n"
     "                        grants at most its own)\n"
@@ -81,9 +89,10 @@ int Usage(const std::string& error) {
 // A round with columns as a small aligned table: per column its count, sum and mean (the
 // first few elements of a vector column).
 void PrintColumns(const tally::RoundResult& r) {
-  std::cout << "round " << tally::RoundHex(r.round) << ": " << r.params.participants.size()
-            << " patients" << (r.in_range ? "" : " (a sum lies outside what the bounds allow)")
-            << "\n";
+  std::cout << "round " << tally::RoundHex(r.round) << ": "
+            << r.params.participants.size() - r.dropped.size() << " of "
+            << r.params.participants.size() << " patients"
+            << (r.in_range ? "" : " (a sum lies outside what the bounds allow)") << "\n";
   const bool weighted = !r.columns[0].weight.empty();
   std::vector<std::vector<std::string>> rows = {
       {"column", "count", weighted ? "weight" : "", weighted ? "weighted sum" : "sum", "mean"}};
@@ -167,6 +176,16 @@ int main(int argc, char** argv) {
     } else if (flag == "--min-patients") {
       if (!ParseU32(v, 2, o.min_patients))
         return Usage("bad --min-patients " + v + " (at least 2)");
+    } else if (flag == "--max-corrupt") {
+      if (!ParseU32(v, 0, o.max_corrupt)) return Usage("bad --max-corrupt " + v);
+    } else if (flag == "--vanish-at") {
+      auto phase = tally::PhaseNamed(v);
+      if (!phase || *phase == tally::Phase::kOpen || *phase == tally::Phase::kDone ||
+          *phase == tally::Phase::kAbort)
+        return Usage("bad --vanish-at " + v + " (share, mask, confirm or unmask)");
+      o.vanish_at = *phase;
+    } else if (flag == "--threshold") {
+      if (!ParseU32(v, 2, o.threshold)) return Usage("bad --threshold " + v + " (at least 2)");
     } else if (flag == "--value") {
       o.input.cells = {v};
       have_value = true;
@@ -251,7 +270,11 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < r.aggregate.size() && i < 10; ++i)
           std::cout << (i ? " " : "") << r.aggregate[i];
         if (r.aggregate.size() > 10) std::cout << " ... (" << r.aggregate.size() << " elements)";
-        std::cout << " over " << r.params.participants.size() << " patients";
+        std::cout << " over " << r.params.participants.size() - r.dropped.size() << " of "
+                  << r.params.participants.size() << " patients";
+        for (size_t i = 0; i < r.dropped.size(); ++i)
+          std::cout << (i ? ", " : " (dropped: ") << r.dropped[i]
+                    << (i + 1 == r.dropped.size() ? ")" : "");
         if (!r.in_range)
           std::cout << " (above R = " << r.params.range
                     << ": each input lies in [0, R], their sum need not)";

@@ -113,9 +113,11 @@ class Node::Impl {
     if (options_.participants.size() < 2)
       return Status::Error("a round needs at least 2 patients, and " + options_.name +
                            "'s roster names " + std::to_string(options_.participants.size()));
-    // Every sum must fit the ring: refused here, before any value moves.
+    if (options_.threshold == 0) options_.threshold = SafeThreshold(options_.participants.size());
+    // Every sum must fit the ring, the threshold be safe: refused here, before any value moves.
     return CheckRoundParams(RoundParams{options_.name, options_.range, options_.length,
-                                        options_.participants, options_.columns, options_.weight});
+                                        options_.participants, options_.columns, options_.weight,
+                                        options_.threshold});
   }
 
   NodeOptions options_;

@@ -4,13 +4,14 @@
 // phase channel, both CURVE clients) and runs one poll loop (Node::Run). Its role comes from
 // its certificate.
 //   patient:  on each round it is part of, checks the round against its own roster and its
-//             input, and joins with a fresh nonce; once the sum phase names every
-//             participant's nonce, adds one pairwise mask per other participant to its input
-//             (Sealer::AddMasks) and seals the result to the hospital under the round's view.
-//   hospital: requests rounds, opens the masked inputs sealed to it, adds them (the masks
-//             cancel), writes the result to its results file (fsync'd), then acknowledges the
-//             round to the broker without the value; the round is its once the broker
-//             publishes done, and only then is the result reported.
+//             input, and joins with fresh round keys; shares its mask secrets with the other
+//             patients, masks its input and seals it to the hospital, and sends the hospital
+//             the shares it needs to unmask the survivors (patient.h).
+//   hospital: requests rounds, adds the masked inputs sealed to it, removes what is left of
+//             the masks with the secrets rebuilt from the unmasks, writes the result to its
+//             results file (fsync'd), then acknowledges the round to the broker without the
+//             value; the round is its once the broker publishes done, and only then is the
+//             result reported (hospital.h).
 // Threading: Create and Run on one thread; Stop() from any thread or a signal handler.
 #pragma once
 
@@ -19,6 +20,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,7 @@
 #include "schema/log.h"
 #include "schema/protocol.h"
 #include "schema/results.h"
+#include "schema/schema.h"
 #include "schema/status.h"
 
 namespace tally {
@@ -42,6 +45,14 @@ struct NodeOptions {
   // Patient: refuse rounds with fewer patients. The hospital learns the sum, so with k
   // accomplices in a round of k+1 it learns the one honest input; a larger minimum bounds that.
   uint32_t min_patients = 2;
+  // Patient: the most other patients that may collude with the hospital and the broker; refuse
+  // rounds whose patients and threshold hide an input from fewer (CollusionTolerance).
+  uint32_t max_corrupt = 0;
+  // Patient: exit at once (std::_Exit, as a crashed patient would) when a round reaches this
+  // phase, before its step in it: for trying dropouts (tools/launch --drop).
+  std::optional<Phase> vanish_at;
+  // Hospital: the threshold T to ask for; 0: the safe minimum for the round's patients.
+  uint32_t threshold = 0;
   // Hospital: what to ask for: integers in [0, range], or named columns (then range 0).
   uint64_t range = 0;
   uint32_t length = 1;

@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "schema/text.h"
 
@@ -10,7 +11,6 @@ namespace tally {
 namespace {
 
 constexpr size_t kRememberedRounds = 64;
-
 }  // namespace
 
 Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer& sealer, Link& link,
@@ -19,22 +19,19 @@ Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer&
       input_(options.input),
       once_(options.once),
       min_patients_(options.min_patients),
+      max_corrupt_(options.max_corrupt),
+      vanish_at_(options.vanish_at),
       idle_timeout_(options.idle_timeout_ms) {}
 
 Patient::~Patient() = default;
 
-Patient::Joined::~Joined() { sodium_memzero(values.data(), values.size() * sizeof(uint64_t)); }
-
 void Patient::OnPhase(const PhaseUpdate& u) {
-  // Updates are whole snapshots and may repeat (republished to late subscribers): every action
-  // below is idempotent (a round is answered once, a masked input goes out once, a round ends
-  // once).
+  // Updates are whole snapshots and may repeat (republished to late subscribers): a round is
+  // answered once, each step is done once, a round ends once.
   if (u.phase == Phase::kOpen) return OnOpen(u);
   if (!round_ || round_->opened.round != u.round) return;
   round_->last_progress = Clock::now();
   switch (u.phase) {
-    case Phase::kSum:
-      return SendMasked(u);
     case Phase::kDone:
       Log("event=round-done round=" + RoundHex(u.round));
       round_.reset();
@@ -46,8 +43,28 @@ void Patient::OnPhase(const PhaseUpdate& u) {
       if (once_) Finish(Status::Error("round " + RoundHex(u.round) + " aborted: " + u.reason));
       return;
     default:
-      return;
+      round_->latest = u;
+      return Step();
   }
+}
+
+void Patient::OnBatch(const Batch& batch) {
+  if (!round_ || batch.round != round_->opened.round) {
+    Log("event=reject source=router reason=\"a batch for a round we are not in\"");
+    return;
+  }
+  Joined& r = *round_;
+  std::optional<Batch>& slot = batch.kind == BatchKind::kKeys     ? r.keys_batch
+                               : batch.kind == BatchKind::kShares ? r.shares_batch
+                                                                  : r.confirm_batch;
+  if (slot) {
+    Log("event=reject source=router reason=" +
+        Quote("a second " + std::string(BatchKindName(batch.kind)) + " batch"));
+    return;
+  }
+  slot = batch;
+  r.last_progress = Clock::now();
+  Step();
 }
 
 Result<std::vector<uint64_t>> Patient::Encode(const PhaseUpdate& u) const {
@@ -57,18 +74,26 @@ Result<std::vector<uint64_t>> Patient::Encode(const PhaseUpdate& u) const {
     return Status::Error("the round has " + std::to_string(p.participants.size()) +
                          " patients, fewer than this patient's minimum of " +
                          std::to_string(min_patients_));
-  // Sums that wrap modulo 2^64 would make the aggregate wrong: checked here too, not only by
-  // the hospital and the broker that asked for the round.
+  // Sums that wrap modulo 2^64 would make the aggregate wrong, a threshold below the safe
+  // minimum would let the adversary unmask an input: checked here too, not only by the hospital
+  // and the broker that asked for the round.
   TALLY_RETURN_IF_ERROR(CheckRoundParams(p));
+  const uint32_t tolerance = CollusionTolerance(p.participants.size(), p.threshold);
+  if (tolerance < max_corrupt_)
+    return Status::Error("the round hides an input from " + std::to_string(tolerance) +
+                         " colluding patients (" + std::to_string(p.participants.size()) +
+                         " patients, threshold " + std::to_string(p.threshold) +
+                         "), fewer than this patient's " + std::to_string(max_corrupt_));
   return EncodeInput(p, input_);
 }
 
 void Patient::OnOpen(const PhaseUpdate& u) {
   if (seen_.count(u.round)) return;
   const auto& ps = u.params.participants;
-  if (std::find(ps.begin(), ps.end(), name_) == ps.end()) return;
+  const auto me = std::find(ps.begin(), ps.end(), name_);
+  if (me == ps.end()) return;
   Remember(u.round);
-  if (round_) Drop("a new round opened");
+  if (round_) GiveUp("a new round opened");
   Result<std::vector<uint64_t>> values = Encode(u);
   if (!values.ok()) {
     const std::string refusal = values.message().substr(0, kMaxReasonLength);
@@ -77,55 +102,94 @@ void Patient::OnOpen(const PhaseUpdate& u) {
     if (once_) Finish(Status::Error("refused round " + RoundHex(u.round) + ": " + refusal));
     return;
   }
-  round_.emplace();
-  round_->opened = u;
-  round_->values = std::move(values.value());
-  round_->last_progress = Clock::now();
-  // Fresh for every join: it enters every mask of ours in this round, so no mask of ours is
-  // ever reused, whatever round id the broker chose.
-  randombytes_buf(round_->nonce.data(), round_->nonce.size());
-  Log("event=join round=" + RoundHex(u.round));
-  (void)link_.Send(Join{u.round, round_->nonce});
-}
-
-// Masks the input with one pairwise mask per other participant (they cancel in the sum) and
-// seals it to the hospital under the round's view. Only for the round exactly as we joined it:
-// the same hospital, range, length and participants (our checks were made against them), and
-// our own nonce.
-void Patient::SendMasked(const PhaseUpdate& u) {
-  Joined& r = *round_;
-  if (r.partial_sent) return;
-  r.partial_sent = true;
-  const auto& ps = u.params.participants;
-  const auto me = std::find(ps.begin(), ps.end(), name_);
-  if (!IsSumOf(r.opened, u) || u.nonces[static_cast<size_t>(me - ps.begin())] != r.nonce) {
-    Drop("the sum phase does not match the round we joined");
-    if (once_)
-      Finish(Status::Error("the sum phase of round " + RoundHex(u.round) +
-                           " does not match the round we joined"));
+  Result<PatientRound> joined = PatientRound::Join(sealer_, u, std::move(values.value()));
+  if (!joined.ok()) {
+    Log("event=round-left round=" + RoundHex(u.round) + " reason=" + Quote(joined.message()));
+    if (once_) Finish(Status::Error("left round " + RoundHex(u.round) + ": " + joined.message()));
     return;
   }
-  std::vector<uint64_t> masked = std::move(r.values);
-  r.values.clear();
-  Status status = sealer_.AddMasks(u, masked);
-  Result<ViewDigest> view = sealer_.View(u);
-  if (status.ok() && !view.ok()) status = view.status();
-  if (status.ok()) {
-    auto plaintext = EncodePayload(EnvelopeKind::kPartial, masked);
-    auto sealed = sealer_.Seal(
-        Binding{u.round, EnvelopeKind::kPartial, name_, u.params.hospital, *view}, plaintext);
-    sodium_memzero(plaintext.data(), plaintext.size());
-    if (sealed.ok()) {
-      (void)link_.Send(Envelope{EnvelopeKind::kPartial, u.round, name_, u.params.hospital,
-                                std::move(sealed.value())});
-      Log("event=partial-sent round=" + RoundHex(u.round) + " to=" + u.params.hospital);
+  round_.emplace(
+      Joined{u, std::move(joined.value()), {}, Phase::kOpen, {}, {}, {}, {}, Clock::now()});
+  Log("event=join round=" + RoundHex(u.round));
+  (void)link_.Send(round_->round.join());
+}
+
+void Patient::Step() {
+  while (round_ && round_->latest) {
+    Joined& r = *round_;
+    const PhaseUpdate u = *r.latest;
+    if (u.phase == r.acted) return;  // done already: wait for the next phase or the end
+    if (vanish_at_ == u.phase) {
+      Log("event=vanish round=" + RoundHex(u.round) + " phase=" + std::string(PhaseName(u.phase)) +
+          " note=\"exiting at once, as a crashed patient would\"");
+      std::_Exit(3);
+    }
+    // Each phase's step once its batch is here: the batch comes over the router, the update over
+    // the phase channel, in either order.
+    std::optional<std::string> problem;
+    if (r.acted == Phase::kOpen) {
+      if (u.phase == Phase::kShare && !r.keys_batch) return;
+      problem = Act(u, u.sets.joined, "those who joined");
+    } else if (r.acted == Phase::kShare) {
+      if (u.phase == Phase::kMask && !r.shares_batch) return;
+      problem = Act(u, u.sets.shared, "those who shared");
+    } else if (u.phase == Phase::kConfirm) {
+      problem = Act(u, u.sets.masked, "the survivors");
     } else {
-      status = sealed.status();
+      if (u.phase == Phase::kUnmask && u.sets.masked != u.sets.shared && !r.confirm_batch) return;
+      problem = Act(u, Unmaskers(u.sets), "the unmaskers");
+    }
+    if (problem) return GiveUp(*problem);
+  }
+}
+
+std::optional<std::string> Patient::Act(const PhaseUpdate& u, const Members& member_of,
+                                        const char* set_name) {
+  Joined& r = *round_;
+  if (auto problem = LaterUpdateProblem(r.opened, r.seen, u)) return problem;
+  // The phase that follows the one we acted on, with us in its set; else it went on without us.
+  const bool next =
+      (r.acted == Phase::kOpen && u.phase == Phase::kShare) ||
+      (r.acted == Phase::kShare && u.phase == Phase::kMask) ||
+      (r.acted == Phase::kMask && u.phase == Phase::kConfirm) ||
+      ((r.acted == Phase::kMask || r.acted == Phase::kConfirm) && u.phase == Phase::kUnmask);
+  if (!next || !member_of[r.round.me()])
+    return "the round went on without " + name_ + " (it is not among " + set_name + ")";
+  r.seen = u.sets;
+  switch (u.phase) {
+    case Phase::kShare: {
+      Result<Batch> shares = r.round.Shares(u, *r.keys_batch);
+      if (!shares.ok()) return shares.message();
+      Log("event=shares-sent round=" + RoundHex(u.round) +
+          " to=" + std::to_string(shares->items.size()));
+      (void)link_.Send(*shares);
+      break;
+    }
+    case Phase::kMask: {
+      Result<Envelope> masked = r.round.Masked(u, *r.shares_batch);
+      if (!masked.ok()) return masked.message();
+      (void)link_.Send(*masked);
+      Log("event=partial-sent round=" + RoundHex(u.round) + " to=" + u.params.hospital);
+      break;
+    }
+    case Phase::kConfirm: {
+      Result<Batch> confirmations = r.round.Confirmations(u);
+      if (!confirmations.ok()) return confirmations.message();
+      (void)link_.Send(*confirmations);
+      break;
+    }
+    default: {  // unmask; after a dropout only if we confirmed the sets ourselves
+      if (u.sets.masked != u.sets.shared && r.acted != Phase::kConfirm)
+        return "the survivors changed and " + name_ + " did not confirm them";
+      Result<Envelope> unmask = r.round.Unmask(u, r.confirm_batch ? &*r.confirm_batch : nullptr);
+      if (!unmask.ok()) return unmask.message();
+      (void)link_.Send(*unmask);
+      Log("event=unmask-sent round=" + RoundHex(u.round) + " to=" + u.params.hospital);
+      break;
     }
   }
-  sodium_memzero(masked.data(), masked.size() * sizeof(uint64_t));
-  if (!status.ok())
-    Log("event=seal-error round=" + RoundHex(u.round) + " error=" + Quote(status.message()));
+  r.acted = u.phase;
+  return std::nullopt;
 }
 
 void Patient::OnEnvelope(const Envelope&) {
@@ -139,23 +203,21 @@ void Patient::OnNotice(const Notice& n) {
 
 void Patient::OnLost(std::string_view) {
   if (once_) return Finish(Status::Error("lost the connection to the broker"));
-  if (round_) Drop("lost the connection to the broker");
+  if (round_) GiveUp("lost the connection to the broker");
 }
 
 void Patient::Tick(Clock::time_point now) {
   // A serving patient waits for rounds indefinitely; one in a round gives it up when nothing
   // about it happens for the idle timeout.
   if (!round_ || now - round_->last_progress <= idle_timeout_) return;
-  const std::string why =
-      "no progress from the broker for " + std::to_string(idle_timeout_.count()) + " ms";
-  if (once_) return Finish(Status::Error(why + " on round " + RoundHex(round_->opened.round)));
-  Drop(why);
+  GiveUp("no progress from the broker for " + std::to_string(idle_timeout_.count()) + " ms");
 }
 
-// Gives up the current round (the broker will abort it on its deadline, naming us).
-void Patient::Drop(const std::string& why) {
-  Log("event=round-dropped round=" + RoundHex(round_->opened.round) + " reason=" + Quote(why));
+void Patient::GiveUp(const std::string& why) {
+  const RoundId id = round_->opened.round;
+  Log("event=round-left round=" + RoundHex(id) + " reason=" + Quote(why));
   round_.reset();
+  if (once_) Finish(Status::Error("left round " + RoundHex(id) + ": " + why));
 }
 
 void Patient::Remember(const RoundId& id) {

@@ -1,8 +1,12 @@
-// Internal to tally_nodes: the patient role (schema/PROTOCOL.md, "Order of a round").
-// For each round it is named in, the patient checks the round against its roster and its
-// input and joins with a fresh nonce, or refuses with a reason that never holds the input; in
-// the sum phase of the round exactly as it joined it, it masks its input and seals it to the
-// hospital under the round's view. Thread-compatible.
+// Internal to tally_nodes: the patient role (schema/PROTOCOL.md, "Order of a round", "What a node
+// does with each update"). For each round it is named in, the patient checks the round against
+// its roster and its input and joins with fresh round keys, or refuses with a reason that never
+// holds the input. Then, as the phases come (each with the batch the broker sends it): it checks
+// the other patients' keys and sends them Shamir shares of its self-mask seed and mask secret;
+// opens the shares sent to it and sends the hospital its masked input; confirms the survivors if
+// someone dropped; and sends the hospital its shares for unmasking. After joining it never
+// refuses: on anything wrong it stops taking part, and the round goes on without it if enough
+// others remain. Its round secrets are wiped when the round ends for it. Thread-compatible.
 #pragma once
 
 #include <deque>
@@ -10,8 +14,8 @@
 #include <set>
 #include <vector>
 
-#include "nodes/aggregate.h"
 #include "nodes/node.h"
+#include "nodes/patient_round.h"
 #include "nodes/role.h"
 
 namespace tally {
@@ -24,25 +28,31 @@ class Patient : public NodeRole {
 
   void OnPhase(const PhaseUpdate& update) override;
   void OnEnvelope(const Envelope& envelope) override;
+  void OnBatch(const Batch& batch) override;
   void OnNotice(const Notice& notice) override;
   void OnLost(std::string_view socket) override;
   void Tick(Clock::time_point now) override;
 
  private:
+  // A round this patient joined, until it ends for it; its secrets are PatientRound's.
   struct Joined {
-    PhaseUpdate opened;            // the round as we joined it
-    JoinNonce nonce{};             // the nonce we joined with
-    std::vector<uint64_t> values;  // our input encoded for this round; wiped when sent
-    bool partial_sent = false;     // our masked input is out (or the round was refused)
+    PhaseUpdate opened;  // the round as we joined it
+    PatientRound round;
+    RoundSets seen;                     // the sets of the updates acted on
+    Phase acted = Phase::kOpen;         // the last phase whose step we did
+    std::optional<PhaseUpdate> latest;  // the latest update of the round
+    std::optional<Batch> keys_batch, shares_batch, confirm_batch;  // kept until their phase
     Clock::time_point last_progress;
-    Joined() = default;
-    Joined(const Joined&) = delete;
-    Joined& operator=(const Joined&) = delete;
-    ~Joined();  // wipes `values`
   };
   void OnOpen(const PhaseUpdate& u);
-  void SendMasked(const PhaseUpdate& u);
-  void Drop(const std::string& why);
+  // Does every step the round's latest update and the batches in hand allow, in order.
+  void Step();
+  // The step of phase `u` if the patient is in the set `member_of`, or why it cannot go on.
+  std::optional<std::string> Act(const PhaseUpdate& u, const Members& member_of,
+                                 const char* set_name);
+  // Stops taking part in the current round with `why` (its secrets wiped); a --once patient
+  // exits with it.
+  void GiveUp(const std::string& why);
   void Remember(const RoundId& id);
   // Our input encoded for the round `u`, or why this patient cannot answer it honestly (a
   // reason that never holds the input).
@@ -51,6 +61,8 @@ class Patient : public NodeRole {
   PatientInput input_;  // wiped on destruction
   const bool once_;
   const uint32_t min_patients_;
+  const uint32_t max_corrupt_;
+  const std::optional<Phase> vanish_at_;
   const std::chrono::milliseconds idle_timeout_;
   std::optional<Joined> round_;
   std::set<RoundId> seen_;  // rounds already answered (updates are republished)

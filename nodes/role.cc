@@ -16,9 +16,18 @@ std::optional<std::string> NodeRole::RosterProblem(const PhaseUpdate& u) const {
   return std::nullopt;
 }
 
-bool IsSumOf(const PhaseUpdate& opened, const PhaseUpdate& u) {
-  return u.round == opened.round && u.params == opened.params &&
-         u.nonces.size() == u.params.participants.size();
+std::optional<std::string> LaterUpdateProblem(const PhaseUpdate& opened, const RoundSets& seen,
+                                              const PhaseUpdate& u) {
+  if (u.round != opened.round || u.params != opened.params)
+    return "the " + std::string(PhaseName(u.phase)) + " phase is not the round as opened";
+  if (Status sets = CheckSets(u); !sets.ok()) return sets.message();
+  const std::pair<const Members*, const Members*> fixed[] = {{&seen.joined, &u.sets.joined},
+                                                             {&seen.shared, &u.sets.shared},
+                                                             {&seen.masked, &u.sets.masked},
+                                                             {&seen.confirmed, &u.sets.confirmed}};
+  for (const auto& [before, now] : fixed)
+    if (!before->empty() && *before != *now) return "the broker changed a set of the round";
+  return std::nullopt;
 }
 
 }  // namespace tally

@@ -52,9 +52,10 @@ class NodeRole : public LinkHandler {
   std::optional<Status> outcome_;
 };
 
-// Whether `u` is the sum phase of the round as `opened`, with one nonce per participant: the
-// broker may not change a round's parameters (RoundParams: who receives the inputs, their range
-// and length, the participants) once it is open.
-bool IsSumOf(const PhaseUpdate& opened, const PhaseUpdate& u);
+// Why `u` is not a later update of the round `opened` as far as `seen` (the sets of the updates
+// acted on so far), or nullopt: the broker may not change a round's parameters once it is open,
+// nor a set once it is fixed, and the sets must be what the phase has (CheckSets).
+std::optional<std::string> LaterUpdateProblem(const PhaseUpdate& opened, const RoundSets& seen,
+                                              const PhaseUpdate& u);
 
 }  // namespace tally

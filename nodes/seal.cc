@@ -1,12 +1,10 @@
-// End-to-end sealing: see seal.h.
+// The end-to-end crypto of a round: see seal.h.
 #include "nodes/seal.h"
 
 #include <sodium.h>
 
 #include <algorithm>
-#include <bit>
 #include <cstring>
-#include <set>
 #include <utility>
 
 #include "schema/protocol.h"
@@ -15,99 +13,125 @@ namespace tally {
 namespace {
 
 // Each label names the version of its own construction, which changes when what it covers
-// changes: protocol 3 added the round's columns and weight to the view (v3); the seal, the
-// mask keys and the binding are protocol 2's. Review them with every protocol version.
+// changes: protocol 3 added round keys, tags, shares and self masks, and the view binds the
+// round digest and the round keys (v4); the sealing key is protocol 2's. Review them with every
+// protocol version.
 static_assert(kProtocolVersion == 3, "review the labels with the protocol version");
-constexpr std::string_view kBindingTag = "tally/2";
+constexpr std::string_view kBindingTag = "tally/3";
 constexpr std::string_view kSealLabel = "tally seal v2";
-constexpr std::string_view kMaskLabel = "tally mask v2";
-constexpr std::string_view kViewLabel = "tally view v3";
+constexpr std::string_view kAuthLabel = "tally auth v3";
+constexpr std::string_view kDigestLabel = "tally round v3";
+constexpr std::string_view kViewLabel = "tally view v4";
+constexpr std::string_view kKeysLabel = "tally keys v3";
+constexpr std::string_view kConfirmLabel = "tally confirm v3";
+constexpr std::string_view kShareLabel = "tally share v3";
+constexpr std::string_view kShareTag = "tally/3 share";
+constexpr std::string_view kMaskLabel = "tally mask v3";
+constexpr std::string_view kSelfLabel = "tally self v3";
 
 static_assert(kSealNonceSize == crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
 static_assert(kSealTagSize == crypto_aead_xchacha20poly1305_ietf_ABYTES);
 static_assert(SecretKey::size() == crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 static_assert(SecretKey::size() == crypto_box_BEFORENMBYTES);
+static_assert(kRoundKeySize == crypto_box_PUBLICKEYBYTES);
+static_assert(SecretKey::size() == crypto_box_SECRETKEYBYTES);
+static_assert(kSealedShareSize == kSealNonceSize + 2 * kShareSize + kSealTagSize);
 
 // Local rather than schema's KindName: the error text must not depend on the wire codec.
 std::string_view KindWord(EnvelopeKind kind) {
   switch (kind) {
     case EnvelopeKind::kPartial:
       return "partial";
+    case EnvelopeKind::kUnmask:
+      return "unmask";
   }
   return "payload";
 }
 
-void HashUpdate(crypto_generichash_state& state, const void* bytes, size_t size) {
-  crypto_generichash_update(&state, static_cast<const uint8_t*>(bytes), size);
-}
-void HashU64(crypto_generichash_state& state, uint64_t v) {
-  uint8_t le[8];
-  for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(v >> (8 * i));
-  HashUpdate(state, le, sizeof le);
-}
-// One length byte, then the name (names are at most 32 bytes: unambiguous).
-void HashName(crypto_generichash_state& state, std::string_view name) {
-  const auto size = static_cast<uint8_t>(name.size());
-  HashUpdate(state, &size, 1);
-  HashUpdate(state, name.data(), name.size());
-}
+// BLAKE2b-256, optionally keyed, over pieces added one by one; the state is wiped when done.
+class Hash {
+ public:
+  explicit Hash(const uint8_t* key = nullptr, size_t key_size = 0) {
+    crypto_generichash_init(&state_, key, key_size, 32);
+  }
+  ~Hash() { sodium_memzero(&state_, sizeof state_); }
+  Hash& Add(const void* bytes, size_t size) {
+    crypto_generichash_update(&state_, static_cast<const uint8_t*>(bytes), size);
+    return *this;
+  }
+  Hash& Add(std::string_view s) { return Add(s.data(), s.size()); }
+  Hash& Add(std::span<const uint8_t> s) { return Add(s.data(), s.size()); }
+  Hash& U64(uint64_t v) {
+    uint8_t le[8];
+    for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(v >> (8 * i));
+    return Add(le, sizeof le);
+  }
+  // One length byte, then the name (names are at most 32 bytes: unambiguous).
+  Hash& Name(std::string_view name) {
+    const auto size = static_cast<uint8_t>(name.size());
+    return Add(&size, 1).Add(name);
+  }
+  void Final(uint8_t* out) { crypto_generichash_final(&state_, out, 32); }
+  std::array<uint8_t, 32> Final() {
+    std::array<uint8_t, 32> out{};
+    Final(out.data());
+    return out;
+  }
 
-// key = BLAKE2b-256(crypto_box_beforenm(peer_pk, my_sk) || label), 32 bytes at `out`.
-// beforenm is symmetric, so both ends of a pair derive the same keys.
-void DeriveKey(const SecretKey& box_key, std::string_view label, uint8_t* out) {
-  crypto_generichash_state state;
-  crypto_generichash_init(&state, nullptr, 0, SecretKey::size());
-  HashUpdate(state, box_key.data(), SecretKey::size());
-  HashUpdate(state, label.data(), label.size());
-  crypto_generichash_final(&state, out, SecretKey::size());
-  sodium_memzero(&state, sizeof state);
-}
+ private:
+  crypto_generichash_state state_;
+};
 
-// The ChaCha20 key of one pair's mask in one round: BLAKE2b-256 keyed with the pair's 32-byte
-// mask key over round id || nonce of the lower-named || nonce of the higher-named.
-void RoundMaskKey(const uint8_t* mask_key, const RoundId& round, const JoinNonce& lower,
-                  const JoinNonce& higher, uint8_t* out) {
-  crypto_generichash_state state;
-  crypto_generichash_init(&state, mask_key, SecretKey::size(),
-                          crypto_stream_chacha20_ietf_KEYBYTES);
-  HashUpdate(state, round.data(), round.size());
-  HashUpdate(state, lower.data(), lower.size());
-  HashUpdate(state, higher.data(), higher.size());
-  crypto_generichash_final(&state, out, crypto_stream_chacha20_ietf_KEYBYTES);
-  sodium_memzero(&state, sizeof state);
+// key = BLAKE2b-256(32 bytes of key material || label), 32 bytes at `out`.
+void DeriveKey(const uint8_t* material, std::string_view label, uint8_t* out) {
+  Hash().Add(material, 32).Add(label).Final(out);
 }
 
 }  // namespace
 
-ViewDigest RoundView(const RoundId& round, const RoundParams& params,
-                     std::span<const JoinNonce> nonces, std::span<const PublicKey> seal_keys) {
-  crypto_generichash_state state;
-  crypto_generichash_init(&state, nullptr, 0, std::tuple_size_v<ViewDigest>);
-  HashUpdate(state, kViewLabel.data(), kViewLabel.size());
-  HashUpdate(state, round.data(), round.size());
-  HashName(state, params.hospital);
-  if (!seal_keys.empty()) HashUpdate(state, seal_keys[0].data(), seal_keys[0].size());
-  HashU64(state, params.range);
-  HashU64(state, params.length);
-  HashU64(state, params.columns.size());
+RoundDigest DigestOf(const RoundId& round, const RoundParams& params) {
+  Hash h;
+  h.Add(kDigestLabel).Add(round).Name(params.hospital).U64(params.range).U64(params.length);
+  h.U64(params.columns.size());
   for (const Column& c : params.columns) {
-    HashName(state, c.name);
-    HashU64(state, static_cast<uint64_t>(c.lower));  // two's complement
-    HashU64(state, static_cast<uint64_t>(c.upper));
-    HashU64(state, c.decimals);
+    // Bounds as two's complement.
+    h.Name(c.name).U64(static_cast<uint64_t>(c.lower)).U64(static_cast<uint64_t>(c.upper));
+    h.U64(c.decimals);
   }
-  HashU64(state, params.weight.max);
-  HashU64(state, params.weight.decimals);
-  HashU64(state, params.participants.size());
-  for (size_t i = 0; i < params.participants.size(); ++i) {
-    HashName(state, params.participants[i]);
-    if (i + 1 < seal_keys.size())
-      HashUpdate(state, seal_keys[i + 1].data(), seal_keys[i + 1].size());
-    if (i < nonces.size()) HashUpdate(state, nonces[i].data(), kJoinNonceSize);
+  h.U64(params.weight.max).U64(params.weight.decimals).U64(params.threshold);
+  h.U64(params.participants.size());
+  for (const std::string& p : params.participants) h.Name(p);
+  return h.Final();
+}
+
+Result<std::vector<RoundPublicKeys>> HospitalKeys(const Batch& batch, const Members& joined) {
+  std::vector<RoundPublicKeys> keys(joined.size());
+  bool fits = batch.kind == BatchKind::kKeys && batch.items.size() == CountOf(joined);
+  for (const BatchItem& item : batch.items) {
+    fits = fits && item.index < joined.size() && joined[item.index] &&
+           item.data.size() == 2 * kRoundKeySize;
+    if (!fits) break;
+    std::copy_n(item.data.begin(), kRoundKeySize, keys[item.index].cpk.begin());
+    std::copy_n(item.data.begin() + kRoundKeySize, kRoundKeySize, keys[item.index].spk.begin());
   }
-  ViewDigest out{};
-  crypto_generichash_final(&state, out.data(), out.size());
-  return out;
+  if (!fits) return Status::Error("the keys batch does not match those who joined");
+  return keys;
+}
+
+ViewDigest RoundView(const RoundDigest& digest, std::span<const PublicKey> seal_keys,
+                     const Members& shared, std::span<const RoundPublicKeys> keys) {
+  Hash h;
+  h.Add(kViewLabel).Add(digest).Add(seal_keys[0]);
+  const uint8_t member = 1, outsider = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    h.Add(seal_keys[i + 1]);
+    if (shared[i]) {
+      h.Add(&member, 1).Add(keys[i].cpk).Add(keys[i].spk);
+    } else {
+      h.Add(&outsider, 1);
+    }
+  }
+  return h.Final();
 }
 
 std::vector<uint8_t> BindingBytes(const Binding& binding) {
@@ -158,8 +182,8 @@ Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster)
     if (crypto_box_beforenm(box_key.data(), peer_public.data(), me.seal_secret.data()) != 0)
       return Status::Error("cannot derive keys with " + name + ": invalid seal public key");
     uint8_t* keys = sealer.peer_secrets_.data() + index * kPeerKeyBytes;
-    DeriveKey(box_key, kSealLabel, keys);
-    DeriveKey(box_key, kMaskLabel, keys + SecretKey::size());
+    DeriveKey(box_key.data(), kSealLabel, keys);
+    DeriveKey(box_key.data(), kAuthLabel, keys + SecretKey::size());
   }
   return sealer;
 }
@@ -169,19 +193,33 @@ const uint8_t* Sealer::PeerKeys(std::string_view peer) const {
   return it == peer_index_.end() ? nullptr : peer_secrets_.data() + it->second * kPeerKeyBytes;
 }
 
+Result<const uint8_t*> Sealer::AuthKey(std::string_view a, std::string_view b) const {
+  if (a != name_ && b != name_)
+    return Status::Error("a tag between " + std::string(a) + " and " + std::string(b) + " is not " +
+                         name_ + "'s");
+  const std::string_view peer = a == name_ ? b : a;
+  const uint8_t* keys = PeerKeys(peer);
+  if (keys == nullptr)
+    return Status::Error(std::string(peer) + " is not in " + name_ + "'s roster");
+  return keys + SecretKey::size();
+}
+
 Result<ViewDigest> Sealer::View(const RoundId& round, const RoundParams& params,
-                                std::span<const JoinNonce> nonces) const {
-  std::vector<PublicKey> keys;
-  keys.reserve(1 + params.participants.size());
+                                const Members& shared,
+                                std::span<const RoundPublicKeys> keys) const {
+  std::vector<PublicKey> seal_keys;
+  seal_keys.reserve(1 + params.participants.size());
   for (const std::string* name = &params.hospital;;) {
     auto key = seal_public_.find(*name);
     if (key == seal_public_.end())
       return Status::Error(*name + " is not in " + name_ + "'s roster");
-    keys.push_back(key->second);
-    if (keys.size() > params.participants.size()) break;
-    name = &params.participants[keys.size() - 1];
+    seal_keys.push_back(key->second);
+    if (seal_keys.size() > params.participants.size()) break;
+    name = &params.participants[seal_keys.size() - 1];
   }
-  return RoundView(round, params, nonces, keys);
+  if (shared.size() != params.participants.size() || keys.size() != shared.size())
+    return Status::Error("the view needs the shared set and round keys of every participant");
+  return RoundView(DigestOf(round, params), seal_keys, shared, keys);
 }
 
 Result<std::vector<uint8_t>> Sealer::Seal(const Binding& binding,
@@ -234,40 +272,100 @@ Result<std::vector<uint8_t>> Sealer::Open(const Binding& binding,
   return plaintext;
 }
 
-Result<RoundMasks> Sealer::Masks(const RoundId& round, const RoundParams& params,
-                                 std::span<const JoinNonce> nonces) const {
-  const auto& names = params.participants;
-  if (nonces.size() != names.size())
-    return Status::Error("the round has no join nonce for every participant");
-  if (std::set<std::string_view>(names.begin(), names.end()).size() != names.size())
-    return Status::Error("the round's participant list repeats a name");
-  const auto mine = std::find(names.begin(), names.end(), name_);
-  if (mine == names.end()) return Status::Error(name_ + " is not a participant of the round");
-  const JoinNonce& my_nonce = nonces[static_cast<size_t>(mine - names.begin())];
-  for (const auto& name : names) {
-    if (name != name_ && PeerKeys(name) == nullptr) return Status::Error("no mask key for " + name);
-  }
-  RoundMasks masks{SecretBytes((names.size() - 1) * kRoundMaskKeyBytes), {}};
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] == name_) continue;
-    const uint8_t* mask_key = PeerKeys(names[i]) + SecretKey::size();  // present: checked above
-    const bool lower = name_ < names[i];
-    RoundMaskKey(mask_key, round, lower ? my_nonce : nonces[i], lower ? nonces[i] : my_nonce,
-                 masks.keys.data() + masks.add.size() * kRoundMaskKeyBytes);
-    masks.add.push_back(lower);
-  }
-  return masks;
+Result<Tag> Sealer::KeysTag(std::string_view owner, std::string_view peer,
+                            const RoundDigest& digest, const RoundPublicKeys& keys) const {
+  Result<const uint8_t*> auth = AuthKey(owner, peer);
+  if (!auth.ok()) return auth.status();
+  Hash h(*auth, SecretKey::size());
+  h.Add(kKeysLabel).Add(digest).Name(owner).Name(peer).Add(keys.cpk).Add(keys.spk);
+  return h.Final();
 }
 
-Status Sealer::AddMasks(const PhaseUpdate& u, std::span<uint64_t> values) const {
-  Result<RoundMasks> masks = Masks(u.round, u.params, u.nonces);
-  if (!masks.ok()) return masks.status();
-  if (values.size() != PayloadLength(u.params))
-    return Status::Error("input has " + std::to_string(values.size()) +
-                         " elements, the round asks for " +
-                         std::to_string(PayloadLength(u.params)));
-  ApplyMasks(*masks, values);
+Result<Tag> Sealer::ConfirmTag(std::string_view from, std::string_view to,
+                               const RoundDigest& digest, const Members& shared,
+                               const Members& masked) const {
+  Result<const uint8_t*> auth = AuthKey(from, to);
+  if (!auth.ok()) return auth.status();
+  Hash h(*auth, SecretKey::size());
+  h.Add(kConfirmLabel).Add(digest).Name(from).Name(to);
+  h.Add(MembersBits(shared)).Add(MembersBits(masked));
+  return h.Final();
+}
+
+RoundKeyPair RoundKeyPair::Generate() {
+  RoundKeyPair pair;
+  crypto_box_keypair(pair.pub.data(), pair.secret.data());
+  return pair;
+}
+
+// Scratch for an X25519 result on the stack, wiped on every path: a guarded allocation per peer
+// costs more than the scalar multiplication (BENCHMARKS.md).
+struct Point {
+  uint8_t bytes[crypto_scalarmult_BYTES];
+  ~Point() { sodium_memzero(bytes, sizeof bytes); }
+};
+
+Status ShareKey(const SecretKey& c_secret, const RoundKey& peer_cpk, uint8_t* out) {
+  Point point;
+  if (crypto_scalarmult(point.bytes, c_secret.data(), peer_cpk.data()) != 0)
+    return Status::Error("a round key of small order");
+  DeriveKey(point.bytes, kShareLabel, out);
   return Status::Ok();
+}
+
+namespace {
+// "tally/3 share" || round || u8 len(from) || from || u8 len(to) || to, presized and filled in
+// place (as BindingBytes).
+std::vector<uint8_t> ShareAd(const RoundId& round, std::string_view from, std::string_view to) {
+  std::vector<uint8_t> ad(kShareTag.size() + round.size() + 2 + from.size() + to.size());
+  uint8_t* p = std::copy(kShareTag.begin(), kShareTag.end(), ad.data());
+  p = std::copy(round.begin(), round.end(), p);
+  for (std::string_view name : {from, to}) {
+    *p++ = static_cast<uint8_t>(name.size());
+    p = std::copy(name.begin(), name.end(), p);
+  }
+  return ad;
+}
+}  // namespace
+
+std::vector<uint8_t> SealShare(const uint8_t* key, const RoundId& round, std::string_view from,
+                               std::string_view to, std::span<const uint8_t> pair) {
+  const std::vector<uint8_t> ad = ShareAd(round, from, to);
+  std::vector<uint8_t> sealed(kSealNonceSize + pair.size() + kSealTagSize);
+  randombytes_buf(sealed.data(), kSealNonceSize);
+  crypto_aead_xchacha20poly1305_ietf_encrypt(sealed.data() + kSealNonceSize, nullptr, pair.data(),
+                                             pair.size(), ad.data(), ad.size(), nullptr,
+                                             sealed.data(), key);
+  return sealed;
+}
+
+Status OpenShare(const uint8_t* key, const RoundId& round, std::string_view from,
+                 std::string_view to, std::span<const uint8_t> sealed, std::span<uint8_t> pair) {
+  if (sealed.size() != kSealNonceSize + pair.size() + kSealTagSize)
+    return Status::Error("a sealed share of " + std::to_string(sealed.size()) + " bytes");
+  const std::vector<uint8_t> ad = ShareAd(round, from, to);
+  if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+          pair.data(), nullptr, nullptr, sealed.data() + kSealNonceSize,
+          sealed.size() - kSealNonceSize, ad.data(), ad.size(), sealed.data(), key) != 0)
+    return Status::Unauthentic("authentication failed");
+  return Status::Ok();
+}
+
+Status PairMaskKey(const uint8_t* s_secret, const RoundKey& peer_spk, const RoundId& round,
+                   uint8_t* out) {
+  Point point;
+  if (crypto_scalarmult(point.bytes, s_secret, peer_spk.data()) != 0)
+    return Status::Error("a round key of small order");
+  Hash().Add(point.bytes, sizeof point.bytes).Add(kMaskLabel).Add(round).Final(out);
+  return Status::Ok();
+}
+
+void SelfMaskKey(const uint8_t* b, uint8_t* out) { DeriveKey(b, kSelfLabel, out); }
+
+bool MatchesPublicKey(const uint8_t* secret, const RoundKey& expected) {
+  RoundKey derived{};
+  crypto_scalarmult_base(derived.data(), secret);
+  return sodium_memcmp(derived.data(), expected.data(), derived.size()) == 0;
 }
 
 }  // namespace tally

@@ -1,19 +1,20 @@
-// End-to-end sealing and pairwise masks between parties.
+// The end-to-end crypto of a round (schema/PROTOCOL.md, "Keys of a round", "Sealed shares",
+// "Masks", "The view", "The seal"): what patients and the hospital compute, and the broker
+// cannot.
 //
-// Each pair of parties shares two keys derived once from X25519 (crypto_box_beforenm) and
-// BLAKE2b with a Tally label: a sealing key and a mask key.
-//   Sealing: a sealed payload is nonce(24) || XChaCha20-Poly1305 ciphertext and tag(16), with
-//   associated data binding protocol version, kind, round id, the round's view (RoundView),
-//   sender and recipient: a payload replayed into another round, redirected, presented as
-//   from another sender, or sealed under another view of the round fails to open. Nonces are
-//   fresh random.
-//   Masks: for one round, patients a and b both derive the same ChaCha20 stream from their
-//   mask key, the round id and both join nonces; the lower-named adds it to its input, the
-//   other subtracts it, so every mask cancels in the sum of all patients' masked inputs
-//   (schema/PROTOCOL.md, "Masks").
+// Static keys. Each pair of parties derives two keys once from X25519 (crypto_box_beforenm) and
+// BLAKE2b with a Tally label: a sealing key (masked inputs and unmasks, patient -> hospital) and
+// an authentication key (tags on round keys and confirmations, patient <-> patient). A sealed
+// payload is nonce(24) || XChaCha20-Poly1305 ciphertext and tag(16), with associated data binding
+// protocol version, kind, round id, the round's view, sender and recipient.
+// Round keys. In each round a patient draws two X25519 keypairs: `c` seals the Shamir shares it
+// sends other patients (a key per pair from crypto_scalarmult), `s` makes its pairwise masks
+// (Bonawitz et al., CCS 2017, "Practical Secure Aggregation for Privacy-Preserving Machine
+// Learning", section 4). Both are tagged under the static authentication keys, so the broker
+// cannot put keys of its own in a patient's place.
 //
 // The broker does not link this library: it cannot open a payload even by mistake.
-// Thread-compatible: a Sealer is immutable after Create, so concurrent Seal/Open are safe.
+// Thread-compatible: a Sealer is immutable after Create, so concurrent calls are safe.
 #pragma once
 
 #include <array>
@@ -25,27 +26,38 @@
 #include <vector>
 
 #include "keys/keys.h"
-#include "nodes/aggregate.h"
 #include "schema/schema.h"
 #include "schema/status.h"
 
 namespace tally {
 
+using RoundDigest = std::array<uint8_t, 32>;
 using ViewDigest = std::array<uint8_t, 32>;
 
-// BLAKE2b-256 of what a patient's masked input depends on: round id, the hospital's name and
-// sealing public key, range, length, and each participant's name, sealing public key and join
-// nonce, in order (schema/PROTOCOL.md, "The view"). `seal_keys` holds the hospital's key then
-// each participant's, as the party computing the view knows them from its own roster, so
-// parties whose rosters disagree on a key compute different views, and a masked input made
-// with a key the hospital does not know fails to open instead of summing to a wrong
-// aggregate. REQUIRES: `nonces` is one per participant (the sum phase) and
-// seal_keys.size() == 1 + params.participants.size().
-ViewDigest RoundView(const RoundId& round, const RoundParams& params,
-                     std::span<const JoinNonce> nonces, std::span<const PublicKey> seal_keys);
-inline ViewDigest RoundView(const PhaseUpdate& u, std::span<const PublicKey> seal_keys) {
-  return RoundView(u.round, u.params, u.nonces, seal_keys);
-}
+// BLAKE2b-256 of a round's id and every parameter ("Keys of a round"): what tags bind, so that
+// patients shown different parameters refuse each other's keys.
+RoundDigest DigestOf(const RoundId& round, const RoundParams& params);
+
+// A participant's round keys as published in a join: `cpk` seals shares to it, `spk` makes its
+// pairwise masks.
+struct RoundPublicKeys {
+  RoundKey cpk{};
+  RoundKey spk{};
+  bool operator==(const RoundPublicKeys&) const = default;
+};
+
+// The round keys in the keys batch the broker gives the hospital, per participant: one
+// cpk || spk for each member of U1 (`joined`). Fails unless the batch holds exactly those.
+Result<std::vector<RoundPublicKeys>> HospitalKeys(const Batch& batch, const Members& joined);
+
+// BLAKE2b-256 over the digest, the hospital's sealing key, and per participant its sealing key and,
+// for a member of U2, its round keys ("The view"). `seal_keys` holds the hospital's key then each
+// participant's, as the viewer's roster has them; `keys` one entry per participant (read for
+// members of `shared` only). A masked input made for another set, other round keys or another
+// roster's key fails to open at the hospital instead of summing to a wrong aggregate.
+// REQUIRES: seal_keys.size() == 1 + n, shared.size() == keys.size() == n.
+ViewDigest RoundView(const RoundDigest& digest, std::span<const PublicKey> seal_keys,
+                     const Members& shared, std::span<const RoundPublicKeys> keys);
 
 struct Binding {
   RoundId round{};
@@ -60,15 +72,15 @@ std::vector<uint8_t> BindingBytes(const Binding& binding);
 
 class Sealer {
  public:
-  // Precomputes a shared key with every other party in the roster.
+  // Precomputes the sealing and authentication keys with every other party in the roster. Fails
+  // for a roster key of small order.
   static Result<Sealer> Create(const SecretCertificate& me, const Roster& roster);
 
   const std::string& name() const { return name_; }
   // RoundView with the sealing keys of this party's roster. Fails naming a party of the round
-  // that the roster lacks. REQUIRES: `nonces` is one per participant.
-  Result<ViewDigest> View(const RoundId& round, const RoundParams& params,
-                          std::span<const JoinNonce> nonces) const;
-  Result<ViewDigest> View(const PhaseUpdate& u) const { return View(u.round, u.params, u.nonces); }
+  // that the roster lacks.
+  Result<ViewDigest> View(const RoundId& round, const RoundParams& params, const Members& shared,
+                          std::span<const RoundPublicKeys> keys) const;
   // REQUIRES: binding.sender == name(); the recipient is in the roster.
   Result<std::vector<uint8_t>> Seal(const Binding& binding,
                                     std::span<const uint8_t> plaintext) const;
@@ -77,27 +89,60 @@ class Sealer {
   // not open, with Status::Code::kUnauthentic.
   Result<std::vector<uint8_t>> Open(const Binding& binding, std::span<const uint8_t> sealed) const;
 
-  // This party's pairwise masks for a round (schema/PROTOCOL.md, "Masks"): one key per other
-  // participant, from the pair's mask key, the round id and both join nonces, and whether its
-  // stream is added (we are the lower-named) or subtracted. Fails unless this party is a
-  // participant, the list repeats no name, `nonces` is one per participant and every peer is
-  // in the roster.
-  Result<RoundMasks> Masks(const RoundId& round, const RoundParams& params,
-                           std::span<const JoinNonce> nonces) const;
-  // Masks() for the round in `update`, applied to `values` (ApplyMasks, nodes/aggregate.h).
-  // Fails, leaving `values` unchanged, as Masks() does or unless `values` has
-  // PayloadLength(update.params) elements.
-  Status AddMasks(const PhaseUpdate& update, std::span<uint64_t> values) const;
+  // tag_owner->peer on the owner's round keys ("Keys of a round"): one of `owner`, `peer` is
+  // this party, the other a party of its roster (else an error). A patient tags its own keys for
+  // each peer, and checks each peer's tag for it.
+  Result<Tag> KeysTag(std::string_view owner, std::string_view peer, const RoundDigest& digest,
+                      const RoundPublicKeys& keys) const;
+  // The confirmation from `from` to `to` of the sets U2 and U3 ("Order of a round", confirm);
+  // one of them is this party.
+  Result<Tag> ConfirmTag(std::string_view from, std::string_view to, const RoundDigest& digest,
+                         const Members& shared, const Members& masked) const;
 
  private:
   Sealer() : peer_secrets_(0) {}
-  // The sealing key (first 32 bytes) and mask key (next 32) shared with `peer`, or nullptr.
+  // The sealing key (first 32 bytes) and authentication key (next 32) shared with `peer`, or
+  // nullptr.
   const uint8_t* PeerKeys(std::string_view peer) const;
+  // The authentication key shared with whichever of `a`, `b` is not us, or an error.
+  Result<const uint8_t*> AuthKey(std::string_view a, std::string_view b) const;
   static constexpr size_t kPeerKeyBytes = 64;
   std::string name_;
   std::map<std::string, size_t, std::less<>> peer_index_;  // into peer_secrets_, in 64s
   SecretBytes peer_secrets_;
   std::map<std::string, PublicKey, std::less<>> seal_public_;  // every node's, ours included
 };
+
+// --- Round keys ---------------------------------------------------------------------------
+
+// A fresh X25519 keypair for one round (crypto_box_keypair); the secret in guarded memory.
+struct RoundKeyPair {
+  RoundKey pub{};
+  SecretKey secret;
+  static RoundKeyPair Generate();
+};
+
+// The key of the shares between two patients: BLAKE2b-256(crypto_scalarmult(c, peer_cpk) ||
+// "tally share v3"), the same from both ends, 32 bytes at `out`. Fails for a peer key of small
+// order.
+Status ShareKey(const SecretKey& c_secret, const RoundKey& peer_cpk, uint8_t* out);
+// A share pair (share of b || share of s, 2 x kShareSize bytes) sealed from `from` to `to` in
+// `round`: kSealedShareSize bytes ("Sealed shares").
+std::vector<uint8_t> SealShare(const uint8_t* key, const RoundId& round, std::string_view from,
+                               std::string_view to, std::span<const uint8_t> pair);
+// Opens SealShare's output into `pair` (2 x kShareSize bytes, the caller's guarded memory); fails
+// unless it was sealed with `key` from `from` to `to` in `round`, unmodified.
+Status OpenShare(const uint8_t* key, const RoundId& round, std::string_view from,
+                 std::string_view to, std::span<const uint8_t> sealed, std::span<uint8_t> pair);
+
+// The ChaCha20 key of the pairwise mask of s's owner and the owner of `peer_spk` in `round`:
+// BLAKE2b-256(crypto_scalarmult(s, peer_spk) || "tally mask v3" || round), 32 bytes at `out`.
+// Fails for a peer key of small order.
+Status PairMaskKey(const uint8_t* s_secret, const RoundKey& peer_spk, const RoundId& round,
+                   uint8_t* out);
+// The ChaCha20 key of a self mask: BLAKE2b-256(b || "tally self v3"), 32 bytes at `out`.
+void SelfMaskKey(const uint8_t* b, uint8_t* out);
+// crypto_scalarmult_base(secret) == expected: a rebuilt mask secret matches its published key.
+bool MatchesPublicKey(const uint8_t* secret, const RoundKey& expected);
 
 }  // namespace tally

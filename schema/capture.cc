@@ -24,9 +24,9 @@ constexpr std::array<uint8_t, 8> kMagic = {'T', 'A', 'L', 'L', 'Y', 'C', 'A', 'P
 constexpr size_t kFileHeaderSize = kMagic.size() + 4;
 // Record framing: u32 body length, u8 type, body, u32 CRC.
 constexpr size_t kRecordOverhead = 4 + 1 + 4;
-// Largest frame an envelope record holds: the largest wire message the broker accepts.
+// Largest frame a frame record holds: the largest wire message the broker accepts.
 constexpr size_t kMaxFrameBytes = MaxMessageSize(kMaxVectorLength);
-// Largest record body: an envelope record's frame plus its array, t_us and bin headers.
+// Largest record body: a frame record's frame plus its array, t_us and bin headers.
 constexpr size_t kMaxBodyBytes = kMaxFrameBytes + 64;
 constexpr size_t kMaxFingerprintLength = 128;
 // ReadCaptureFile refuses larger files rather than trying to hold them in memory.
@@ -83,7 +83,7 @@ CaptureRecordType TypeOf(const CaptureRecord& record) {
       [](const auto& r) {
         using T = std::decay_t<decltype(r)>;
         if constexpr (std::is_same_v<T, CaptureHeader>) return CaptureRecordType::kHeader;
-        if constexpr (std::is_same_v<T, CaptureEnvelope>) return CaptureRecordType::kEnvelope;
+        if constexpr (std::is_same_v<T, CaptureFrame>) return CaptureRecordType::kFrame;
         if constexpr (std::is_same_v<T, CaptureRejected>) return CaptureRecordType::kRejected;
         if constexpr (std::is_same_v<T, CapturePhase>) return CaptureRecordType::kPhase;
         if constexpr (std::is_same_v<T, CaptureTrailer>) return CaptureRecordType::kTrailer;
@@ -92,7 +92,7 @@ CaptureRecordType TypeOf(const CaptureRecord& record) {
 }
 
 void PackBody(Packer& p, const CaptureHeader& h) {
-  p.pack_array(11);
+  p.pack_array(12);
   p.pack_uint32(h.format_version);
   PackBin(p, h.round);
   p.pack_uint64(h.ticket);
@@ -100,7 +100,7 @@ void PackBody(Packer& p, const CaptureHeader& h) {
   PackStr(p, h.roster_fingerprint);
   p.pack_int64(h.opened_unix_ms);
 }
-void PackBody(Packer& p, const CaptureEnvelope& e) {
+void PackBody(Packer& p, const CaptureFrame& e) {
   p.pack_array(2);
   p.pack_uint64(e.t_us);
   PackBin(p, e.frame);
@@ -113,12 +113,12 @@ void PackBody(Packer& p, const CaptureRejected& r) {
   p.pack_uint64(r.size);
 }
 void PackBody(Packer& p, const CapturePhase& ph) {
-  p.pack_array(5);
+  p.pack_array(8);
   p.pack_uint64(ph.t_us);
   PackStr(p, PhaseName(ph.phase));
   p.pack_uint64(ph.seq);
   PackStr(p, ph.reason);
-  strict::PackNonces(p, ph.nonces);
+  strict::PackSets(p, ph.sets);
 }
 void PackBody(Packer& p, const CaptureTrailer& t) {
   p.pack_array(5);
@@ -129,7 +129,7 @@ void PackBody(Packer& p, const CaptureTrailer& t) {
     p.pack_false();
   }
   PackStr(p, t.reason);
-  p.pack_uint64(t.envelopes);
+  p.pack_uint64(t.frames);
   p.pack_uint64(t.rejected);
 }
 
@@ -137,8 +137,8 @@ std::string_view RecordName(CaptureRecordType type) {
   switch (type) {
     case CaptureRecordType::kHeader:
       return "header record";
-    case CaptureRecordType::kEnvelope:
-      return "envelope record";
+    case CaptureRecordType::kFrame:
+      return "frame record";
     case CaptureRecordType::kRejected:
       return "rejected record";
     case CaptureRecordType::kPhase:
@@ -161,12 +161,13 @@ bool LowerHex(std::string_view s) {
   return true;
 }
 
-// Decodes one record body strictly. Errors read "<type> record: <what>"; the caller adds
-// "malformed".
-Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t> body) {
+// Decodes one record body strictly; the sets of a phase record are of `participants` (the
+// header's). Errors read "<type> record: <what>"; the caller adds "malformed".
+Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t> body,
+                                size_t participants) {
   const strict::Bounds bounds{
       .max_bytes = kMaxBodyBytes,
-      .max_array = std::max<size_t>({11, kMaxParticipants, kMaxColumns}),
+      .max_array = std::max<size_t>({12, kMaxParticipants, kMaxColumns}),
       .max_str = std::max(kMaxReasonLength, kMaxFingerprintLength) + 56,
       .max_bin = kMaxFrameBytes,
       .max_depth = 3,  // record, columns, a column
@@ -179,7 +180,7 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
   switch (type) {
     case CaptureRecordType::kHeader: {
       CaptureHeader h;
-      TALLY_RETURN_IF_ERROR(CheckCount(r, 11, f.size()));
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 12, f.size()));
       TALLY_RETURN_IF_ERROR(r.U32("format_version", &h.format_version));
       if (h.format_version != kCaptureFormatVersion) {
         return r.Error("format_version " + std::to_string(h.format_version) +
@@ -200,8 +201,8 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
       TALLY_RETURN_IF_ERROR(r.Int64("opened_unix_ms", &h.opened_unix_ms));
       return CaptureRecord(std::move(h));
     }
-    case CaptureRecordType::kEnvelope: {
-      CaptureEnvelope e;
+    case CaptureRecordType::kFrame: {
+      CaptureFrame e;
       TALLY_RETURN_IF_ERROR(CheckCount(r, 2, f.size()));
       TALLY_RETURN_IF_ERROR(r.Uint("t_us", &e.t_us));
       TALLY_RETURN_IF_ERROR(r.Bin("frame", 0, kMaxFrameBytes, &e.frame));
@@ -218,16 +219,16 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
     }
     case CaptureRecordType::kPhase: {
       CapturePhase ph;
-      TALLY_RETURN_IF_ERROR(CheckCount(r, 5, f.size()));
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 8, f.size()));
       TALLY_RETURN_IF_ERROR(r.Uint("t_us", &ph.t_us));
       std::string_view name;
       TALLY_RETURN_IF_ERROR(r.StrView("phase", &name));
-      const std::optional<Phase> p = strict::PhaseFromName(name);
+      const std::optional<Phase> p = PhaseNamed(name);
       if (!p) return r.Error("unknown phase");
       ph.phase = *p;
       TALLY_RETURN_IF_ERROR(r.Uint("seq", &ph.seq));
       TALLY_RETURN_IF_ERROR(r.Reason("reason", &ph.reason));
-      TALLY_RETURN_IF_ERROR(r.Nonces("nonces", kMaxParticipants, &ph.nonces));
+      TALLY_RETURN_IF_ERROR(strict::ReadSets(r, participants, &ph.sets));
       return CaptureRecord(std::move(ph));
     }
     case CaptureRecordType::kTrailer: {
@@ -236,7 +237,7 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
       TALLY_RETURN_IF_ERROR(r.Uint("t_us", &t.t_us));
       TALLY_RETURN_IF_ERROR(r.Bool("done", &t.done));
       TALLY_RETURN_IF_ERROR(r.Reason("reason", &t.reason));
-      TALLY_RETURN_IF_ERROR(r.Uint("envelopes", &t.envelopes));
+      TALLY_RETURN_IF_ERROR(r.Uint("frames", &t.frames));
       TALLY_RETURN_IF_ERROR(r.Uint("rejected", &t.rejected));
       return CaptureRecord(std::move(t));
     }
@@ -246,17 +247,18 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
 
 // Checks that the reader will accept what the writer is about to write, so a bad field (say an
 // over-long reason) fails the Append instead of truncating every later reading of the file.
-Status ValidateRecord(const CaptureRecord& record, std::span<const uint8_t> framed) {
-  if (const auto* e = std::get_if<CaptureEnvelope>(&record)) {
+Status ValidateRecord(const CaptureRecord& record, std::span<const uint8_t> framed,
+                      size_t participants) {
+  if (const auto* e = std::get_if<CaptureFrame>(&record)) {
     // Skip re-parsing the (possibly megabytes of) frame; its size is the only constraint.
     if (e->frame.size() > kMaxFrameBytes) {
-      return Status::Error("envelope record: frame is " + std::to_string(e->frame.size()) +
+      return Status::Error("frame record: frame is " + std::to_string(e->frame.size()) +
                            " bytes, over the limit of " + std::to_string(kMaxFrameBytes));
     }
     return Status::Ok();
   }
   const std::span<const uint8_t> body = framed.subspan(5, framed.size() - kRecordOverhead);
-  Result<CaptureRecord> parsed = ParseBody(TypeOf(record), body);
+  Result<CaptureRecord> parsed = ParseBody(TypeOf(record), body, participants);
   if (!parsed.ok()) return Status::Error("refusing to write invalid " + parsed.message());
   return Status::Ok();
 }
@@ -267,7 +269,7 @@ uint32_t CaptureCrc32(std::span<const uint8_t> bytes) { return Crc32Update(0, by
 
 std::vector<uint8_t> EncodeRecord(const CaptureRecord& record) {
   std::vector<uint8_t> out;
-  if (const auto* e = std::get_if<CaptureEnvelope>(&record)) {
+  if (const auto* e = std::get_if<CaptureFrame>(&record)) {
     out.reserve(e->frame.size() + 32);
   } else {
     out.reserve(128);
@@ -288,7 +290,7 @@ Result<CaptureWriter> CaptureWriter::Create(const std::filesystem::path& path,
                                             const CaptureHeader& header) {
   const CaptureRecord record(header);
   const std::vector<uint8_t> framed = EncodeRecord(record);
-  TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed));
+  TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed, 0));
 
   std::vector<uint8_t> start(kMagic.begin(), kMagic.end());
   PutU32(&start, kCaptureFormatVersion);
@@ -300,7 +302,7 @@ Result<CaptureWriter> CaptureWriter::Create(const std::filesystem::path& path,
   if (fd < 0) {
     return Status::Error("cannot create capture " + path.string() + ": " + std::strerror(errno));
   }
-  CaptureWriter writer(fd, path);
+  CaptureWriter writer(fd, path, header.params.participants.size());
   TALLY_RETURN_IF_ERROR(WriteAll(fd, start, writer.what()));
   // The new folder entry is made durable by Finish(), after the file itself: on ext4 the
   // file's fsync commits the entry in the same journal transaction, so the folder's fsync
@@ -311,8 +313,9 @@ Result<CaptureWriter> CaptureWriter::Create(const std::filesystem::path& path,
 CaptureWriter::CaptureWriter(CaptureWriter&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       path_(std::move(other.path_)),
+      participants_(other.participants_),
       pending_(std::move(other.pending_)),
-      envelopes_(other.envelopes_),
+      frames_(other.frames_),
       rejected_(other.rejected_) {}
 
 CaptureWriter& CaptureWriter::operator=(CaptureWriter&& other) noexcept {
@@ -320,8 +323,9 @@ CaptureWriter& CaptureWriter::operator=(CaptureWriter&& other) noexcept {
     Close();
     fd_ = std::exchange(other.fd_, -1);
     path_ = std::move(other.path_);
+    participants_ = other.participants_;
     pending_ = std::move(other.pending_);
-    envelopes_ = other.envelopes_;
+    frames_ = other.frames_;
     rejected_ = other.rejected_;
   }
   return *this;
@@ -363,21 +367,21 @@ Status CaptureWriter::Append(const CaptureRecord& record) {
     return Status::Error("capture already has its header record");
   }
   const std::vector<uint8_t> framed = EncodeRecord(record);
-  TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed));
+  TALLY_RETURN_IF_ERROR(ValidateRecord(record, framed, participants_));
   TALLY_RETURN_IF_ERROR(Write({framed}));
-  envelopes_ += std::holds_alternative<CaptureEnvelope>(record);
+  frames_ += std::holds_alternative<CaptureFrame>(record);
   rejected_ += std::holds_alternative<CaptureRejected>(record);
   return Status::Ok();
 }
 
-Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> frame) {
+Status CaptureWriter::AppendFrame(uint64_t t_us, std::span<const uint8_t> frame) {
   if (fd_ < 0) return Status::Error("capture writer is closed");
   if (frame.size() > kMaxFrameBytes)
-    return Status::Error("refusing to write invalid envelope record: frame too large");
-  // The same bytes EncodeRecord(CaptureEnvelope{t_us, frame}) makes, without copying the
+    return Status::Error("refusing to write invalid frame record: frame too large");
+  // The same bytes EncodeRecord(CaptureFrame{t_us, frame}) makes, without copying the
   // frame: a small head (length, type, msgpack [t_us, bin header]), the frame, the CRC.
   std::vector<uint8_t> head(5);
-  head[4] = static_cast<uint8_t>(CaptureRecordType::kEnvelope);
+  head[4] = static_cast<uint8_t>(CaptureRecordType::kFrame);
   strict::VectorSink sink{&head};
   Packer packer(sink);
   packer.pack_array(2);
@@ -392,7 +396,7 @@ Status CaptureWriter::AppendEnvelope(uint64_t t_us, std::span<const uint8_t> fra
   std::vector<uint8_t> tail;
   PutU32(&tail, crc);
   TALLY_RETURN_IF_ERROR(Write({head, frame, tail}));
-  ++envelopes_;
+  ++frames_;
   return Status::Ok();
 }
 
@@ -472,7 +476,11 @@ CaptureContents ReadCapture(std::span<const uint8_t> bytes, CaptureReadOptions o
                              ? "first record is not a header"
                              : "second header record at offset " + std::to_string(start));
     }
-    Result<CaptureRecord> record = ParseBody(type, typed.subspan(1));
+    const size_t participants =
+        out.records.empty()
+            ? 0
+            : std::get<CaptureHeader>(out.records.front()).params.participants.size();
+    Result<CaptureRecord> record = ParseBody(type, typed.subspan(1), participants);
     if (!record.ok()) {
       return fail(start,
                   "malformed " + record.message() + " (offset " + std::to_string(start) + ")");

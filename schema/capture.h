@@ -25,7 +25,7 @@ inline constexpr size_t kCaptureBufferBytes = 64 * 1024;
 
 enum class CaptureRecordType : uint8_t {
   kHeader = 1,
-  kEnvelope = 2,
+  kFrame = 2,
   kRejected = 3,
   kPhase = 4,
   kTrailer = 5,
@@ -41,11 +41,12 @@ struct CaptureHeader {
   bool operator==(const CaptureHeader&) const = default;
 };
 
-// An envelope the broker routed: the frame exactly as received and forwarded.
-struct CaptureEnvelope {
+// A frame the broker sent on: an envelope it routed, exactly as received and forwarded, or the
+// keys batch it gave the hospital (what the hospital's view is computed from).
+struct CaptureFrame {
   uint64_t t_us = 0;  // microseconds since the round opened (monotonic clock)
   std::vector<uint8_t> frame;
-  bool operator==(const CaptureEnvelope&) const = default;
+  bool operator==(const CaptureFrame&) const = default;
 };
 
 // A message the broker dropped during the round, with why. No payload bytes are kept.
@@ -62,23 +63,23 @@ struct CapturePhase {
   Phase phase = Phase::kOpen;
   uint64_t seq = 0;
   std::string reason;
-  // The participants' join nonces as published with this phase (PhaseUpdate.nonces): what a
-  // replay needs to check the hospital's view of the round. Empty in the open phase.
-  std::vector<JoinNonce> nonces;
+  // The round's sets as published with this phase (PhaseUpdate.sets): what a replay needs to
+  // check who took part and the hospital's view of the round.
+  RoundSets sets;
   bool operator==(const CapturePhase&) const = default;
 };
 
 struct CaptureTrailer {
   uint64_t t_us = 0;
-  bool done = false;       // true: the round completed; false: aborted
-  std::string reason;      // abort reason
-  uint64_t envelopes = 0;  // envelope records written
-  uint64_t rejected = 0;   // rejected records written
+  bool done = false;      // true: the round completed; false: aborted
+  std::string reason;     // abort reason
+  uint64_t frames = 0;    // frame records written
+  uint64_t rejected = 0;  // rejected records written
   bool operator==(const CaptureTrailer&) const = default;
 };
 
 using CaptureRecord =
-    std::variant<CaptureHeader, CaptureEnvelope, CaptureRejected, CapturePhase, CaptureTrailer>;
+    std::variant<CaptureHeader, CaptureFrame, CaptureRejected, CapturePhase, CaptureTrailer>;
 
 // Appends records to one capture file. Move-only; closes (without fsync) on destruction.
 class CaptureWriter {
@@ -94,26 +95,28 @@ class CaptureWriter {
   ~CaptureWriter();
 
   Status Append(const CaptureRecord& record);
-  // Append(CaptureEnvelope{t_us, frame}) without copying the frame: the broker's hot path.
-  Status AppendEnvelope(uint64_t t_us, std::span<const uint8_t> frame);
+  // Append(CaptureFrame{t_us, frame}) without copying the frame: the broker's hot path.
+  Status AppendFrame(uint64_t t_us, std::span<const uint8_t> frame);
   // Records are buffered (up to kCaptureBufferBytes) and written in one system call; Flush
   // writes what is buffered (the broker does at every phase change).
   Status Flush();
   // Appends the trailer, flushes, fsyncs the file and then its folder, closes.
   Status Finish(const CaptureTrailer& trailer);
-  // Envelope and rejected records appended so far: what a trailer counts.
-  uint64_t envelopes() const { return envelopes_; }
+  // Frame and rejected records appended so far: what a trailer counts.
+  uint64_t frames() const { return frames_; }
   uint64_t rejected() const { return rejected_; }
 
  private:
-  CaptureWriter(int fd, std::filesystem::path path) : fd_(fd), path_(std::move(path)) {}
+  CaptureWriter(int fd, std::filesystem::path path, size_t participants)
+      : fd_(fd), path_(std::move(path)), participants_(participants) {}
   std::string what() const { return "capture " + path_.string(); }
   Status Write(std::vector<std::span<const uint8_t>> pieces, bool flush = false);
   void Close();  // flushes what is buffered, closes both descriptors, no fsync
   int fd_ = -1;
   std::filesystem::path path_;
+  size_t participants_ = 0;       // the header's: what phase records' sets are checked against
   std::vector<uint8_t> pending_;  // whole records not yet written
-  uint64_t envelopes_ = 0, rejected_ = 0;
+  uint64_t frames_ = 0, rejected_ = 0;
 };
 
 // What a reader made of a capture: every record it could read, and where it stopped.
@@ -132,7 +135,7 @@ struct CaptureContents {
 
 struct CaptureReadOptions {
   // Read a record whose CRC does not match when it still parses, noting it in `damaged`, so an
-  // audit can name the damaged envelope instead of stopping before it.
+  // audit can name the damaged frame instead of stopping before it.
   bool past_crc_mismatch = false;
 };
 

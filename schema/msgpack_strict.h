@@ -221,19 +221,26 @@ class FieldReader {
   }
   Status Round(std::string_view field, RoundId* out) { return Fixed(field, out); }
 
-  // One bin holding at most `max_count` join nonces back to back.
-  Status Nonces(std::string_view field, size_t max_count, std::vector<JoinNonce>* out) {
+  // A set of participants: a bin of exactly ceil(n/8) bytes, or empty (not fixed yet); no bit
+  // set beyond the n participants.
+  Status MembersOf(std::string_view field, size_t n, Members* out) {
     std::span<const uint8_t> v;
     TALLY_RETURN_IF_ERROR(BinView(field, &v));
-    if (v.size() % kJoinNonceSize != 0 || v.size() / kJoinNonceSize > max_count) {
-      return Error(std::string(field) + " must hold at most " + std::to_string(max_count) +
-                   " nonces of " + std::to_string(kJoinNonceSize) + " bytes, got " +
-                   std::to_string(v.size()) + " bytes");
+    if (v.empty()) {
+      out->clear();
+      return Status::Ok();
     }
-    out->assign(v.size() / kJoinNonceSize, JoinNonce{});
-    for (size_t i = 0; i < out->size(); ++i)
-      std::copy_n(v.begin() + static_cast<std::ptrdiff_t>(i * kJoinNonceSize), kJoinNonceSize,
-                  (*out)[i].begin());
+    if (v.size() != (n + 7) / 8)
+      return Error(std::string(field) + " must be empty or " + std::to_string((n + 7) / 8) +
+                   " bytes for " + std::to_string(n) + " participants, got " +
+                   std::to_string(v.size()));
+    out->assign(n, false);
+    for (size_t i = 0; i < v.size() * 8; ++i) {
+      const bool bit = (v[i / 8] >> (i % 8)) & 1;
+      if (i >= n && bit)
+        return Error(std::string(field) + " names a participant beyond the " + std::to_string(n));
+      if (i < n) (*out)[i] = bit;
+    }
     return Status::Ok();
   }
 
@@ -324,15 +331,15 @@ class FieldReader {
   size_t next_;
 };
 
-inline std::optional<Phase> PhaseFromName(std::string_view name) {
-  for (Phase p : {Phase::kOpen, Phase::kSum, Phase::kDone, Phase::kAbort}) {
-    if (PhaseName(p) == name) return p;
+inline std::optional<BatchKind> BatchKindFromName(std::string_view name) {
+  for (BatchKind k : {BatchKind::kKeys, BatchKind::kShares, BatchKind::kConfirm}) {
+    if (BatchKindName(k) == name) return k;
   }
   return std::nullopt;
 }
 
 inline std::optional<EnvelopeKind> KindFromName(std::string_view name) {
-  for (EnvelopeKind k : {EnvelopeKind::kPartial}) {
+  for (EnvelopeKind k : {EnvelopeKind::kPartial, EnvelopeKind::kUnmask}) {
     if (KindName(k) == name) return k;
   }
   return std::nullopt;
@@ -359,17 +366,24 @@ inline void PackBin(Packer& p, std::span<const uint8_t> b) {
   p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
 }
 
-// Join nonces travel as one bin, back to back (FieldReader::Nonces reads them).
-inline void PackNonces(Packer& p, const std::vector<JoinNonce>& nonces) {
-  p.pack_bin(static_cast<uint32_t>(nonces.size() * kJoinNonceSize));
-  for (const JoinNonce& n : nonces)
-    p.pack_bin_body(reinterpret_cast<const char*>(n.data()), static_cast<uint32_t>(n.size()));
+// A set of participants as a bin of ceil(n/8) bytes (FieldReader::MembersOf reads it); an empty
+// set (not fixed yet) as an empty bin.
+inline void PackMembers(Packer& p, const Members& m) { PackBin(p, MembersBits(m)); }
+inline void PackSets(Packer& p, const RoundSets& s) {
+  for (const Members* m : {&s.joined, &s.shared, &s.masked, &s.confirmed}) PackMembers(p, *m);
+}
+// The four sets of a round of n participants, as PackSets wrote them.
+inline Status ReadSets(FieldReader& r, size_t n, RoundSets* out) {
+  TALLY_RETURN_IF_ERROR(r.MembersOf("joined", n, &out->joined));
+  TALLY_RETURN_IF_ERROR(r.MembersOf("shared", n, &out->shared));
+  TALLY_RETURN_IF_ERROR(r.MembersOf("masked", n, &out->masked));
+  return r.MembersOf("confirmed", n, &out->confirmed);
 }
 
 // A round's parameters as they travel, in a request, a phase update and a capture header:
 // [hospital str,] range uint, length u32 (1..max_length), participants (distinct names),
 // columns (array of [name str, lower int, upper int, decimals u32]), weight [max uint,
-// decimals u32]. A request carries no hospital (it is its sender).
+// decimals u32], threshold u32. A request carries no hospital (it is its sender).
 inline void PackParams(Packer& p, const RoundParams& params, bool hospital) {
   if (hospital) PackStr(p, params.hospital);
   p.pack_uint64(params.range);
@@ -387,6 +401,7 @@ inline void PackParams(Packer& p, const RoundParams& params, bool hospital) {
   p.pack_array(2);
   p.pack_uint64(params.weight.max);
   p.pack_uint32(params.weight.decimals);
+  p.pack_uint32(params.threshold);
 }
 
 inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_participants,
@@ -423,6 +438,7 @@ inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_partici
   TALLY_RETURN_IF_ERROR(w.U32("decimals", &out->weight.decimals));
   if (out->weight.decimals > kMaxDecimalsInRound)
     return w.Error("decimals must be at most " + std::to_string(kMaxDecimalsInRound));
+  TALLY_RETURN_IF_ERROR(r.U32("threshold", &out->threshold));
   // What a payload for these parameters would hold: never more than the limit, so that no
   // reader allocates for a payload nobody may send.
   if (PayloadLength(*out) > max_length)

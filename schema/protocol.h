@@ -2,15 +2,20 @@
 // schema/PROTOCOL.md documents each of them for implementers in other languages.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 
 namespace tally {
 
-inline constexpr uint32_t kProtocolVersion = 3;         // first element of every wire message
-inline constexpr size_t kRoundIdSize = 16;              // 128-bit random round ids
-inline constexpr size_t kJoinNonceSize = 32;            // a patient's fresh per-round mask nonce
+inline constexpr uint32_t kProtocolVersion = 3;  // first element of every wire message
+inline constexpr size_t kRoundIdSize = 16;       // 128-bit random round ids
+inline constexpr size_t kRoundKeySize = 32;      // an X25519 public key of a round
+inline constexpr size_t kTagSize = 32;           // a BLAKE2b-256 tag
+inline constexpr size_t kShareSize = 32;         // one Shamir share of a 32-byte secret
+// A sealed share: nonce || (share of b || share of s) || Poly1305 tag.
+inline constexpr size_t kSealedShareSize = 24 + 2 * kShareSize + 16;
 inline constexpr size_t kMaxNameLength = 32;            // party names: [a-z0-9_-]{1,32}
 inline constexpr size_t kMaxParticipants = 1000;        // patients in one round
 inline constexpr uint32_t kMaxVectorLength = 1u << 20;  // elements per input (8 MiB of u64)
@@ -29,17 +34,23 @@ inline constexpr size_t kEnvelopeOverhead = 256;
 inline constexpr uint32_t kCaptureFormatVersion = 3;
 
 using RoundId = std::array<uint8_t, kRoundIdSize>;
-using JoinNonce = std::array<uint8_t, kJoinNonceSize>;
+using RoundKey = std::array<uint8_t, kRoundKeySize>;  // a patient's per-round public key
+using Tag = std::array<uint8_t, kTagSize>;
+using Share = std::array<uint8_t, kShareSize>;
 
-// Largest sealed payload for vectors of `length` elements.
-constexpr size_t MaxSealedSize(uint32_t length) {
-  return size_t{length} * 8 + kPayloadOverhead + kSealOverhead;
+// Largest sealed payload in rounds of vectors of `length` elements and `participants` patients:
+// a masked input (8 bytes per element) or an unmask (a share per participant and their set).
+constexpr size_t MaxSealedSize(uint32_t length, size_t participants = kMaxParticipants) {
+  return std::max(size_t{length} * 8, participants * kShareSize + (participants + 7) / 8) +
+         kPayloadOverhead + kSealOverhead;
 }
-// Largest wire message for vectors of `length` elements and `participants` names (each with
-// its join nonce in a phase update): what ZMQ_MAXMSGSIZE is set from.
+// Largest wire message for vectors of `length` elements and `participants` names: the largest of
+// an envelope (its sealed payload, or an unmask of a share per participant) plus a name per
+// participant, and of a batch (an item of at most kSealedShareSize bytes per participant) or a
+// join (a tag per participant): what ZMQ_MAXMSGSIZE is set from.
 constexpr size_t MaxMessageSize(uint32_t length, size_t participants = kMaxParticipants) {
-  return MaxSealedSize(length) + kEnvelopeOverhead +
-         participants * (kMaxNameLength + 2 + kJoinNonceSize);
+  return MaxSealedSize(length, participants) + kEnvelopeOverhead +
+         participants * (kMaxNameLength + 2 + kSealedShareSize + 8);
 }
 
 }  // namespace tally

@@ -224,16 +224,19 @@ Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& rou
   r.round = round;
   const bool columns = f.count("columns") > 0;
   for (const char* key :
-       {columns ? "columns" : "aggregate", "participants", "in_range", "elapsed_ms"})
+       {columns ? "columns" : "aggregate", "participants", "dropped", "in_range", "elapsed_ms"})
     if (!f.count(key)) return Status::Error(std::string("no \"") + key + "\"");
   if (!columns && !f.count("range")) return Status::Error("no \"range\"");
-  if (f.size() != (columns ? 5u : 6u)) return Status::Error("unexpected fields in a result line");
-  if (f["participants"].kind != Value::kArray)
-    return Status::Error("\"participants\" must be a list");
-  for (const Value& p : f["participants"].items) {
-    if (p.kind != Value::kString || !ValidName(p.text))
-      return Status::Error("\"participants\" must hold party names");
-    r.params.participants.push_back(p.text);
+  if (f.size() != (columns ? 6u : 7u)) return Status::Error("unexpected fields in a result line");
+  for (auto [key, names] :
+       {std::pair{"participants", &r.params.participants}, std::pair{"dropped", &r.dropped}}) {
+    if (f[key].kind != Value::kArray)
+      return Status::Error("\"" + std::string(key) + "\" must be a list");
+    for (const Value& p : f[key].items) {
+      if (p.kind != Value::kString || !ValidName(p.text))
+        return Status::Error("\"" + std::string(key) + "\" must hold party names");
+      names->push_back(p.text);
+    }
   }
   if (f["in_range"].kind != Value::kBool)
     return Status::Error("\"in_range\" must be true or false");
@@ -273,6 +276,13 @@ Result<RoundResult> ResultOf(std::map<std::string, Value>& f, const RoundId& rou
   return r;
 }
 
+// ["a", "b"]: names are [a-z0-9_-], no escaping needed.
+std::string NamesJson(const std::vector<std::string>& names) {
+  std::string out = "[";
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", \"" : "\"") + names[i] + "\"";
+  return out + "]";
+}
+
 // A column's sums or means: one JSON value for a scalar column, an array for a vector.
 std::string ElementsJson(const std::vector<std::optional<std::string>>& v) {
   auto one = [](const std::optional<std::string>& s) { return s ? JsonString(*s) : "null"; };
@@ -302,12 +312,8 @@ std::string ResultJson(const RoundResult& r) {
   std::string out = "{\"round\": \"" + RoundHex(r.round) + "\", " +
                     (r.columns.empty() ? "\"aggregate\": " + JsonNumbers(r.aggregate)
                                        : "\"columns\": " + ColumnsJson(r.columns)) +
-                    ", \"participants\": [";
-  for (size_t i = 0; i < r.params.participants.size(); ++i) {
-    if (i) out += ", ";
-    out += "\"" + r.params.participants[i] + "\"";  // names are [a-z0-9_-]: no escaping needed
-  }
-  out += "]";
+                    ", \"participants\": " + NamesJson(r.params.participants) +
+                    ", \"dropped\": " + NamesJson(r.dropped);
   if (r.columns.empty())
     out += ", \"range\": " + JsonNumbers(std::span<const uint64_t>(&r.params.range, 1));
   out += std::string(", \"in_range\": ") + (r.in_range ? "true" : "false") +

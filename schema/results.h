@@ -2,12 +2,14 @@
 // (schema/PROTOCOL.md, "Results file"), written and read here only.
 //
 // A results file is a journal, one JSON object per line, appended and fsync'd by the hospital:
-//   {"round": "…", "aggregate": 856, "participants": ["alice", …], "range": 1000,
-//    "in_range": true, "elapsed_ms": 1.204}            the result of a round without columns,
+//   {"round": "…", "aggregate": 856, "participants": ["alice", …], "dropped": [],
+//    "range": 1000, "in_range": true, "elapsed_ms": 1.204}
+//                                                      the result of a round without columns,
+//                                                      over the participants not dropped,
 //                                                      written before the hospital
 //                                                      acknowledges the round
 //   {"round": "…", "columns": [{"name": "bmi", "count": 3, "sum": "96.3", "mean": "32.100"},
-//    …], "participants": […], "in_range": true, "elapsed_ms": 2.5}
+//    …], "participants": […], "dropped": […], "in_range": true, "elapsed_ms": 2.5}
 //                                                      the result of a round with columns:
 //                                                      sums and means as exact decimal strings
 //                                                      (arrays of them for vector columns), a
@@ -56,7 +58,10 @@ struct RoundResult {
   RoundParams params;
   std::vector<uint64_t> aggregate;    // a round without columns: the sums
   std::vector<ColumnResult> columns;  // a round with columns: per column
-  bool in_range = true;               // every element of the aggregate lies in [0, range]
+  // Participants whose input is not in the sum: they dropped out before their masked input
+  // reached the hospital (or before joining). The sum is over the others, the survivors.
+  std::vector<std::string> dropped;
+  bool in_range = true;   // every element of the aggregate lies in [0, range]
   double elapsed_ms = 0;  // from sending the request to the aggregate in hand (before writing)
   bool operator==(const RoundResult&) const = default;
 };

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <msgpack.hpp>
+#include <set>
 #include <type_traits>
 
 #include "schema/decimal.h"
@@ -18,7 +19,7 @@ namespace {
 
 using strict::PackBin;
 using strict::Packer;
-using strict::PackNonces;
+using strict::PackMembers;
 using strict::PackStr;
 
 // Wire type names, second element of every message.
@@ -29,11 +30,12 @@ constexpr std::string_view kEnvelope = "envelope";
 constexpr std::string_view kAck = "ack";
 constexpr std::string_view kPhase = "phase";
 constexpr std::string_view kNotice = "notice";
+constexpr std::string_view kBatch = "batch";
 
 // Strings in messages are type names, kinds, phases, party names and reasons: all short.
 constexpr size_t kMaxWireString = std::max(kMaxReasonLength, kMaxNameLength) + 56;
 // Every field of the longest message (PhaseUpdate) fits in this many elements.
-constexpr size_t kMaxFields = 15;
+constexpr size_t kMaxFields = 19;
 
 void PackHead(Packer& p, uint32_t fields, std::string_view type) {
   p.pack_array(fields);
@@ -42,15 +44,19 @@ void PackHead(Packer& p, uint32_t fields, std::string_view type) {
 }
 
 void PackFields(Packer& p, const Request& m) {
-  PackHead(p, 9, kRequest);
+  PackHead(p, 10, kRequest);
   p.pack_uint64(m.ticket);
   strict::PackParams(p, m.params, /*hospital=*/false);
   p.pack_uint32(m.deadline_ms);
 }
 void PackFields(Packer& p, const Join& m) {
-  PackHead(p, 4, kJoin);
+  PackHead(p, 6, kJoin);
   PackBin(p, m.round);
-  PackBin(p, m.nonce);
+  PackBin(p, m.cpk);
+  PackBin(p, m.spk);
+  p.pack_bin(static_cast<uint32_t>(m.tags.size() * kTagSize));
+  for (const Tag& t : m.tags)
+    p.pack_bin_body(reinterpret_cast<const char*>(t.data()), static_cast<uint32_t>(t.size()));
 }
 void PackFields(Packer& p, const Refuse& m) {
   PackHead(p, 4, kRefuse);
@@ -70,15 +76,26 @@ void PackFields(Packer& p, const Ack& m) {
   PackBin(p, m.round);
 }
 void PackFields(Packer& p, const PhaseUpdate& m) {
-  PackHead(p, 15, kPhase);
+  PackHead(p, 19, kPhase);
   PackBin(p, m.round);
   PackStr(p, PhaseName(m.phase));
   p.pack_uint64(m.seq);
   p.pack_uint64(m.ticket);
   strict::PackParams(p, m.params, /*hospital=*/true);
-  PackNonces(p, m.nonces);
+  strict::PackSets(p, m.sets);
   p.pack_uint32(m.deadline_ms);
   PackStr(p, m.reason);
+}
+void PackFields(Packer& p, const Batch& m) {
+  PackHead(p, 5, kBatch);
+  PackBin(p, m.round);
+  PackStr(p, BatchKindName(m.kind));
+  p.pack_array(static_cast<uint32_t>(m.items.size()));
+  for (const BatchItem& item : m.items) {
+    p.pack_array(2);
+    p.pack_uint32(item.index);
+    PackBin(p, item.data);
+  }
 }
 void PackFields(Packer& p, const Notice& m) {
   PackHead(p, 4, kNotice);
@@ -135,7 +152,7 @@ Result<Message> DecodeEnvelope(strict::FieldReader& r, const Limits& limits) {
   std::string_view kind;
   TALLY_RETURN_IF_ERROR(r.StrView("kind", &kind));
   const std::optional<EnvelopeKind> k = strict::KindFromName(kind);
-  if (!k) return r.Error("kind must be \"partial\"");
+  if (!k) return r.Error("kind must be \"partial\" or \"unmask\"");
   m.kind = *k;
   TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
   TALLY_RETURN_IF_ERROR(r.Name("from", &m.from));
@@ -149,18 +166,62 @@ Result<Message> DecodePhase(strict::FieldReader& r, const Limits& limits) {
   TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
   std::string_view phase;
   TALLY_RETURN_IF_ERROR(r.StrView("phase", &phase));
-  const std::optional<Phase> p = strict::PhaseFromName(phase);
+  const std::optional<Phase> p = PhaseNamed(phase);
   if (!p) return r.Error("unknown phase");
   m.phase = *p;
   TALLY_RETURN_IF_ERROR(r.Uint("seq", &m.seq));
   TALLY_RETURN_IF_ERROR(r.Uint("ticket", &m.ticket));
   TALLY_RETURN_IF_ERROR(
       strict::ReadParams(r, limits.max_length, limits.max_participants, true, &m.params));
-  TALLY_RETURN_IF_ERROR(r.Nonces("nonces", m.params.participants.size(), &m.nonces));
-  if (!m.nonces.empty() && m.nonces.size() != m.params.participants.size())
-    return r.Error("nonces must be empty or one per participant");
+  TALLY_RETURN_IF_ERROR(strict::ReadSets(r, m.params.participants.size(), &m.sets));
   TALLY_RETURN_IF_ERROR(r.U32("deadline_ms", &m.deadline_ms));
   TALLY_RETURN_IF_ERROR(r.Reason("reason", &m.reason));
+  return Message(std::move(m));
+}
+
+// The size an item of a batch kind has: keys 96 (or 64, to the hospital), shares a sealed
+// share, confirm a tag.
+bool ItemSizeFits(BatchKind kind, size_t size) {
+  switch (kind) {
+    case BatchKind::kKeys:
+      return size == 2 * kRoundKeySize + kTagSize || size == 2 * kRoundKeySize;
+    case BatchKind::kShares:
+      return size == kSealedShareSize;
+    case BatchKind::kConfirm:
+      return size == kTagSize;
+  }
+  return false;
+}
+
+Result<Message> DecodeBatch(strict::FieldReader& r, const Limits& limits) {
+  Batch m;
+  TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
+  std::string_view kind;
+  TALLY_RETURN_IF_ERROR(r.StrView("kind", &kind));
+  const std::optional<BatchKind> k = strict::BatchKindFromName(kind);
+  if (!k) return r.Error("kind must be \"keys\", \"shares\" or \"confirm\"");
+  m.kind = *k;
+  std::span<const msgpack::object> items;
+  TALLY_RETURN_IF_ERROR(r.Array("items", limits.max_participants, &items));
+  std::set<uint32_t> seen;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].type != msgpack::type::ARRAY || items[i].via.array.size != 2)
+      return r.Error("item " + std::to_string(i) + " must be an array of 2");
+    strict::FieldReader item(r.context() + ": item " + std::to_string(i),
+                             {items[i].via.array.ptr, items[i].via.array.size}, 0);
+    BatchItem& out = m.items.emplace_back();
+    TALLY_RETURN_IF_ERROR(item.U32("index", &out.index));
+    if (out.index >= limits.max_participants)
+      return item.Error("index " + std::to_string(out.index) + " beyond the participants");
+    if (!seen.insert(out.index).second)
+      return r.Error("index " + std::to_string(out.index) + " twice");
+    std::span<const uint8_t> data;
+    TALLY_RETURN_IF_ERROR(item.BinView("data", &data));
+    if (!ItemSizeFits(m.kind, data.size()))
+      return item.Error("data of " + std::to_string(data.size()) + " bytes does not fit a " +
+                        std::string(kind) + " item");
+    out.data.assign(data.begin(), data.end());
+  }
   return Message(std::move(m));
 }
 
@@ -199,22 +260,134 @@ std::string_view KindName(EnvelopeKind kind) {
   switch (kind) {
     case EnvelopeKind::kPartial:
       return "partial";
+    case EnvelopeKind::kUnmask:
+      return "unmask";
   }
   return "unknown";
+}
+
+std::string_view BatchKindName(BatchKind kind) {
+  switch (kind) {
+    case BatchKind::kKeys:
+      return "keys";
+    case BatchKind::kShares:
+      return "shares";
+    case BatchKind::kConfirm:
+      return "confirm";
+  }
+  return "unknown";
+}
+
+size_t CountOf(const Members& members) {
+  return static_cast<size_t>(std::count(members.begin(), members.end(), true));
+}
+
+std::vector<uint8_t> MembersBits(const Members& m) {
+  std::vector<uint8_t> bits((m.size() + 7) / 8, 0);
+  for (size_t i = 0; i < m.size(); ++i)
+    if (m[i]) bits[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+  return bits;
+}
+
+uint32_t SafeThreshold(size_t n) { return static_cast<uint32_t>(2 * n / 3 + 1); }
+
+uint32_t CollusionTolerance(size_t n, uint32_t t) {
+  const int64_t by_split = 2 * int64_t{t} - static_cast<int64_t>(n) - 1;
+  const int64_t by_survivors = int64_t{t} - 2;
+  return static_cast<uint32_t>(std::max<int64_t>(0, std::min(by_split, by_survivors)));
+}
+
+const Members& Unmaskers(const RoundSets& sets) {
+  return sets.confirmed.empty() ? sets.masked : sets.confirmed;
+}
+
+Status CheckSets(const PhaseUpdate& u) {
+  const size_t n = u.params.participants.size();
+  const uint32_t t = u.params.threshold;
+  struct Set {
+    const Members* members;
+    const char* name;
+    const char* within;  // the set before it
+  };
+  const Set sets[] = {{&u.sets.joined, "those who joined", "the participants"},
+                      {&u.sets.shared, "those who shared", "those who joined"},
+                      {&u.sets.masked, "the survivors", "those who shared"},
+                      {&u.sets.confirmed, "those who confirmed", "the survivors"}};
+  // How many sets each phase has fixed (an abort: any number, as far as they go).
+  size_t fixed = 0;
+  switch (u.phase) {
+    case Phase::kOpen:
+      fixed = 0;
+      break;
+    case Phase::kShare:
+      fixed = 1;
+      break;
+    case Phase::kMask:
+      fixed = 2;
+      break;
+    case Phase::kConfirm:
+      fixed = 3;
+      break;
+    case Phase::kUnmask:
+    case Phase::kDone:
+    case Phase::kAbort:
+      fixed = u.sets.masked == u.sets.shared ? 3 : 4;
+      break;
+  }
+  const Members* before = nullptr;
+  for (size_t k = 0; k < 4; ++k) {
+    const Set& set = sets[k];
+    const bool expected = k < fixed;
+    if (set.members->empty()) {
+      if (expected && u.phase != Phase::kAbort)
+        return Status::Error(std::string(PhaseName(u.phase)) + " has no set of " + set.name);
+      if (u.phase == Phase::kAbort) fixed = std::min(fixed, k);
+      continue;
+    }
+    if (!expected)
+      return Status::Error(std::string(PhaseName(u.phase)) + " has a set of " + set.name +
+                           " too early");
+    if (set.members->size() != n)
+      return Status::Error(std::string("the set of ") + set.name + " is not one per participant");
+    for (size_t i = 0; before != nullptr && i < n; ++i)
+      if ((*set.members)[i] && !(*before)[i])
+        return Status::Error(std::string(set.name) + " are not within " + set.within);
+    if (CountOf(*set.members) < t)
+      return Status::Error(std::string(set.name) + " are " + std::to_string(CountOf(*set.members)) +
+                           ", fewer than the threshold " + std::to_string(t));
+    before = set.members;
+  }
+  if (u.phase == Phase::kConfirm && u.sets.masked == u.sets.shared)
+    return Status::Error("a confirm phase although nobody dropped after sharing");
+  return Status::Ok();
 }
 
 std::string_view PhaseName(Phase phase) {
   switch (phase) {
     case Phase::kOpen:
       return "open";
-    case Phase::kSum:
-      return "sum";
+    case Phase::kShare:
+      return "share";
+    case Phase::kMask:
+      return "mask";
+    case Phase::kConfirm:
+      return "confirm";
+    case Phase::kUnmask:
+      return "unmask";
     case Phase::kDone:
       return "done";
     case Phase::kAbort:
       return "abort";
   }
   return "unknown";
+}
+
+std::optional<Phase> PhaseNamed(std::string_view name) {
+  for (Phase p : {Phase::kOpen, Phase::kShare, Phase::kMask, Phase::kConfirm, Phase::kUnmask,
+                  Phase::kDone, Phase::kAbort}) {
+    if (PhaseName(p) == name) return p;
+  }
+  return std::nullopt;
 }
 
 bool ValidName(std::string_view name) {
@@ -237,6 +410,21 @@ uint64_t PayloadLength(const RoundParams& p) {
   return c * p.length + c * (p.weight.max > 0 ? 2 : 1);
 }
 
+namespace {
+// T in [SafeThreshold(n), n] (schema/PROTOCOL.md, "Why it is private").
+Status CheckThreshold(const RoundParams& p) {
+  const size_t n = p.participants.size();
+  if (p.threshold < SafeThreshold(n))
+    return Status::Error("threshold " + std::to_string(p.threshold) +
+                         " is below the safe minimum " + std::to_string(SafeThreshold(n)) +
+                         " for " + std::to_string(n) + " patients");
+  if (p.threshold > n)
+    return Status::Error("threshold " + std::to_string(p.threshold) + " is above the " +
+                         std::to_string(n) + " patients");
+  return Status::Ok();
+}
+}  // namespace
+
 Status CheckRoundParams(const RoundParams& p) {
   const uint64_t n = p.participants.size();
   if (n < 2)
@@ -249,7 +437,7 @@ Status CheckRoundParams(const RoundParams& p) {
     if (p.range > kRing / n)
       return Status::Error("range too large: the sum of " + std::to_string(n) +
                            " inputs could exceed 2^64-1");
-    return Status::Ok();
+    return CheckThreshold(p);
   }
   if (p.range != 0)
     return Status::Error("a round with columns has no range (each column has its bounds)");
@@ -286,7 +474,7 @@ Status CheckRoundParams(const RoundParams& p) {
   if (p.weight.max > per_patient)
     return too_big("weights", FormatUnits(p.weight.max, p.weight.decimals),
                    static_cast<long double>(n) * static_cast<long double>(p.weight.max));
-  return Status::Ok();
+  return CheckThreshold(p);
 }
 
 Result<RoundId> RoundFromHex(std::string_view hex) {
@@ -329,8 +517,8 @@ strict::Bounds MessageBounds(const Limits& limits) {
       .max_bytes = limits.max_message_bytes,
       .max_array = std::max({kMaxFields, limits.max_participants, kMaxColumns}),
       .max_str = kMaxWireString,
-      .max_bin = std::max(
-          {limits.max_sealed_bytes, kRoundIdSize, limits.max_participants * kJoinNonceSize}),
+      .max_bin =
+          std::max({limits.max_sealed_bytes, kRoundIdSize, limits.max_participants * kTagSize}),
       .max_depth = 3,  // message, columns, a column
   };
 }
@@ -359,8 +547,8 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
     size_t fields;
   };
   static constexpr Shape kShapes[] = {
-      {kRequest, 9}, {kJoin, 4},   {kRefuse, 4}, {kEnvelope, 7},
-      {kAck, 3},     {kPhase, 15}, {kNotice, 4},
+      {kRequest, 10}, {kJoin, 6},   {kRefuse, 4}, {kEnvelope, 7},
+      {kAck, 3},      {kPhase, 19}, {kNotice, 4}, {kBatch, 5},
   };
   const Shape* shape = nullptr;
   for (const Shape& s : kShapes) {
@@ -373,11 +561,23 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
   if (shape->name == kRequest) return DecodeRequest(r, limits);
   if (shape->name == kEnvelope) return DecodeEnvelope(r, limits);
   if (shape->name == kPhase) return DecodePhase(r, limits);
+  if (shape->name == kBatch) return DecodeBatch(r, limits);
   if (shape->name == kJoin) {
     Join m;
     TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
-    TALLY_RETURN_IF_ERROR(r.Fixed("nonce", &m.nonce));
-    return Message(m);
+    TALLY_RETURN_IF_ERROR(r.Fixed("cpk", &m.cpk));
+    TALLY_RETURN_IF_ERROR(r.Fixed("spk", &m.spk));
+    std::span<const uint8_t> tags;
+    TALLY_RETURN_IF_ERROR(r.BinView("tags", &tags));
+    if (tags.size() % kTagSize != 0 || tags.size() / kTagSize >= limits.max_participants)
+      return r.Error("tags must hold fewer than " + std::to_string(limits.max_participants) +
+                     " tags of " + std::to_string(kTagSize) + " bytes, got " +
+                     std::to_string(tags.size()) + " bytes");
+    m.tags.assign(tags.size() / kTagSize, Tag{});
+    for (size_t i = 0; i < m.tags.size(); ++i)
+      std::copy_n(tags.begin() + static_cast<std::ptrdiff_t>(i * kTagSize), kTagSize,
+                  m.tags[i].begin());
+    return Message(std::move(m));
   }
   if (shape->name == kAck) {
     Ack m;
@@ -449,6 +649,64 @@ Result<std::span<const uint8_t>> PayloadValues(std::span<const uint8_t> bytes, E
                          std::to_string(values.size()));
   }
   return values;
+}
+
+UnmaskShares::~UnmaskShares() {
+  for (auto* v : {&self_seeds, &mask_secrets})
+    for (Share& share : *v) explicit_bzero(share.data(), share.size());  // not optimised away
+}
+
+std::vector<uint8_t> EncodeUnmask(const UnmaskShares& shares) {
+  std::vector<uint8_t> out;
+  out.reserve(64 + (shares.self_seeds.size() + shares.mask_secrets.size()) * kShareSize);
+  strict::VectorSink sink{&out};
+  Packer packer(sink);
+  packer.pack_array(5);
+  packer.pack_uint32(kProtocolVersion);
+  PackStr(packer, KindName(EnvelopeKind::kUnmask));
+  PackMembers(packer, shares.masked);
+  for (const auto* v : {&shares.self_seeds, &shares.mask_secrets}) {
+    packer.pack_bin(static_cast<uint32_t>(v->size() * kShareSize));
+    for (const Share& share : *v)
+      packer.pack_bin_body(reinterpret_cast<const char*>(share.data()), kShareSize);
+  }
+  return out;
+}
+
+Result<UnmaskShares> DecodeUnmask(std::span<const uint8_t> bytes, size_t participants) {
+  const size_t most = participants * kShareSize;
+  const strict::Bounds bounds{
+      .max_bytes = MaxSealedSize(1, participants),
+      .max_array = 5,
+      .max_str = 16,
+      .max_bin = std::max(most, (participants + 7) / 8),
+      .max_depth = 1,
+  };
+  Result<strict::Unpacked> unpacked = strict::UnpackArray(bytes, bounds, "unmask");
+  if (!unpacked.ok()) return unpacked.status();
+  const std::span<const msgpack::object> f = unpacked->fields();
+  TALLY_RETURN_IF_ERROR(CheckFieldCount("unmask", 5, f.size()));
+  if (f[0].type != msgpack::type::POSITIVE_INTEGER || f[0].via.u64 != kProtocolVersion)
+    return Status::Error("unmask: unsupported version");
+  if (f[1].type != msgpack::type::STR ||
+      std::string_view(f[1].via.str.ptr, f[1].via.str.size) != KindName(EnvelopeKind::kUnmask))
+    return Status::Error("unmask: kind must be \"unmask\"");
+  strict::FieldReader r("unmask", f, 2);
+  UnmaskShares out;
+  TALLY_RETURN_IF_ERROR(r.MembersOf("masked", participants, &out.masked));
+  for (auto [field, v] :
+       {std::pair{"self_seeds", &out.self_seeds}, std::pair{"mask_secrets", &out.mask_secrets}}) {
+    std::span<const uint8_t> blob;
+    TALLY_RETURN_IF_ERROR(r.BinView(field, &blob));
+    if (blob.size() % kShareSize != 0 || blob.size() > most)
+      return r.Error(std::string(field) + " must hold at most " + std::to_string(participants) +
+                     " shares of " + std::to_string(kShareSize) + " bytes, got " +
+                     std::to_string(blob.size()) + " bytes");
+    v->assign(blob.size() / kShareSize, Share{});
+    for (size_t i = 0; i < v->size(); ++i)
+      std::memcpy((*v)[i].data(), blob.data() + i * kShareSize, kShareSize);
+  }
+  return out;
 }
 
 Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, EnvelopeKind kind,

@@ -22,16 +22,52 @@
 
 namespace tally {
 
-// What a sealed envelope carries. Wire name: "partial" (a patient's masked input, sealed to the
-// hospital). The kind is on the wire and in the seal's binding so that a later protocol can
-// add kinds without a payload of one kind ever opening as another.
-enum class EnvelopeKind : uint8_t { kPartial = 2 };
-// A round's phase as published by the coordinator. Wire names: "open" (patients join), "sum"
-// (patients send their masked inputs), "done", "abort".
-enum class Phase : uint8_t { kOpen = 1, kSum = 3, kDone = 4, kAbort = 5 };
+// What a sealed envelope carries, always from a patient to the hospital. Wire names: "partial"
+// (a masked input), "unmask" (the patient's shares for unmasking). The kind is on the wire and
+// in the seal's binding, so a payload of one kind never opens as another.
+enum class EnvelopeKind : uint8_t { kPartial = 2, kUnmask = 3 };
+// A round's phase as published by the coordinator (schema/PROTOCOL.md, "Order of a round").
+// Wire names: "open" (patients join with their round keys), "share" (they send their shares),
+// "mask" (their masked inputs), "confirm" (they confirm the survivors; only after a dropout),
+// "unmask" (their unmask shares), "done", "abort".
+enum class Phase : uint8_t {
+  kOpen = 1,
+  kDone = 4,
+  kAbort = 5,
+  kShare = 6,
+  kMask = 7,
+  kConfirm = 8,
+  kUnmask = 9,
+};
+// What a batch carries (schema/PROTOCOL.md, "Batch"). Wire names: "keys", "shares", "confirm".
+enum class BatchKind : uint8_t { kKeys = 1, kShares = 2, kConfirm = 3 };
 
 std::string_view KindName(EnvelopeKind kind);
 std::string_view PhaseName(Phase phase);
+std::string_view BatchKindName(BatchKind kind);
+// The phase with wire name `name`, or nullopt.
+std::optional<Phase> PhaseNamed(std::string_view name);
+
+// A set of participants: one flag per participant, in `participants` order (on the wire a bin of
+// ceil(n/8) bytes, participant i in bit i % 8 of byte i / 8). Empty until the set is fixed.
+using Members = std::vector<bool>;
+size_t CountOf(const Members& members);
+// The wire form of a set: ceil(n/8) bytes, participant i in bit i % 8 of byte i / 8 (what the
+// confirm tags cover, schema/PROTOCOL.md "Order of a round").
+std::vector<uint8_t> MembersBits(const Members& members);
+// The safe minimum threshold for n participants: floor(2n/3) + 1 (schema/PROTOCOL.md, "Why it
+// is private").
+uint32_t SafeThreshold(size_t n);
+
+// The sets of a round (schema/PROTOCOL.md, "Order of a round"), each empty until the phase that
+// fixes it, then repeated by every later update; each within the one before.
+struct RoundSets {
+  Members joined;     // U1: whose join the broker accepted; from share on
+  Members shared;     // U2: whose shares it accepted; from mask on
+  Members masked;     // U3, the survivors: whose masked input it routed; from confirm or unmask on
+  Members confirmed;  // U4: whose confirmation it accepted; from unmask on, after a confirm phase
+  bool operator==(const RoundSets&) const = default;
+};
 
 // What a round is over: the hospital that receives the masked inputs, the inputs' range and
 // length, and the patients. Fixed when the round opens; every party holds the broker to it until
@@ -64,6 +100,7 @@ struct RoundParams {
   std::vector<std::string> participants;  // the patients
   std::vector<Column> columns = {};       // empty: one unnamed column, [0, range], no decimals
   Weight weight = {};                     // with columns only
+  uint32_t threshold = 0;                 // T: survivors the round needs, in [SafeThreshold(n), n]
   bool operator==(const RoundParams&) const = default;
 };
 
@@ -79,6 +116,11 @@ uint64_t PayloadLength(const RoundParams& params);
 // 160.0000000000000000 does not fit the ring: the worst-case sum is 86.7 times 2^64-1".
 Status CheckRoundParams(const RoundParams& params);
 
+// The most colluding patients a round of `n` patients with threshold `t` hides an honest input
+// from, with the broker and the hospital: min(2t - n - 1, t - 2), or 0 (schema/PROTOCOL.md, "Why
+// it is private").
+uint32_t CollusionTolerance(size_t n, uint32_t t);
+
 // Hospital -> broker: please run a round. `params.participants` empty means every patient in
 // the broker's roster. `ticket` is the hospital's own number for the request (never 0), echoed
 // in the phase updates and in a notice refusing the request.
@@ -91,12 +133,33 @@ struct Request {
   bool operator==(const Request&) const = default;
 };
 
-// Patient -> broker: I take part in this round. `nonce` is fresh random for every join: it
-// enters every pairwise mask the patient uses in the round, so its masks are never reused.
+// Patient -> broker: I take part in this round, with these fresh round keys: `cpk` to seal shares
+// to me, `spk` for my pairwise masks; `tags` authenticate them to each other participant, in
+// participants' order without me (schema/PROTOCOL.md, "Keys of a round").
 struct Join {
   RoundId round{};
-  JoinNonce nonce{};
+  RoundKey cpk{};
+  RoundKey spk{};
+  std::vector<Tag> tags;
   bool operator==(const Join&) const = default;
+};
+
+// Patient -> broker, or broker -> node: items of one kind of a round's phase. From a patient,
+// each item's `index` is the participant it is for; from the broker, the participant it is from.
+//   keys     (broker -> node) cpk || spk || tag for the recipient (96 bytes); to the hospital
+//            cpk || spk (64 bytes)
+//   shares   a sealed share, kSealedShareSize bytes
+//   confirm  a tag, kTagSize bytes
+struct BatchItem {
+  uint32_t index = 0;  // a participant's position in `participants`
+  std::vector<uint8_t> data;
+  bool operator==(const BatchItem&) const = default;
+};
+struct Batch {
+  RoundId round{};
+  BatchKind kind = BatchKind::kKeys;
+  std::vector<BatchItem> items;
+  bool operator==(const Batch&) const = default;
 };
 
 // Patient -> broker: I cannot take part (e.g. my input does not fit the round). The reason
@@ -133,9 +196,7 @@ struct PhaseUpdate {
   uint64_t seq = 0;
   uint64_t ticket = 0;  // the hospital's Request.ticket
   RoundParams params;   // params.hospital requested the round and receives the partials
-  // Each participant's join nonce, in `params.participants` order, once every one has joined
-  // (from the sum phase on); empty before.
-  std::vector<JoinNonce> nonces;
+  RoundSets sets;
   uint32_t deadline_ms = 0;  // each phase's deadline, counted from the phase's start
   std::string reason;        // why the round aborted; empty otherwise
   bool operator==(const PhaseUpdate&) const = default;
@@ -150,7 +211,16 @@ struct Notice {
   bool operator==(const Notice&) const = default;
 };
 
-using Message = std::variant<Request, Join, Refuse, Envelope, Ack, PhaseUpdate, Notice>;
+// Whether the sets of `u` are what its phase has (schema/PROTOCOL.md, "Order of a round"): each
+// set fixed by the phase or an earlier one holds one flag per participant, is within the one
+// before it and has at least T members; the others are empty; a confirm phase only when U3 is
+// smaller than U2, and U4 fixed at unmask exactly then. An abort may come after any phase. Errors
+// say which set, e.g. "the survivors are not within those who shared".
+Status CheckSets(const PhaseUpdate& u);
+// The members that unmask: U4 after a confirm phase, else U3.
+const Members& Unmaskers(const RoundSets& sets);
+
+using Message = std::variant<Request, Join, Refuse, Envelope, Ack, PhaseUpdate, Notice, Batch>;
 
 struct Limits {
   size_t max_message_bytes = MaxMessageSize(kMaxVectorLength);
@@ -175,6 +245,25 @@ Result<std::vector<uint64_t>> DecodePayload(std::span<const uint8_t> bytes, Enve
 // DecodePayload copies out), as a view into `bytes`: for adding it up without a copy.
 Result<std::span<const uint8_t>> PayloadValues(std::span<const uint8_t> bytes, EnvelopeKind kind,
                                                uint32_t length);
+// The plaintext of an unmask envelope (schema/PROTOCOL.md, "Plaintext"): the survivors U3 the
+// patient unmasks for, its share of each survivor's self-mask seed b_v, and its share of each
+// dropped member's mask secret s_v (v in U2 \ U3), both in participant order. Shares are secret
+// until the round ends: the destructor wipes them.
+struct UnmaskShares {
+  Members masked;                   // U3 as the patient saw it
+  std::vector<Share> self_seeds;    // one per member of U3
+  std::vector<Share> mask_secrets;  // one per member of U2 \ U3
+  UnmaskShares() = default;
+  UnmaskShares(UnmaskShares&&) = default;
+  UnmaskShares& operator=(UnmaskShares&&) = default;
+  ~UnmaskShares();
+};
+// [version, "unmask", masked bin, self_seeds bin (32 bytes each), mask_secrets bin (32 each)].
+std::vector<uint8_t> EncodeUnmask(const UnmaskShares& shares);
+// Checks the version, the kind, that `masked` is a set of `participants` and that each bin holds
+// whole shares, at most one per participant; what the shares are for is the hospital's check.
+Result<UnmaskShares> DecodeUnmask(std::span<const uint8_t> bytes, size_t participants);
+
 // The little-endian u64 at `p`.
 uint64_t LoadU64(const uint8_t* p);
 

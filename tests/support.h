@@ -1,6 +1,6 @@
 // Test support: temp folders, key sets, a log sink tests can wait on, a test party that speaks
-// the wire protocol over real CURVE sockets, and a test patient that takes part in protocol-2
-// rounds as tally-node does (a fresh join nonce, one masked input sealed to the hospital).
+// the wire protocol over real CURVE sockets, and a test patient that takes part in rounds as
+// tally-node does (nodes/patient_round.h), one phase at a time.
 //
 // The patient helpers are defined here, inline, so that a suite that does not use them need
 // not link tally_nodes.
@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -22,6 +23,7 @@
 
 #include "keys/curve.h"
 #include "keys/keys.h"
+#include "nodes/patient_round.h"
 #include "nodes/seal.h"
 #include "schema/log.h"
 #include "schema/schema.h"
@@ -109,13 +111,6 @@ class TestParty {
   size_t probes_ = 0;
 };
 
-// A fresh random join nonce, as a patient draws one for every join.
-inline JoinNonce FreshNonce() {
-  JoinNonce nonce;
-  randombytes_buf(nonce.data(), nonce.size());
-  return nonce;
-}
-
 // A party's Sealer (a patient's or the hospital's), from the key folder.
 inline Sealer MakeSealer(const std::filesystem::path& keys, const std::string& name) {
   auto roster = LoadRoster(keys);
@@ -127,46 +122,9 @@ inline Sealer MakeSealer(const std::filesystem::path& keys, const std::string& n
   return std::move(sealer.value());
 }
 
-// `input` plus the pairwise masks of `sealer`'s party for the round in `sum` (a sum-phase
-// update, which carries every participant's nonce).
-inline std::vector<uint64_t> Masked(const Sealer& sealer, const PhaseUpdate& sum,
-                                    std::vector<uint64_t> input) {
-  auto status = sealer.AddMasks(sum, input);
-  EXPECT_TRUE(status.ok()) << sealer.name() << ": " << status.message();
-  return input;
-}
-
-// The view of the round in `sum` with `sealer`'s roster keys: what an honest party computes.
-inline ViewDigest View(const Sealer& sealer, const PhaseUpdate& sum) {
-  auto view = sealer.View(sum);
-  EXPECT_TRUE(view.ok()) << view.message();
-  return view.ok() ? *view : ViewDigest{};
-}
-
-// The one envelope of a patient's sum phase: `masked` sealed by `sealer` to the round's
-// hospital under `view` (the honest view is View(sealer, sum)).
-inline Envelope SealedPartial(const Sealer& sealer, const PhaseUpdate& sum,
-                              std::span<const uint64_t> masked, const ViewDigest& view) {
-  auto sealed = sealer.Seal(
-      Binding{sum.round, EnvelopeKind::kPartial, sealer.name(), sum.params.hospital, view},
-      EncodePayload(EnvelopeKind::kPartial, masked));
-  EXPECT_TRUE(sealed.ok()) << sealed.message();
-  return Envelope{EnvelopeKind::kPartial, sum.round, sealer.name(), sum.params.hospital,
-                  sealed.ok() ? std::move(sealed.value()) : std::vector<uint8_t>{}};
-}
-
-// What the hospital gets from one partial: opened with `hospital`'s sealer under `view`, then
-// decoded for `length` elements.
-inline Result<std::vector<uint64_t>> OpenPartial(const Sealer& hospital, const Envelope& env,
-                                                 const ViewDigest& view, uint32_t length) {
-  auto plain =
-      hospital.Open(Binding{env.round, env.kind, env.from, hospital.name(), view}, env.sealed);
-  if (!plain.ok()) return plain.status();
-  return DecodePayload(plain.value(), env.kind, length);
-}
-
-// A patient played by a test over its own TestParty: joins with a fresh nonce and sends its
-// masked input as tally-node does — or, for hostile cases, sealed under another view.
+// A patient played by a test over its own TestParty: each step of a round is the one tally-node
+// does (PatientRound, nodes/patient_round.h), one call per phase, so a test can stop, deviate
+// or vanish between steps, or send something else instead.
 class TestPatient {
  public:
   TestPatient(const std::filesystem::path& keys, const std::string& name, const std::string& router,
@@ -176,37 +134,127 @@ class TestPatient {
   TestParty& party() { return party_; }
   const Sealer& sealer() const { return sealer_; }
   const std::string& name() const { return sealer_.name(); }
-  // The nonce of the last Join sent.
-  const JoinNonce& nonce() const { return nonce_; }
+  // The round joined last. REQUIRES: Join was called.
+  PatientRound& round() { return *round_; }
 
-  // Sends Join{round, a fresh nonce}; returns the nonce.
-  JoinNonce Join(const RoundId& round) {
-    nonce_ = FreshNonce();
-    party_.Send(tally::Join{round, nonce_});
-    return nonce_;
+  // Joins the round `open` announces with `input` (as EncodeInput gives it): fresh round keys,
+  // tagged; sends the join and returns it.
+  tally::Join Join(const PhaseUpdate& open, std::vector<uint64_t> input = {0}) {
+    auto joined = PatientRound::Join(sealer_, open, std::move(input));
+    EXPECT_TRUE(joined.ok()) << name() << ": " << joined.message();
+    round_.emplace(std::move(joined.value()));
+    party_.Send(round_->join());
+    return round_->join();
   }
 
-  struct Sent {
-    std::vector<uint64_t> masked;  // input + masks, what the hospital adds up
-    Envelope envelope;
-    std::vector<uint8_t> frame;  // the envelope's bytes as sent
-  };
-  // Masks `input` for the round in `sum` and sends it sealed to the hospital under `view`
-  // (by default View(sealer, sum), as an honest patient does).
-  Sent SendMasked(const PhaseUpdate& sum, std::vector<uint64_t> input,
-                  std::optional<ViewDigest> view = std::nullopt) {
-    Sent s;
-    s.masked = Masked(sealer_, sum, std::move(input));
-    s.envelope = SealedPartial(sealer_, sum, s.masked, view ? *view : View(sealer_, sum));
-    s.frame = Encode(s.envelope);
-    party_.SendRaw(s.frame);
-    return s;
+  // The next batch of `kind` from the router (batches of other kinds that come first are kept
+  // for later), or nullopt after `timeout`.
+  std::optional<Batch> WaitBatch(BatchKind kind, milliseconds timeout = kWait) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      for (auto it = kept_.begin(); it != kept_.end(); ++it) {
+        if (it->kind != kind) continue;
+        Batch b = std::move(*it);
+        kept_.erase(it);
+        return b;
+      }
+      const auto left =
+          std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      std::optional<Message> m = party_.Receive(left);
+      if (!m) return std::nullopt;
+      if (auto* b = std::get_if<Batch>(&*m)) kept_.push_back(std::move(*b));
+    }
+  }
+
+  // The share step: waits for the keys batch, sends the shares and returns them.
+  Batch Share(const PhaseUpdate& share) {
+    auto keys = WaitBatch(BatchKind::kKeys);
+    EXPECT_TRUE(keys) << name() << ": no keys batch";
+    auto shares = round_->Shares(share, keys ? *keys : Batch{});
+    EXPECT_TRUE(shares.ok()) << name() << ": " << shares.message();
+    if (shares.ok()) party_.Send(*shares);
+    return shares.ok() ? *shares : Batch{};
+  }
+  // The mask step: waits for the shares batch, sends the masked input and returns it.
+  Envelope Mask(const PhaseUpdate& mask) {
+    auto shares = WaitBatch(BatchKind::kShares);
+    EXPECT_TRUE(shares) << name() << ": no shares batch";
+    auto masked = round_->Masked(mask, shares ? *shares : Batch{});
+    EXPECT_TRUE(masked.ok()) << name() << ": " << masked.message();
+    if (masked.ok()) party_.Send(*masked);
+    return masked.ok() ? *masked : Envelope{};
+  }
+  // The confirm step.
+  Batch Confirm(const PhaseUpdate& confirm) {
+    auto confirmations = round_->Confirmations(confirm);
+    EXPECT_TRUE(confirmations.ok()) << name() << ": " << confirmations.message();
+    if (confirmations.ok()) party_.Send(*confirmations);
+    return confirmations.ok() ? *confirmations : Batch{};
+  }
+  // The unmask step: after a dropout, waits for the confirmations first.
+  Envelope Unmask(const PhaseUpdate& unmask) {
+    std::optional<Batch> confirmations;
+    if (unmask.sets.masked != unmask.sets.shared) {
+      confirmations = WaitBatch(BatchKind::kConfirm);
+      EXPECT_TRUE(confirmations) << name() << ": no confirm batch";
+    }
+    auto sent = round_->Unmask(unmask, confirmations ? &*confirmations : nullptr);
+    EXPECT_TRUE(sent.ok()) << name() << ": " << sent.message();
+    if (sent.ok()) party_.Send(*sent);
+    return sent.ok() ? *sent : Envelope{};
   }
 
  private:
   TestParty party_;
   Sealer sealer_;
-  JoinNonce nonce_{};
+  std::optional<PatientRound> round_;
+  std::vector<Batch> kept_;
 };
+
+// Plays `patients` through the round `open` opened, as honest tally-nodes would: each joins with
+// its input (`inputs[i]`, default {i + 1}) and does its step in every phase it is in, up to its
+// unmask; a patient named in `vanish` stops acting from that phase on (its connection stays:
+// the broker waits for it until the deadline). Phases are read from the first patient's
+// channel. Returns the unmask phase's update once the patients have sent their unmasks (the
+// hospital acknowledges, or not), the round's end if it ended first (abort), or nullopt if it
+// did not get there in time.
+inline std::optional<PhaseUpdate> PlayRound(const std::vector<TestPatient*>& patients,
+                                            const PhaseUpdate& open,
+                                            const std::vector<std::vector<uint64_t>>& inputs = {},
+                                            const std::map<std::string, Phase>& vanish = {},
+                                            milliseconds timeout = kWait) {
+  for (size_t i = 0; i < patients.size(); ++i)
+    patients[i]->Join(open, i < inputs.size() ? inputs[i] : std::vector<uint64_t>{i + 1});
+  auto acts = [&](TestPatient* p, Phase phase) {
+    auto v = vanish.find(p->name());
+    return v == vanish.end() || phase < v->second;  // share < mask < confirm < unmask
+  };
+  const auto& names = open.params.participants;
+  auto index = [&](TestPatient* p) {
+    return static_cast<size_t>(std::find(names.begin(), names.end(), p->name()) - names.begin());
+  };
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (Phase phase : {Phase::kShare, Phase::kMask, Phase::kConfirm, Phase::kUnmask}) {
+    const auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    std::vector<Phase> wanted = {phase, Phase::kAbort, Phase::kDone};
+    if (phase == Phase::kConfirm) wanted.push_back(Phase::kUnmask);
+    auto u = patients[0]->party().WaitPhaseIn(wanted, open.round, left);
+    if (!u) return std::nullopt;
+    if (u->phase == Phase::kAbort || u->phase == Phase::kDone) return u;
+    if (u->phase != phase) phase = u->phase;  // no confirm phase: straight to unmask
+    for (TestPatient* p : patients) {
+      const size_t i = index(p);
+      if (!acts(p, phase)) continue;
+      if (phase == Phase::kShare && u->sets.joined[i]) p->Share(*u);
+      if (phase == Phase::kMask && u->sets.shared[i]) p->Mask(*u);
+      if (phase == Phase::kConfirm && u->sets.masked[i]) p->Confirm(*u);
+      if (phase == Phase::kUnmask && Unmaskers(u->sets)[i]) p->Unmask(*u);
+    }
+    if (phase == Phase::kUnmask) return u;
+  }
+  return std::nullopt;
+}
 
 }  // namespace tally::test

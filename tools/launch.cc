@@ -47,6 +47,11 @@ constexpr const char* kUsage =
     "  --range R         inputs lie in [0, R] (default 1000)\n"
     "  --length L        vectors of L elements (default 1)\n"
     "  --deadline-ms MS  the broker's phase deadline (default 10000)\n"
+    "  --threshold T     the survivors the round needs (default: the safe minimum,\n"
+    "                    floor(2N/3)+1 of N patients)\n"
+    "  --drop K|a,b      these patients (or the last K) vanish mid-round, as if killed: the\n"
+    "                    round completes over the others if at least T remain\n"
+    "  --drop-at PHASE   when they vanish: share, mask (default), confirm or unmask\n"
     "  --inputs FILE     a cohort: CSV with a header of column names and one row per patient\n"
     "                    (a column \"name\" names them, else p001, p002, ...; an empty cell is\n"
     "                    missing); one patient process per row, the hospital asks for every\n"
@@ -60,8 +65,9 @@ constexpr const char* kUsage =
     "  --json            print one JSON object (numbers above 2^53 as strings)\n"
     "  --workdir DIR     keys, captures, logs and results go here (default run)\n"
     "The hospital asks for its round once every patient has reached the broker.\n"
-    "Exit: 0 the aggregate equals the sum of the inputs, 1 it does not or the round failed,\n"
-    "2 bad usage.\n";
+    "Exit: 0 the aggregate equals the sum of the survivors' inputs (every patient the\n"
+    "hospital names dropped was told to vanish), 1 it does not or the round failed, 2 bad\n"
+    "usage.\n";
 
 int Usage(const std::string& e) {
   std::cerr << "launch: " << e << "\n" << kUsage;
@@ -142,11 +148,13 @@ struct Expected {
   std::optional<tally::Decimal> min, max;
 };
 
-tally::Result<std::vector<Expected>> Compute(const Cohort& c) {
+// Decimals and bounds come from every row, the count and sum from the rows not `dropped`.
+tally::Result<std::vector<Expected>> Compute(const Cohort& c,
+                                             const std::vector<std::string>& dropped = {}) {
   std::vector<Expected> out(c.columns.size());
   for (size_t col = 0; col < c.columns.size(); ++col) {
     Expected& e = out[col];
-    std::vector<tally::Decimal> values;
+    std::vector<std::pair<tally::Decimal, bool>> values;  // and whether it is summed
     for (size_t p = 0; p < c.names.size(); ++p) {
       const std::string& cell = c.cells[p][col];
       if (cell.empty()) continue;
@@ -154,12 +162,15 @@ tally::Result<std::vector<Expected>> Compute(const Cohort& c) {
       if (!d.ok())
         return tally::Status::Error(c.names[p] + ": column " + c.columns[col] + ": " + d.message());
       e.decimals = std::max(e.decimals, d->decimals);
-      values.push_back(*d);
+      values.emplace_back(*d,
+                          std::find(dropped.begin(), dropped.end(), c.names[p]) == dropped.end());
     }
-    for (const auto& d : values) {
+    for (const auto& [d, summed] : values) {
       const tally::Int128 units = tally::ToUnits(d, e.decimals).value();
-      e.sum += units;
-      ++e.count;
+      if (summed) {
+        e.sum += units;
+        ++e.count;
+      }
       if (!e.min || units < tally::ToUnits(*e.min, e.decimals).value()) e.min = d;
       if (!e.max || units > tally::ToUnits(*e.max, e.decimals).value()) e.max = d;
     }
@@ -211,6 +222,33 @@ uint64_t Uniform(uint64_t range) {  // uniform in [0, range]
   do randombytes_buf(&v, sizeof v);
   while (v >= limit);
   return v % (range + 1);
+}
+
+// The patients `spec` names: a count K (the last K of `names`) or names among them.
+tally::Result<std::vector<std::string>> DropList(const std::string& spec,
+                                                 const std::vector<std::string>& names) {
+  if (spec.empty()) return std::vector<std::string>{};
+  uint64_t k = 0;
+  if (ParseU64(spec, k)) {
+    if (k >= names.size())
+      return tally::Status::Error("--drop " + spec + ": the round has " +
+                                  std::to_string(names.size()) + " patients");
+    return std::vector<std::string>(names.end() - static_cast<std::ptrdiff_t>(k), names.end());
+  }
+  std::vector<std::string> out = Split(spec);
+  for (const auto& n : out)
+    if (std::find(names.begin(), names.end(), n) == names.end())
+      return tally::Status::Error("--drop: " + n + " is not a patient of the round");
+  return out;
+}
+
+// Why the hospital's dropped patients are not ones told to vanish, or "".
+std::string UnexpectedDropouts(const std::vector<std::string>& dropped,
+                               const std::vector<std::string>& told) {
+  std::vector<std::string> unexpected;
+  for (const auto& n : dropped)
+    if (std::find(told.begin(), told.end(), n) == told.end()) unexpected.push_back(n);
+  return unexpected.empty() ? "" : Joined(unexpected, ", ", false) + " dropped out unasked";
 }
 
 // Starts the broker and one patient per name (with its arguments), waits until every patient
@@ -272,9 +310,10 @@ int PrintCohort(const Cohort& c, const std::vector<Expected>& expected,
                 << tally::JsonString(tally::FormatUnits(expected[i].sum, expected[i].decimals))
                 << ", \"match\": " << (match[i] ? "true" : "false") << "}";
     }
-    std::cout << "], \"participants\": [" << Joined(c.names, ", ", true) << "], \"round\": \""
-              << round << "\", \"elapsed_ms\": " << elapsed_ms
-              << ", \"match\": " << (all ? "true" : "false") << "}" << std::endl;
+    std::cout << "], \"participants\": [" << Joined(c.names, ", ", true) << "], \"dropped\": ["
+              << Joined(result.result->dropped, ", ", true) << "], \"round\": \"" << round
+              << "\", \"elapsed_ms\": " << elapsed_ms << ", \"match\": " << (all ? "true" : "false")
+              << "}" << std::endl;
     return all ? 0 : 1;
   }
   std::vector<std::vector<std::string>> rows = {
@@ -288,8 +327,10 @@ int PrintCohort(const Cohort& c, const std::vector<Expected>& expected,
   std::vector<size_t> width(6, 0);
   for (const auto& row : rows)
     for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  std::cout << c.names.size() << " patients, " << c.columns.size() << " columns; round " << round
-            << "\n";
+  const auto& dropped = result.result->dropped;
+  std::cout << c.names.size() << " patients"
+            << (dropped.empty() ? "" : " (dropped: " + Joined(dropped, ", ", false) + ")") << ", "
+            << c.columns.size() << " columns; round " << round << "\n";
   for (const auto& row : rows) {
     std::string line = "  " + row[0] + std::string(width[0] - row[0].size(), ' ');
     for (size_t i = 1; i < 5; ++i)
@@ -314,7 +355,8 @@ int main(int argc, char** argv) {
   bool json = false;
   fs::path workdir = "run";
   fs::path inputs_file;
-  std::string bounds, decimals;
+  std::string bounds, decimals, drop, drop_at = "mask";
+  uint64_t threshold = 0;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
@@ -361,6 +403,17 @@ int main(int argc, char** argv) {
     } else if (f == "--deadline-ms") {
       if (!ParseU64(v, deadline_ms) || deadline_ms < 1 || deadline_ms > 3600000)
         return Usage("bad --deadline-ms " + v);
+    } else if (f == "--threshold") {
+      if (!ParseU64(v, threshold) || threshold < 2 || threshold > tally::kMaxParticipants)
+        return Usage("bad --threshold " + v);
+    } else if (f == "--drop") {
+      drop = v;
+    } else if (f == "--drop-at") {
+      const auto phase = tally::PhaseNamed(v);
+      if (!phase || *phase == tally::Phase::kOpen || *phase == tally::Phase::kDone ||
+          *phase == tally::Phase::kAbort)
+        return Usage("bad --drop-at " + v + " (share, mask, confirm or unmask)");
+      drop_at = v;
     } else if (f == "--inputs") {
       inputs_file = v;
     } else if (f == "--bounds") {
@@ -383,6 +436,10 @@ int main(int argc, char** argv) {
     return Usage("--values needs one scalar per patient (" + std::to_string(names.size()) + ")");
   if (range > UINT64_MAX / names.size()) return Usage("--range too large for that many patients");
   if (sodium_init() < 0) return 1;
+  // The round's options the hospital takes whatever the inputs, and the patients that vanish.
+  std::vector<std::string> round_args;
+  if (threshold != 0) round_args = {"--threshold", std::to_string(threshold)};
+  std::vector<std::string> vanish_args = {"--vanish-at", drop_at};
 
   const tally::LogSink log = tally::StderrLog();
   const auto started = std::chrono::steady_clock::now();
@@ -409,6 +466,8 @@ int main(int argc, char** argv) {
             (i ? "," : "") + cohort->columns[i] + "=" + std::to_string((*expected)[i].decimals);
     }
     if (auto s = cluster.Prepare("hospital", cohort->names); !s.ok()) return fail(s.message());
+    auto told = DropList(drop, cohort->names);
+    if (!told.ok()) return Usage(told.message());
     std::vector<std::vector<std::string>> patient_args;
     for (size_t p = 0; p < cohort->names.size(); ++p) {
       // Each patient's own file: the header and its row, as a patient would hold it.
@@ -418,13 +477,23 @@ int main(int argc, char** argv) {
           << Joined(cohort->cells[p], ",", false) << "\n";
       if (!out) return fail("cannot write " + file.string());
       patient_args.push_back({"--once", "--input", file.string()});
+      if (std::count(told->begin(), told->end(), cohort->names[p]))
+        patient_args.back().insert(patient_args.back().end(), vanish_args.begin(),
+                                   vanish_args.end());
     }
-    auto line =
-        RunRound(cluster, cohort->names, patient_args,
-                 {"--columns", Joined(cohort->columns, ",", false), "--bounds", bounds,
-                  "--decimals", decimals, "--participants", Joined(cohort->names, ",", false),
-                  "--json", "--results", (workdir / "results.jsonl").string()},
-                 deadline_ms, log);
+    std::vector<std::string> hospital_args = {"--columns",
+                                              Joined(cohort->columns, ",", false),
+                                              "--bounds",
+                                              bounds,
+                                              "--decimals",
+                                              decimals,
+                                              "--participants",
+                                              Joined(cohort->names, ",", false),
+                                              "--json",
+                                              "--results",
+                                              (workdir / "results.jsonl").string()};
+    hospital_args.insert(hospital_args.end(), round_args.begin(), round_args.end());
+    auto line = RunRound(cluster, cohort->names, patient_args, hospital_args, deadline_ms, log);
     if (!line.ok()) return fail(line.message());
     auto result = tally::ParseResultsLine(*line);
     if (!result.ok() || !result->result || result->result->columns.empty())
@@ -432,22 +501,28 @@ int main(int argc, char** argv) {
     const auto elapsed_ms =
         std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started)
             .count();
+    if (auto unasked = UnexpectedDropouts(result->result->dropped, *told); !unasked.empty())
+      return fail(unasked);
+    // What the survivors' rows sum to.
+    expected = Compute(*cohort, result->result->dropped);
     return PrintCohort(*cohort, *expected, *result, elapsed_ms, json, workdir);
   }
 
   if (auto s = cluster.Prepare("hospital", names); !s.ok()) return fail(s.message());
+  auto told = DropList(drop, names);
+  if (!told.ok()) return Usage(told.message());
   // Inputs.
   std::vector<std::vector<uint64_t>> inputs(names.size());
-  std::vector<uint64_t> expected(length, 0);
   std::vector<std::vector<std::string>> patient_args;
   for (size_t p = 0; p < names.size(); ++p) {
     inputs[p].resize(length);
     for (uint64_t e = 0; e < length; ++e) {
       // As in the scenario, the aggregate too lies in [0, R]: each input in [0, R/n].
       inputs[p][e] = given.empty() ? Uniform(range / names.size()) : given[p];
-      expected[e] += inputs[p][e];
     }
     std::vector<std::string> args = {"--once"};
+    if (std::count(told->begin(), told->end(), names[p]))
+      args.insert(args.end(), vanish_args.begin(), vanish_args.end());
     if (length == 1) {
       args.insert(args.end(), {"--value", std::to_string(inputs[p][0])});
     } else {
@@ -460,25 +535,38 @@ int main(int argc, char** argv) {
     }
     patient_args.push_back(std::move(args));
   }
-  auto line = RunRound(
-      cluster, names, patient_args,
-      {"--range", std::to_string(range), "--length", std::to_string(length), "--participants",
-       Joined(names, ",", false), "--json", "--results", (workdir / "results.jsonl").string()},
-      deadline_ms, log);
+  std::vector<std::string> hospital_args = {"--range",
+                                            std::to_string(range),
+                                            "--length",
+                                            std::to_string(length),
+                                            "--participants",
+                                            Joined(names, ",", false),
+                                            "--json",
+                                            "--results",
+                                            (workdir / "results.jsonl").string()};
+  hospital_args.insert(hospital_args.end(), round_args.begin(), round_args.end());
+  auto line = RunRound(cluster, names, patient_args, hospital_args, deadline_ms, log);
   const auto elapsed_ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started).count();
   if (!line.ok()) return fail(line.message());
   auto result = tally::ParseResultsLine(*line);
   if (!result.ok() || !result->result) return fail("unreadable result from the hospital: " + *line);
   const std::vector<uint64_t>& aggregate = result->result->aggregate;
+  const std::vector<std::string>& dropped = result->result->dropped;
+  if (auto unasked = UnexpectedDropouts(dropped, *told); !unasked.empty()) return fail(unasked);
+  // What the survivors' inputs sum to.
+  std::vector<uint64_t> expected(length, 0);
+  for (size_t p = 0; p < names.size(); ++p)
+    if (!std::count(dropped.begin(), dropped.end(), names[p]))
+      for (uint64_t e = 0; e < length; ++e) expected[e] += inputs[p][e];
   const std::string round = tally::RoundHex(result->round);
   const bool match = aggregate == expected;
 
   if (json) {
     std::cout << "{\"aggregate\": " << JsonNumbers(aggregate)
               << ", \"expected\": " << JsonNumbers(expected) << ", \"participants\": ["
-              << Joined(names, ", ", true) << "], \"round\": \"" << round
-              << "\", \"elapsed_ms\": " << elapsed_ms
+              << Joined(names, ", ", true) << "], \"dropped\": [" << Joined(dropped, ", ", true)
+              << "], \"round\": \"" << round << "\", \"elapsed_ms\": " << elapsed_ms
               << ", \"match\": " << (match ? "true" : "false") << "}" << std::endl;
   } else {
     std::cout << "inputs handed out (R = " << range << "):\n";
@@ -488,8 +576,11 @@ int main(int argc, char** argv) {
     if (shown < names.size())
       std::cout << "  ... and " << names.size() - shown << " more (all in " << workdir.string()
                 << "/logs)\n";
-    std::cout << "round " << round << "\n"
-              << "aggregate " << Short(aggregate) << " (expected " << Short(expected) << ": "
+    std::cout << "round " << round << "\n";
+    if (!dropped.empty())
+      std::cout << "dropped " << Joined(dropped, ", ", false) << " (vanished at " << drop_at
+                << "): the sum is over the other " << names.size() - dropped.size() << "\n";
+    std::cout << "aggregate " << Short(aggregate) << " (expected " << Short(expected) << ": "
               << (match ? "match" : "MISMATCH") << ")"
               << (result->result->in_range ? "" : "; it lies above R, as a sum may") << "\n"
               << "time " << elapsed_ms << " ms\n"

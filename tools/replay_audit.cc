@@ -1,17 +1,27 @@
-// tally-replay --keys DIR --as HOSPITAL: the hospital's audit of a captured round. It opens
-// every partial under its binding and the round's view, adds them up (the masks cancel) and
-// compares the aggregate with its results file. Plaintext partials are wiped as soon as added.
+// tally-replay --keys DIR --as HOSPITAL: the hospital's audit of a captured round. It opens every
+// envelope under its binding and the round's view, adds up the survivors' masked inputs, rebuilds
+// the secrets from the first T unmasks and removes the masks, as the hospital did, and compares
+// the aggregate and who dropped with its results file. Plaintexts are wiped as soon as used.
 #include <sodium.h>
 
 #include <algorithm>
 #include <set>
 
-#include "nodes/aggregate.h"
+#include "nodes/hospital_round.h"
 #include "schema/results.h"
 #include "schema/text.h"
 #include "tools/replay_internal.h"
 
 namespace tally::replay {
+namespace {
+
+std::string Joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
+  return out;
+}
+
+}  // namespace
 
 int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, std::ostream& err) {
   Printer p(out, o.json);
@@ -58,12 +68,13 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
                "; what follows was not audited",
            "\"offset\": " + std::to_string(c.error_offset));
   }
-  // The view the hospital opens with. Public (the broker publishes the nonces): printed.
+  // The view the hospital opens with. Public (the broker publishes the sets and the round keys
+  // are public keys): printed.
   const Result<CapturedView> view = HospitalView(c, *sealer);
   if (view.ok()) {
     p.Line("view",
-           "view of the round: " + Hex(view->view) +
-               " (the header and the nonces of the sum phase at offset " +
+           "view of the round: " + Hex(view->view) + " (the header, the keys batch at offset " +
+               std::to_string(view->keys_offset) + " and the set of those who shared at offset " +
                std::to_string(view->offset) + ")",
            "\"view\": " + JsonString(Hex(view->view)) +
                ", \"offset\": " + std::to_string(view->offset));
@@ -71,17 +82,32 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     p.Line("view", "view of the round: unknown: " + view.message(),
            "\"view\": null, \"error\": " + JsonString(view.message()));
   }
+  // The round's sets as its last phase record has them: the survivors, who unmasks.
+  RoundSets sets;
+  for (const CaptureRecord& r : c.records)
+    if (const auto* ph = std::get_if<CapturePhase>(&r)) sets = ph->sets;
+  const auto& names = h->params.participants;
+  const size_t n = names.size();
+  const uint32_t threshold = h->params.threshold;
 
-  std::vector<uint64_t> aggregate(PayloadLength(h->params), 0);
-  std::set<std::string> opened_from;
+  // The hospital's own arithmetic (nodes/hospital_round.h), fed what the capture holds.
+  HospitalRound sums(*sealer, h->round, h->params);
+  if (view.ok()) {
+    if (Status learnt = sums.Learn(view->keys, view->sets); !learnt.ok()) {
+      ++failures;
+      p.Line("view", "the keys batch does not give the view: " + learnt.message());
+    }
+  }
+  Members unmasked(n, false);
   size_t addressed = 0, opened = 0;
-  for (const EnvelopeEntry& e : Envelopes(c)) {
+  for (const FrameEntry& e : Frames(c)) {
     const std::string what = Describe(e);
     auto fail = [&](const std::string& why) {
       ++failures;
       p.Line("envelope", what + ": " + why,
-             EnvelopeFields(e) + ", \"ok\": false, \"error\": " + JsonString(why));
+             FrameFields(e) + ", \"ok\": false, \"error\": " + JsonString(why));
     };
+    if (e.keys) continue;  // the view's, above
     if (!e.envelope) {
       fail("damaged: the frame does not decode (" + e.decode_error + ")");
       continue;
@@ -93,64 +119,93 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
       continue;
     }
     ++addressed;
-    if (!view.ok()) {
-      fail("not opened: the hospital's view of the round is unknown (" + view.message() + ")");
+    if (!sums.has_view()) {
+      fail("not opened: the hospital's view of the round is unknown" +
+           (view.ok() ? std::string() : " (" + view.message() + ")"));
       continue;
     }
     // The binding is rebuilt from the envelope's header, the auditor's own name and the view
     // from the capture; a header that disagrees with the capture's round fails even if the seal
-    // opens, and a partial sealed under another view of the round does not open.
-    Result<std::vector<uint8_t>> plain =
-        sealer->Open(Binding{env.round, env.kind, env.from, o.as, view->view}, env.sealed);
-    if (!plain.ok()) {
-      fail(plain.status().code() == Status::Code::kUnauthentic ? "authentication failed"
-                                                               : plain.message());
-      continue;
-    }
-    Result<std::vector<uint64_t>> values =
-        DecodePayload(plain.value(), env.kind, static_cast<uint32_t>(PayloadLength(h->params)));
-    sodium_memzero(plain->data(), plain->size());
-    if (!values.ok()) {
-      fail("opened, but the payload is malformed: " + values.message());
-      continue;
-    }
+    // opens, and an envelope sealed under another view of the round does not open.
+    const auto at = std::find(names.begin(), names.end(), env.from);
+    const auto from = static_cast<size_t>(at - names.begin());
     if (env.round != h->round) {
-      fail("opened, but bound to round " + RoundHex(env.round) + ", not this round");
-    } else if (std::find(h->params.participants.begin(), h->params.participants.end(), env.from) ==
-               h->params.participants.end()) {
-      fail("opened, but " + env.from + " is not a patient of this round");
-    } else if (!opened_from.insert(env.from).second) {
-      fail("opened, but repeats an earlier partial from " + env.from);
-    } else if (e.damaged) {
-      fail("opened, but its record fails the capture's CRC");
-    } else {
-      ++opened;
-      for (size_t k = 0; k < aggregate.size(); ++k) aggregate[k] += values.value()[k];
-      p.Line("envelope", what + ": opened under its binding (round, kind, sender, recipient, view)",
-             EnvelopeFields(e) + ", \"ok\": true");
+      fail("bound to round " + RoundHex(env.round) + ", not this round");
+      continue;
     }
-    sodium_memzero(values->data(), values->size() * sizeof(uint64_t));
+    if (at == names.end()) {
+      fail(env.from + " is not a patient of this round");
+      continue;
+    }
+    if (e.damaged) {
+      fail("its record fails the capture's CRC");
+      continue;
+    }
+    Status added = Status::Ok();
+    if (env.kind == EnvelopeKind::kPartial) {
+      added = sums.AddPartial(env, from);
+      if (added.ok() && sets.masked.size() == n && !sets.masked[from])
+        added = Status::Error("opened, but " + env.from +
+                              " is not a survivor: its masked input is in no sum");
+    } else if (unmasked[from]) {
+      added = Status::Error("a second unmask from " + env.from);
+    } else {
+      unmasked[from] = true;
+      added = sums.AddUnmask(env, from, sets).status();
+    }
+    if (!added.ok()) {
+      fail(added.code() == Status::Code::kUnauthentic ? "authentication failed" : added.message());
+      continue;
+    }
+    ++opened;
+    p.Line("envelope", what + ": opened under its binding (round, kind, sender, recipient, view)",
+           FrameFields(e) + ", \"ok\": true");
   }
 
   const CaptureTrailer* trailer = TrailerOf(c);
   const bool done = trailer != nullptr && trailer->done;
   const bool aborted = trailer != nullptr && !trailer->done;
-  const size_t n = h->params.participants.size();
+  const size_t survivors = CountOf(sets.masked);
   p.Line("summary",
          o.as + ": " + std::to_string(opened) + " of " + std::to_string(addressed) +
-             " envelopes addressed to it opened; a completed round sends it " + std::to_string(n) +
-             " partials",
+             " envelopes addressed to it opened: " + std::to_string(CountOf(sums.partials())) +
+             " masked inputs of " + std::to_string(survivors) + " survivors, " +
+             std::to_string(CountOf(unmasked)) + " unmasks (the threshold is " +
+             std::to_string(threshold) + ")",
          "\"addressed\": " + std::to_string(addressed) + ", \"opened\": " + std::to_string(opened) +
-             ", \"expected\": " + std::to_string(n));
-  if (done && opened != n) {
-    ++failures;
-    p.Line("problem", "the round completed but " + std::to_string(opened) + " of " +
-                          std::to_string(n) + " partials opened");
+             ", \"survivors\": " + std::to_string(survivors) +
+             ", \"unmasks\": " + std::to_string(CountOf(unmasked)));
+  // The aggregate, when every survivor's masked input opened and T unmasks did.
+  std::optional<std::string> not_computable;
+  std::vector<uint64_t> aggregate;
+  if (sets.masked.size() != n || survivors == 0) {
+    not_computable = "the capture names no survivors";
+  } else if (sums.partials() != sets.masked) {
+    not_computable = std::to_string(CountOf(sums.partials())) + " of " + std::to_string(survivors) +
+                     " survivors' masked inputs opened";
+  } else if (sums.unmasks() < threshold) {
+    not_computable = std::to_string(sums.unmasks()) + " unmasks opened, the threshold is " +
+                     std::to_string(threshold);
+  } else if (Result<std::vector<uint64_t>> sum = sums.Aggregate(sets); !sum.ok()) {
+    not_computable = sum.message();
+  } else {
+    aggregate = std::move(sum.value());
   }
-  if (opened == n) {
+  if (done && not_computable) {
+    ++failures;
+    p.Line("problem",
+           "the round completed but its aggregate is not computable: " + *not_computable);
+  }
+  if (!not_computable) {
+    std::vector<std::string> dropped;
+    for (size_t i = 0; i < n; ++i)
+      if (!sets.masked[i]) dropped.push_back(names[i]);
     p.Line("aggregate",
-           "aggregate (sum of the " + std::to_string(n) +
-               " masked partials mod 2^64, the masks cancel): " + ShortNumbers(aggregate),
+           "aggregate (the " + std::to_string(survivors) +
+               " survivors' masked inputs mod 2^64, the masks removed with the secrets rebuilt "
+               "from " +
+               std::to_string(threshold) + " unmasks): " + ShortNumbers(aggregate) +
+               (dropped.empty() ? "" : "; dropped: " + Joined(dropped)),
            "\"aggregate\": " + JsonNumbers(aggregate));
     // A round with columns: the per-column sums and means the hospital decodes from it.
     std::vector<ColumnResult> columns;
@@ -177,24 +232,25 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
                "the results file " + o.results.string() + " records the round as aborted (" +
                    *recorded->aborted + "), the capture as done",
                "\"match\": false");
-      } else if (columns.empty() ? recorded->result->aggregate == aggregate
-                                 : recorded->result->columns == columns) {
+      } else if ((columns.empty() ? recorded->result->aggregate == aggregate
+                                  : recorded->result->columns == columns) &&
+                 recorded->result->dropped == dropped) {
         p.Line("results", "matches results file " + o.results.string(), "\"match\": true");
       } else {
         ++failures;
-        p.Line(
-            "results",
-            "DIFFERS from results file " + o.results.string() + ": it records " +
-                (columns.empty() ? ShortNumbers(recorded->result->aggregate) : "other column sums"),
-            "\"match\": false");
+        p.Line("results",
+               "DIFFERS from results file " + o.results.string() + ": it records " +
+                   (recorded->result->dropped != dropped ? "other patients dropped"
+                    : columns.empty()                    ? ShortNumbers(recorded->result->aggregate)
+                                                         : "other column sums"),
+               "\"match\": false");
       }
     }
   } else {
-    p.Line("aggregate", "aggregate: not computable (" + std::to_string(opened) + " of " +
-                            std::to_string(n) + " partials opened)");
+    p.Line("aggregate", "aggregate: not computable (" + *not_computable + ")");
     if (!o.results.empty() && !aborted) {
       ++failures;
-      p.Line("results", "cannot compare with the results file without every partial");
+      p.Line("results", "cannot compare with the results file without the aggregate");
     }
   }
   // A round has one outcome. An aborted round has no aggregate to audit; its hospital's results

@@ -7,6 +7,24 @@
 #include "tools/replay_internal.h"
 
 namespace tally::replay {
+namespace {
+
+// "p07, p09" for the participants flagged in `members`.
+std::string NamesOf(const Members& members, const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < members.size() && i < names.size(); ++i)
+    if (members[i]) out += (out.empty() ? "" : ", ") + names[i];
+  return out.empty() ? "nobody" : out;
+}
+
+// Who is flagged in `a` and not in `b`.
+Members Minus(const Members& a, const Members& b) {
+  Members out(a.size(), false);
+  for (size_t i = 0; i < a.size(); ++i) out[i] = a[i] && !(i < b.size() && b[i]);
+  return out;
+}
+
+}  // namespace
 
 std::vector<Problem> Check(const CaptureContents& c) {
   std::vector<Problem> problems;
@@ -20,17 +38,19 @@ std::vector<Problem> Check(const CaptureContents& c) {
     if (c.ok()) add(c.error_offset, "no header record");
     return problems;
   }
-  const std::vector<EnvelopeEntry> envelopes = Envelopes(c);
-  size_t next_envelope = 0;
+  const std::vector<std::string>& names = h->params.participants;
+  const size_t n = names.size();
+  const std::vector<FrameEntry> frames = Frames(c);
+  size_t next_frame = 0;
   std::optional<Phase> phase;  // the last phase seen
   std::set<Phase> seen;
-  uint64_t last_seq = 0, last_t = 0, envelope_count = 0, rejected_count = 0;
+  uint64_t last_seq = 0, last_t = 0, frame_count = 0, rejected_count = 0;
   std::string abort_reason;
-  std::set<std::string> routed;  // patients whose partial the capture holds
-  PhaseUpdate round;             // the round as the rules see it
+  Members partials(n, false), unmasks(n, false);  // whose envelope of each kind the capture holds
+  size_t keys_batches = 0;
+  PhaseUpdate round;  // the round as the rules see it: its last phase and sets
   round.round = h->round;
   round.params = h->params;
-  std::optional<std::vector<JoinNonce>> sum_nonces;  // as published with the sum phase
   const CaptureTrailer* trailer = nullptr;
   uint64_t trailer_offset = 0;
 
@@ -53,8 +73,7 @@ std::vector<Problem> Check(const CaptureContents& c) {
     last_t = std::max(last_t, t);
     if (const auto* p = std::get_if<CapturePhase>(&record)) {
       const std::string name(PhaseName(p->phase));
-      const bool legal = PhaseMayFollow(phase, p->phase);
-      if (!legal) {
+      if (!PhaseMayFollow(phase, p->phase)) {
         add(at,
             "phase " + name +
                 (phase ? " after " + std::string(PhaseName(*phase)) : std::string(" before open")));
@@ -63,28 +82,44 @@ std::vector<Problem> Check(const CaptureContents& c) {
         add(at, "phase seq " + std::to_string(p->seq) + " does not grow (after " +
                     std::to_string(last_seq) + ")");
       }
-      // The nonces: none before every patient joined; the sum phase publishes one per patient,
-      // and the phases after it repeat the same ones.
-      if (p->phase == Phase::kSum && !sum_nonces) {
-        if (p->nonces.size() != h->params.participants.size()) {
-          add(at, "phase sum carries " + std::to_string(p->nonces.size()) + " nonces for " +
-                      std::to_string(h->params.participants.size()) + " patients");
-        }
-        sum_nonces = p->nonces;
-      } else if (sum_nonces) {
-        if (p->nonces != *sum_nonces)
-          add(at, "phase " + name + "'s nonces differ from the sum phase's");
-      } else if (!p->nonces.empty()) {
-        add(at, "phase " + name + " carries " + std::to_string(p->nonces.size()) +
-                    " nonces before the sum phase");
-      }
+      // The sets: what the phase has, nested, unchanged once fixed; the survivors are exactly
+      // those whose masked input the capture holds.
+      PhaseUpdate next = round;
+      next.phase = p->phase;
+      next.sets = p->sets;
+      if (Status sets = CheckSets(next); !sets.ok())
+        add(at, "phase " + name + ": " + sets.message());
+      const std::pair<const Members*, const Members*> fixed[] = {
+          {&round.sets.joined, &p->sets.joined},
+          {&round.sets.shared, &p->sets.shared},
+          {&round.sets.masked, &p->sets.masked},
+          {&round.sets.confirmed, &p->sets.confirmed}};
+      for (const auto& [before, now] : fixed)
+        if (!before->empty() && *before != *now) add(at, "phase " + name + " changes a fixed set");
+      if (round.sets.masked.empty() && !p->sets.masked.empty() && p->sets.masked != partials)
+        add(at, "phase " + name + "'s survivors (" + NamesOf(p->sets.masked, names) +
+                    ") are not those whose masked input was routed (" + NamesOf(partials, names) +
+                    ")");
+      round.phase = p->phase;
+      round.sets = p->sets;
       last_seq = p->seq;
       phase = p->phase;
       seen.insert(p->phase);
       if (p->phase == Phase::kAbort) abort_reason = p->reason;
-    } else if (std::get_if<CaptureEnvelope>(&record)) {
-      ++envelope_count;
-      const EnvelopeEntry& e = envelopes[next_envelope++];
+    } else if (std::get_if<CaptureFrame>(&record)) {
+      ++frame_count;
+      const FrameEntry& e = frames[next_frame++];
+      if (e.keys) {
+        // The keys batch the broker gave the hospital: once, in the share phase, one cpk || spk
+        // per member of U1.
+        if (++keys_batches > 1) add(at, Describe(e) + ": a second keys batch");
+        if (phase != Phase::kShare) add(at, Describe(e) + " outside the share phase");
+        if (e.keys->round != h->round)
+          add(at, Describe(e) + " is bound to round " + RoundHex(e.keys->round));
+        if (phase == Phase::kShare && !HospitalKeys(*e.keys, round.sets.joined).ok())
+          add(at, Describe(e) + " is not one cpk and spk for each patient that joined");
+        continue;
+      }
       if (!e.envelope) {
         add(at, Describe(e) + " does not decode: " + e.decode_error);
         continue;
@@ -92,7 +127,8 @@ std::vector<Problem> Check(const CaptureContents& c) {
       // The broker's own rule for this envelope, at this point of the round: a capture holds
       // only what the broker routed, so every verdict but kRoute is a problem.
       const Envelope& env = *e.envelope;
-      round.phase = phase.value_or(Phase::kOpen);
+      const bool partial = env.kind == EnvelopeKind::kPartial;
+      Members& routed = partial ? partials : unmasks;
       switch (JudgeEnvelope(&round, routed, env.from, env)) {
         case EnvelopeRule::kRoute:
           break;
@@ -102,20 +138,25 @@ std::vector<Problem> Check(const CaptureContents& c) {
           break;
         case EnvelopeRule::kNotInRound:
         case EnvelopeRule::kNotALink:
-          add(at, Describe(e) + " is not a partial link of this round");
+          add(at, Describe(e) + " is not a link of this round");
           break;
-        case EnvelopeRule::kOutsideSum:
-          add(at, Describe(e) + " routed outside the sum phase");
+        case EnvelopeRule::kOutsidePhase:
+          add(at, Describe(e) + " routed outside the " + std::string(PhaseName(PhaseOf(env.kind))) +
+                      " phase");
+          break;
+        case EnvelopeRule::kNotMember:
+          add(at, Describe(e) + (partial ? " from a patient that did not share"
+                                         : " from a patient that is not among the unmaskers"));
           break;
         case EnvelopeRule::kDuplicate:
-          add(at, Describe(e) + " repeats the partial from " + env.from);
+          add(at, Describe(e) + " repeats the " + std::string(KindName(env.kind)) + " from " +
+                      env.from);
           break;
       }
-      // Whatever the verdict, a partial from a patient of the round to its hospital went out.
-      if (env.round == h->round && env.to == h->params.hospital &&
-          std::find(h->params.participants.begin(), h->params.participants.end(), env.from) !=
-              h->params.participants.end())
-        routed.insert(env.from);
+      // Whatever the verdict, an envelope from a patient of the round to its hospital went out.
+      const auto from = std::find(names.begin(), names.end(), env.from);
+      if (env.round == h->round && env.to == h->params.hospital && from != names.end())
+        routed[static_cast<size_t>(from - names.begin())] = true;
     } else if (std::get_if<CaptureRejected>(&record)) {
       ++rejected_count;
       if (!phase) add(at, "rejected message before the open phase");
@@ -131,9 +172,9 @@ std::vector<Problem> Check(const CaptureContents& c) {
     if (c.ok()) add(end, "no trailer: the round did not end in this capture");
     return problems;
   }
-  if (trailer->envelopes != envelope_count) {
-    add(trailer_offset, "trailer counts " + std::to_string(trailer->envelopes) +
-                            " envelopes, the capture holds " + std::to_string(envelope_count));
+  if (trailer->frames != frame_count) {
+    add(trailer_offset, "trailer counts " + std::to_string(trailer->frames) +
+                            " frames, the capture holds " + std::to_string(frame_count));
   }
   if (trailer->rejected != rejected_count) {
     add(trailer_offset, "trailer counts " + std::to_string(trailer->rejected) +
@@ -143,13 +184,15 @@ std::vector<Problem> Check(const CaptureContents& c) {
   if (trailer->done) {
     if (phase != Phase::kDone)
       add(trailer_offset, "trailer says done but the last phase is not done");
-    if (!seen.count(Phase::kSum)) add(trailer_offset, "done without the sum phase");
-    for (const auto& from : h->params.participants) {
-      if (!routed.count(from)) {
-        add(trailer_offset,
-            "completed round lacks the partial " + from + " -> " + h->params.hospital);
-      }
-    }
+    if (!seen.count(Phase::kUnmask)) add(trailer_offset, "done without the unmask phase");
+    if (keys_batches == 0) add(trailer_offset, "completed round without the hospital's keys batch");
+    const Members missing = Minus(round.sets.masked, partials);
+    if (std::count(missing.begin(), missing.end(), true) > 0)
+      add(trailer_offset, "completed round lacks the masked input of " + NamesOf(missing, names));
+    if (CountOf(unmasks) < h->params.threshold)
+      add(trailer_offset, "completed round holds " + std::to_string(CountOf(unmasks)) +
+                              " unmasks, fewer than the threshold " +
+                              std::to_string(h->params.threshold));
   } else {
     if (phase != Phase::kAbort) {
       add(trailer_offset, "trailer says aborted but the last phase is not abort");
@@ -163,19 +206,27 @@ std::vector<Problem> Check(const CaptureContents& c) {
 Result<CapturedView> HospitalView(const CaptureContents& c, const Sealer& sealer) {
   const CaptureHeader* h = HeaderOf(c);
   if (h == nullptr) return Status::Error("the capture has no header");
+  std::optional<FrameEntry> keys;
+  for (FrameEntry& e : Frames(c)) {
+    if (e.keys) {
+      keys = std::move(e);
+      break;
+    }
+  }
+  if (!keys) return Status::Error("the capture has no keys batch for the hospital");
   for (size_t i = 0; i < c.records.size(); ++i) {
     const auto* p = std::get_if<CapturePhase>(&c.records[i]);
-    if (p == nullptr || p->phase != Phase::kSum) continue;
-    if (p->nonces.size() != h->params.participants.size()) {
-      return Status::Error("the sum phase at offset " + std::to_string(c.offsets[i]) + " carries " +
-                           std::to_string(p->nonces.size()) + " nonces for " +
-                           std::to_string(h->params.participants.size()) + " patients");
-    }
-    Result<ViewDigest> view = sealer.View(h->round, h->params, p->nonces);
+    if (p == nullptr || p->sets.shared.empty()) continue;
+    if (p->sets.shared.size() != h->params.participants.size())
+      return Status::Error("the " + std::string(PhaseName(p->phase)) + " phase at offset " +
+                           std::to_string(c.offsets[i]) + " has a set of the wrong size");
+    Result<std::vector<RoundPublicKeys>> round_keys = HospitalKeys(*keys->keys, p->sets.joined);
+    if (!round_keys.ok()) return round_keys.status();
+    Result<ViewDigest> view = sealer.View(h->round, h->params, p->sets.shared, *round_keys);
     if (!view.ok()) return view.status();
-    return CapturedView{*view, c.offsets[i]};
+    return CapturedView{*view, *keys->keys, p->sets, keys->offset, c.offsets[i]};
   }
-  return Status::Error("the capture has no sum phase");
+  return Status::Error("the capture has no mask phase");
 }
 
 }  // namespace tally::replay

@@ -42,12 +42,12 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
   }
   const Certificate* broker = roster->Find(brokers[0]);
   const std::string old_round = RoundHex(h->round);
-  const std::vector<EnvelopeEntry> all = Envelopes(c);
+  const std::vector<FrameEntry> all = Frames(c);
   std::vector<std::span<const uint8_t>> frames;  // parallel to `all`
   for (const CaptureRecord& r : c.records) {
-    if (const auto* e = std::get_if<CaptureEnvelope>(&r)) frames.emplace_back(e->frame);
+    if (const auto* e = std::get_if<CaptureFrame>(&r)) frames.emplace_back(e->frame);
   }
-  std::vector<const EnvelopeEntry*> mine, to_me;
+  std::vector<const FrameEntry*> mine, to_me;
   for (const auto& e : all) {
     if (e.envelope && e.envelope->from == o.as) mine.push_back(&e);
     if (e.envelope && e.envelope->to == o.as) to_me.push_back(&e);
@@ -100,12 +100,11 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
     p.Line("connected", "connected: the broker accepted " + o.as + "'s CURVE key");
 
     const bool over = TrailerOf(c) != nullptr;
-    for (const EnvelopeEntry* e : mine) {
+    for (const FrameEntry* e : mine) {
       if (!dealer.send(zmq::const_buffer(frames[e->index - 1].data(), frames[e->index - 1].size()),
                        zmq::send_flags::none)) {
         ++failures;
-        p.Line("sent", Describe(*e) + ": could not be sent",
-               EnvelopeFields(*e) + ", \"sent\": false");
+        p.Line("sent", Describe(*e) + ": could not be sent", FrameFields(*e) + ", \"sent\": false");
         continue;
       }
       p.Line(
@@ -116,7 +115,7 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
               (over ? ", which is over; the broker refuses envelopes for a round that is not active"
                     : " (no trailer: if it is still running the broker refuses the copy as a "
                       "duplicate partial)"),
-          EnvelopeFields(*e) + ", \"sent\": true");
+          FrameFields(*e) + ", \"sent\": true");
     }
     // The barrier: a round request the broker must refuse (a patient may not request rounds;
     // a hospital may not name a non-patient). It answers a refused request with a notice, and
@@ -184,14 +183,14 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
   RoundId fresh{};
   randombytes_buf(fresh.data(), fresh.size());
   const Result<CapturedView> view = HospitalView(c, *sealer);
-  for (const EnvelopeEntry* e : to_me) {
+  for (const FrameEntry* e : to_me) {
     const Envelope& env = *e->envelope;
     if (!view.ok()) {
       ++failures;
       p.Line("rebind",
              Describe(*e) + ": not checked: the hospital's view of the round is unknown (" +
                  view.message() + ")",
-             EnvelopeFields(*e) + ", \"opens\": null");
+             FrameFields(*e) + ", \"opens\": null");
       continue;
     }
     auto original =
@@ -210,7 +209,7 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
                           : " it fails: " + (rebound.status().code() == Status::Code::kUnauthentic
                                                  ? std::string("authentication failed")
                                                  : rebound.message())),
-        EnvelopeFields(*e) + ", \"opens\": " + (original.ok() ? "true" : "false") +
+        FrameFields(*e) + ", \"opens\": " + (original.ok() ? "true" : "false") +
             ", \"opens_rebound\": " + (rebound.ok() ? "true" : "false"));
   }
   if (failures == 0) {

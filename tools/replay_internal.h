@@ -26,7 +26,7 @@ std::string Count(size_t n, std::string_view noun);
 // Shown in text: long vectors are elided (the JSON output carries them whole).
 std::string ShortNumbers(const std::vector<uint64_t>& v);
 // "index", "offset", and when it decodes "kind", "from", "to", as JSON fields.
-std::string EnvelopeFields(const EnvelopeEntry& e);
+std::string FrameFields(const FrameEntry& e);
 // "check: FAILED (2 problems)" style counts.
 std::string Problems(size_t n);
 

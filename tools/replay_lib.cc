@@ -37,7 +37,7 @@ std::string ShortNumbers(const std::vector<uint64_t>& v) {
          std::to_string(v.back()) + "] (" + std::to_string(v.size()) + " elements)";
 }
 
-std::string EnvelopeFields(const EnvelopeEntry& e) {
+std::string FrameFields(const FrameEntry& e) {
   std::string f =
       "\"index\": " + std::to_string(e.index) + ", \"offset\": " + std::to_string(e.offset);
   if (e.envelope) {
@@ -185,7 +185,7 @@ int Run(const Options& o, std::ostream& out, std::ostream& err) {
   if (!c.ok()) {
     // Name what a damaged record held, read past its CRC (its contents are untrusted).
     const CaptureContents salvaged = ReadCapture(bytes.value(), {.past_crc_mismatch = true});
-    for (const EnvelopeEntry& e : Envelopes(salvaged)) {
+    for (const FrameEntry& e : Frames(salvaged)) {
       if (e.damaged && e.offset == c.error_offset)
         problems.push_back({e.offset, "the damaged record reads as " + Describe(e)});
     }

@@ -4,11 +4,12 @@
 //
 // Everything here works on a capture's bytes (schema/capture.h) and never trusts them: a
 // damaged file is reported with the offset where it stops making sense, never by crashing.
-// Every envelope is a patient's masked input ("partial") sealed to the hospital
-// under the round's view (nodes/seal.h RoundView), so only the hospital can audit: it rebuilds
-// its view from the capture's header and the nonces of its sum phase, opens each partial and
-// prints the aggregate (which the hospital learns anyway: the masks cancel in the sum), never an
-// individual partial. Nothing is sealed to a patient, so a patient's keys open nothing.
+// Every envelope is sealed to the hospital under the round's view (nodes/seal.h RoundView): a
+// patient's masked input ("partial") or its shares for unmasking ("unmask"). So only the
+// hospital can audit: it rebuilds its view from the capture's header, the keys batch the broker
+// gave it and the mask phase's set, opens each envelope, rebuilds the secrets from the unmasks
+// and prints the aggregate (which the hospital learns anyway), never an individual input.
+// Nothing is sealed to a patient, so a patient's keys open nothing.
 //
 // Unlike tally_tools, this library links the sealing code (tally_seal): it holds a party's
 // secret keys when auditing or injecting.
@@ -50,22 +51,26 @@ inline constexpr const char* kUsage =
     "Reads a round's capture (.tcap) written by tally-broker.\n"
     "  (no option)         the timeline: parameters, then every phase change, envelope and\n"
     "                      rejected message in time order, then the outcome\n"
-    "  --check             structural check: header and trailer, phases open -> sum -> done or\n"
-    "                      abort, the sum phase's nonces (one per patient, repeated unchanged\n"
-    "                      after it), partials only patient -> hospital in the sum phase and at\n"
-    "                      most one per patient (a completed round has one from every patient),\n"
-    "                      round ids, timestamps, no damaged record\n"
+    "  --check             structural check: header and trailer, phases open -> share ->\n"
+    "                      mask -> [confirm ->] unmask -> done or abort, each phase's sets\n"
+    "                      (nested, at least the threshold, unchanged once fixed), the keys\n"
+    "                      batch (one, to the hospital, for those who joined), partials from\n"
+    "                      those who shared in the mask phase and unmasks from the survivors in\n"
+    "                      the unmask phase, only to the hospital and one each (a completed\n"
+    "                      round has every survivor's and at least T unmasks), round ids,\n"
+    "                      timestamps, no damaged record\n"
     "  --keys DIR --as H   audit as the round's hospital H: rebuild its view of the round from\n"
-    "                      the header and the sum phase's nonces, open every partial with H's\n"
-    "                      secret keys under its binding (round, kind, sender, recipient, view)\n"
-    "                      and sum the masked inputs into the aggregate (the masks cancel).\n"
-    "                      Only the hospital can audit: nothing is sealed to patients\n"
+    "                      the header, the keys batch and the mask phase's set, open every\n"
+    "                      envelope with H's secret keys under its binding (round, kind,\n"
+    "                      sender, recipient, view), add the survivors' masked inputs, rebuild\n"
+    "                      the secrets from the first T unmasks and remove the masks: the\n"
+    "                      aggregate. Only the hospital can audit: nothing is sealed to patients\n"
     "  --results FILE      audit: compare the aggregate with the hospital's results file\n"
     "  --inject ENDPOINT   re-send N's captured envelopes, byte for byte, to a live broker's\n"
     "                      router, then send one invalid round request the broker refuses with a\n"
     "                      notice (proof it processed everything before). N is a patient (its\n"
-    "                      partial) or the hospital (it sends none; its captured partials are\n"
-    "                      also shown to fail to open under a fresh round id)\n"
+    "                      partial and unmask) or the hospital (it sends none; the captured\n"
+    "                      envelopes are also shown to fail to open under a fresh round id)\n"
     "  --timeout-ms MS     inject: how long to wait for the handshake and the notice (10000)\n"
     "  --json              JSON lines instead of text\n"
     "Exit: 0 ok, 1 the capture is damaged or a check, audit or injection failed, 2 bad usage\n"
@@ -81,20 +86,23 @@ Result<Options> ParseArgs(const std::vector<std::string>& args);
 // Runs one invocation; returns the exit code. Results go to `out`, errors to `err`.
 int Run(const Options& options, std::ostream& out, std::ostream& err);
 
-// One capture envelope record with its frame decoded (when it decodes).
-struct EnvelopeEntry {
-  size_t index = 0;     // 1-based, in file order among envelope records
+// One capture frame record with its frame decoded (when it decodes): an envelope the broker
+// routed, or the keys batch it gave the hospital.
+struct FrameEntry {
+  size_t index = 0;     // 1-based, in file order among frame records
   uint64_t offset = 0;  // of the record in the file
   uint64_t t_us = 0;
   size_t size = 0;  // bytes of the frame
   std::optional<Envelope> envelope;
-  std::string decode_error;  // when the frame does not decode as an Envelope
+  std::optional<Batch> keys;
+  std::string decode_error;  // when the frame decodes as neither
   bool damaged = false;      // its record's CRC did not match (CaptureContents::damaged)
 };
-std::vector<EnvelopeEntry> Envelopes(const CaptureContents& contents);
+std::vector<FrameEntry> Frames(const CaptureContents& contents);
 
-// "envelope #3 bob -> hospital (partial, offset 1234)".
-std::string Describe(const EnvelopeEntry& entry);
+// "frame #3 bob -> hospital (partial, offset 1234)", "frame #1 keys of 3 patients -> hospital
+// (offset 310)".
+std::string Describe(const FrameEntry& entry);
 
 // The timeline as text or JSON lines (what `tally-replay FILE` prints).
 void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out);
@@ -106,12 +114,16 @@ struct Problem {
 // The structural check; empty when the capture passes.
 std::vector<Problem> Check(const CaptureContents& contents);
 
-// The hospital's view of the round as the capture records it: the sum-phase update rebuilt
-// from the header and the nonces of the first sum-phase record (at `offset`), viewed with
-// `sealer`'s roster keys (Sealer::View). An error when there is no sum phase, its nonces are
-// not one per patient, or the roster lacks a party of the round.
+// The hospital's view of the round as the capture records it: from the header, the keys batch
+// (at `keys_offset`) and U2 as the first mask-phase record publishes it (at `offset`), viewed
+// with `sealer`'s roster keys (Sealer::View), and the round keys it holds. An error when there is
+// no keys batch or mask phase, the batch does not match those who joined, or the roster lacks a
+// party of the round.
 struct CapturedView {
   ViewDigest view{};
+  Batch keys;      // the keys batch
+  RoundSets sets;  // as the mask phase published them
+  uint64_t keys_offset = 0;
   uint64_t offset = 0;
 };
 Result<CapturedView> HospitalView(const CaptureContents& contents, const Sealer& sealer);

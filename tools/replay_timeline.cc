@@ -18,11 +18,36 @@ std::string JsonNames(const std::vector<std::string>& names) {
   return out + "]";
 }
 
-// Join nonces as a JSON array of hex strings (they are public: the broker publishes them).
-std::string JsonNonces(const std::vector<JoinNonce>& nonces) {
-  std::string out = "[";
-  for (size_t i = 0; i < nonces.size(); ++i) out += (i ? ", " : "") + JsonString(Hex(nonces[i]));
-  return out + "]";
+// The names of a set's members; JSON null for a set not fixed yet.
+std::string JsonMembers(const Members& members, const std::vector<std::string>& names) {
+  if (members.empty() || members.size() != names.size()) return "null";
+  std::vector<std::string> in;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (members[i]) in.push_back(names[i]);
+  return JsonNames(in);
+}
+
+// What a phase fixed, in words: "shared 9 of 10: not p10".
+std::string SetsText(const CapturePhase& p, const std::vector<std::string>& names) {
+  const std::pair<const Members*, const char*> sets[] = {{&p.sets.confirmed, "confirmed"},
+                                                         {&p.sets.masked, "survivors"},
+                                                         {&p.sets.shared, "shared"},
+                                                         {&p.sets.joined, "joined"}};
+  for (const auto& [members, word] : sets) {
+    if (members->empty() || members->size() != names.size()) continue;
+    std::vector<std::string> out;
+    for (size_t i = 0; i < names.size(); ++i)
+      if (!(*members)[i]) out.push_back(names[i]);
+    std::string text = "  (" + std::string(word) + " " + std::to_string(CountOf(*members)) +
+                       " of " + std::to_string(names.size());
+    if (!out.empty()) {
+      if (out.size() > 5) out.resize(5), out.back() = "...";
+      text += ": not ";
+      for (size_t i = 0; i < out.size(); ++i) text += (i ? ", " : "") + out[i];
+    }
+    return text + ")";
+  }
+  return "";
 }
 
 // A round's columns as JSON: [{"name", "lower", "upper", "decimals"}] with the bounds as exact
@@ -73,12 +98,12 @@ std::string WallTime(int64_t unix_ms) {
 
 }  // namespace
 
-std::vector<EnvelopeEntry> Envelopes(const CaptureContents& contents) {
-  std::vector<EnvelopeEntry> out;
+std::vector<FrameEntry> Frames(const CaptureContents& contents) {
+  std::vector<FrameEntry> out;
   for (size_t i = 0; i < contents.records.size(); ++i) {
-    const auto* e = std::get_if<CaptureEnvelope>(&contents.records[i]);
+    const auto* e = std::get_if<CaptureFrame>(&contents.records[i]);
     if (e == nullptr) continue;
-    EnvelopeEntry entry;
+    FrameEntry entry;
     entry.index = out.size() + 1;
     entry.offset = contents.offsets[i];
     entry.t_us = e->t_us;
@@ -90,20 +115,26 @@ std::vector<EnvelopeEntry> Envelopes(const CaptureContents& contents) {
       entry.decode_error = decoded.message();
     } else if (auto* env = std::get_if<Envelope>(&decoded.value())) {
       entry.envelope = std::move(*env);
+    } else if (auto* batch = std::get_if<Batch>(&decoded.value());
+               batch && batch->kind == BatchKind::kKeys) {
+      entry.keys = std::move(*batch);
     } else {
-      entry.decode_error = "the frame is a wire message but not an envelope";
+      entry.decode_error = "the frame is a wire message but neither an envelope nor a keys batch";
     }
     out.push_back(std::move(entry));
   }
   return out;
 }
 
-std::string Describe(const EnvelopeEntry& entry) {
-  std::string s = "envelope #" + std::to_string(entry.index);
+std::string Describe(const FrameEntry& entry) {
+  std::string s = "frame #" + std::to_string(entry.index);
   if (entry.envelope) {
     s += " " + entry.envelope->from + " -> " + entry.envelope->to + " (" +
          std::string(KindName(entry.envelope->kind)) + ", offset " + std::to_string(entry.offset) +
          ")";
+  } else if (entry.keys) {
+    s += " keys of " + Count(entry.keys->items.size(), "patient") + " -> the hospital (offset " +
+         std::to_string(entry.offset) + ")";
   } else {
     s += " (offset " + std::to_string(entry.offset) + ")";
   }
@@ -112,14 +143,16 @@ std::string Describe(const EnvelopeEntry& entry) {
 
 void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out) {
   const CaptureHeader* h = HeaderOf(contents);
-  const std::vector<EnvelopeEntry> envelopes = Envelopes(contents);
+  const std::vector<FrameEntry> frames = Frames(contents);
+  const std::vector<std::string> no_names;
+  const std::vector<std::string>& names = h ? h->params.participants : no_names;
   size_t name_width = 1;
   if (h) {
     name_width = h->params.hospital.size();
     for (const auto& p : h->params.participants) name_width = std::max(name_width, p.size());
   }
-  size_t next_envelope = 0;
-  uint64_t envelope_count = 0, rejected_count = 0;
+  size_t next_frame = 0;
+  uint64_t frame_count = 0, rejected_count = 0;
   for (size_t i = 0; i < contents.records.size(); ++i) {
     const uint64_t offset = contents.offsets[i];
     std::visit(
@@ -134,14 +167,16 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
                   << ", \"opened\": " << JsonString(WallTime(r.opened_unix_ms))
                   << ", \"hospital\": " << JsonString(r.params.hospital)
                   << ", \"range\": " << r.params.range << ", \"length\": " << r.params.length
+                  << ", \"threshold\": " << r.params.threshold
                   << ", \"participants\": " << JsonNames(r.params.participants)
                   << ", \"columns\": " << JsonColumns(r.params)
                   << ", \"roster\": " << JsonString(r.roster_fingerprint) << "}\n";
             } else {
               out << "round " << RoundHex(r.round) << "  opened " << WallTime(r.opened_unix_ms)
                   << "  range " << r.params.range << "  length " << r.params.length << "  hospital "
-                  << r.params.hospital << "  patients " << Joined(r.params.participants)
-                  << "  roster " << r.roster_fingerprint.substr(0, 16) << "\n";
+                  << r.params.hospital << "  threshold " << r.params.threshold << "  patients "
+                  << Joined(r.params.participants) << "  roster "
+                  << r.roster_fingerprint.substr(0, 16) << "\n";
               for (const Column& c : r.params.columns)
                 out << "  column " << c.name << " [" << FormatUnits(c.lower, c.decimals) << ", "
                     << FormatUnits(c.upper, c.decimals) << "]\n";
@@ -155,18 +190,25 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
               out << "{\"type\": \"phase\", \"offset\": " << offset << ", \"t_us\": " << r.t_us
                   << ", \"phase\": " << JsonString(name) << ", \"seq\": " << r.seq
                   << ", \"reason\": " << JsonString(r.reason)
-                  << ", \"nonces\": " << JsonNonces(r.nonces) << "}\n";
+                  << ", \"joined\": " << JsonMembers(r.sets.joined, names)
+                  << ", \"shared\": " << JsonMembers(r.sets.shared, names)
+                  << ", \"masked\": " << JsonMembers(r.sets.masked, names)
+                  << ", \"confirmed\": " << JsonMembers(r.sets.confirmed, names) << "}\n";
             } else {
               out << PadLeft(Millis(r.t_us), 10) << " ms  phase " << name
-                  << (r.reason.empty() ? "" : ": " + r.reason) << "\n";
+                  << (r.reason.empty() ? SetsText(r, names) : ": " + r.reason) << "\n";
             }
-          } else if constexpr (std::is_same_v<T, CaptureEnvelope>) {
-            ++envelope_count;
-            const EnvelopeEntry& e = envelopes[next_envelope++];
+          } else if constexpr (std::is_same_v<T, CaptureFrame>) {
+            ++frame_count;
+            const FrameEntry& e = frames[next_frame++];
             if (json) {
-              out << "{\"type\": \"envelope\", \"index\": " << e.index << ", \"offset\": " << offset
+              out << "{\"type\": " << (e.keys ? "\"keys\"" : "\"envelope\"")
+                  << ", \"index\": " << e.index << ", \"offset\": " << offset
                   << ", \"t_us\": " << r.t_us;
-              if (e.envelope) {
+              if (e.keys) {
+                out << ", \"to\": " << JsonString(h ? h->params.hospital : "")
+                    << ", \"patients\": " << e.keys->items.size();
+              } else if (e.envelope) {
                 out << ", \"kind\": " << JsonString(KindName(e.envelope->kind))
                     << ", \"from\": " << JsonString(e.envelope->from)
                     << ", \"to\": " << JsonString(e.envelope->to)
@@ -175,6 +217,12 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
                 out << ", \"error\": " << JsonString(e.decode_error);
               }
               out << ", \"size\": " << e.size << "}\n";
+            } else if (e.keys) {
+              out << PadLeft(Millis(r.t_us), 10) << " ms  " << PadRight("keys", 8)
+                  << PadRight("broker", name_width) << " -> "
+                  << PadRight(h ? h->params.hospital : "", name_width)
+                  << PadLeft(std::to_string(e.size), 8) << " B  (the round keys of "
+                  << Count(e.keys->items.size(), "patient") << ")\n";
             } else if (e.envelope) {
               out << PadLeft(Millis(r.t_us), 10) << " ms  "
                   << PadRight(std::string(KindName(e.envelope->kind)), 8)
@@ -186,7 +234,7 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
               }
               out << "\n";
             } else {
-              out << PadLeft(Millis(r.t_us), 10) << " ms  envelope #" << e.index
+              out << PadLeft(Millis(r.t_us), 10) << " ms  frame #" << e.index
                   << " does not decode: " << e.decode_error << "  " << e.size << " B\n";
             }
           } else if constexpr (std::is_same_v<T, CaptureRejected>) {
@@ -203,12 +251,12 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
             if (json) {
               out << "{\"type\": \"trailer\", \"offset\": " << offset << ", \"t_us\": " << r.t_us
                   << ", \"outcome\": " << (r.done ? "\"done\"" : "\"aborted\"")
-                  << ", \"reason\": " << JsonString(r.reason) << ", \"envelopes\": " << r.envelopes
+                  << ", \"reason\": " << JsonString(r.reason) << ", \"frames\": " << r.frames
                   << ", \"rejected\": " << r.rejected << "}\n";
             } else {
               out << "outcome: " << (r.done ? "done" : "aborted: " + r.reason) << " ("
-                  << r.envelopes << " envelopes, " << r.rejected << " rejected, " << Millis(r.t_us)
-                  << " ms)\n";
+                  << Count(r.frames, "frame") << ", " << r.rejected << " rejected, "
+                  << Millis(r.t_us) << " ms)\n";
             }
           }
         },
@@ -225,7 +273,7 @@ void PrintTimeline(const CaptureContents& contents, bool json, std::ostream& out
   if (TrailerOf(contents) == nullptr && !json) {
     out << "outcome: unknown: no trailer (the round was still running, the broker stopped, or the "
            "file is cut short; "
-        << envelope_count << " envelopes, " << rejected_count << " rejected so far)\n";
+        << Count(frame_count, "frame") << ", " << rejected_count << " rejected so far)\n";
   }
 }
 

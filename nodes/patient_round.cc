@@ -1,0 +1,193 @@
+#include "nodes/patient_round.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+
+#include "nodes/aggregate.h"
+#include "nodes/shamir.h"
+
+namespace tally {
+namespace {
+
+constexpr size_t kPairSize = 2 * kShareSize;  // a share of b || a share of s
+
+// Whether `items` hold exactly one item for each member of `set` but `me` (the decoder already
+// refused an index given twice).
+bool OnePerOtherMember(const std::vector<BatchItem>& items, const Members& set, size_t me) {
+  if (items.size() + 1 != CountOf(set)) return false;
+  return std::all_of(items.begin(), items.end(), [&](const BatchItem& item) {
+    return item.index < set.size() && item.index != me && set[item.index];
+  });
+}
+
+bool SameTag(std::span<const uint8_t> a, const Tag& b) {
+  return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), b.size()) == 0;
+}
+
+}  // namespace
+
+PatientRound::~PatientRound() {
+  sodium_memzero(values_.data(), values_.size() * sizeof(uint64_t));
+}
+
+Result<PatientRound> PatientRound::Join(const Sealer& sealer, const PhaseUpdate& opened,
+                                        std::vector<uint64_t> values) {
+  PatientRound r(sealer);
+  const auto& ps = opened.params.participants;
+  r.me_ = static_cast<size_t>(std::find(ps.begin(), ps.end(), sealer.name()) - ps.begin());
+  r.digest_ = DigestOf(opened.round, opened.params);
+  r.values_ = std::move(values);
+  // Fresh for every join: the round's masks and shares depend on nothing used before.
+  r.c_ = RoundKeyPair::Generate();
+  r.s_ = RoundKeyPair::Generate();
+  r.join_ = tally::Join{opened.round, r.c_.pub, r.s_.pub, {}};
+  for (const std::string& peer : ps) {
+    if (peer == sealer.name()) continue;
+    Result<Tag> tag = sealer.KeysTag(sealer.name(), peer, r.digest_, {r.c_.pub, r.s_.pub});
+    if (!tag.ok()) return tag.status();
+    r.join_.tags.push_back(*tag);
+  }
+  return r;
+}
+
+Result<Batch> PatientRound::Shares(const PhaseUpdate& u, const Batch& keys) {
+  const auto& ps = u.params.participants;
+  const Members& joined = u.sets.joined;
+  if (!OnePerOtherMember(keys.items, joined, me_))
+    return Status::Error("the keys batch is not one for each other patient that joined");
+  keys_.assign(ps.size(), RoundPublicKeys{});
+  keys_[me_] = {c_.pub, s_.pub};
+  for (const BatchItem& item : keys.items) {
+    if (item.data.size() != 2 * kRoundKeySize + kTagSize)
+      return Status::Error("the keys of " + ps[item.index] + " are not cpk, spk and a tag");
+    RoundPublicKeys& k = keys_[item.index];
+    std::copy_n(item.data.begin(), kRoundKeySize, k.cpk.begin());
+    std::copy_n(item.data.begin() + kRoundKeySize, kRoundKeySize, k.spk.begin());
+    Result<Tag> tag = sealer_.KeysTag(ps[item.index], sealer_.name(), digest_, k);
+    if (!tag.ok()) return tag.status();
+    if (!SameTag(std::span(item.data).subspan(2 * kRoundKeySize), *tag))
+      return Status::Error("the keys of " + ps[item.index] + " do not verify");
+  }
+  randombytes_buf(b_.data(), SecretKey::size());
+  // A share for each member of U1 (at x = its index + 1), of b and of s, each split with its own
+  // coefficients.
+  std::vector<uint16_t> xs;
+  for (size_t v = 0; v < ps.size(); ++v)
+    if (joined[v]) xs.push_back(static_cast<uint16_t>(v + 1));
+  std::vector<Share> of_b(xs.size()), of_s(xs.size());
+  ShamirSplit(std::span<const uint8_t, kShareSize>(b_.data(), kShareSize), u.params.threshold, xs,
+              of_b);
+  ShamirSplit(std::span<const uint8_t, kShareSize>(s_.secret.data(), kShareSize),
+              u.params.threshold, xs, of_s);
+  shares_ = SecretBytes(ps.size() * kPairSize);
+  Batch out{u.round, BatchKind::kShares, {}};
+  SecretBytes key(SecretKey::size());
+  Status status = Status::Ok();
+  for (size_t k = 0; k < xs.size(); ++k) {
+    const size_t v = xs[k] - 1u;
+    uint8_t* pair = shares_.data() + v * kPairSize;
+    std::copy(of_b[k].begin(), of_b[k].end(), pair);
+    std::copy(of_s[k].begin(), of_s[k].end(), pair + kShareSize);
+    if (v == me_) continue;  // our own pair we keep
+    if (!ShareKey(c_.secret, keys_[v].cpk, key.data()).ok()) {
+      status = Status::Error("the round key of " + ps[v] + " is invalid");
+      break;
+    }
+    out.items.push_back({static_cast<uint32_t>(v),
+                         SealShare(key.data(), u.round, sealer_.name(), ps[v], {pair, kPairSize})});
+    sodium_memzero(pair, kPairSize);  // only ours is needed later: the others travel sealed
+  }
+  for (auto* shares : {&of_b, &of_s}) sodium_memzero(shares->data(), shares->size() * kShareSize);
+  if (!status.ok()) return status;
+  return out;
+}
+
+Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares) {
+  const auto& ps = u.params.participants;
+  const Members& shared = u.sets.shared;
+  if (!OnePerOtherMember(shares.items, shared, me_))
+    return Status::Error("the shares batch is not one for each other patient that shared");
+  SecretBytes key(SecretKey::size());
+  for (const BatchItem& item : shares.items) {
+    const size_t v = item.index;
+    if (!ShareKey(c_.secret, keys_[v].cpk, key.data()).ok())
+      return Status::Error("the round key of " + ps[v] + " is invalid");
+    if (!OpenShare(key.data(), u.round, ps[v], sealer_.name(), item.data,
+                   {shares_.data() + v * kPairSize, kPairSize})
+             .ok())
+      return Status::Error("the share from " + ps[v] + " does not open");
+  }
+  Result<RoundMasks> masks = PatientMasks(u.round, u.params, me_, shared, keys_, s_.secret,
+                                          b_.data());
+  if (!masks.ok()) return masks.status();
+  Result<ViewDigest> view = sealer_.View(u.round, u.params, shared, keys_);
+  if (!view.ok()) return view.status();
+  view_ = *view;
+  std::vector<uint64_t> masked = std::move(values_);
+  values_.clear();
+  ApplyMasks(*masks, masked);
+  auto plaintext = EncodePayload(EnvelopeKind::kPartial, masked);
+  sodium_memzero(masked.data(), masked.size() * sizeof(uint64_t));
+  auto sealed = sealer_.Seal(
+      Binding{u.round, EnvelopeKind::kPartial, sealer_.name(), u.params.hospital, view_}, plaintext);
+  sodium_memzero(plaintext.data(), plaintext.size());
+  if (!sealed.ok()) return sealed.status();
+  return Envelope{EnvelopeKind::kPartial, u.round, sealer_.name(), u.params.hospital,
+                  std::move(sealed.value())};
+}
+
+Result<Batch> PatientRound::Confirmations(const PhaseUpdate& u) const {
+  const auto& ps = u.params.participants;
+  Batch out{u.round, BatchKind::kConfirm, {}};
+  for (size_t v = 0; v < ps.size(); ++v) {
+    if (v == me_ || !u.sets.masked[v]) continue;
+    Result<Tag> tag =
+        sealer_.ConfirmTag(sealer_.name(), ps[v], digest_, u.sets.shared, u.sets.masked);
+    if (!tag.ok()) return tag.status();
+    out.items.push_back({static_cast<uint32_t>(v), std::vector<uint8_t>(tag->begin(), tag->end())});
+  }
+  return out;
+}
+
+Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirmations) {
+  const auto& ps = u.params.participants;
+  const Members& masked = u.sets.masked;
+  if (masked != u.sets.shared) {
+    // Someone dropped after sharing: reveal a mask secret only if T - 1 other survivors saw the
+    // same sets (schema/PROTOCOL.md, "Why it is private").
+    if (confirmations == nullptr)
+      return Status::Error("the survivors changed and were not confirmed");
+    size_t confirmed = 0;
+    for (const BatchItem& item : confirmations->items) {
+      if (item.index >= ps.size() || item.index == me_ || !masked[item.index]) continue;
+      Result<Tag> tag =
+          sealer_.ConfirmTag(ps[item.index], sealer_.name(), digest_, u.sets.shared, masked);
+      if (tag.ok() && SameTag(item.data, *tag)) ++confirmed;
+    }
+    if (confirmed + 1 < u.params.threshold)
+      return Status::Error("only " + std::to_string(confirmed) +
+                           " of the survivors confirmed them, the threshold is " +
+                           std::to_string(u.params.threshold));
+  }
+  // For each v: a share of b_v if v survived, of s_v if it dropped after sharing; never both.
+  UnmaskShares unmask;
+  unmask.masked = masked;
+  for (size_t v = 0; v < ps.size(); ++v) {
+    const uint8_t* pair = shares_.data() + v * kPairSize;
+    if (masked[v]) {
+      std::copy_n(pair, kShareSize, unmask.self_seeds.emplace_back().begin());
+    } else if (u.sets.shared[v]) {
+      std::copy_n(pair + kShareSize, kShareSize, unmask.mask_secrets.emplace_back().begin());
+    }
+  }
+  auto plaintext = EncodeUnmask(unmask);
+  auto sealed = sealer_.Seal(
+      Binding{u.round, EnvelopeKind::kUnmask, sealer_.name(), u.params.hospital, view_}, plaintext);
+  sodium_memzero(plaintext.data(), plaintext.size());
+  if (!sealed.ok()) return sealed.status();
+  return Envelope{EnvelopeKind::kUnmask, u.round, sealer_.name(), u.params.hospital,
+                  std::move(sealed.value())};
+}
+
+}  // namespace tally
