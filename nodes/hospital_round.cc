@@ -48,8 +48,7 @@ Result<bool> HospitalRound::AddUnmask(const Envelope& env, size_t from, const Ro
 }
 
 bool HospitalRound::Ready(const RoundSets& sets) const {
-  return !sets.masked.empty() && partials_ == sets.masked &&
-         unmaskers_.size() >= params_.threshold;
+  return !sets.masked.empty() && partials_ == sets.masked && unmaskers_.size() >= params_.threshold;
 }
 
 Result<std::vector<uint64_t>> HospitalRound::Aggregate(const RoundSets& sets) {

@@ -52,8 +52,8 @@ class HospitalRound {
   std::vector<RoundPublicKeys> keys_;  // per participant, for the members of U1
   std::optional<ViewDigest> view_;
   Sum sum_;
-  Members partials_;                  // whose masked input is in the sum
-  std::vector<uint32_t> unmaskers_;   // the first T whose unmask opened and fit, in order
+  Members partials_;                   // whose masked input is in the sum
+  std::vector<uint32_t> unmaskers_;    // the first T whose unmask opened and fit, in order
   std::vector<UnmaskShares> unmasks_;  // theirs
 };
 

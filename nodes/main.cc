@@ -56,8 +56,9 @@ constexpr const char* kUsage =
     "                        hospital and the broker with C other patients colluding (a round\n"
     "                        of N patients, threshold T hides it from min(2T-N-1, T-2));\n"
     "                        default 0\n"
-    "  --vanish-at PHASE     exit at once, as a crashed patient would, when a round reaches\n"
-    "                        PHASE (share, mask, confirm or unmask): for trying dropouts\n"
+    "  --vanish-at PHASE     when a round reaches PHASE (share, mask, confirm or unmask),\n"
+    "                        print \"vanish PHASE\" and stop acting, to be killed there (as\n"
+    "                        tools/launch --drop does): for trying dropouts\n"
     "Hospital (--range, or --bounds for named columns):\n"
     "  --range R             inputs are integers in [0, R]\n"
     "  --columns a,b,c       named columns (default: the names in --bounds)\n"
@@ -256,6 +257,10 @@ int main(int argc, char** argv) {
     log("node " + o.name + " event=exit status=" + std::to_string(status) +
         " reason=" + tally::Quote(reason));
     return status;
+  };
+  // A patient told to vanish says so on stdout, where its launcher waits to kill it.
+  o.on_vanish = [](tally::Phase phase) {
+    std::cout << "vanish " << tally::PhaseName(phase) << std::endl;
   };
   bool is_patient = false;  // known once the certificate is read; set before Run
   auto node = tally::Node::Create(

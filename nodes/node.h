@@ -48,9 +48,11 @@ struct NodeOptions {
   // Patient: the most other patients that may collude with the hospital and the broker; refuse
   // rounds whose patients and threshold hide an input from fewer (CollusionTolerance).
   uint32_t max_corrupt = 0;
-  // Patient: exit at once (std::_Exit, as a crashed patient would) when a round reaches this
-  // phase, before its step in it: for trying dropouts (tools/launch --drop).
+  // Patient: when a round reaches this phase, before its step in it, call `on_vanish` and stop
+  // acting, to be killed there (tools/launch --drop kills it with SIGKILL): a dropout at a known
+  // point, for trying dropouts and for tests.
   std::optional<Phase> vanish_at;
+  std::function<void(Phase)> on_vanish;
   // Hospital: the threshold T to ask for; 0: the safe minimum for the round's patients.
   uint32_t threshold = 0;
   // Hospital: what to ask for: integers in [0, range], or named columns (then range 0).

@@ -3,7 +3,6 @@
 #include <sodium.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "schema/text.h"
 
@@ -21,11 +20,13 @@ Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer&
       min_patients_(options.min_patients),
       max_corrupt_(options.max_corrupt),
       vanish_at_(options.vanish_at),
+      on_vanish_(options.on_vanish),
       idle_timeout_(options.idle_timeout_ms) {}
 
 Patient::~Patient() = default;
 
 void Patient::OnPhase(const PhaseUpdate& u) {
+  if (vanished_) return;
   // Updates are whole snapshots and may repeat (republished to late subscribers): a round is
   // answered once, each step is done once, a round ends once.
   if (u.phase == Phase::kOpen) return OnOpen(u);
@@ -49,6 +50,7 @@ void Patient::OnPhase(const PhaseUpdate& u) {
 }
 
 void Patient::OnBatch(const Batch& batch) {
+  if (vanished_) return;
   if (!round_ || batch.round != round_->opened.round) {
     Log("event=reject source=router reason=\"a batch for a round we are not in\"");
     return;
@@ -121,8 +123,10 @@ void Patient::Step() {
     if (u.phase == r.acted) return;  // done already: wait for the next phase or the end
     if (vanish_at_ == u.phase) {
       Log("event=vanish round=" + RoundHex(u.round) + " phase=" + std::string(PhaseName(u.phase)) +
-          " note=\"exiting at once, as a crashed patient would\"");
-      std::_Exit(3);
+          " note=\"stops acting, to be killed here\"");
+      vanished_ = true;
+      if (on_vanish_) on_vanish_(u.phase);
+      return;
     }
     // Each phase's step once its batch is here: the batch comes over the router, the update over
     // the phase channel, in either order.
@@ -207,6 +211,7 @@ void Patient::OnLost(std::string_view) {
 }
 
 void Patient::Tick(Clock::time_point now) {
+  if (vanished_) return;  // waits to be killed
   // A serving patient waits for rounds indefinitely; one in a round gives it up when nothing
   // about it happens for the idle timeout.
   if (!round_ || now - round_->last_progress <= idle_timeout_) return;

@@ -63,6 +63,8 @@ class Patient : public NodeRole {
   const uint32_t min_patients_;
   const uint32_t max_corrupt_;
   const std::optional<Phase> vanish_at_;
+  const std::function<void(Phase)> on_vanish_;
+  bool vanished_ = false;  // reached vanish_at_: acts on nothing more
   const std::chrono::milliseconds idle_timeout_;
   std::optional<Joined> round_;
   std::set<RoundId> seen_;  // rounds already answered (updates are republished)

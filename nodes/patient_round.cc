@@ -27,9 +27,7 @@ bool SameTag(std::span<const uint8_t> a, const Tag& b) {
 
 }  // namespace
 
-PatientRound::~PatientRound() {
-  sodium_memzero(values_.data(), values_.size() * sizeof(uint64_t));
-}
+PatientRound::~PatientRound() { sodium_memzero(values_.data(), values_.size() * sizeof(uint64_t)); }
 
 Result<PatientRound> PatientRound::Join(const Sealer& sealer, const PhaseUpdate& opened,
                                         std::vector<uint64_t> values) {
@@ -118,8 +116,8 @@ Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares)
              .ok())
       return Status::Error("the share from " + ps[v] + " does not open");
   }
-  Result<RoundMasks> masks = PatientMasks(u.round, u.params, me_, shared, keys_, s_.secret,
-                                          b_.data());
+  Result<RoundMasks> masks =
+      PatientMasks(u.round, u.params, me_, shared, keys_, s_.secret, b_.data());
   if (!masks.ok()) return masks.status();
   Result<ViewDigest> view = sealer_.View(u.round, u.params, shared, keys_);
   if (!view.ok()) return view.status();
@@ -130,7 +128,8 @@ Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares)
   auto plaintext = EncodePayload(EnvelopeKind::kPartial, masked);
   sodium_memzero(masked.data(), masked.size() * sizeof(uint64_t));
   auto sealed = sealer_.Seal(
-      Binding{u.round, EnvelopeKind::kPartial, sealer_.name(), u.params.hospital, view_}, plaintext);
+      Binding{u.round, EnvelopeKind::kPartial, sealer_.name(), u.params.hospital, view_},
+      plaintext);
   sodium_memzero(plaintext.data(), plaintext.size());
   if (!sealed.ok()) return sealed.status();
   return Envelope{EnvelopeKind::kPartial, u.round, sealer_.name(), u.params.hospital,

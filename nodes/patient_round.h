@@ -58,9 +58,9 @@ class PatientRound {
   const Sealer& sealer_;
   RoundDigest digest_{};
   size_t me_ = 0;
-  std::vector<uint64_t> values_;  // the input; wiped once masked
-  RoundKeyPair c_, s_;            // the round keys: sealing shares, pairwise masks
-  SecretKey b_;                   // the self-mask seed, drawn at Shares
+  std::vector<uint64_t> values_;       // the input; wiped once masked
+  RoundKeyPair c_, s_;                 // the round keys: sealing shares, pairwise masks
+  SecretKey b_;                        // the self-mask seed, drawn at Shares
   std::vector<RoundPublicKeys> keys_;  // per participant, from the keys batch (ours too)
   // Per participant v, the share of v's b and of v's s that v sent us (ours at `me_`).
   SecretBytes shares_{0};

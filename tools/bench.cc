@@ -126,26 +126,21 @@ void PrintFloor(const Measured& m, bool json) {
   if (!m.floor) return;
   const Floor& f = *m.floor;
   const std::string name = ConfigName(m.config);
-  auto us = [](double s) { return FormatFixed(s * 1e6, 3); };
+  auto ms = [](double s) { return FormatFixed(s * 1e3, 3); };
   if (json) {
-    std::cout << "{\"floor\": \"" << name << "\", \"payload_bytes\": " << f.payload_bytes
-              << ", \"wire_bytes\": " << f.wire_bytes << ", \"update_bytes\": " << f.update_bytes
-              << ", \"seal_us\": " << us(f.seal) << ", \"open_us\": " << us(f.open)
-              << ", \"curve_enc_us\": " << us(f.box_enc_w)
-              << ", \"curve_dec_us\": " << us(f.box_dec_w)
-              << ", \"mask_keys_us\": " << us(f.mask_keys)
-              << ", \"apply_masks_us\": " << us(f.apply)
-              << ", \"masks_ms_per_round\": " << FormatFixed(f.masks * 1e3, 3)
-              << ", \"floor_ms\": " << FormatFixed(f.total * 1e3, 3) << "}" << std::endl;
+    std::cout << "{\"floor\": \"" << name << "\", \"dropped\": " << f.dropped
+              << ", \"patient_ms\": " << ms(f.patient) << ", \"hospital_ms\": " << ms(f.hospital)
+              << ", \"broker_ms\": " << ms(f.broker) << ", \"curve_ms\": " << ms(f.curve)
+              << ", \"bytes\": " << f.bytes << ", \"floor_ms\": " << ms(f.total) << "}"
+              << std::endl;
     return;
   }
   std::printf(
-      "%-11s P=%zu W=%zu U=%zu  seal %s us  open %s us  curve enc %s / dec %s us  "
-      "masks: keys %s us + streams %s us per patient, %s ms/round  floor %s ms/round\n",
-      name.c_str(), f.payload_bytes, f.wire_bytes, f.update_bytes, us(f.seal).c_str(),
-      us(f.open).c_str(), us(f.box_enc_w).c_str(), us(f.box_dec_w).c_str(), us(f.mask_keys).c_str(),
-      us(f.apply).c_str(), FormatFixed(f.masks * 1e3, 3).c_str(),
-      FormatFixed(f.total * 1e3, 3).c_str());
+      "%-11s dropped %zu  per patient %s ms  hospital %s ms  broker %s ms  curve %s ms "
+      "(%s MB)  floor %s ms/round\n",
+      name.c_str(), f.dropped, ms(f.patient).c_str(), ms(f.hospital).c_str(), ms(f.broker).c_str(),
+      ms(f.curve).c_str(), FormatFixed(static_cast<double>(f.bytes) / 1e6, 2).c_str(),
+      ms(f.total).c_str());
 }
 
 }  // namespace

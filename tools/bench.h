@@ -23,23 +23,20 @@ double CpuSeconds(pid_t pid);
 // Peak resident set (VmHWM) in MiB, or 0 when unreadable (e.g. the process has exited).
 double PeakRssMiB(pid_t pid);
 
-// The CPU a round cannot avoid with this protocol and these primitives (BENCHMARKS.md), each
-// primitive timed on this machine: figures in seconds per call unless said otherwise.
+// The CPU a round cannot avoid with this protocol and these primitives (BENCHMARKS.md): one round
+// of N patients and vectors of L run in-process with Tally's own protocol code, no sockets, each
+// role timed (seconds of CPU), plus CURVE's cost for every frame of it. `dropped` patients vanish
+// after sharing, before their masked input.
 struct Floor {
-  size_t payload_bytes = 0;      // P: EncodePayload of L elements (plaintext sealed)
-  size_t wire_bytes = 0;         // W: one Envelope frame on the wire
-  size_t update_bytes = 0;       // U: one PhaseUpdate frame with the N join nonces (sum, done)
-  size_t open_update_bytes = 0;  // U0: the open phase's PhaseUpdate frame, before any nonce
-  double seal = 0, open = 0;     // Sealer::Seal and Sealer::Open of a partial at P
-  // CURVE (libzmq's crypto_box_*_afternm) at W, U, U0 and C (a join)
-  double box_enc_w = 0, box_dec_w = 0, box_enc_u = 0, box_dec_u = 0;
-  double box_enc_u0 = 0, box_dec_u0 = 0, box_enc_c = 0, box_dec_c = 0;
-  double mask_keys = 0;  // Sealer::Masks: one patient's N-1 mask keys
-  double apply = 0;      // ApplyMasks: one patient's N-1 streams over L elements
-  double masks = 0;      // s per round: N patients' mask keys and streams
-  double total = 0;      // s of CPU per round
+  size_t dropped = 0;
+  double patient = 0;   // one patient's steps (the mean over the patients)
+  double hospital = 0;  // the hospital's: its view, the masked inputs, the unmasks, the masks off
+  double broker = 0;    // the coordinator's (routing and batches, no I/O)
+  double curve = 0;     // CURVE boxing and unboxing of every frame, at both ends
+  uint64_t bytes = 0;   // every frame through the broker, in and out
+  double total = 0;     // N x patient + hospital + broker + curve
 };
-Floor MeasureFloor(size_t n, uint32_t length);
+Floor MeasureFloor(size_t n, uint32_t length, size_t dropped = 0);
 
 // One warm-rounds configuration: N patients, vectors of L, K rounds (the first is warm-up).
 struct Config {

@@ -1,14 +1,20 @@
-// tally-bench's crypto floor: the CPU a round cannot avoid, timed with Tally's own sealing and
-// mask code (nodes/seal.h, nodes/aggregate.h) and libsodium's crypto_box for what libzmq's
-// CURVE does per frame.
+// tally-bench's crypto floor: one round run in this process with Tally's own protocol code — the
+// coordinator (broker/coordinator.h), each patient's steps (nodes/patient_round.h) and the
+// hospital's (nodes/hospital_round.h) — with no sockets, each role's CPU timed on its own, plus
+// what libzmq's CURVE costs for every frame of that round (libsodium's crypto_box_*_afternm, as
+// libzmq calls it). What a round with processes costs above it is the transport, the event loops
+// and the processes.
 #include <sodium.h>
 #include <time.h>
 
 #include <cstdlib>
+#include <map>
 #include <vector>
 
+#include "broker/coordinator.h"
 #include "keys/keys.h"
-#include "nodes/aggregate.h"
+#include "nodes/hospital_round.h"
+#include "nodes/patient_round.h"
 #include "nodes/seal.h"
 #include "schema/protocol.h"
 #include "schema/schema.h"
@@ -21,6 +27,18 @@ double ThreadCpuNow() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// Adds the CPU `op` takes to `total`.
+template <typename F>
+auto Timed(double& total, F&& op) {
+  const double start = ThreadCpuNow();
+  struct Add {
+    double& total;
+    double start;
+    ~Add() { total += ThreadCpuNow() - start; }
+  } add{total, start};
+  return op();
 }
 
 // CPU seconds per call of `op`, repeated until at least `budget` seconds of CPU were spent.
@@ -48,97 +66,194 @@ SecretCertificate FreshParty(const std::string& name, Role role) {
   return me;
 }
 
+[[noreturn]] void Fail(const std::string& why) {
+  std::fprintf(stderr, "tally-bench: the in-process round failed: %s\n", why.c_str());
+  std::abort();
+}
+
+// What CURVE costs per frame of `bytes`: crypto_box_easy_afternm at one end, _open_ at the
+// other, as a fixed cost plus a cost per byte, measured at two sizes.
+struct Curve {
+  double fixed = 0, per_byte = 0;
+  Curve() {
+    unsigned char pk[crypto_box_PUBLICKEYBYTES], sk[crypto_box_SECRETKEYBYTES];
+    unsigned char k[crypto_box_BEFORENMBYTES], nonce[crypto_box_NONCEBYTES] = {};
+    crypto_box_keypair(pk, sk);
+    if (crypto_box_beforenm(k, pk, sk) != 0) std::abort();
+    auto both = [&](size_t bytes) {
+      std::vector<uint8_t> m(bytes, 1), c(bytes + crypto_box_MACBYTES), back(bytes);
+      return PerCall([&] {
+        crypto_box_easy_afternm(c.data(), m.data(), m.size(), nonce, k);
+        if (crypto_box_open_easy_afternm(back.data(), c.data(), c.size(), nonce, k) != 0)
+          std::abort();
+      });
+    };
+    const double small = both(64), large = both(1 << 20);
+    per_byte = (large - small) / static_cast<double>((1 << 20) - 64);
+    fixed = small - 64 * per_byte;
+    sodium_memzero(sk, sizeof sk);
+    sodium_memzero(k, sizeof k);
+  }
+  double Of(size_t bytes) const { return fixed + per_byte * static_cast<double>(bytes); }
+};
+
 }  // namespace
 
-// The floor (BENCHMARKS.md):
-//   N envelopes (one partial per patient, patient -> broker -> hospital), each sealed once,
-//   opened once, CURVE-encrypted and decrypted twice (patient -> broker, broker -> hospital);
-//   N+2 small router messages (the request, N joins, the ack), each encrypted once and
-//   decrypted once; 3 phase updates (open, sum, done) to N+1 subscribers, each encrypted by the
-//   broker per subscriber and decrypted by it, the open one without nonces (U0) and the sum and
-//   done ones with the N join nonces (U); and each patient's masks: Sealer::Masks (a key per
-//   peer) and ApplyMasks (a ChaCha20 stream of 8L bytes per peer).
-//   floor = N (seal + open + 2 enc(W) + 2 dec(W)) + (N+2) (enc(C) + dec(C))
-//         + (N+1) (enc(U0) + dec(U0) + 2 enc(U) + 2 dec(U)) + N (Masks + ApplyMasks)
-Floor MeasureFloor(size_t n, uint32_t length) {
+Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
   Floor f;
-  // A roster of the hospital and N patients; patient 1 seals to the hospital and masks.
+  f.dropped = dropped;
   std::vector<SecretCertificate> parties;
   parties.push_back(FreshParty("hospital", Role::kHospital));
+  parties.push_back(FreshParty("broker", Role::kBroker));
   RoundParams params{"hospital", 1000, length, {}};
   for (size_t k = 1; k <= n; ++k) {
     parties.push_back(FreshParty(PatientName(k), Role::kPatient));
     params.participants.push_back(PatientName(k));
   }
+  params.threshold = SafeThreshold(n);
+  if (n - dropped < params.threshold) Fail("more dropped than the threshold allows");
   std::vector<Certificate> certs;
   for (const auto& p : parties) certs.push_back(p.pub);
   const Roster roster(std::move(certs));
-  auto hospital = Sealer::Create(parties[0], roster);
-  auto patient = Sealer::Create(parties[1], roster);
-  if (!hospital.ok() || !patient.ok()) std::abort();  // fresh keys always make a sealer
-
-  RoundId round{};
-  randombytes_buf(round.data(), round.size());
-  std::vector<JoinNonce> nonces(n);
-  for (auto& nonce : nonces) randombytes_buf(nonce.data(), nonce.size());
-  auto view = patient->View(round, params, nonces);
-  auto masks = patient->Masks(round, params, nonces);
-  if (!view.ok() || !masks.ok()) std::abort();
-
-  std::vector<uint64_t> values(length, 0);
-  const std::vector<uint8_t> payload = EncodePayload(EnvelopeKind::kPartial, values);
-  f.payload_bytes = payload.size();
-  const std::string sender = PatientName(1);  // the binding holds views of its names
-  const Binding binding{round, EnvelopeKind::kPartial, sender, "hospital", *view};
-  std::vector<uint8_t> sealed;
-  f.seal = PerCall([&] { sealed = patient->Seal(binding, payload).value(); });
-  f.open = PerCall([&] {
-    auto plain = hospital->Open(binding, sealed);
-    if (!plain.ok()) std::abort();
-  });
-  f.mask_keys = PerCall([&] {
-    if (!patient->Masks(round, params, nonces).ok()) std::abort();
-  });
-  f.apply = PerCall([&] { ApplyMasks(*masks, values); });
-
-  const Envelope env{EnvelopeKind::kPartial, round, sender, "hospital", sealed};
-  f.wire_bytes = Encode(env).size();
-  PhaseUpdate u;
-  u.phase = Phase::kOpen;
-  u.params = params;
-  f.open_update_bytes = Encode(u).size();
-  u.phase = Phase::kSum;
-  u.nonces = nonces;
-  f.update_bytes = Encode(u).size();
-  const size_t control_bytes = Encode(Join{round, nonces[0]}).size();
-
-  // CURVE (libzmq over libsodium) boxes every frame with the precomputed session key.
-  unsigned char pk[crypto_box_PUBLICKEYBYTES], sk[crypto_box_SECRETKEYBYTES];
-  unsigned char k[crypto_box_BEFORENMBYTES], nonce[crypto_box_NONCEBYTES] = {};
-  crypto_box_keypair(pk, sk);
-  if (crypto_box_beforenm(k, pk, sk) != 0) std::abort();
-  auto box = [&](size_t bytes, double& enc, double& dec) {
-    std::vector<uint8_t> m(bytes, 1), c(bytes + crypto_box_MACBYTES), back(bytes);
-    enc = PerCall([&] { crypto_box_easy_afternm(c.data(), m.data(), m.size(), nonce, k); });
-    dec = PerCall([&] {
-      if (crypto_box_open_easy_afternm(back.data(), c.data(), c.size(), nonce, k) != 0)
-        std::abort();
-    });
+  std::vector<Sealer> sealers;  // [0] the hospital, then the patients
+  for (size_t k = 0; k < parties.size(); ++k) {
+    if (k == 1) continue;  // the broker seals nothing
+    auto s = Sealer::Create(parties[k], roster);
+    if (!s.ok()) Fail(s.message());
+    sealers.push_back(std::move(s.value()));
+  }
+  const Curve curve;
+  double curve_s = 0;
+  // Every frame through the broker crosses CURVE twice (into the broker, out of it): a box and an
+  // unbox each time.
+  auto frame = [&](size_t bytes, size_t copies = 1) {
+    f.bytes += 2 * bytes * copies;
+    curve_s += 2 * curve.Of(bytes) * static_cast<double>(copies);
   };
-  box(f.wire_bytes, f.box_enc_w, f.box_dec_w);
-  box(f.update_bytes, f.box_enc_u, f.box_dec_u);
-  box(f.open_update_bytes, f.box_enc_u0, f.box_dec_u0);
-  box(control_bytes, f.box_enc_c, f.box_dec_c);
-  sodium_memzero(sk, sizeof sk);
-  sodium_memzero(k, sizeof k);
 
-  const double patients = static_cast<double>(n);
-  f.masks = patients * (f.mask_keys + f.apply);
-  f.total = patients * (f.seal + f.open + 2 * f.box_enc_w + 2 * f.box_dec_w) +
-            static_cast<double>(n + 2) * (f.box_enc_c + f.box_dec_c) +
-            static_cast<double>(n + 1) *
-                (f.box_enc_u0 + f.box_dec_u0 + 2 * f.box_enc_u + 2 * f.box_dec_u) +
-            f.masks;
+  Coordinator coordinator({}, roster,
+                          CoordinatorEnv{[] {
+                                           RoundId id{};
+                                           randombytes_buf(id.data(), id.size());
+                                           return id;
+                                         },
+                                         [] { return int64_t{0}; }});
+  const auto now = Coordinator::Clock::now();
+  std::map<std::string, std::vector<Batch>> inbox;
+  std::vector<Envelope> to_hospital;
+  std::optional<PhaseUpdate> latest;
+  // Carries out the coordinator's actions for the message `current` (routes it if told to).
+  std::function<void(const Actions&, const Envelope*)> execute = [&](const Actions& actions,
+                                                                     const Envelope* current) {
+    for (const Action& a : actions) {
+      if (const auto* p = std::get_if<act::Publish>(&a)) {
+        latest = p->update;
+        frame(Encode(p->update).size(), n + 1);  // to every subscriber
+      } else if (const auto* s = std::get_if<act::Send>(&a)) {
+        frame(Encode(s->batch).size());
+        inbox[s->to].push_back(s->batch);
+      } else if (const auto* r = std::get_if<act::Route>(&a)) {
+        to_hospital.push_back(*current);
+        execute(Timed(f.broker, [&] { return coordinator.Routed(*r, now); }), nullptr);
+      } else if (const auto* j = std::get_if<act::Reject>(&a)) {
+        Fail("the coordinator refused a message: " + j->reason);
+      }
+    }
+  };
+  auto deliver = [&](const std::string& from, const Message& m) {
+    frame(Encode(m).size() / 2);  // into the broker only (a route counts the way out)
+    const Envelope* env = std::get_if<Envelope>(&m);
+    execute(Timed(f.broker, [&] { return coordinator.OnMessage(from, m, now); }), env);
+  };
+  auto take = [&](const std::string& who, BatchKind kind) {
+    auto& box = inbox[who];
+    for (auto it = box.begin(); it != box.end(); ++it) {
+      if (it->kind != kind) continue;
+      Batch b = std::move(*it);
+      box.erase(it);
+      return b;
+    }
+    Fail(who + " has no " + std::string(BatchKindName(kind)) + " batch");
+  };
+
+  deliver("hospital", Request{1, params, 0});
+  const PhaseUpdate open = *latest;
+  std::vector<uint64_t> expected(length, 0);
+  double patients_s = 0;
+  std::vector<std::optional<PatientRound>> rounds(n);
+  for (size_t k = 0; k < n; ++k) {
+    std::vector<uint64_t> input(length, k + 1);
+    if (k < n - dropped)
+      for (auto& e : expected) e += k + 1;
+    auto joined =
+        Timed(patients_s, [&] { return PatientRound::Join(sealers[k + 1], open, input); });
+    if (!joined.ok()) Fail(joined.message());
+    rounds[k].emplace(std::move(joined.value()));
+    deliver(PatientName(k + 1), rounds[k]->join());
+  }
+  const PhaseUpdate share = *latest;
+  for (size_t k = 0; k < n; ++k) {
+    Batch keys = take(PatientName(k + 1), BatchKind::kKeys);
+    auto shares = Timed(patients_s, [&] { return rounds[k]->Shares(share, keys); });
+    if (!shares.ok()) Fail(shares.message());
+    deliver(PatientName(k + 1), *shares);
+  }
+  const PhaseUpdate mask = *latest;
+  // The last `dropped` patients vanish after sharing, before their masked input: the hard case.
+  for (size_t k = n - dropped; k < n; ++k)
+    execute(Timed(f.broker, [&] { return coordinator.Disconnected(PatientName(k + 1), now); }),
+            nullptr);
+  for (size_t k = 0; k < n - dropped; ++k) {
+    Batch shares = take(PatientName(k + 1), BatchKind::kShares);
+    auto masked = Timed(patients_s, [&] { return rounds[k]->Masked(mask, shares); });
+    if (!masked.ok()) Fail(masked.message());
+    deliver(PatientName(k + 1), *masked);
+  }
+  if (latest->phase == Phase::kConfirm) {
+    const PhaseUpdate confirm = *latest;
+    for (size_t k = 0; k < n - dropped; ++k) {
+      auto tags = Timed(patients_s, [&] { return rounds[k]->Confirmations(confirm); });
+      if (!tags.ok()) Fail(tags.message());
+      deliver(PatientName(k + 1), *tags);
+    }
+  }
+  const PhaseUpdate unmask = *latest;
+  if (unmask.phase != Phase::kUnmask) Fail("no unmask phase");
+  for (size_t k = 0; k < n - dropped; ++k) {
+    std::optional<Batch> confirmations;
+    if (unmask.sets.masked != unmask.sets.shared)
+      confirmations = take(PatientName(k + 1), BatchKind::kConfirm);
+    auto sent = Timed(patients_s, [&] {
+      return rounds[k]->Unmask(unmask, confirmations ? &*confirmations : nullptr);
+    });
+    if (!sent.ok()) Fail(sent.message());
+    deliver(PatientName(k + 1), *sent);
+  }
+  // The hospital, as it would once the envelopes are in: its view, the masked inputs, the
+  // unmasks, the masks removed.
+  const Batch keys = take("hospital", BatchKind::kKeys);
+  std::vector<uint64_t> aggregate = Timed(f.hospital, [&] {
+    HospitalRound sums(sealers[0], unmask.round, unmask.params);
+    if (!sums.Learn(keys, unmask.sets).ok()) Fail("the hospital's view");
+    for (const Envelope& env : to_hospital) {
+      const auto at = std::find(params.participants.begin(), params.participants.end(), env.from);
+      const auto from = static_cast<size_t>(at - params.participants.begin());
+      Status ok = env.kind == EnvelopeKind::kPartial
+                      ? sums.AddPartial(env, from)
+                      : sums.AddUnmask(env, from, unmask.sets).status();
+      if (!ok.ok()) Fail("the hospital: " + ok.message());
+    }
+    if (!sums.Ready(unmask.sets)) Fail("the hospital is not ready");
+    auto sum = sums.Aggregate(unmask.sets);
+    if (!sum.ok()) Fail(sum.message());
+    return std::move(sum.value());
+  });
+  if (aggregate != expected) Fail("the aggregate is not the survivors' sum");
+  deliver("hospital", Ack{unmask.round});
+  if (latest->phase != Phase::kDone) Fail("the round did not end done");
+  f.patient = patients_s / static_cast<double>(n);
+  f.curve = curve_s;
+  f.total = patients_s + f.hospital + f.broker + f.curve;
   return f;
 }
 

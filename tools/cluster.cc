@@ -172,6 +172,12 @@ Status Cluster::StartPatient(const std::string& name, const std::vector<std::str
   return Status::Ok();
 }
 
+Child* Cluster::patient(const std::string& name) {
+  for (Patient& p : patients_)
+    if (p.name == name) return &p.child;
+  return nullptr;
+}
+
 Status Cluster::WaitReady(Patient& p, Clock::time_point deadline, milliseconds budget) {
   if (p.ready) return Status::Ok();
   const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());

@@ -104,6 +104,8 @@ class Cluster {
   size_t ready() const { return first_unready_; }
 
   Child& broker() { return *broker_; }
+  // A patient started by StartPatient, or nullptr.
+  Child* patient(const std::string& name);
   // Stops the patients and the broker (SIGTERM, then SIGKILL after a grace).
   void StopAll();
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "schema/csv.h"
@@ -49,9 +51,10 @@ constexpr const char* kUsage =
     "  --deadline-ms MS  the broker's phase deadline (default 10000)\n"
     "  --threshold T     the survivors the round needs (default: the safe minimum,\n"
     "                    floor(2N/3)+1 of N patients)\n"
-    "  --drop K|a,b      these patients (or the last K) vanish mid-round, as if killed: the\n"
+    "  --drop K|a,b      kill -9 these patients (or the last K) when the round reaches PHASE: the\n"
     "                    round completes over the others if at least T remain\n"
-    "  --drop-at PHASE   when they vanish: share, mask (default), confirm or unmask\n"
+    "  --drop-at PHASE   share, mask (default: after sharing, before the masked inputs),\n"
+    "                    confirm or unmask\n"
     "  --inputs FILE     a cohort: CSV with a header of column names and one row per patient\n"
     "                    (a column \"name\" names them, else p001, p002, ...; an empty cell is\n"
     "                    missing); one patient process per row, the hospital asks for every\n"
@@ -66,7 +69,7 @@ constexpr const char* kUsage =
     "  --workdir DIR     keys, captures, logs and results go here (default run)\n"
     "The hospital asks for its round once every patient has reached the broker.\n"
     "Exit: 0 the aggregate equals the sum of the survivors' inputs (every patient the\n"
-    "hospital names dropped was told to vanish), 1 it does not or the round failed, 2 bad\n"
+    "hospital names dropped was one killed), 1 it does not or the round failed, 2 bad\n"
     "usage.\n";
 
 int Usage(const std::string& e) {
@@ -251,12 +254,36 @@ std::string UnexpectedDropouts(const std::vector<std::string>& dropped,
   return unexpected.empty() ? "" : Joined(unexpected, ", ", false) + " dropped out unasked";
 }
 
+// The participants not in `dropped`.
+std::vector<std::string> Survivors(const std::vector<std::string>& names,
+                                   const std::vector<std::string>& dropped) {
+  std::vector<std::string> out;
+  for (const auto& n : names)
+    if (!std::count(dropped.begin(), dropped.end(), n)) out.push_back(n);
+  return out;
+}
+
+// "killed p09, p10 (SIGKILL) at mask; the sum is over the 8 survivors (dropped: p09, p10)".
+std::string DropLine(const std::vector<std::string>& killed, const std::string& at,
+                     const std::vector<std::string>& names,
+                     const std::vector<std::string>& dropped) {
+  std::string out;
+  if (!killed.empty()) out = "killed " + Joined(killed, ", ", false) + " (SIGKILL) at " + at + "; ";
+  out += "the sum is over the " + std::to_string(names.size() - dropped.size()) + " survivors";
+  if (!dropped.empty()) out += " (dropped: " + Joined(dropped, ", ", false) + ")";
+  if (!killed.empty() && dropped.empty())
+    out += ": the killed had sent their masked inputs, or the round never reached " + at;
+  return out;
+}
+
 // Starts the broker and one patient per name (with its arguments), waits until every patient
-// has reached the broker, then runs the hospital with `hospital_args`: its result line.
+// has reached the broker, then runs the hospital with `hospital_args`: its result line. The
+// patients in `drop` are killed (SIGKILL) the moment they say the round reached their phase.
 tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<std::string>& names,
                                     const std::vector<std::vector<std::string>>& patient_args,
                                     const std::vector<std::string>& hospital_args,
-                                    uint64_t deadline_ms, const tally::LogSink& log) {
+                                    const std::vector<std::string>& drop, uint64_t deadline_ms,
+                                    const tally::LogSink& log) {
   if (auto s = cluster.StartBroker({"--deadline-ms", std::to_string(deadline_ms)}); !s.ok())
     return s;
   auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
@@ -274,12 +301,28 @@ tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<s
     log("launch: " + std::to_string(n) + " of " + std::to_string(total) + " patients connected");
   });
   if (!ready.ok()) return ready;
+  const auto round_budget = milliseconds(6 * deadline_ms + 15000);
+  // One watcher per patient to drop: its "vanish PHASE" line, then kill -9, as a crash would.
+  std::vector<std::thread> killers;
+  for (const std::string& name : drop) {
+    tally::Child* child = cluster.patient(name);
+    killers.emplace_back([child, name, round_budget, &log] {
+      const auto line = child->ReadLine(round_budget);
+      if (!line || line->rfind("vanish ", 0) != 0) return;
+      child->Signal(SIGKILL);
+      log("launch: killed " + name + " (SIGKILL) at " + line->substr(7));
+    });
+  }
   auto hospital = cluster.StartHospital("hospital", hospital_args);
-  if (!hospital.ok()) return hospital.status();
-  const auto round_budget = milliseconds(3 * deadline_ms + 15000);
+  if (!hospital.ok()) {
+    cluster.StopAll();
+    for (auto& k : killers) k.join();
+    return hospital.status();
+  }
   auto line = (*hospital)->ReadLine(round_budget);
   auto code = (*hospital)->Wait(round_budget);
-  cluster.StopAll();
+  cluster.StopAll();  // the watchers' patients too: their reads end
+  for (auto& k : killers) k.join();
   if (!line || code.value_or(-1) != 0)
     return tally::Status::Error("the round failed: hospital: " + cluster.WhyStopped("hospital"));
   return *line;
@@ -287,7 +330,8 @@ tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<s
 
 // The cohort's round: per column its count, sum and mean next to the exact sum from the file.
 int PrintCohort(const Cohort& c, const std::vector<Expected>& expected,
-                const tally::ResultsLine& result, int64_t elapsed_ms, bool json,
+                const tally::ResultsLine& result, const std::vector<std::string>& killed,
+                const std::string& drop_at, int64_t elapsed_ms, bool json,
                 const fs::path& workdir) {
   const auto& columns = result.result->columns;
   bool all = columns.size() == c.columns.size();
@@ -310,10 +354,11 @@ int PrintCohort(const Cohort& c, const std::vector<Expected>& expected,
                 << tally::JsonString(tally::FormatUnits(expected[i].sum, expected[i].decimals))
                 << ", \"match\": " << (match[i] ? "true" : "false") << "}";
     }
-    std::cout << "], \"participants\": [" << Joined(c.names, ", ", true) << "], \"dropped\": ["
-              << Joined(result.result->dropped, ", ", true) << "], \"round\": \"" << round
-              << "\", \"elapsed_ms\": " << elapsed_ms << ", \"match\": " << (all ? "true" : "false")
-              << "}" << std::endl;
+    std::cout << "], \"participants\": [" << Joined(c.names, ", ", true) << "], \"survivors\": ["
+              << Joined(Survivors(c.names, result.result->dropped), ", ", true)
+              << "], \"dropped\": [" << Joined(result.result->dropped, ", ", true)
+              << "], \"round\": \"" << round << "\", \"elapsed_ms\": " << elapsed_ms
+              << ", \"match\": " << (all ? "true" : "false") << "}" << std::endl;
     return all ? 0 : 1;
   }
   std::vector<std::vector<std::string>> rows = {
@@ -328,9 +373,10 @@ int PrintCohort(const Cohort& c, const std::vector<Expected>& expected,
   for (const auto& row : rows)
     for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
   const auto& dropped = result.result->dropped;
-  std::cout << c.names.size() << " patients"
-            << (dropped.empty() ? "" : " (dropped: " + Joined(dropped, ", ", false) + ")") << ", "
-            << c.columns.size() << " columns; round " << round << "\n";
+  std::cout << c.names.size() << " patients, " << c.columns.size() << " columns; round " << round
+            << "\n";
+  if (!killed.empty() || !dropped.empty())
+    std::cout << DropLine(killed, drop_at, c.names, dropped) << "\n";
   for (const auto& row : rows) {
     std::string line = "  " + row[0] + std::string(width[0] - row[0].size(), ' ');
     for (size_t i = 1; i < 5; ++i)
@@ -493,7 +539,8 @@ int main(int argc, char** argv) {
                                               "--results",
                                               (workdir / "results.jsonl").string()};
     hospital_args.insert(hospital_args.end(), round_args.begin(), round_args.end());
-    auto line = RunRound(cluster, cohort->names, patient_args, hospital_args, deadline_ms, log);
+    auto line =
+        RunRound(cluster, cohort->names, patient_args, hospital_args, *told, deadline_ms, log);
     if (!line.ok()) return fail(line.message());
     auto result = tally::ParseResultsLine(*line);
     if (!result.ok() || !result->result || result->result->columns.empty())
@@ -505,7 +552,7 @@ int main(int argc, char** argv) {
       return fail(unasked);
     // What the survivors' rows sum to.
     expected = Compute(*cohort, result->result->dropped);
-    return PrintCohort(*cohort, *expected, *result, elapsed_ms, json, workdir);
+    return PrintCohort(*cohort, *expected, *result, *told, drop_at, elapsed_ms, json, workdir);
   }
 
   if (auto s = cluster.Prepare("hospital", names); !s.ok()) return fail(s.message());
@@ -545,7 +592,7 @@ int main(int argc, char** argv) {
                                             "--results",
                                             (workdir / "results.jsonl").string()};
   hospital_args.insert(hospital_args.end(), round_args.begin(), round_args.end());
-  auto line = RunRound(cluster, names, patient_args, hospital_args, deadline_ms, log);
+  auto line = RunRound(cluster, names, patient_args, hospital_args, *told, deadline_ms, log);
   const auto elapsed_ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started).count();
   if (!line.ok()) return fail(line.message());
@@ -565,8 +612,10 @@ int main(int argc, char** argv) {
   if (json) {
     std::cout << "{\"aggregate\": " << JsonNumbers(aggregate)
               << ", \"expected\": " << JsonNumbers(expected) << ", \"participants\": ["
-              << Joined(names, ", ", true) << "], \"dropped\": [" << Joined(dropped, ", ", true)
-              << "], \"round\": \"" << round << "\", \"elapsed_ms\": " << elapsed_ms
+              << Joined(names, ", ", true) << "], \"survivors\": ["
+              << Joined(Survivors(names, dropped), ", ", true) << "], \"dropped\": ["
+              << Joined(dropped, ", ", true) << "], \"round\": \"" << round
+              << "\", \"elapsed_ms\": " << elapsed_ms
               << ", \"match\": " << (match ? "true" : "false") << "}" << std::endl;
   } else {
     std::cout << "inputs handed out (R = " << range << "):\n";
@@ -577,9 +626,8 @@ int main(int argc, char** argv) {
       std::cout << "  ... and " << names.size() - shown << " more (all in " << workdir.string()
                 << "/logs)\n";
     std::cout << "round " << round << "\n";
-    if (!dropped.empty())
-      std::cout << "dropped " << Joined(dropped, ", ", false) << " (vanished at " << drop_at
-                << "): the sum is over the other " << names.size() - dropped.size() << "\n";
+    if (!told->empty() || !dropped.empty())
+      std::cout << DropLine(*told, drop_at, names, dropped) << "\n";
     std::cout << "aggregate " << Short(aggregate) << " (expected " << Short(expected) << ": "
               << (match ? "match" : "MISMATCH") << ")"
               << (result->result->in_range ? "" : "; it lies above R, as a sum may") << "\n"
