@@ -178,10 +178,6 @@ void Coordinator::OnJoin(const std::string& sender, const Join& join, Clock::tim
   if (r.update.phase != Phase::kOpen)
     return out.push_back(act::Reject{"join after the join phase"});
   if (r.joined[*i]) return out.push_back(act::Reject{"duplicate join"});
-  if (join.tags.size() != r.n - 1)
-    return out.push_back(act::Reject{"join with " + std::to_string(join.tags.size()) +
-                                     " tags, the round has " + std::to_string(r.n - 1) +
-                                     " other patients"});
   r.joins[*i] = join;
   r.joined[*i] = true;
   Settle(false, now, out);
@@ -243,22 +239,24 @@ void Coordinator::OnBatch(const std::string& sender, const Batch& batch, Clock::
                                      (shares ? "did not join" : "is not a survivor")});
   Members& answered = shares ? r.shared : r.confirmed;
   if (answered[*i]) return out.push_back(act::Reject{"duplicate " + what});
-  // One item for each other member of the set, and nothing else (indices are distinct: the
-  // decoder refuses one given twice).
-  bool fits = batch.items.size() + 1 == CountOf(set);
-  for (const BatchItem& item : batch.items)
-    fits = fits && item.index < r.n && item.index != *i && set[item.index];
-  if (!fits)
-    return out.push_back(act::Reject{what + " not one for each other " +
-                                     (shares ? "patient that joined" : "survivor")});
-  for (const BatchItem& item : batch.items) {
-    const size_t slot = *i * r.n + item.index;
-    if (shares) {
+  if (shares) {
+    // One item for each other member of U1, and nothing else (indices are distinct: the decoder
+    // refuses one given twice).
+    bool fits = batch.items.size() + 1 == CountOf(set);
+    for (const BatchItem& item : batch.items)
+      fits = fits && item.index < r.n && item.index != *i && set[item.index];
+    if (!fits)
+      return out.push_back(act::Reject{"shares not one for each other patient that joined"});
+    for (const BatchItem& item : batch.items)
       std::copy(item.data.begin(), item.data.end(),
-                r.share_box.begin() + static_cast<std::ptrdiff_t>(slot * kSealedShareSize));
-    } else {
-      std::copy(item.data.begin(), item.data.end(), r.confirm_box[slot].begin());
-    }
+                r.share_box.begin() +
+                    static_cast<std::ptrdiff_t>((*i * r.n + item.index) * kSealedShareSize));
+  } else {
+    // The patient's own signature, once.
+    if (batch.items.size() != 1 || batch.items[0].index != *i)
+      return out.push_back(act::Reject{"a confirmation is one signature, the sender's own"});
+    std::copy(batch.items[0].data.begin(), batch.items[0].data.end(),
+              r.confirmations[*i].begin());
   }
   answered[*i] = true;
   Settle(false, now, out);
@@ -401,7 +399,7 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
     case Phase::kMask:
       sets.masked = r.partials;
       if (sets.masked == sets.shared) return Advance(Phase::kUnmask, "", now, out);
-      r.confirm_box.assign(r.n * r.n, Tag{});
+      r.confirmations.assign(r.n, Signature{});
       return Advance(Phase::kConfirm, "", now, out);
     case Phase::kConfirm:
       sets.confirmed = r.confirmed;
@@ -413,34 +411,26 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
   }
 }
 
-// Each member w of U1 gets, from each other member u, cpk_u || spk_u || tag_u->w; the hospital
-// gets every member's cpk || spk (and the capture keeps that batch: the hospital's view is
-// computed from it).
+// Each member w of U1 gets every other member's cpk || spk || signature, the hospital every
+// member's (and the capture keeps its batch: the hospital's view is computed from it).
 void Coordinator::SendKeys(Actions& out) const {
   const Round& r = *round_;
   const Members& joined = r.update.sets.joined;
-  auto keys_of = [&r](size_t u) {
-    std::vector<uint8_t> data(r.joins[u].cpk.begin(), r.joins[u].cpk.end());
-    data.insert(data.end(), r.joins[u].spk.begin(), r.joins[u].spk.end());
-    return data;
-  };
-  Batch to_hospital{r.update.round, BatchKind::kKeys, {}};
-  for (size_t u = 0; u < r.n; ++u)
-    if (joined[u]) to_hospital.items.push_back({static_cast<uint32_t>(u), keys_of(u)});
-  for (size_t w = 0; w < r.n; ++w) {
-    if (!joined[w]) continue;
+  auto keys_batch = [&r, &joined](std::optional<size_t> leave_out) {
     Batch batch{r.update.round, BatchKind::kKeys, {}};
     for (size_t u = 0; u < r.n; ++u) {
-      if (u == w || !joined[u]) continue;
-      std::vector<uint8_t> data = keys_of(u);
-      // u's tags are for each other participant in order, u itself left out.
-      const Tag& tag = r.joins[u].tags[w < u ? w : w - 1];
-      data.insert(data.end(), tag.begin(), tag.end());
+      if (!joined[u] || u == leave_out) continue;
+      const Join& j = r.joins[u];
+      std::vector<uint8_t> data(j.cpk.begin(), j.cpk.end());
+      data.insert(data.end(), j.spk.begin(), j.spk.end());
+      data.insert(data.end(), j.signature.begin(), j.signature.end());
       batch.items.push_back({static_cast<uint32_t>(u), std::move(data)});
     }
-    out.push_back(act::Send{r.update.params.participants[w], std::move(batch), false});
-  }
-  out.push_back(act::Send{r.update.params.hospital, std::move(to_hospital), true});
+    return batch;
+  };
+  for (size_t w = 0; w < r.n; ++w)
+    if (joined[w]) out.push_back(act::Send{r.update.params.participants[w], keys_batch(w), false});
+  out.push_back(act::Send{r.update.params.hospital, keys_batch(std::nullopt), true});
 }
 
 // Each member w of U2 gets the share each other member of U2 sealed to it.
@@ -461,7 +451,7 @@ void Coordinator::SendShares(Actions& out) const {
   }
 }
 
-// Each member w of U4 gets the confirmation each other member of U4 addressed to it.
+// Each member w of U4 gets every other member's confirmation.
 void Coordinator::SendConfirmations(Actions& out) const {
   const Round& r = *round_;
   const Members& confirmed = r.update.sets.confirmed;
@@ -470,9 +460,9 @@ void Coordinator::SendConfirmations(Actions& out) const {
     Batch batch{r.update.round, BatchKind::kConfirm, {}};
     for (size_t u = 0; u < r.n; ++u) {
       if (u == w || !confirmed[u]) continue;
-      const Tag& tag = r.confirm_box[u * r.n + w];
+      const Signature& signature = r.confirmations[u];
       batch.items.push_back(
-          {static_cast<uint32_t>(u), std::vector<uint8_t>(tag.begin(), tag.end())});
+          {static_cast<uint32_t>(u), std::vector<uint8_t>(signature.begin(), signature.end())});
     }
     out.push_back(act::Send{r.update.params.participants[w], std::move(batch), false});
   }

@@ -111,8 +111,9 @@ bool IsKeyChar(char c) {
 // Names we echo in errors. Any other text on a malformed line could be key material (a Z85
 // key is made of name characters), so it is never quoted back.
 std::string Printable(std::string_view name) {
-  for (std::string_view known : {"metadata", "curve", "seal", "name", "role", "seal-public-key",
-                                 "public-key", "secret-key", "seal-secret-key"}) {
+  for (std::string_view known :
+       {"metadata", "curve", "seal", "sign", "name", "role", "seal-public-key", "sign-public-key",
+        "public-key", "secret-key", "seal-secret-key", "sign-secret-key"}) {
     if (name == known) return std::string(name);
   }
   return "(unknown name)";
@@ -244,14 +245,23 @@ Result<Certificate> ParsePublicPart(const std::vector<Section>& sections) {
   const Section* metadata = FindSection(sections, "metadata");
   if (cert.role == Role::kBroker) {
     // The broker routes sealed payloads and must never be able to open one.
-    if (metadata->Get("seal-public-key") != nullptr || FindSection(sections, "seal") != nullptr)
+    if (metadata->Get("seal-public-key") != nullptr || FindSection(sections, "seal") != nullptr ||
+        metadata->Get("sign-public-key") != nullptr || FindSection(sections, "sign") != nullptr)
       return Status::Error(
-          "a broker certificate must hold no sealing key (the broker never "
-          "opens a payload); make the broker's keys with tally-keygen --broker");
+          "a broker certificate must hold no sealing or signing key (the broker never "
+          "opens a payload nor speaks for a party); make the broker's keys with tally-keygen "
+          "--broker");
     return cert;
   }
   TALLY_RETURN_IF_ERROR(
       DecodeField(sections, "metadata", "seal-public-key", cert.seal_public.data()));
+  // Certificates made before protocol 3 have no signing key: say what to do about it.
+  if (metadata->Get("sign-public-key") == nullptr)
+    return Status::Error(
+        "no metadata/sign-public-key (a certificate from before protocol 3): make new keys "
+        "with tally-keygen");
+  TALLY_RETURN_IF_ERROR(
+      DecodeField(sections, "metadata", "sign-public-key", cert.sign_public.data()));
   return cert;
 }
 
@@ -264,6 +274,16 @@ Status CheckPair(const SecretKey& secret, const PublicKey& stated, std::string_v
     return Status::Error(std::string(public_field) + " does not match " +
                          std::string(secret_field));
   }
+  return Status::Ok();
+}
+
+// Checks that `seed` is the Ed25519 seed of `stated`.
+Status CheckSignPair(const SecretKey& seed, const PublicKey& stated) {
+  PublicKey derived{};
+  SecretBytes expanded(crypto_sign_SECRETKEYBYTES);
+  if (crypto_sign_seed_keypair(derived.data(), expanded.data(), seed.data()) != 0 ||
+      sodium_memcmp(derived.data(), stated.data(), derived.size()) != 0)
+    return Status::Error("metadata/sign-public-key does not match sign/sign-secret-key");
   return Status::Ok();
 }
 
@@ -294,7 +314,10 @@ void AppendBody(std::string& out, const Certificate& cert) {
   out.append("metadata\n");
   out.append("    name = \"").append(cert.name).append("\"\n");
   out.append("    role = \"").append(RoleName(cert.role)).append("\"\n");
-  if (cert.role != Role::kBroker) AppendKey(out, "seal-public-key", cert.seal_public.data());
+  if (cert.role != Role::kBroker) {
+    AppendKey(out, "seal-public-key", cert.seal_public.data());
+    AppendKey(out, "sign-public-key", cert.sign_public.data());
+  }
   out.append("curve\n");
   AppendKey(out, "public-key", cert.curve_public.data());
 }
@@ -493,7 +516,8 @@ std::vector<std::string> Roster::Names(Role role) const {
 }
 
 // Per certificate, in name order: u8 name length, name, u8 role (0 patient, 1 hospital,
-// 2 broker), curve public key (32), seal public key (32). BLAKE2b-256, lowercase hex.
+// 2 broker), curve public key (32), seal public key (32), sign public key (32). BLAKE2b-256,
+// lowercase hex.
 std::string Roster::Fingerprint() const {
   crypto_generichash_state state;
   crypto_generichash_init(&state, nullptr, 0, 32);
@@ -506,6 +530,7 @@ std::string Roster::Fingerprint() const {
     crypto_generichash_update(&state, &role, 1);
     crypto_generichash_update(&state, c.curve_public.data(), c.curve_public.size());
     crypto_generichash_update(&state, c.seal_public.data(), c.seal_public.size());
+    crypto_generichash_update(&state, c.sign_public.data(), c.sign_public.size());
   }
   uint8_t digest[32];
   crypto_generichash_final(&state, digest, sizeof digest);
@@ -536,9 +561,10 @@ Result<Certificate> ParsePublicCertificate(std::string_view text) {
       curve != nullptr && curve->Get("secret-key") != nullptr) {
     return Status::Error("public certificate holds curve/secret-key");
   }
-  if (FindSection(*sections, "seal") != nullptr) {
-    return Status::Error("public certificate holds a seal section (secret keys)");
-  }
+  for (const char* section : {"seal", "sign"})
+    if (FindSection(*sections, section) != nullptr)
+      return Status::Error(std::string("public certificate holds a ") + section +
+                           " section (secret keys)");
   return ParsePublicPart(*sections);
 }
 
@@ -547,7 +573,7 @@ Result<SecretCertificate> ParseSecretCertificate(std::string_view text) {
   if (!sections.ok()) return sections.status();
   Result<Certificate> pub = ParsePublicPart(*sections);
   if (!pub.ok()) return pub.status();
-  SecretCertificate cert{std::move(pub).value(), SecretKey(), SecretKey()};
+  SecretCertificate cert{std::move(pub).value(), SecretKey(), SecretKey(), SecretKey()};
   TALLY_RETURN_IF_ERROR(DecodeField(*sections, "curve", "secret-key", cert.curve_secret.data()));
   TALLY_RETURN_IF_ERROR(
       CheckPair(cert.curve_secret, cert.pub.curve_public, "curve/public-key", "curve/secret-key"));
@@ -555,6 +581,8 @@ Result<SecretCertificate> ParseSecretCertificate(std::string_view text) {
   TALLY_RETURN_IF_ERROR(DecodeField(*sections, "seal", "seal-secret-key", cert.seal_secret.data()));
   TALLY_RETURN_IF_ERROR(CheckPair(cert.seal_secret, cert.pub.seal_public,
                                   "metadata/seal-public-key", "seal/seal-secret-key"));
+  TALLY_RETURN_IF_ERROR(DecodeField(*sections, "sign", "sign-secret-key", cert.sign_seed.data()));
+  TALLY_RETURN_IF_ERROR(CheckSignPair(cert.sign_seed, cert.pub.sign_public));
   return cert;
 }
 
@@ -573,6 +601,8 @@ std::string FormatSecretCertificate(const SecretCertificate& cert) {
   if (cert.pub.role != Role::kBroker) {
     out.append("seal\n");
     AppendKey(out, "seal-secret-key", cert.seal_secret.data());
+    out.append("sign\n");
+    AppendKey(out, "sign-secret-key", cert.sign_seed.data());
   }
   return out;
 }
@@ -616,6 +646,10 @@ Result<Roster> LoadRoster(const std::filesystem::path& dir) {
       if (cert->role != Role::kBroker && other.role != Role::kBroker &&
           other.seal_public == cert->seal_public) {
         return Status::Error(label + ": metadata/seal-public-key is also " + other.name + "'s");
+      }
+      if (cert->role != Role::kBroker && other.role != Role::kBroker &&
+          other.sign_public == cert->sign_public) {
+        return Status::Error(label + ": metadata/sign-public-key is also " + other.name + "'s");
       }
       if (other.role == Role::kBroker && cert->role == Role::kBroker) {
         return Status::Error(label + ": a second broker (" + other.name + " is the broker)");
@@ -682,7 +716,8 @@ Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Ro
     return Status::Error(secret_path.string() + " exists; use --force to replace it");
   }
 
-  SecretCertificate cert{Certificate{std::string(name), role, {}, {}}, SecretKey(), SecretKey()};
+  SecretCertificate cert{Certificate{std::string(name), role, {}, {}, {}}, SecretKey(),
+                         SecretKey(), SecretKey()};
   {
     char z85_public[kZ85KeyLength + 1];
     char z85_secret[kZ85KeyLength + 1];
@@ -698,6 +733,13 @@ Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Ro
   if (role != Role::kBroker &&
       crypto_box_keypair(cert.pub.seal_public.data(), cert.seal_secret.data()) != 0) {
     return Status::Error("cannot make a sealing keypair");
+  }
+  if (role != Role::kBroker) {
+    randombytes_buf(cert.sign_seed.data(), SecretKey::size());
+    SecretBytes expanded(crypto_sign_SECRETKEYBYTES);
+    if (crypto_sign_seed_keypair(cert.pub.sign_public.data(), expanded.data(),
+                                 cert.sign_seed.data()) != 0)
+      return Status::Error("cannot make a signing keypair");
   }
 
   std::string secret_text = FormatSecretCertificate(cert);

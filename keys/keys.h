@@ -1,11 +1,14 @@
 // Tally's keys: certificates on disk (ZeroMQ ZPL certificate format), the roster, secrets.
 //
-// A party has two keypairs: a CURVE keypair for the transport (node <-> broker) and an
-// X25519 keypair for end-to-end sealing (node <-> node). A key folder holds
-//   public/NAME.key          curve/public-key (Z85), metadata name, role, seal-public-key
-//   private/NAME.key_secret  the same, plus curve/secret-key and seal/seal-secret-key
-// (mode 0600, folder 0700). The broker's certificates hold no sealing key: it never opens a
-// payload. The roster is the set of public certificates: the broker's allowlist and every
+// A party has three keypairs: a CURVE keypair for the transport (node <-> broker), an X25519
+// keypair for end-to-end sealing (node <-> node) and an Ed25519 keypair that signs its round keys
+// and confirmations (RFC 8032, libsodium's crypto_sign). A key folder holds
+//   public/NAME.key          curve/public-key (Z85), metadata name, role, seal-public-key,
+//                            sign-public-key
+//   private/NAME.key_secret  the same, plus curve/secret-key, seal/seal-secret-key and
+//                            sign/sign-secret-key (the Ed25519 seed)
+// (mode 0600, folder 0700). The broker's certificates hold no sealing or signing key: it never
+// opens a payload nor speaks for a party. The roster is the set of public certificates: the broker's allowlist and every
 // node's address book (with the broker's pinned key), so the key folder, public/ and every
 // certificate in it must be writable by their owner only, and private/ reachable by its owner
 // only; loading refuses anything looser, naming the chmod that fixes it (as ssh does).
@@ -76,12 +79,14 @@ struct Certificate {
   Role role = Role::kPatient;
   PublicKey curve_public{};
   PublicKey seal_public{};  // all zero for the broker, which has none
+  PublicKey sign_public{};  // Ed25519; all zero for the broker
 };
 
 struct SecretCertificate {
   Certificate pub;
   SecretKey curve_secret;
   SecretKey seal_secret;
+  SecretKey sign_seed;  // the Ed25519 secret key's 32-byte seed (crypto_sign_seed_keypair)
 };
 
 class Roster {
@@ -93,7 +98,7 @@ class Roster {
   const Certificate* Find(std::string_view name) const;
   const Certificate* FindByCurveKey(const PublicKey& key) const;  // O(log n): asked per handshake
   std::vector<std::string> Names(Role role) const;                // sorted
-  // BLAKE2b-256 over every certificate's name, role and both public keys, in name order; hex.
+  // BLAKE2b-256 over every certificate's name, role and public keys, in name order; hex.
   std::string Fingerprint() const;
 
  private:

@@ -12,11 +12,20 @@ HospitalRound::HospitalRound(const Sealer& sealer, const RoundId& round, const R
       partials_(params.participants.size(), false) {}
 
 Status HospitalRound::Learn(const Batch& keys, const RoundSets& sets) {
-  Result<std::vector<RoundPublicKeys>> round_keys = HospitalKeys(keys, sets.joined);
+  Result<SignedKeys> round_keys = KeysOf(keys, sets.joined);
   if (!round_keys.ok()) return round_keys.status();
-  Result<ViewDigest> view = sealer_.View(round_, params_, sets.shared, *round_keys);
+  // The hospital holds every patient's signing key too: keys the broker put in a patient's place
+  // are refused here, before anything opens under them.
+  const RoundDigest digest = DigestOf(round_, params_);
+  for (size_t v = 0; v < sets.joined.size(); ++v) {
+    const std::string& name = params_.participants[v];
+    if (sets.joined[v] && !sealer_.Verify(name, KeysStatement(digest, name, round_keys->keys[v]),
+                                          round_keys->signatures[v]))
+      return Status::Error("the keys of " + name + " are not signed by " + name);
+  }
+  Result<ViewDigest> view = sealer_.View(round_, params_, sets.shared, round_keys->keys);
   if (!view.ok()) return view.status();
-  keys_ = std::move(round_keys.value());
+  keys_ = std::move(round_keys->keys);
   view_ = *view;
   return Status::Ok();
 }

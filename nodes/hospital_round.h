@@ -23,7 +23,8 @@ class HospitalRound {
   HospitalRound(const Sealer& sealer, const RoundId& round, const RoundParams& params);
 
   // The view: from the keys batch the broker gave the hospital and U1, U2 in `sets`. Fails
-  // when the batch does not match U1 or the roster lacks a party of the round.
+  // when the batch does not match U1, a patient's keys are not signed by it, or the roster lacks
+  // a party of the round.
   Status Learn(const Batch& keys, const RoundSets& sets);
   bool has_view() const { return view_.has_value(); }
   const ViewDigest& view() const { return *view_; }

@@ -177,9 +177,7 @@ std::optional<std::string> Patient::Act(const PhaseUpdate& u, const Members& mem
       break;
     }
     case Phase::kConfirm: {
-      Result<Batch> confirmations = r.round.Confirmations(u);
-      if (!confirmations.ok()) return confirmations.message();
-      (void)link_.Send(*confirmations);
+      (void)link_.Send(r.round.Confirmation(u));
       break;
     }
     default: {  // unmask; after a dropout only if we confirmed the sets ourselves

@@ -21,10 +21,6 @@ bool OnePerOtherMember(const std::vector<BatchItem>& items, const Members& set, 
   });
 }
 
-bool SameTag(std::span<const uint8_t> a, const Tag& b) {
-  return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), b.size()) == 0;
-}
-
 }  // namespace
 
 PatientRound::~PatientRound() { sodium_memzero(values_.data(), values_.size() * sizeof(uint64_t)); }
@@ -39,34 +35,24 @@ Result<PatientRound> PatientRound::Join(const Sealer& sealer, const PhaseUpdate&
   // Fresh for every join: the round's masks and shares depend on nothing used before.
   r.c_ = RoundKeyPair::Generate();
   r.s_ = RoundKeyPair::Generate();
-  r.join_ = tally::Join{opened.round, r.c_.pub, r.s_.pub, {}};
-  for (const std::string& peer : ps) {
-    if (peer == sealer.name()) continue;
-    Result<Tag> tag = sealer.KeysTag(sealer.name(), peer, r.digest_, {r.c_.pub, r.s_.pub});
-    if (!tag.ok()) return tag.status();
-    r.join_.tags.push_back(*tag);
-  }
+  r.join_ = tally::Join{opened.round, r.c_.pub, r.s_.pub,
+                        sealer.Sign(KeysStatement(r.digest_, sealer.name(), {r.c_.pub, r.s_.pub}))};
   return r;
 }
 
 Result<Batch> PatientRound::Shares(const PhaseUpdate& u, const Batch& keys) {
   const auto& ps = u.params.participants;
   const Members& joined = u.sets.joined;
-  if (!OnePerOtherMember(keys.items, joined, me_))
-    return Status::Error("the keys batch is not one for each other patient that joined");
-  keys_.assign(ps.size(), RoundPublicKeys{});
-  keys_[me_] = {c_.pub, s_.pub};
-  for (const BatchItem& item : keys.items) {
-    if (item.data.size() != 2 * kRoundKeySize + kTagSize)
-      return Status::Error("the keys of " + ps[item.index] + " are not cpk, spk and a tag");
-    RoundPublicKeys& k = keys_[item.index];
-    std::copy_n(item.data.begin(), kRoundKeySize, k.cpk.begin());
-    std::copy_n(item.data.begin() + kRoundKeySize, kRoundKeySize, k.spk.begin());
-    Result<Tag> tag = sealer_.KeysTag(ps[item.index], sealer_.name(), digest_, k);
-    if (!tag.ok()) return tag.status();
-    if (!SameTag(std::span(item.data).subspan(2 * kRoundKeySize), *tag))
-      return Status::Error("the keys of " + ps[item.index] + " do not verify");
+  Result<SignedKeys> signed_keys = KeysOf(keys, joined, me_);
+  if (!signed_keys.ok()) return signed_keys.status();
+  for (size_t v = 0; v < ps.size(); ++v) {
+    if (!joined[v] || v == me_) continue;
+    if (!sealer_.Verify(ps[v], KeysStatement(digest_, ps[v], signed_keys->keys[v]),
+                        signed_keys->signatures[v]))
+      return Status::Error("the keys of " + ps[v] + " are not signed by " + ps[v]);
   }
+  keys_ = std::move(signed_keys->keys);
+  keys_[me_] = {c_.pub, s_.pub};
   randombytes_buf(b_.data(), SecretKey::size());
   // A share for each member of U1 (at x = its index + 1), of b and of s, each split with its own
   // coefficients.
@@ -136,17 +122,12 @@ Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares)
                   std::move(sealed.value())};
 }
 
-Result<Batch> PatientRound::Confirmations(const PhaseUpdate& u) const {
-  const auto& ps = u.params.participants;
-  Batch out{u.round, BatchKind::kConfirm, {}};
-  for (size_t v = 0; v < ps.size(); ++v) {
-    if (v == me_ || !u.sets.masked[v]) continue;
-    Result<Tag> tag =
-        sealer_.ConfirmTag(sealer_.name(), ps[v], digest_, u.sets.shared, u.sets.masked);
-    if (!tag.ok()) return tag.status();
-    out.items.push_back({static_cast<uint32_t>(v), std::vector<uint8_t>(tag->begin(), tag->end())});
-  }
-  return out;
+Batch PatientRound::Confirmation(const PhaseUpdate& u) const {
+  const Signature signature = sealer_.Sign(
+      ConfirmStatement(digest_, sealer_.name(), u.sets.shared, u.sets.masked));
+  return Batch{u.round,
+               BatchKind::kConfirm,
+               {{static_cast<uint32_t>(me_), {signature.begin(), signature.end()}}}};
 }
 
 Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirmations) {
@@ -160,9 +141,10 @@ Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirm
     size_t confirmed = 0;
     for (const BatchItem& item : confirmations->items) {
       if (item.index >= ps.size() || item.index == me_ || !masked[item.index]) continue;
-      Result<Tag> tag =
-          sealer_.ConfirmTag(ps[item.index], sealer_.name(), digest_, u.sets.shared, masked);
-      if (tag.ok() && SameTag(item.data, *tag)) ++confirmed;
+      if (sealer_.Verify(ps[item.index],
+                         ConfirmStatement(digest_, ps[item.index], u.sets.shared, masked),
+                         item.data))
+        ++confirmed;
     }
     if (confirmed + 1 < u.params.threshold)
       return Status::Error("only " + std::to_string(confirmed) +

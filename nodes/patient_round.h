@@ -1,14 +1,14 @@
 // A patient's part in one round, the steps of schema/PROTOCOL.md "Order of a round" as pure
 // functions of what the broker sends: no socket and no clock, so the patient role (patient.h),
 // tests that play a patient, and the benchmark all do exactly the same steps.
-//   Join           fresh round keys c and s, tagged for each other participant
-//   Shares         checks the other members' keys (the keys batch), draws the self-mask seed b,
-//                  and seals each other member of U1 its Shamir share of b and of s
+//   Join           fresh round keys c and s, signed
+//   Shares         checks the other members' signed keys (the keys batch), draws the self-mask
+//                  seed b, and seals each other member of U1 its Shamir share of b and of s
 //   Masked         opens the shares sent to it, masks the input (a self mask and a pairwise mask
 //                  with each other member of U2) and seals it to the hospital under the view
-//   Confirmations  after a dropout: a tag on U2 and U3 for each other survivor
-//   Unmask         checks T - 1 confirmations (after a dropout), then seals the hospital its
-//                  share of each survivor's b and of each dropped member's s
+//   Confirmation   after a dropout: its signature on U2 and U3
+//   Unmask         checks T - 1 other survivors' confirmations (after a dropout), then seals the
+//                  hospital its share of each survivor's b and of each dropped member's s
 // Each step takes the phase update it answers, which must be the round as joined (the caller
 // checks that); a step that fails says why the patient cannot go on, and the round's secrets
 // are wiped when the PatientRound is dropped.
@@ -29,7 +29,7 @@ namespace tally {
 class PatientRound {
  public:
   // Joins the round `opened` (its open phase) with `values`, the input encoded for it
-  // (EncodeInput): draws the round keys and tags them. REQUIRES: `sealer`'s party is a
+  // (EncodeInput): draws the round keys and signs them. REQUIRES: `sealer`'s party is a
   // participant; `sealer` outlives the PatientRound.
   static Result<PatientRound> Join(const Sealer& sealer, const PhaseUpdate& opened,
                                    std::vector<uint64_t> values);
@@ -44,8 +44,8 @@ class PatientRound {
   Result<Batch> Shares(const PhaseUpdate& u, const Batch& keys);
   // The mask phase `u` (U2 fixed, this patient in it) with the shares batch sent to it.
   Result<Envelope> Masked(const PhaseUpdate& u, const Batch& shares);
-  // The confirm phase `u` (U3 fixed, this patient in it).
-  Result<Batch> Confirmations(const PhaseUpdate& u) const;
+  // The confirm phase `u` (U3 fixed, this patient in it): one item, this patient's signature.
+  Batch Confirmation(const PhaseUpdate& u) const;
   // The unmask phase `u` (this patient among the unmaskers), with the confirmations sent to it
   // when U3 differs from U2.
   Result<Envelope> Unmask(const PhaseUpdate& u, const Batch* confirmations);

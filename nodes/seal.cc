@@ -13,13 +13,12 @@ namespace tally {
 namespace {
 
 // Each label names the version of its own construction, which changes when what it covers
-// changes: protocol 3 added round keys, tags, shares and self masks, and the view binds the
+// changes: protocol 3 added round keys, signatures, shares and self masks, and the view binds the
 // round digest and the round keys (v4); the sealing key is protocol 2's. Review them with every
 // protocol version.
 static_assert(kProtocolVersion == 3, "review the labels with the protocol version");
 constexpr std::string_view kBindingTag = "tally/3";
 constexpr std::string_view kSealLabel = "tally seal v2";
-constexpr std::string_view kAuthLabel = "tally auth v3";
 constexpr std::string_view kDigestLabel = "tally round v3";
 constexpr std::string_view kViewLabel = "tally view v4";
 constexpr std::string_view kKeysLabel = "tally keys v3";
@@ -36,6 +35,8 @@ static_assert(SecretKey::size() == crypto_box_BEFORENMBYTES);
 static_assert(kRoundKeySize == crypto_box_PUBLICKEYBYTES);
 static_assert(SecretKey::size() == crypto_box_SECRETKEYBYTES);
 static_assert(kSealedShareSize == kSealNonceSize + 2 * kShareSize + kSealTagSize);
+static_assert(kSignatureSize == crypto_sign_BYTES);
+static_assert(SecretKey::size() == crypto_sign_SEEDBYTES);
 
 // Local rather than schema's KindName: the error text must not depend on the wire codec.
 std::string_view KindWord(EnvelopeKind kind) {
@@ -104,18 +105,49 @@ RoundDigest DigestOf(const RoundId& round, const RoundParams& params) {
   return h.Final();
 }
 
-Result<std::vector<RoundPublicKeys>> HospitalKeys(const Batch& batch, const Members& joined) {
-  std::vector<RoundPublicKeys> keys(joined.size());
-  bool fits = batch.kind == BatchKind::kKeys && batch.items.size() == CountOf(joined);
+Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined, std::optional<size_t> me) {
+  SignedKeys out{std::vector<RoundPublicKeys>(joined.size()),
+                 std::vector<Signature>(joined.size())};
+  const size_t others = CountOf(joined) - (me && *me < joined.size() && joined[*me] ? 1 : 0);
+  // The decoder refused an index given twice and items of the wrong size.
+  bool fits = batch.kind == BatchKind::kKeys && batch.items.size() == others;
   for (const BatchItem& item : batch.items) {
-    fits = fits && item.index < joined.size() && joined[item.index] &&
-           item.data.size() == 2 * kRoundKeySize;
+    fits = fits && item.index < joined.size() && joined[item.index] && item.index != me &&
+           item.data.size() == kKeysItemSize;
     if (!fits) break;
-    std::copy_n(item.data.begin(), kRoundKeySize, keys[item.index].cpk.begin());
-    std::copy_n(item.data.begin() + kRoundKeySize, kRoundKeySize, keys[item.index].spk.begin());
+    auto at = item.data.begin();
+    std::copy_n(at, kRoundKeySize, out.keys[item.index].cpk.begin());
+    std::copy_n(at + kRoundKeySize, kRoundKeySize, out.keys[item.index].spk.begin());
+    std::copy_n(at + 2 * kRoundKeySize, kSignatureSize, out.signatures[item.index].begin());
   }
-  if (!fits) return Status::Error("the keys batch does not match those who joined");
-  return keys;
+  if (!fits)
+    return Status::Error(me ? "the keys batch is not one for each other patient that joined"
+                            : "the keys batch does not match those who joined");
+  return out;
+}
+
+std::vector<uint8_t> KeysStatement(const RoundDigest& digest, std::string_view owner,
+                                   const RoundPublicKeys& keys) {
+  std::vector<uint8_t> out(kKeysLabel.begin(), kKeysLabel.end());
+  out.insert(out.end(), digest.begin(), digest.end());
+  out.push_back(static_cast<uint8_t>(owner.size()));
+  out.insert(out.end(), owner.begin(), owner.end());
+  out.insert(out.end(), keys.cpk.begin(), keys.cpk.end());
+  out.insert(out.end(), keys.spk.begin(), keys.spk.end());
+  return out;
+}
+
+std::vector<uint8_t> ConfirmStatement(const RoundDigest& digest, std::string_view signer,
+                                      const Members& shared, const Members& masked) {
+  std::vector<uint8_t> out(kConfirmLabel.begin(), kConfirmLabel.end());
+  out.insert(out.end(), digest.begin(), digest.end());
+  out.push_back(static_cast<uint8_t>(signer.size()));
+  out.insert(out.end(), signer.begin(), signer.end());
+  for (const Members* set : {&shared, &masked}) {
+    const std::vector<uint8_t> bits = MembersBits(*set);
+    out.insert(out.end(), bits.begin(), bits.end());
+  }
+  return out;
 }
 
 ViewDigest RoundView(const RoundDigest& digest, std::span<const PublicKey> seal_keys,
@@ -173,6 +205,7 @@ Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster)
     // Nobody seals to the broker, and sealing to oneself is never needed.
     if (peer.role == Role::kBroker) continue;
     sealer.seal_public_.emplace(peer.name, peer.seal_public);
+    sealer.sign_public_.emplace(peer.name, peer.sign_public);
     if (peer.name != my_name) sealer.peer_index_.emplace(peer.name, peers++);
   }
   sealer.peer_secrets_ = SecretBytes(peers * kPeerKeyBytes);
@@ -181,27 +214,21 @@ Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster)
     const PublicKey& peer_public = sealer.seal_public_.at(name);
     if (crypto_box_beforenm(box_key.data(), peer_public.data(), me.seal_secret.data()) != 0)
       return Status::Error("cannot derive keys with " + name + ": invalid seal public key");
-    uint8_t* keys = sealer.peer_secrets_.data() + index * kPeerKeyBytes;
-    DeriveKey(box_key.data(), kSealLabel, keys);
-    DeriveKey(box_key.data(), kAuthLabel, keys + SecretKey::size());
+    DeriveKey(box_key.data(), kSealLabel, sealer.peer_secrets_.data() + index * kPeerKeyBytes);
   }
+  sealer.sign_secret_ = SecretBytes(crypto_sign_SECRETKEYBYTES);
+  PublicKey derived{};
+  if (crypto_sign_seed_keypair(derived.data(), sealer.sign_secret_.data(), me.sign_seed.data()) !=
+          0 ||
+      derived != mine->sign_public)
+    return Status::Error("the roster's sign public key for " + my_name +
+                         " does not match its secret certificate");
   return sealer;
 }
 
 const uint8_t* Sealer::PeerKeys(std::string_view peer) const {
   auto it = peer_index_.find(peer);
   return it == peer_index_.end() ? nullptr : peer_secrets_.data() + it->second * kPeerKeyBytes;
-}
-
-Result<const uint8_t*> Sealer::AuthKey(std::string_view a, std::string_view b) const {
-  if (a != name_ && b != name_)
-    return Status::Error("a tag between " + std::string(a) + " and " + std::string(b) + " is not " +
-                         name_ + "'s");
-  const std::string_view peer = a == name_ ? b : a;
-  const uint8_t* keys = PeerKeys(peer);
-  if (keys == nullptr)
-    return Status::Error(std::string(peer) + " is not in " + name_ + "'s roster");
-  return keys + SecretKey::size();
 }
 
 Result<ViewDigest> Sealer::View(const RoundId& round, const RoundParams& params,
@@ -272,24 +299,19 @@ Result<std::vector<uint8_t>> Sealer::Open(const Binding& binding,
   return plaintext;
 }
 
-Result<Tag> Sealer::KeysTag(std::string_view owner, std::string_view peer,
-                            const RoundDigest& digest, const RoundPublicKeys& keys) const {
-  Result<const uint8_t*> auth = AuthKey(owner, peer);
-  if (!auth.ok()) return auth.status();
-  Hash h(*auth, SecretKey::size());
-  h.Add(kKeysLabel).Add(digest).Name(owner).Name(peer).Add(keys.cpk).Add(keys.spk);
-  return h.Final();
+Signature Sealer::Sign(std::span<const uint8_t> statement) const {
+  Signature out{};
+  crypto_sign_detached(out.data(), nullptr, statement.data(), statement.size(),
+                       sign_secret_.data());
+  return out;
 }
 
-Result<Tag> Sealer::ConfirmTag(std::string_view from, std::string_view to,
-                               const RoundDigest& digest, const Members& shared,
-                               const Members& masked) const {
-  Result<const uint8_t*> auth = AuthKey(from, to);
-  if (!auth.ok()) return auth.status();
-  Hash h(*auth, SecretKey::size());
-  h.Add(kConfirmLabel).Add(digest).Name(from).Name(to);
-  h.Add(MembersBits(shared)).Add(MembersBits(masked));
-  return h.Final();
+bool Sealer::Verify(std::string_view signer, std::span<const uint8_t> statement,
+                    std::span<const uint8_t> signature) const {
+  auto key = sign_public_.find(signer);
+  return key != sign_public_.end() && signature.size() == kSignatureSize &&
+         crypto_sign_verify_detached(signature.data(), statement.data(), statement.size(),
+                                     key->second.data()) == 0;
 }
 
 RoundKeyPair RoundKeyPair::Generate() {

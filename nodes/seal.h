@@ -2,16 +2,16 @@
 // "Masks", "The view", "The seal"): what patients and the hospital compute, and the broker
 // cannot.
 //
-// Static keys. Each pair of parties derives two keys once from X25519 (crypto_box_beforenm) and
-// BLAKE2b with a Tally label: a sealing key (masked inputs and unmasks, patient -> hospital) and
-// an authentication key (tags on round keys and confirmations, patient <-> patient). A sealed
+// Static keys. Each pair of parties derives a sealing key once from X25519 (crypto_box_beforenm)
+// and BLAKE2b with a Tally label, for masked inputs and unmasks (patient -> hospital). A sealed
 // payload is nonce(24) || XChaCha20-Poly1305 ciphertext and tag(16), with associated data binding
-// protocol version, kind, round id, the round's view, sender and recipient.
+// protocol version, kind, round id, the round's view, sender and recipient. Each node also signs,
+// with the Ed25519 key of its certificate (RFC 8032), its round keys and its confirmations.
 // Round keys. In each round a patient draws two X25519 keypairs: `c` seals the Shamir shares it
 // sends other patients (a key per pair from crypto_scalarmult), `s` makes its pairwise masks
 // (Bonawitz et al., CCS 2017, "Practical Secure Aggregation for Privacy-Preserving Machine
-// Learning", section 4). Both are tagged under the static authentication keys, so the broker
-// cannot put keys of its own in a patient's place.
+// Learning", section 4). Both are signed, so the broker cannot put keys of its own in a
+// patient's place, and nor can whoever stole another patient's static secrets.
 //
 // The broker does not link this library: it cannot open a payload even by mistake.
 // Thread-compatible: a Sealer is immutable after Create, so concurrent calls are safe.
@@ -20,6 +20,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -46,9 +47,24 @@ struct RoundPublicKeys {
   bool operator==(const RoundPublicKeys&) const = default;
 };
 
-// The round keys in the keys batch the broker gives the hospital, per participant: one
-// cpk || spk for each member of U1 (`joined`). Fails unless the batch holds exactly those.
-Result<std::vector<RoundPublicKeys>> HospitalKeys(const Batch& batch, const Members& joined);
+// The round keys in a keys batch, per participant, with each one's signature: one item for each
+// member of `joined` but `me` (none for the hospital). Fails unless the batch holds exactly
+// those; the signatures are the caller's to verify (KeysStatement).
+struct SignedKeys {
+  std::vector<RoundPublicKeys> keys;  // per participant
+  std::vector<Signature> signatures;  // per participant
+};
+Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined,
+                          std::optional<size_t> me = std::nullopt);
+
+// What a patient signs for its round keys: "tally keys v3" || digest || u8 len(owner) || owner ||
+// cpk || spk ("Keys of a round").
+std::vector<uint8_t> KeysStatement(const RoundDigest& digest, std::string_view owner,
+                                   const RoundPublicKeys& keys);
+// What a survivor signs to confirm the sets: "tally confirm v3" || digest || u8 len(signer) ||
+// signer || U2 bits || U3 bits ("Order of a round", confirm).
+std::vector<uint8_t> ConfirmStatement(const RoundDigest& digest, std::string_view signer,
+                                      const Members& shared, const Members& masked);
 
 // BLAKE2b-256 over the digest, the hospital's sealing key, and per participant its sealing key and,
 // for a member of U2, its round keys ("The view"). `seal_keys` holds the hospital's key then each
@@ -72,8 +88,8 @@ std::vector<uint8_t> BindingBytes(const Binding& binding);
 
 class Sealer {
  public:
-  // Precomputes the sealing and authentication keys with every other party in the roster. Fails
-  // for a roster key of small order.
+  // Precomputes the sealing key with every other party in the roster. Fails for a roster key of
+  // small order.
   static Result<Sealer> Create(const SecretCertificate& me, const Roster& roster);
 
   const std::string& name() const { return name_; }
@@ -89,28 +105,23 @@ class Sealer {
   // not open, with Status::Code::kUnauthentic.
   Result<std::vector<uint8_t>> Open(const Binding& binding, std::span<const uint8_t> sealed) const;
 
-  // tag_owner->peer on the owner's round keys ("Keys of a round"): one of `owner`, `peer` is
-  // this party, the other a party of its roster (else an error). A patient tags its own keys for
-  // each peer, and checks each peer's tag for it.
-  Result<Tag> KeysTag(std::string_view owner, std::string_view peer, const RoundDigest& digest,
-                      const RoundPublicKeys& keys) const;
-  // The confirmation from `from` to `to` of the sets U2 and U3 ("Order of a round", confirm);
-  // one of them is this party.
-  Result<Tag> ConfirmTag(std::string_view from, std::string_view to, const RoundDigest& digest,
-                         const Members& shared, const Members& masked) const;
+  // This party's Ed25519 signature on `statement`.
+  Signature Sign(std::span<const uint8_t> statement) const;
+  // Whether `signature` is `signer`'s (a node of this party's roster) on `statement`.
+  bool Verify(std::string_view signer, std::span<const uint8_t> statement,
+              std::span<const uint8_t> signature) const;
 
  private:
   Sealer() : peer_secrets_(0) {}
-  // The sealing key (first 32 bytes) and authentication key (next 32) shared with `peer`, or
-  // nullptr.
+  // The sealing key shared with `peer`, or nullptr.
   const uint8_t* PeerKeys(std::string_view peer) const;
-  // The authentication key shared with whichever of `a`, `b` is not us, or an error.
-  Result<const uint8_t*> AuthKey(std::string_view a, std::string_view b) const;
-  static constexpr size_t kPeerKeyBytes = 64;
+  static constexpr size_t kPeerKeyBytes = 32;
   std::string name_;
-  std::map<std::string, size_t, std::less<>> peer_index_;  // into peer_secrets_, in 64s
+  std::map<std::string, size_t, std::less<>> peer_index_;  // into peer_secrets_, in 32s
   SecretBytes peer_secrets_;
+  SecretBytes sign_secret_{0};  // our Ed25519 secret key, expanded (64 bytes)
   std::map<std::string, PublicKey, std::less<>> seal_public_;  // every node's, ours included
+  std::map<std::string, PublicKey, std::less<>> sign_public_;  // every node's, ours included
 };
 
 // --- Round keys ---------------------------------------------------------------------------

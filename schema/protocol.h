@@ -12,7 +12,9 @@ namespace tally {
 inline constexpr uint32_t kProtocolVersion = 3;  // first element of every wire message
 inline constexpr size_t kRoundIdSize = 16;       // 128-bit random round ids
 inline constexpr size_t kRoundKeySize = 32;      // an X25519 public key of a round
-inline constexpr size_t kTagSize = 32;           // a BLAKE2b-256 tag
+inline constexpr size_t kSignatureSize = 64;  // an Ed25519 signature
+// A keys item: a patient's cpk || spk || its signature on them.
+inline constexpr size_t kKeysItemSize = 2 * kRoundKeySize + kSignatureSize;
 inline constexpr size_t kShareSize = 32;         // one Shamir share of a 32-byte secret
 // A sealed share: nonce || (share of b || share of s) || Poly1305 tag.
 inline constexpr size_t kSealedShareSize = 24 + 2 * kShareSize + 16;
@@ -35,7 +37,7 @@ inline constexpr uint32_t kCaptureFormatVersion = 3;
 
 using RoundId = std::array<uint8_t, kRoundIdSize>;
 using RoundKey = std::array<uint8_t, kRoundKeySize>;  // a patient's per-round public key
-using Tag = std::array<uint8_t, kTagSize>;
+using Signature = std::array<uint8_t, kSignatureSize>;
 using Share = std::array<uint8_t, kShareSize>;
 
 // Largest sealed payload in rounds of vectors of `length` elements and `participants` patients:
@@ -44,13 +46,13 @@ constexpr size_t MaxSealedSize(uint32_t length, size_t participants = kMaxPartic
   return std::max(size_t{length} * 8, participants * kShareSize + (participants + 7) / 8) +
          kPayloadOverhead + kSealOverhead;
 }
-// Largest wire message for vectors of `length` elements and `participants` names: the largest of
-// an envelope (its sealed payload, or an unmask of a share per participant) plus a name per
-// participant, and of a batch (an item of at most kSealedShareSize bytes per participant) or a
-// join (a tag per participant): what ZMQ_MAXMSGSIZE is set from.
+// Largest wire message for vectors of `length` elements and `participants` names: at most an
+// envelope (its sealed payload, or an unmask of a share per participant) plus a phase update's
+// name per participant, or a batch (an item of at most kKeysItemSize bytes, with its array and
+// index, per participant): what ZMQ_MAXMSGSIZE is set from.
 constexpr size_t MaxMessageSize(uint32_t length, size_t participants = kMaxParticipants) {
   return MaxSealedSize(length, participants) + kEnvelopeOverhead +
-         participants * (kMaxNameLength + 2 + kSealedShareSize + 8);
+         participants * (kMaxNameLength + 2 + kKeysItemSize + 8);
 }
 
 }  // namespace tally

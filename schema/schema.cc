@@ -54,9 +54,7 @@ void PackFields(Packer& p, const Join& m) {
   PackBin(p, m.round);
   PackBin(p, m.cpk);
   PackBin(p, m.spk);
-  p.pack_bin(static_cast<uint32_t>(m.tags.size() * kTagSize));
-  for (const Tag& t : m.tags)
-    p.pack_bin_body(reinterpret_cast<const char*>(t.data()), static_cast<uint32_t>(t.size()));
+  PackBin(p, m.signature);
 }
 void PackFields(Packer& p, const Refuse& m) {
   PackHead(p, 4, kRefuse);
@@ -179,18 +177,17 @@ Result<Message> DecodePhase(strict::FieldReader& r, const Limits& limits) {
   return Message(std::move(m));
 }
 
-// The size an item of a batch kind has: keys 96 (or 64, to the hospital), shares a sealed
-// share, confirm a tag.
-bool ItemSizeFits(BatchKind kind, size_t size) {
+// The size an item of a batch kind has.
+size_t ItemSize(BatchKind kind) {
   switch (kind) {
     case BatchKind::kKeys:
-      return size == 2 * kRoundKeySize + kTagSize || size == 2 * kRoundKeySize;
+      return kKeysItemSize;
     case BatchKind::kShares:
-      return size == kSealedShareSize;
+      return kSealedShareSize;
     case BatchKind::kConfirm:
-      return size == kTagSize;
+      return kSignatureSize;
   }
-  return false;
+  return 0;
 }
 
 Result<Message> DecodeBatch(strict::FieldReader& r, const Limits& limits) {
@@ -217,9 +214,9 @@ Result<Message> DecodeBatch(strict::FieldReader& r, const Limits& limits) {
       return r.Error("index " + std::to_string(out.index) + " twice");
     std::span<const uint8_t> data;
     TALLY_RETURN_IF_ERROR(item.BinView("data", &data));
-    if (!ItemSizeFits(m.kind, data.size()))
-      return item.Error("data of " + std::to_string(data.size()) + " bytes does not fit a " +
-                        std::string(kind) + " item");
+    if (data.size() != ItemSize(m.kind))
+      return item.Error("data of " + std::to_string(data.size()) + " bytes, a " +
+                        std::string(kind) + " item has " + std::to_string(ItemSize(m.kind)));
     out.data.assign(data.begin(), data.end());
   }
   return Message(std::move(m));
@@ -518,7 +515,7 @@ strict::Bounds MessageBounds(const Limits& limits) {
       .max_array = std::max({kMaxFields, limits.max_participants, kMaxColumns}),
       .max_str = kMaxWireString,
       .max_bin =
-          std::max({limits.max_sealed_bytes, kRoundIdSize, limits.max_participants * kTagSize}),
+          std::max({limits.max_sealed_bytes, kRoundIdSize, kKeysItemSize}),
       .max_depth = 3,  // message, columns, a column
   };
 }
@@ -567,16 +564,7 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
     TALLY_RETURN_IF_ERROR(r.Round("round", &m.round));
     TALLY_RETURN_IF_ERROR(r.Fixed("cpk", &m.cpk));
     TALLY_RETURN_IF_ERROR(r.Fixed("spk", &m.spk));
-    std::span<const uint8_t> tags;
-    TALLY_RETURN_IF_ERROR(r.BinView("tags", &tags));
-    if (tags.size() % kTagSize != 0 || tags.size() / kTagSize >= limits.max_participants)
-      return r.Error("tags must hold fewer than " + std::to_string(limits.max_participants) +
-                     " tags of " + std::to_string(kTagSize) + " bytes, got " +
-                     std::to_string(tags.size()) + " bytes");
-    m.tags.assign(tags.size() / kTagSize, Tag{});
-    for (size_t i = 0; i < m.tags.size(); ++i)
-      std::copy_n(tags.begin() + static_cast<std::ptrdiff_t>(i * kTagSize), kTagSize,
-                  m.tags[i].begin());
+    TALLY_RETURN_IF_ERROR(r.Fixed("signature", &m.signature));
     return Message(std::move(m));
   }
   if (shape->name == kAck) {

@@ -134,22 +134,22 @@ struct Request {
 };
 
 // Patient -> broker: I take part in this round, with these fresh round keys: `cpk` to seal shares
-// to me, `spk` for my pairwise masks; `tags` authenticate them to each other participant, in
-// participants' order without me (schema/PROTOCOL.md, "Keys of a round").
+// to me, `spk` for my pairwise masks, signed with my certificate's signing key
+// (schema/PROTOCOL.md, "Keys of a round").
 struct Join {
   RoundId round{};
   RoundKey cpk{};
   RoundKey spk{};
-  std::vector<Tag> tags;
+  Signature signature{};
   bool operator==(const Join&) const = default;
 };
 
-// Patient -> broker, or broker -> node: items of one kind of a round's phase. From a patient,
-// each item's `index` is the participant it is for; from the broker, the participant it is from.
-//   keys     (broker -> node) cpk || spk || tag for the recipient (96 bytes); to the hospital
-//            cpk || spk (64 bytes)
+// Patient -> broker, or broker -> node: items of one kind of a round's phase. From the broker,
+// each item's `index` is the participant it is from; in a patient's shares, the participant it
+// is for; in a patient's confirmation, the patient itself.
+//   keys     (broker -> node) cpk || spk || signature, kKeysItemSize bytes
 //   shares   a sealed share, kSealedShareSize bytes
-//   confirm  a tag, kTagSize bytes
+//   confirm  a signature on the survivors, kSignatureSize bytes
 struct BatchItem {
   uint32_t index = 0;  // a participant's position in `participants`
   std::vector<uint8_t> data;

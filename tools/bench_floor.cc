@@ -212,9 +212,8 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
   if (latest->phase == Phase::kConfirm) {
     const PhaseUpdate confirm = *latest;
     for (size_t k = 0; k < n - dropped; ++k) {
-      auto tags = Timed(patients_s, [&] { return rounds[k]->Confirmations(confirm); });
-      if (!tags.ok()) Fail(tags.message());
-      deliver(PatientName(k + 1), *tags);
+      const Batch signature = Timed(patients_s, [&] { return rounds[k]->Confirmation(confirm); });
+      deliver(PatientName(k + 1), signature);
     }
   }
   const PhaseUpdate unmask = *latest;

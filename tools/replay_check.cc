@@ -116,8 +116,8 @@ std::vector<Problem> Check(const CaptureContents& c) {
         if (phase != Phase::kShare) add(at, Describe(e) + " outside the share phase");
         if (e.keys->round != h->round)
           add(at, Describe(e) + " is bound to round " + RoundHex(e.keys->round));
-        if (phase == Phase::kShare && !HospitalKeys(*e.keys, round.sets.joined).ok())
-          add(at, Describe(e) + " is not one cpk and spk for each patient that joined");
+        if (phase == Phase::kShare && !KeysOf(*e.keys, round.sets.joined).ok())
+          add(at, Describe(e) + " is not one cpk, spk and signature for each patient that joined");
         continue;
       }
       if (!e.envelope) {
@@ -220,9 +220,9 @@ Result<CapturedView> HospitalView(const CaptureContents& c, const Sealer& sealer
     if (p->sets.shared.size() != h->params.participants.size())
       return Status::Error("the " + std::string(PhaseName(p->phase)) + " phase at offset " +
                            std::to_string(c.offsets[i]) + " has a set of the wrong size");
-    Result<std::vector<RoundPublicKeys>> round_keys = HospitalKeys(*keys->keys, p->sets.joined);
+    Result<SignedKeys> round_keys = KeysOf(*keys->keys, p->sets.joined);
     if (!round_keys.ok()) return round_keys.status();
-    Result<ViewDigest> view = sealer.View(h->round, h->params, p->sets.shared, *round_keys);
+    Result<ViewDigest> view = sealer.View(h->round, h->params, p->sets.shared, round_keys->keys);
     if (!view.ok()) return view.status();
     return CapturedView{*view, *keys->keys, p->sets, keys->offset, c.offsets[i]};
   }
