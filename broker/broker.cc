@@ -364,6 +364,10 @@ class Broker::Impl {
   }
 
   void Do(const act::Send& a) {
+    // An earlier send of the same phase can end the round (its recipient gone, too few left) and
+    // open the next: the rest of the old round's batches must not reach the new round's capture.
+    const PhaseUpdate* current = coordinator_->current();
+    if (current == nullptr || current->round != a.batch.round) return;
     const std::vector<uint8_t> bytes = Encode(a.batch);
     zmq::message_t frame(bytes.data(), bytes.size());
     if (!SendTo(a.to, frame, a.capture)) Execute(coordinator_->Undeliverable(a.to, Clock::now()));

@@ -13,7 +13,8 @@ namespace {
 // "a, b and c" with at most `max` names, then "and N more".
 std::string JoinList(const std::vector<std::string>& items, size_t max = 3) {
   std::string out;
-  size_t shown = std::min(items.size(), max);
+  // "a, b, c and 1 more" would be longer than naming the fourth.
+  const size_t shown = items.size() <= max + 1 ? items.size() : max;
   for (size_t i = 0; i < shown; ++i) {
     if (i > 0) out += (i + 1 == shown && shown == items.size()) ? " and " : ", ";
     out += items[i];

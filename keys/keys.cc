@@ -693,29 +693,7 @@ Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::stri
   return cert;
 }
 
-Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Role role,
-                     bool force) {
-  if (!ValidName(name)) {
-    return Status::Error("\"" + std::string(name) +
-                         "\" is not a valid party name ([a-z0-9_-]{1,32})");
-  }
-  if (!SodiumReady()) return Status::Error("libsodium failed to initialise");
-  const std::filesystem::path public_dir = dir / "public";
-  const std::filesystem::path private_dir = dir / "private";
-  const std::filesystem::path secret_path = private_dir / (std::string(name) + ".key_secret");
-  const std::filesystem::path public_path = public_dir / (std::string(name) + ".key");
-
-  std::error_code ec;
-  if (dir.has_parent_path()) std::filesystem::create_directories(dir.parent_path(), ec);
-  if (ec) return Status::Error(dir.string() + ": cannot create: " + ec.message());
-  TALLY_RETURN_IF_ERROR(EnsureDirectory(dir, 0755));
-  TALLY_RETURN_IF_ERROR(EnsureDirectory(public_dir, 0755));
-  TALLY_RETURN_IF_ERROR(EnsureDirectory(private_dir, 0700));
-  struct stat st {};
-  if (!force && ::lstat(secret_path.c_str(), &st) == 0) {
-    return Status::Error(secret_path.string() + " exists; use --force to replace it");
-  }
-
+Result<SecretCertificate> NewParty(std::string_view name, Role role) {
   SecretCertificate cert{Certificate{std::string(name), role, {}, {}, {}}, SecretKey(),
                          SecretKey(), SecretKey()};
   {
@@ -742,6 +720,35 @@ Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Ro
       return Status::Error("cannot make a signing keypair");
   }
 
+  return cert;
+}
+
+Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Role role,
+                     bool force) {
+  if (!ValidName(name)) {
+    return Status::Error("\"" + std::string(name) +
+                         "\" is not a valid party name ([a-z0-9_-]{1,32})");
+  }
+  if (!SodiumReady()) return Status::Error("libsodium failed to initialise");
+  const std::filesystem::path public_dir = dir / "public";
+  const std::filesystem::path private_dir = dir / "private";
+  const std::filesystem::path secret_path = private_dir / (std::string(name) + ".key_secret");
+  const std::filesystem::path public_path = public_dir / (std::string(name) + ".key");
+
+  std::error_code ec;
+  if (dir.has_parent_path()) std::filesystem::create_directories(dir.parent_path(), ec);
+  if (ec) return Status::Error(dir.string() + ": cannot create: " + ec.message());
+  TALLY_RETURN_IF_ERROR(EnsureDirectory(dir, 0755));
+  TALLY_RETURN_IF_ERROR(EnsureDirectory(public_dir, 0755));
+  TALLY_RETURN_IF_ERROR(EnsureDirectory(private_dir, 0700));
+  struct stat st {};
+  if (!force && ::lstat(secret_path.c_str(), &st) == 0) {
+    return Status::Error(secret_path.string() + " exists; use --force to replace it");
+  }
+
+  Result<SecretCertificate> made = NewParty(name, role);
+  if (!made.ok()) return made.status();
+  const SecretCertificate& cert = *made;
   std::string secret_text = FormatSecretCertificate(cert);
   Status status = WriteFileAtomically(secret_path, AsBytes(secret_text), 0600, force);
   sodium_memzero(secret_text.data(), secret_text.size());

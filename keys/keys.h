@@ -114,7 +114,11 @@ Result<Roster> LoadRoster(const std::filesystem::path& dir);
 // DIR/private that group or others can enter.
 Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::string_view name);
 
-// Creates NAME's keypairs (the broker: its CURVE keypair only) and writes its two files.
+// NAME's fresh keypairs, in memory (the broker: its CURVE keypair only): CURVE as
+// zmq_curve_keypair, sealing as crypto_box_keypair, signing from a random Ed25519 seed.
+Result<SecretCertificate> NewParty(std::string_view name, Role role);
+
+// Creates NAME's keypairs (as NewParty) and writes its two files.
 // Without `force`, an existing secret file is never overwritten (error). Creates DIR (0755),
 // DIR/public (0755) and DIR/private (0700) where missing.
 Status GenerateParty(const std::filesystem::path& dir, std::string_view name, Role role,

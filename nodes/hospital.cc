@@ -29,6 +29,17 @@ Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Seale
 
 Hospital::~Hospital() = default;
 
+namespace {
+
+// Why an envelope was refused: one that does not open was sealed under another view of the round
+// (other round keys, another set, another roster's keys) or altered.
+std::string Why(const Status& status, const std::string& me) {
+  if (status.code() != Status::Code::kUnauthentic) return status.message();
+  return status.message() + " under " + me + "'s view of the round";
+}
+
+}  // namespace
+
 void Hospital::Start() { SendRequest(); }
 
 void Hospital::SendRequest() {
@@ -172,16 +183,14 @@ void Hospital::OnEnvelope(const Envelope& env) {
       return Refuse("an unmask from " + env.from + ", who is not among the unmaskers");
     if (r.result) return;  // the result is written: later unmasks are not needed
     Result<bool> kept = r.sums->AddUnmask(env, from, sets);
-    if (!kept.ok()) return Refuse(kept.message() + " under " + name_ + "'s view of the round");
+    if (!kept.ok()) return Refuse(Why(kept.status(), name_));
   } else {
     if (r.sums->partials()[from]) return reject("duplicate partial from " + env.from);
     if (!sets.shared[from])
       return Refuse("a masked input from " + env.from + ", who did not share");
-    // A masked input that does not open (another view of the round: other round keys, another
-    // set, another roster's keys; or altered) can never be replaced: the broker routes one per
-    // patient.
+    // A masked input that does not open can never be replaced: the broker routes one per patient.
     if (Status added = r.sums->AddPartial(env, from); !added.ok())
-      return Refuse(added.message() + " under " + name_ + "'s view of the round");
+      return Refuse(Why(added, name_));
     if (!sets.masked.empty() && !sets.masked[from])
       return Refuse("the masked input of " + env.from + " arrived, but " + env.from +
                     " is not a survivor");

@@ -65,8 +65,8 @@ Result<Batch> PatientRound::Shares(const PhaseUpdate& u, const Batch& keys) {
   ShamirSplit(std::span<const uint8_t, kShareSize>(s_.secret.data(), kShareSize),
               u.params.threshold, xs, of_s);
   shares_ = SecretBytes(ps.size() * kPairSize);
+  share_keys_ = SecretBytes(ps.size() * SecretKey::size());
   Batch out{u.round, BatchKind::kShares, {}};
-  SecretBytes key(SecretKey::size());
   Status status = Status::Ok();
   for (size_t k = 0; k < xs.size(); ++k) {
     const size_t v = xs[k] - 1u;
@@ -74,12 +74,13 @@ Result<Batch> PatientRound::Shares(const PhaseUpdate& u, const Batch& keys) {
     std::copy(of_b[k].begin(), of_b[k].end(), pair);
     std::copy(of_s[k].begin(), of_s[k].end(), pair + kShareSize);
     if (v == me_) continue;  // our own pair we keep
-    if (!ShareKey(c_.secret, keys_[v].cpk, key.data()).ok()) {
+    uint8_t* key = share_keys_.data() + v * SecretKey::size();
+    if (!ShareKey(c_.secret, keys_[v].cpk, key).ok()) {
       status = Status::Error("the round key of " + ps[v] + " is invalid");
       break;
     }
-    out.items.push_back({static_cast<uint32_t>(v),
-                         SealShare(key.data(), u.round, sealer_.name(), ps[v], {pair, kPairSize})});
+    out.items.push_back(
+        {static_cast<uint32_t>(v), SealShare(key, u.round, sealer_.name(), ps[v], {pair, kPairSize})});
     sodium_memzero(pair, kPairSize);  // only ours is needed later: the others travel sealed
   }
   for (auto* shares : {&of_b, &of_s}) sodium_memzero(shares->data(), shares->size() * kShareSize);
@@ -92,12 +93,11 @@ Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares)
   const Members& shared = u.sets.shared;
   if (!OnePerOtherMember(shares.items, shared, me_))
     return Status::Error("the shares batch is not one for each other patient that shared");
-  SecretBytes key(SecretKey::size());
   for (const BatchItem& item : shares.items) {
     const size_t v = item.index;
-    if (!ShareKey(c_.secret, keys_[v].cpk, key.data()).ok())
-      return Status::Error("the round key of " + ps[v] + " is invalid");
-    if (!OpenShare(key.data(), u.round, ps[v], sealer_.name(), item.data,
+    // Every member of U2 is in U1, so Shares made its key (the same both ways).
+    const uint8_t* key = share_keys_.data() + v * SecretKey::size();
+    if (!OpenShare(key, u.round, ps[v], sealer_.name(), item.data,
                    {shares_.data() + v * kPairSize, kPairSize})
              .ok())
       return Status::Error("the share from " + ps[v] + " does not open");
@@ -138,13 +138,19 @@ Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirm
     // same sets (schema/PROTOCOL.md, "Why it is private").
     if (confirmations == nullptr)
       return Status::Error("the survivors changed and were not confirmed");
+    // Each survivor counts once, however often a (malicious) broker repeats its signature.
     size_t confirmed = 0;
+    Members counted(ps.size(), false);
     for (const BatchItem& item : confirmations->items) {
-      if (item.index >= ps.size() || item.index == me_ || !masked[item.index]) continue;
+      if (item.index >= ps.size() || item.index == me_ || !masked[item.index] ||
+          counted[item.index])
+        continue;
       if (sealer_.Verify(ps[item.index],
                          ConfirmStatement(digest_, ps[item.index], u.sets.shared, masked),
-                         item.data))
+                         item.data)) {
+        counted[item.index] = true;
         ++confirmed;
+      }
     }
     if (confirmed + 1 < u.params.threshold)
       return Status::Error("only " + std::to_string(confirmed) +

@@ -64,6 +64,8 @@ class PatientRound {
   std::vector<RoundPublicKeys> keys_;  // per participant, from the keys batch (ours too)
   // Per participant v, the share of v's b and of v's s that v sent us (ours at `me_`).
   SecretBytes shares_{0};
+  // Per participant, the key of the shares between it and us (ShareKey), from Shares.
+  SecretBytes share_keys_{0};
   ViewDigest view_{};
   tally::Join join_;
 };

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "schema/protocol.h"
+#include "schema/schema.h"
 #include "schema/system.h"
 #include "schema/text.h"
 #include "tools/cluster.h"
@@ -57,6 +58,9 @@ constexpr const char* kUsage =
     "  --captures-dir DIR  where the broker writes captures and the hospital its results\n"
     "                      (default WORKDIR/run; e.g. /dev/shm/tally-bench to leave out disk\n"
     "                      fsyncs). Removed after each configuration.\n"
+    "  --drop K            instead of warm rounds (with --patients): cold tally-launch runs\n"
+    "                      of N patients of which K are killed (SIGKILL) at the mask phase,\n"
+    "                      and the crypto floor of a round with K dropped after sharing\n"
     "  --admission N       instead: how long a broker takes to admit N patients (2..1000)\n"
     "                      connecting at once (2N CURVE handshakes from one process), and\n"
     "                      its CPU and memory for it; 3 runs\n"
@@ -149,7 +153,7 @@ int main(int argc, char** argv) {
   std::vector<Config> configs;
   uint64_t patients = 0, length = 1, rounds = 0, launch_runs = 5, columns = 0;
   bool json = false, floor = true;
-  uint64_t admission = 0;
+  uint64_t admission = 0, drop = 0;
   fs::path work = "bench-work";
   fs::path captures;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
@@ -185,6 +189,8 @@ int main(int argc, char** argv) {
     } else if (f == "--rounds") {
       if (!ParseU64(v, rounds) || rounds < 2 || rounds > 100000)
         return Usage("--rounds wants 2..100000 (the first is warm-up)");
+    } else if (f == "--drop") {
+      if (!ParseU64(v, drop) || drop < 1) return Usage("--drop wants a number of patients");
     } else if (f == "--admission") {
       if (!ParseU64(v, admission) || admission < 2 || admission > tally::kMaxParticipants)
         return Usage("--admission wants 2.." + std::to_string(tally::kMaxParticipants));
@@ -203,6 +209,12 @@ int main(int argc, char** argv) {
   if (patients == 0 && (length != 1 || rounds != 0 || columns != 0))
     return Usage("--length, --columns and --rounds need --patients");
   if (columns != 0 && length != 1) return Usage("--columns takes scalars: no --length");
+  if (drop != 0 && (patients == 0 || columns != 0))
+    return Usage("--drop needs --patients (and takes no --columns)");
+  if (drop != 0 && drop > patients - tally::SafeThreshold(patients))
+    return Usage("--drop " + std::to_string(drop) + ": a round of " + std::to_string(patients) +
+                 " patients survives at most " +
+                 std::to_string(patients - tally::SafeThreshold(patients)) + " dropouts");
   if (admission != 0) {
     configs.push_back({admission, 1, 0, 0});  // only for the key folder below
   } else if (patients != 0) {
@@ -272,7 +284,7 @@ int main(int argc, char** argv) {
     }
     return failed ? 1 : 0;
   }
-  if (!json) {
+  if (!json && drop == 0) {
     std::printf("%-11s %5s %9s %9s %9s %8s %-18s %9s %9s %9s %7s %7s %7s %7s\n", "config", "warm",
                 "p50_ms", "p90_ms", "p99_ms", "target", "verdict(p50)", "period50", "cpu_ms/r",
                 "floor_ms", "cpu/flr", "rss_brk", "rss_pat", "rss_hsp");
@@ -281,11 +293,15 @@ int main(int argc, char** argv) {
   std::vector<Measured> all;
   bool failed = false;
   for (const auto& c : configs) {
-    Measured m = RunConfig(c, bin, work, captures);
+    Measured m;
+    m.config = c;
+    if (drop == 0) {
+      m = RunConfig(c, bin, work, captures);
+      failed |= !m.ok;
+      Print(m, json);
+    }
     // A round with columns carries a count per column too.
-    if (floor) m.floor = MeasureFloor(c.patients, c.columns ? 2 * c.columns : c.length);
-    failed |= !m.ok;
-    Print(m, json);
+    if (floor) m.floor = MeasureFloor(c.patients, c.columns ? 2 * c.columns : c.length, drop);
     all.push_back(std::move(m));
   }
   if (floor) {
@@ -293,7 +309,15 @@ int main(int argc, char** argv) {
     for (const auto& m : all) PrintFloor(m, json);
   }
   if (launch_runs > 0) {
-    auto l = RunLaunch(bin, work, static_cast<int>(launch_runs));
+    // With --drop, launches of the configuration with its dropouts; else of the default round.
+    const size_t n = drop != 0 ? patients : 3;
+    auto l = RunLaunch(bin, work, static_cast<int>(launch_runs),
+                       drop != 0 ? std::vector<std::string>{"--patients", std::to_string(patients),
+                                                            "--length", std::to_string(length),
+                                                            "--drop", std::to_string(drop),
+                                                            "--drop-at", "mask"}
+                                 : std::vector<std::string>{});
+    const double target = drop != 0 ? 0 : 150;
     if (!l.error.empty()) {
       failed = true;
       if (json)
@@ -306,15 +330,16 @@ int main(int argc, char** argv) {
         std::cout << "{\"launch\": {\"runs\": " << l.elapsed_ms.size()
                   << ", \"elapsed_ms_p50\": " << FormatFixed(e50, 1)
                   << ", \"elapsed_ms_max\": " << FormatFixed(Percentile(l.elapsed_ms, 100), 1)
-                  << ", \"wall_ms_p50\": " << FormatFixed(w50, 1) << ", \"target_ms\": 150}}"
-                  << std::endl;
+                  << ", \"wall_ms_p50\": " << FormatFixed(w50, 1) << ", \"patients\": " << n
+                  << ", \"killed\": " << drop << ", \"target_ms\": " << target << "}}" << std::endl;
       } else {
         std::printf(
-            "\ncold tally-launch (3 patients, %zu runs): elapsed_ms p50 %s max %s, "
-            "process wall p50 %s ms; target 150 ms: %s\n",
-            l.elapsed_ms.size(), FormatFixed(e50, 1).c_str(),
-            FormatFixed(Percentile(l.elapsed_ms, 100), 1).c_str(), FormatFixed(w50, 1).c_str(),
-            Verdict(e50, 150).c_str());
+            "\ncold tally-launch (%zu patients, %llu killed at mask, %zu runs): elapsed_ms p50 %s "
+            "max %s, process wall p50 %s ms%s\n",
+            n, static_cast<unsigned long long>(drop), l.elapsed_ms.size(),
+            FormatFixed(e50, 1).c_str(), FormatFixed(Percentile(l.elapsed_ms, 100), 1).c_str(),
+            FormatFixed(w50, 1).c_str(),
+            target != 0 ? ("; target 150 ms: " + Verdict(e50, target)).c_str() : "");
       }
     }
   }

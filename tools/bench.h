@@ -81,7 +81,9 @@ struct LaunchRuns {
   std::vector<double> wall_ms;     // spawn to exit of the tally-launch process
   std::string error;
 };
-// `runs` cold tally-launch runs in work/launch, after one uncounted run that makes the keys.
-LaunchRuns RunLaunch(const std::filesystem::path& bin, const std::filesystem::path& work, int runs);
+// `runs` cold tally-launch runs in work/launch with `options` (none: the default round), after
+// one uncounted run that makes the keys.
+LaunchRuns RunLaunch(const std::filesystem::path& bin, const std::filesystem::path& work, int runs,
+                     const std::vector<std::string>& options = {});
 
 }  // namespace tally::bench

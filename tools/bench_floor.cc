@@ -56,16 +56,6 @@ double PerCall(F&& op, double budget = 0.02) {
   return spent / static_cast<double>(calls);
 }
 
-// A party with fresh keys, as tally-keygen makes them.
-SecretCertificate FreshParty(const std::string& name, Role role) {
-  SecretCertificate me;
-  me.pub.name = name;
-  me.pub.role = role;
-  crypto_box_keypair(me.pub.curve_public.data(), me.curve_secret.data());
-  crypto_box_keypair(me.pub.seal_public.data(), me.seal_secret.data());
-  return me;
-}
-
 [[noreturn]] void Fail(const std::string& why) {
   std::fprintf(stderr, "tally-bench: the in-process round failed: %s\n", why.c_str());
   std::abort();
@@ -103,11 +93,17 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
   Floor f;
   f.dropped = dropped;
   std::vector<SecretCertificate> parties;
-  parties.push_back(FreshParty("hospital", Role::kHospital));
-  parties.push_back(FreshParty("broker", Role::kBroker));
+  // Fresh keys, as tally-keygen makes them.
+  auto fresh = [](const std::string& name, Role role) {
+    Result<SecretCertificate> party = NewParty(name, role);
+    if (!party.ok()) Fail(party.message());
+    return std::move(*party);
+  };
+  parties.push_back(fresh("hospital", Role::kHospital));
+  parties.push_back(fresh("broker", Role::kBroker));
   RoundParams params{"hospital", 1000, length, {}};
   for (size_t k = 1; k <= n; ++k) {
-    parties.push_back(FreshParty(PatientName(k), Role::kPatient));
+    parties.push_back(fresh(PatientName(k), Role::kPatient));
     params.participants.push_back(PatientName(k));
   }
   params.threshold = SafeThreshold(n);

@@ -356,7 +356,8 @@ Admitted Admit(const fs::path& bin, const fs::path& work, size_t n) {
   return a;
 }
 
-LaunchRuns RunLaunch(const fs::path& bin, const fs::path& work, int runs) {
+LaunchRuns RunLaunch(const fs::path& bin, const fs::path& work, int runs,
+                     const std::vector<std::string>& options) {
   LaunchRuns out;
   const fs::path dir = work / "launch";
   const Cluster tools(bin, work, work);
@@ -365,9 +366,10 @@ LaunchRuns RunLaunch(const fs::path& bin, const fs::path& work, int runs) {
     fs::remove_all(dir / "captures", ec);
     fs::remove(dir / "results.jsonl", ec);
     const auto start = Clock::now();
-    const Cluster::Output o = tools.RunTool(
-        "tools/tally-launch", {"--json", "--workdir", dir.string(), "--bin-dir", bin.string()},
-        milliseconds(60000));
+    std::vector<std::string> args = {"--json", "--workdir", dir.string(), "--bin-dir",
+                                     bin.string()};
+    args.insert(args.end(), options.begin(), options.end());
+    const Cluster::Output o = tools.RunTool("tools/tally-launch", args, milliseconds(120000));
     const double wall = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     const auto at = o.out.find("\"elapsed_ms\": ");
     if (o.code != 0 || at == std::string::npos) {
