@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <csignal>
+#include <fstream>
 
+#include "schema/log.h"
 #include "schema/system.h"
 
 namespace tally {
@@ -27,6 +29,14 @@ bool HasSecret(const fs::path& keys, const std::string& name) {
   return fs::exists(keys / "private" / (name + ".key_secret"));
 }
 
+// A party's secret certificate from before protocol 3 has no signing key (keys/keys.h), and
+// every node would refuse the roster.
+bool BeforeProtocol3(const fs::path& keys, const std::string& name) {
+  std::ifstream in(keys / "private" / (name + ".key_secret"));
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  return in && text.find("sign-secret-key") == std::string::npos;
+}
+
 }  // namespace
 
 Cluster::Cluster(fs::path bin, fs::path work, fs::path logs)
@@ -49,13 +59,21 @@ Status Cluster::Prepare(const std::string& hospital, const std::vector<std::stri
   std::vector<std::string> args = {(bin_ / "tools/tally-keygen").string(), "--dir",
                                    keys().string()};
   const size_t base = args.size();
+  // Keys made by an older Tally in this folder are remade: they are this cluster's own.
+  auto remake = [&](const std::string& name) { return BeforeProtocol3(keys(), name); };
+  if (remake(hospital) || std::any_of(patients.begin(), patients.end(), remake)) {
+    StderrLog()("the keys in " + keys().string() +
+                " are from before protocol 3 (no signing keys): making new ones");
+    args.push_back("--force");
+  }
+  const bool force = args.size() > base;
   if (!HasSecret(keys(), "broker")) args.push_back("--broker");
-  if (!HasSecret(keys(), hospital)) args.insert(args.end(), {"--hospital", hospital});
+  if (force || !HasSecret(keys(), hospital)) args.insert(args.end(), {"--hospital", hospital});
   std::vector<std::string> missing;
   for (const auto& p : patients)
-    if (!HasSecret(keys(), p)) missing.push_back(p);
+    if (force || !HasSecret(keys(), p)) missing.push_back(p);
   if (!missing.empty()) args.insert(args.end(), {"--patients", Csv(missing)});
-  if (args.size() == base) return Status::Ok();
+  if (args.size() == base + (force ? 1 : 0)) return Status::Ok();
   const fs::path log = LogOf("keygen");
   auto keygen = Child::Spawn(args, log);
   if (!keygen.ok()) return keygen.status();
