@@ -53,12 +53,13 @@ Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params,
                                 const Members& shared, std::span<const RoundPublicKeys> keys,
                                 const SecretKey& s, const uint8_t* b) {
   const auto& names = params.participants;
+  const RoundDigest digest = DigestOf(round, params);
   RoundMasks masks{SecretBytes(CountOf(shared) * kRoundMaskKeyBytes), {}};
   SelfMaskKey(b, masks.keys.data());
   masks.add.push_back(true);
   for (size_t v = 0; v < names.size(); ++v) {
     if (!shared[v] || v == me) continue;
-    if (!PairMaskKey(s.data(), keys[v].spk, round,
+    if (!PairMaskKey(s.data(), keys[v].spk, digest, me, v,
                      masks.keys.data() + masks.add.size() * kRoundMaskKeyBytes)
              .ok())
       return Status::Error("the round key of " + names[v] + " is invalid");
@@ -71,7 +72,9 @@ Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskS
   if (unmask.masked != sets.masked)
     return Status::Error("the unmask of " + std::string(sender) + " is for other survivors");
   const size_t survivors = CountOf(sets.masked);
-  const size_t dropped = CountOf(sets.shared) - survivors;
+  size_t dropped = 0;  // U2 \ U3, which need not be U2 minus U3's size for unchecked sets
+  for (size_t v = 0; v < sets.shared.size(); ++v)
+    dropped += sets.shared[v] && !(v < sets.masked.size() && sets.masked[v]);
   if (unmask.self_seeds.size() != survivors || unmask.mask_secrets.size() != dropped)
     return Status::Error("the unmask of " + std::string(sender) + " holds " +
                          std::to_string(unmask.self_seeds.size()) + " self-mask and " +
@@ -86,6 +89,7 @@ Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& param
                                   std::span<const uint32_t> senders,
                                   std::span<const UnmaskShares* const> unmasks) {
   const auto& names = params.participants;
+  const RoundDigest digest = DigestOf(round, params);
   std::vector<uint16_t> xs;
   for (uint32_t i : senders) xs.push_back(static_cast<uint16_t>(i + 1));
   Result<ShamirCombiner> combiner = ShamirCombiner::Create(xs);
@@ -121,7 +125,7 @@ Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& param
       break;
     }
     for (size_t u : survivors) {
-      if (!PairMaskKey(secret.data(), keys[u].spk, round, next_key()).ok()) {
+      if (!PairMaskKey(secret.data(), keys[u].spk, digest, v, u, next_key()).ok()) {
         status = Status::Error("the round key of " + names[u] + " is invalid");
         break;
       }

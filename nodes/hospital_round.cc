@@ -23,6 +23,7 @@ Status HospitalRound::Learn(const Batch& keys, const RoundSets& sets) {
                                           round_keys->signatures[v]))
       return Status::Error("the keys of " + name + " are not signed by " + name);
   }
+  TALLY_RETURN_IF_ERROR(DistinctKeys(round_keys->keys, sets.joined, params_.participants));
   Result<ViewDigest> view = sealer_.View(round_, params_, sets.shared, round_keys->keys);
   if (!view.ok()) return view.status();
   keys_ = std::move(round_keys->keys);

@@ -53,6 +53,7 @@ Result<Batch> PatientRound::Shares(const PhaseUpdate& u, const Batch& keys) {
   }
   keys_ = std::move(signed_keys->keys);
   keys_[me_] = {c_.pub, s_.pub};
+  TALLY_RETURN_IF_ERROR(DistinctKeys(keys_, joined, ps));
   randombytes_buf(b_.data(), SecretKey::size());
   // A share for each member of U1 (at x = its index + 1), of b and of s, each split with its own
   // coefficients.
@@ -123,8 +124,7 @@ Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares)
 }
 
 Batch PatientRound::Confirmation(const PhaseUpdate& u) const {
-  const Signature signature = sealer_.Sign(
-      ConfirmStatement(digest_, sealer_.name(), u.sets.shared, u.sets.masked));
+  const Signature signature = sealer_.Sign(ConfirmStatement(view_, sealer_.name(), u.sets.masked));
   return Batch{u.round,
                BatchKind::kConfirm,
                {{static_cast<uint32_t>(me_), {signature.begin(), signature.end()}}}};
@@ -146,7 +146,7 @@ Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirm
           counted[item.index])
         continue;
       if (sealer_.Verify(ps[item.index],
-                         ConfirmStatement(digest_, ps[item.index], u.sets.shared, masked),
+                         ConfirmStatement(view_, ps[item.index], masked),
                          item.data)) {
         counted[item.index] = true;
         ++confirmed;

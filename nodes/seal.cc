@@ -4,6 +4,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <map>
 #include <cstring>
 #include <utility>
 
@@ -22,10 +23,10 @@ constexpr std::string_view kSealLabel = "tally seal v2";
 constexpr std::string_view kDigestLabel = "tally round v3";
 constexpr std::string_view kViewLabel = "tally view v4";
 constexpr std::string_view kKeysLabel = "tally keys v3";
-constexpr std::string_view kConfirmLabel = "tally confirm v3";
+constexpr std::string_view kConfirmLabel = "tally confirm v4";
 constexpr std::string_view kShareLabel = "tally share v3";
 constexpr std::string_view kShareTag = "tally/3 share";
-constexpr std::string_view kMaskLabel = "tally mask v3";
+constexpr std::string_view kMaskLabel = "tally mask v4";
 constexpr std::string_view kSelfLabel = "tally self v3";
 
 static_assert(kSealNonceSize == crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
@@ -109,12 +110,14 @@ Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined, std::option
   SignedKeys out{std::vector<RoundPublicKeys>(joined.size()),
                  std::vector<Signature>(joined.size())};
   const size_t others = CountOf(joined) - (me && *me < joined.size() && joined[*me] ? 1 : 0);
-  // The decoder refused an index given twice and items of the wrong size.
+  // The decoder refuses an index given twice too; a batch built in-process is checked here.
   bool fits = batch.kind == BatchKind::kKeys && batch.items.size() == others;
+  Members seen(joined.size(), false);
   for (const BatchItem& item : batch.items) {
     fits = fits && item.index < joined.size() && joined[item.index] && item.index != me &&
-           item.data.size() == kKeysItemSize;
+           !seen[item.index] && item.data.size() == kKeysItemSize;
     if (!fits) break;
+    seen[item.index] = true;
     auto at = item.data.begin();
     std::copy_n(at, kRoundKeySize, out.keys[item.index].cpk.begin());
     std::copy_n(at + kRoundKeySize, kRoundKeySize, out.keys[item.index].spk.begin());
@@ -137,17 +140,31 @@ std::vector<uint8_t> KeysStatement(const RoundDigest& digest, std::string_view o
   return out;
 }
 
-std::vector<uint8_t> ConfirmStatement(const RoundDigest& digest, std::string_view signer,
-                                      const Members& shared, const Members& masked) {
+std::vector<uint8_t> ConfirmStatement(const ViewDigest& view, std::string_view signer,
+                                      const Members& masked) {
   std::vector<uint8_t> out(kConfirmLabel.begin(), kConfirmLabel.end());
-  out.insert(out.end(), digest.begin(), digest.end());
+  out.insert(out.end(), view.begin(), view.end());
   out.push_back(static_cast<uint8_t>(signer.size()));
   out.insert(out.end(), signer.begin(), signer.end());
-  for (const Members* set : {&shared, &masked}) {
-    const std::vector<uint8_t> bits = MembersBits(*set);
-    out.insert(out.end(), bits.begin(), bits.end());
-  }
+  const std::vector<uint8_t> bits = MembersBits(masked);
+  out.insert(out.end(), bits.begin(), bits.end());
   return out;
+}
+
+Status DistinctKeys(std::span<const RoundPublicKeys> keys, const Members& joined,
+                    const std::vector<std::string>& names) {
+  std::map<RoundKey, size_t> seen;
+  for (size_t v = 0; v < keys.size(); ++v) {
+    if (!joined[v]) continue;
+    for (const RoundKey* key : {&keys[v].cpk, &keys[v].spk}) {
+      auto [at, fresh] = seen.emplace(*key, v);
+      if (!fresh)
+        return Status::Error(at->second == v ? "the round keys of " + names[v] + " are the same"
+                                             : "the round keys of " + names[at->second] +
+                                                   " and " + names[v] + " are the same");
+    }
+  }
+  return Status::Ok();
 }
 
 ViewDigest RoundView(const RoundDigest& digest, std::span<const PublicKey> seal_keys,
@@ -373,12 +390,20 @@ Status OpenShare(const uint8_t* key, const RoundId& round, std::string_view from
   return Status::Ok();
 }
 
-Status PairMaskKey(const uint8_t* s_secret, const RoundKey& peer_spk, const RoundId& round,
-                   uint8_t* out) {
+Status PairMaskKey(const uint8_t* s_secret, const RoundKey& peer_spk, const RoundDigest& digest,
+                   size_t i, size_t j, uint8_t* out) {
   Point point;
   if (crypto_scalarmult(point.bytes, s_secret, peer_spk.data()) != 0)
     return Status::Error("a round key of small order");
-  Hash().Add(point.bytes, sizeof point.bytes).Add(kMaskLabel).Add(round).Final(out);
+  Hash h;
+  h.Add(point.bytes, sizeof point.bytes).Add(kMaskLabel).Add(digest);
+  for (const size_t index : {std::min(i, j), std::max(i, j)}) {
+    const uint32_t le = static_cast<uint32_t>(index);
+    const uint8_t bytes[4] = {static_cast<uint8_t>(le), static_cast<uint8_t>(le >> 8),
+                              static_cast<uint8_t>(le >> 16), static_cast<uint8_t>(le >> 24)};
+    h.Add(bytes, sizeof bytes);
+  }
+  h.Final(out);
   return Status::Ok();
 }
 

@@ -61,10 +61,17 @@ Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined,
 // cpk || spk ("Keys of a round").
 std::vector<uint8_t> KeysStatement(const RoundDigest& digest, std::string_view owner,
                                    const RoundPublicKeys& keys);
-// What a survivor signs to confirm the sets: "tally confirm v3" || digest || u8 len(signer) ||
-// signer || U2 bits || U3 bits ("Order of a round", confirm).
-std::vector<uint8_t> ConfirmStatement(const RoundDigest& digest, std::string_view signer,
-                                      const Members& shared, const Members& masked);
+// What a survivor signs to confirm the survivors: "tally confirm v4" || view || u8 len(signer) ||
+// signer || U3 bits ("Order of a round", confirm). The view binds U2 and every member's round
+// keys, the signer's fresh ones included: a confirmation holds for one run of one round.
+std::vector<uint8_t> ConfirmStatement(const ViewDigest& view, std::string_view signer,
+                                      const Members& masked);
+
+// Fails, naming them, when two members of `joined` (per participant in `keys`) have the same cpk
+// or spk, or one has cpk = spk: a patient that copies another's key must not make a pair of masks
+// cancel ("Masks").
+Status DistinctKeys(std::span<const RoundPublicKeys> keys, const Members& joined,
+                    const std::vector<std::string>& names);
 
 // BLAKE2b-256 over the digest, the hospital's sealing key, and per participant its sealing key and,
 // for a member of U2, its round keys ("The view"). `seal_keys` holds the hospital's key then each
@@ -146,11 +153,12 @@ std::vector<uint8_t> SealShare(const uint8_t* key, const RoundId& round, std::st
 Status OpenShare(const uint8_t* key, const RoundId& round, std::string_view from,
                  std::string_view to, std::span<const uint8_t> sealed, std::span<uint8_t> pair);
 
-// The ChaCha20 key of the pairwise mask of s's owner and the owner of `peer_spk` in `round`:
-// BLAKE2b-256(crypto_scalarmult(s, peer_spk) || "tally mask v3" || round), 32 bytes at `out`.
-// Fails for a peer key of small order.
-Status PairMaskKey(const uint8_t* s_secret, const RoundKey& peer_spk, const RoundId& round,
-                   uint8_t* out);
+// The ChaCha20 key of the pairwise mask of participants i and j (s's owner and the owner of
+// `peer_spk`, either order) in the round of `digest`: BLAKE2b-256(crypto_scalarmult(s, peer_spk)
+// || "tally mask v4" || digest || u32 LE min(i, j) || u32 LE max(i, j)), 32 bytes at `out`
+// ("Masks"). Fails for a peer key of small order.
+Status PairMaskKey(const uint8_t* s_secret, const RoundKey& peer_spk, const RoundDigest& digest,
+                   size_t i, size_t j, uint8_t* out);
 // The ChaCha20 key of a self mask: BLAKE2b-256(b || "tally self v3"), 32 bytes at `out`.
 void SelfMaskKey(const uint8_t* b, uint8_t* out);
 // crypto_scalarmult_base(secret) == expected: a rebuilt mask secret matches its published key.

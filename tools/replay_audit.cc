@@ -82,10 +82,27 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
     p.Line("view", "view of the round: unknown: " + view.message(),
            "\"view\": null, \"error\": " + JsonString(view.message()));
   }
-  // The round's sets as its last phase record has them: the survivors, who unmasks.
+  // The round's sets as its last phase record has them: the survivors, who unmasks. Checked as a
+  // node checks a phase update (nested, sizes, the threshold), and their U2 must be the view's:
+  // unchecked sets would have the unmasking index shares that are not there.
   RoundSets sets;
+  PhaseUpdate last;
+  last.params = h->params;
   for (const CaptureRecord& r : c.records)
-    if (const auto* ph = std::get_if<CapturePhase>(&r)) sets = ph->sets;
+    if (const auto* ph = std::get_if<CapturePhase>(&r)) {
+      sets = ph->sets;
+      last.phase = ph->phase;
+    }
+  last.sets = sets;
+  if (Status checked = CheckSets(last); !checked.ok()) {
+    ++failures;
+    p.Line("problem", "the last phase record's sets: " + checked.message());
+    sets = RoundSets{};
+  } else if (view.ok() && sets.shared != view->sets.shared) {
+    ++failures;
+    p.Line("problem", "the last phase record's set of those who shared is not the view's");
+    sets = RoundSets{};
+  }
   const auto& names = h->params.participants;
   const size_t n = names.size();
   const uint32_t threshold = h->params.threshold;
