@@ -48,7 +48,9 @@ constexpr const char* kUsage =
     "  --values V1,...   the patients' inputs (scalars), instead of random ones\n"
     "  --range R         inputs lie in [0, R] (default 1000)\n"
     "  --length L        vectors of L elements (default 1)\n"
-    "  --deadline-ms MS  the broker's phase deadline (default 10000)\n"
+    "  --deadline-ms MS  the broker's phase deadline (default 10000, plus 0.12 ms x N^2 per\n"
+    "                    core for N patients: they all compute on this machine, each a key\n"
+    "                    with every other; 70 s for 1000 patients on 2 cores)\n"
     "  --threshold T     the survivors the round needs (default: the safe minimum,\n"
     "                    floor(2N/3)+1 of N patients)\n"
     "  --drop K|a,b      kill -9 these patients (or the last K) when the round reaches PHASE: the\n"
@@ -284,11 +286,22 @@ tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<s
                                     const std::vector<std::string>& hospital_args,
                                     const std::vector<std::string>& drop, uint64_t deadline_ms,
                                     const tally::LogSink& log) {
+  if (deadline_ms == 0) {
+    // Each patient's share and mask steps cost a public-key operation per other patient (about
+    // 0.12 ms each here), and every patient runs on this machine's cores at once.
+    const uint64_t n = names.size(), cores = std::max(1u, std::thread::hardware_concurrency());
+    deadline_ms = 10000 + n * n * 12 / 100 / cores;
+  }
+  // A phase may take up to its deadline: nodes must not give up waiting before it passes.
+  const std::vector<std::string> idle = {"--idle-timeout-ms",
+                                         std::to_string(std::max<uint64_t>(60000, 2 * deadline_ms))};
   if (auto s = cluster.StartBroker({"--deadline-ms", std::to_string(deadline_ms)}); !s.ok())
     return s;
   auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   for (size_t p = 0; p < names.size(); ++p) {
-    if (auto s = cluster.StartPatient(names[p], patient_args[p]); !s.ok()) return s;
+    std::vector<std::string> args = patient_args[p];
+    args.insert(args.end(), idle.begin(), idle.end());
+    if (auto s = cluster.StartPatient(names[p], args); !s.ok()) return s;
     if (std::chrono::steady_clock::now() >= next_progress) {
       log("launch: " + std::to_string(cluster.started()) + " of " + std::to_string(names.size()) +
           " patients started, " + std::to_string(cluster.ready()) + " connected");
@@ -313,7 +326,9 @@ tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<s
       log("launch: killed " + name + " (SIGKILL) at " + line->substr(7));
     });
   }
-  auto hospital = cluster.StartHospital("hospital", hospital_args);
+  std::vector<std::string> hospital_all = hospital_args;
+  hospital_all.insert(hospital_all.end(), idle.begin(), idle.end());
+  auto hospital = cluster.StartHospital("hospital", hospital_all);
   if (!hospital.ok()) {
     cluster.StopAll();
     for (auto& k : killers) k.join();
@@ -397,7 +412,7 @@ int main(int argc, char** argv) {
   std::vector<uint64_t> given;
   uint64_t range = 1000;
   uint64_t length = 1;
-  uint64_t deadline_ms = 10000;
+  uint64_t deadline_ms = 0;  // 0: by the number of patients (RunRound)
   bool json = false;
   fs::path workdir = "run";
   fs::path inputs_file;
