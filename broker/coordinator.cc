@@ -389,27 +389,37 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
       sets.joined = present(r.joined);
       Advance(Phase::kShare, "", now, out);
       r.share_box.assign(r.n * r.n * kSealedShareSize, 0);
-      return SendKeys(out);
+      SendKeys(out);
+      break;
     case Phase::kShare:
       sets.shared = present(r.shared);
       Advance(Phase::kMask, "", now, out);
       SendShares(out);
       r.share_box.clear();
       r.share_box.shrink_to_fit();
-      return;
+      break;
     case Phase::kMask:
+      // Survivors that are gone since their masked input stay survivors (their input is in the
+      // sum) but cannot confirm or unmask: the check below counts them out at once.
       sets.masked = r.partials;
-      if (sets.masked == sets.shared) return Advance(Phase::kUnmask, "", now, out);
-      r.confirmations.assign(r.n, Signature{});
-      return Advance(Phase::kConfirm, "", now, out);
+      if (sets.masked == sets.shared) {
+        Advance(Phase::kUnmask, "", now, out);
+      } else {
+        r.confirmations.assign(r.n, Signature{});
+        Advance(Phase::kConfirm, "", now, out);
+      }
+      break;
     case Phase::kConfirm:
       sets.confirmed = r.confirmed;
       Advance(Phase::kUnmask, "", now, out);
       SendConfirmations(out);
-      return;
+      break;
     default:
       return;
   }
+  // The new phase may already be out of reach (members of its set gone): abort now rather than
+  // route another envelope first.
+  Settle(false, now, out);
 }
 
 // Each member w of U1 gets every other member's cpk || spk || signature, the hospital every

@@ -90,7 +90,7 @@ Result<std::vector<uint64_t>> Patient::Encode(const PhaseUpdate& u) const {
 }
 
 void Patient::OnOpen(const PhaseUpdate& u) {
-  if (seen_.count(u.round)) return;
+  if (seen_.count(u.round) || joined_.count(u.round)) return;
   const auto& ps = u.params.participants;
   const auto me = std::find(ps.begin(), ps.end(), name_);
   if (me == ps.end()) return;
@@ -110,6 +110,9 @@ void Patient::OnOpen(const PhaseUpdate& u) {
     if (once_) Finish(Status::Error("left round " + RoundHex(u.round) + ": " + joined.message()));
     return;
   }
+  // Never a second run of the same round id: the privacy argument counts one signed view per
+  // patient and round (schema/PROTOCOL.md, "Why it is private"), so this memory has no bound.
+  joined_.insert(u.round);
   round_.emplace(
       Joined{u, std::move(joined.value()), {}, Phase::kOpen, {}, {}, {}, {}, Clock::now()});
   Log("event=join round=" + RoundHex(u.round));

@@ -67,8 +67,9 @@ class Patient : public NodeRole {
   bool vanished_ = false;  // reached vanish_at_: acts on nothing more
   const std::chrono::milliseconds idle_timeout_;
   std::optional<Joined> round_;
-  std::set<RoundId> seen_;  // rounds already answered (updates are republished)
+  std::set<RoundId> seen_;  // the latest rounds answered (updates are republished)
   std::deque<RoundId> seen_order_;
+  std::set<RoundId> joined_;  // every round this process joined, for its whole life
 };
 
 }  // namespace tally

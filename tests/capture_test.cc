@@ -1,5 +1,7 @@
-// Capture files (format 2): write/read round trip, phase records with the participants' join
-// nonces, and a reader that survives every truncation and flip.
+// Capture files (format 3, rounds that survive dropouts): write/read round trip, a header with
+// the round's threshold, phase records with the round's sets (checked against the header's
+// participants), frame records (the envelopes routed and the keys batch given the hospital), a
+// trailer that counts the frames, and a reader that survives every truncation and flip.
 
 #include "schema/capture.h"
 
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "schema/results.h"
 #include "tests/contains.h"
 
 namespace tally {
@@ -88,46 +91,71 @@ class CaptureTest : public ::testing::Test {
     h.params.hospital = "hospital";
     h.params.range = (uint64_t{1} << 63) + 5;
     h.params.length = 3;
-    h.params.participants = {"alice", "bob", "charlie"};
+    h.params.participants = {"alice", "bob", "charlie", "dave"};
+    h.params.threshold = 3;
     h.roster_fingerprint = std::string(64, 'a');
     h.opened_unix_ms = 1'764'000'000'123;
     return h;
   }
 
-  static JoinNonce Nonce(uint8_t seed) {
-    JoinNonce n{};
-    for (size_t i = 0; i < n.size(); ++i) n[i] = static_cast<uint8_t>(seed * 41 + i);
-    return n;
+  // "1101" -> {true, true, false, true}: a set of the header's participants.
+  static Members Bits(std::string_view flags) {
+    Members m;
+    for (char c : flags) m.push_back(c == '1');
+    return m;
   }
-  // The header's three participants' nonces, as the broker publishes them from the sum phase.
-  static std::vector<JoinNonce> Nonces() { return {Nonce(1), Nonce(2), Nonce(3)}; }
+  static Members All() { return Bits("1111"); }
+  // The survivors of Rest()'s round: dave vanished after sharing.
+  static Members Survivors() { return Bits("1110"); }
 
-  // A partial, as a patient sends it to the hospital.
-  static std::vector<uint8_t> EnvelopeFrame(uint8_t seed) {
+  // An envelope as a patient sends it to the hospital: a partial or an unmask.
+  static std::vector<uint8_t> EnvelopeFrame(uint8_t seed,
+                                            EnvelopeKind kind = EnvelopeKind::kPartial,
+                                            std::string from = "alice") {
     Envelope e;
-    e.kind = EnvelopeKind::kPartial;
+    e.kind = kind;
     e.round = Header().round;
-    e.from = "alice";
+    e.from = std::move(from);
     e.to = "hospital";
     e.sealed.resize(kSealOverhead + 24);
     for (size_t i = 0; i < e.sealed.size(); ++i) e.sealed[i] = static_cast<uint8_t>(seed + i);
     return Encode(e);
   }
+  // The keys batch the broker gives the hospital: cpk || spk || signature of every member of U1
+  // (what the hospital's view is computed from, and what a replay checks the signatures of).
+  static std::vector<uint8_t> KeysFrame() {
+    Batch b{Header().round, BatchKind::kKeys, {}};
+    for (uint32_t i = 0; i < 4; ++i)
+      b.items.push_back({i, std::vector<uint8_t>(kKeysItemSize, static_cast<uint8_t>(i + 1))});
+    return Encode(b);
+  }
 
-  // Every record type, in the order a round writes them.
+  // Every record type, in the order a round writes them: a round of four with threshold 3 in
+  // which dave vanished after sharing (so a confirm phase) and the hospital did not acknowledge.
   static std::vector<CaptureRecord> Rest() {
+    const Members all = All(), survivors = Survivors();
     return {
         CapturePhase{0, Phase::kOpen, 10, "", {}},
-        CapturePhase{1500, Phase::kSum, 11, "", Nonces()},
-        CaptureEnvelope{2000, EnvelopeFrame(1)},
-        CaptureRejected{2100, "mallory", "envelope from names another sender", 812},
-        CaptureEnvelope{2500, EnvelopeFrame(2)},
-        CaptureEnvelope{2600, {}},
-        CapturePhase{3000, Phase::kAbort, 12, "partial from charlie not sent", Nonces()},
+        CapturePhase{1500, Phase::kShare, 11, "", {all, {}, {}, {}}},
+        CaptureFrame{1510, KeysFrame()},
+        CapturePhase{2000, Phase::kMask, 12, "", {all, all, {}, {}}},
+        CaptureFrame{2100, EnvelopeFrame(1, EnvelopeKind::kPartial, "alice")},
+        CaptureRejected{2150, "mallory", "envelope from names another sender", 812},
+        CaptureFrame{2200, EnvelopeFrame(2, EnvelopeKind::kPartial, "bob")},
+        CaptureFrame{2300, EnvelopeFrame(3, EnvelopeKind::kPartial, "charlie")},
+        CapturePhase{3000, Phase::kConfirm, 13, "", {all, all, survivors, {}}},
+        CapturePhase{3500, Phase::kUnmask, 14, "", {all, all, survivors, survivors}},
+        CaptureFrame{3600, EnvelopeFrame(4, EnvelopeKind::kUnmask, "alice")},
+        CaptureFrame{3650, {}},
+        CapturePhase{4000,
+                     Phase::kAbort,
+                     15,
+                     "hospital did not acknowledge the result",
+                     {all, all, survivors, survivors}},
     };
   }
   static CaptureTrailer Trailer() {
-    return CaptureTrailer{3001, false, "partial from charlie not sent", 3, 1};
+    return CaptureTrailer{4001, false, "hospital did not acknowledge the result", 6, 1};
   }
 
   // Writes a full capture and returns its path.
@@ -136,6 +164,9 @@ class CaptureTest : public ::testing::Test {
     Result<CaptureWriter> w = CaptureWriter::Create(path, Header());
     EXPECT_TRUE(w.ok()) << w.message();
     for (const CaptureRecord& r : Rest()) EXPECT_TRUE(w->Append(r).ok());
+    // The trailer counts what the writer counted.
+    EXPECT_EQ(w->frames(), Trailer().frames);
+    EXPECT_EQ(w->rejected(), Trailer().rejected);
     EXPECT_TRUE(w->Finish(Trailer()).ok());
     return path;
   }
@@ -156,11 +187,15 @@ TEST_F(CaptureTest, WriteThenReadBack) {
   ASSERT_TRUE(c.ok()) << c.message();
   EXPECT_TRUE(c->ok()) << c->error;
   EXPECT_EQ(c->records, AllRecords());
-  // The phase records kept their nonces: none while open, all three, in order, from the sum.
-  ASSERT_EQ(c->records.size(), 9u);
-  EXPECT_TRUE(std::get<CapturePhase>(c->records[1]).nonces.empty());
-  EXPECT_EQ(std::get<CapturePhase>(c->records[2]).nonces, Nonces());
-  EXPECT_EQ(std::get<CapturePhase>(c->records[7]).nonces, Nonces());
+  // The phase records kept their sets: none while open, then each as its phase fixed it.
+  ASSERT_EQ(c->records.size(), 15u);
+  EXPECT_EQ(std::get<CapturePhase>(c->records[1]).sets, RoundSets{});
+  EXPECT_EQ(std::get<CapturePhase>(c->records[2]).sets.joined, All());
+  EXPECT_TRUE(std::get<CapturePhase>(c->records[2]).sets.shared.empty());
+  EXPECT_EQ(std::get<CapturePhase>(c->records[9]).sets.masked, Survivors());
+  EXPECT_TRUE(std::get<CapturePhase>(c->records[9]).sets.confirmed.empty());
+  EXPECT_EQ(std::get<CapturePhase>(c->records[13]).sets.confirmed, Survivors());
+  EXPECT_EQ(std::get<CaptureHeader>(c->records[0]).params.threshold, 3u);
   ASSERT_EQ(c->offsets.size(), c->records.size());
   EXPECT_EQ(c->offsets[0], 12u);
   // Offsets are where each framed record starts: consecutive EncodeRecord sizes.
@@ -172,9 +207,9 @@ TEST_F(CaptureTest, WriteThenReadBack) {
   EXPECT_EQ(at, fs::file_size(path));
 }
 
-// The broker's zero-copy path writes byte for byte what Append(CaptureEnvelope) writes, for
+// The broker's zero-copy path writes byte for byte what Append(CaptureFrame) writes, for
 // frames small and large (the large one crosses many 8-byte CRC steps and an odd tail).
-TEST_F(CaptureTest, AppendEnvelopeWritesTheSameBytesAsAppend) {
+TEST_F(CaptureTest, AppendFrameWritesTheSameBytesAsAppend) {
   std::vector<uint8_t> big(1'000'003);
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 131 + 7);
   for (const std::vector<uint8_t>& frame : {EnvelopeFrame(9), big, std::vector<uint8_t>{}}) {
@@ -184,8 +219,8 @@ TEST_F(CaptureTest, AppendEnvelopeWritesTheSameBytesAsAppend) {
     auto wa = CaptureWriter::Create(a, Header());
     auto wb = CaptureWriter::Create(b, Header());
     ASSERT_TRUE(wa.ok() && wb.ok());
-    ASSERT_TRUE(wa->Append(CaptureEnvelope{77, frame}).ok());
-    ASSERT_TRUE(wb->AppendEnvelope(77, frame).ok());
+    ASSERT_TRUE(wa->Append(CaptureFrame{77, frame}).ok());
+    ASSERT_TRUE(wb->AppendFrame(77, frame).ok());
     ASSERT_TRUE(wa->Finish(Trailer()).ok());
     ASSERT_TRUE(wb->Finish(Trailer()).ok());
     std::ifstream ia(a, std::ios::binary), ib(b, std::ios::binary);
@@ -206,7 +241,7 @@ TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
   // The header record: u32 body length, type 1, body, CRC-32 over type + body.
   const uint32_t body = bytes[12] | bytes[13] << 8 | bytes[14] << 16 | uint32_t{bytes[15]} << 24;
   EXPECT_EQ(bytes[16], 1);
-  EXPECT_EQ(bytes[17], 0x9b);  // fixarray(11)
+  EXPECT_EQ(bytes[17], 0x9c);  // fixarray(12)
   const size_t crc_at = 17 + body;
   const uint32_t crc = bytes[crc_at] | bytes[crc_at + 1] << 8 | bytes[crc_at + 2] << 16 |
                        uint32_t{bytes[crc_at + 3]} << 24;
@@ -219,40 +254,95 @@ TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
   EXPECT_EQ(CaptureCrc32(std::span<const uint8_t>(bytes).subspan(16, 1 + body)), crc);
 }
 
-// A phase record's body: [t_us, phase, seq, reason, nonces], the nonces as one bin of 32 bytes
-// per participant (empty in the open phase).
+// A phase record's body: [t_us, phase, seq, reason, joined, shared, masked, confirmed], each set
+// a bin of ceil(n/8) bytes (participant i in bit i % 8 of byte i / 8) or empty before its phase.
 TEST_F(CaptureTest, PhaseRecordLayoutIsPinned) {
-  JoinNonce a, b;
-  a.fill(0xaa);
-  b.fill(0xbb);
-  std::vector<uint8_t> body = {0x95, 0xcd, 0x05, 0xdc, 0xa3, 's', 'u', 'm', 0x0b, 0xa0, 0xc4, 0x40};
-  body.insert(body.end(), 32, 0xaa);
-  body.insert(body.end(), 32, 0xbb);
-  EXPECT_EQ(EncodeRecord(CapturePhase{1500, Phase::kSum, 11, "", {a, b}}), Frame(4, body));
-  const std::vector<uint8_t> open = {0x95, 0x00, 0xa4, 'o', 'p', 'e', 'n', 0x0a, 0xa0, 0xc4, 0x00};
-  EXPECT_EQ(EncodeRecord(CapturePhase{0, Phase::kOpen, 10, "", {}}), Frame(4, open));
-  // schema/PROTOCOL.md's example, byte for byte, with its CRC.
-  const std::vector<uint8_t> documented = {0x0d, 0x00, 0x00, 0x00, 0x04, 0x95, 0xcd, 0x05,
-                                           0xdc, 0xa4, 0x6f, 0x70, 0x65, 0x6e, 0x01, 0xa0,
-                                           0xc4, 0x00, 0x2f, 0x12, 0xa6, 0xd7};
+  const std::vector<uint8_t> body = {0x98, 0xcd, 0x05, 0xdc, 0xa4, 'm',  'a',
+                                     's',  'k',  0x0b, 0xa0, 0xc4, 0x01, 0x0f,
+                                     0xc4, 0x01, 0x0b, 0xc4, 0x00, 0xc4, 0x00};
+  EXPECT_EQ(EncodeRecord(CapturePhase{1500, Phase::kMask, 11, "", {All(), Bits("1101"), {}, {}}}),
+            Frame(4, body));
+  // Nine participants: two bytes per set, the ninth in bit 0 of the second.
+  const std::vector<uint8_t> nine = {0x98, 0x07, 0xa4, 'd',  'o',  'n',  'e',  0x0c, 0xa0,
+                                     0xc4, 0x02, 0xff, 0x01, 0xc4, 0x02, 0xff, 0x01, 0xc4,
+                                     0x02, 0xfe, 0x01, 0xc4, 0x02, 0xfe, 0x01};
+  const Members everyone(9, true);
+  Members survivors = everyone;
+  survivors[0] = false;
+  EXPECT_EQ(EncodeRecord(
+                CapturePhase{7, Phase::kDone, 12, "", {everyone, everyone, survivors, survivors}}),
+            Frame(4, nine));
+  // The open phase's record [1500, "open", 1, "", four empty sets], byte for byte, with its CRC
+  // (the example schema/PROTOCOL.md gives).
+  const std::vector<uint8_t> documented = {
+      0x13, 0x00, 0x00, 0x00, 0x04, 0x98, 0xcd, 0x05, 0xdc, 0xa4, 0x6f, 0x70, 0x65, 0x6e,
+      0x01, 0xa0, 0xc4, 0x00, 0xc4, 0x00, 0xc4, 0x00, 0xc4, 0x00, 0x48, 0x10, 0x35, 0x56};
   EXPECT_EQ(EncodeRecord(CapturePhase{1500, Phase::kOpen, 1, "", {}}), documented);
 }
 
-TEST_F(CaptureTest, PhaseRecordsRoundTripEveryPhaseWithAndWithoutNonces) {
+TEST_F(CaptureTest, PhaseRecordsRoundTripEveryPhaseWithItsSets) {
   std::vector<CaptureRecord> records = {Header()};
-  for (Phase phase : {Phase::kOpen, Phase::kSum, Phase::kDone, Phase::kAbort}) {
+  const Members all = All(), survivors = Survivors();
+  for (Phase phase : {Phase::kOpen, Phase::kShare, Phase::kMask, Phase::kConfirm, Phase::kUnmask,
+                      Phase::kDone, Phase::kAbort}) {
     records.push_back(CapturePhase{7, phase, 1, phase == Phase::kAbort ? "why" : "", {}});
-    records.push_back(CapturePhase{8, phase, 2, "", Nonces()});
+    records.push_back(CapturePhase{8, phase, 2, "", {all, {}, {}, {}}});
+    records.push_back(CapturePhase{9, phase, 3, "", {all, all, survivors, survivors}});
+    records.push_back(CapturePhase{9, phase, 4, "", {all, Bits("0111"), Bits("0110"), {}}});
+    records.push_back(CapturePhase{9, phase, 5, "", {Bits("0000"), {}, {}, Bits("1001")}});
   }
-  // The reader takes up to kMaxParticipants nonces in one record.
-  std::vector<JoinNonce> most;
-  for (size_t i = 0; i < kMaxParticipants; ++i) most.push_back(Nonce(static_cast<uint8_t>(i)));
-  records.push_back(CapturePhase{9, Phase::kSum, 3, "", most});
   std::vector<uint8_t> bytes = FileStart();
   for (const CaptureRecord& r : records) Append(&bytes, EncodeRecord(r));
   const CaptureContents c = ReadCapture(bytes);
   ASSERT_TRUE(c.ok()) << c.error;
   EXPECT_EQ(c.records, records);
+
+  // The reader takes sets of up to kMaxParticipants, as many as the header names.
+  CaptureHeader most = Header();
+  most.params.participants.clear();
+  for (size_t i = 0; i < kMaxParticipants; ++i)
+    most.params.participants.push_back("p" + std::to_string(i));
+  most.params.threshold = SafeThreshold(kMaxParticipants);
+  Members thousand(kMaxParticipants, true);
+  Members dropped = thousand;
+  dropped[kMaxParticipants - 1] = false;
+  records = {most, CapturePhase{9, Phase::kUnmask, 3, "", {thousand, thousand, dropped, dropped}}};
+  bytes = FileStart();
+  for (const CaptureRecord& r : records) Append(&bytes, EncodeRecord(r));
+  const CaptureContents big = ReadCapture(bytes);
+  ASSERT_TRUE(big.ok()) << big.error;
+  EXPECT_EQ(big.records, records);
+}
+
+// A header carries the round's threshold after its weight: 12 fields. A header without it (a
+// capture from before dropouts, same format number) is refused by its field count.
+TEST_F(CaptureTest, TheHeaderHasTwelveFieldsWithTheThreshold) {
+  CaptureHeader h;
+  h.ticket = 1;
+  h.params = {"h", 100, 1, {"a", "b"}, {}, {}, 2};
+  h.roster_fingerprint = "ab";
+  h.opened_unix_ms = 5;
+  std::vector<uint8_t> body = {0x9c, 0x03, 0xc4, 0x10};
+  body.insert(body.end(), 16, 0x00);
+  body.insert(body.end(), {0x01, 0xa1, 'h', 0x64, 0x01, 0x92, 0xa1, 'a', 0xa1, 'b', 0x90, 0x92,
+                           0x00, 0x00, 0x02, 0xa2, 'a', 'b', 0x05});
+  EXPECT_EQ(EncodeRecord(h), Frame(1, body));
+  for (uint32_t t : {0u, 2u, UINT32_MAX}) {
+    h.params.threshold = t;
+    std::vector<uint8_t> bytes = FileStart();
+    Append(&bytes, EncodeRecord(h));
+    const CaptureContents c = ReadCapture(bytes);
+    ASSERT_TRUE(c.ok()) << c.error;
+    EXPECT_EQ(std::get<CaptureHeader>(c.records[0]), h);
+  }
+  // The same header without its threshold: 11 fields.
+  std::vector<uint8_t> old = body;
+  old[0] = 0x9b;
+  old.erase(old.begin() + 4 + 16 + 12);  // the threshold, after weight [0, 0]
+  std::vector<uint8_t> bytes = FileStart();
+  Append(&bytes, Frame(1, old));
+  EXPECT_EQ(ReadCapture(bytes).error,
+            "malformed header record: expected 12 fields, got 11 (offset 12)");
 }
 
 TEST_F(CaptureTest, CaptureWithoutTrailerReadsCleanly) {
@@ -317,8 +407,14 @@ TEST_F(CaptureTest, FlippedByteInARecordIsACrcMismatchAtThatRecord) {
   const std::vector<uint8_t> bytes = ReadAll(WriteFull());
   const CaptureContents full = ReadCapture(bytes);
   ASSERT_TRUE(full.ok());
-  // Every record, every byte: the header (index 0), a rejected record, the trailer.
-  for (size_t index : {size_t{0}, size_t{4}, full.offsets.size() - 1}) {
+  // Every record, every byte: the header (index 0), the keys frame, a phase record with its sets,
+  // a rejected record, a partial's frame, the trailer.
+  ASSERT_TRUE(std::holds_alternative<CaptureFrame>(full.records[3]));
+  ASSERT_TRUE(std::holds_alternative<CapturePhase>(full.records[4]));
+  ASSERT_TRUE(std::holds_alternative<CaptureRejected>(full.records[6]));
+  ASSERT_TRUE(std::holds_alternative<CaptureFrame>(full.records[7]));
+  for (size_t index :
+       {size_t{0}, size_t{3}, size_t{4}, size_t{6}, size_t{7}, full.offsets.size() - 1}) {
     const size_t start = full.offsets[index];
     const size_t end = index + 1 < full.offsets.size() ? full.offsets[index + 1] : bytes.size();
     for (size_t at = start; at < end; ++at) {
@@ -442,8 +538,11 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
     p.pack_str(static_cast<uint32_t>(s.size()));
     p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
   };
+  // The header's fields in order, as many as `fields` (nil past the twelfth); without
+  // `threshold`, the shape of a header from before dropouts.
   auto header = [&](int fields, std::string_view hospital, uint64_t length,
-                    uint32_t version = kCaptureFormatVersion) {
+                    uint32_t version = kCaptureFormatVersion, bool threshold = true,
+                    bool str_threshold = false) {
     return Body([&](P& p) {
       p.pack_array(static_cast<uint32_t>(fields));
       p.pack_uint32(version);
@@ -458,33 +557,50 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
       p.pack_array(2);  // weight
       p.pack_uint64(0);
       p.pack_uint32(0);
-      str(p, "abcd");
-      if (fields > 10) p.pack_int64(-5);
-      if (fields > 11) p.pack_nil();
+      int packed = 9;
+      auto more = [&] { return packed < fields ? (++packed, true) : false; };
+      if (threshold && more()) {
+        if (str_threshold) {
+          str(p, "3");
+        } else {
+          p.pack_uint32(0);
+        }
+      }
+      if (more()) str(p, "abcd");
+      if (more()) p.pack_int64(-5);
+      while (more()) p.pack_nil();
     });
   };
   const std::vector<Case> cases = {
-      {1, header(10, "hospital", 1), "malformed header record: expected 11 fields, got 10"},
-      {1, header(12, "hospital", 1), "malformed header record: expected 11 fields, got 12"},
-      {1, header(11, "Hospital!", 1), "malformed header record: invalid name in hospital"},
-      {1, header(11, "hospital", 0), "malformed header record: length must be between 1"},
+      {1, header(10, "hospital", 1), "malformed header record: expected 12 fields, got 10"},
+      {1, header(11, "hospital", 1), "malformed header record: expected 12 fields, got 11"},
+      {1, header(13, "hospital", 1), "malformed header record: expected 12 fields, got 13"},
+      // A header from before dropouts: no threshold.
+      {1, header(11, "hospital", 1, kCaptureFormatVersion, false),
+       "malformed header record: expected 12 fields, got 11"},
+      {1, header(12, "hospital", 1, kCaptureFormatVersion, true, true),
+       "malformed header record: threshold must be uint, got str"},
+      {1, header(12, "Hospital!", 1), "malformed header record: invalid name in hospital"},
+      {1, header(12, "hospital", 0),
+       "malformed header record: length must be between 1 and 1048576, got 0"},
       // A protocol-2 header record inside a format-3 file.
-      {1, header(11, "hospital", 1, 2),
+      {1, header(12, "hospital", 1, 2),
        "malformed header record: format_version 2 does not match the file's version 3"},
-      {1, Body([](P& p) { p.pack_map(0); }), "malformed header record: record body must be a"},
+      {1, Body([](P& p) { p.pack_map(0); }),
+       "malformed header record: record body must be a msgpack array, got map"},
       {1, {0x99, 0x01}, "malformed header record: truncated record body"},
   };
   for (const Case& k : cases) {
     std::vector<uint8_t> bytes = FileStart();
     Append(&bytes, Frame(k.type, k.body));
     const CaptureContents c = ReadCapture(bytes);
-    EXPECT_TRUE(Contains(c.error, k.error));
+    EXPECT_EQ(c.error, k.error + " (offset 12)");
     EXPECT_EQ(c.error_offset, 12u);
     EXPECT_TRUE(c.records.empty());
   }
   // A valid header whose opened_unix_ms is negative (before 1970) is still valid.
   std::vector<uint8_t> ok = FileStart();
-  Append(&ok, Frame(1, header(11, "hospital", 1)));
+  Append(&ok, Frame(1, header(12, "hospital", 1)));
   const CaptureContents c = ReadCapture(ok);
   ASSERT_TRUE(c.ok()) << c.error;
   EXPECT_EQ(std::get<CaptureHeader>(c.records[0]).opened_unix_ms, -5);
@@ -495,13 +611,25 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
          p.pack_int32(-1);
          p.pack_bin(0);
        }),
-       "malformed envelope record: t_us must be uint, got negative int"},
+       "malformed frame record: t_us must be uint, got negative int"},
       {2, Body([&](P& p) {
          p.pack_array(2);
          p.pack_uint32(1);
          str(p, "frame");
        }),
-       "malformed envelope record: frame must be bin, got str"},
+       "malformed frame record: frame must be bin, got str"},
+      {2, Body([&](P& p) {
+         p.pack_array(3);
+         p.pack_uint32(1);
+         p.pack_bin(0);
+         p.pack_nil();
+       }),
+       "malformed frame record: expected 2 fields, got 3"},
+      {2, Body([&](P& p) {
+         p.pack_array(1);
+         p.pack_uint32(1);
+       }),
+       "malformed frame record: expected 2 fields, got 1"},
       {3, Body([&](P& p) {
          p.pack_array(4);
          p.pack_uint32(1);
@@ -509,14 +637,29 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
          str(p, "x\n");
          p.pack_uint32(9);
        }),
-       "malformed rejected record: reason must be printable ASCII"},
+       "malformed rejected record: reason must be printable ASCII, at most 200 characters"},
+      {3, Body([&](P& p) {
+         p.pack_array(4);
+         p.pack_uint32(1);
+         str(p, "Bob");
+         str(p, "why");
+         p.pack_uint32(9);
+       }),
+       "malformed rejected record: invalid name in sender"},
+      {3, Body([&](P& p) {
+         p.pack_array(3);
+         p.pack_uint32(1);
+         str(p, "bob");
+         str(p, "why");
+       }),
+       "malformed rejected record: expected 4 fields, got 3"},
       {4, Body([&](P& p) {
-         p.pack_array(5);
+         p.pack_array(8);
          p.pack_uint32(1);
          str(p, "paused");
          p.pack_uint32(1);
          str(p, "");
-         p.pack_bin(0);
+         for (int i = 0; i < 4; ++i) p.pack_bin(0);
        }),
        "malformed phase record: unknown phase"},
       {5, Body([&](P& p) {
@@ -533,11 +676,28 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
          p.pack_uint32(1);
          p.pack_true();
          str(p, "");
+         str(p, "6");
+         p.pack_uint32(0);
+       }),
+       "malformed trailer record: frames must be uint, got str"},
+      {5, Body([&](P& p) {
+         p.pack_array(5);
+         p.pack_uint32(1);
+         p.pack_true();
+         str(p, "");
          p.pack_uint32(0);
          p.pack_uint32(0);
          p.pack_nil();
        }),
-       "1 trailing bytes after record body"},
+       "malformed trailer record: 1 trailing bytes after record body"},
+      {5, Body([&](P& p) {
+         p.pack_array(4);
+         p.pack_uint32(1);
+         p.pack_true();
+         str(p, "");
+         p.pack_uint32(0);
+       }),
+       "malformed trailer record: expected 5 fields, got 4"},
   };
   for (const Case& k : later) {
     std::vector<uint8_t> bytes = FileStart();
@@ -545,54 +705,66 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
     const size_t at = bytes.size();
     Append(&bytes, Frame(k.type, k.body));
     const CaptureContents c = ReadCapture(bytes);
-    EXPECT_TRUE(Contains(c.error, k.error));
+    EXPECT_EQ(c.error, k.error + " (offset " + std::to_string(at) + ")");
     EXPECT_EQ(c.error_offset, at);
     EXPECT_EQ(c.records.size(), 1u);
   }
 }
 
-// Phase records, strictly: protocol 1's four-field record and "share" phase, and a nonces
-// field that is not whole 32-byte nonces. Each error is the reader's exact text.
+// Phase records, strictly: protocol 1's four-field record, the five-field record with nonces
+// (protocol 2's, and protocol 3's before dropouts), the "sum" and "paused" phases, and sets that
+// are not sets of the header's participants. Each error is the reader's exact text.
 TEST_F(CaptureTest, MalformedPhaseRecords) {
   using P = msgpack::packer<msgpack::sbuffer>;
-  auto phase = [](std::string_view name, int fields, const std::function<void(P&)>& nonces) {
+  using Fill = std::function<void(P&)>;
+  auto phase = [](std::string_view name, const std::vector<Fill>& rest) {
     return Body([&](P& p) {
-      p.pack_array(static_cast<uint32_t>(fields));
+      p.pack_array(static_cast<uint32_t>(4 + rest.size()));
       p.pack_uint64(1500);
       p.pack_str(static_cast<uint32_t>(name.size()));
       p.pack_str_body(name.data(), static_cast<uint32_t>(name.size()));
       p.pack_uint64(11);
       p.pack_str(0);
-      if (fields > 4) nonces(p);
+      for (const Fill& f : rest) f(p);
     });
   };
-  auto bin = [](size_t size) {
-    return [size](P& p) {
-      const std::vector<char> bytes(size, 0x5a);
-      p.pack_bin(static_cast<uint32_t>(size));
-      p.pack_bin_body(bytes.data(), static_cast<uint32_t>(size));
+  auto bin = [](std::vector<uint8_t> bytes) -> Fill {
+    return [bytes](P& p) {
+      p.pack_bin(static_cast<uint32_t>(bytes.size()));
+      p.pack_bin_body(reinterpret_cast<const char*>(bytes.data()),
+                      static_cast<uint32_t>(bytes.size()));
     };
   };
+  const Fill none = bin({});
+  const Fill four = bin({0x0f});
   struct Case {
     std::vector<uint8_t> body;
     std::string error;
   };
   const std::vector<Case> cases = {
-      {phase("share", 4, bin(0)), "malformed phase record: expected 5 fields, got 4"},
-      {phase("sum", 4, bin(0)), "malformed phase record: expected 5 fields, got 4"},
-      {phase("share", 5, bin(0)), "malformed phase record: unknown phase"},
-      {phase("share", 5, bin(96)), "malformed phase record: unknown phase"},
-      {phase("sum", 5, bin(33)),
-       "malformed phase record: nonces must hold at most 1000 nonces of 32 bytes, got 33 bytes"},
-      {phase("sum", 5, bin(31)),
-       "malformed phase record: nonces must hold at most 1000 nonces of 32 bytes, got 31 bytes"},
-      {phase("sum", 5, bin(32 * (kMaxParticipants + 1))),
-       "malformed phase record: nonces must hold at most 1000 nonces of 32 bytes, got 32032 "
-       "bytes"},
-      {phase("sum", 5, [](P& p) { p.pack_nil(); }),
-       "malformed phase record: nonces must be bin, got nil"},
-      {phase("sum", 5, [](P& p) { p.pack_array(0); }),
-       "malformed phase record: nonces must be bin, got array"},
+      {phase("share", {}), "malformed phase record: expected 8 fields, got 4"},
+      {phase("sum", {bin(std::vector<uint8_t>(96, 0x5a))}),
+       "malformed phase record: expected 8 fields, got 5"},
+      {phase("mask", {four, four, none}), "malformed phase record: expected 8 fields, got 7"},
+      {phase("mask", {four, four, none, none, none}),
+       "malformed phase record: expected 8 fields, got 9"},
+      {phase("sum", {four, four, none, none}), "malformed phase record: unknown phase"},
+      {phase("paused", {none, none, none, none}), "malformed phase record: unknown phase"},
+      // The header names four participants: a set is one byte, bits 0 to 3.
+      {phase("share", {bin({0x0f, 0x00}), none, none, none}),
+       "malformed phase record: joined must be empty or 1 bytes for 4 participants, got 2"},
+      {phase("mask", {four, bin(std::vector<uint8_t>(125, 0xff)), none, none}),
+       "malformed phase record: shared must be empty or 1 bytes for 4 participants, got 125"},
+      {phase("share", {bin({0x10}), none, none, none}),
+       "malformed phase record: joined names a participant beyond the 4"},
+      {phase("confirm", {four, four, bin({0x87}), none}),
+       "malformed phase record: masked names a participant beyond the 4"},
+      {phase("unmask", {four, four, bin({0x07}), bin({0xff})}),
+       "malformed phase record: confirmed names a participant beyond the 4"},
+      {phase("mask", {four, [](P& p) { p.pack_nil(); }, none, none}),
+       "malformed phase record: shared must be bin, got nil"},
+      {phase("mask", {four, four, [](P& p) { p.pack_array(0); }, none}),
+       "malformed phase record: masked must be bin, got array"},
   };
   for (const Case& k : cases) {
     std::vector<uint8_t> bytes = FileStart();
@@ -604,13 +776,27 @@ TEST_F(CaptureTest, MalformedPhaseRecords) {
     EXPECT_EQ(c.error_offset, at);
     EXPECT_EQ(c.records.size(), 1u);
   }
-  // The same body with whole nonces reads.
+  // Whole sets of the header's participants read.
+  const std::vector<uint8_t> good = phase("unmask", {four, four, bin({0x07}), bin({0x06})});
   std::vector<uint8_t> bytes = FileStart();
   Append(&bytes, EncodeRecord(Header()));
-  Append(&bytes, Frame(4, phase("sum", 5, bin(96))));
-  const CaptureContents c = ReadCapture(bytes);
+  Append(&bytes, Frame(4, good));
+  CaptureContents c = ReadCapture(bytes);
   ASSERT_TRUE(c.ok()) << c.error;
-  EXPECT_EQ(std::get<CapturePhase>(c.records[1]).nonces.size(), 3u);
+  EXPECT_EQ(std::get<CapturePhase>(c.records[1]).sets,
+            (RoundSets{All(), All(), Survivors(), Bits("0110")}));
+  // The same record under a header of nine participants: their sets take two bytes each.
+  CaptureHeader nine = Header();
+  nine.params.participants = {"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9"};
+  bytes = FileStart();
+  Append(&bytes, EncodeRecord(nine));
+  const size_t at = bytes.size();
+  Append(&bytes, Frame(4, good));
+  c = ReadCapture(bytes);
+  EXPECT_EQ(c.error,
+            "malformed phase record: joined must be empty or 2 bytes for 9 participants, got 1 "
+            "(offset " +
+                std::to_string(at) + ")");
 }
 
 TEST_F(CaptureTest, HugeLengthFieldDoesNotAllocate) {
@@ -671,11 +857,14 @@ TEST_F(CaptureTest, AppendRefusesWhatTheReaderWouldReject) {
                                       {}})
                    .ok());
   EXPECT_FALSE(w->Append(CaptureRejected{1, "", "why", 2}).ok());
-  std::vector<JoinNonce> too_many(kMaxParticipants + 1);
-  Status nonces = w->Append(CapturePhase{1, Phase::kSum, 2, "", too_many});
-  EXPECT_EQ(nonces.message(),
-            "refusing to write invalid phase record: nonces must hold at most 1000 nonces of 32 "
-            "bytes, got 32032 bytes");
+  // Sets are checked against the header's four participants.
+  Status wide = w->Append(CapturePhase{1, Phase::kShare, 2, "", {Members(9, true), {}, {}, {}}});
+  EXPECT_EQ(wide.message(),
+            "refusing to write invalid phase record: joined must be empty or 1 bytes for 4 "
+            "participants, got 2");
+  Status beyond = w->Append(CapturePhase{1, Phase::kMask, 2, "", {All(), Bits("11111"), {}, {}}});
+  EXPECT_EQ(beyond.message(),
+            "refusing to write invalid phase record: shared names a participant beyond the 4");
   EXPECT_FALSE(w->Append(Header()).ok());
   // The file is still readable and the writer still usable.
   ASSERT_TRUE(w->Append(CapturePhase{1, Phase::kOpen, 2, "", {}}).ok());
@@ -686,6 +875,8 @@ TEST_F(CaptureTest, AppendRefusesWhatTheReaderWouldReject) {
   ASSERT_TRUE(c.ok());
   EXPECT_TRUE(c->ok()) << c->error;
   EXPECT_EQ(c->records.size(), 3u);
+  // Only the records that went in were counted.
+  EXPECT_EQ(std::get<CaptureTrailer>(c->records[2]).frames, 0u);
 }
 
 TEST_F(CaptureTest, WriterMovesOwnership) {
@@ -710,6 +901,47 @@ TEST_F(CaptureTest, ReadCaptureFileErrors) {
   EXPECT_TRUE(Contains(folder.message(), "not a regular file"));
 }
 
+// Frame records hold whatever the broker sent on, byte for byte: envelopes of both kinds and the
+// keys batch given the hospital, by Append or by the zero-copy AppendFrame; the writer counts
+// them (and the rejected records) for the trailer.
+TEST_F(CaptureTest, FramesHoldEnvelopesAndTheKeysBatchAndTheTrailerCountsThem) {
+  const fs::path path = dir_ / "frames.tcap";
+  Result<CaptureWriter> w = CaptureWriter::Create(path, Header());
+  ASSERT_TRUE(w.ok()) << w.message();
+  ASSERT_TRUE(w->Append(CapturePhase{1, Phase::kShare, 1, "", {All(), {}, {}, {}}}).ok());
+  ASSERT_TRUE(w->AppendFrame(2, KeysFrame()).ok());
+  ASSERT_TRUE(w->Append(CaptureFrame{3, EnvelopeFrame(1, EnvelopeKind::kPartial, "bob")}).ok());
+  ASSERT_TRUE(w->Append(CaptureRejected{4, "dave", "partial outside the mask phase", 90}).ok());
+  ASSERT_TRUE(w->AppendFrame(5, EnvelopeFrame(2, EnvelopeKind::kUnmask, "bob")).ok());
+  EXPECT_EQ(w->frames(), 3u);
+  EXPECT_EQ(w->rejected(), 1u);
+  ASSERT_TRUE(w->Finish(CaptureTrailer{6, true, "", w->frames(), w->rejected()}).ok());
+
+  Result<CaptureContents> c = ReadCaptureFile(path);
+  ASSERT_TRUE(c.ok()) << c.message();
+  ASSERT_TRUE(c->ok()) << c->error;
+  ASSERT_EQ(c->records.size(), 7u);
+  Result<Message> keys = Decode(std::get<CaptureFrame>(c->records[2]).frame);
+  ASSERT_TRUE(keys.ok()) << keys.message();
+  const Batch& batch = std::get<Batch>(*keys);
+  EXPECT_EQ(batch.kind, BatchKind::kKeys);
+  EXPECT_EQ(batch.round, Header().round);
+  ASSERT_EQ(batch.items.size(), 4u);
+  EXPECT_EQ(batch.items[3].index, 3u);
+  EXPECT_EQ(batch.items[3].data, std::vector<uint8_t>(kKeysItemSize, 4));
+  Result<Message> partial = Decode(std::get<CaptureFrame>(c->records[3]).frame);
+  ASSERT_TRUE(partial.ok()) << partial.message();
+  EXPECT_EQ(std::get<Envelope>(*partial).kind, EnvelopeKind::kPartial);
+  Result<Message> unmask = Decode(std::get<CaptureFrame>(c->records[5]).frame);
+  ASSERT_TRUE(unmask.ok()) << unmask.message();
+  EXPECT_EQ(std::get<Envelope>(*unmask).kind, EnvelopeKind::kUnmask);
+  EXPECT_EQ(std::get<Envelope>(*unmask).from, "bob");
+  EXPECT_EQ(std::get<CaptureTrailer>(c->records[6]), (CaptureTrailer{6, true, "", 3, 1}));
+  // The trailer's body: [t_us, done, reason, frames, rejected].
+  const std::vector<uint8_t> body = {0x95, 0x06, 0xc3, 0xa0, 0x03, 0x01};
+  EXPECT_EQ(EncodeRecord(CaptureTrailer{6, true, "", 3, 1}), Frame(5, body));
+}
+
 TEST_F(CaptureTest, LargeEnvelopeFrame) {
   Envelope e;
   e.round = Header().round;
@@ -720,12 +952,96 @@ TEST_F(CaptureTest, LargeEnvelopeFrame) {
   const fs::path path = dir_ / "big.tcap";
   Result<CaptureWriter> w = CaptureWriter::Create(path, Header());
   ASSERT_TRUE(w.ok()) << w.message();
-  ASSERT_TRUE(w->Append(CaptureEnvelope{7, frame}).ok());
+  ASSERT_TRUE(w->Append(CaptureFrame{7, frame}).ok());
   ASSERT_TRUE(w->Finish(CaptureTrailer{8, true, "", 1, 0}).ok());
   Result<CaptureContents> c = ReadCaptureFile(path);
   ASSERT_TRUE(c.ok());
   ASSERT_TRUE(c->ok()) << c->error;
-  EXPECT_EQ(std::get<CaptureEnvelope>(c->records[1]).frame, frame);
+  EXPECT_EQ(std::get<CaptureFrame>(c->records[1]).frame, frame);
+}
+
+// The hospital's results line for a round names who dropped: the participants outside the
+// survivors U3 that the capture's phase records show. Written into a results file with the abort
+// the capture's trailer records, it reads back as a result that does not stand; a results line
+// without "dropped" (from before dropouts) stops the reader at its line.
+TEST_F(CaptureTest, TheResultsLineNamesWhoDroppedAsTheCaptureShowsThem) {
+  Result<CaptureContents> c = ReadCaptureFile(WriteFull());
+  ASSERT_TRUE(c.ok()) << c.message();
+  ASSERT_TRUE(c->ok()) << c->error;
+  const CaptureHeader& header = std::get<CaptureHeader>(c->records.front());
+  const CapturePhase* last = nullptr;
+  for (const CaptureRecord& r : c->records)
+    if (const auto* ph = std::get_if<CapturePhase>(&r)) last = ph;
+  ASSERT_NE(last, nullptr);
+  std::vector<std::string> dropped;
+  for (size_t i = 0; i < header.params.participants.size(); ++i)
+    if (!last->sets.masked[i]) dropped.push_back(header.params.participants[i]);
+  ASSERT_EQ(dropped, std::vector<std::string>{"dave"});
+
+  RoundResult r;
+  r.round = header.round;
+  r.aggregate = {374, 0, UINT64_MAX};
+  r.params.participants = header.params.participants;
+  r.params.range = 100;
+  r.params.length = 3;
+  r.dropped = dropped;
+  r.in_range = false;
+  r.elapsed_ms = 2;
+  EXPECT_EQ(ResultJson(r), "{\"round\": \"" + RoundHex(header.round) +
+                               "\", \"aggregate\": [374, 0, \"18446744073709551615\"], "
+                               "\"participants\": [\"alice\", \"bob\", \"charlie\", \"dave\"], "
+                               "\"dropped\": [\"dave\"], \"range\": 100, \"in_range\": false, "
+                               "\"elapsed_ms\": 2.000}");
+  // A round with columns names its dropped patients the same way.
+  RoundResult columns;
+  columns.round = header.round;
+  columns.columns = {ColumnResult{"bmi", 3, "", {"96.3"}, {"32.100"}}};
+  columns.params.participants = header.params.participants;
+  columns.params.columns = {Column{"bmi"}};
+  columns.params.length = 1;
+  columns.dropped = {"alice", "dave"};
+  columns.elapsed_ms = 1.5;
+  Result<ResultsLine> back = ParseResultsLine(ResultJson(columns));
+  ASSERT_TRUE(back.ok()) << back.message();
+  ASSERT_TRUE(back->result);
+  EXPECT_EQ(*back->result, columns);
+  EXPECT_EQ(back->result->dropped, (std::vector<std::string>{"alice", "dave"}));
+
+  const std::string trailer_reason = std::get<CaptureTrailer>(c->records.back()).reason;
+  RoundId other = header.round;
+  other[0] ^= 0xff;
+  const fs::path results = dir_ / "results.jsonl";
+  {
+    std::ofstream out(results);
+    out << AbortJson(other, "charlie did not join (2 of 3 did, the threshold is 3)") << "\n"
+        << ResultJson(r) << "\n"
+        << AbortJson(header.round, trailer_reason) << "\n";
+  }
+  Result<RoundRecord> record = ReadRoundRecord(results, header.round);
+  ASSERT_TRUE(record.ok()) << record.message();
+  ASSERT_TRUE(record->result);
+  EXPECT_EQ(*record->result, r);
+  EXPECT_EQ(record->result->dropped, std::vector<std::string>{"dave"});
+  EXPECT_EQ(record->aborted, "hospital did not acknowledge the result");
+  EXPECT_FALSE(record->done());
+  Result<RoundRecord> other_record = ReadRoundRecord(results, other);
+  ASSERT_TRUE(other_record.ok()) << other_record.message();
+  EXPECT_FALSE(other_record->result);
+  EXPECT_EQ(other_record->aborted, "charlie did not join (2 of 3 did, the threshold is 3)");
+
+  // The same result line without "dropped".
+  std::string old = ResultJson(r);
+  const std::string field = "\"dropped\": [\"dave\"], ";
+  const size_t at = old.find(field);
+  ASSERT_NE(at, std::string::npos);
+  old.erase(at, field.size());
+  {
+    std::ofstream out(results, std::ios::app);
+    out << old << "\n";
+  }
+  Result<RoundRecord> stale = ReadRoundRecord(results, header.round);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.message(), results.string() + ":4: no \"dropped\"");
 }
 
 // A header declaring a payload of 256 columns x 2^20 elements read cleanly, and tally-replay's

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sodium.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -147,7 +148,61 @@ TEST_F(KeysTest, GenerateWritesBothFilesWithTheirModes) {
   EXPECT_EQ(pub->role, Role::kPatient);
   EXPECT_EQ(pub->curve_public, secret->pub.curve_public);
   EXPECT_EQ(pub->seal_public, secret->pub.seal_public);
-  EXPECT_NE(pub->curve_public, pub->seal_public);  // two separate keypairs
+  EXPECT_EQ(pub->sign_public, secret->pub.sign_public);
+  EXPECT_NE(pub->curve_public, pub->seal_public);  // three separate keypairs
+  EXPECT_NE(pub->sign_public, pub->curve_public);
+  EXPECT_NE(pub->sign_public, pub->seal_public);
+  EXPECT_NE(pub->sign_public, PublicKey{});
+  // The secret certificate's sign seed is the Ed25519 seed of the published sign key.
+  PublicKey derived{};
+  unsigned char expanded[crypto_sign_SECRETKEYBYTES];
+  ASSERT_EQ(crypto_sign_seed_keypair(derived.data(), expanded, secret->sign_seed.data()), 0);
+  sodium_memzero(expanded, sizeof expanded);
+  EXPECT_EQ(derived, pub->sign_public);
+}
+
+// NewParty makes the keypairs in memory, as GenerateParty writes them: each secret matches its
+// public key, the text round-trips, and the broker gets a CURVE keypair only.
+TEST(NewPartyTest, MakesMatchingKeypairsAndNoneButCurveForTheBroker) {
+  Result<SecretCertificate> made = NewParty("alice", Role::kPatient);
+  ASSERT_TRUE(made.ok()) << made.message();
+  EXPECT_EQ(made->pub.name, "alice");
+  PublicKey sign{};
+  unsigned char expanded[crypto_sign_SECRETKEYBYTES];
+  ASSERT_EQ(crypto_sign_seed_keypair(sign.data(), expanded, made->sign_seed.data()), 0);
+  sodium_memzero(expanded, sizeof expanded);
+  EXPECT_EQ(sign, made->pub.sign_public);
+  PublicKey seal{};
+  ASSERT_EQ(crypto_scalarmult_base(seal.data(), made->seal_secret.data()), 0);
+  EXPECT_EQ(seal, made->pub.seal_public);
+  Result<SecretCertificate> parsed = ParseSecretCertificate(FormatSecretCertificate(*made));
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_EQ(parsed->pub.sign_public, made->pub.sign_public);
+  EXPECT_EQ(std::memcmp(parsed->sign_seed.data(), made->sign_seed.data(), 32), 0);
+  EXPECT_NE(NewParty("alice", Role::kPatient)->pub.sign_public, made->pub.sign_public);
+
+  Result<SecretCertificate> broker = NewParty("broker", Role::kBroker);
+  ASSERT_TRUE(broker.ok()) << broker.message();
+  EXPECT_NE(broker->pub.curve_public, PublicKey{});
+  EXPECT_EQ(broker->pub.seal_public, PublicKey{});
+  EXPECT_EQ(broker->pub.sign_public, PublicKey{});
+  EXPECT_TRUE(ParseSecretCertificate(FormatSecretCertificate(*broker)).ok());
+}
+
+// Every party made gets a signing keypair of its own.
+TEST_F(KeysTest, GenerateGivesEachPartyItsOwnSignKey) {
+  Generate("alice");
+  Generate("bob");
+  Generate("hospital", Role::kHospital);
+  Result<Roster> roster = LoadRoster(dir_);
+  ASSERT_TRUE(roster.ok()) << roster.message();
+  const PublicKey alice = roster->Find("alice")->sign_public;
+  const PublicKey bob = roster->Find("bob")->sign_public;
+  const PublicKey hospital = roster->Find("hospital")->sign_public;
+  EXPECT_NE(alice, bob);
+  EXPECT_NE(alice, hospital);
+  EXPECT_NE(bob, hospital);
+  EXPECT_NE(hospital, PublicKey{});
 }
 
 TEST_F(KeysTest, ModesDoNotDependOnTheUmask) {
@@ -196,10 +251,12 @@ TEST_F(KeysTest, RefusesToOverwriteWithoutForceAndReplacesWithForce) {
   ASSERT_TRUE(after.ok()) << after.message();
   EXPECT_NE(after->pub.curve_public, before->pub.curve_public);
   EXPECT_NE(after->pub.seal_public, before->pub.seal_public);
+  EXPECT_NE(after->pub.sign_public, before->pub.sign_public);
   EXPECT_EQ(FileMode(SecretPath("alice")), 0600u);
   Result<Roster> roster = LoadRoster(dir_);
   ASSERT_TRUE(roster.ok()) << roster.message();
   EXPECT_EQ(roster->Find("alice")->curve_public, after->pub.curve_public);
+  EXPECT_EQ(roster->Find("alice")->sign_public, after->pub.sign_public);
 }
 
 TEST_F(KeysTest, GenerateRejectsAnInvalidName) {
@@ -281,25 +338,50 @@ TEST_F(KeysTest, LoadSecretRefusesAPrivateFolderOthersCanEnter) {
   EXPECT_TRUE(LoadSecret(dir_, "alice").ok());
 }
 
-// The broker routes sealed payloads and must never hold a key that opens one.
-TEST_F(KeysTest, BrokerCertificatesHoldNoSealingKey) {
+// The broker routes sealed payloads and must never hold a key that opens one, nor one that
+// signs for a party: its certificates have no seal or sign key, and one that carries either is
+// refused.
+TEST_F(KeysTest, BrokerCertificatesHoldNoSealingOrSigningKey) {
   Generate("broker", Role::kBroker);
-  EXPECT_FALSE(Contains(ReadText(PublicPath("broker")), "seal"));
-  EXPECT_FALSE(Contains(ReadText(SecretPath("broker")), "seal"));
+  for (const fs::path& file : {PublicPath("broker"), SecretPath("broker")}) {
+    EXPECT_FALSE(Contains(ReadText(file), "seal")) << file;
+    EXPECT_FALSE(Contains(ReadText(file), "sign")) << file;
+  }
   Result<SecretCertificate> broker = LoadSecret(dir_, "broker");
   ASSERT_TRUE(broker.ok()) << broker.message();
   EXPECT_EQ(broker->pub.seal_public, PublicKey{});
+  EXPECT_EQ(broker->pub.sign_public, PublicKey{});
+  const PublicKey zero{};
+  EXPECT_TRUE(std::equal(zero.begin(), zero.end(), broker->sign_seed.data()));
 
-  // A broker certificate that carries one, as keygen wrote them before, is refused.
+  const std::string refused =
+      "a broker certificate must hold no sealing or signing key (the broker never opens a "
+      "payload nor speaks for a party); make the broker's keys with tally-keygen --broker";
+  // A patient's certificate renamed to the broker: it carries both keys.
   Generate("alice");
-  std::string with_seal = ReadText(PublicPath("alice"));
-  with_seal = Replace(with_seal, "name = \"alice\"", "name = \"broker\"");
-  with_seal = Replace(with_seal, "role = \"patient\"", "role = \"broker\"");
-  Result<Certificate> parsed = ParsePublicCertificate(with_seal);
-  ASSERT_FALSE(parsed.ok());
-  EXPECT_EQ(parsed.message(),
-            "a broker certificate must hold no sealing key (the broker never opens a payload); "
-            "make the broker's keys with tally-keygen --broker");
+  std::string as_broker = ReadText(PublicPath("alice"));
+  as_broker = Replace(as_broker, "name = \"alice\"", "name = \"broker\"");
+  as_broker = Replace(as_broker, "role = \"patient\"", "role = \"broker\"");
+  EXPECT_EQ(ParsePublicCertificate(as_broker).message(), refused);
+  // Either key alone is refused too: the seal key as keygen wrote them before protocol 3, or a
+  // sign key only.
+  const std::string broker_text = ReadText(PublicPath("broker"));
+  const Certificate alice = *ParsePublicCertificate(ReadText(PublicPath("alice")));
+  const std::string seal_line =
+      "    seal-public-key = \"" + Z85Encode(alice.seal_public.data(), 32) + "\"\n";
+  const std::string sign_line =
+      "    sign-public-key = \"" + Z85Encode(alice.sign_public.data(), 32) + "\"\n";
+  const std::string role_line = "    role = \"broker\"\n";
+  EXPECT_EQ(
+      ParsePublicCertificate(Replace(broker_text, role_line, role_line + seal_line)).message(),
+      refused);
+  EXPECT_EQ(
+      ParsePublicCertificate(Replace(broker_text, role_line, role_line + sign_line)).message(),
+      refused);
+  std::string secret_with_sign = ReadText(SecretPath("broker"));
+  secret_with_sign +=
+      "sign\n    sign-secret-key = \"" + Z85Encode(alice.curve_public.data(), 32) + "\"\n";
+  EXPECT_EQ(ParseSecretCertificate(secret_with_sign).message(), refused);
 }
 
 TEST_F(KeysTest, LoadSecretChecksTheNameAndTheFile) {
@@ -322,6 +404,7 @@ Certificate SampleCertificate() {
   for (size_t i = 0; i < 32; ++i) {
     cert.curve_public[i] = static_cast<uint8_t>(i);
     cert.seal_public[i] = static_cast<uint8_t>(255 - i);
+    cert.sign_public[i] = static_cast<uint8_t>(i * 7 + 3);
   }
   return cert;
 }
@@ -334,6 +417,7 @@ TEST(CertificateTest, PublicRoundTrips) {
   EXPECT_EQ(parsed->role, cert.role);
   EXPECT_EQ(parsed->curve_public, cert.curve_public);
   EXPECT_EQ(parsed->seal_public, cert.seal_public);
+  EXPECT_EQ(parsed->sign_public, cert.sign_public);
 }
 
 TEST_F(KeysTest, SecretRoundTrips) {
@@ -348,16 +432,29 @@ TEST_F(KeysTest, SecretRoundTrips) {
   EXPECT_EQ(parsed->pub.role, Role::kHospital);
   EXPECT_EQ(std::memcmp(parsed->curve_secret.data(), loaded->curve_secret.data(), 32), 0);
   EXPECT_EQ(std::memcmp(parsed->seal_secret.data(), loaded->seal_secret.data(), 32), 0);
+  EXPECT_EQ(std::memcmp(parsed->sign_seed.data(), loaded->sign_seed.data(), 32), 0);
+  EXPECT_EQ(parsed->pub.sign_public, loaded->pub.sign_public);
+  EXPECT_TRUE(Contains(text, "\nsign\n    sign-secret-key = \""));
   // The public certificate is the secret one without its secrets.
   EXPECT_EQ(FormatPublicCertificate(parsed->pub), ReadText(PublicPath("bob")));
   EXPECT_TRUE(ParsePublicCertificate(ReadText(PublicPath("bob"))).ok());
 }
 
 // The checked-in golden file pins the on-disk layout czmq's zcert and pyzmq's zmq.auth read:
-// section names at column 0, `key = "value"` indented by four spaces.
+// section names at column 0, `key = "value"` indented by four spaces. It was written before
+// protocol 3 and has no sign-public-key: as it is, it is refused with the way out; with the sign
+// key line protocol 3 adds after the seal key, it parses and formats back line for line.
 TEST(CertificateTest, GoldenFile) {
-  const std::string golden = ReadText(TALLY_SOURCE_DIR "/tests/data/golden.key");
-  ASSERT_FALSE(golden.empty());
+  const std::string checked_in = ReadText(TALLY_SOURCE_DIR "/tests/data/golden.key");
+  ASSERT_FALSE(checked_in.empty());
+  EXPECT_EQ(ParsePublicCertificate(checked_in).message(),
+            "no metadata/sign-public-key (a certificate from before protocol 3): make new keys "
+            "with tally-keygen");
+  const std::string sign_line =
+      "    sign-public-key = \"-Cp%Z/DqBA>ePPq<AtMfbQm3u8WW5Mf]Uf1U9Gpl\"\n";
+  const std::string seal_line =
+      "    seal-public-key = \"<uOk<DR2*jOh@FzPoWO!fQqEXndf..kN#L/]vju=\"\n";
+  const std::string golden = Replace(checked_in, seal_line, seal_line + sign_line);
   Result<Certificate> cert = ParsePublicCertificate(golden);
   ASSERT_TRUE(cert.ok()) << cert.message();
   EXPECT_EQ(cert->name, "alice");
@@ -366,6 +463,8 @@ TEST(CertificateTest, GoldenFile) {
             "a1da3e71320d4b40aca04a4dc5541ad6a56607391afd1b6a1ceb774672d3d668");
   EXPECT_EQ(Hex(cert->seal_public),
             "e440804e7b492dcb9c3a34189f95cb433095f9d0480b7a1b400edbc5f3d50f14");
+  EXPECT_EQ(Hex(cert->sign_public),
+            "c56b9bc5d8202407e6c73c84e4767241242369c21b0a0dfd318ce409ae9606c9");
 
   auto without_comments = [](const std::string& text) {
     std::vector<std::string> lines = Lines(text);
@@ -380,6 +479,7 @@ TEST(CertificateTest, GoldenFile) {
                           "    name = \"alice\"",
                           "    role = \"patient\"",
                           "    seal-public-key = \"<uOk<DR2*jOh@FzPoWO!fQqEXndf..kN#L/]vju=\"",
+                          "    sign-public-key = \"-Cp%Z/DqBA>ePPq<AtMfbQm3u8WW5Mf]Uf1U9Gpl\"",
                           "curve",
                           "    public-key = \"Q1RXIg7u(wTE@fW-z^=bRdG@)8VpQ&9p4/rA)@PM\"",
                       }));
@@ -414,6 +514,8 @@ TEST_F(KeysTest, PyzmqLinePrefixParserFindsTheCurveKeys) {
   EXPECT_EQ(sec, Z85Encode(secret->curve_secret.data(), 32));
   EXPECT_NE(pub, Z85Encode(secret->pub.seal_public.data(), 32));
   EXPECT_NE(sec, Z85Encode(secret->seal_secret.data(), 32));
+  EXPECT_NE(pub, Z85Encode(secret->pub.sign_public.data(), 32));
+  EXPECT_NE(sec, Z85Encode(secret->sign_seed.data(), 32));
 
   std::string pub_only, no_secret;
   pyzmq_load(ReadText(PublicPath("alice")), pub_only, no_secret);
@@ -425,12 +527,13 @@ TEST(CertificateTest, ParserIsTolerantOfLayout) {
   const Certificate cert = SampleCertificate();
   const std::string curve = Z85Encode(cert.curve_public.data(), 32);
   const std::string seal = Z85Encode(cert.seal_public.data(), 32);
+  const std::string sign = Z85Encode(cert.sign_public.data(), 32);
   const std::string text =
       "# a comment\r\n\r\n   # indented comment\r\nmetadata  # trailing\r\n"
       "  name = hospital\r\n\trole=\"hospital\"   # why not\r\n"
       "        seal-public-key   =   '" +
-      seal +
-      "'\r\n\r\n"
+      seal + "'\r\n\tsign-public-key=" + sign +
+      "\r\n\r\n"
       "curve\r\n  public-key = \"" +
       curve + "\"\r\n    x-extra = \"1\"";
   Result<Certificate> parsed = ParsePublicCertificate(text);
@@ -439,12 +542,14 @@ TEST(CertificateTest, ParserIsTolerantOfLayout) {
   EXPECT_EQ(parsed->role, Role::kHospital);
   EXPECT_EQ(parsed->curve_public, cert.curve_public);
   EXPECT_EQ(parsed->seal_public, cert.seal_public);
+  EXPECT_EQ(parsed->sign_public, cert.sign_public);
 }
 
 TEST(CertificateTest, MalformedPublicCertificatesNameTheProblem) {
   const Certificate cert = SampleCertificate();
   const std::string good = FormatPublicCertificate(cert);
   const std::string curve = Z85Encode(cert.curve_public.data(), 32);
+  const std::string sign = Z85Encode(cert.sign_public.data(), 32);
   ASSERT_TRUE(ParsePublicCertificate(good).ok());
 
   struct Case {
@@ -467,6 +572,10 @@ TEST(CertificateTest, MalformedPublicCertificatesNameTheProblem) {
       {good + "metadata\n", "duplicate section metadata"},
       {good + "    secret-key = \"" + curve + "\"\n", "holds curve/secret-key"},
       {good + "seal\n    seal-secret-key = \"" + curve + "\"\n", "holds a seal section"},
+      {good + "sign\n    sign-secret-key = \"" + curve + "\"\n", "holds a sign section"},
+      {Replace(good, sign, sign.substr(1)), "metadata/sign-public-key is not a 40-character Z85"},
+      {Replace(good, "    sign-public-key", "    sign-key"),
+       "no metadata/sign-public-key (a certificate from before protocol 3)"},
       {Replace(good, "metadata\n", "    name = \"x\"\nmetadata\n"), "outside any section"},
       {Replace(good, "curve\n", "curve = \"x\"\n"), "section name alone"},
       {Replace(good, "    role = \"hospital\"", "    role \"hospital\""), "expected `name ="},
@@ -522,6 +631,81 @@ TEST_F(KeysTest, MalformedSecretCertificatesNameTheProblem) {
   WriteFile(SecretPath("alice"), cases[2].text, 0600);
   EXPECT_TRUE(Contains(LoadSecret(dir_, "alice").message(),
                        "private/alice.key_secret: curve/public-key does not match"));
+}
+
+// A certificate made before protocol 3 has no sign key: public or secret, from text or from a
+// key folder, it is refused with the exact way out, never read as a party without one.
+TEST_F(KeysTest, ACertificateWithoutASignKeyIsRefusedWithTheWayOut) {
+  const std::string refused =
+      "no metadata/sign-public-key (a certificate from before protocol 3): make new keys with "
+      "tally-keygen";
+  Generate("alice");
+  Generate("hospital", Role::kHospital);
+  auto drop_sign = [](const std::string& text) {
+    std::string out;
+    bool in_sign = false;
+    for (const std::string& line : Lines(text)) {
+      if (!line.starts_with(" ")) in_sign = line == "sign";
+      if (in_sign || line.starts_with("    sign-public-key")) continue;
+      out += line + "\n";
+    }
+    return out;
+  };
+  for (const std::string name : {"alice", "hospital"}) {
+    const std::string old_public = drop_sign(ReadText(PublicPath(name)));
+    const std::string old_secret = drop_sign(ReadText(SecretPath(name)));
+    ASSERT_FALSE(Contains(old_public, "sign")) << old_public;
+    ASSERT_FALSE(Contains(old_secret, "sign")) << old_secret;
+    EXPECT_EQ(ParsePublicCertificate(old_public).message(), refused) << name;
+    EXPECT_EQ(ParseSecretCertificate(old_secret).message(), refused) << name;
+    // A secret certificate with its sign section but no public sign key: the same.
+    std::string no_public_key;
+    for (const std::string& line : Lines(ReadText(SecretPath(name))))
+      if (!line.starts_with("    sign-public-key")) no_public_key += line + "\n";
+    EXPECT_EQ(ParseSecretCertificate(no_public_key).message(), refused) << name;
+  }
+  // From a key folder the error names the file.
+  WriteFile(PublicPath("alice"), drop_sign(ReadText(PublicPath("alice"))));
+  EXPECT_EQ(LoadRoster(dir_).message(), PublicPath("alice").string() + ": " + refused);
+  WriteFile(SecretPath("alice"), drop_sign(ReadText(SecretPath("alice"))), 0600);
+  EXPECT_EQ(LoadSecret(dir_, "alice").message(), SecretPath("alice").string() + ": " + refused);
+}
+
+// A secret certificate whose sign seed is not that of its public sign key is refused: the party
+// would sign what nobody can verify. Its own seed with another party's public key, another
+// party's seed with its own key, and a missing seed each name the problem.
+TEST_F(KeysTest, ASecretCertificateWhoseSignSeedDoesNotMatchIsRefused) {
+  Generate("alice");
+  Generate("bob");
+  const std::string good = ReadText(SecretPath("alice"));
+  const std::string bob_text = ReadText(SecretPath("bob"));
+  Result<SecretCertificate> alice = ParseSecretCertificate(good);
+  Result<SecretCertificate> bob = ParseSecretCertificate(bob_text);
+  ASSERT_TRUE(alice.ok()) << alice.message();
+  ASSERT_TRUE(bob.ok()) << bob.message();
+  const std::string alice_sign = Z85Encode(alice->pub.sign_public.data(), 32);
+  const std::string bob_sign = Z85Encode(bob->pub.sign_public.data(), 32);
+  const std::string alice_seed = Z85Encode(alice->sign_seed.data(), 32);
+  const std::string bob_seed = Z85Encode(bob->sign_seed.data(), 32);
+  const std::string mismatch = "metadata/sign-public-key does not match sign/sign-secret-key";
+  EXPECT_EQ(ParseSecretCertificate(Replace(good, alice_sign, bob_sign)).message(), mismatch);
+  EXPECT_EQ(ParseSecretCertificate(Replace(good, alice_seed, bob_seed)).message(), mismatch);
+  std::string flipped_seed = alice_seed;
+  flipped_seed[0] = flipped_seed[0] == '0' ? '1' : '0';
+  EXPECT_EQ(ParseSecretCertificate(Replace(good, alice_seed, flipped_seed)).message(), mismatch);
+  // The seal seed in the sign section: still not the sign key's.
+  const std::string alice_seal_secret = Z85Encode(alice->seal_secret.data(), 32);
+  EXPECT_EQ(ParseSecretCertificate(Replace(good, "sign-secret-key = \"" + alice_seed,
+                                           "sign-secret-key = \"" + alice_seal_secret))
+                .message(),
+            mismatch);
+  std::string no_seed;
+  for (const std::string& line : Lines(good))
+    if (!line.starts_with("    sign-secret-key")) no_seed += line + "\n";
+  EXPECT_EQ(ParseSecretCertificate(no_seed).message(), "missing sign/sign-secret-key");
+  // Through LoadSecret the error names the file.
+  WriteFile(SecretPath("alice"), Replace(good, alice_seed, bob_seed), 0600);
+  EXPECT_EQ(LoadSecret(dir_, "alice").message(), SecretPath("alice").string() + ": " + mismatch);
 }
 
 TEST(CertificateTest, ErrorsNeverQuoteUnknownText) {
@@ -590,6 +774,17 @@ TEST_F(KeysTest, LoadRosterRejectsDuplicateKeys) {
   roster = LoadRoster(dir_);
   ASSERT_FALSE(roster.ok());
   EXPECT_TRUE(Contains(roster.message(), "seal-public-key is also"));
+
+  // And the same sign key: two parties that could sign for each other.
+  copy = *ParsePublicCertificate(ReadText(PublicPath("bob")));
+  copy.name = "copy";
+  copy.curve_public[0] ^= 1;
+  copy.seal_public[0] ^= 1;
+  WriteFile(PublicPath("copy"), FormatPublicCertificate(copy));
+  roster = LoadRoster(dir_);
+  ASSERT_FALSE(roster.ok());
+  EXPECT_EQ(roster.message(),
+            PublicPath("copy").string() + ": metadata/sign-public-key is also bob's");
 }
 
 TEST_F(KeysTest, LoadRosterRejectsASecondBroker) {
@@ -626,6 +821,7 @@ TEST(RosterTest, FingerprintCoversEveryField) {
   b.role = Role::kPatient;
   b.curve_public[0] ^= 0x80;
   b.seal_public[0] ^= 0x80;
+  b.sign_public[0] ^= 0x80;
   const std::string base = Roster({a, b}).Fingerprint();
   EXPECT_EQ(base.size(), 64u);
   EXPECT_EQ(base.find_first_not_of("0123456789abcdef"), std::string::npos);
@@ -640,6 +836,11 @@ TEST(RosterTest, FingerprintCoversEveryField) {
   };
   EXPECT_NE(changed([](Certificate& c) { c.curve_public[31] ^= 1; }), base);
   EXPECT_NE(changed([](Certificate& c) { c.seal_public[31] ^= 1; }), base);
+  // The sign key is what every party checks round keys with: a roster with another one for a
+  // party is another roster.
+  EXPECT_NE(changed([](Certificate& c) { c.sign_public[31] ^= 1; }), base);
+  EXPECT_NE(changed([](Certificate& c) { c.sign_public[0] ^= 1; }), base);
+  EXPECT_NE(changed([](Certificate& c) { std::swap(c.seal_public, c.sign_public); }), base);
   EXPECT_NE(changed([](Certificate& c) { c.role = Role::kHospital; }), base);
   EXPECT_NE(changed([](Certificate& c) { c.name = "alicf"; }), base);
   EXPECT_EQ(changed([](Certificate&) {}), base);
@@ -680,8 +881,8 @@ TEST_F(KeysTest, KeygenDefaultScenario) {
     ASSERT_TRUE(secret.ok()) << secret.message();
     // Never key material on stdout, public or secret.
     for (const uint8_t* key : std::initializer_list<const uint8_t*>{
-             c.curve_public.data(), c.seal_public.data(), secret->curve_secret.data(),
-             secret->seal_secret.data()}) {
+             c.curve_public.data(), c.seal_public.data(), c.sign_public.data(),
+             secret->curve_secret.data(), secret->seal_secret.data(), secret->sign_seed.data()}) {
       EXPECT_EQ(run.out.find(Z85Encode(key, 32)), std::string::npos) << c.name;
     }
   }
@@ -719,6 +920,9 @@ TEST_F(KeysTest, KeygenNamedParties) {
   EXPECT_EQ(names, (std::vector<std::string>{"broker", "clinic", "p1", "p2"}));
   EXPECT_EQ(roster->Find("clinic")->role, Role::kHospital);
   EXPECT_EQ(roster->Find("broker")->seal_public, PublicKey{});
+  EXPECT_EQ(roster->Find("broker")->sign_public, PublicKey{});
+  EXPECT_NE(roster->Find("clinic")->sign_public, PublicKey{});
+  EXPECT_NE(roster->Find("p1")->sign_public, roster->Find("p2")->sign_public);
 }
 
 // Regression (found trying Tally on separate hosts): keygen always wrote a broker keypair too,

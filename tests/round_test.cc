@@ -1,7 +1,9 @@
 // Whole rounds with real processes: tally-broker, tally-node patients and hospital, and
 // tally-launch, on loopback with ephemeral ports. Values are random; aggregates are checked
-// exactly. Where a test plays a patient itself (TestPatient), it joins with a fresh nonce and
-// sends its input plus its pairwise masks, sealed to the hospital, as tally-node does.
+// exactly. Where a test plays patients itself (TestPatient, PlayRound), each does the steps of
+// tally-node (nodes/patient_round.h) one phase at a time, so that it can vanish at a phase: it
+// stops acting with its connection still open, and the broker goes on at the phase's deadline
+// with the threshold's worth of patients, or aborts naming who did not answer.
 #include <gtest/gtest.h>
 #include <sodium.h>
 
@@ -13,6 +15,7 @@
 #include <random>
 #include <set>
 
+#include "nodes/hospital_round.h"
 #include "nodes/seal.h"
 #include "schema/capture.h"
 #include "schema/results.h"
@@ -62,6 +65,103 @@ std::vector<uint64_t> AggregateOf(const std::string& line) {
   auto parsed = ParseResultsLine(line);
   EXPECT_TRUE(parsed.ok() && parsed->result) << parsed.message() << ": " << line;
   return parsed.ok() && parsed->result ? parsed->result->aggregate : std::vector<uint64_t>{};
+}
+
+std::string Csv(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
+// The patients a hospital's result line names as dropped.
+std::vector<std::string> DroppedOf(const std::string& line) {
+  auto parsed = ParseResultsLine(line);
+  EXPECT_TRUE(parsed.ok() && parsed->result) << parsed.message() << ": " << line;
+  return parsed.ok() && parsed->result ? parsed->result->dropped : std::vector<std::string>{};
+}
+
+// What a round's capture holds: its parameters, its last sets, the keys batch the hospital got,
+// the envelopes routed, and its trailer.
+struct Captured {
+  CaptureHeader header;
+  RoundSets sets;
+  std::optional<Batch> keys;
+  std::vector<Envelope> partials, unmasks;
+  std::optional<CaptureTrailer> trailer;
+};
+
+Captured ReadCaptured(const fs::path& path) {
+  Captured c;
+  auto capture = ReadCaptureFile(path);
+  EXPECT_TRUE(capture.ok()) << capture.message();
+  if (!capture.ok()) return c;
+  EXPECT_TRUE(capture->ok()) << capture->error;
+  for (const auto& r : capture->records) {
+    if (auto* h = std::get_if<CaptureHeader>(&r)) {
+      c.header = *h;
+    } else if (auto* ph = std::get_if<CapturePhase>(&r)) {
+      if (ph->phase != Phase::kAbort && ph->phase != Phase::kDone) c.sets = ph->sets;
+    } else if (auto* f = std::get_if<CaptureFrame>(&r)) {
+      auto m = Decode(f->frame);
+      EXPECT_TRUE(m.ok()) << m.message();
+      if (!m.ok()) continue;
+      if (auto* b = std::get_if<Batch>(&m.value())) {
+        EXPECT_EQ(b->kind, BatchKind::kKeys);
+        c.keys = *b;
+      } else if (auto* e = std::get_if<Envelope>(&m.value())) {
+        EXPECT_EQ(e->to, "hospital");
+        (e->kind == EnvelopeKind::kPartial ? c.partials : c.unmasks).push_back(*e);
+      } else {
+        ADD_FAILURE() << "a frame that is neither a keys batch nor an envelope";
+      }
+    } else if (auto* t = std::get_if<CaptureTrailer>(&r)) {
+      c.trailer = *t;
+    }
+  }
+  return c;
+}
+
+size_t IndexOf(const RoundParams& params, const std::string& name) {
+  const auto& ps = params.participants;
+  return static_cast<size_t>(std::find(ps.begin(), ps.end(), name) - ps.begin());
+}
+
+// The hospital's view of the captured round (from the keys batch it got).
+ViewDigest ViewOf(const Captured& c, const Sealer& hospital) {
+  HospitalRound h(hospital, c.header.round, c.header.params);
+  Status learned = c.keys ? h.Learn(*c.keys, c.sets) : Status::Error("no keys batch");
+  EXPECT_TRUE(learned.ok()) << learned.message();
+  return learned.ok() ? h.view() : ViewDigest{};
+}
+
+// The aggregate the hospital's arithmetic gives from the captured round.
+std::vector<uint64_t> Recompute(const Captured& c, const Sealer& hospital) {
+  HospitalRound h(hospital, c.header.round, c.header.params);
+  Status learned = c.keys ? h.Learn(*c.keys, c.sets) : Status::Error("no keys batch");
+  EXPECT_TRUE(learned.ok()) << learned.message();
+  if (!learned.ok()) return {};
+  for (const auto& env : c.partials) {
+    Status added = h.AddPartial(env, IndexOf(c.header.params, env.from));
+    EXPECT_TRUE(added.ok()) << added.message();
+  }
+  for (const auto& env : c.unmasks) {
+    auto kept = h.AddUnmask(env, IndexOf(c.header.params, env.from), c.sets);
+    EXPECT_TRUE(kept.ok()) << kept.message();
+  }
+  EXPECT_TRUE(h.Ready(c.sets));
+  if (!h.Ready(c.sets)) return {};
+  auto sum = h.Aggregate(c.sets);
+  EXPECT_TRUE(sum.ok()) << sum.message();
+  return sum.ok() ? *sum : std::vector<uint64_t>{};
+}
+
+// The masked values in a partial, opened with the hospital's key under `view`.
+Result<std::vector<uint64_t>> OpenMasked(const Sealer& hospital, const Envelope& env,
+                                         const ViewDigest& view, uint32_t length) {
+  auto plain =
+      hospital.Open(Binding{env.round, EnvelopeKind::kPartial, env.from, env.to, view}, env.sealed);
+  if (!plain.ok()) return plain.status();
+  return DecodePayload(*plain, EnvelopeKind::kPartial, length);
 }
 
 class RoundTest : public ::testing::Test {
@@ -126,6 +226,7 @@ class RoundTest : public ::testing::Test {
       ASSERT_TRUE(line) << "round " << k << ": " << LastLine(dir_.path() / "hospital.log");
       EXPECT_EQ(AggregateOf(*line), expected) << "round " << k;
       EXPECT_NE(line->find("\"in_range\": true"), std::string::npos);
+      EXPECT_EQ(DroppedOf(*line), std::vector<std::string>{}) << "round " << k;
       ids.insert(line->substr(line->find("\"round\": \"") + 10, 32));
     }
     EXPECT_EQ(hospital.Wait(kWait), 0);
@@ -142,6 +243,17 @@ class RoundTest : public ::testing::Test {
     for (auto& n : nodes) EXPECT_EQ(n.Stop(), 0);  // serving patients exit 0 on SIGTERM
     EXPECT_EQ(cluster_.StopBroker(), 0);
   }
+
+  // Plays `names` as TestPatients (inputs in order) with a real broker (short deadlines) and
+  // hospital (`hospital_args` added); `vanish` as PlayRound has it. Returns the hospital's
+  // result line (nullopt: none); `last` gets the round's last update the patients saw (its
+  // unmask phase, or its abort), `hospital_exit` the hospital's exit code.
+  std::optional<std::string> PlayWithVanishing(const std::vector<std::string>& names,
+                                               const std::vector<uint64_t>& inputs,
+                                               const std::map<std::string, Phase>& vanish,
+                                               const std::vector<std::string>& hospital_args,
+                                               PhaseUpdate* last, int* hospital_exit);
+  static constexpr uint32_t kShortDeadlineMs = 1500;
 
   TempDir dir_;
   Cluster cluster_{kBin, dir_.path(), dir_.path()};  // logs in dir_ itself
@@ -207,21 +319,19 @@ TEST_F(RoundTest, PatientRefusesRoundsSmallerThanItsMinimum) {
   alice.Stop();
 }
 
-// dave is played by the test: it joins late, so the test knows charlie has joined (or tried
-// to) and can kill it before its partial. charlie logs its join as it hands the message to
-// ZeroMQ, so the kill may or may not beat the join out of the process: if the broker got it,
-// the sum phase opens and the deadline names charlie's partial; if not, it names charlie's
-// join. Either way the abort names charlie alone, exactly.
-TEST_F(RoundTest, PatientKilledMidRoundAbortsNamingItThenBrokerServesNextRound) {
+// A patient of a round with a threshold killed (SIGKILL) once it says it joined: the broker
+// sees its connection close and does not wait for it; the round goes on with the other three
+// (4 patients, the default threshold 3) and the hospital's result is the exact sum over them,
+// naming charlie as dropped. Whether the kill beat the join out of the process or not, charlie
+// is not among the survivors. The broker then serves the next round.
+TEST_F(RoundTest, PatientKilledMidRoundIsDroppedAndTheSumIsOverTheOthers) {
   Keys({"alice", "bob", "charlie", "dave"});
-  StartBroker(2000);
+  StartBroker();
   auto alice = Patient("alice", {1});
   auto bob = Patient("bob", {2});
   auto charlie = Patient("charlie", {3}, false, /*merge=*/true);
-  TestPatient dave(keys_, "dave", router_, phases_);
+  auto dave = Patient("dave", {4});
   auto hospital = Hospital({"--range", "1000", "--participants", "alice,bob,charlie,dave"});
-  auto open = dave.party().WaitPhase(Phase::kOpen);
-  ASSERT_TRUE(open);
   for (;;) {  // charlie says when it has joined
     auto line = charlie.ReadLine(kWait);
     ASSERT_TRUE(line) << "charlie never joined";
@@ -229,34 +339,169 @@ TEST_F(RoundTest, PatientKilledMidRoundAbortsNamingItThenBrokerServesNextRound) 
   }
   charlie.Signal(SIGKILL);
   EXPECT_EQ(charlie.Wait(kWait), 128 + SIGKILL);
-  dave.Join(open->round);
-  auto next = dave.party().WaitPhaseIn({Phase::kSum, Phase::kAbort}, open->round);
-  ASSERT_TRUE(next);
-  std::string reason = "charlie did not join";
-  if (next->phase == Phase::kSum) {
-    dave.SendMasked(*next, {4});
-    reason = "partial from charlie not sent";
-    next = dave.party().WaitPhase(Phase::kAbort, open->round);
-    ASSERT_TRUE(next);
-  }
-  EXPECT_EQ(next->reason, reason);
-  RecordProperty("abort_reason", reason);  // which of the two the run saw
-  EXPECT_EQ(hospital.Wait(kWait), 1);
-  EXPECT_NE(LastLine(dir_.path() / "hospital.log").find("aborted: " + reason), std::string::npos)
-      << LastLine(dir_.path() / "hospital.log");
-  EXPECT_EQ(ReadText(results_), "");  // created at start, no result in it
+  auto line = hospital.ReadLine(kWait);
+  ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
+  EXPECT_EQ(AggregateOf(*line), std::vector<uint64_t>{1 + 2 + 4});
+  EXPECT_EQ(DroppedOf(*line), std::vector<std::string>{"charlie"});
+  EXPECT_EQ(hospital.Wait(kWait), 0);
 
   auto again = Hospital({"--range", "1000", "--participants", "alice,bob"});
-  auto line = again.ReadLine(kWait);
+  line = again.ReadLine(kWait);
   ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
   EXPECT_EQ(AggregateOf(*line), std::vector<uint64_t>{3});
+  EXPECT_EQ(DroppedOf(*line), std::vector<std::string>{});
   EXPECT_EQ(again.Wait(kWait), 0);
+  for (Child* c : {&alice, &bob, &dave}) EXPECT_EQ(c->Stop(), 0);
+}
+
+// Patients played by the test with the real broker and a real hospital; `vanish` names who
+// stops acting at which phase (its connection stays: the broker waits for it until the
+// phase's deadline). Returns the hospital's result line, or nullopt when it printed none.
+std::optional<std::string> RoundTest::PlayWithVanishing(
+    const std::vector<std::string>& names, const std::vector<uint64_t>& inputs,
+    const std::map<std::string, Phase>& vanish, const std::vector<std::string>& hospital_args,
+    PhaseUpdate* last, int* hospital_exit) {
+  Keys(names);
+  StartBroker(kShortDeadlineMs);
+  std::vector<std::unique_ptr<TestPatient>> owned;
+  std::vector<TestPatient*> patients;
+  for (const auto& n : names) {
+    owned.push_back(std::make_unique<TestPatient>(keys_, n, router_, phases_));
+    patients.push_back(owned.back().get());
+  }
+  std::vector<std::string> args = {"--range", "1000", "--participants", Csv(names)};
+  args.insert(args.end(), hospital_args.begin(), hospital_args.end());
+  auto hospital = Hospital(args);
+  auto open = patients[0]->party().WaitPhase(Phase::kOpen);
+  EXPECT_TRUE(open);
+  if (!open) return std::nullopt;
+  std::vector<std::vector<uint64_t>> in;
+  for (uint64_t v : inputs) in.push_back({v});
+  auto u = PlayRound(patients, *open, in, vanish, std::chrono::milliseconds(30000));
+  EXPECT_TRUE(u) << "the round did not get to its unmask or its end";
+  if (u && last) *last = *u;
+  auto line = hospital.ReadLine(kWait);
+  const std::optional<int> code = hospital.Wait(kWait);
+  if (hospital_exit) *hospital_exit = code.value_or(-1);
+  return line;
+}
+
+struct Vanishing {
+  std::string name;
+  std::map<std::string, Phase> vanish;
+  uint64_t sum;                      // of the survivors' inputs
+  std::vector<std::string> dropped;  // as the result names them
+  bool confirm;                      // whether the round had a confirm phase
+};
+
+void PrintTo(const Vanishing& v, std::ostream* os) { *os << v.name; }
+
+class RoundVanishTest : public RoundTest, public ::testing::WithParamInterface<Vanishing> {};
+
+// Seven patients, the default threshold 5: up to two may vanish. Whoever vanishes at share
+// never shared (no confirm phase, it is dropped); at mask, it shared but sent no masked input
+// (a confirm phase; dropped); at confirm or unmask, its masked input is in and the other
+// survivors' shares unmask it (not dropped). The hospital's result is the exact sum over U3.
+TEST_P(RoundVanishTest, TheSumIsExactlyOverTheSurvivors) {
+  const std::vector<std::string> names = {"p1", "p2", "p3", "p4", "p5", "p6", "p7"};
+  const std::vector<uint64_t> inputs = {11, 22, 33, 44, 55, 66, 77};
+  PhaseUpdate last;
+  int code = -1;
+  auto line = PlayWithVanishing(names, inputs, GetParam().vanish, {}, &last, &code);
+  ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(last.phase, Phase::kUnmask);
+  EXPECT_EQ(last.params.threshold, 5u);
+  EXPECT_EQ(AggregateOf(*line), std::vector<uint64_t>{GetParam().sum});
+  EXPECT_EQ(DroppedOf(*line), GetParam().dropped);
+  EXPECT_EQ(!last.sets.confirmed.empty(), GetParam().confirm);
+  EXPECT_TRUE(Contains(ReadText(results_), "\"aggregate\"")) << ReadText(results_);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Dropouts, RoundVanishTest,
+    ::testing::Values(
+        Vanishing{"None", {}, 308, {}, false},
+        Vanishing{"OneAtShare", {{"p7", Phase::kShare}}, 231, {"p7"}, false},
+        Vanishing{
+            "TwoAtShare", {{"p1", Phase::kShare}, {"p7", Phase::kShare}}, 220, {"p1", "p7"}, false},
+        Vanishing{"OneAtMask", {{"p3", Phase::kMask}}, 275, {"p3"}, true},
+        Vanishing{
+            "TwoAtMask", {{"p3", Phase::kMask}, {"p4", Phase::kMask}}, 231, {"p3", "p4"}, true},
+        Vanishing{"OneAtShareOneAtMask",
+                  {{"p2", Phase::kShare}, {"p6", Phase::kMask}},
+                  220,
+                  {"p2", "p6"},
+                  true},
+        Vanishing{"OneAtMaskOneAtConfirm",
+                  {{"p5", Phase::kMask}, {"p6", Phase::kConfirm}},
+                  253,
+                  {"p5"},
+                  true},
+        Vanishing{"TwoAtUnmask", {{"p1", Phase::kUnmask}, {"p2", Phase::kUnmask}}, 308, {}, false}),
+    [](const ::testing::TestParamInfo<Vanishing>& info) { return info.param.name; });
+
+// --threshold 4 for 4 patients: no dropout tolerated. One vanishing at mask aborts the round at
+// the mask deadline with the exact reason; the hospital exits 1 without a result.
+TEST_F(RoundTest, AnExplicitThresholdOfAllPatientsAbortsOnOneDropout) {
+  PhaseUpdate last;
+  int code = -1;
+  auto line = PlayWithVanishing({"alice", "bob", "carol", "dave"}, {1, 2, 3, 4},
+                                {{"dave", Phase::kMask}}, {"--threshold", "4"}, &last, &code);
+  EXPECT_FALSE(line) << *line;
+  EXPECT_EQ(code, 1);
+  EXPECT_EQ(last.params.threshold, 4u);
+  ASSERT_EQ(last.phase, Phase::kAbort);
+  const std::string reason = "dave did not send a masked input (3 of 4 did, the threshold is 4)";
+  EXPECT_EQ(last.reason, reason);
+  EXPECT_TRUE(Contains(LastLine(dir_.path() / "hospital.log"), "aborted: " + reason))
+      << LastLine(dir_.path() / "hospital.log");
+  EXPECT_EQ(ReadText(results_), "");  // created at start, no result in it
+}
+
+// --threshold 3 for 4 patients (what the default would give too): one vanishing at share is
+// tolerated, the result is over the other three.
+TEST_F(RoundTest, AnExplicitThresholdToleratesItsDropouts) {
+  PhaseUpdate last;
+  auto line = PlayWithVanishing({"alice", "bob", "carol", "dave"}, {1, 2, 3, 4},
+                                {{"bob", Phase::kShare}}, {"--threshold", "3"}, &last, nullptr);
+  ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
+  EXPECT_EQ(last.params.threshold, 3u);
+  EXPECT_EQ(AggregateOf(*line), std::vector<uint64_t>{1 + 3 + 4});
+  EXPECT_EQ(DroppedOf(*line), std::vector<std::string>{"bob"});
+}
+
+// The default threshold for 3 patients is 3: one vanishing at share aborts at the deadline.
+TEST_F(RoundTest, TheDefaultThresholdOfThreePatientsToleratesNoDropout) {
+  PhaseUpdate last;
+  int code = -1;
+  auto line = PlayWithVanishing({"alice", "bob", "carol"}, {1, 2, 3}, {{"carol", Phase::kShare}},
+                                {}, &last, &code);
+  EXPECT_FALSE(line);
+  EXPECT_EQ(code, 1);
+  EXPECT_EQ(last.params.threshold, 3u);
+  ASSERT_EQ(last.phase, Phase::kAbort);
+  EXPECT_EQ(last.reason, "carol did not send shares (2 of 3 did, the threshold is 3)");
+  EXPECT_EQ(ReadText(results_), "");
+}
+
+// A threshold below the safe minimum is refused before any round opens, with the exact reason.
+TEST_F(RoundTest, AThresholdBelowTheSafeMinimumIsRefused) {
+  Keys({"alice", "bob", "carol", "dave"});
+  StartBroker();
+  auto hospital = Hospital({"--range", "1000", "--threshold", "2"});
+  EXPECT_NE(hospital.Wait(kWait), 0);
+  EXPECT_TRUE(Contains(ReadText(dir_.path() / "hospital.log"),
+                       "threshold 2 is below the safe minimum 3 for 4 patients"))
+      << ReadText(dir_.path() / "hospital.log");
+  EXPECT_EQ(ReadText(results_), "");
 }
 
 // dave is played by the test. What every patient sent is read back from the broker's capture
 // and opened with the hospital's key under the round's view: each masked input looks uniform
-// and unrelated to its input; only the sum of all of them is the aggregate. The capture holds
-// no input, masked input or aggregate in the clear.
+// and unrelated to its input; only with the unmasks does the hospital's arithmetic
+// (HospitalRound) give the aggregate. The capture holds no input, masked input or aggregate in
+// the clear.
 TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   constexpr uint32_t kLength = 10000;
   Keys({"alice", "bob", "dave"});
@@ -271,12 +516,9 @@ TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   auto open = dave.party().WaitPhase(Phase::kOpen);
   ASSERT_TRUE(open);
   ASSERT_EQ(open->params.participants, (std::vector<std::string>{"alice", "bob", "dave"}));
-  dave.Join(open->round);
-  auto sum = dave.party().WaitPhase(Phase::kSum, open->round);
-  ASSERT_TRUE(sum);
-  ASSERT_EQ(sum->nonces.size(), 3u);
-  EXPECT_EQ(sum->nonces[2], dave.nonce());
-  auto sent = dave.SendMasked(*sum, inputs["dave"]);
+  auto unmask = PlayRound({&dave}, *open, {inputs["dave"]}, {}, std::chrono::milliseconds(60000));
+  ASSERT_TRUE(unmask);
+  ASSERT_EQ(unmask->phase, Phase::kUnmask) << unmask->reason;
 
   auto line = hospital.ReadLine(kWait);
   ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
@@ -289,38 +531,34 @@ TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   EXPECT_EQ(bob.Wait(kWait), 0);
 
   auto path = dir_.path() / "captures" / (RoundHex(open->round) + ".tcap");
-  auto capture = ReadCaptureFile(path).value();
-  ASSERT_TRUE(capture.ok()) << capture.error;
+  const Captured c = ReadCaptured(path);
+  ASSERT_TRUE(c.keys);
+  EXPECT_EQ(c.partials.size(), 3u);  // one masked input per patient
+  EXPECT_EQ(c.unmasks.size(), 3u);
   const Sealer hospital_sealer = MakeSealer(keys_, "hospital");
+  EXPECT_EQ(Recompute(c, hospital_sealer), expected);
+  const ViewDigest view = ViewOf(c, hospital_sealer);
+  EXPECT_EQ(view, dave.round().view());  // the hospital's view is dave's
   std::map<std::string, std::vector<uint64_t>> masked;
-  for (const auto& r : capture.records) {
-    auto* e = std::get_if<CaptureEnvelope>(&r);
-    if (!e) continue;
-    auto env = std::get<Envelope>(Decode(e->frame).value());
-    EXPECT_EQ(env.kind, EnvelopeKind::kPartial);
-    EXPECT_EQ(env.to, "hospital");
-    auto values = OpenPartial(hospital_sealer, env, View(hospital_sealer, *sum), kLength);
+  for (const auto& env : c.partials) {
+    auto values = OpenMasked(hospital_sealer, env, view, kLength);
     ASSERT_TRUE(values.ok()) << env.from << ": " << values.message();
     EXPECT_TRUE(masked.emplace(env.from, values.value()).second)
         << "two partials from " << env.from;
   }
-  ASSERT_EQ(masked.size(), 3u);  // one envelope per patient, nothing else
-  EXPECT_EQ(masked["dave"], sent.masked);
-  std::vector<uint64_t> total(kLength, 0);
+  ASSERT_EQ(masked.size(), 3u);
   for (const auto& [from, v] : masked) {
     size_t small = 0, equal = 0, ones = 0;
     for (size_t e = 0; e < kLength; ++e) {
       small += v[e] <= 3000;
       equal += v[e] == inputs[from][e];
       ones += __builtin_popcountll(v[e]);
-      total[e] += v[e];
     }
     EXPECT_EQ(small, 0u) << from << "'s masked input looks like an input";
     EXPECT_EQ(equal, 0u) << from;
     // Uniform bits: 640,000 of them; half are ones within 1% (over 15 standard deviations).
     EXPECT_NEAR(static_cast<double>(ones) / (kLength * 64.0), 0.5, 0.01) << from;
   }
-  EXPECT_EQ(total, expected);  // the masks cancel, mod 2^64
 
   auto bytes = ReadBytes(path);
   auto contains = [&](const std::vector<uint64_t>& v) {
@@ -333,12 +571,12 @@ TEST_F(RoundTest, MaskedInputsLookUniformAndNoPlaintextReachesTheBroker) {
   EXPECT_FALSE(contains(expected));
 }
 
-// dave, played by the test, masks his input correctly but seals it under a view of the round
-// computed from altered nonces — what a patient that saw another sum phase (or whose roster
-// holds another key) would do. The broker cannot tell and routes it; the hospital cannot open
-// it, and since the broker routes one partial per patient the round can never complete: the
-// hospital refuses it at once with the exact reason, writes no result, and the round aborts
-// naming it. No aggregate, right or wrong, is ever reported.
+// dave, played by the test, masks his input correctly but seals it under another view of the
+// round — what a patient shown other keys (or whose roster holds another key) would do. The
+// broker cannot tell and routes it; the hospital cannot open it, and since the broker routes
+// one masked input per patient the round can never complete: the hospital refuses it at once
+// with the exact reason, writes no result, and the round aborts naming it. No aggregate, right
+// or wrong, is ever reported.
 TEST_F(RoundTest, APartialSealedUnderAnotherViewIsNotOpenedAndTheRoundAbortsWithoutAResult) {
   Keys({"alice", "bob", "dave"});
   StartBroker(1500);
@@ -348,22 +586,31 @@ TEST_F(RoundTest, APartialSealedUnderAnotherViewIsNotOpenedAndTheRoundAbortsWith
   auto hospital = Hospital({"--range", "1000"});
   auto open = dave.party().WaitPhase(Phase::kOpen);
   ASSERT_TRUE(open);
-  dave.Join(open->round);
-  auto sum = dave.party().WaitPhase(Phase::kSum, open->round);
-  ASSERT_TRUE(sum);
-  PhaseUpdate altered = *sum;
-  altered.nonces[0][0] ^= 0x01;  // one bit of alice's nonce
+  dave.Join(*open, {30});
+  auto share = dave.party().WaitPhase(Phase::kShare, open->round);
+  ASSERT_TRUE(share);
+  dave.Share(*share);
+  auto mask = dave.party().WaitPhase(Phase::kMask, open->round);
+  ASSERT_TRUE(mask);
+  // dave's honest masked input, opened by him... then sealed again under a view one bit off.
+  const Envelope honest = dave.round().Masked(*mask, *dave.WaitBatch(BatchKind::kShares)).value();
   const Sealer hospital_sealer = MakeSealer(keys_, "hospital");
-  ASSERT_NE(View(hospital_sealer, altered), View(hospital_sealer, *sum));
-  auto sent = dave.SendMasked(*sum, {30}, View(dave.sealer(), altered));
-  // The hospital's own key opens it only under the view it was sealed with, not the round's.
-  ASSERT_TRUE(OpenPartial(hospital_sealer, sent.envelope, View(hospital_sealer, altered), 1).ok());
-  ASSERT_FALSE(OpenPartial(hospital_sealer, sent.envelope, View(hospital_sealer, *sum), 1).ok());
+  ViewDigest other = dave.round().view();
+  other[0] ^= 0x01;
+  auto payload = OpenMasked(hospital_sealer, honest, dave.round().view(), 1);  // the masked value
+  ASSERT_TRUE(payload.ok()) << payload.message();
+  auto sealed =
+      dave.sealer().Seal(Binding{open->round, EnvelopeKind::kPartial, "dave", "hospital", other},
+                         EncodePayload(EnvelopeKind::kPartial, *payload));
+  ASSERT_TRUE(sealed.ok()) << sealed.message();
+  const Envelope altered{EnvelopeKind::kPartial, open->round, "dave", "hospital", *sealed};
+  ASSERT_FALSE(OpenMasked(hospital_sealer, altered, dave.round().view(), 1).ok());
+  dave.party().Send(altered);
 
-  const std::string why =
-      "cannot open partial from dave: authentication failed under hospital's view of the round";
   auto abort = dave.party().WaitPhase(Phase::kAbort, open->round);
   ASSERT_TRUE(abort);
+  const std::string why =
+      "cannot open partial from dave: authentication failed under hospital's view of the round";
   EXPECT_EQ(abort->reason, "hospital refused the round: " + why);
   EXPECT_EQ(hospital.Wait(kWait), 1);
   EXPECT_EQ(alice.Wait(kWait), 1);
@@ -383,23 +630,23 @@ TEST_F(RoundTest, APartialSealedUnderAnotherViewIsNotOpenedAndTheRoundAbortsWith
             1u)
       << LastLine(dir_.path() / "hospital.log");
 
-  auto capture =
-      ReadCaptureFile(dir_.path() / "captures" / (RoundHex(open->round) + ".tcap")).value();
-  ASSERT_TRUE(capture.ok()) << capture.error;
-  auto* trailer = std::get_if<CaptureTrailer>(&capture.records.back());
-  ASSERT_NE(trailer, nullptr);
-  EXPECT_FALSE(trailer->done);
-  EXPECT_EQ(trailer->reason, "hospital refused the round: " + why);
-  // dave's was routed; alice's and bob's may or may not have been before the refusal came.
-  EXPECT_GE(trailer->envelopes, 1u);
-  EXPECT_LE(trailer->envelopes, 3u);
-  EXPECT_EQ(trailer->rejected, 0u);
+  const Captured c = ReadCaptured(dir_.path() / "captures" / (RoundHex(open->round) + ".tcap"));
+  ASSERT_TRUE(c.trailer);
+  EXPECT_FALSE(c.trailer->done);
+  EXPECT_EQ(c.trailer->reason, "hospital refused the round: " + why);
+  // dave's masked input was routed; alice's and bob's masked inputs, and their unmasks once
+  // the three were in, may or may not have been before the refusal came. dave sent no unmask.
+  EXPECT_GE(c.partials.size(), 1u);
+  EXPECT_LE(c.partials.size(), 3u);
+  EXPECT_LE(c.unmasks.size(), 2u);
+  for (const auto& env : c.unmasks) EXPECT_NE(env.from, "dave");
+  EXPECT_EQ(c.trailer->rejected, 0u);
 }
 
 // Four real patients with vectors of 1,000 elements at the top of the range: the aggregate is
 // exact element by element. Read back from the capture and opened with the hospital's key, the
 // masked inputs are uniform 64-bit values whose plain sum overflows 2^64 for most elements;
-// only taken mod 2^64 do the masks cancel, to exactly the sum of the inputs.
+// the hospital's arithmetic over the capture, mod 2^64, gives exactly the sum of the inputs.
 TEST_F(RoundTest, VectorAggregateIsExactAtTheRangeBoundAndWrappingMasksCancelExactly) {
   constexpr uint32_t kLength = 1000;
   const std::vector<std::string> names = {"p0", "p1", "p2", "p3"};
@@ -426,34 +673,16 @@ TEST_F(RoundTest, VectorAggregateIsExactAtTheRangeBoundAndWrappingMasksCancelExa
   EXPECT_EQ(hospital.Wait(kWait), 0);
   for (auto& p : patients) EXPECT_EQ(p.Wait(kWait), 0);
 
-  // Rebuild the round's view from its capture: header, and the sum phase's nonces.
   const RoundId round = RoundFromHex(RoundOf(*line)).value();
-  auto capture = ReadCaptureFile(dir_.path() / "captures" / (RoundHex(round) + ".tcap")).value();
-  ASSERT_TRUE(capture.ok()) << capture.error;
-  PhaseUpdate sum;
-  std::vector<Envelope> envelopes;
-  for (const auto& r : capture.records) {
-    if (auto* h = std::get_if<CaptureHeader>(&r)) {
-      sum.round = h->round;
-      sum.params.hospital = h->params.hospital;
-      sum.params.range = h->params.range;
-      sum.params.length = h->params.length;
-      sum.params.participants = h->params.participants;
-    } else if (auto* ph = std::get_if<CapturePhase>(&r); ph && ph->phase == Phase::kSum) {
-      sum.phase = Phase::kSum;
-      sum.nonces = ph->nonces;
-    } else if (auto* e = std::get_if<CaptureEnvelope>(&r)) {
-      envelopes.push_back(std::get<Envelope>(Decode(e->frame).value()));
-    }
-  }
-  ASSERT_EQ(sum.phase, Phase::kSum);
-  ASSERT_EQ(sum.nonces.size(), names.size());
-  ASSERT_EQ(envelopes.size(), names.size());
+  const Captured c = ReadCaptured(dir_.path() / "captures" / (RoundHex(round) + ".tcap"));
+  ASSERT_EQ(c.partials.size(), names.size());
   const Sealer hospital_sealer = MakeSealer(keys_, "hospital");
+  EXPECT_EQ(Recompute(c, hospital_sealer), expected);
+  const ViewDigest view = ViewOf(c, hospital_sealer);
   std::vector<uint64_t> total(kLength, 0);
   std::vector<int> wraps(kLength, 0);
-  for (const auto& env : envelopes) {
-    auto masked = OpenPartial(hospital_sealer, env, View(hospital_sealer, sum), kLength);
+  for (const auto& env : c.partials) {
+    auto masked = OpenMasked(hospital_sealer, env, view, kLength);
     ASSERT_TRUE(masked.ok()) << env.from << ": " << masked.message();
     size_t unmasked = 0;
     for (uint32_t e = 0; e < kLength; ++e) {
@@ -464,13 +693,13 @@ TEST_F(RoundTest, VectorAggregateIsExactAtTheRangeBoundAndWrappingMasksCancelExa
     }
     EXPECT_EQ(unmasked, 0u) << env.from;
   }
-  EXPECT_EQ(total, expected);
-  // Three of the four masked inputs are independent uniform 64-bit values and the fourth is
-  // whatever makes the sum come out mod 2^64; their plain sum stays below 2^64 only when the
-  // first three add up to at most the (just under 2^64) aggregate: probability 1/6. So about
-  // 833 of 1,000 elements overflow; 700 or fewer is over 11 standard deviations away.
+  // The self masks stay in the plain sum of the masked inputs: only the unmasks remove them.
+  EXPECT_NE(total, expected);
+  // Four independent uniform 64-bit values: their plain sum stays below 2^64 with probability
+  // 1/24, so about 958 of 1,000 elements overflow; 850 or fewer is over 17 standard deviations
+  // away.
   const auto wrapped = std::count_if(wraps.begin(), wraps.end(), [](int w) { return w > 0; });
-  EXPECT_GT(wrapped, 700) << "masked inputs do not look uniform";
+  EXPECT_GT(wrapped, 850) << "masked inputs do not look uniform";
 }
 
 TEST_F(RoundTest, LaunchJsonEndToEnd) {

@@ -1,12 +1,13 @@
 // tally-micro-bench: Google Benchmark micro-benchmarks of the per-byte and per-element costs a
-// round is made of: sealing, the pairwise masks (Sealer::AddMasks), the payload and envelope
-// codecs, and CURVE transport through a real DEALER -> ROUTER pair. BENCHMARKS.md relates them
-// to the rounds.
+// round is made of: sealing, a patient's masks (PatientMasks and ApplyMasks), Shamir splitting,
+// sealed shares, signing round keys, the payload and envelope codecs, and CURVE transport through
+// a real DEALER -> ROUTER pair. BENCHMARKS.md relates them to the rounds.
 // Run: tools/bench --micro [--benchmark_filter=REGEX ...]
 #include <benchmark/benchmark.h>
 #include <sodium.h>
 #include <stdlib.h>
 
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -17,7 +18,9 @@
 
 #include "keys/curve.h"
 #include "keys/keys.h"
+#include "nodes/aggregate.h"
 #include "nodes/seal.h"
+#include "nodes/shamir.h"
 #include "schema/schema.h"
 
 namespace {
@@ -31,7 +34,7 @@ constexpr size_t kMostPatients = 10;
 std::string PatientName(size_t k) { return (k < 10 ? "p0" : "p") + std::to_string(k); }
 
 // A hospital and patients p01..p10 with keys in a temporary folder, loaded once for every
-// sealing and masking benchmark: patient p01 seals to the hospital and adds its masks.
+// sealing and signing benchmark: patient p01 seals to the hospital and signs.
 struct Parties {
   tally::Roster roster;
   std::optional<tally::Sealer> patient, hospital;
@@ -130,35 +133,41 @@ void BM_RawCurveBox(benchmark::State& state) {
 }
 BENCHMARK(BM_RawCurveBox)->Arg(64)->Arg(8 * kKiB)->Arg(8 * kMiB);
 
-// --- Masks (Sealer::AddMasks, as a patient does at the sum phase) -------------------------
-// One patient's masks over its input: a BLAKE2b key and a ChaCha20 stream of 8L bytes per
-// other participant, added or subtracted element by element. Items are input elements.
+// --- Masks (PatientMasks and ApplyMasks, as a patient does at the mask phase) -------------
+// One patient's masks over its input: a self mask and, per other member of U2, an X25519
+// product and a BLAKE2b key, then a ChaCha20 stream of 8L bytes per mask added or subtracted
+// element by element. Items are input elements.
 
-void BM_AddMasks(benchmark::State& state) {
+void BM_PatientMasks(benchmark::State& state) {
   const auto participants = static_cast<size_t>(state.range(0));
   const auto length = static_cast<uint32_t>(state.range(1));
-  tally::PhaseUpdate u;
-  u.phase = tally::Phase::kSum;
-  randombytes_buf(u.round.data(), u.round.size());
-  u.params.hospital = "hospital";
-  u.params.range = 1000;
-  u.params.length = length;
+  tally::RoundId round{};
+  randombytes_buf(round.data(), round.size());
+  tally::RoundParams params;
+  params.hospital = "hospital";
+  params.range = 1000;
+  params.length = length;
+  std::vector<tally::RoundPublicKeys> keys;
   for (size_t k = 1; k <= participants; ++k) {
-    u.params.participants.push_back(PatientName(k));
-    tally::JoinNonce nonce;
-    randombytes_buf(nonce.data(), nonce.size());
-    u.nonces.push_back(nonce);
+    params.participants.push_back(PatientName(k));
+    keys.push_back({tally::RoundKeyPair::Generate().pub, tally::RoundKeyPair::Generate().pub});
   }
-  const auto& sealer = *Keys().patient;
+  params.threshold = tally::SafeThreshold(participants);
+  const tally::Members shared(participants, true);
+  const tally::RoundKeyPair s = tally::RoundKeyPair::Generate();
+  tally::SecretKey b;
+  randombytes_buf(b.data(), tally::SecretKey::size());
   std::vector<uint64_t> values(length, 7);
   for (auto _ : state) {
-    if (!sealer.AddMasks(u, values).ok()) return state.SkipWithError("AddMasks failed");
+    auto masks = tally::PatientMasks(round, params, 0, shared, keys, s.secret, b.data());
+    if (!masks.ok()) return state.SkipWithError("PatientMasks failed");
+    tally::ApplyMasks(*masks, values);
     benchmark::DoNotOptimize(values.data());
   }
   state.SetItemsProcessed(state.iterations() * state.range(1));
   state.SetBytesProcessed(state.iterations() * state.range(1) * 8);
 }
-BENCHMARK(BM_AddMasks)
+BENCHMARK(BM_PatientMasks)
     ->ArgsProduct({{2, static_cast<int64_t>(kMostPatients)}, {1, 1000, 1 << 20}})
     ->ArgNames({"participants", "length"});
 
@@ -176,6 +185,122 @@ void BM_RawChaCha20Stream(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * state.range(0));
 }
 BENCHMARK(BM_RawChaCha20Stream)->Arg(8)->Arg(8 * kKiB)->Arg(8 * kMiB);
+
+// --- Shares (nodes/shamir.h, nodes/seal.h), as a patient does at the share phase ----------
+// Per round a patient splits two 32-byte secrets (b and s) into a share per member of U1 with
+// threshold T, and seals each other member its pair; each member opens its pairs at the mask
+// phase. Items are shares.
+
+void BM_ShamirSplit(benchmark::State& state) {
+  const auto participants = static_cast<size_t>(state.range(0));
+  const uint32_t threshold = tally::SafeThreshold(participants);
+  std::vector<uint16_t> xs;
+  for (size_t i = 0; i < participants; ++i) xs.push_back(static_cast<uint16_t>(i + 1));
+  std::vector<tally::Share> out(participants);
+  std::array<uint8_t, tally::kShareSize> secret;
+  randombytes_buf(secret.data(), secret.size());
+  for (auto _ : state) {
+    tally::ShamirSplit(secret, threshold, xs, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  sodium_memzero(secret.data(), secret.size());
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_ShamirSplit)->Arg(3)->Arg(10)->Arg(100)->Arg(1000);
+
+// Rebuilding one secret from T shares (the combiner built once per round, as the hospital does).
+void BM_ShamirCombine(benchmark::State& state) {
+  const auto participants = static_cast<size_t>(state.range(0));
+  const uint32_t threshold = tally::SafeThreshold(participants);
+  std::vector<uint16_t> xs;
+  for (size_t i = 0; i < participants; ++i) xs.push_back(static_cast<uint16_t>(i + 1));
+  std::vector<tally::Share> shares(participants);
+  std::array<uint8_t, tally::kShareSize> secret, rebuilt;
+  randombytes_buf(secret.data(), secret.size());
+  tally::ShamirSplit(secret, threshold, xs, shares);
+  xs.resize(threshold);
+  shares.resize(threshold);
+  auto combiner = tally::ShamirCombiner::Create(xs);
+  if (!combiner.ok()) return state.SkipWithError("ShamirCombiner::Create failed");
+  for (auto _ : state) {
+    combiner->Combine(shares, rebuilt);
+    benchmark::DoNotOptimize(rebuilt.data());
+  }
+  if (rebuilt != secret) state.SkipWithError("the rebuilt secret differs");
+  state.SetItemsProcessed(state.iterations() * threshold);
+}
+BENCHMARK(BM_ShamirCombine)->Arg(3)->Arg(10)->Arg(100)->Arg(1000);
+
+// The key of one pair's shares (X25519 and BLAKE2b), per other member at share and mask.
+void BM_ShareKey(benchmark::State& state) {
+  const tally::RoundKeyPair mine = tally::RoundKeyPair::Generate();
+  const tally::RoundKeyPair peer = tally::RoundKeyPair::Generate();
+  uint8_t key[32];
+  for (auto _ : state) {
+    if (!tally::ShareKey(mine.secret, peer.pub, key).ok()) return state.SkipWithError("ShareKey");
+    benchmark::DoNotOptimize(key);
+  }
+  sodium_memzero(key, sizeof key);
+}
+BENCHMARK(BM_ShareKey);
+
+void BM_SealShare(benchmark::State& state) {
+  tally::RoundId round{};
+  uint8_t key[32];
+  randombytes_buf(key, sizeof key);
+  std::array<uint8_t, 2 * tally::kShareSize> pair;
+  randombytes_buf(pair.data(), pair.size());
+  for (auto _ : state) {
+    auto sealed = tally::SealShare(key, round, "p01", "p02", pair);
+    benchmark::DoNotOptimize(sealed);
+  }
+  sodium_memzero(key, sizeof key);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SealShare);
+
+void BM_OpenShare(benchmark::State& state) {
+  tally::RoundId round{};
+  uint8_t key[32];
+  randombytes_buf(key, sizeof key);
+  std::array<uint8_t, 2 * tally::kShareSize> pair, opened;
+  randombytes_buf(pair.data(), pair.size());
+  const auto sealed = tally::SealShare(key, round, "p01", "p02", pair);
+  for (auto _ : state) {
+    if (!tally::OpenShare(key, round, "p01", "p02", sealed, opened).ok())
+      return state.SkipWithError("OpenShare failed");
+    benchmark::DoNotOptimize(opened.data());
+  }
+  sodium_memzero(key, sizeof key);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_OpenShare);
+
+// --- Signatures (Ed25519), per round: a patient signs its keys and checks every other's ----
+
+tally::RoundPublicKeys SomeRoundKeys() {
+  return {tally::RoundKeyPair::Generate().pub, tally::RoundKeyPair::Generate().pub};
+}
+
+void BM_SignKeys(benchmark::State& state) {
+  const auto statement = tally::KeysStatement(tally::RoundDigest{}, "p01", SomeRoundKeys());
+  const auto& sealer = *Keys().patient;
+  for (auto _ : state) {
+    auto signature = sealer.Sign(statement);
+    benchmark::DoNotOptimize(signature);
+  }
+}
+BENCHMARK(BM_SignKeys);
+
+void BM_VerifyKeys(benchmark::State& state) {
+  const auto statement = tally::KeysStatement(tally::RoundDigest{}, "p01", SomeRoundKeys());
+  const auto signature = Keys().patient->Sign(statement);
+  const auto& sealer = *Keys().hospital;
+  for (auto _ : state) {
+    if (!sealer.Verify("p01", statement, signature)) return state.SkipWithError("Verify failed");
+  }
+}
+BENCHMARK(BM_VerifyKeys);
 
 // --- Codecs ------------------------------------------------------------------------------
 

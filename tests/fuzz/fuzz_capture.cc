@@ -3,8 +3,9 @@
 // Invariants checked, each a finding if it fails (FUZZ_CHECK aborts, so libFuzzer keeps the
 // input): the reader says where it stopped, inside the input, after every record it returned;
 // records and offsets agree and offsets grow; the first record is a header and nothing follows
-// a trailer; and the records it read, re-encoded with EncodeRecord behind a fresh file header,
-// read back cleanly and equal.
+// a trailer; every set of a phase record is empty or one flag per participant of the header; and
+// the records it read, re-encoded with EncodeRecord behind a fresh file header, read back cleanly
+// and equal.
 //
 // Every record carries a CRC, so nearly every blind mutation would stop at the first "CRC
 // mismatch". A custom mutator therefore repairs the CRCs of three mutants in four (the fourth
@@ -76,6 +77,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(std::holds_alternative<tally::CaptureHeader>(c.records[i]) == (i == 0));
     if (std::holds_alternative<tally::CaptureTrailer>(c.records[i])) {
       FUZZ_CHECK(i + 1 == c.records.size());
+    }
+    if (const auto* ph = std::get_if<tally::CapturePhase>(&c.records[i])) {
+      const size_t n = std::get<tally::CaptureHeader>(c.records[0]).params.participants.size();
+      for (const tally::Members* set :
+           {&ph->sets.joined, &ph->sets.shared, &ph->sets.masked, &ph->sets.confirmed})
+        FUZZ_CHECK(set->empty() || set->size() == n);
     }
   }
   if (!c.ok()) {

@@ -1,15 +1,21 @@
-// libFuzzer target: the strict wire decoder (schema/schema.h Decode, DecodePayload).
+// libFuzzer target: the strict wire decoder (schema/schema.h Decode, DecodePayload,
+// DecodeUnmask).
 //
 // The whole input is one wire frame, decoded with the default Limits and with tight ones.
-// The same input also feeds DecodePayload: its first 4 bytes (little-endian) are the expected
-// vector length, the rest is the payload of a partial (the only kind).
+// The same input also feeds the plaintext decoders: its first 4 bytes (little-endian) are the
+// expected vector length of a partial's payload, and (modulo kMaxParticipants + 1) the
+// participants of an unmask; the rest is the plaintext.
 //
 // Invariants checked, each a finding if it fails (FUZZ_CHECK aborts, so libFuzzer keeps the
 // input): a decoded message re-encodes to bytes that decode to an equal message, and encoding
 // is a fixed point after one round trip; whatever tight Limits accept, the defaults accept
-// too; a decoded phase update has no nonces or exactly one per participant and at most
-// max_participants names; a decoded payload has exactly `length` values, re-encodes and
-// re-decodes equal, and is refused for any other length.
+// too; a decoded phase update has at most max_participants names and each of its four sets
+// empty or one flag per participant; a decoded batch has at most max_participants items,
+// distinct indices below max_participants and items of exactly its kind's size (keys 128,
+// shares 104, confirm 64); a decoded payload has exactly `length` values, re-encodes and
+// re-decodes equal, and is refused for any other length; a decoded unmask holds a set of the
+// participants (or none) and at most one share per participant in each list, and re-encodes
+// and re-decodes equal.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -47,13 +53,40 @@ void CheckColumns(const tally::RoundParams& p) {
   FUZZ_CHECK(p.weight.decimals <= tally::kMaxDecimalsInRound);
 }
 
+// A set as the decoder gives it: not fixed (empty) or one flag per participant.
+void CheckSet(const tally::Members& m, size_t n) { FUZZ_CHECK(m.empty() || m.size() == n); }
+
+void CheckBatch(const tally::Batch& b, const tally::Limits& limits) {
+  FUZZ_CHECK(b.items.size() <= limits.max_participants);
+  std::set<uint32_t> seen;
+  for (const tally::BatchItem& item : b.items) {
+    FUZZ_CHECK(item.index < limits.max_participants);
+    FUZZ_CHECK(seen.insert(item.index).second);
+    switch (b.kind) {
+      case tally::BatchKind::kKeys:
+        FUZZ_CHECK(item.data.size() == tally::kKeysItemSize);
+        break;
+      case tally::BatchKind::kShares:
+        FUZZ_CHECK(item.data.size() == tally::kSealedShareSize);
+        break;
+      case tally::BatchKind::kConfirm:
+        FUZZ_CHECK(item.data.size() == tally::kSignatureSize);
+        break;
+    }
+  }
+}
+
 void CheckRoundTrip(const tally::Message& m, const tally::Limits& limits) {
   if (const auto* u = std::get_if<tally::PhaseUpdate>(&m)) {
-    FUZZ_CHECK(u->nonces.empty() || u->nonces.size() == u->params.participants.size());
-    FUZZ_CHECK(u->params.participants.size() <= limits.max_participants);
+    const size_t n = u->params.participants.size();
+    FUZZ_CHECK(n <= limits.max_participants);
+    for (const tally::Members* set :
+         {&u->sets.joined, &u->sets.shared, &u->sets.masked, &u->sets.confirmed})
+      CheckSet(*set, n);
     CheckColumns(u->params);
   }
   if (const auto* r = std::get_if<tally::Request>(&m)) CheckColumns(r->params);
+  if (const auto* b = std::get_if<tally::Batch>(&m)) CheckBatch(*b, limits);
   const std::vector<uint8_t> once = tally::Encode(m);
   tally::Result<tally::Message> again = tally::Decode(once, limits);
   FUZZ_CHECK(again.ok());
@@ -79,11 +112,29 @@ void FuzzMessage(std::span<const uint8_t> bytes) {
   }
 }
 
+void FuzzUnmask(size_t participants, std::span<const uint8_t> plaintext) {
+  tally::Result<tally::UnmaskShares> shares = tally::DecodeUnmask(plaintext, participants);
+  if (!shares.ok()) {
+    FUZZ_CHECK(!shares.message().empty());
+    return;
+  }
+  CheckSet(shares->masked, participants);
+  FUZZ_CHECK(shares->self_seeds.size() <= participants);
+  FUZZ_CHECK(shares->mask_secrets.size() <= participants);
+  const std::vector<uint8_t> again = tally::EncodeUnmask(*shares);
+  tally::Result<tally::UnmaskShares> back = tally::DecodeUnmask(again, participants);
+  FUZZ_CHECK(back.ok());
+  FUZZ_CHECK(back->masked == shares->masked && back->self_seeds == shares->self_seeds &&
+             back->mask_secrets == shares->mask_secrets);
+  FUZZ_CHECK(tally::EncodeUnmask(*back) == again);
+}
+
 void FuzzPayload(std::span<const uint8_t> bytes) {
   if (bytes.size() < 4) return;
   const uint32_t length = uint32_t{bytes[0]} | uint32_t{bytes[1]} << 8 | uint32_t{bytes[2]} << 16 |
                           uint32_t{bytes[3]} << 24;
   const std::span<const uint8_t> payload = bytes.subspan(4);
+  FuzzUnmask(length % (tally::kMaxParticipants + 1), payload);
   constexpr tally::EnvelopeKind kind = tally::EnvelopeKind::kPartial;
   tally::Result<std::vector<uint64_t>> values = tally::DecodePayload(payload, kind, length);
   if (!values.ok()) {
