@@ -256,8 +256,7 @@ void Coordinator::OnBatch(const std::string& sender, const Batch& batch, Clock::
     // The patient's own signature, once.
     if (batch.items.size() != 1 || batch.items[0].index != *i)
       return out.push_back(act::Reject{"a confirmation is one signature, the sender's own"});
-    std::copy(batch.items[0].data.begin(), batch.items[0].data.end(),
-              r.confirmations[*i].begin());
+    std::copy(batch.items[0].data.begin(), batch.items[0].data.end(), r.confirmations[*i].begin());
   }
   answered[*i] = true;
   Settle(false, now, out);

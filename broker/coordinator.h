@@ -132,10 +132,10 @@ class Coordinator {
   struct Round {
     PhaseUpdate update;  // what was last published: phase, params, sets, deadline
     Clock::time_point phase_deadline;
-    size_t n = 0;                         // participants
-    std::map<std::string, size_t> index;  // participant -> its position
-    std::vector<Join> joins;              // per participant, once it joined
-    std::vector<uint8_t> share_box;       // the sealed share from i to j at (i * n + j)
+    size_t n = 0;                          // participants
+    std::map<std::string, size_t> index;   // participant -> its position
+    std::vector<Join> joins;               // per participant, once it joined
+    std::vector<uint8_t> share_box;        // the sealed share from i to j at (i * n + j)
     std::vector<Signature> confirmations;  // per participant, its signature on U2 and U3
     // Per participant, what the broker accepted from it in each phase, and whether its
     // connection closed during the round.

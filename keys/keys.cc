@@ -694,8 +694,8 @@ Result<SecretCertificate> LoadSecret(const std::filesystem::path& dir, std::stri
 }
 
 Result<SecretCertificate> NewParty(std::string_view name, Role role) {
-  SecretCertificate cert{Certificate{std::string(name), role, {}, {}, {}}, SecretKey(),
-                         SecretKey(), SecretKey()};
+  SecretCertificate cert{Certificate{std::string(name), role, {}, {}, {}}, SecretKey(), SecretKey(),
+                         SecretKey()};
   {
     char z85_public[kZ85KeyLength + 1];
     char z85_secret[kZ85KeyLength + 1];

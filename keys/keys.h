@@ -8,10 +8,11 @@
 //   private/NAME.key_secret  the same, plus curve/secret-key, seal/seal-secret-key and
 //                            sign/sign-secret-key (the Ed25519 seed)
 // (mode 0600, folder 0700). The broker's certificates hold no sealing or signing key: it never
-// opens a payload nor speaks for a party. The roster is the set of public certificates: the broker's allowlist and every
-// node's address book (with the broker's pinned key), so the key folder, public/ and every
-// certificate in it must be writable by their owner only, and private/ reachable by its owner
-// only; loading refuses anything looser, naming the chmod that fixes it (as ssh does).
+// opens a payload nor speaks for a party. The roster is the set of public certificates: the
+// broker's allowlist and every node's address book (with the broker's pinned key), so the key
+// folder, public/ and every certificate in it must be writable by their owner only, and private/
+// reachable by its owner only; loading refuses anything looser, naming the chmod that fixes it (as
+// ssh does).
 //
 // Secrets live in sodium_malloc'd memory (locked where the OS allows), are compared in
 // constant time and wiped when dropped. Nothing here logs.

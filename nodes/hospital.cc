@@ -189,8 +189,7 @@ void Hospital::OnEnvelope(const Envelope& env) {
     if (!sets.shared[from])
       return Refuse("a masked input from " + env.from + ", who did not share");
     // A masked input that does not open can never be replaced: the broker routes one per patient.
-    if (Status added = r.sums->AddPartial(env, from); !added.ok())
-      return Refuse(Why(added, name_));
+    if (Status added = r.sums->AddPartial(env, from); !added.ok()) return Refuse(Why(added, name_));
     if (!sets.masked.empty() && !sets.masked[from])
       return Refuse("the masked input of " + env.from + " arrived, but " + env.from +
                     " is not a survivor");

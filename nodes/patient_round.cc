@@ -41,6 +41,7 @@ Result<PatientRound> PatientRound::Join(const Sealer& sealer, const PhaseUpdate&
 }
 
 Result<Batch> PatientRound::Shares(const PhaseUpdate& u, const Batch& keys) {
+  if (done_ != Step::kJoined) return Status::Error("the shares were sent already");
   const auto& ps = u.params.participants;
   const Members& joined = u.sets.joined;
   Result<SignedKeys> signed_keys = KeysOf(keys, joined, me_);
@@ -80,16 +81,18 @@ Result<Batch> PatientRound::Shares(const PhaseUpdate& u, const Batch& keys) {
       status = Status::Error("the round key of " + ps[v] + " is invalid");
       break;
     }
-    out.items.push_back(
-        {static_cast<uint32_t>(v), SealShare(key, u.round, sealer_.name(), ps[v], {pair, kPairSize})});
+    out.items.push_back({static_cast<uint32_t>(v),
+                         SealShare(key, u.round, sealer_.name(), ps[v], {pair, kPairSize})});
     sodium_memzero(pair, kPairSize);  // only ours is needed later: the others travel sealed
   }
   for (auto* shares : {&of_b, &of_s}) sodium_memzero(shares->data(), shares->size() * kShareSize);
   if (!status.ok()) return status;
+  done_ = Step::kShared;
   return out;
 }
 
 Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares) {
+  if (done_ != Step::kShared) return Status::Error("a masked input without shares sent before");
   const auto& ps = u.params.participants;
   const Members& shared = u.sets.shared;
   if (!OnePerOtherMember(shares.items, shared, me_))
@@ -119,6 +122,7 @@ Result<Envelope> PatientRound::Masked(const PhaseUpdate& u, const Batch& shares)
       plaintext);
   sodium_memzero(plaintext.data(), plaintext.size());
   if (!sealed.ok()) return sealed.status();
+  done_ = Step::kMasked;
   return Envelope{EnvelopeKind::kPartial, u.round, sealer_.name(), u.params.hospital,
                   std::move(sealed.value())};
 }
@@ -131,6 +135,7 @@ Batch PatientRound::Confirmation(const PhaseUpdate& u) const {
 }
 
 Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirmations) {
+  if (done_ != Step::kMasked) return Status::Error("an unmask without a masked input sent before");
   const auto& ps = u.params.participants;
   const Members& masked = u.sets.masked;
   if (masked != u.sets.shared) {
@@ -145,8 +150,7 @@ Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirm
       if (item.index >= ps.size() || item.index == me_ || !masked[item.index] ||
           counted[item.index])
         continue;
-      if (sealer_.Verify(ps[item.index],
-                         ConfirmStatement(view_, ps[item.index], masked),
+      if (sealer_.Verify(ps[item.index], ConfirmStatement(view_, ps[item.index], masked),
                          item.data)) {
         counted[item.index] = true;
         ++confirmed;

@@ -68,6 +68,9 @@ class PatientRound {
   SecretBytes share_keys_{0};
   ViewDigest view_{};
   tally::Join join_;
+  // The last step that succeeded: each needs the one before (a caller that goes on after a
+  // failed step gets an error, not a read of what that step did not fill).
+  enum class Step { kJoined, kShared, kMasked } done_ = Step::kJoined;
 };
 
 }  // namespace tally

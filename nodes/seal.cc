@@ -4,8 +4,8 @@
 #include <sodium.h>
 
 #include <algorithm>
-#include <map>
 #include <cstring>
+#include <map>
 #include <utility>
 
 #include "schema/protocol.h"
@@ -160,8 +160,8 @@ Status DistinctKeys(std::span<const RoundPublicKeys> keys, const Members& joined
       auto [at, fresh] = seen.emplace(*key, v);
       if (!fresh)
         return Status::Error(at->second == v ? "the round keys of " + names[v] + " are the same"
-                                             : "the round keys of " + names[at->second] +
-                                                   " and " + names[v] + " are the same");
+                                             : "the round keys of " + names[at->second] + " and " +
+                                                   names[v] + " are the same");
     }
   }
   return Status::Ok();

@@ -12,10 +12,10 @@ namespace tally {
 inline constexpr uint32_t kProtocolVersion = 3;  // first element of every wire message
 inline constexpr size_t kRoundIdSize = 16;       // 128-bit random round ids
 inline constexpr size_t kRoundKeySize = 32;      // an X25519 public key of a round
-inline constexpr size_t kSignatureSize = 64;  // an Ed25519 signature
+inline constexpr size_t kSignatureSize = 64;     // an Ed25519 signature
 // A keys item: a patient's cpk || spk || its signature on them.
 inline constexpr size_t kKeysItemSize = 2 * kRoundKeySize + kSignatureSize;
-inline constexpr size_t kShareSize = 32;         // one Shamir share of a 32-byte secret
+inline constexpr size_t kShareSize = 32;  // one Shamir share of a 32-byte secret
 // A sealed share: nonce || (share of b || share of s) || Poly1305 tag.
 inline constexpr size_t kSealedShareSize = 24 + 2 * kShareSize + 16;
 inline constexpr size_t kMaxNameLength = 32;            // party names: [a-z0-9_-]{1,32}

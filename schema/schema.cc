@@ -514,8 +514,7 @@ strict::Bounds MessageBounds(const Limits& limits) {
       .max_bytes = limits.max_message_bytes,
       .max_array = std::max({kMaxFields, limits.max_participants, kMaxColumns}),
       .max_str = kMaxWireString,
-      .max_bin =
-          std::max({limits.max_sealed_bytes, kRoundIdSize, kKeysItemSize}),
+      .max_bin = std::max({limits.max_sealed_bytes, kRoundIdSize, kKeysItemSize}),
       .max_depth = 3,  // message, columns, a column
   };
 }

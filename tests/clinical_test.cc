@@ -58,23 +58,28 @@ class ClinicalTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_GE(sodium_init(), 0); }
 
-  // tally-launch --inputs FILE --json: its one JSON line's columns, as a results line reads them.
-  std::vector<ColumnResult> Launch(const fs::path& file) {
-    const Cluster::Output o = cluster_.RunTool(
-        "tools/tally-launch",
-        {"--inputs", file.string(), "--json", "--workdir", (dir_.path() / "run").string()},
-        std::chrono::seconds(240));
+  // tally-launch --inputs FILE --json (then `extra`): its one JSON line's columns, as a results
+  // line reads them; who dropped out in dropped_.
+  std::vector<ColumnResult> Launch(const fs::path& file,
+                                   const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"--inputs", file.string(), "--json", "--workdir",
+                                     (dir_.path() / "run").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Cluster::Output o =
+        cluster_.RunTool("tools/tally-launch", args, std::chrono::seconds(240));
     EXPECT_EQ(o.code, 0) << o.out << o.err;
     // The launch line carries expected_sum and match beside each column; the columns' own
     // fields are those of a results line.
     auto line = ParseResultsLine(ReadText(dir_.path() / "run" / "results.jsonl"));
     EXPECT_TRUE(line.ok() && line->result) << line.message();
     EXPECT_TRUE(Contains(o.out, "\"match\": true}\n")) << o.out;
+    dropped_ = line.ok() && line->result ? line->result->dropped : std::vector<std::string>{"?"};
     return line.ok() && line->result ? line->result->columns : std::vector<ColumnResult>{};
   }
 
   TempDir dir_;
   Cluster cluster_{kBin, dir_.path(), dir_.path()};
+  std::vector<std::string> dropped_;
 };
 
 // 300 patients, one process each, 31 columns of real measurements with 1 to 6 decimals: every
@@ -86,6 +91,7 @@ TEST_F(ClinicalTest, ARoundOverRealClinicalDataGivesEveryColumnsExactSum) {
   ASSERT_EQ(exact.size(), 31u);
   const std::vector<ColumnResult> columns = Launch(kData);
   ASSERT_EQ(columns.size(), 31u);
+  EXPECT_EQ(dropped_, std::vector<std::string>{});
   for (const ColumnResult& c : columns) {
     ASSERT_TRUE(exact.count(c.name)) << c.name;
     const ExactColumn& e = exact.at(c.name);
@@ -111,6 +117,7 @@ TEST_F(ClinicalTest, MissingCellsCountNowhereAndMeansAreOverTheValuesGiven) {
                          "carol,39.2,,5.1\n";
   const auto columns = Launch(file);
   ASSERT_EQ(columns.size(), 3u);
+  EXPECT_EQ(dropped_, std::vector<std::string>{});
   EXPECT_EQ(columns[0], (ColumnResult{"bmi", 3, "", {"96.3"}, {"32.1000"}}));
   EXPECT_EQ(columns[1], (ColumnResult{"delta", 2, "", {"-11.84"}, {"-5.92000"}}));
   EXPECT_EQ(columns[2], (ColumnResult{"glucose", 2, "", {"9.9598"}, {"4.9799000"}}));
@@ -131,6 +138,35 @@ TEST_F(ClinicalTest, MissingCellsCountNowhereAndMeansAreOverTheValuesGiven) {
       cluster_.RunTool("tools/tally-replay", {capture.string()}, kWait);
   // Bounds derived from the data, powers of ten: -12.34 .. 0.5 gives [-100, 1].
   EXPECT_TRUE(Contains(timeline.out, "  column delta [-100.00, 1.00]\n")) << timeline.out;
+}
+
+// A patient killed after sharing (tools/launch --drop, at the mask phase) leaves every column:
+// its count, its sum and its mean are over the survivors' cells only, the results line names it
+// as dropped, and the hospital's audit of the capture agrees.
+TEST_F(ClinicalTest, ADroppedPatientsCellsAreInNoColumnAndTheResultNamesIt) {
+  const fs::path file = dir_.path() / "cohort.csv";
+  std::ofstream(file) << "name,bmi,delta\n"
+                         "alice,32.1,-12.34\n"
+                         "bob,25,0.5\n"
+                         "carol,39.2,\n"
+                         "dave,71.7,3.25\n";
+  // Four patients: the default threshold 3 lets one drop out.
+  const auto columns = Launch(file, {"--drop", "dave", "--drop-at", "mask"});
+  ASSERT_EQ(columns.size(), 2u);
+  EXPECT_EQ(dropped_, std::vector<std::string>{"dave"});
+  EXPECT_EQ(columns[0], (ColumnResult{"bmi", 3, "", {"96.3"}, {"32.1000"}}));
+  EXPECT_EQ(columns[1], (ColumnResult{"delta", 2, "", {"-11.84"}, {"-5.92000"}}));
+  const fs::path run = dir_.path() / "run";
+  const fs::path capture = fs::directory_iterator(run / "captures")->path();
+  const Cluster::Output audit =
+      cluster_.RunTool("tools/tally-replay",
+                       {capture.string(), "--keys", (run / "keys").string(), "--as", "hospital",
+                        "--results", (run / "results.jsonl").string()},
+                       kWait);
+  EXPECT_EQ(audit.code, 0) << audit.out << audit.err;
+  EXPECT_TRUE(Contains(audit.out, "; dropped: dave\n")) << audit.out;
+  EXPECT_TRUE(Contains(audit.out, "  column bmi: count 3, sum 96.3, mean 32.1000\n")) << audit.out;
+  EXPECT_TRUE(Contains(audit.out, "matches results file ")) << audit.out;
 }
 
 // A cell with more decimals than the round allows is refused by its patient before anything

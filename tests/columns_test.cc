@@ -249,9 +249,10 @@ TEST_F(ColumnsTest, AHugeValueIsRefusedInsteadOfWrappingIntoTheBounds) {
 // A round with many decimals wrote means and weighted sums with more than the 18 decimals the
 // results reader took: the line could not be read back, and with it the whole results file.
 TEST_F(ColumnsTest, ResultLinesOfHighPrecisionColumnsReadBack) {
+  // Threshold 2: the safe minimum for two patients (CheckRoundParams checks it too).
   for (const RoundParams& p :
-       {RoundParams{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 100000000000000000, 16}}, {}},
-        RoundParams{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 10, 18}}, {5, 1}}}) {
+       {RoundParams{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 100000000000000000, 16}}, {}, 2},
+        RoundParams{"hospital", 0, 1, {"alice", "bob"}, {{"x", 0, 10, 18}}, {5, 1}, 2}}) {
     ASSERT_TRUE(CheckRoundParams(p).ok());
     const bool weighted = p.weight.max > 0;
     RoundResult r;

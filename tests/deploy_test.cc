@@ -3,6 +3,7 @@
 // slow links and forwarders are a TcpProxy in the test (tests/proxy.h). Every wait is on a
 // readiness line, a log line or a process exit, bounded.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -89,6 +90,14 @@ class DeployTest : public ::testing::Test {
       fs::copy_file(keys_ / "public" / (n + ".key"), dir / "public" / (n + ".key"));
     fs::copy_file(keys_ / "private" / (me + ".key_secret"), dir / "private" / (me + ".key_secret"));
     return dir;
+  }
+
+  // The round of the one capture the broker wrote (captures are named after their round).
+  std::string OnlyCaptureRound() {
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(captures_)) files.push_back(entry.path());
+    EXPECT_EQ(files.size(), 1u);
+    return files.size() == 1 ? files[0].stem().string() : "";
   }
 
   TempDir dir_;
@@ -306,9 +315,10 @@ TEST_F(DeployTest, RostersThatDisagreeAreRefusedAtOnceWithTheExactReason) {
 }
 
 // Rosters that disagree on a key: alice's roster holds another key for bob, so her masks with
-// bob would not cancel. The view binds every party's sealing key: her masked input does not open
-// under the hospital's view, and the hospital refuses the round at once instead of reporting a
-// wrong sum.
+// bob would not cancel. Round keys are signed with each party's signing key from its certificate
+// (schema/PROTOCOL.md, "Keys of a round"): alice finds bob's keys not signed by the bob she
+// knows and gives the round up before sending a share; bob, whose roster is right, has sent his.
+// The broker sees alice leave and the round aborts naming her instead of reporting a wrong sum.
 TEST_F(DeployTest, ARosterWithAnotherKeyForAPeerAbortsInsteadOfSummingWrong) {
   StartBroker({"--deadline-ms", "60000"});
   const fs::path alice_keys =
@@ -316,6 +326,40 @@ TEST_F(DeployTest, ARosterWithAnotherKeyForAPeerAbortsInsteadOfSummingWrong) {
   const fs::path stale = dir_.path() / "stale";
   ASSERT_TRUE(GenerateParty(stale, "bob", Role::kPatient, false).ok());
   fs::copy_file(stale / "public" / "bob.key", alice_keys / "public" / "bob.key");
+  auto alice = Node("alice", {"--keys", alice_keys.string(), "--value", "1", "--once"});
+  auto bob = Patient("bob", 2, {"--once"});
+  for (Child* p : {&alice, &bob}) Ready(*p);
+  auto hospital = Hospital({"--participants", "alice,bob"});
+  EXPECT_EQ(hospital.Wait(kWait), 1);
+  EXPECT_EQ(hospital.ReadAll(kWait), "");
+  EXPECT_EQ(alice.Wait(kWait), 1);
+  EXPECT_EQ(bob.Wait(kWait), 1);
+  const std::string round = OnlyCaptureRound();
+  EXPECT_TRUE(Contains(
+      LastLine(LogOf("alice")),
+      ExitLine("node alice", 1, "left round " + round + ": the keys of bob are not signed by bob")))
+      << LastLine(LogOf("alice"));
+  const std::string aborted =
+      "round " + round +
+      " aborted: alice dropped out (at most 1 of 2 can send shares, the threshold is 2)";
+  EXPECT_TRUE(Contains(ReadText(LogOf("bob")), "event=shares-sent round=" + round))
+      << ReadText(LogOf("bob"));
+  EXPECT_TRUE(Contains(LastLine(LogOf("bob")), ExitLine("node bob", 1, aborted)))
+      << LastLine(LogOf("bob"));
+  EXPECT_TRUE(Contains(LastLine(LogOf("hospital")), ExitLine("node hospital", 1, aborted)))
+      << LastLine(LogOf("hospital"));
+  EXPECT_EQ(ReadText(results_), "");
+}
+
+// Rosters that disagree on the hospital's key: alice seals her masked input for a key the
+// hospital does not hold. The view binds every party's sealing key too: it does not open under
+// the hospital's view, and the hospital refuses the round at once instead of reporting a sum.
+TEST_F(DeployTest, ARosterWithAnotherKeyForTheHospitalAbortsInsteadOfSummingWrong) {
+  StartBroker({"--deadline-ms", "60000"});
+  const fs::path alice_keys = HostKeys("alice", "alice", {"broker", "alice", "bob", "charlie"});
+  const fs::path stale = dir_.path() / "stale";
+  ASSERT_TRUE(GenerateParty(stale, "hospital", Role::kHospital, false).ok());
+  fs::copy_file(stale / "public" / "hospital.key", alice_keys / "public" / "hospital.key");
   auto alice = Node("alice", {"--keys", alice_keys.string(), "--value", "1", "--once"});
   auto bob = Patient("bob", 2, {"--once"});
   for (Child* p : {&alice, &bob}) Ready(*p);
@@ -389,11 +433,52 @@ TEST_F(DeployTest, AnAggregateAboveRIsNotCalledAnInputOutOfRange) {
   auto line = hospital.ReadLine(kWait);
   ASSERT_TRUE(line);
   EXPECT_TRUE(Contains(*line,
-                       "aggregate 110 over 3 patients (above R = 100: each input lies in "
+                       "aggregate 110 over 3 of 3 patients (above R = 100: each input lies in "
                        "[0, R], their sum need not)"))
       << *line;
   EXPECT_FALSE(Contains(*line, "out of range")) << *line;
   EXPECT_EQ(hospital.Wait(kWait), 0);
+}
+
+// A patient that crashes (SIGKILL where tally-node --vanish-at says "vanish PHASE") before its
+// masked input went out is named as dropped and its input is in no sum; one that crashes after
+// it, at the unmask phase, is still summed, since the others' unmasks remove its masks. Both
+// rounds complete, with the result line and the results file saying which is which.
+TEST_F(DeployTest, APatientKilledBeforeItsMaskedInputIsDroppedAndOneKilledAfterIsSummed) {
+  ASSERT_TRUE(GenerateParty(keys_, "dave", Role::kPatient, false).ok());
+  StartBroker();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"mask", "aggregate 60 over 3 of 4 patients (dropped: dave)"},
+      {"unmask", "aggregate 100 over 4 of 4 patients"}};
+  for (const auto& [phase, expected] : cases) {
+    std::vector<Child> patients;
+    for (const auto& [name, value] :
+         std::vector<std::pair<std::string, uint64_t>>{{"alice", 10}, {"bob", 20}, {"charlie", 30}})
+      patients.push_back(Patient(name, value, {"--once"}));
+    Child dave = Patient("dave", 40, {"--once", "--vanish-at", phase});
+    for (Child* p : {&patients[0], &patients[1], &patients[2], &dave}) Ready(*p);
+    auto hospital = Node("hospital", {"--range", "1000", "--results", results_.string(),
+                                      "--participants", "alice,bob,charlie,dave"});
+    auto said = dave.ReadLine(kWait);
+    ASSERT_EQ(said, "vanish " + phase);
+    dave.Signal(SIGKILL);
+    EXPECT_EQ(dave.Wait(kWait), 128 + SIGKILL);
+    auto line = hospital.ReadLine(kWait);
+    ASSERT_TRUE(line) << LastLine(LogOf("hospital"));
+    EXPECT_TRUE(Contains(*line, expected)) << *line;
+    EXPECT_EQ(hospital.Wait(kWait), 0);
+    for (auto& p : patients) EXPECT_EQ(p.Wait(kWait), 0);
+    EXPECT_TRUE(Contains(ReadText(LogOf("dave")), "event=vanish round="))
+        << ReadText(LogOf("dave"));
+  }
+  const std::vector<std::string> lines = Lines(ReadText(results_));
+  ASSERT_EQ(lines.size(), 2u);
+  auto first = ParseResultsLine(lines[0]), second = ParseResultsLine(lines[1]);
+  ASSERT_TRUE(first.ok() && first->result && second.ok() && second->result);
+  EXPECT_EQ(first->result->aggregate, std::vector<uint64_t>{60});
+  EXPECT_EQ(first->result->dropped, std::vector<std::string>{"dave"});
+  EXPECT_EQ(second->result->aggregate, std::vector<uint64_t>{100});
+  EXPECT_EQ(second->result->dropped, std::vector<std::string>{});
 }
 
 // 9. Logs had no timestamps, patients said nothing when stopped, and a failed node's last line
@@ -420,8 +505,9 @@ TEST_F(DeployTest, EveryLogLineIsTimestampedAndTheLastSaysWhyAndHow) {
   EXPECT_TRUE(Contains(LastLine(LogOf("alice")), ExitLine("node alice", 0, "stopped by SIGTERM")));
   EXPECT_TRUE(
       Contains(LastLine(LogOf("hospital")), ExitLine("node hospital", 0, "every round done")));
+  // Two masked inputs and two unmasks (the threshold is 2 of 2), nothing refused.
   EXPECT_TRUE(Contains(LastLine(LogOf("broker")),
-                       ExitLine("broker", 0, "stopped by SIGTERM") + " routed=2 rejected=0"));
+                       ExitLine("broker", 0, "stopped by SIGTERM") + " routed=4 rejected=0"));
 }
 
 // 10. A world-writable public/ folder (the broker's allowlist, every node's pinned broker key)

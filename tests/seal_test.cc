@@ -2079,5 +2079,26 @@ TEST_F(InProcessRoundTest, ConfirmationReplayAcrossRunsDoesNotCount) {
   EXPECT_EQ(Aggregate(), SumOf(survivors));
 }
 
+// Regression (found porting the replay tests): a caller that went on after a failed step read
+// what the step had not filled (Unmask read the shares of a patient whose Shares had failed).
+// Each step needs the one before it to have succeeded.
+TEST_F(InProcessRoundTest, AStepAfterAFailedOrMissingStepIsRefused) {
+  update_.sets.joined = All();
+  ASSERT_NO_FATAL_FAILURE(Advance(Phase::kShare));
+  PatientRound& p = *patients_[0];
+  update_.sets.shared = All();
+  EXPECT_EQ(p.Masked(update_, Batch{update_.round, BatchKind::kShares, {}}).message(),
+            "a masked input without shares sent before");
+  update_.sets.masked = All();
+  EXPECT_EQ(p.Unmask(update_, nullptr).message(), "an unmask without a masked input sent before");
+  // A keys batch that fails (here: one member missing) leaves the patient before its shares.
+  Batch keys = KeysFor(0);
+  keys.items.pop_back();
+  EXPECT_FALSE(p.Shares(update_, keys).ok());
+  EXPECT_EQ(p.Unmask(update_, nullptr).message(), "an unmask without a masked input sent before");
+  ASSERT_TRUE(p.Shares(update_, KeysFor(0)).ok());
+  EXPECT_EQ(p.Shares(update_, KeysFor(0)).message(), "the shares were sent already");
+}
+
 }  // namespace
 }  // namespace tally

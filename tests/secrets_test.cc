@@ -1,12 +1,20 @@
-// Secret keys never leave their files: a whole round with real processes (tally-broker, three
-// tally-node patients and the hospital), then every secret key — each party's CURVE and sealing
-// secret, and the X25519 secret of every pair of nodes from which their seal and mask keys are
-// derived — is looked for in everything the round wrote: each process's stderr log and stdout,
-// the hospital's results file, every capture, and the public roster. Looked for as raw bytes,
-// Z85 (the certificate encoding) and hex in both cases. Refusals to load a secret (permissions
-// too open, a secret that does not match its public key) must not print key material either.
-// Finally, what is observable of SecretKey's memory handling from outside.
+// Secrets never leave their files or their rounds: a whole round with real processes
+// (tally-broker, four tally-node patients, one of them killed as it was to send its masked input,
+// and the hospital), then every secret is looked for in everything the round wrote: each
+// process's stderr log and stdout, the hospital's results file, every capture, and the public
+// roster. The secrets: each party's CURVE, sealing and signing secrets (the Ed25519 seed and the
+// expanded key), the X25519 secret of every pair of nodes from which their seals derive, and
+// what the round itself made secret, as the hospital rebuilds it from the capture with its own
+// keys: the plaintext of every envelope, every Shamir share in the unmasks, each survivor's
+// self-mask seed and its mask key, the dropped patient's round mask secret and its pairwise mask
+// keys, and each patient's input. (A patient's round secrets that nobody ever rebuilds, its
+// share key and a survivor's mask secret, stay inside its process and cannot be looked for from
+// outside.) Looked for as raw bytes, Z85 (the certificate encoding) and hex in both cases.
+// Refusals to load a secret (permissions too open, a secret that does not match its public key)
+// must not print key material either. Finally, what is observable of SecretKey's memory handling
+// from outside.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sodium.h>
 #include <sys/stat.h>
 
@@ -16,6 +24,9 @@
 #include <map>
 
 #include "keys/keys.h"
+#include "nodes/seal.h"
+#include "nodes/shamir.h"
+#include "schema/capture.h"
 #include "tests/support.h"
 #include "tools/cluster.h"
 #include "tools/process.h"
@@ -25,7 +36,7 @@ namespace {
 
 namespace fs = std::filesystem;
 const fs::path kBin = TALLY_BIN_DIR;
-const std::vector<std::string> kParties = {"broker", "hospital", "alice", "bob", "charlie"};
+const std::vector<std::string> kParties = {"broker", "hospital", "alice", "bob", "charlie", "dave"};
 
 std::string Hex(const uint8_t* bytes, size_t size, bool upper) {
   static constexpr char kLower[] = "0123456789abcdef", kUpper[] = "0123456789ABCDEF";
@@ -44,15 +55,19 @@ struct Needle {
   std::string bytes;
 };
 
-std::vector<Needle> Needles(const std::string& name, const char* which, const SecretKey& key) {
-  const uint8_t* k = key.data();
+std::vector<Needle> Needles(const std::string& name, const char* which, const uint8_t* k,
+                            size_t size) {
   const std::string what = name + " " + which + " secret as ";
-  return {
-      {what + "raw bytes", std::string(reinterpret_cast<const char*>(k), SecretKey::size())},
-      {what + "Z85", Z85Encode(k, SecretKey::size())},
-      {what + "lowercase hex", Hex(k, SecretKey::size(), false)},
-      {what + "uppercase hex", Hex(k, SecretKey::size(), true)},
+  std::vector<Needle> out = {
+      {what + "raw bytes", std::string(reinterpret_cast<const char*>(k), size)},
+      {what + "lowercase hex", Hex(k, size, false)},
+      {what + "uppercase hex", Hex(k, size, true)},
   };
+  if (size % 4 == 0) out.push_back({what + "Z85", Z85Encode(k, size)});
+  return out;
+}
+std::vector<Needle> Needles(const std::string& name, const char* which, const SecretKey& key) {
+  return Needles(name, which, key.data(), SecretKey::size());
 }
 
 std::vector<Needle> AllNeedles(const fs::path& keys, const std::vector<std::string>& names) {
@@ -64,12 +79,20 @@ std::vector<Needle> AllNeedles(const fs::path& keys, const std::vector<std::stri
     for (auto& n : Needles(name, "curve", secret->curve_secret)) out.push_back(std::move(n));
     if (secret->pub.role == Role::kBroker) continue;  // the broker has no sealing key
     for (auto& n : Needles(name, "seal", secret->seal_secret)) out.push_back(std::move(n));
+    for (auto& n : Needles(name, "sign", secret->sign_seed)) out.push_back(std::move(n));
+    // The Ed25519 secret key the seed expands to (seed || public key), as libsodium holds it.
+    uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    EXPECT_EQ(crypto_sign_seed_keypair(pk, sk, secret->sign_seed.data()), 0);
+    EXPECT_EQ(std::memcmp(pk, secret->pub.sign_public.data(), sizeof pk), 0) << name;
+    for (auto& n : Needles(name, "expanded sign", sk, sizeof sk)) out.push_back(std::move(n));
+    sodium_memzero(sk, sizeof sk);
   }
   return out;
 }
 
 // The X25519 secret each pair of nodes shares (crypto_box_beforenm of one's seal secret and the
-// other's seal public key): both its seal key and its pairwise mask key derive from it.
+// other's seal public key): a patient's seal key to the hospital derives from it (pair masks
+// come from the round keys).
 std::vector<Needle> PairNeedles(const fs::path& keys, const std::vector<std::string>& names) {
   std::vector<Needle> out;
   auto roster = LoadRoster(keys);
@@ -103,6 +126,116 @@ std::vector<Needle> PairNeedles(const fs::path& keys, const std::vector<std::str
   return out;
 }
 
+// What a round made secret, rebuilt from its capture as its hospital can (nodes/seal.h,
+// nodes/shamir.h): the plaintext of every envelope, every share in the unmasks, each survivor's
+// self-mask seed b and its self-mask key, each dropped patient's mask secret s (checked against
+// its published key) and its pairwise mask keys. Counts the seeds, the secrets and the shares.
+std::vector<Needle> RoundNeedles(const fs::path& capture, const fs::path& keys, size_t* seeds,
+                                 size_t* secrets, size_t* shares) {
+  std::vector<Needle> out;
+  auto contents = ReadCaptureFile(capture);
+  EXPECT_TRUE(contents.ok() && contents->ok());
+  if (!contents.ok()) return out;
+  const CaptureHeader* h = nullptr;
+  std::optional<Batch> keys_batch;
+  std::vector<Envelope> envelopes;
+  RoundSets mask_sets, last_sets;
+  for (const CaptureRecord& r : contents->records) {
+    if (auto* hd = std::get_if<CaptureHeader>(&r)) h = hd;
+    if (auto* p = std::get_if<CapturePhase>(&r)) {
+      if (p->phase == Phase::kMask) mask_sets = p->sets;
+      last_sets = p->sets;
+    }
+    if (auto* f = std::get_if<CaptureFrame>(&r)) {
+      auto m = Decode(f->frame);
+      EXPECT_TRUE(m.ok()) << m.message();
+      if (!m.ok()) continue;
+      if (auto* b = std::get_if<Batch>(&*m)) keys_batch = *b;
+      if (auto* e = std::get_if<Envelope>(&*m)) envelopes.push_back(*e);
+    }
+  }
+  EXPECT_TRUE(h != nullptr && keys_batch && !mask_sets.shared.empty());
+  if (h == nullptr || !keys_batch || mask_sets.shared.empty()) return out;
+  const auto& names = h->params.participants;
+  const size_t n = names.size();
+  const Sealer hospital = MakeSealer(keys, h->params.hospital);
+  auto round_keys = KeysOf(*keys_batch, mask_sets.joined);
+  EXPECT_TRUE(round_keys.ok()) << round_keys.message();
+  if (!round_keys.ok()) return out;
+  auto view = hospital.View(h->round, h->params, mask_sets.shared, round_keys->keys);
+  EXPECT_TRUE(view.ok()) << view.message();
+  if (!view.ok()) return out;
+  // Per unmasker (participant index), its shares of the survivors' seeds and the dropped
+  // patients' secrets, in participant order.
+  std::vector<std::pair<size_t, UnmaskShares>> unmasks;
+  for (const Envelope& env : envelopes) {
+    auto plain = hospital.Open(Binding{env.round, env.kind, env.from, env.to, *view}, env.sealed);
+    EXPECT_TRUE(plain.ok()) << env.from << ": " << plain.message();
+    if (!plain.ok()) continue;
+    const std::string label = env.from + " " + std::string(KindName(env.kind)) + " plaintext";
+    for (auto& nd : Needles(label, "envelope", plain->data(), plain->size()))
+      out.push_back(std::move(nd));
+    if (env.kind != EnvelopeKind::kUnmask) continue;
+    auto decoded = DecodeUnmask(*plain, n);
+    EXPECT_TRUE(decoded.ok()) << decoded.message();
+    if (!decoded.ok()) continue;
+    for (const Share& share : decoded->self_seeds) {
+      ++*shares;
+      for (auto& nd : Needles(env.from + " seed share", "shamir", share.data(), share.size()))
+        out.push_back(std::move(nd));
+    }
+    for (const Share& share : decoded->mask_secrets) {
+      ++*shares;
+      for (auto& nd :
+           Needles(env.from + " mask-secret share", "shamir", share.data(), share.size()))
+        out.push_back(std::move(nd));
+    }
+    const size_t from =
+        static_cast<size_t>(std::find(names.begin(), names.end(), env.from) - names.begin());
+    unmasks.emplace_back(from, std::move(decoded.value()));
+  }
+  EXPECT_GE(unmasks.size(), h->params.threshold);
+  std::vector<uint16_t> xs;
+  for (const auto& [from, u] : unmasks) xs.push_back(static_cast<uint16_t>(from + 1));
+  auto combiner = ShamirCombiner::Create(xs);
+  EXPECT_TRUE(combiner.ok()) << combiner.message();
+  if (!combiner.ok()) return out;
+  size_t seed_at = 0, secret_at = 0;  // the position of a member among the shares
+  for (size_t v = 0; v < n; ++v) {
+    const bool survivor = last_sets.masked[v];
+    if (!survivor && !mask_sets.shared[v]) continue;
+    std::vector<Share> of_v;
+    for (const auto& [from, u] : unmasks)
+      of_v.push_back(survivor ? u.self_seeds.at(seed_at) : u.mask_secrets.at(secret_at));
+    SecretKey secret;
+    combiner->Combine(of_v, std::span<uint8_t, kShareSize>(secret.data(), kShareSize));
+    if (survivor) {
+      ++seed_at;
+      ++*seeds;
+      for (auto& nd : Needles(names[v], "self-mask seed", secret)) out.push_back(std::move(nd));
+      SecretKey self_key;
+      SelfMaskKey(secret.data(), self_key.data());
+      for (auto& nd : Needles(names[v], "self-mask key", self_key)) out.push_back(std::move(nd));
+    } else {
+      ++secret_at;
+      ++*secrets;
+      // The rebuilt secret is right: it matches the spk the patient signed.
+      EXPECT_TRUE(MatchesPublicKey(secret.data(), round_keys->keys[v].spk)) << names[v];
+      for (auto& nd : Needles(names[v], "round mask", secret)) out.push_back(std::move(nd));
+      for (size_t w = 0; w < n; ++w) {
+        if (w == v || !mask_sets.shared[w]) continue;
+        SecretKey pair;
+        EXPECT_TRUE(PairMaskKey(secret.data(), round_keys->keys[w].spk,
+                                DigestOf(h->round, h->params), v, w, pair.data())
+                        .ok());
+        for (auto& nd : Needles(names[v] + "-" + names[w], "pairwise mask key", pair))
+          out.push_back(std::move(nd));
+      }
+    }
+  }
+  return out;
+}
+
 // Reports which needles occur in `haystack` (by label, so a failure never prints a key).
 void ExpectNoNeedle(const std::vector<Needle>& needles, const std::string& haystack,
                     const std::string& where) {
@@ -114,7 +247,7 @@ class SecretsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_GE(sodium_init(), 0);
-    keys_ = MakeKeys(dir_.path(), {"alice", "bob", "charlie"});
+    keys_ = MakeKeys(dir_.path(), {"alice", "bob", "charlie", "dave"});
   }
 
   // tally-node as `name` with `args`; its log in NAME.log, or with `merge` on its stdout.
@@ -129,7 +262,7 @@ class SecretsTest : public ::testing::Test {
   fs::path keys_;
 };
 
-TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound) {
+TEST_F(SecretsTest, NoSecretAppearsInAnyLogOutputResultOrCaptureOfARoundWithADropout) {
   const fs::path captures = dir_.path() / "captures", results = dir_.path() / "results.jsonl";
   Status started = cluster_.StartBroker();
   ASSERT_TRUE(started.ok()) << started.message();
@@ -137,18 +270,41 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
   std::string stdout_text =
       "router " + cluster_.endpoints().router + "\nphases " + cluster_.endpoints().phases + "\n";
 
+  // Inputs of twelve digits, which no log line holds by chance; dave's is never summed.
+  const std::map<std::string, uint64_t> values = {{"alice", 731904226581},
+                                                  {"bob", 402817539264},
+                                                  {"charlie", 195736284019},
+                                                  {"dave", 860251937448}};
   std::map<std::string, Child> patients;
-  const std::map<std::string, std::string> values = {
-      {"alice", "725"}, {"bob", "100"}, {"charlie", "31"}};
-  for (const auto& [name, value] : values)
-    patients.emplace(name, Node(name, {"--value", value, "--once"}));
-  auto hospital = Node("hospital", {"--range", "1000", "--json", "--results", results.string()});
+  for (const auto& [name, value] : values) {
+    std::vector<std::string> args = {"--value", std::to_string(value), "--once"};
+    if (name == "dave") args.insert(args.end(), {"--vanish-at", "mask"});
+    patients.emplace(name, Node(name, args));
+    Status ready = Cluster::AwaitReady(patients.at(name), kWait);
+    ASSERT_TRUE(ready.ok()) << name << ": " << ready.message();
+    stdout_text += "ready\n";
+  }
+  auto hospital = Node("hospital", {"--range", "1000000000000", "--json", "--results",
+                                    results.string(), "--participants", "alice,bob,charlie,dave"});
+  // dave says it vanishes, and is killed there as a crash would end it.
+  Child& dave = patients.at("dave");
+  std::optional<std::string> said;
+  for (int i = 0; i < 8 && !(said && *said == "vanish mask"); ++i) {
+    said = dave.ReadLine(kWait);
+    if (!said) break;
+    stdout_text += *said + "\n";
+  }
+  ASSERT_TRUE(said && *said == "vanish mask") << (said ? *said : "no line");
+  dave.Signal(SIGKILL);
+  EXPECT_EQ(dave.Wait(kWait), 128 + SIGKILL);
   auto line = hospital.ReadLine(std::chrono::milliseconds(60000));
   ASSERT_TRUE(line) << LastLine(dir_.path() / "hospital.log");
-  EXPECT_NE(line->find("\"aggregate\": 856"), std::string::npos) << *line;
+  EXPECT_NE(line->find("\"aggregate\": 1330458049864, "), std::string::npos) << *line;
+  EXPECT_NE(line->find("\"dropped\": [\"dave\"], "), std::string::npos) << *line;
   EXPECT_EQ(hospital.Wait(kWait), 0);
   stdout_text += *line + "\n" + hospital.ReadAll(kWait);
   for (auto& [name, child] : patients) {
+    if (name == "dave") continue;
     EXPECT_EQ(child.Wait(kWait), 0) << name << ": " << LastLine(dir_.path() / (name + ".log"));
     stdout_text += child.ReadAll(kWait);
   }
@@ -156,8 +312,10 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
   stdout_text += cluster_.broker().ReadAll(kWait);
 
   const auto needles = AllNeedles(keys_, kParties);
-  ASSERT_EQ(needles.size(), (kParties.size() * 2 - 1) * 4);  // the broker: a CURVE key only
-  const std::vector<std::string> nodes = {"hospital", "alice", "bob", "charlie"};
+  // The broker: a CURVE key only; each node: CURVE, seal, sign seed (4 forms) and the expanded
+  // sign key (3: 64 bytes have a Z85 form too).
+  ASSERT_EQ(needles.size(), 4 + (kParties.size() - 1) * (3 * 4 + 4));
+  const std::vector<std::string> nodes = {"hospital", "alice", "bob", "charlie", "dave"};
   const auto pairs = PairNeedles(keys_, nodes);
   ASSERT_EQ(pairs.size(), nodes.size() * (nodes.size() - 1) / 2 * 4);
   // The needles are right: each party's secret file holds its keys in Z85.
@@ -167,13 +325,34 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
     for (const auto& n : needles)
       found += n.label.rfind(name + " ", 0) == 0 && n.label.ends_with(" as Z85") &&
                file.find(n.bytes) != std::string::npos;
-    EXPECT_EQ(found, name == "broker" ? 1u : 2u)
+    EXPECT_EQ(found, name == "broker" ? 1u : 3u)
         << name << "'s secret file does not hold its keys in Z85";
+  }
+
+  size_t capture_files = 0;
+  fs::path capture;
+  for (const auto& entry : fs::directory_iterator(captures)) {
+    capture = entry.path();
+    ++capture_files;
+  }
+  ASSERT_EQ(capture_files, 1u);
+  size_t seeds = 0, secrets = 0, shares = 0;
+  const auto round = RoundNeedles(capture, keys_, &seeds, &secrets, &shares);
+  EXPECT_EQ(seeds, 3u);        // alice's, bob's and charlie's self-mask seeds
+  EXPECT_EQ(secrets, 1u);      // dave's mask secret
+  EXPECT_EQ(shares, 3u * 4u);  // three unmasks, each with four shares
+  std::vector<Needle> inputs;
+  for (const auto& [name, value] : values) {
+    uint8_t raw[8];
+    for (int i = 0; i < 8; ++i) raw[i] = static_cast<uint8_t>(value >> (8 * i));
+    inputs.push_back({name + "'s input in decimal", std::to_string(value)});
+    inputs.push_back(
+        {name + "'s input as raw bytes", std::string(reinterpret_cast<char*>(raw), sizeof raw)});
   }
 
   // Everything the round wrote, and the public half of the key folder.
   std::map<std::string, std::string> written;
-  written["stdout of all five processes"] = stdout_text;
+  written["stdout of all six processes"] = stdout_text;
   for (const auto& name : kParties) {
     const fs::path log = dir_.path() / (name + ".log");
     ASSERT_TRUE(fs::exists(log)) << log;
@@ -181,19 +360,17 @@ TEST_F(SecretsTest, NoSecretKeyAppearsInAnyLogOutputResultOrCaptureOfARealRound)
   }
   ASSERT_TRUE(fs::exists(results));
   written["results.jsonl"] = ReadText(results);
-  size_t capture_files = 0;
-  for (const auto& entry : fs::directory_iterator(captures)) {
-    written["capture " + entry.path().filename().string()] = ReadText(entry.path());
-    ++capture_files;
-  }
-  EXPECT_EQ(capture_files, 1u);
+  written["capture " + capture.filename().string()] = ReadText(capture);
   for (const auto& entry : fs::directory_iterator(keys_ / "public"))
     written["public " + entry.path().filename().string()] = ReadText(entry.path());
   EXPECT_FALSE(written["broker.log"].empty());
   EXPECT_FALSE(written["hospital.log"].empty());
+  EXPECT_NE(written["dave.log"].find("event=vanish"), std::string::npos) << written["dave.log"];
   for (const auto& [where, text] : written) {
     ExpectNoNeedle(needles, text, where);
     ExpectNoNeedle(pairs, text, where);
+    ExpectNoNeedle(round, text, where);
+    ExpectNoNeedle(inputs, text, where);
   }
 }
 

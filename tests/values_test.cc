@@ -1,5 +1,6 @@
 // Exact decimals (schema/decimal.h), CSV (schema/csv.h), a round's columns on the wire and
-// their ring check (CheckRoundParams), and results lines with columns (schema/results.h).
+// their ring check (CheckRoundParams), and results lines with columns and the patients who
+// dropped out (schema/results.h).
 #include <gtest/gtest.h>
 
 #include <limits>
@@ -100,9 +101,11 @@ TEST(CsvTest, MalformedFilesAreRefusedNamingTheLine) {
 
 // ---- Columns on the wire and the ring ------------------------------------------------------
 
+// A round of n patients with two columns and the safe threshold.
 RoundParams WithColumns(size_t n) {
-  return RoundParams{"hospital", 0, 1, Names(n), {{"bmi", 100, 800, 1}, {"delta", -5000, 5000, 2}},
-                     {}};
+  return RoundParams{
+      "hospital",      0, 1, Names(n), {{"bmi", 100, 800, 1}, {"delta", -5000, 5000, 2}}, {},
+      SafeThreshold(n)};
 }
 
 // Columns and the weight travel in requests and phase updates and come back equal, negative
@@ -184,6 +187,32 @@ TEST(ColumnsTest, ARoundWhoseSumCannotFitTheRingIsRefusedNamingTheColumn) {
             "range too large: the sum of 3 inputs could exceed 2^64-1");
 }
 
+// A round with columns is held to the threshold like any other, once its columns fit the ring
+// (a column that does not fit is named first: it is the round's first problem).
+TEST(ColumnsTest, ARoundWithColumnsIsRefusedForAThresholdOutsideTheSafeRange) {
+  RoundParams p = WithColumns(10);
+  ASSERT_TRUE(CheckRoundParams(p).ok()) << CheckRoundParams(p).message();
+  p.threshold = 6;
+  EXPECT_EQ(CheckRoundParams(p).message(),
+            "threshold 6 is below the safe minimum 7 for 10 patients");
+  p.threshold = 11;
+  EXPECT_EQ(CheckRoundParams(p).message(), "threshold 11 is above the 10 patients");
+  p.threshold = 0;
+  EXPECT_EQ(CheckRoundParams(p).message(),
+            "threshold 0 is below the safe minimum 7 for 10 patients");
+  p.columns[0].lower = 900;
+  EXPECT_EQ(CheckRoundParams(p).message(),
+            "column bmi: lower bound 90.0 is above upper bound 80.0");
+  // The threshold travels with the columns in requests and phase updates.
+  p = WithColumns(10);
+  p.threshold = 9;
+  PhaseUpdate u;
+  u.params = p;
+  auto back = Decode(Encode(u));
+  ASSERT_TRUE(back.ok()) << back.message();
+  EXPECT_EQ(std::get<PhaseUpdate>(*back).params.threshold, 9u);
+}
+
 // ---- Results lines with columns ------------------------------------------------------------
 
 TEST(ColumnsTest, ResultLinesWithColumnsRoundTripAndNullMeansStay) {
@@ -199,7 +228,7 @@ TEST(ColumnsTest, ResultLinesWithColumnsRoundTripAndNullMeansStay) {
             "{\"round\": \"07000000000000000000000000000000\", \"columns\": [{\"name\": "
             "\"bmi\", \"count\": 2, \"sum\": \"64.2\", \"mean\": \"32.100\"}, {\"name\": "
             "\"delta\", \"count\": 0, \"sum\": \"0.00\", \"mean\": null}], "
-            "\"participants\": [\"alice\", \"bob\"], \"in_range\": true, "
+            "\"participants\": [\"alice\", \"bob\"], \"dropped\": [], \"in_range\": true, "
             "\"elapsed_ms\": 2.500}");
   auto back = ParseResultsLine(line);
   ASSERT_TRUE(back.ok()) << back.message();
@@ -215,12 +244,29 @@ TEST(ColumnsTest, ResultLinesWithColumnsRoundTripAndNullMeansStay) {
   EXPECT_EQ(back->result->columns, r.columns);
   EXPECT_EQ(back->result->params.length, 2u);
 
+  // The survivors' sums name who dropped out; a line without "dropped" is refused.
+  r.params.participants = {"alice", "bob", "carol"};
+  r.dropped = {"carol"};
+  const std::string dropped = ResultJson(r);
+  EXPECT_TRUE(Contains(dropped,
+                       "\"participants\": [\"alice\", \"bob\", \"carol\"], \"dropped\": "
+                       "[\"carol\"], \"in_range\": true"))
+      << dropped;
+  back = ParseResultsLine(dropped);
+  ASSERT_TRUE(back.ok()) << back.message();
+  EXPECT_EQ(back->result->dropped, std::vector<std::string>{"carol"});
+  EXPECT_EQ(back->result->columns, r.columns);
+  std::string without = dropped;
+  without.erase(without.find("\"dropped\""), std::string("\"dropped\": [\"carol\"], ").size());
+  EXPECT_EQ(ParseResultsLine(without).message(), "no \"dropped\"");
+
   for (const std::string& bad :
        {std::string("{\"round\": \"07000000000000000000000000000000\", \"columns\": [1], "
-                    "\"participants\": [], \"in_range\": true, \"elapsed_ms\": 1}"),
+                    "\"participants\": [], \"dropped\": [], \"in_range\": true, \"elapsed_ms\": "
+                    "1}"),
         std::string("{\"round\": \"07000000000000000000000000000000\", \"columns\": [{\"name\": "
                     "\"a\", \"count\": 1, \"sum\": \"x\", \"mean\": null}], \"participants\": "
-                    "[], \"in_range\": true, \"elapsed_ms\": 1}")})
+                    "[], \"dropped\": [], \"in_range\": true, \"elapsed_ms\": 1}")})
     EXPECT_FALSE(ParseResultsLine(bad).ok()) << bad;
 }
 

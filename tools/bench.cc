@@ -311,12 +311,12 @@ int main(int argc, char** argv) {
   if (launch_runs > 0) {
     // With --drop, launches of the configuration with its dropouts; else of the default round.
     const size_t n = drop != 0 ? patients : 3;
-    auto l = RunLaunch(bin, work, static_cast<int>(launch_runs),
-                       drop != 0 ? std::vector<std::string>{"--patients", std::to_string(patients),
-                                                            "--length", std::to_string(length),
-                                                            "--drop", std::to_string(drop),
-                                                            "--drop-at", "mask"}
-                                 : std::vector<std::string>{});
+    auto l =
+        RunLaunch(bin, work, static_cast<int>(launch_runs),
+                  drop != 0 ? std::vector<std::string>{"--patients", std::to_string(patients),
+                                                       "--length", std::to_string(length), "--drop",
+                                                       std::to_string(drop), "--drop-at", "mask"}
+                            : std::vector<std::string>{});
     const double target = drop != 0 ? 0 : 150;
     if (!l.error.empty()) {
       failed = true;

@@ -293,8 +293,8 @@ tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<s
     deadline_ms = 10000 + n * n * 12 / 100 / cores;
   }
   // A phase may take up to its deadline: nodes must not give up waiting before it passes.
-  const std::vector<std::string> idle = {"--idle-timeout-ms",
-                                         std::to_string(std::max<uint64_t>(60000, 2 * deadline_ms))};
+  const std::vector<std::string> idle = {
+      "--idle-timeout-ms", std::to_string(std::max<uint64_t>(60000, 2 * deadline_ms))};
   if (auto s = cluster.StartBroker({"--deadline-ms", std::to_string(deadline_ms)}); !s.ok())
     return s;
   auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(2);
