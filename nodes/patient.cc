@@ -26,7 +26,9 @@ Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer&
 Patient::~Patient() = default;
 
 void Patient::OnPhase(const PhaseUpdate& u) {
-  if (vanished_) return;
+  // Done (a --once patient whose round ended): the rest of what one poll brought, such as the
+  // next round's open right behind this one's end, is not acted on.
+  if (vanished_ || outcome()) return;
   // Updates are whole snapshots and may repeat (republished to late subscribers): a round is
   // answered once, each step is done once, a round ends once.
   if (u.phase == Phase::kOpen) return OnOpen(u);
@@ -50,7 +52,7 @@ void Patient::OnPhase(const PhaseUpdate& u) {
 }
 
 void Patient::OnBatch(const Batch& batch) {
-  if (vanished_) return;
+  if (vanished_ || outcome()) return;
   if (!round_ || batch.round != round_->opened.round) {
     Log("event=reject source=router reason=\"a batch for a round we are not in\"");
     return;
@@ -212,7 +214,7 @@ void Patient::OnLost(std::string_view) {
 }
 
 void Patient::Tick(Clock::time_point now) {
-  if (vanished_) return;  // waits to be killed
+  if (vanished_ || outcome()) return;  // waits to be killed, or is done
   // A serving patient waits for rounds indefinitely; one in a round gives it up when nothing
   // about it happens for the idle timeout.
   if (!round_ || now - round_->last_progress <= idle_timeout_) return;

@@ -901,6 +901,28 @@ TEST_F(PatientTest, VanishAtStopsActingWhenTheRoundReachesThePhase) {
 
 // A --once alice ends with the round: ok when it is done, an error naming the round and the
 // reason when it aborts (and the log says which).
+// Regression, named after what the third review of protocol 3 found: a --once patient whose
+// round ended still acted on the rest of what the same poll brought, so the next round's open,
+// published right behind the abort (a queued request), had it join a round it then left.
+TEST_F(PatientTest, OncePatientDoesNotJoinTheRoundOpenedRightAfterItsRoundEnded) {
+  StartAlice([](NodeOptions& o) { o.once = true; });
+  const PhaseUpdate open1 = Open(FreshRound());
+  ASSERT_TRUE(ExpectJoin(open1));
+  PhaseUpdate abort = Next(open1, Phase::kAbort);
+  abort.reason = "carol did not join (3 of 4 did, the threshold is 4)";
+  const PhaseUpdate open2 = Open(FreshRound());
+  broker_->Publish(abort);
+  broker_->Publish(open2);
+  auto aborted = RunResult();
+  ASSERT_TRUE(aborted);
+  EXPECT_EQ(aborted->message(), "round " + RoundHex(open1.round) + " aborted: " + abort.reason);
+  thread_.join();
+  node_.reset();
+  EXPECT_EQ(log_.Count("node alice event=join round=" + RoundHex(open2.round)), 0u)
+      << Joined(log_.Lines());
+  EXPECT_FALSE(broker_->Receive(std::chrono::milliseconds(0)).has_value());
+}
+
 TEST_F(PatientTest, OncePatientEndsOkWhenTheRoundIsDoneAndWithTheReasonWhenItAborts) {
   StartAlice([](NodeOptions& o) { o.once = true; });
   const PhaseUpdate open1 = Open(FreshRound());
