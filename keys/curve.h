@@ -15,7 +15,11 @@
 namespace tally {
 
 inline constexpr int kHandshakeMs = 20000;  // a busy broker is slow, not gone
-inline constexpr int kHeartbeatMs = 5000;   // a peer silent for three of these is dropped
+inline constexpr int kHeartbeatMs = 5000;   // a heartbeat every 5 s
+// A peer silent this long is dropped: long enough for a broker whose I/O thread is starved on a
+// busy host (1000 patients on 2 cores) not to be taken for gone; a closed connection is seen at
+// once anyway.
+inline constexpr int kHeartbeatTimeoutMs = 60000;
 
 struct CurveOptions {
   int linger_ms = 1000;

@@ -184,7 +184,7 @@ Status Cluster::StartPatient(const std::string& name, const std::vector<std::str
     ++first_unready_;
   }
   fs::remove(LogOf(name));
-  auto child = SpawnNode(name, args);
+  auto child = Child::Spawn(NodeArgv(name, args), LogOf(name), false, patient_nice_);
   if (!child.ok()) return Status::Error("cannot start " + name + ": " + child.message());
   patients_.push_back(Patient{name, std::move(child.value())});
   return Status::Ok();

@@ -35,6 +35,11 @@ class Cluster {
   std::filesystem::path captures() const { return work_ / "captures"; }
   std::filesystem::path LogOf(const std::string& name) const { return logs() / (name + ".log"); }
 
+  // Patients started from now on run at this scheduling niceness (default 0). tools/launch runs
+  // every patient on one machine: niced, they do not starve the broker and the hospital that
+  // serve them all (a CPU-bound broker I/O thread missing heartbeats drops connections).
+  void set_patient_nice(int nice) { patient_nice_ = nice; }
+
   // Creates the folders, and with tally-keygen whatever keys are missing: the broker's, the
   // hospital's, the patients'. Also makes sure this process may hold two descriptors per
   // process it will start.
@@ -115,6 +120,7 @@ class Cluster {
 
  private:
   struct Patient;
+  int patient_nice_ = 0;
   // Waits until `p` has printed its readiness line, at most until `deadline`.
   Status WaitReady(Patient& p, std::chrono::steady_clock::time_point deadline,
                    std::chrono::milliseconds budget);

@@ -511,6 +511,7 @@ int main(int argc, char** argv) {
   };
 
   tally::Cluster cluster(bin, workdir);
+  cluster.set_patient_nice(10);  // every patient runs here: the broker and hospital come first
   std::error_code ec;
   fs::create_directories(workdir / "inputs", ec);
   if (ec) return fail("cannot create " + (workdir / "inputs").string() + ": " + ec.message());

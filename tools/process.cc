@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -27,7 +28,7 @@ int Remaining(Clock::time_point deadline) {
 }  // namespace
 
 Result<Child> Child::Spawn(const std::vector<std::string>& argv,
-                           const std::filesystem::path& stderr_path, bool merge_stderr) {
+                           const std::filesystem::path& stderr_path, bool merge_stderr, int nice) {
   if (argv.empty()) return Status::Error("spawn: empty command");
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
@@ -50,6 +51,7 @@ Result<Child> Child::Spawn(const std::vector<std::string>& argv,
     ::dup2(pipe_fds[1], STDOUT_FILENO);
     if (err_fd >= 0) ::dup2(err_fd, STDERR_FILENO);
     if (merge_stderr) ::dup2(pipe_fds[1], STDERR_FILENO);
+    if (nice != 0) (void)::setpriority(PRIO_PROCESS, 0, nice);  // before any thread exists
     ::execv(args[0], args.data());
     const char msg[] = "spawn: exec failed\n";
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);

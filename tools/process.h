@@ -21,10 +21,10 @@ class Child {
  public:
   // Starts argv[0] (a path) with argv. Its stdout is a pipe read by ReadLine; its stderr goes
   // to `stderr_path` (appended) when given, into the stdout pipe when `merge_stderr`, else is
-  // inherited.
+  // inherited. `nice`: the child's scheduling niceness (setpriority, before exec; 0 leaves it).
   static Result<Child> Spawn(const std::vector<std::string>& argv,
                              const std::filesystem::path& stderr_path = {},
-                             bool merge_stderr = false);
+                             bool merge_stderr = false, int nice = 0);
   Child(Child&& other) noexcept;
   Child& operator=(Child&& other) noexcept;
   Child(const Child&) = delete;
