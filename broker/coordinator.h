@@ -136,7 +136,7 @@ class Coordinator {
     std::map<std::string, size_t> index;   // participant -> its position
     std::vector<Join> joins;               // per participant, once it joined
     std::vector<uint8_t> share_box;        // the sealed share from i to j at (i * n + j)
-    std::vector<Signature> confirmations;  // per participant, its signature on U2 and U3
+    std::vector<Signature> confirmations;  // per participant, its signature on its view and U3
     // Per participant, what the broker accepted from it in each phase, and whether its
     // connection closed during the round.
     Members joined, shared, partials, confirmed, unmasks, gone;

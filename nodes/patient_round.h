@@ -6,7 +6,7 @@
 //                  seed b, and seals each other member of U1 its Shamir share of b and of s
 //   Masked         opens the shares sent to it, masks the input (a self mask and a pairwise mask
 //                  with each other member of U2) and seals it to the hospital under the view
-//   Confirmation   after a dropout: its signature on U2 and U3
+//   Confirmation   after a dropout: its signature on its view (U2 and the round keys) and U3
 //   Unmask         checks T - 1 other survivors' confirmations (after a dropout), then seals the
 //                  hospital its share of each survivor's b and of each dropped member's s
 // Each step takes the phase update it answers, which must be the round as joined (the caller

@@ -35,8 +35,8 @@ namespace tally {
 using RoundDigest = std::array<uint8_t, 32>;
 using ViewDigest = std::array<uint8_t, 32>;
 
-// BLAKE2b-256 of a round's id and every parameter ("Keys of a round"): what tags bind, so that
-// patients shown different parameters refuse each other's keys.
+// BLAKE2b-256 of a round's id and every parameter ("Keys of a round"): what signatures and mask
+// keys bind, so that patients shown different parameters refuse each other's keys.
 RoundDigest DigestOf(const RoundId& round, const RoundParams& params);
 
 // A participant's round keys as published in a join: `cpk` seals shares to it, `spk` makes its

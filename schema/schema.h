@@ -53,7 +53,7 @@ std::optional<Phase> PhaseNamed(std::string_view name);
 using Members = std::vector<bool>;
 size_t CountOf(const Members& members);
 // The wire form of a set: ceil(n/8) bytes, participant i in bit i % 8 of byte i / 8 (what the
-// confirm tags cover, schema/PROTOCOL.md "Order of a round").
+// confirmations sign, schema/PROTOCOL.md "Order of a round").
 std::vector<uint8_t> MembersBits(const Members& members);
 // The safe minimum threshold for n participants: floor(2n/3) + 1 (schema/PROTOCOL.md, "Why it
 // is private").
