@@ -443,8 +443,12 @@ TEST_F(CrashTest, HospitalKilledAtOpenAbortsNamingItAndTheNextHospitalIsServed) 
   hospital.Signal(SIGKILL);
   EXPECT_EQ(hospital.Wait(kWait), 128 + SIGKILL);
 
+  // Or, if the share phase's keys batch to the hospital comes before the broker sees the closed
+  // connection, the batch it could not deliver.
   const std::string reason = AbortReason(*watcher, open->round);
-  EXPECT_EQ(reason, "hospital disconnected");
+  EXPECT_TRUE(reason == "hospital disconnected" ||
+              reason == "undeliverable to hospital: hospital is not connected")
+      << reason;
   EXPECT_EQ(ReadText(results_), "");  // opened at start, no result written
   EXPECT_TRUE(alice.running() && bob.running() && charlie.running());
   ExpectAbortedCapture(open->round, reason);
@@ -482,10 +486,15 @@ TEST_F(CrashTest, HospitalKilledHoldingMaskedInputsWritesNothingAndTheRoundAbort
   EXPECT_EQ(hospital.Wait(kWait), 128 + SIGKILL);
   EXPECT_FALSE(Contains(printed, "\"aggregate\"")) << printed;  // dave's input was missing
 
-  const std::string reason = "hospital disconnected";
+  // The broker learns that the hospital is gone from its connection closing, or, when a patient's
+  // partial comes first (found under the sanitizers' slower timing), from the partial it could
+  // not deliver: one of exactly these two reasons.
   auto abort = dave.party().WaitPhase(Phase::kAbort, open->round);
   ASSERT_TRUE(abort);
-  EXPECT_EQ(abort->reason, reason);
+  const std::string reason = abort->reason;
+  EXPECT_TRUE(reason == "hospital disconnected" ||
+              reason == "undeliverable to hospital: hospital is not connected")
+      << reason;
   (void)dave.Mask(*mask);                     // too late: the round is over
   EXPECT_EQ(ReadText(results_), "");          // opened at start, no result written
   ExpectAbortedCapture(open->round, reason);  // includes --check

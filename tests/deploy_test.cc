@@ -371,9 +371,17 @@ TEST_F(DeployTest, ARosterWithAnotherKeyForTheHospitalAbortsInsteadOfSummingWron
                        "view of the round"))
       << LastLine(LogOf("hospital"));
   EXPECT_EQ(ReadText(results_), "");
+  // The patients hear the hospital's refusal, or, when the broker takes an unmask from a patient
+  // before the refusal from the hospital that has exited meanwhile (found under the sanitizers'
+  // slower timing: a router takes its peers' messages in turn, not in the order they came), that
+  // it could not deliver to the hospital. Either way the round is aborted, never summed.
   EXPECT_EQ(alice.Wait(kWait), 1);
-  EXPECT_TRUE(Contains(LastLine(LogOf("alice")),
-                       "aborted: hospital refused the round: cannot open partial from alice"));
+  const std::string last = LastLine(LogOf("alice"));
+  EXPECT_TRUE(
+      Contains(last, "aborted: hospital refused the round: cannot open partial from alice") ||
+      Contains(last, "aborted: undeliverable to hospital: hospital is not connected") ||
+      Contains(last, "aborted: hospital disconnected"))
+      << last;
 }
 
 // 6. A request over the broker's --max-length got no notice, and the hospital waited out its
