@@ -129,12 +129,23 @@ Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined, std::option
   return out;
 }
 
+namespace {
+
+// What every signed statement starts with: label || 32-byte digest || u8 len(signer) || signer.
+std::vector<uint8_t> StatementOf(std::string_view label, const std::array<uint8_t, 32>& digest,
+                                 std::string_view signer) {
+  std::vector<uint8_t> out(label.begin(), label.end());
+  out.insert(out.end(), digest.begin(), digest.end());
+  out.push_back(static_cast<uint8_t>(signer.size()));
+  out.insert(out.end(), signer.begin(), signer.end());
+  return out;
+}
+
+}  // namespace
+
 std::vector<uint8_t> KeysStatement(const RoundDigest& digest, std::string_view owner,
                                    const RoundPublicKeys& keys) {
-  std::vector<uint8_t> out(kKeysLabel.begin(), kKeysLabel.end());
-  out.insert(out.end(), digest.begin(), digest.end());
-  out.push_back(static_cast<uint8_t>(owner.size()));
-  out.insert(out.end(), owner.begin(), owner.end());
+  std::vector<uint8_t> out = StatementOf(kKeysLabel, digest, owner);
   out.insert(out.end(), keys.cpk.begin(), keys.cpk.end());
   out.insert(out.end(), keys.spk.begin(), keys.spk.end());
   return out;
@@ -142,10 +153,7 @@ std::vector<uint8_t> KeysStatement(const RoundDigest& digest, std::string_view o
 
 std::vector<uint8_t> ConfirmStatement(const ViewDigest& view, std::string_view signer,
                                       const Members& masked) {
-  std::vector<uint8_t> out(kConfirmLabel.begin(), kConfirmLabel.end());
-  out.insert(out.end(), view.begin(), view.end());
-  out.push_back(static_cast<uint8_t>(signer.size()));
-  out.insert(out.end(), signer.begin(), signer.end());
+  std::vector<uint8_t> out = StatementOf(kConfirmLabel, view, signer);
   const std::vector<uint8_t> bits = MembersBits(masked);
   out.insert(out.end(), bits.begin(), bits.end());
   return out;

@@ -152,9 +152,9 @@ std::vector<std::string> Cluster::NodeArgv(const std::string& name,
 }
 
 Result<Child> Cluster::SpawnNode(const std::string& name, const std::vector<std::string>& args,
-                                 const std::string& log, bool merge_stderr) const {
-  if (merge_stderr) return Child::Spawn(NodeArgv(name, args), {}, true);
-  return Child::Spawn(NodeArgv(name, args), LogOf(log.empty() ? name : log));
+                                 const std::string& log, bool merge_stderr, int nice) const {
+  if (merge_stderr) return Child::Spawn(NodeArgv(name, args), {}, true, nice);
+  return Child::Spawn(NodeArgv(name, args), LogOf(log.empty() ? name : log), false, nice);
 }
 
 Cluster::Output Cluster::RunTool(const std::string& tool, const std::vector<std::string>& args,
@@ -184,7 +184,7 @@ Status Cluster::StartPatient(const std::string& name, const std::vector<std::str
     ++first_unready_;
   }
   fs::remove(LogOf(name));
-  auto child = Child::Spawn(NodeArgv(name, args), LogOf(name), false, patient_nice_);
+  auto child = SpawnNode(name, args, "", false, patient_nice_);
   if (!child.ok()) return Status::Error("cannot start " + name + ": " + child.message());
   patients_.push_back(Patient{name, std::move(child.value())});
   return Status::Ok();

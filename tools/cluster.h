@@ -67,9 +67,11 @@ class Cluster {
   std::vector<std::string> NodeArgv(const std::string& name,
                                     const std::vector<std::string>& args = {}) const;
   // Starts tally-node as `name`; its stderr goes to logs/LOG.log (LOG: `log`, else `name`), or
-  // with `merge_stderr` into its stdout. The caller owns the process.
+  // with `merge_stderr` into its stdout; at scheduling niceness `nice`. The caller owns the
+  // process.
   Result<Child> SpawnNode(const std::string& name, const std::vector<std::string>& args,
-                          const std::string& log = "", bool merge_stderr = false) const;
+                          const std::string& log = "", bool merge_stderr = false,
+                          int nice = 0) const;
   // Runs a tool of the build (e.g. "tools/tally-replay") to its end, at most `timeout`: its
   // stdout, its stderr (kept in logs/TOOL-N.err), and its exit code (-1 if it did not end in
   // time).
