@@ -1,0 +1,34 @@
+#include "schema/round_graph.h"
+
+#include <algorithm>
+
+namespace tally {
+
+Result<RoundGraph> RoundGraph::Of(const RoundParams& params) {
+  const auto n = static_cast<uint32_t>(params.participants.size());
+  if (!params.graph) return RoundGraph(n, params.threshold, std::nullopt);
+  Result<NeighbourhoodGraph> graph =
+      NeighbourhoodGraph::Build(params.graph->seed, n, params.graph->degree);
+  if (!graph.ok()) return graph.status();
+  return RoundGraph(n, params.graph->threshold, std::move(graph.value()));
+}
+
+std::vector<uint32_t> RoundGraph::Peers(uint32_t i) const {
+  if (graph_) {
+    std::span<const uint32_t> n = graph_->Neighbours(i);
+    return {n.begin(), n.end()};
+  }
+  std::vector<uint32_t> out;
+  out.reserve(n_ - 1);
+  for (uint32_t v = 0; v < n_; ++v)
+    if (v != i) out.push_back(v);
+  return out;
+}
+
+std::vector<uint32_t> RoundGraph::Closed(uint32_t i) const {
+  std::vector<uint32_t> out = Peers(i);
+  out.insert(std::lower_bound(out.begin(), out.end(), i), i);
+  return out;
+}
+
+}  // namespace tally
