@@ -114,6 +114,9 @@ void Coordinator::OnRequest(const std::string& sender, Request request, Clock::t
                        : "a payload of " + std::to_string(PayloadLength(p)) + " elements (" +
                              std::to_string(p.columns.size()) + " columns)") +
                   " exceeds the broker's limit " + std::to_string(options_.max_length));
+  // The hospital signs a neighbourhood round's participants and threshold with its graph.
+  if (p.graph && (p.participants.empty() || p.threshold == 0))
+    return refuse("a neighbourhood round names its participants and its threshold");
   if (p.participants.empty()) p.participants = roster_.Names(Role::kPatient);
   for (const auto& name : p.participants) {
     const Certificate* c = roster_.Find(name);
@@ -123,6 +126,8 @@ void Coordinator::OnRequest(const std::string& sender, Request request, Clock::t
   if (p.threshold == 0) p.threshold = SafeThreshold(p.participants.size());
   // At least 2 patients, every sum computable without wrapping modulo 2^64, a safe threshold.
   if (Status s = CheckRoundParams(p); !s.ok()) return refuse(s.message());
+  if (Result<RoundGraph> graph = RoundGraph::Of(p); !graph.ok())
+    return refuse(graph.status().message());
   if (round_) {
     if (queue_.size() >= options_.max_queue) return refuse("round queue full");
     queue_.push_back({sender, std::move(request)});
@@ -146,6 +151,7 @@ void Coordinator::Open(const std::string& hospital, Request request, Clock::time
   u.deadline_ms = request.deadline_ms == 0 ? options_.deadline_ms
                                            : std::min(request.deadline_ms, options_.deadline_ms);
   r.n = u.params.participants.size();
+  r.graph.emplace(RoundGraph::Of(u.params).value());  // OnRequest built it once already
   for (size_t i = 0; i < r.n; ++i) r.index.emplace(u.params.participants[i], i);
   r.joins.resize(r.n);
   for (Members* m : {&r.joined, &r.shared, &r.partials, &r.confirmed, &r.unmasks, &r.gone})
@@ -156,6 +162,9 @@ void Coordinator::Open(const std::string& hospital, Request request, Clock::time
       " threshold=" + std::to_string(u.params.threshold) +
       " length=" + std::to_string(u.params.length) + " range=" + std::to_string(u.params.range) +
       " columns=" + std::to_string(u.params.columns.size()) +
+      (u.params.graph ? " degree=" + std::to_string(u.params.graph->degree) +
+                            " share_threshold=" + std::to_string(u.params.graph->threshold)
+                      : std::string(" degree=full")) +
       " deadline_ms=" + std::to_string(u.deadline_ms)});
   // Publish first, then create the capture: creating a file costs a journal transaction (about
   // 0.2 ms on ext4), which this way overlaps the patients' answers instead of delaying the open
@@ -221,6 +230,7 @@ Actions Coordinator::Routed(const act::Route& route, Clock::time_point now) {
 
 void Coordinator::OnBatch(const std::string& sender, const Batch& batch, Clock::time_point now,
                           Actions& out) {
+  if (batch.kind == BatchKind::kSurvivors) return OnSurvivors(sender, batch, now, out);
   const std::string what(batch.kind == BatchKind::kShares ? "shares" : "confirmations");
   if (batch.kind == BatchKind::kKeys)
     return out.push_back(act::Reject{"a node may not send keys batches"});
@@ -228,6 +238,8 @@ void Coordinator::OnBatch(const std::string& sender, const Batch& batch, Clock::
   Round& r = *round_;
   const std::optional<size_t> i = r.Index(sender);
   if (!i) return out.push_back(act::Reject{what + " from the hospital"});
+  if (batch.kind == BatchKind::kConfirm && !r.graph->complete())
+    return out.push_back(act::Reject{"a neighbourhood round is confirmed by its hospital"});
   const bool shares = batch.kind == BatchKind::kShares;
   const Phase phase = shares ? Phase::kShare : Phase::kConfirm;
   if (r.update.phase != phase)
@@ -241,17 +253,23 @@ void Coordinator::OnBatch(const std::string& sender, const Batch& batch, Clock::
   Members& answered = shares ? r.shared : r.confirmed;
   if (answered[*i]) return out.push_back(act::Reject{"duplicate " + what});
   if (shares) {
-    // One item for each other member of U1, and nothing else (indices are distinct: the decoder
-    // refuses one given twice).
-    bool fits = batch.items.size() + 1 == CountOf(set);
+    // One item for each peer in U1, and nothing else (indices are distinct: the decoder refuses
+    // one given twice).
+    size_t peers = 0;
+    for (uint32_t v : r.graph->Peers(static_cast<uint32_t>(*i))) peers += set[v];
+    bool fits = batch.items.size() == peers;
     for (const BatchItem& item : batch.items)
-      fits = fits && item.index < r.n && item.index != *i && set[item.index];
+      fits = fits && item.index < r.n && set[item.index] &&
+             r.graph->Adjacent(static_cast<uint32_t>(*i), item.index);
     if (!fits)
-      return out.push_back(act::Reject{"shares not one for each other patient that joined"});
-    for (const BatchItem& item : batch.items)
-      std::copy(item.data.begin(), item.data.end(),
-                r.share_box.begin() +
-                    static_cast<std::ptrdiff_t>((*i * r.n + item.index) * kSealedShareSize));
+      return out.push_back(act::Reject{r.graph->complete()
+                                           ? "shares not one for each other patient that joined"
+                                           : "a shares batch must hold one share for each "
+                                             "neighbour in U1"});
+    std::vector<BatchItem>& kept = r.shares_from[*i];
+    kept = batch.items;
+    std::sort(kept.begin(), kept.end(),
+              [](const BatchItem& a, const BatchItem& b) { return a.index < b.index; });
   } else {
     // The patient's own signature, once.
     if (batch.items.size() != 1 || batch.items[0].index != *i)
@@ -287,6 +305,24 @@ Actions Coordinator::Disconnected(const std::string& party, Clock::time_point no
                          " phase=" + std::string(PhaseName(r.update.phase))});
   Settle(false, now, out);
   return out;
+}
+
+void Coordinator::OnSurvivors(const std::string& sender, const Batch& batch, Clock::time_point now,
+                              Actions& out) {
+  if (!InRound(sender, batch.round, "survivors", out)) return;
+  Round& r = *round_;
+  if (sender != r.update.params.hospital)
+    return out.push_back(act::Reject{"survivors from a patient"});
+  if (r.graph->complete())
+    return out.push_back(act::Reject{"a full round is confirmed by its patients"});
+  if (r.update.phase != Phase::kConfirm)
+    return out.push_back(act::Reject{"survivors outside the confirm phase"});
+  if (r.survivors) return out.push_back(act::Reject{"duplicate survivors"});
+  if (batch.items.size() != 1 || batch.items[0].index != 0)
+    return out.push_back(act::Reject{"survivors are one signature, the hospital's"});
+  Signature& s = r.survivors.emplace();
+  std::copy(batch.items[0].data.begin(), batch.items[0].data.end(), s.begin());
+  Settle(false, now, out);
 }
 
 void Coordinator::OnAck(const std::string& sender, const Ack& ack, Clock::time_point now,
@@ -333,6 +369,7 @@ void Coordinator::Settle(bool deadline, Clock::time_point now, Actions& out) {
       w = {&sets.shared, &r.partials, "send a masked input", true};
       break;
     case Phase::kConfirm:
+      if (!r.graph->complete()) return SettleSurvivors(deadline, now, out);
       w = {&sets.masked, &r.confirmed, "confirm", true};
       break;
     case Phase::kUnmask:
@@ -375,6 +412,32 @@ void Coordinator::Settle(bool deadline, Clock::time_point now, Actions& out) {
   if (waiting == 0) Next(now, out);
 }
 
+void Coordinator::SettleSurvivors(bool deadline, Clock::time_point now, Actions& out) {
+  Round& r = *round_;
+  const Members& masked = r.update.sets.masked;
+  size_t can = 0, members = 0;
+  std::vector<std::string> gone;
+  for (size_t i = 0; i < r.n; ++i) {
+    if (!masked[i]) continue;
+    ++members;
+    if (r.gone[i]) {
+      gone.push_back(r.update.params.participants[i]);
+    } else {
+      ++can;
+    }
+  }
+  const uint32_t t = r.update.params.threshold;
+  if (can < t)
+    return Finish(Phase::kAbort,
+                  JoinList(gone) + " dropped out (at most " + std::to_string(can) + " of " +
+                      std::to_string(members) + " can unmask, the threshold is " +
+                      std::to_string(t) + ")",
+                  now, out);
+  if (r.survivors) return Next(now, out);
+  if (deadline)
+    Finish(Phase::kAbort, r.update.params.hospital + " did not confirm the survivors", now, out);
+}
+
 void Coordinator::Next(Clock::time_point now, Actions& out) {
   Round& r = *round_;
   RoundSets& sets = r.update.sets;
@@ -387,21 +450,22 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
     case Phase::kOpen:
       sets.joined = present(r.joined);
       Advance(Phase::kShare, "", now, out);
-      r.share_box.assign(r.n * r.n * kSealedShareSize, 0);
+      r.shares_from.assign(r.n, {});
       SendKeys(out);
       break;
     case Phase::kShare:
       sets.shared = present(r.shared);
       Advance(Phase::kMask, "", now, out);
       SendShares(out);
-      r.share_box.clear();
-      r.share_box.shrink_to_fit();
+      r.shares_from.clear();
+      r.shares_from.shrink_to_fit();
       break;
     case Phase::kMask:
       // Survivors that are gone since their masked input stay survivors (their input is in the
-      // sum) but cannot confirm or unmask: the check below counts them out at once.
+      // sum) but cannot confirm or unmask: the check below counts them out at once. A
+      // neighbourhood round is always confirmed, by its hospital.
       sets.masked = r.partials;
-      if (sets.masked == sets.shared) {
+      if (sets.masked == sets.shared && r.graph->complete()) {
         Advance(Phase::kUnmask, "", now, out);
       } else {
         r.confirmations.assign(r.n, Signature{});
@@ -409,9 +473,15 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
       }
       break;
     case Phase::kConfirm:
-      sets.confirmed = r.confirmed;
-      Advance(Phase::kUnmask, "", now, out);
-      SendConfirmations(out);
+      if (r.graph->complete()) {
+        sets.confirmed = r.confirmed;
+        Advance(Phase::kUnmask, "", now, out);
+        SendConfirmations(out);
+      } else {
+        sets.confirmed = sets.masked;  // U4 = U3: every survivor unmasks
+        Advance(Phase::kUnmask, "", now, out);
+        SendSurvivors(out);
+      }
       break;
     default:
       return;
@@ -421,15 +491,17 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
   Settle(false, now, out);
 }
 
-// Each member w of U1 gets every other member's cpk || spk || signature, the hospital every
-// member's (and the capture keeps its batch: the hospital's view is computed from it).
+// Each member w of U1 gets the cpk || spk || signature of each of its peers in U1, the hospital
+// every member's (and the capture keeps its batch: the hospital's views are computed from it).
 void Coordinator::SendKeys(Actions& out) const {
   const Round& r = *round_;
   const Members& joined = r.update.sets.joined;
-  auto keys_batch = [&r, &joined](std::optional<size_t> leave_out) {
+  auto keys_batch = [&r, &joined](std::optional<size_t> of) {
     Batch batch{r.update.round, BatchKind::kKeys, {}};
     for (size_t u = 0; u < r.n; ++u) {
-      if (!joined[u] || u == leave_out) continue;
+      if (!joined[u] ||
+          (of && !r.graph->Adjacent(static_cast<uint32_t>(*of), static_cast<uint32_t>(u))))
+        continue;
       const Join& j = r.joins[u];
       std::vector<uint8_t> data(j.cpk.begin(), j.cpk.end());
       data.insert(data.end(), j.spk.begin(), j.spk.end());
@@ -443,19 +515,20 @@ void Coordinator::SendKeys(Actions& out) const {
   out.push_back(act::Send{r.update.params.hospital, keys_batch(std::nullopt), true});
 }
 
-// Each member w of U2 gets the share each other member of U2 sealed to it.
+// Each member w of U2 gets the share each of its peers in U2 sealed to it.
 void Coordinator::SendShares(Actions& out) const {
   const Round& r = *round_;
   const Members& shared = r.update.sets.shared;
   for (size_t w = 0; w < r.n; ++w) {
     if (!shared[w]) continue;
     Batch batch{r.update.round, BatchKind::kShares, {}};
-    for (size_t u = 0; u < r.n; ++u) {
-      if (u == w || !shared[u]) continue;
+    for (uint32_t u : r.graph->Peers(static_cast<uint32_t>(w))) {
+      if (!shared[u]) continue;
+      const std::vector<BatchItem>& from = r.shares_from[u];
       const auto at =
-          r.share_box.begin() + static_cast<std::ptrdiff_t>((u * r.n + w) * kSealedShareSize);
-      batch.items.push_back(
-          {static_cast<uint32_t>(u), std::vector<uint8_t>(at, at + kSealedShareSize)});
+          std::lower_bound(from.begin(), from.end(), w,
+                           [](const BatchItem& item, size_t index) { return item.index < index; });
+      batch.items.push_back({u, at->data});  // u's batch was one item per peer in U1, w one
     }
     out.push_back(act::Send{r.update.params.participants[w], std::move(batch), false});
   }
@@ -476,6 +549,19 @@ void Coordinator::SendConfirmations(Actions& out) const {
     }
     out.push_back(act::Send{r.update.params.participants[w], std::move(batch), false});
   }
+}
+
+// Each member of U3 gets the hospital's signature on the survivors (a neighbourhood round).
+void Coordinator::SendSurvivors(Actions& out) const {
+  const Round& r = *round_;
+  const Signature& s = *r.survivors;
+  for (size_t w = 0; w < r.n; ++w)
+    if (r.update.sets.masked[w])
+      out.push_back(act::Send{r.update.params.participants[w],
+                              Batch{r.update.round,
+                                    BatchKind::kSurvivors,
+                                    {{0, std::vector<uint8_t>(s.begin(), s.end())}}},
+                              false});
 }
 
 Actions Coordinator::CaptureFailed(Clock::time_point now) {

@@ -24,6 +24,7 @@
 
 #include "keys/keys.h"
 #include "schema/capture.h"
+#include "schema/round_graph.h"
 #include "schema/schema.h"
 
 namespace tally {
@@ -132,11 +133,14 @@ class Coordinator {
   struct Round {
     PhaseUpdate update;  // what was last published: phase, params, sets, deadline
     Clock::time_point phase_deadline;
-    size_t n = 0;                          // participants
-    std::map<std::string, size_t> index;   // participant -> its position
-    std::vector<Join> joins;               // per participant, once it joined
-    std::vector<uint8_t> share_box;        // the sealed share from i to j at (i * n + j)
+    size_t n = 0;                         // participants
+    std::optional<RoundGraph> graph;      // who masks with and shares to whom
+    std::map<std::string, size_t> index;  // participant -> its position
+    std::vector<Join> joins;              // per participant, once it joined
+    // Per participant, the shares batch it sent: its sealed share for each peer in U1, by index.
+    std::vector<std::vector<BatchItem>> shares_from;
     std::vector<Signature> confirmations;  // per participant, its signature on its view and U3
+    std::optional<Signature> survivors;    // a neighbourhood round's: the hospital's on U2, U3
     // Per participant, what the broker accepted from it in each phase, and whether its
     // connection closed during the round.
     Members joined, shared, partials, confirmed, unmasks, gone;
@@ -154,6 +158,9 @@ class Coordinator {
   void OnEnvelope(const std::string& sender, const Envelope& env, Actions& out);
   void OnBatch(const std::string& sender, const Batch& batch, Clock::time_point now, Actions& out);
   void OnAck(const std::string& sender, const Ack& ack, Clock::time_point now, Actions& out);
+  // The hospital's signature on a neighbourhood round's survivors, in its confirm phase.
+  void OnSurvivors(const std::string& sender, const Batch& batch, Clock::time_point now,
+                   Actions& out);
   // The message names the active round and comes from a party of it; else rejects it.
   bool InRound(const std::string& sender, const RoundId& round, std::string_view what,
                Actions& out) const;
@@ -161,11 +168,15 @@ class Coordinator {
   // After anything that may end the phase: moves on when nobody it waits for is left (or at
   // the deadline) with at least T answers, aborts as soon as T answers cannot be had.
   void Settle(bool deadline, Clock::time_point now, Actions& out);
+  // Settle for a neighbourhood round's confirm phase: it waits for the hospital's signature, and
+  // aborts as soon as fewer than T survivors are left to unmask.
+  void SettleSurvivors(bool deadline, Clock::time_point now, Actions& out);
   // Fixes the set the current phase collected and publishes the next phase with its batches.
   void Next(Clock::time_point now, Actions& out);
   void SendKeys(Actions& out) const;
   void SendShares(Actions& out) const;
   void SendConfirmations(Actions& out) const;
+  void SendSurvivors(Actions& out) const;
   void Advance(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);
   // Ends the round (done or abort) and opens the next queued request.
   void Finish(Phase phase, const std::string& reason, Clock::time_point now, Actions& out);

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <set>
 
 #include "nodes/shamir.h"
@@ -52,14 +53,31 @@ void ApplyMasks(const RoundMasks& masks, std::span<uint64_t> values) {
 Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params, size_t me,
                                 const Members& shared, std::span<const RoundPublicKeys> keys,
                                 const SecretKey& s, const uint8_t* b) {
+  std::vector<uint32_t> peers;
+  std::vector<RoundPublicKeys> peer_keys;
+  for (size_t v = 0; v < keys.size(); ++v) {
+    if (v == me) continue;
+    peers.push_back(static_cast<uint32_t>(v));
+    peer_keys.push_back(keys[v]);
+  }
+  return PatientMasks(round, params, me, peers, shared, peer_keys, s, b);
+}
+
+Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params, size_t me,
+                                std::span<const uint32_t> peers, const Members& shared,
+                                std::span<const RoundPublicKeys> keys, const SecretKey& s,
+                                const uint8_t* b) {
   const auto& names = params.participants;
   const RoundDigest digest = DigestOf(round, params);
-  RoundMasks masks{SecretBytes(CountOf(shared) * kRoundMaskKeyBytes), {}};
+  size_t partners = 0;
+  for (uint32_t v : peers) partners += shared[v];
+  RoundMasks masks{SecretBytes((1 + partners) * kRoundMaskKeyBytes), {}};
   SelfMaskKey(b, masks.keys.data());
   masks.add.push_back(true);
-  for (size_t v = 0; v < names.size(); ++v) {
-    if (!shared[v] || v == me) continue;
-    if (!PairMaskKey(s.data(), keys[v].spk, digest, me, v,
+  for (size_t slot = 0; slot < peers.size(); ++slot) {
+    const size_t v = peers[slot];
+    if (!shared[v]) continue;
+    if (!PairMaskKey(s.data(), keys[slot].spk, digest, me, v,
                      masks.keys.data() + masks.add.size() * kRoundMaskKeyBytes)
              .ok())
       return Status::Error("the round key of " + names[v] + " is invalid");
@@ -68,13 +86,22 @@ Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params,
   return masks;
 }
 
-Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskShares& unmask) {
+Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskShares& unmask,
+                   std::span<const uint32_t> closed) {
   if (unmask.masked != sets.masked)
     return Status::Error("the unmask of " + std::string(sender) + " is for other survivors");
-  const size_t survivors = CountOf(sets.masked);
-  size_t dropped = 0;  // U2 \ U3, which need not be U2 minus U3's size for unchecked sets
-  for (size_t v = 0; v < sets.shared.size(); ++v)
-    dropped += sets.shared[v] && !(v < sets.masked.size() && sets.masked[v]);
+  size_t survivors = 0,
+         dropped = 0;  // U2 \ U3, which need not be U2 minus U3's size for unchecked sets
+  auto count = [&](size_t v) {
+    const bool survived = v < sets.masked.size() && sets.masked[v];
+    survivors += survived;
+    dropped += v < sets.shared.size() && sets.shared[v] && !survived;
+  };
+  if (closed.empty()) {
+    for (size_t v = 0; v < std::max(sets.shared.size(), sets.masked.size()); ++v) count(v);
+  } else {
+    for (uint32_t v : closed) count(v);
+  }
   if (unmask.self_seeds.size() != survivors || unmask.mask_secrets.size() != dropped)
     return Status::Error("the unmask of " + std::string(sender) + " holds " +
                          std::to_string(unmask.self_seeds.size()) + " self-mask and " +
@@ -88,43 +115,95 @@ Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& param
                                   const RoundSets& sets, std::span<const RoundPublicKeys> keys,
                                   std::span<const uint32_t> senders,
                                   std::span<const UnmaskShares* const> unmasks) {
+  Result<RoundGraph> graph = RoundGraph::Of(params);
+  if (!graph.ok()) return graph.status();
+  return UnmaskingMasks(round, params, *graph, sets, keys, senders, unmasks);
+}
+
+Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& params,
+                                  const RoundGraph& graph, const RoundSets& sets,
+                                  std::span<const RoundPublicKeys> keys,
+                                  std::span<const uint32_t> senders,
+                                  std::span<const UnmaskShares* const> unmasks) {
   const auto& names = params.participants;
+  const size_t n = names.size();
+  const uint32_t t = graph.threshold();
   const RoundDigest digest = DigestOf(round, params);
-  std::vector<uint16_t> xs;
-  for (uint32_t i : senders) xs.push_back(static_cast<uint16_t>(i + 1));
-  Result<ShamirCombiner> combiner = ShamirCombiner::Create(xs);
-  if (!combiner.ok()) return combiner.status();
+  // Who holds a share of each secret, in the senders' order, and where in its unmask: for each
+  // sender, its closed neighbourhood's survivors and dropped, ascending, as its unmask lists them.
+  struct Holder {
+    uint32_t sender;  // index into senders
+    uint32_t at;      // index into its self_seeds or mask_secrets
+  };
+  std::vector<std::vector<Holder>> of_b(n), of_s(n);
+  for (size_t j = 0; j < senders.size(); ++j) {
+    uint32_t survived = 0, dropped = 0;
+    for (uint32_t v : graph.Closed(senders[j])) {
+      if (sets.masked[v]) {
+        if (of_b[v].size() < t) of_b[v].push_back({static_cast<uint32_t>(j), survived});
+        ++survived;
+      } else if (sets.shared[v]) {
+        if (of_s[v].size() < t) of_s[v].push_back({static_cast<uint32_t>(j), dropped});
+        ++dropped;
+      }
+    }
+  }
   std::vector<size_t> survivors, dropped;
-  for (size_t v = 0; v < names.size(); ++v) {
+  size_t pairs = 0;
+  for (size_t v = 0; v < n; ++v) {
     if (sets.masked[v]) survivors.push_back(v);
     if (sets.shared[v] && !sets.masked[v]) dropped.push_back(v);
   }
-  RoundMasks masks{
-      SecretBytes((survivors.size() + survivors.size() * dropped.size()) * kRoundMaskKeyBytes), {}};
+  for (size_t v : dropped)
+    for (size_t u : survivors)
+      pairs += graph.Adjacent(static_cast<uint32_t>(v), static_cast<uint32_t>(u));
+  RoundMasks masks{SecretBytes((survivors.size() + pairs) * kRoundMaskKeyBytes), {}};
   auto next_key = [&masks] { return masks.keys.data() + masks.add.size() * kRoundMaskKeyBytes; };
   SecretBytes secret(kShareSize);
-  std::vector<Share> column(unmasks.size());  // one secret's shares, one per sender
-  auto rebuild = [&](std::vector<Share> UnmaskShares::*which, size_t k) {
-    for (size_t j = 0; j < unmasks.size(); ++j) column[j] = (unmasks[j]->*which)[k];
-    combiner->Combine(column, std::span<uint8_t, kShareSize>(secret.data(), kShareSize));
+  // A full round's secrets all have the same holders: one set of Lagrange coefficients.
+  std::map<std::vector<uint16_t>, ShamirCombiner> combiners;
+  std::vector<Share> column;
+  auto rebuild = [&](const std::vector<Holder>& holders, std::vector<Share> UnmaskShares::*which,
+                     size_t v) -> Status {
+    if (holders.size() < t)
+      return Status::Error("only " + std::to_string(holders.size()) + " shares of the " +
+                           (which == &UnmaskShares::self_seeds ? "self mask" : "mask secret") +
+                           " of " + names[v] + " came, the threshold is " + std::to_string(t));
+    std::vector<uint16_t> xs;
+    column.resize(holders.size());
+    for (size_t k = 0; k < holders.size(); ++k) {
+      xs.push_back(static_cast<uint16_t>(senders[holders[k].sender] + 1));
+      column[k] = (unmasks[holders[k].sender]->*which)[holders[k].at];
+    }
+    auto at = combiners.find(xs);
+    if (at == combiners.end()) {
+      Result<ShamirCombiner> made = ShamirCombiner::Create(xs);
+      if (!made.ok()) return made.status();
+      at = combiners.emplace(std::move(xs), std::move(made.value())).first;
+    }
+    at->second.Combine(column, std::span<uint8_t, kShareSize>(secret.data(), kShareSize));
+    return Status::Ok();
   };
   Status status = Status::Ok();
   // Each survivor's self mask, which it added: subtracted.
-  for (size_t k = 0; k < survivors.size(); ++k) {
-    rebuild(&UnmaskShares::self_seeds, k);
+  for (size_t v : survivors) {
+    status = rebuild(of_b[v], &UnmaskShares::self_seeds, v);
+    if (!status.ok()) break;
     SelfMaskKey(secret.data(), next_key());
     masks.add.push_back(false);
   }
-  // Each dropped member's pairwise masks with the survivors, which the survivors added (if they
-  // sort first) or subtracted: the opposite.
+  // Each dropped member's pairwise masks with its neighbours among the survivors, which they
+  // added (if they sort first) or subtracted: the opposite.
   for (size_t k = 0; k < dropped.size() && status.ok(); ++k) {
     const size_t v = dropped[k];
-    rebuild(&UnmaskShares::mask_secrets, k);
+    status = rebuild(of_s[v], &UnmaskShares::mask_secrets, v);
+    if (!status.ok()) break;
     if (!MatchesPublicKey(secret.data(), keys[v].spk)) {
       status = Status::Error("the mask secret of " + names[v] + " does not match its key");
       break;
     }
     for (size_t u : survivors) {
+      if (!graph.Adjacent(static_cast<uint32_t>(v), static_cast<uint32_t>(u))) continue;
       if (!PairMaskKey(secret.data(), keys[u].spk, digest, v, u, next_key()).ok()) {
         status = Status::Error("the round key of " + names[u] + " is invalid");
         break;

@@ -14,6 +14,7 @@
 #include "keys/keys.h"
 #include "nodes/seal.h"
 #include "schema/results.h"
+#include "schema/round_graph.h"
 #include "schema/schema.h"
 #include "schema/status.h"
 
@@ -40,10 +41,18 @@ void ApplyMasks(const RoundMasks& masks, std::span<uint64_t> values);
 Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params, size_t me,
                                 const Members& shared, std::span<const RoundPublicKeys> keys,
                                 const SecretKey& s, const uint8_t* b);
+// The same with pairwise masks only with the members of U2 among `peers` (participant indices,
+// ascending: a patient's neighbours in a neighbourhood round), `keys` one per slot of `peers`.
+Result<RoundMasks> PatientMasks(const RoundId& round, const RoundParams& params, size_t me,
+                                std::span<const uint32_t> peers, const Members& shared,
+                                std::span<const RoundPublicKeys> keys, const SecretKey& s,
+                                const uint8_t* b);
 
 // Whether an unmask from `sender` fits the hospital's sets: for its own U3, with a share per
-// member of U3 and per member of U2 \ U3 (e.g. "the unmask of bob is for other survivors").
-Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskShares& unmask);
+// member of U3 and per member of U2 \ U3 among `closed`, the sender's closed neighbourhood
+// (ascending; empty: every participant) (e.g. "the unmask of bob is for other survivors").
+Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskShares& unmask,
+                   std::span<const uint32_t> closed = {});
 
 // The masks left in the sum of the survivors' masked inputs (schema/PROTOCOL.md, "Order of a
 // round", done): from the unmasks of `senders` (participant indices, at least T, each passed
@@ -52,6 +61,14 @@ Status CheckUnmask(const RoundSets& sets, std::string_view sender, const UnmaskS
 // applied to the sum, remove them. Fails naming a dropped member whose secret does not match.
 Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& params,
                                   const RoundSets& sets, std::span<const RoundPublicKeys> keys,
+                                  std::span<const uint32_t> senders,
+                                  std::span<const UnmaskShares* const> unmasks);
+// The same on the round's graph ("Neighbourhoods"): each survivor's b_v from the first t senders
+// in N[v], each dropped member's s_v from the first t in N(v), and the pairwise masks between each
+// dropped member and its neighbours in U3. Fails also naming a secret with fewer than t shares.
+Result<RoundMasks> UnmaskingMasks(const RoundId& round, const RoundParams& params,
+                                  const RoundGraph& graph, const RoundSets& sets,
+                                  std::span<const RoundPublicKeys> keys,
                                   std::span<const uint32_t> senders,
                                   std::span<const UnmaskShares* const> unmasks);
 
@@ -104,6 +121,7 @@ class Sum {
   explicit Sum(uint32_t length) : values_(length, 0) {}
   ~Sum();
   Sum(const Sum&) = delete;
+  Sum(Sum&&) = default;
   Sum& operator=(const Sum&) = delete;
 
   // Adds the values of a masked input's plaintext (EncodePayload's format, checked for `kind`

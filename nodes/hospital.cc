@@ -25,7 +25,20 @@ Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Seale
       request_{options.name,    options.range,  options.length,   options.participants,
                options.columns, options.weight, options.threshold},
       results_(std::move(results)),
-      on_result_(std::move(on_result)) {}
+      on_result_(std::move(on_result)) {
+  // A neighbourhood round signs its participants: name them (the broker would take every
+  // patient of its roster, which agrees with ours), in the roster's order.
+  const size_t n = request_.participants.empty() ? roster.Names(Role::kPatient).size()
+                                                 : request_.participants.size();
+  if (!options.graph || n <= kNeighbourhoodsAbove) return;
+  Result<NeighbourhoodParams> chosen =
+      ChooseNeighbourhood(static_cast<uint32_t>(n), options.corrupt_ppm, options.dropout_ppm);
+  if (!chosen.ok()) return;  // no degree below N - 1 meets the bounds: a full round
+  if (request_.participants.empty()) request_.participants = roster.Names(Role::kPatient);
+  if (request_.threshold == 0) request_.threshold = SafeThreshold(n);
+  request_.graph =
+      Neighbourhood{options.corrupt_ppm, options.dropout_ppm, chosen->degree, chosen->threshold};
+}
 
 Hospital::~Hospital() = default;
 
@@ -49,10 +62,18 @@ void Hospital::SendRequest() {
   while (ticket_ == 0);
   waiting_ = true;
   last_progress_ = requested_at_ = Clock::now();
+  if (request_.graph) {
+    // A fresh graph for every request, signed: the broker can neither pick nor change it.
+    randombytes_buf(request_.graph->seed.data(), request_.graph->seed.size());
+    request_.graph->signature = sealer_.Sign(GraphStatement(ticket_, request_));
+  }
   Log("event=request ticket=" + std::to_string(ticket_) +
       " range=" + std::to_string(options_.range) + " length=" + std::to_string(options_.length) +
       " columns=" + std::to_string(options_.columns.size()) +
-      " patients=" + std::to_string(options_.participants.size()));
+      " patients=" + std::to_string(request_.participants.size()) +
+      (request_.graph ? " degree=" + std::to_string(request_.graph->degree) +
+                            " share_threshold=" + std::to_string(request_.graph->threshold)
+                      : std::string(" degree=full")));
   if (!link_.Send(Request{ticket_, request_, options_.deadline_ms}))
     Finish(Status::Error("cannot send the round request"));
 }
@@ -96,11 +117,14 @@ void Hospital::Adopt(const PhaseUpdate& u) {
                        : p.length != request_.length           ? "length"
                        : p.columns != request_.columns         ? "columns"
                        : p.weight != request_.weight           ? "weight"
-                                                               : "threshold";
+                       : p.threshold != request_.threshold     ? "threshold"
+                                                               : "graph";
     return Refuse("the round does not match " + name_ + "'s request (" + what + " differ)");
   }
   if (auto problem = RosterProblem(u)) return Refuse(*problem);
-  round_->sums.emplace(sealer_, u.round, u.params);
+  Result<HospitalRound> sums = HospitalRound::Create(sealer_, u.round, u.params);
+  if (!sums.ok()) return Refuse(sums.message());
+  round_->sums.emplace(std::move(sums.value()));
   round_->unmasked.assign(u.params.participants.size(), false);
   if (early_keys_ && early_keys_->round == u.round) round_->keys_batch = std::move(early_keys_);
   early_keys_.reset();
@@ -144,7 +168,24 @@ void Hospital::Step() {
   auto early = std::move(early_);
   early_.clear();
   for (const auto& env : early) OnEnvelope(env);
+  if (outcome()) return;
+  MaybeConfirm();
   MaybeAcknowledge();
+}
+
+void Hospital::MaybeConfirm() {
+  ActiveRound& r = *round_;
+  const PhaseUpdate& u = r.latest;
+  if (r.confirmed || !u.params.graph || u.phase != Phase::kConfirm ||
+      r.sums->partials() != u.sets.masked)
+    return;
+  if (Status can = r.sums->CheckSurvivors(u.sets); !can.ok()) return Refuse(can.message());
+  const Signature s = r.sums->SurvivorsSignature(u.sets);
+  r.confirmed = true;
+  Log("event=survivors-signed round=" + RoundHex(u.round) +
+      " survivors=" + std::to_string(CountOf(u.sets.masked)));
+  (void)link_.Send(
+      Batch{u.round, BatchKind::kSurvivors, {{0, std::vector<uint8_t>(s.begin(), s.end())}}});
 }
 
 void Hospital::OnEnvelope(const Envelope& env) {
@@ -195,6 +236,8 @@ void Hospital::OnEnvelope(const Envelope& env) {
                     " is not a survivor");
   }
   last_progress_ = Clock::now();
+  MaybeConfirm();
+  if (outcome()) return;
   MaybeAcknowledge();
 }
 

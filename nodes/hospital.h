@@ -57,8 +57,12 @@ class Hospital : public NodeRole {
     std::optional<HospitalRound> sums;  // once the round is adopted as ours
     Members unmasked;                   // everyone whose unmask came
     std::optional<RoundResult> result;  // written and acknowledged, not yet done
+    bool confirmed = false;             // a neighbourhood round's survivors signed
   };
   void SendRequest();
+  // In a neighbourhood round's confirm phase, once every survivor's masked input is in: checks
+  // that every secret can be rebuilt and signs the survivors.
+  void MaybeConfirm();
   void Adopt(const PhaseUpdate& u);
   // Does what the latest update, the keys batch and the envelopes in hand allow: the view, the
   // masked inputs and unmasks kept so far, the result.
@@ -70,7 +74,9 @@ class Hospital : public NodeRole {
   void Refuse(const std::string& why);
 
   const NodeOptions options_;
-  const RoundParams request_;  // what every round is asked for, over this hospital
+  // What every round is asked for, over this hospital; a neighbourhood round's graph gets a new
+  // seed and signature with each request.
+  RoundParams request_;
   ResultsFile results_;
   ResultSink on_result_;
   std::optional<ActiveRound> round_;

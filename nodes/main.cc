@@ -18,6 +18,7 @@
 #include "schema/schema.h"
 #include "schema/text.h"
 
+using tally::ParseRate;
 using tally::ParseU32;
 using tally::ParseU64;
 
@@ -56,6 +57,10 @@ constexpr const char* kUsage =
     "                        hospital and the broker with C other patients colluding (a round\n"
     "                        of N patients, threshold T hides it from min(2T-N-1, T-2));\n"
     "                        default 0\n"
+    "  --graph on|off        on: also take neighbourhood rounds (SecAgg+, each patient deals\n"
+    "                        with k neighbours only), which trust the hospital to draw the\n"
+    "                        graph at random and sign one survivor set, and assume at least\n"
+    "                        5% and --max-corrupt corrupt patients; default off\n"
     "  --vanish-at PHASE     when a round reaches PHASE (share, mask, confirm or unmask),\n"
     "                        print \"vanish PHASE\" and stop acting, to be killed there (as\n"
     "                        tools/launch --drop does): for trying dropouts\n"
@@ -73,6 +78,13 @@ constexpr const char* kUsage =
     "                        hospital's roster)\n"
     "  --threshold T         the survivors a round needs, at least floor(2N/3)+1 for N\n"
     "                        patients (default: that minimum); up to N-T may drop out\n"
+    "  --graph auto|off      auto: above 100 patients, a neighbourhood round (each patient\n"
+    "                        masks with and shares to k neighbours, k and their threshold\n"
+    "                        chosen from the rates below; patients must run --graph on);\n"
+    "                        default off: every patient with every other\n"
+    "  --corrupt-rate F      the fraction of patients a neighbourhood round assumes corrupt,\n"
+    "                        at least 0.05 (default 0.05)\n"
+    "  --dropout-rate F      the fraction it assumes drop out (default 0.10)\n"
     "  --rounds K            rounds to run, one after another (default 1)\n"
     "  --deadline-ms MS      each phase's deadline to ask for (default: the broker's; it\n"
     "                        grants at most its own)\n"
@@ -179,6 +191,16 @@ int main(int argc, char** argv) {
         return Usage("bad --min-patients " + v + " (at least 2)");
     } else if (flag == "--max-corrupt") {
       if (!ParseU32(v, 0, o.max_corrupt)) return Usage("bad --max-corrupt " + v);
+    } else if (flag == "--graph") {
+      if (v != "on" && v != "auto" && v != "off")
+        return Usage("bad --graph " + v + " (on or auto to take neighbourhood rounds, or off)");
+      o.graph = v != "off";
+    } else if (flag == "--corrupt-rate" || flag == "--dropout-rate") {
+      uint32_t& ppm = flag == "--corrupt-rate" ? o.corrupt_ppm : o.dropout_ppm;
+      if (!ParseRate(v, ppm)) return Usage("bad " + flag + " " + v + " (a fraction in [0, 1))");
+      if (flag == "--corrupt-rate" && ppm < tally::kMinCorruptPpm)
+        return Usage("bad --corrupt-rate " + v + " (patients refuse rounds assuming fewer than " +
+                     "0.05)");
     } else if (flag == "--vanish-at") {
       auto phase = tally::PhaseNamed(v);
       if (!phase || *phase == tally::Phase::kOpen || *phase == tally::Phase::kDone ||

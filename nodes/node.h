@@ -28,6 +28,7 @@
 #include "schema/log.h"
 #include "schema/protocol.h"
 #include "schema/results.h"
+#include "schema/round_graph.h"
 #include "schema/schema.h"
 #include "schema/status.h"
 
@@ -55,6 +56,16 @@ struct NodeOptions {
   std::function<void(Phase)> on_vanish;
   // Hospital: the threshold T to ask for; 0: the safe minimum for the round's patients.
   uint32_t threshold = 0;
+  // Neighbourhood rounds (schema/PROTOCOL.md, "Neighbourhoods"). Hospital: true asks for one
+  // when the round has more than kNeighbourhoodsAbove patients and a degree below N - 1 meets the
+  // bounds for the declared rates; false never. Patient: true takes them, false refuses them (a
+  // neighbourhood round trusts its hospital to draw the graph at random and sign one survivor
+  // set). Off by default for both.
+  bool graph = false;
+  // Hospital: the fractions of corrupt and dropped patients a neighbourhood round assumes, in
+  // parts per million.
+  uint32_t corrupt_ppm = kDefaultCorruptPpm;
+  uint32_t dropout_ppm = kDefaultDropoutPpm;
   // Hospital: what to ask for: integers in [0, range], or named columns (then range 0).
   uint64_t range = 0;
   uint32_t length = 1;

@@ -19,6 +19,7 @@ Patient::Patient(const NodeOptions& options, const Roster& roster, const Sealer&
       once_(options.once),
       min_patients_(options.min_patients),
       max_corrupt_(options.max_corrupt),
+      graph_(options.graph),
       vanish_at_(options.vanish_at),
       on_vanish_(options.on_vanish),
       idle_timeout_(options.idle_timeout_ms) {}
@@ -82,6 +83,10 @@ Result<std::vector<uint64_t>> Patient::Encode(const PhaseUpdate& u) const {
   // minimum would let the adversary unmask an input: checked here too, not only by the hospital
   // and the broker that asked for the round.
   TALLY_RETURN_IF_ERROR(CheckRoundParams(p));
+  if (p.graph) {
+    TALLY_RETURN_IF_ERROR(CheckGraph(u));
+    return EncodeInput(p, input_);
+  }
   const uint32_t tolerance = CollusionTolerance(p.participants.size(), p.threshold);
   if (tolerance < max_corrupt_)
     return Status::Error("the round hides an input from " + std::to_string(tolerance) +
@@ -89,6 +94,30 @@ Result<std::vector<uint64_t>> Patient::Encode(const PhaseUpdate& u) const {
                          " patients, threshold " + std::to_string(p.threshold) +
                          "), fewer than this patient's " + std::to_string(max_corrupt_));
   return EncodeInput(p, input_);
+}
+
+Status Patient::CheckGraph(const PhaseUpdate& u) const {
+  const RoundParams& p = u.params;
+  const Neighbourhood& g = *p.graph;
+  if (!graph_) return Status::Error("this patient takes full rounds only");
+  // The hospital drew the graph and signed it with the participants: the broker can neither
+  // pick it nor change it (schema/PROTOCOL.md, "Why it is private").
+  if (!sealer_.Verify(p.hospital, GraphStatement(u.ticket, p), g.signature))
+    return Status::Error("the round's graph is not signed by " + p.hospital);
+  const auto n = static_cast<uint32_t>(p.participants.size());
+  if (Status bounds = CheckNeighbourhood(n, {g.degree, g.threshold}, g.corrupt_ppm, g.dropout_ppm);
+      !bounds.ok())
+    return Status::Error("the round's graph does not hide an input: " + bounds.message());
+  if (g.corrupt_ppm < kMinCorruptPpm)
+    return Status::Error("the round assumes " + FormatFixed(g.corrupt_ppm / 1e4, 1) +
+                         "% of its patients corrupt, below the " +
+                         FormatFixed(kMinCorruptPpm / 1e4, 1) + "% a patient takes");
+  const uint64_t assumed = uint64_t{n} * g.corrupt_ppm / 1'000'000;
+  if (assumed < max_corrupt_)
+    return Status::Error("the round assumes " + std::to_string(assumed) + " corrupt patients of " +
+                         std::to_string(n) + ", fewer than this patient's " +
+                         std::to_string(max_corrupt_));
+  return Status::Ok();
 }
 
 void Patient::OnOpen(const PhaseUpdate& u) {
@@ -145,7 +174,10 @@ void Patient::Step() {
     } else if (u.phase == Phase::kConfirm) {
       problem = Act(u, u.sets.masked, "the survivors");
     } else {
-      if (u.phase == Phase::kUnmask && u.sets.masked != u.sets.shared && !r.confirm_batch) return;
+      // The unmask phase needs the others' confirmations after a dropout in a full round, the
+      // hospital's signature on the survivors always in a neighbourhood round.
+      const bool confirmed = u.params.graph || u.sets.masked != u.sets.shared;
+      if (u.phase == Phase::kUnmask && confirmed && !r.confirm_batch) return;
       problem = Act(u, Unmaskers(u.sets), "the unmaskers");
     }
     if (problem) return GiveUp(*problem);
@@ -182,11 +214,12 @@ std::optional<std::string> Patient::Act(const PhaseUpdate& u, const Members& mem
       break;
     }
     case Phase::kConfirm: {
-      (void)link_.Send(r.round.Confirmation(u));
+      // A neighbourhood round's survivors are confirmed by its hospital alone.
+      if (!u.params.graph) (void)link_.Send(r.round.Confirmation(u));
       break;
     }
-    default: {  // unmask; after a dropout only if we confirmed the sets ourselves
-      if (u.sets.masked != u.sets.shared && r.acted != Phase::kConfirm)
+    default: {  // unmask; in a full round after a dropout only if we confirmed the sets ourselves
+      if (!u.params.graph && u.sets.masked != u.sets.shared && r.acted != Phase::kConfirm)
         return "the survivors changed and " + name_ + " did not confirm them";
       Result<Envelope> unmask = r.round.Unmask(u, r.confirm_batch ? &*r.confirm_batch : nullptr);
       if (!unmask.ok()) return unmask.message();

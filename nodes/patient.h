@@ -54,6 +54,10 @@ class Patient : public NodeRole {
   // exits with it.
   void GiveUp(const std::string& why);
   void Remember(const RoundId& id);
+  // Why this patient cannot take the neighbourhood round `u`: it takes full rounds only, the
+  // graph is not the hospital's, it does not meet the bounds for its rates, or the rates assume
+  // fewer corrupt patients than --max-corrupt. Never names the input.
+  Status CheckGraph(const PhaseUpdate& u) const;
   // Our input encoded for the round `u`, or why this patient cannot answer it honestly (a
   // reason that never holds the input).
   Result<std::vector<uint64_t>> Encode(const PhaseUpdate& u) const;
@@ -62,6 +66,7 @@ class Patient : public NodeRole {
   const bool once_;
   const uint32_t min_patients_;
   const uint32_t max_corrupt_;
+  const bool graph_;  // takes neighbourhood rounds
   const std::optional<Phase> vanish_at_;
   const std::function<void(Phase)> on_vanish_;
   bool vanished_ = false;  // reached vanish_at_: acts on nothing more

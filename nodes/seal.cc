@@ -28,6 +28,8 @@ constexpr std::string_view kShareLabel = "tally share v3";
 constexpr std::string_view kShareTag = "tally/3 share";
 constexpr std::string_view kMaskLabel = "tally mask v4";
 constexpr std::string_view kSelfLabel = "tally self v3";
+constexpr std::string_view kGraphLabel = "tally graph request v5";
+constexpr std::string_view kSurvivorsLabel = "tally survivors v5";
 
 static_assert(kSealNonceSize == crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
 static_assert(kSealTagSize == crypto_aead_xchacha20poly1305_ietf_ABYTES);
@@ -103,30 +105,51 @@ RoundDigest DigestOf(const RoundId& round, const RoundParams& params) {
   h.U64(params.weight.max).U64(params.weight.decimals).U64(params.threshold);
   h.U64(params.participants.size());
   for (const std::string& p : params.participants) h.Name(p);
+  if (params.graph) {
+    const Neighbourhood& g = *params.graph;
+    h.U64(g.corrupt_ppm).U64(g.dropout_ppm).U64(g.degree).U64(g.threshold).Add(g.seed);
+  }
   return h.Final();
 }
 
-Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined, std::optional<size_t> me) {
-  SignedKeys out{std::vector<RoundPublicKeys>(joined.size()),
-                 std::vector<Signature>(joined.size())};
-  const size_t others = CountOf(joined) - (me && *me < joined.size() && joined[*me] ? 1 : 0);
+Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined, std::span<const uint32_t> from,
+                          std::string_view whom) {
+  SignedKeys out{std::vector<RoundPublicKeys>(from.size()), std::vector<Signature>(from.size())};
+  size_t members = 0;
+  for (uint32_t v : from) members += v < joined.size() && joined[v];
   // The decoder refuses an index given twice too; a batch built in-process is checked here.
-  bool fits = batch.kind == BatchKind::kKeys && batch.items.size() == others;
-  Members seen(joined.size(), false);
+  bool fits = batch.kind == BatchKind::kKeys && batch.items.size() == members;
+  std::vector<bool> seen(from.size(), false);
   for (const BatchItem& item : batch.items) {
-    fits = fits && item.index < joined.size() && joined[item.index] && item.index != me &&
-           !seen[item.index] && item.data.size() == kKeysItemSize;
+    const auto at = std::lower_bound(from.begin(), from.end(), item.index);
+    const size_t slot = static_cast<size_t>(at - from.begin());
+    fits = fits && at != from.end() && *at == item.index && item.index < joined.size() &&
+           joined[item.index] && !seen[slot] && item.data.size() == kKeysItemSize;
     if (!fits) break;
-    seen[item.index] = true;
-    auto at = item.data.begin();
-    std::copy_n(at, kRoundKeySize, out.keys[item.index].cpk.begin());
-    std::copy_n(at + kRoundKeySize, kRoundKeySize, out.keys[item.index].spk.begin());
-    std::copy_n(at + 2 * kRoundKeySize, kSignatureSize, out.signatures[item.index].begin());
+    seen[slot] = true;
+    auto data = item.data.begin();
+    std::copy_n(data, kRoundKeySize, out.keys[slot].cpk.begin());
+    std::copy_n(data + kRoundKeySize, kRoundKeySize, out.keys[slot].spk.begin());
+    std::copy_n(data + 2 * kRoundKeySize, kSignatureSize, out.signatures[slot].begin());
   }
   if (!fits)
-    return Status::Error(me ? "the keys batch is not one for each other patient that joined"
-                            : "the keys batch does not match those who joined");
+    return Status::Error("the keys batch is not one for each " + std::string(whom) +
+                         " that joined");
   return out;
+}
+
+Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined, std::optional<size_t> me) {
+  std::vector<uint32_t> from;
+  for (size_t v = 0; v < joined.size(); ++v)
+    if (v != me) from.push_back(static_cast<uint32_t>(v));
+  Result<SignedKeys> keys = KeysOf(batch, joined, from, "other patient");
+  if (!keys.ok())
+    return me ? keys.status() : Status::Error("the keys batch does not match those who joined");
+  if (me && *me < joined.size()) {  // per participant: an empty entry for ourselves
+    keys->keys.insert(keys->keys.begin() + static_cast<ptrdiff_t>(*me), RoundPublicKeys{});
+    keys->signatures.insert(keys->signatures.begin() + static_cast<ptrdiff_t>(*me), Signature{});
+  }
+  return keys;
 }
 
 namespace {
@@ -159,12 +182,50 @@ std::vector<uint8_t> ConfirmStatement(const ViewDigest& view, std::string_view s
   return out;
 }
 
+std::vector<uint8_t> GraphStatement(uint64_t ticket, const RoundParams& params) {
+  std::vector<uint8_t> out(kGraphLabel.begin(), kGraphLabel.end());
+  auto name = [&out](std::string_view n) {
+    out.push_back(static_cast<uint8_t>(n.size()));
+    out.insert(out.end(), n.begin(), n.end());
+  };
+  auto le = [&out](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  name(params.hospital);
+  le(ticket, 8);
+  le(params.participants.size(), 8);
+  for (const std::string& p : params.participants) name(p);
+  const Neighbourhood& g = *params.graph;
+  for (uint32_t v : {params.threshold, g.corrupt_ppm, g.dropout_ppm, g.degree, g.threshold})
+    le(v, 4);
+  out.insert(out.end(), g.seed.begin(), g.seed.end());
+  return out;
+}
+
+std::vector<uint8_t> SurvivorsStatement(const RoundDigest& digest, const RoundSets& sets) {
+  std::vector<uint8_t> out(kSurvivorsLabel.begin(), kSurvivorsLabel.end());
+  out.insert(out.end(), digest.begin(), digest.end());
+  for (const Members* set : {&sets.shared, &sets.masked}) {
+    const std::vector<uint8_t> bits = MembersBits(*set);
+    out.insert(out.end(), bits.begin(), bits.end());
+  }
+  return out;
+}
+
 Status DistinctKeys(std::span<const RoundPublicKeys> keys, const Members& joined,
                     const std::vector<std::string>& names) {
+  std::vector<uint32_t> everyone(keys.size());
+  for (size_t v = 0; v < everyone.size(); ++v) everyone[v] = static_cast<uint32_t>(v);
+  return DistinctKeys(keys, everyone, joined, names);
+}
+
+Status DistinctKeys(std::span<const RoundPublicKeys> keys, std::span<const uint32_t> who,
+                    const Members& joined, const std::vector<std::string>& names) {
   std::map<RoundKey, size_t> seen;
-  for (size_t v = 0; v < keys.size(); ++v) {
+  for (size_t slot = 0; slot < keys.size(); ++slot) {
+    const size_t v = who[slot];
     if (!joined[v]) continue;
-    for (const RoundKey* key : {&keys[v].cpk, &keys[v].spk}) {
+    for (const RoundKey* key : {&keys[slot].cpk, &keys[slot].spk}) {
       auto [at, fresh] = seen.emplace(*key, v);
       if (!fresh)
         return Status::Error(at->second == v ? "the round keys of " + names[v] + " are the same"
@@ -257,21 +318,25 @@ const uint8_t* Sealer::PeerKeys(std::string_view peer) const {
 }
 
 Result<ViewDigest> Sealer::View(const RoundId& round, const RoundParams& params,
-                                const Members& shared,
-                                std::span<const RoundPublicKeys> keys) const {
-  std::vector<PublicKey> seal_keys;
-  seal_keys.reserve(1 + params.participants.size());
-  for (const std::string* name = &params.hospital;;) {
-    auto key = seal_public_.find(*name);
-    if (key == seal_public_.end())
-      return Status::Error(*name + " is not in " + name_ + "'s roster");
-    seal_keys.push_back(key->second);
-    if (seal_keys.size() > params.participants.size()) break;
-    name = &params.participants[seal_keys.size() - 1];
-  }
-  if (shared.size() != params.participants.size() || keys.size() != shared.size())
+                                const Members& shared, std::span<const RoundPublicKeys> keys,
+                                std::span<const uint32_t> closed) const {
+  const size_t n = params.participants.size();
+  const size_t m = closed.empty() ? n : closed.size();
+  if (shared.size() != n || keys.size() != m)
     return Status::Error("the view needs the shared set and round keys of every participant");
-  return RoundView(DigestOf(round, params), seal_keys, shared, keys);
+  std::vector<PublicKey> seal_keys;
+  seal_keys.reserve(1 + m);
+  Members in_view(m);
+  for (size_t slot = 0; slot <= m; ++slot) {
+    const size_t v = slot == 0 ? 0 : closed.empty() ? slot - 1 : closed[slot - 1];
+    if (v >= n) return Status::Error("the view names a participant beyond the round's");
+    const std::string& name = slot == 0 ? params.hospital : params.participants[v];
+    auto key = seal_public_.find(name);
+    if (key == seal_public_.end()) return Status::Error(name + " is not in " + name_ + "'s roster");
+    seal_keys.push_back(key->second);
+    if (slot > 0) in_view[slot - 1] = shared[v];
+  }
+  return RoundView(DigestOf(round, params), seal_keys, in_view, keys);
 }
 
 Result<std::vector<uint8_t>> Sealer::Seal(const Binding& binding,

@@ -56,6 +56,12 @@ struct SignedKeys {
 };
 Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined,
                           std::optional<size_t> me = std::nullopt);
+// The same per slot of `from` (participant indices, ascending; a patient's neighbours in a
+// neighbourhood round): one item for each member of `joined` in `from`, and no other; the
+// entries of members outside `joined` stay zero. Fails with "the keys batch is not one for each
+// <whom> that joined".
+Result<SignedKeys> KeysOf(const Batch& batch, const Members& joined, std::span<const uint32_t> from,
+                          std::string_view whom);
 
 // What a patient signs for its round keys: "tally keys v3" || digest || u8 len(owner) || owner ||
 // cpk || spk ("Keys of a round").
@@ -66,12 +72,24 @@ std::vector<uint8_t> KeysStatement(const RoundDigest& digest, std::string_view o
 // keys, the signer's fresh ones included: a confirmation holds for one run of one round.
 std::vector<uint8_t> ConfirmStatement(const ViewDigest& view, std::string_view signer,
                                       const Members& masked);
+// What the hospital signs for a neighbourhood round's graph ("Neighbourhoods"): "tally graph
+// request v5" || u8 len(hospital) || hospital || ticket (u64 LE) || n (u64 LE) || each
+// participant (u8 len || name) || T || corrupt || dropout || k || t (u32 LE each) || seed.
+// REQUIRES: params.graph.
+std::vector<uint8_t> GraphStatement(uint64_t ticket, const RoundParams& params);
+// What the hospital of a neighbourhood round signs for its survivors: "tally survivors v5" ||
+// digest || U2 bits || U3 bits ("Neighbourhoods", confirm).
+std::vector<uint8_t> SurvivorsStatement(const RoundDigest& digest, const RoundSets& sets);
 
 // Fails, naming them, when two members of `joined` (per participant in `keys`) have the same cpk
 // or spk, or one has cpk = spk: a patient that copies another's key must not make a pair of masks
 // cancel ("Masks").
 Status DistinctKeys(std::span<const RoundPublicKeys> keys, const Members& joined,
                     const std::vector<std::string>& names);
+// The same for keys per slot of `who` (participant indices): what a patient of a neighbourhood
+// round was given, its own keys included.
+Status DistinctKeys(std::span<const RoundPublicKeys> keys, std::span<const uint32_t> who,
+                    const Members& joined, const std::vector<std::string>& names);
 
 // BLAKE2b-256 over the digest, the hospital's sealing key, and per participant its sealing key and,
 // for a member of U2, its round keys ("The view"). `seal_keys` holds the hospital's key then each
@@ -100,10 +118,13 @@ class Sealer {
   static Result<Sealer> Create(const SecretCertificate& me, const Roster& roster);
 
   const std::string& name() const { return name_; }
-  // RoundView with the sealing keys of this party's roster. Fails naming a party of the round
-  // that the roster lacks.
+  // RoundView with the sealing keys of this party's roster over the participants `closed`
+  // (ascending; a patient's closed neighbourhood N[u] in a neighbourhood round), `keys` one per
+  // slot of `closed`, `shared` per participant; empty `closed`: every participant. Fails naming a
+  // party of the round that the roster lacks.
   Result<ViewDigest> View(const RoundId& round, const RoundParams& params, const Members& shared,
-                          std::span<const RoundPublicKeys> keys) const;
+                          std::span<const RoundPublicKeys> keys,
+                          std::span<const uint32_t> closed = {}) const;
   // REQUIRES: binding.sender == name(); the recipient is in the roster.
   Result<std::vector<uint8_t>> Seal(const Binding& binding,
                                     std::span<const uint8_t> plaintext) const;

@@ -92,7 +92,7 @@ CaptureRecordType TypeOf(const CaptureRecord& record) {
 }
 
 void PackBody(Packer& p, const CaptureHeader& h) {
-  p.pack_array(12);
+  p.pack_array(13);
   p.pack_uint32(h.format_version);
   PackBin(p, h.round);
   p.pack_uint64(h.ticket);
@@ -167,7 +167,7 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
                                 size_t participants) {
   const strict::Bounds bounds{
       .max_bytes = kMaxBodyBytes,
-      .max_array = std::max<size_t>({12, kMaxParticipants, kMaxColumns}),
+      .max_array = std::max<size_t>({13, kMaxParticipants, kMaxColumns}),
       .max_str = std::max(kMaxReasonLength, kMaxFingerprintLength) + 56,
       .max_bin = kMaxFrameBytes,
       .max_depth = 3,  // record, columns, a column
@@ -180,7 +180,7 @@ Result<CaptureRecord> ParseBody(CaptureRecordType type, std::span<const uint8_t>
   switch (type) {
     case CaptureRecordType::kHeader: {
       CaptureHeader h;
-      TALLY_RETURN_IF_ERROR(CheckCount(r, 12, f.size()));
+      TALLY_RETURN_IF_ERROR(CheckCount(r, 13, f.size()));
       TALLY_RETURN_IF_ERROR(r.U32("format_version", &h.format_version));
       if (h.format_version != kCaptureFormatVersion) {
         return r.Error("format_version " + std::to_string(h.format_version) +

@@ -332,7 +332,8 @@ class FieldReader {
 };
 
 inline std::optional<BatchKind> BatchKindFromName(std::string_view name) {
-  for (BatchKind k : {BatchKind::kKeys, BatchKind::kShares, BatchKind::kConfirm}) {
+  for (BatchKind k :
+       {BatchKind::kKeys, BatchKind::kShares, BatchKind::kConfirm, BatchKind::kSurvivors}) {
     if (BatchKindName(k) == name) return k;
   }
   return std::nullopt;
@@ -383,7 +384,8 @@ inline Status ReadSets(FieldReader& r, size_t n, RoundSets* out) {
 // A round's parameters as they travel, in a request, a phase update and a capture header:
 // [hospital str,] range uint, length u32 (1..max_length), participants (distinct names),
 // columns (array of [name str, lower int, upper int, decimals u32]), weight [max uint,
-// decimals u32], threshold u32. A request carries no hospital (it is its sender).
+// decimals u32], threshold u32, graph ([] or [corrupt u32, dropout u32, k u32, t u32, seed
+// bin(32), signature bin(64)]). A request carries no hospital (it is its sender).
 inline void PackParams(Packer& p, const RoundParams& params, bool hospital) {
   if (hospital) PackStr(p, params.hospital);
   p.pack_uint64(params.range);
@@ -402,6 +404,18 @@ inline void PackParams(Packer& p, const RoundParams& params, bool hospital) {
   p.pack_uint64(params.weight.max);
   p.pack_uint32(params.weight.decimals);
   p.pack_uint32(params.threshold);
+  if (!params.graph) {
+    p.pack_array(0);
+    return;
+  }
+  const Neighbourhood& g = *params.graph;
+  p.pack_array(6);
+  p.pack_uint32(g.corrupt_ppm);
+  p.pack_uint32(g.dropout_ppm);
+  p.pack_uint32(g.degree);
+  p.pack_uint32(g.threshold);
+  PackBin(p, g.seed);
+  PackBin(p, g.signature);
 }
 
 inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_participants,
@@ -439,6 +453,19 @@ inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_partici
   if (out->weight.decimals > kMaxDecimalsInRound)
     return w.Error("decimals must be at most " + std::to_string(kMaxDecimalsInRound));
   TALLY_RETURN_IF_ERROR(r.U32("threshold", &out->threshold));
+  std::span<const msgpack::object> graph;
+  TALLY_RETURN_IF_ERROR(r.Array("graph", 6, &graph));
+  if (!graph.empty()) {
+    if (graph.size() != 6) return r.Error("graph must be empty or an array of 6");
+    FieldReader g(r.context() + ": graph", graph, 0);
+    Neighbourhood& n = out->graph.emplace();
+    TALLY_RETURN_IF_ERROR(g.U32("corrupt", &n.corrupt_ppm));
+    TALLY_RETURN_IF_ERROR(g.U32("dropout", &n.dropout_ppm));
+    TALLY_RETURN_IF_ERROR(g.U32("k", &n.degree));
+    TALLY_RETURN_IF_ERROR(g.U32("t", &n.threshold));
+    TALLY_RETURN_IF_ERROR(g.Fixed("seed", &n.seed));
+    TALLY_RETURN_IF_ERROR(g.Fixed("signature", &n.signature));
+  }
   // What a payload for these parameters would hold: never more than the limit, so that no
   // reader allocates for a payload nobody may send.
   if (PayloadLength(*out) > max_length)

@@ -19,7 +19,8 @@ inline constexpr size_t kShareSize = 32;  // one Shamir share of a 32-byte secre
 // A sealed share: nonce || (share of b || share of s) || Poly1305 tag.
 inline constexpr size_t kSealedShareSize = 24 + 2 * kShareSize + 16;
 inline constexpr size_t kMaxNameLength = 32;            // party names: [a-z0-9_-]{1,32}
-inline constexpr size_t kMaxParticipants = 1000;        // patients in one round
+inline constexpr size_t kMaxParticipants = 10000;       // patients in a neighbourhood round
+inline constexpr size_t kMaxFullRound = 1000;           // patients in a full round
 inline constexpr uint32_t kMaxVectorLength = 1u << 20;  // elements per input (8 MiB of u64)
 inline constexpr size_t kMaxReasonLength = 200;         // abort / refuse / notice reasons
 inline constexpr size_t kMaxColumns = 256;              // named columns in one round

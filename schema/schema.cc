@@ -35,7 +35,7 @@ constexpr std::string_view kBatch = "batch";
 // Strings in messages are type names, kinds, phases, party names and reasons: all short.
 constexpr size_t kMaxWireString = std::max(kMaxReasonLength, kMaxNameLength) + 56;
 // Every field of the longest message (PhaseUpdate) fits in this many elements.
-constexpr size_t kMaxFields = 19;
+constexpr size_t kMaxFields = 20;
 
 void PackHead(Packer& p, uint32_t fields, std::string_view type) {
   p.pack_array(fields);
@@ -44,7 +44,7 @@ void PackHead(Packer& p, uint32_t fields, std::string_view type) {
 }
 
 void PackFields(Packer& p, const Request& m) {
-  PackHead(p, 10, kRequest);
+  PackHead(p, 11, kRequest);
   p.pack_uint64(m.ticket);
   strict::PackParams(p, m.params, /*hospital=*/false);
   p.pack_uint32(m.deadline_ms);
@@ -74,7 +74,7 @@ void PackFields(Packer& p, const Ack& m) {
   PackBin(p, m.round);
 }
 void PackFields(Packer& p, const PhaseUpdate& m) {
-  PackHead(p, 19, kPhase);
+  PackHead(p, 20, kPhase);
   PackBin(p, m.round);
   PackStr(p, PhaseName(m.phase));
   p.pack_uint64(m.seq);
@@ -185,6 +185,7 @@ size_t ItemSize(BatchKind kind) {
     case BatchKind::kShares:
       return kSealedShareSize;
     case BatchKind::kConfirm:
+    case BatchKind::kSurvivors:
       return kSignatureSize;
   }
   return 0;
@@ -196,7 +197,7 @@ Result<Message> DecodeBatch(strict::FieldReader& r, const Limits& limits) {
   std::string_view kind;
   TALLY_RETURN_IF_ERROR(r.StrView("kind", &kind));
   const std::optional<BatchKind> k = strict::BatchKindFromName(kind);
-  if (!k) return r.Error("kind must be \"keys\", \"shares\" or \"confirm\"");
+  if (!k) return r.Error("kind must be \"keys\", \"shares\", \"confirm\" or \"survivors\"");
   m.kind = *k;
   std::span<const msgpack::object> items;
   TALLY_RETURN_IF_ERROR(r.Array("items", limits.max_participants, &items));
@@ -271,6 +272,8 @@ std::string_view BatchKindName(BatchKind kind) {
       return "shares";
     case BatchKind::kConfirm:
       return "confirm";
+    case BatchKind::kSurvivors:
+      return "survivors";
   }
   return "unknown";
 }
@@ -328,7 +331,8 @@ Status CheckSets(const PhaseUpdate& u) {
     case Phase::kUnmask:
     case Phase::kDone:
     case Phase::kAbort:
-      fixed = u.sets.masked == u.sets.shared ? 3 : 4;
+      // A neighbourhood round is always confirmed (by its hospital), a full one after a dropout.
+      fixed = u.sets.masked == u.sets.shared && !u.params.graph ? 3 : 4;
       break;
   }
   const Members* before = nullptr;
@@ -354,8 +358,10 @@ Status CheckSets(const PhaseUpdate& u) {
                            ", fewer than the threshold " + std::to_string(t));
     before = set.members;
   }
-  if (u.phase == Phase::kConfirm && u.sets.masked == u.sets.shared)
+  if (u.phase == Phase::kConfirm && u.sets.masked == u.sets.shared && !u.params.graph)
     return Status::Error("a confirm phase although nobody dropped after sharing");
+  if (u.params.graph && !u.sets.confirmed.empty() && u.sets.confirmed != u.sets.masked)
+    return Status::Error("a neighbourhood round's unmaskers are not its survivors");
   return Status::Ok();
 }
 
@@ -408,9 +414,28 @@ uint64_t PayloadLength(const RoundParams& p) {
 }
 
 namespace {
-// T in [SafeThreshold(n), n] (schema/PROTOCOL.md, "Why it is private").
+// T in [SafeThreshold(n), n] (schema/PROTOCOL.md, "Why it is private"); a full round of at most
+// kMaxFullRound patients, or a graph of an even degree k in [2, n - 2] and a threshold t in [2, k]
+// ("Neighbourhoods"; whether k and t meet the bounds for the rates is CheckNeighbourhood's).
 Status CheckThreshold(const RoundParams& p) {
   const size_t n = p.participants.size();
+  if (!p.graph && n > kMaxFullRound)
+    return Status::Error("a full round has at most " + std::to_string(kMaxFullRound) +
+                         " patients, not " + std::to_string(n) +
+                         ": a larger one needs a graph (neighbourhoods)");
+  if (p.graph) {
+    const Neighbourhood& g = *p.graph;
+    if (g.corrupt_ppm >= 1000000 || g.dropout_ppm >= 1000000)
+      return Status::Error("the graph's rates must be below 1,000,000 parts per million");
+    if (g.degree % 2 != 0 || g.degree < 2 || g.degree + 2 > n)
+      return Status::Error("the graph's degree " + std::to_string(g.degree) +
+                           " must be even, at least 2 and at most " +
+                           std::to_string(n < 2 ? 0 : n - 2) + " for " + std::to_string(n) +
+                           " patients");
+    if (g.threshold < 2 || g.threshold > g.degree)
+      return Status::Error("the graph's threshold " + std::to_string(g.threshold) +
+                           " must be between 2 and its degree " + std::to_string(g.degree));
+  }
   if (p.threshold < SafeThreshold(n))
     return Status::Error("threshold " + std::to_string(p.threshold) +
                          " is below the safe minimum " + std::to_string(SafeThreshold(n)) +
@@ -543,8 +568,8 @@ Result<Message> Decode(std::span<const uint8_t> bytes, const Limits& limits) {
     size_t fields;
   };
   static constexpr Shape kShapes[] = {
-      {kRequest, 10}, {kJoin, 6},   {kRefuse, 4}, {kEnvelope, 7},
-      {kAck, 3},      {kPhase, 19}, {kNotice, 4}, {kBatch, 5},
+      {kRequest, 11}, {kJoin, 6},   {kRefuse, 4}, {kEnvelope, 7},
+      {kAck, 3},      {kPhase, 20}, {kNotice, 4}, {kBatch, 5},
   };
   const Shape* shape = nullptr;
   for (const Shape& s : kShapes) {

@@ -40,7 +40,8 @@ enum class Phase : uint8_t {
   kUnmask = 9,
 };
 // What a batch carries (schema/PROTOCOL.md, "Batch"). Wire names: "keys", "shares", "confirm".
-enum class BatchKind : uint8_t { kKeys = 1, kShares = 2, kConfirm = 3 };
+// "survivors": the hospital's signature on the survivors of a neighbourhood round.
+enum class BatchKind : uint8_t { kKeys = 1, kShares = 2, kConfirm = 3, kSurvivors = 4 };
 
 std::string_view KindName(EnvelopeKind kind);
 std::string_view PhaseName(Phase phase);
@@ -93,6 +94,20 @@ struct Weight {
   bool operator==(const Weight&) const = default;
 };
 
+// A neighbourhood round's graph (schema/PROTOCOL.md, "Neighbourhoods"; wire name "graph"): the
+// declared rates of corrupt and dropped patients, the degree k and the threshold t within a
+// neighbourhood that the hospital chose for them (schema/neighbourhood.h), the seed the graph is
+// drawn from, and the hospital's signature on all of it (GraphStatement, nodes/seal.h).
+struct Neighbourhood {
+  uint32_t corrupt_ppm = 0;  // parts per million, < 10^6
+  uint32_t dropout_ppm = 0;  // parts per million, < 10^6
+  uint32_t degree = 0;       // k: even, 2 <= k <= n - 2
+  uint32_t threshold = 0;    // t: 2 <= t <= k
+  std::array<uint8_t, 32> seed{};
+  Signature signature{};
+  bool operator==(const Neighbourhood&) const = default;
+};
+
 struct RoundParams {
   std::string hospital;  // in a Request: not on the wire, the broker takes the sender's name
   uint64_t range = 0;    // no columns: each input lies in [0, range]; with columns: 0
@@ -101,6 +116,7 @@ struct RoundParams {
   std::vector<Column> columns = {};       // empty: one unnamed column, [0, range], no decimals
   Weight weight = {};                     // with columns only
   uint32_t threshold = 0;                 // T: survivors the round needs, in [SafeThreshold(n), n]
+  std::optional<Neighbourhood> graph = {};  // a neighbourhood round's; nullopt: a full round
   bool operator==(const RoundParams&) const = default;
 };
 

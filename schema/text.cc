@@ -101,6 +101,26 @@ bool ParseU32(std::string_view s, uint32_t min, uint32_t& out) {
   return true;
 }
 
+bool ParseRate(std::string_view s, uint32_t& ppm) {
+  if (!s.empty() && s.front() == '0')
+    s.remove_prefix(1);
+  else if (s.empty() || s.front() != '.')
+    return false;
+  if (s.empty()) {
+    ppm = 0;
+    return true;
+  }
+  if (s.front() != '.' || s.size() < 2 || s.size() > 7) return false;
+  uint32_t v = 0;
+  for (size_t i = 1; i < 7; ++i) {
+    const char c = i < s.size() ? s[i] : '0';
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint32_t>(c - '0');
+  }
+  ppm = v;
+  return true;
+}
+
 Result<BrokerEndpoints> EndpointsOf(std::string_view address) {
   const std::string text(address);
   std::string host = text;

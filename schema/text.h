@@ -40,6 +40,9 @@ std::string FormatFixed(double v, int digits);
 bool ParseU64(std::string_view s, uint64_t& out);
 // As ParseU64, and within [min, UINT32_MAX].
 bool ParseU32(std::string_view s, uint32_t min, uint32_t& out);
+// A fraction in [0, 1) written "0", "0.05" or ".05" (at most 6 decimals), in parts per million,
+// exactly. False otherwise.
+bool ParseRate(std::string_view s, uint32_t& ppm);
 
 // The broker listens on two neighbouring TCP ports: the router on PORT, the phase channel on
 // PORT + 1. DefaultBrokerPort is where both the broker and the nodes start.

@@ -504,9 +504,9 @@ TEST_F(MasksTest, ADroppedMembersPairMasksAreRemovedWithItsRebuiltSecret) {
   for (size_t e = 0; e < self_only.size(); ++e) EXPECT_NE(self_only[e], r.expected[e]) << e;
 }
 
-// A dropped member's rebuilt mask secret must be the secret behind its spk: a wrong share, a key
-// the broker swapped, or fewer than T shares give another secret, and UnmaskingMasks names the
-// member instead of removing masks that are not in the sum.
+// A dropped member's rebuilt mask secret must be the secret behind its spk: a wrong share or a
+// key the broker swapped give another secret, and UnmaskingMasks names the member instead of
+// removing masks that are not in the sum; fewer than T shares are not combined at all.
 TEST_F(MasksTest, UnmaskingMasksNameADroppedMemberWhoseSecretDoesNotMatch) {
   std::mt19937_64 rng(5);
   const Members all(5, true), survivors = {true, true, false, true, true};
@@ -525,16 +525,17 @@ TEST_F(MasksTest, UnmaskingMasksNameADroppedMemberWhoseSecretDoesNotMatch) {
   EXPECT_EQ(Unmasking(wrong_share, senders).message(),
             "the mask secret of p03 does not match its key");
   EXPECT_EQ(Unmasking(wrong_share, {0, 1, 3}).message(),
-            "the mask secret of p03 does not match its key");
+            "only 3 shares of the self mask of p01 came, the threshold is 4");
 }
 
-// UnmaskingMasks rebuilds from the senders' points x = index + 1: none, or one twice, cannot be
-// combined.
+// UnmaskingMasks rebuilds from the senders' points x = index + 1: fewer than the threshold, or
+// one twice, cannot be combined.
 TEST_F(MasksTest, UnmaskingMasksRefusesSendersItCannotCombine) {
   std::mt19937_64 rng(6);
   const Members all(3, true);
   PlayedRound r = Play(Params(Names(3), 1, 3), all, all, all, rng);
-  EXPECT_EQ(Unmasking(r, {}).message(), "no points to combine shares from");
+  EXPECT_EQ(Unmasking(r, {}).message(),
+            "only 0 shares of the self mask of p01 came, the threshold is 3");
   EXPECT_EQ(Unmasking(r, {0, 1, 1}).message(), "point 2 is given twice");
 }
 

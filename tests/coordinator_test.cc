@@ -232,7 +232,7 @@ TEST_F(CoordinatorTest, ARequestOpensARoundPublishesItThenOpensItsCapture) {
   EXPECT_EQ(std::get<act::Log>(a[0]).fields,
             "event=round-open round=" + RoundHex(RoundId{1}) +
                 " hospital=hospital ticket=7 patients=2 threshold=2 length=2 range=10 columns=0 "
-                "deadline_ms=400");
+                "degree=full deadline_ms=400");
   const auto& open = std::get<act::Publish>(a[1]).update;
   EXPECT_EQ(open.phase, Phase::kOpen);
   EXPECT_EQ(open.round, RoundId{1});

@@ -23,6 +23,7 @@
 #include "schema/decimal.h"
 #include "schema/log.h"
 #include "schema/results.h"
+#include "schema/round_graph.h"
 #include "schema/schema.h"
 #include "schema/text.h"
 #include "tools/cluster.h"
@@ -44,13 +45,20 @@ constexpr const char* kUsage =
     "loopback. Defaults: patients alice, bob and charlie, R = 1000, random inputs in\n"
     "[0, R/n] so that, as the scenario assumes, the aggregate lies in [0, R] too.\n"
     "  --patients N      N patients (2..1000) named p01, p02, ... (p001, ... from 100)\n"
+    "  --graph auto|off  auto (default): above 100 patients a neighbourhood round, where each\n"
+    "                    patient masks with and shares to k neighbours only (tally-node\n"
+    "                    --graph); off: every patient with every other\n"
+    "  --corrupt-rate F  the fraction of corrupt patients a neighbourhood round assumes\n"
+    "                    (default 0.05, at least 0.05)\n"
+    "  --dropout-rate F  the fraction of dropouts it assumes (default 0.10)\n"
     "  --names a,b,c     the patients' names\n"
     "  --values V1,...   the patients' inputs (scalars), instead of random ones\n"
     "  --range R         inputs lie in [0, R] (default 1000)\n"
     "  --length L        vectors of L elements (default 1)\n"
-    "  --deadline-ms MS  the broker's phase deadline (default 10000, plus 0.4 ms x N^2 per\n"
-    "                    core for N patients: they all compute on this machine, each a key\n"
-    "                    with every other; 210 s for 1000 patients on 2 cores)\n"
+    "  --deadline-ms MS  the broker's phase deadline (default 10000, plus 0.4 ms x N x k per\n"
+    "                    core for N patients with k peers each: they all compute on this\n"
+    "                    machine, each a key with every peer; 210 s for a full round of 1000\n"
+    "                    on 2 cores, 18 s for a neighbourhood round of 1000)\n"
     "  --threshold T     the survivors the round needs (default: the safe minimum,\n"
     "                    floor(2N/3)+1 of N patients)\n"
     "  --drop K|a,b      kill -9 these patients (or the last K) when the round reaches PHASE: the\n"
@@ -285,14 +293,15 @@ tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<s
                                     const std::vector<std::vector<std::string>>& patient_args,
                                     const std::vector<std::string>& hospital_args,
                                     const std::vector<std::string>& drop, uint64_t deadline_ms,
-                                    const tally::LogSink& log) {
+                                    uint64_t peers, const tally::LogSink& log) {
   if (deadline_ms == 0) {
-    // Each patient's share step costs a signature check and a key agreement per other patient
-    // (about 0.12 ms of CPU here), and every patient runs on this machine's cores at once, all
-    // finishing near the end of the phase: 1000 patients' share phase took 69 s on 2 cores. A
-    // margin of three over that, since a busier or slower machine must not abort the round.
+    // Each patient's share step costs a signature check and a key agreement per peer (about
+    // 0.12 ms of CPU here), and every patient runs on this machine's cores at once, all
+    // finishing near the end of the phase: 1000 patients' share phase in a full round took 69 s
+    // on 2 cores. A margin of three over that, since a busier or slower machine must not abort
+    // the round.
     const uint64_t n = names.size(), cores = std::max(1u, std::thread::hardware_concurrency());
-    deadline_ms = 10000 + n * n * 40 / 100 / cores;
+    deadline_ms = 10000 + n * peers * 40 / 100 / cores;
   }
   // A phase may take up to its deadline: nodes must not give up waiting before it passes.
   const std::vector<std::string> idle = {
@@ -420,6 +429,8 @@ int main(int argc, char** argv) {
   fs::path inputs_file;
   std::string bounds, decimals, drop, drop_at = "mask";
   uint64_t threshold = 0;
+  bool graph = true;
+  uint32_t corrupt_ppm = tally::kDefaultCorruptPpm, dropout_ppm = tally::kDefaultDropoutPpm;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
   for (int i = 1; i < argc; ++i) {
     std::string f = argv[i];
@@ -435,8 +446,9 @@ int main(int argc, char** argv) {
     std::string v = argv[++i];
     if (f == "--patients") {
       uint64_t n;
-      if (!ParseU64(v, n) || n < 2 || n > tally::kMaxParticipants)
-        return Usage("--patients wants 2.." + std::to_string(tally::kMaxParticipants));
+      if (!ParseU64(v, n) || n < 2 || n > tally::kMaxFullRound)
+        return Usage("--patients wants 2.." + std::to_string(tally::kMaxFullRound) +
+                     " (one process each)");
       names.clear();
       const int width = n < 100 ? 2 : 3;
       for (uint64_t k = 1; k <= n; ++k) {
@@ -450,8 +462,8 @@ int main(int argc, char** argv) {
         if (!tally::ValidName(n) || n == "broker" || n == "hospital")
           return Usage("bad patient name '" + n + "'");
       if (names.size() < 2) return Usage("a round needs at least 2 patients");
-      if (names.size() > tally::kMaxParticipants)
-        return Usage("at most " + std::to_string(tally::kMaxParticipants) + " patients");
+      if (names.size() > tally::kMaxFullRound)
+        return Usage("at most " + std::to_string(tally::kMaxFullRound) + " patients");
     } else if (f == "--values") {
       for (const auto& s : Split(v)) {
         uint64_t x;
@@ -469,6 +481,13 @@ int main(int argc, char** argv) {
     } else if (f == "--threshold") {
       if (!ParseU64(v, threshold) || threshold < 2 || threshold > tally::kMaxParticipants)
         return Usage("bad --threshold " + v);
+    } else if (f == "--graph") {
+      if (v != "auto" && v != "off") return Usage("bad --graph " + v + " (auto or off)");
+      graph = v == "auto";
+    } else if (f == "--corrupt-rate" || f == "--dropout-rate") {
+      uint32_t& ppm = f == "--corrupt-rate" ? corrupt_ppm : dropout_ppm;
+      if (!tally::ParseRate(v, ppm) || (f == "--corrupt-rate" && ppm < tally::kMinCorruptPpm))
+        return Usage("bad " + f + " " + v + " (a fraction in [0, 1); corrupt at least 0.05)");
     } else if (f == "--drop") {
       drop = v;
     } else if (f == "--drop-at") {
@@ -503,8 +522,32 @@ int main(int argc, char** argv) {
   std::vector<std::string> round_args;
   if (threshold != 0) round_args = {"--threshold", std::to_string(threshold)};
   std::vector<std::string> vanish_args = {"--vanish-at", drop_at};
-
   const tally::LogSink log = tally::StderrLog();
+  // A neighbourhood round above 100 patients: the hospital chooses k and t (tally-node --graph
+  // auto), the patients take it; each patient then has k peers instead of N - 1.
+  std::vector<std::string> patient_round_args;
+  auto rate = [](uint32_t ppm) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0.%06u", static_cast<unsigned>(ppm));
+    return std::string(buf);
+  };
+  if (graph) {
+    round_args.insert(round_args.end(), {"--graph", "auto", "--corrupt-rate", rate(corrupt_ppm),
+                                         "--dropout-rate", rate(dropout_ppm)});
+    patient_round_args = {"--graph", "on"};
+  }
+  // Each patient's peers: N - 1, or k in a neighbourhood round (as the hospital will choose it),
+  // which launch says before the round starts.
+  auto peers_of = [&](size_t n) -> uint64_t {
+    if (!graph || n <= tally::kNeighbourhoodsAbove) return n - 1;
+    auto chosen = tally::ChooseNeighbourhood(static_cast<uint32_t>(n), corrupt_ppm, dropout_ppm);
+    if (!chosen.ok() || chosen->degree + 1 >= n) return n - 1;
+    log("launch: a neighbourhood round: each patient with " + std::to_string(chosen->degree) +
+        " of " + std::to_string(n) + ", threshold " + std::to_string(chosen->threshold) +
+        " (assuming " + rate(corrupt_ppm) + " corrupt, " + rate(dropout_ppm) + " dropping out)");
+    return chosen->degree;
+  };
+
   const auto started = std::chrono::steady_clock::now();
   auto fail = [&](const std::string& why) {
     if (json) std::cout << "{\"error\": " << tally::JsonString(why) << "}" << std::endl;
@@ -541,6 +584,8 @@ int main(int argc, char** argv) {
           << Joined(cohort->cells[p], ",", false) << "\n";
       if (!out) return fail("cannot write " + file.string());
       patient_args.push_back({"--once", "--input", file.string()});
+      patient_args.back().insert(patient_args.back().end(), patient_round_args.begin(),
+                                 patient_round_args.end());
       if (std::count(told->begin(), told->end(), cohort->names[p]))
         patient_args.back().insert(patient_args.back().end(), vanish_args.begin(),
                                    vanish_args.end());
@@ -557,8 +602,8 @@ int main(int argc, char** argv) {
                                               "--results",
                                               (workdir / "results.jsonl").string()};
     hospital_args.insert(hospital_args.end(), round_args.begin(), round_args.end());
-    auto line =
-        RunRound(cluster, cohort->names, patient_args, hospital_args, *told, deadline_ms, log);
+    auto line = RunRound(cluster, cohort->names, patient_args, hospital_args, *told, deadline_ms,
+                         peers_of(cohort->names.size()), log);
     if (!line.ok()) return fail(line.message());
     auto result = tally::ParseResultsLine(*line);
     if (!result.ok() || !result->result || result->result->columns.empty())
@@ -586,6 +631,7 @@ int main(int argc, char** argv) {
       inputs[p][e] = given.empty() ? Uniform(range / names.size()) : given[p];
     }
     std::vector<std::string> args = {"--once"};
+    args.insert(args.end(), patient_round_args.begin(), patient_round_args.end());
     if (std::count(told->begin(), told->end(), names[p]))
       args.insert(args.end(), vanish_args.begin(), vanish_args.end());
     if (length == 1) {
@@ -610,7 +656,8 @@ int main(int argc, char** argv) {
                                             "--results",
                                             (workdir / "results.jsonl").string()};
   hospital_args.insert(hospital_args.end(), round_args.begin(), round_args.end());
-  auto line = RunRound(cluster, names, patient_args, hospital_args, *told, deadline_ms, log);
+  auto line = RunRound(cluster, names, patient_args, hospital_args, *told, deadline_ms,
+                       peers_of(names.size()), log);
   const auto elapsed_ms =
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started).count();
   if (!line.ok()) return fail(line.message());

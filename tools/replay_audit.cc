@@ -108,7 +108,12 @@ int Audit(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, s
   const uint32_t threshold = h->params.threshold;
 
   // The hospital's own arithmetic (nodes/hospital_round.h), fed what the capture holds.
-  HospitalRound sums(*sealer, h->round, h->params);
+  Result<HospitalRound> made = HospitalRound::Create(*sealer, h->round, h->params);
+  if (!made.ok()) {
+    err << "tally-replay: " << made.message() << "\n";
+    return 1;
+  }
+  HospitalRound& sums = made.value();
   if (view.ok()) {
     if (Status learnt = sums.Learn(view->keys, view->sets); !learnt.ok()) {
       ++failures;
