@@ -8,6 +8,9 @@
 #include "schema/schema.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "schema/results.h"
+#include "schema/system.h"
 #include "schema/text.h"
 #include "tests/contains.h"
 
@@ -2128,6 +2132,30 @@ TEST(TextTest, QuoteKeepsALogLineOneLine) {
   EXPECT_EQ(Quote("plain"), "\"plain\"");
   EXPECT_EQ(Quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
   EXPECT_EQ(Quote(std::string("x\ny\0z", 5)), "\"x?y?z\"");
+}
+
+// A load generator hosting thousands of parties needs more descriptors than a default hard limit
+// (often 4096 or 20000): a process that may raise the hard limit (root) does so, and one that
+// may not is told which limit to raise. In a child process, so this one keeps its limits.
+TEST(SystemTest, OpenFileLimitAboveTheHardLimitIsRaisedWherePermittedElseExplained) {
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    rlimit low{64, 64};  // lowering is always permitted
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) _exit(10);
+    const Status s = EnsureOpenFileLimit(256, "a test");
+    rlimit now{};
+    getrlimit(RLIMIT_NOFILE, &now);
+    if (s.ok()) _exit(now.rlim_cur >= 256 && now.rlim_max >= 256 ? 0 : 11);
+    // Refused (no CAP_SYS_RESOURCE): the hard limit is named, with what needs how many.
+    const bool said = s.message().find("hard limit") != std::string::npos &&
+                      s.message().find("a test needs up to 256") != std::string::npos;
+    _exit(now.rlim_max == 64 && said ? 0 : 12);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 }  // namespace
