@@ -494,6 +494,7 @@ Roster::Roster(std::vector<Certificate> certs) : certs_(std::move(certs)) {
   std::sort(certs_.begin(), certs_.end(),
             [](const Certificate& a, const Certificate& b) { return a.name < b.name; });
   for (size_t i = 0; i < certs_.size(); ++i) by_curve_key_.emplace(certs_[i].curve_public, i);
+  fingerprint_ = ComputeFingerprint();
 }
 
 const Certificate* Roster::Find(std::string_view name) const {
@@ -518,7 +519,8 @@ std::vector<std::string> Roster::Names(Role role) const {
 // Per certificate, in name order: u8 name length, name, u8 role (0 patient, 1 hospital,
 // 2 broker), curve public key (32), seal public key (32), sign public key (32). BLAKE2b-256,
 // lowercase hex.
-std::string Roster::Fingerprint() const {
+std::string Roster::ComputeFingerprint() const {
+  if (sodium_init() < 0) return "";
   crypto_generichash_state state;
   crypto_generichash_init(&state, nullptr, 0, 32);
   for (const Certificate& c : certs_) {

@@ -92,7 +92,7 @@ struct SecretCertificate {
 
 class Roster {
  public:
-  Roster() = default;
+  Roster() : fingerprint_(ComputeFingerprint()) {}
   explicit Roster(std::vector<Certificate> certs);  // sorted by name
 
   const std::vector<Certificate>& all() const { return certs_; }
@@ -100,10 +100,13 @@ class Roster {
   const Certificate* FindByCurveKey(const PublicKey& key) const;  // O(log n): asked per handshake
   std::vector<std::string> Names(Role role) const;                // sorted
   // BLAKE2b-256 over every certificate's name, role and public keys, in name order; hex.
-  std::string Fingerprint() const;
+  // Computed once, with the roster: every node of a process hosting thousands logs it.
+  const std::string& Fingerprint() const { return fingerprint_; }
 
  private:
+  std::string ComputeFingerprint() const;
   std::vector<Certificate> certs_;
+  std::string fingerprint_;
   std::map<PublicKey, size_t> by_curve_key_;  // index into certs_
 };
 
