@@ -275,10 +275,15 @@ std::vector<uint8_t> BindingBytes(const Binding& binding) {
   return out;
 }
 
-Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster) {
+Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster, SealPeers peers) {
+  return Create(me, std::make_shared<const Roster>(roster), peers);
+}
+
+Result<Sealer> Sealer::Create(const SecretCertificate& me, std::shared_ptr<const Roster> roster,
+                              SealPeers peers) {
   if (sodium_init() < 0) return Status::Error("libsodium failed to initialise");
   const std::string& my_name = me.pub.name;
-  const Certificate* mine = roster.Find(my_name);
+  const Certificate* mine = roster->Find(my_name);
   if (mine == nullptr) return Status::Error(my_name + " is not in the roster");
   if (mine->seal_public != me.pub.seal_public) {
     return Status::Error("the roster's seal public key for " + my_name +
@@ -286,18 +291,17 @@ Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster)
   }
   Sealer sealer;
   sealer.name_ = my_name;
-  size_t peers = 0;
-  for (const Certificate& peer : roster.all()) {
+  size_t count = 0;
+  for (const Certificate& peer : roster->all()) {
     // Nobody seals to the broker, and sealing to oneself is never needed.
-    if (peer.role == Role::kBroker) continue;
-    sealer.seal_public_.emplace(peer.name, peer.seal_public);
-    sealer.sign_public_.emplace(peer.name, peer.sign_public);
-    if (peer.name != my_name) sealer.peer_index_.emplace(peer.name, peers++);
+    if (peer.role == Role::kBroker || peer.name == my_name) continue;
+    if (peers == SealPeers::kRoundPeers && peer.role == mine->role) continue;
+    sealer.peer_index_.emplace(peer.name, count++);
   }
-  sealer.peer_secrets_ = SecretBytes(peers * kPeerKeyBytes);
+  sealer.peer_secrets_ = SecretBytes(count * kPeerKeyBytes);
   SecretKey box_key;  // guarded scratch for each X25519 result; wiped when dropped
   for (const auto& [name, index] : sealer.peer_index_) {
-    const PublicKey& peer_public = sealer.seal_public_.at(name);
+    const PublicKey& peer_public = roster->Find(name)->seal_public;
     if (crypto_box_beforenm(box_key.data(), peer_public.data(), me.seal_secret.data()) != 0)
       return Status::Error("cannot derive keys with " + name + ": invalid seal public key");
     DeriveKey(box_key.data(), kSealLabel, sealer.peer_secrets_.data() + index * kPeerKeyBytes);
@@ -309,12 +313,18 @@ Result<Sealer> Sealer::Create(const SecretCertificate& me, const Roster& roster)
       derived != mine->sign_public)
     return Status::Error("the roster's sign public key for " + my_name +
                          " does not match its secret certificate");
+  sealer.roster_ = std::move(roster);
   return sealer;
 }
 
 const uint8_t* Sealer::PeerKeys(std::string_view peer) const {
   auto it = peer_index_.find(peer);
   return it == peer_index_.end() ? nullptr : peer_secrets_.data() + it->second * kPeerKeyBytes;
+}
+
+const Certificate* Sealer::NodeCert(std::string_view name) const {
+  const Certificate* c = roster_->Find(name);
+  return c != nullptr && c->role != Role::kBroker ? c : nullptr;
 }
 
 Result<ViewDigest> Sealer::View(const RoundId& round, const RoundParams& params,
@@ -331,9 +341,9 @@ Result<ViewDigest> Sealer::View(const RoundId& round, const RoundParams& params,
     const size_t v = slot == 0 ? 0 : closed.empty() ? slot - 1 : closed[slot - 1];
     if (v >= n) return Status::Error("the view names a participant beyond the round's");
     const std::string& name = slot == 0 ? params.hospital : params.participants[v];
-    auto key = seal_public_.find(name);
-    if (key == seal_public_.end()) return Status::Error(name + " is not in " + name_ + "'s roster");
-    seal_keys.push_back(key->second);
+    const Certificate* node = NodeCert(name);
+    if (node == nullptr) return Status::Error(name + " is not in " + name_ + "'s roster");
+    seal_keys.push_back(node->seal_public);
     if (slot > 0) in_view[slot - 1] = shared[v];
   }
   return RoundView(DigestOf(round, params), seal_keys, in_view, keys);
@@ -398,10 +408,10 @@ Signature Sealer::Sign(std::span<const uint8_t> statement) const {
 
 bool Sealer::Verify(std::string_view signer, std::span<const uint8_t> statement,
                     std::span<const uint8_t> signature) const {
-  auto key = sign_public_.find(signer);
-  return key != sign_public_.end() && signature.size() == kSignatureSize &&
+  const Certificate* node = NodeCert(signer);
+  return node != nullptr && signature.size() == kSignatureSize &&
          crypto_sign_verify_detached(signature.data(), statement.data(), statement.size(),
-                                     key->second.data()) == 0;
+                                     node->sign_public.data()) == 0;
 }
 
 RoundKeyPair RoundKeyPair::Generate() {

@@ -20,6 +20,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -111,11 +112,25 @@ struct Binding {
 // The associated data for a binding (exposed for PROTOCOL.md's test vectors and for tests).
 std::vector<uint8_t> BindingBytes(const Binding& binding);
 
+// Which parties a Sealer derives a static sealing key with when it is created (an X25519 each).
+//   kEveryone:   every other patient and hospital of the roster: any of them may be sealed to or
+//                opened from.
+//   kRoundPeers: those a round needs: a patient's hospitals (it seals its masked input and its
+//                unmask to them; the shares between patients use round keys), a hospital's
+//                patients (it opens what they seal). A patient of a roster of N derives one key
+//                instead of N - 1: a cohort of N on one machine no longer costs N^2 X25519.
+enum class SealPeers { kEveryone, kRoundPeers };
+
 class Sealer {
  public:
-  // Precomputes the sealing key with every other party in the roster. Fails for a roster key of
-  // small order.
-  static Result<Sealer> Create(const SecretCertificate& me, const Roster& roster);
+  // Precomputes the sealing key with `peers` of the roster. Fails for a roster key of small
+  // order. The roster's public keys are read from it, not copied per Sealer: one roster can
+  // serve many Sealers in one process (a load generator hosting thousands of patients).
+  static Result<Sealer> Create(const SecretCertificate& me, std::shared_ptr<const Roster> roster,
+                               SealPeers peers = SealPeers::kEveryone);
+  // The same with a copy of `roster`.
+  static Result<Sealer> Create(const SecretCertificate& me, const Roster& roster,
+                               SealPeers peers = SealPeers::kEveryone);
 
   const std::string& name() const { return name_; }
   // RoundView with the sealing keys of this party's roster over the participants `closed`
@@ -143,13 +158,14 @@ class Sealer {
   Sealer() : peer_secrets_(0) {}
   // The sealing key shared with `peer`, or nullptr.
   const uint8_t* PeerKeys(std::string_view peer) const;
+  // A node's certificate (a patient's or a hospital's, ours included), or nullptr.
+  const Certificate* NodeCert(std::string_view name) const;
   static constexpr size_t kPeerKeyBytes = 32;
   std::string name_;
   std::map<std::string, size_t, std::less<>> peer_index_;  // into peer_secrets_, in 32s
   SecretBytes peer_secrets_;
-  SecretBytes sign_secret_{0};  // our Ed25519 secret key, expanded (64 bytes)
-  std::map<std::string, PublicKey, std::less<>> seal_public_;  // every node's, ours included
-  std::map<std::string, PublicKey, std::less<>> sign_public_;  // every node's, ours included
+  SecretBytes sign_secret_{0};            // our Ed25519 secret key, expanded (64 bytes)
+  std::shared_ptr<const Roster> roster_;  // every node's public keys
 };
 
 // --- Round keys ---------------------------------------------------------------------------

@@ -624,6 +624,43 @@ TEST_F(SealTest, SealRefusesWrongSenderSelfBrokerAndStrangers) {
             "no sealing key for recipient dave");
 }
 
+// tally-node's Sealers derive only the keys a round needs (SealPeers::kRoundPeers): a patient
+// with its hospitals, a hospital with its patients, so that a patient of a roster of N does one
+// X25519 at start instead of N - 1. What they seal opens under a Sealer with every key; a
+// patient's has no key for another patient; views and signatures still cover every node, from
+// one roster shared by all the Sealers of a process.
+TEST_F(SealTest, RoundPeersSealersHoldTheKeysARoundNeedsFromOneSharedRoster) {
+  auto shared = std::make_shared<const Roster>(*roster_);
+  auto make = [&](const std::string& name) {
+    Result<SecretCertificate> secret = LoadSecret(*dir_, name);
+    EXPECT_TRUE(secret.ok()) << secret.message();
+    Result<Sealer> sealer = Sealer::Create(*secret, shared, SealPeers::kRoundPeers);
+    EXPECT_TRUE(sealer.ok()) << sealer.message();
+    return std::move(sealer).value();
+  };
+  const Sealer alice = make("alice");
+  const Sealer hospital = make("hospital");
+  const std::vector<uint8_t> plaintext = Bytes("masked input");
+  const Binding to_hospital = MakeBinding("alice", "hospital");
+  Result<std::vector<uint8_t>> sealed = alice.Seal(to_hospital, plaintext);
+  ASSERT_TRUE(sealed.ok()) << sealed.message();
+  EXPECT_EQ(hospital.Open(to_hospital, *sealed).value(), plaintext);
+  EXPECT_EQ(S("hospital").Open(to_hospital, *sealed).value(), plaintext);
+  Result<std::vector<uint8_t>> everyone = S("bob").Seal(MakeBinding("bob", "hospital"), plaintext);
+  ASSERT_TRUE(everyone.ok());
+  EXPECT_EQ(hospital.Open(MakeBinding("bob", "hospital"), *everyone).value(), plaintext);
+  EXPECT_EQ(alice.Seal(MakeBinding("alice", "bob"), plaintext).message(),
+            "no sealing key for recipient bob");
+  const std::vector<uint8_t> statement = Bytes("statement");
+  EXPECT_TRUE(alice.Verify("bob", statement, S("bob").Sign(statement)));
+  EXPECT_FALSE(alice.Verify("broker", statement, S("bob").Sign(statement)));
+  const RoundParams p = Params({"alice", "bob", "charlie"});
+  const Members shared_set(3, true);
+  const std::vector<RoundPublicKeys> keys(3);
+  EXPECT_EQ(alice.View(RoundId{}, p, shared_set, keys).value(),
+            S("alice").View(RoundId{}, p, shared_set, keys).value());
+}
+
 TEST_F(SealTest, OpenRefusesUnknownSendersAndShortPayloads) {
   const std::vector<uint8_t> sealed = AliceToHospital(MakeBinding("alice", "hospital"));
   EXPECT_EQ(S("hospital").Open(MakeBinding("broker", "hospital"), sealed).message(),
