@@ -39,7 +39,11 @@ std::string Hex32(uint32_t v) {
 
 }  // namespace
 
-Link::Link(const LinkOptions& options, LogSink log) : options_(options), log_(std::move(log)) {
+Link::Link(const LinkOptions& options, LogSink log)
+    : options_(options),
+      log_(std::move(log)),
+      own_ctx_(options.context ? nullptr : std::make_unique<zmq::context_t>()),
+      ctx_(options.context ? *options.context : *own_ctx_) {
   router_.what = "router";
   router_.endpoint = options.router_endpoint;
   router_.socket = &dealer_;
@@ -113,6 +117,17 @@ Status Link::Poll(LinkHandler& handler, std::chrono::milliseconds timeout) {
   if (items[1].revents & ZMQ_POLLIN) ServePhases(handler);
   if (items[0].revents & ZMQ_POLLIN) TALLY_RETURN_IF_ERROR(ServeRouter(handler));
   return CheckReachable();
+}
+
+std::array<int, 4> Link::Fds() const {
+  return {dealer_.get(zmq::sockopt::fd), sub_.get(zmq::sockopt::fd),
+          router_.monitor.get(zmq::sockopt::fd), phases_.monitor.get(zmq::sockopt::fd)};
+}
+
+bool Link::Pending() const {
+  for (const zmq::socket_t* s : {&dealer_, &sub_, &router_.monitor, &phases_.monitor})
+    if (s->get(zmq::sockopt::events) & ZMQ_POLLIN) return true;
+  return false;
 }
 
 Status Link::ServeMonitor(Watched& w, LinkHandler& handler) {

@@ -17,6 +17,7 @@
 // Thread-compatible: one thread drives a Link.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -40,6 +41,10 @@ struct LinkOptions {
   std::string router_endpoint;
   std::string phases_endpoint;
   std::chrono::milliseconds idle_timeout{60000};  // longest wait without a connection
+  // A context shared by many links of one process (a load generator hosting thousands of
+  // patients: a context each would be two threads each); null: the link's own. REQUIRES: it
+  // outlives the link.
+  zmq::context_t* context = nullptr;
 };
 
 // What the link delivers to a role.
@@ -77,6 +82,14 @@ class Link {
   // Both sockets have completed a CURVE handshake and not lost it since.
   bool up() const { return router_.up && phases_.up; }
 
+  // For a process driving many links from one event loop (epoll): the descriptors that signal
+  // when the link may have work (ZMQ_FD of its two sockets and two monitors; edge-triggered).
+  std::array<int, 4> Fds() const;
+  // Whether a socket has a message waiting (ZMQ_EVENTS). After Poll(handler, 0) an
+  // edge-triggered loop polls again while this holds: ZeroMQ signals a descriptor once for
+  // many messages, and Poll drains a bounded batch.
+  bool Pending() const;
+
  private:
   struct Watched {
     const char* what;  // "router", "phase channel"
@@ -98,7 +111,8 @@ class Link {
   LinkOptions options_;
   LogSink log_;
   Limits limits_;
-  zmq::context_t ctx_;
+  std::unique_ptr<zmq::context_t> own_ctx_;  // when no shared context was given
+  zmq::context_t& ctx_;
   zmq::socket_t dealer_{ctx_, zmq::socket_type::dealer};
   zmq::socket_t sub_{ctx_, zmq::socket_type::sub};
   Watched router_, phases_;

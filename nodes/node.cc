@@ -22,29 +22,36 @@ constexpr auto kStopCheck = std::chrono::milliseconds(100);  // longest poll wai
 
 class Node::Impl {
  public:
-  Impl(NodeOptions options, LogSink log, ResultSink on_result, ReadySink on_ready)
+  Impl(NodeOptions options, LogSink log, ResultSink on_result, ReadySink on_ready,
+       const NodeHost* host)
       : options_(std::move(options)),
         log_(std::move(log)),
         on_result_(std::move(on_result)),
-        on_ready_(std::move(on_ready)) {}
+        on_ready_(std::move(on_ready)),
+        host_(host ? *host : NodeHost{}) {}
 
   ~Impl() = default;  // options_.input wipes itself
 
   Status Init() {
     if (sodium_init() < 0) return Status::Error("libsodium failed to initialise");
-    auto roster = LoadRoster(options_.keys_dir);
-    if (!roster.ok()) return roster.status();
-    roster_ = std::move(roster.value());
+    if (host_.roster) {
+      roster_ = host_.roster;
+    } else {
+      auto roster = LoadRoster(options_.keys_dir);
+      if (!roster.ok()) return roster.status();
+      roster_ = std::make_shared<const Roster>(std::move(roster.value()));
+    }
     auto me = LoadSecret(options_.keys_dir, options_.name);
     if (!me.ok()) return me.status();
     role_ = me->pub.role;
     if (role_ == Role::kBroker) return Status::Error(options_.name + " is the broker, not a node");
-    if (roster_.Find(options_.name) == nullptr)
+    if (roster_->Find(options_.name) == nullptr)
       return Status::Error(options_.name + " is not in the roster " +
                            (options_.keys_dir / "public").string());
-    auto brokers = roster_.Names(Role::kBroker);
+    auto brokers = roster_->Names(Role::kBroker);
     if (brokers.size() != 1) return Status::Error("the roster must hold exactly one broker");
-    auto sealer = Sealer::Create(me.value(), roster_);
+    // The patients share one roster (host_.roster) rather than a copy each.
+    auto sealer = Sealer::Create(me.value(), roster_, SealPeers::kRoundPeers);
     if (!sealer.ok()) return sealer.status();
     sealer_.emplace(std::move(sealer.value()));
 
@@ -60,21 +67,22 @@ class Node::Impl {
     }
 
     LinkOptions link{options_.name, options_.router_endpoint, options_.phases_endpoint,
-                     std::chrono::milliseconds(options_.idle_timeout_ms)};
-    auto connected = Link::Connect(link, me.value(), *roster_.Find(brokers[0]), log_);
+                     std::chrono::milliseconds(options_.idle_timeout_ms), host_.context};
+    auto connected = Link::Connect(link, me.value(), *roster_->Find(brokers[0]), log_);
     if (!connected.ok()) return connected.status();
     link_ = std::move(connected.value());
     if (role_ == Role::kPatient) {
-      role_impl_ = std::make_unique<Patient>(options_, roster_, *sealer_, *link_, log_);
+      role_impl_ = std::make_unique<Patient>(options_, *roster_, *sealer_, *link_, log_);
+      options_.input = PatientInput();  // the role holds its own copy
     } else {
       hospital_ =
-          new Hospital(options_, roster_, *sealer_, *link_, log_, std::move(*results), on_result_);
+          new Hospital(options_, *roster_, *sealer_, *link_, log_, std::move(*results), on_result_);
       role_impl_.reset(hospital_);
     }
     // The roster's fingerprint, as the broker logs its own: parties compare them to see that
     // they hold the same certificates.
     Log("event=start role=" + std::string(RoleName(role_)) + " router=" + options_.router_endpoint +
-        " phases=" + options_.phases_endpoint + " roster=" + roster_.Fingerprint().substr(0, 16));
+        " phases=" + options_.phases_endpoint + " roster=" + roster_->Fingerprint().substr(0, 16));
     return Status::Ok();
   }
 
@@ -82,15 +90,22 @@ class Node::Impl {
 
   Status Run() {
     if (hospital_) hospital_->Start();
-    while (!stop_.load()) {
-      TALLY_RETURN_IF_ERROR(link_->Poll(*role_impl_, kStopCheck));
-      if (on_ready_ && link_->up()) std::exchange(on_ready_, nullptr)();
-      if (role_impl_->outcome()) return *role_impl_->outcome();
-      role_impl_->Tick(Clock::now());
-      if (role_impl_->outcome()) return *role_impl_->outcome();
-    }
+    while (!stop_.load())
+      if (std::optional<Status> done = Serve(kStopCheck)) return *done;
     return Status::Ok();
   }
+
+  // Waits up to `wait` for traffic, serves it and the role's deadlines; the outcome once done.
+  std::optional<Status> Serve(std::chrono::milliseconds wait) {
+    if (Status polled = link_->Poll(*role_impl_, wait); !polled.ok()) return polled;
+    if (on_ready_ && link_->up()) std::exchange(on_ready_, nullptr)();
+    if (role_impl_->outcome()) return *role_impl_->outcome();
+    role_impl_->Tick(Clock::now());
+    return role_impl_->outcome();
+  }
+
+  std::array<int, 4> Fds() const { return link_->Fds(); }
+  bool Pending() const { return link_->Pending(); }
 
   void Stop() { stop_.store(true); }
 
@@ -103,9 +118,9 @@ class Node::Impl {
   // a name it does not know is a configuration error, found before any round runs.
   Status CheckHospitalOptions() {
     if (options_.rounds == 0) return Status::Error("rounds must be at least 1");
-    if (options_.participants.empty()) options_.participants = roster_.Names(Role::kPatient);
+    if (options_.participants.empty()) options_.participants = roster_->Names(Role::kPatient);
     for (const std::string& p : options_.participants) {
-      const Certificate* c = roster_.Find(p);
+      const Certificate* c = roster_->Find(p);
       if (c == nullptr) return Status::Error(p + " is not in " + options_.name + "'s roster");
       if (c->role != Role::kPatient)
         return Status::Error(p + " is not a patient in " + options_.name + "'s roster");
@@ -124,7 +139,8 @@ class Node::Impl {
   LogSink log_;
   ResultSink on_result_;
   ReadySink on_ready_;  // cleared once called
-  Roster roster_;
+  NodeHost host_;
+  std::shared_ptr<const Roster> roster_;
   Role role_ = Role::kPatient;
   std::optional<Sealer> sealer_;
   std::unique_ptr<Link> link_;
@@ -134,9 +150,10 @@ class Node::Impl {
 };
 
 Result<std::unique_ptr<Node>> Node::Create(const NodeOptions& options, LogSink log,
-                                           ResultSink on_result, ReadySink on_ready) {
-  auto impl =
-      std::make_unique<Impl>(options, std::move(log), std::move(on_result), std::move(on_ready));
+                                           ResultSink on_result, ReadySink on_ready,
+                                           const NodeHost* host) {
+  auto impl = std::make_unique<Impl>(options, std::move(log), std::move(on_result),
+                                     std::move(on_ready), host);
   TALLY_RETURN_IF_ERROR(impl->Init());
   return std::unique_ptr<Node>(new Node(std::move(impl)));
 }
@@ -146,5 +163,8 @@ Node::~Node() = default;
 bool Node::is_hospital() const { return impl_->is_hospital(); }
 Status Node::Run() { return impl_->Run(); }
 void Node::Stop() { impl_->Stop(); }
+std::optional<Status> Node::Serve() { return impl_->Serve(std::chrono::milliseconds(0)); }
+std::array<int, 4> Node::Fds() const { return impl_->Fds(); }
+bool Node::Pending() const { return impl_->Pending(); }
 
 }  // namespace tally

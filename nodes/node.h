@@ -15,6 +15,7 @@
 // Threading: Create and Run on one thread; Stop() from any thread or a signal handler.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
@@ -23,7 +24,9 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include <zmq.hpp>
 
+#include "keys/keys.h"
 #include "nodes/aggregate.h"
 #include "schema/log.h"
 #include "schema/protocol.h"
@@ -80,6 +83,14 @@ struct NodeOptions {
   uint32_t idle_timeout_ms = 60000;
 };
 
+// What many nodes of one process share (tally-bench --load hosts thousands of patients, each
+// with its own keys and connections): the roster, loaded once, and one ZeroMQ context with a
+// few I/O threads. REQUIRES: both outlive the nodes.
+struct NodeHost {
+  zmq::context_t* context = nullptr;
+  std::shared_ptr<const Roster> roster;
+};
+
 using ResultSink = std::function<void(const RoundResult& result)>;
 // Called once, when both connections to the broker first complete their CURVE handshake.
 using ReadySink = std::function<void()>;
@@ -89,8 +100,11 @@ class Node {
   // Loads keys (the role comes from the certificate), checks the options against them (a
   // hospital's participants must be patients in its roster; its results file must be
   // writable) and connects.
+  // With a `host`, the roster is the host's (not loaded from options.keys_dir/public) and the
+  // sockets are in its context.
   static Result<std::unique_ptr<Node>> Create(const NodeOptions& options, LogSink log,
-                                              ResultSink on_result, ReadySink on_ready = nullptr);
+                                              ResultSink on_result, ReadySink on_ready = nullptr,
+                                              const NodeHost* host = nullptr);
   ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
@@ -102,6 +116,15 @@ class Node {
   // stayed unreachable, or nothing happened for the idle timeout.
   Status Run();
   void Stop();
+
+  // For a process driving many nodes from its own event loop instead of Run (a patient only):
+  // one step without waiting: serves what has arrived, then the role's deadlines. nullopt: the
+  // node goes on; else it is done, with the outcome Run would return.
+  std::optional<Status> Serve();
+  // The descriptors to watch, edge-triggered (Link::Fds), and whether a message is waiting
+  // after Serve (then Serve again: a descriptor signals once for many messages).
+  std::array<int, 4> Fds() const;
+  bool Pending() const;
 
   class Impl;
 
