@@ -17,12 +17,17 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "schema/log.h"
 #include "schema/protocol.h"
 #include "schema/schema.h"
 #include "schema/system.h"
@@ -64,9 +69,22 @@ constexpr const char* kUsage =
     "  --admission N       instead: how long a broker takes to admit N patients (2..1000)\n"
     "                      connecting at once (2N CURVE handshakes from one process), and\n"
     "                      its CPU and memory for it; 3 runs\n"
+    "  --load N            instead: a load generator. This process hosts N patients, each\n"
+    "                      Tally's real patient with its own keys and CURVE connections, against\n"
+    "                      a real broker and a real hospital process; it connects them all\n"
+    "                      (admission time, broker RSS per connected party), then the hospital\n"
+    "                      runs --rounds K (default 2; 0: connect only) of --length L, each\n"
+    "                      timed from request to aggregate and checked for the exact sum, with\n"
+    "                      broker, hospital and per-patient CPU. --drop K: the last K patients\n"
+    "                      vanish at each round's mask phase (close their connections), and\n"
+    "                      the sum is over the others. Rounds need N <= the protocol's most\n"
+    "  --load-threads T    threads driving the hosted patients (default 2)\n"
+    "  --deadline-ms MS    with --load: each phase's deadline (default 10 s + 0.4 ms x N^2\n"
+    "                      per core, as tools/launch)\n"
     "  --json              one JSON object per line instead of a table\n"
     "  --workdir DIR       keys, inputs and logs (default bench-work)\n"
-    "Exit: 0 every configuration ran, 1 one failed, 2 bad usage.\n";
+    "Exit: 0 every configuration ran (with --load: every round exact), 1 one failed, 2 bad\n"
+    "usage.\n";
 
 int Usage(const std::string& e) {
   std::cerr << "bench: " << e << "\n" << kUsage;
@@ -147,13 +165,119 @@ void PrintFloor(const Measured& m, bool json) {
       ms(f.total).c_str());
 }
 
+// --- The load generator ---------------------------------------------------------------------
+
+// "2026-12-01T10:00:00.000Z load: TEXT" on stdout (on stderr with --json, whose stdout is
+// JSON lines).
+void Say(bool json, const std::string& text) {
+  std::FILE* out = json ? stderr : stdout;
+  std::fprintf(out, "%s load: %s\n", tally::Rfc3339(std::chrono::system_clock::now()).c_str(),
+               text.c_str());
+  std::fflush(out);
+}
+
+int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t threads,
+         uint64_t deadline_ms, bool json, fs::path work, fs::path captures, const fs::path& bin) {
+  if (rounds > 0 && n > tally::kMaxParticipants)
+    return Usage("--load " + std::to_string(n) + " with rounds: a round has at most " +
+                 std::to_string(tally::kMaxParticipants) + " patients (--rounds 0 connects only)");
+  if (drop != 0 && rounds > 0 && drop > n - tally::SafeThreshold(n))
+    return Usage("--drop " + std::to_string(drop) + ": a round of " + std::to_string(n) +
+                 " patients survives at most " + std::to_string(n - tally::SafeThreshold(n)) +
+                 " dropouts");
+  if (sodium_init() < 0) return 1;
+  std::error_code ec;
+  fs::create_directories(work, ec);
+  if (ec) return Usage("cannot create " + work.string() + ": " + ec.message());
+  work = fs::absolute(work);
+  captures = fs::absolute(captures.empty() ? work / "run" : captures);
+  LoadOptions o;
+  o.patients = n;
+  o.length = static_cast<uint32_t>(length);
+  o.rounds = static_cast<uint32_t>(rounds);
+  o.drop = drop;
+  o.threads = threads;
+  // As tools/launch: every patient derives keys with every other on this machine's cores.
+  const double cores = std::max(1u, std::thread::hardware_concurrency());
+  o.deadline_ms = deadline_ms != 0
+                      ? static_cast<uint32_t>(deadline_ms)
+                      : static_cast<uint32_t>(std::min<double>(
+                            UINT32_MAX / 8, 10000 + 0.4 * static_cast<double>(n * n) / cores));
+  o.idle_timeout_ms = std::max<uint32_t>(600000, 3 * o.deadline_ms);
+  const LoadRun r = RunLoad(o, bin, work, captures, [&](const std::string& s) { Say(json, s); });
+  const double nn = static_cast<double>(n);
+  if (r.admission_ms > 0) {
+    const double per_party_kib = (r.broker_rss_connected - r.broker_rss_idle) * 1024 / nn;
+    if (json) {
+      std::cout << "{\"load\": " << n << ", \"admission_ms\": " << FormatFixed(r.admission_ms, 1)
+                << ", \"keys_ms\": " << FormatFixed(r.keys_ms, 1)
+                << ", \"broker_rss_mib_idle\": " << FormatFixed(r.broker_rss_idle, 1)
+                << ", \"broker_rss_mib_connected\": " << FormatFixed(r.broker_rss_connected, 1)
+                << ", \"broker_rss_kib_per_party\": " << FormatFixed(per_party_kib, 1)
+                << ", \"broker_cpu_ms_admission\": " << FormatFixed(r.broker_cpu_admission * 1e3, 1)
+                << ", \"generator_cpu_ms_admission\": "
+                << FormatFixed(r.generator_cpu_admission * 1e3, 1)
+                << ", \"generator_rss_mib\": " << FormatFixed(r.generator_rss, 1)
+                << ", \"generator_fds\": " << r.generator_fds
+                << ", \"broker_fds\": " << r.broker_fds << "}" << std::endl;
+    } else {
+      Say(json, std::to_string(n) + " patients connected (" + std::to_string(2 * n) +
+                    " CURVE handshakes) in " + FormatFixed(r.admission_ms, 0) + " ms; broker RSS " +
+                    FormatFixed(r.broker_rss_idle, 1) + " -> " +
+                    FormatFixed(r.broker_rss_connected, 1) + " MiB (" +
+                    FormatFixed(per_party_kib, 1) + " KiB per connected party), broker CPU " +
+                    FormatFixed(r.broker_cpu_admission * 1e3, 0) + " ms, " +
+                    std::to_string(r.broker_fds) + " fds; generator CPU " +
+                    FormatFixed(r.generator_cpu_admission * 1e3, 0) + " ms, RSS " +
+                    FormatFixed(r.generator_rss, 1) + " MiB, " + std::to_string(r.generator_fds) +
+                    " fds");
+    }
+  }
+  for (size_t k = 0; k < r.rounds.size(); ++k) {
+    const LoadRound& x = r.rounds[k];
+    if (json) {
+      std::cout << "{\"load\": " << n << ", \"length\": " << length << ", \"round\": " << k + 1
+                << ", \"warm\": " << (k > 0 ? "true" : "false")
+                << ", \"latency_ms\": " << FormatFixed(x.latency_ms, 1)
+                << ", \"period_ms\": " << FormatFixed(x.period_ms, 1)
+                << ", \"survivors\": " << x.survivors << ", \"dropped\": " << n - x.survivors
+                << ", \"exact\": " << (x.exact ? "true" : "false")
+                << ", \"broker_cpu_ms\": " << FormatFixed(x.cpu_broker * 1e3, 1)
+                << ", \"broker_rss_mib_peak\": " << FormatFixed(x.rss_broker_peak, 1)
+                << ", \"hospital_cpu_ms\": " << FormatFixed(x.cpu_hospital * 1e3, 1)
+                << ", \"generator_cpu_ms\": " << FormatFixed(x.cpu_generator * 1e3, 1)
+                << ", \"cpu_ms_per_patient\": " << FormatFixed(x.cpu_generator * 1e3 / nn, 3) << "}"
+                << std::endl;
+    } else {
+      Say(json, "round " + std::to_string(k + 1) + (k == 0 ? " (warm-up)" : "") + ": " +
+                    FormatFixed(x.latency_ms, 1) + " ms request -> aggregate (period " +
+                    FormatFixed(x.period_ms, 1) + " ms), " + std::to_string(x.survivors) + " of " +
+                    std::to_string(n) + " survivors, sum " + (x.exact ? "exact" : "WRONG") +
+                    "; broker CPU " + FormatFixed(x.cpu_broker * 1e3, 0) + " ms, peak RSS " +
+                    FormatFixed(x.rss_broker_peak, 1) + " MiB; hospital CPU " +
+                    FormatFixed(x.cpu_hospital * 1e3, 0) + " ms; per patient " +
+                    FormatFixed(x.cpu_generator * 1e3 / nn, 2) + " ms CPU");
+    }
+  }
+  if (!r.ok) {
+    if (json)
+      std::cout << "{\"load\": " << n << ", \"error\": " << tally::JsonString(r.error) << "}"
+                << std::endl;
+    else
+      Say(json, "FAILED: " + r.error);
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<Config> configs;
   uint64_t patients = 0, length = 1, rounds = 0, launch_runs = 5, columns = 0;
   bool json = false, floor = true;
-  uint64_t admission = 0, drop = 0;
+  uint64_t admission = 0, drop = 0, load = 0, load_threads = 2, deadline_ms = 0;
+  bool rounds_given = false;
   fs::path work = "bench-work";
   fs::path captures;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
@@ -187,8 +311,16 @@ int main(int argc, char** argv) {
       if (!ParseU64(v, length) || length < 1 || length > tally::kMaxVectorLength)
         return Usage("bad --length " + v);
     } else if (f == "--rounds") {
-      if (!ParseU64(v, rounds) || rounds < 2 || rounds > 100000)
-        return Usage("--rounds wants 2..100000 (the first is warm-up)");
+      if (!ParseU64(v, rounds) || rounds > 100000) return Usage("bad --rounds " + v);
+      rounds_given = true;
+    } else if (f == "--load") {
+      if (!ParseU64(v, load) || load < 2 || load > 100000) return Usage("--load wants 2..100000");
+    } else if (f == "--load-threads") {
+      if (!ParseU64(v, load_threads) || load_threads < 1 || load_threads > 64)
+        return Usage("--load-threads wants 1..64");
+    } else if (f == "--deadline-ms") {
+      if (!ParseU64(v, deadline_ms) || deadline_ms < 1 || deadline_ms > UINT32_MAX)
+        return Usage("bad --deadline-ms " + v);
     } else if (f == "--drop") {
       if (!ParseU64(v, drop) || drop < 1) return Usage("--drop wants a number of patients");
     } else if (f == "--admission") {
@@ -206,6 +338,10 @@ int main(int argc, char** argv) {
       return Usage("unknown option " + f);
     }
   }
+  if (load != 0)
+    return Load(load, length, rounds_given ? rounds : 2, drop, load_threads, deadline_ms, json,
+                work, captures, bin);
+  if (rounds_given && rounds < 2) return Usage("--rounds wants 2..100000 (the first is warm-up)");
   if (patients == 0 && (length != 1 || rounds != 0 || columns != 0))
     return Usage("--length, --columns and --rounds need --patients");
   if (columns != 0 && length != 1) return Usage("--columns takes scalars: no --length");

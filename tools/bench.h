@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +76,46 @@ struct Admitted {
 };
 // N patients (keys in work/keys) connect to a fresh broker at once.
 Admitted Admit(const std::filesystem::path& bin, const std::filesystem::path& work, size_t n);
+
+// tally-bench --load (bench_load.cc): N patients hosted in this process, each Tally's real
+// patient (nodes/node.h) with its own keys and CURVE connections, against a real broker and a
+// real hospital process.
+struct LoadOptions {
+  size_t patients = 0;
+  uint32_t length = 1;
+  uint32_t rounds = 1;    // 0: connect every patient, measure, stop
+  size_t drop = 0;        // the last `drop` patients vanish at each round's mask phase
+  size_t threads = 2;     // threads driving the patients, each a slice with its own epoll set
+  size_t io_threads = 2;  // ZeroMQ I/O threads (CURVE runs there)
+  uint32_t deadline_ms = 10000;  // each phase's (the broker's and the hospital's request)
+  uint32_t idle_timeout_ms = 600000;
+};
+struct LoadRound {
+  double latency_ms = 0;  // the hospital's elapsed_ms: request -> aggregate in hand
+  double period_ms = 0;   // since the previous result line (round 1: since the hospital started)
+  size_t survivors = 0;
+  bool exact = false;  // the sum over the survivors, and the vanishers named as dropped
+  double cpu_broker = 0, cpu_hospital = 0, cpu_generator = 0;  // s over the period
+  double rss_broker_peak = 0;                                  // MiB (VmHWM)
+};
+struct LoadRun {
+  bool ok = false;
+  std::string error;
+  double keys_ms = 0;       // making the keys that were missing
+  double admission_ms = 0;  // first node created -> every patient's two handshakes done
+  double broker_rss_idle = 0, broker_rss_connected = 0;          // VmRSS, MiB
+  double broker_cpu_admission = 0, generator_cpu_admission = 0;  // s
+  double generator_rss = 0;                                      // VmRSS once connected, MiB
+  size_t generator_fds = 0, broker_fds = 0;                      // open once connected
+  size_t vanished = 0;
+  std::vector<LoadRound> rounds;
+};
+// Keys in work/load-N (made where missing), logs in work/load-N/logs (the hosted patients'
+// in generator.log), captures and results under captures_root/load-N (removed afterwards).
+// `say` gets progress lines.
+LoadRun RunLoad(const LoadOptions& options, const std::filesystem::path& bin,
+                const std::filesystem::path& work, const std::filesystem::path& captures_root,
+                const std::function<void(const std::string&)>& say);
 
 struct LaunchRuns {
   std::vector<double> elapsed_ms;  // tally-launch's own figure

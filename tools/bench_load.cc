@@ -1,0 +1,452 @@
+// tally-bench --load: one process hosting N patients, for measuring a broker and a hospital
+// serving thousands of parties on one machine. Each hosted patient is Tally's real patient
+// (nodes/node.h: the node library's Link and patient role) with its own keys and its own two
+// CURVE connections to a real tally-broker process; a real tally-node hospital process asks for
+// the rounds. What the generator shares between its patients is what a process can share
+// without changing what goes over the wire: the roster, loaded once, and one ZeroMQ context
+// with a few I/O threads. Its patients are driven by a few threads, each owning a slice of them
+// with its own epoll set over their sockets' ZMQ_FDs (edge-triggered: a node is served until
+// nothing is pending), so that a round's work is not an O(N) poll per message.
+// Real processes remain the test of correctness (tools/launch); this is for measuring.
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+
+#include "keys/keys.h"
+#include "nodes/node.h"
+#include "schema/log.h"
+#include "schema/results.h"
+#include "schema/system.h"
+#include "tools/bench.h"
+#include "tools/cluster.h"
+
+namespace tally::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kSweepEvery = std::chrono::seconds(1);  // each node's deadlines (Tick)
+constexpr int kServeBurst = 64;  // Serve calls in a row for one node before others get a turn
+constexpr auto kProgressEvery = std::chrono::seconds(2);
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// The generator's patient p's element e (p from 0), as tally-bench's other runs use.
+uint64_t Value(size_t p, uint32_t e) { return (static_cast<uint64_t>(p) * 7919 + e) % 1001; }
+
+// Resident set now (VmRSS) in MiB, or 0.
+double RssMiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  return 0;
+}
+
+size_t Count(const fs::path& dir) {
+  std::error_code ec;
+  size_t n = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) ++n;
+  return n;
+}
+
+// A log sink for every hosted node: one file, timestamped lines, from any thread.
+class SharedLog {
+ public:
+  explicit SharedLog(const fs::path& path) : file_(std::fopen(path.c_str(), "w")) {}
+  ~SharedLog() {
+    if (file_) std::fclose(file_);
+  }
+  LogSink Sink() {
+    return [this](const std::string& line) {
+      if (!file_) return;
+      const std::string stamped = Rfc3339(std::chrono::system_clock::now()) + " " + line + "\n";
+      std::lock_guard<std::mutex> lock(mu_);
+      std::fwrite(stamped.data(), 1, stamped.size(), file_);
+    };
+  }
+
+ private:
+  std::FILE* file_;
+  std::mutex mu_;
+};
+
+// The hosted patients, in `threads` slices; each slice's thread creates its nodes, then serves
+// them until Stop.
+class Generator {
+ public:
+  Generator(const LoadOptions& o, const fs::path& keys, const BrokerEndpoints& endpoints,
+            NodeHost host, LogSink log)
+      : o_(o), keys_(keys), endpoints_(endpoints), host_(std::move(host)), log_(std::move(log)) {}
+  ~Generator() { Stop(); }
+
+  void Start() {
+    for (size_t t = 0; t < o_.threads; ++t) threads_.emplace_back([this, t] { Slice(t); });
+  }
+  void Stop() {
+    stop_.store(true);
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+  // Waits until `count` patients have been connected (both handshakes) at least once, a
+  // patient failed, or `until`; wakes at least every `every` to let the caller report progress.
+  size_t WaitConnected(size_t count, Clock::time_point until) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_until(lock, until, [&] { return connected_ >= count || !failure_.empty(); });
+    return connected_;
+  }
+  size_t connected() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return connected_;
+  }
+  size_t vanished() const { return vanished_.load(); }
+  std::string failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
+
+ private:
+  struct Slot {
+    size_t index = 0;
+    std::unique_ptr<Node> node;
+    std::array<int, 4> fds{};
+    bool counted = false;  // its first connection was counted
+    bool vanish = false;   // reached the vanish phase: to be closed
+    bool queued = false;   // in the ready queue
+    int epoll = -1;        // its slice's epoll set
+  };
+
+  Status Make(Slot& s) {
+    NodeOptions n;
+    n.keys_dir = keys_;
+    n.name = PatientName(s.index + 1);
+    n.router_endpoint = endpoints_.router;
+    n.phases_endpoint = endpoints_.phases;
+    n.idle_timeout_ms = o_.idle_timeout_ms;
+    n.input.cells.reserve(o_.length);
+    for (uint32_t e = 0; e < o_.length; ++e)
+      n.input.cells.push_back(std::to_string(Value(s.index, e)));
+    if (s.index >= o_.patients - o_.drop) {
+      n.vanish_at = Phase::kMask;
+      n.on_vanish = [&s](Phase) { s.vanish = true; };
+    }
+    auto node = Node::Create(
+        n, log_, nullptr,
+        [this, &s] {
+          if (s.counted) return;
+          s.counted = true;
+          std::lock_guard<std::mutex> lock(mu_);
+          ++connected_;
+          cv_.notify_all();
+        },
+        &host_);
+    if (!node.ok()) return node.status();
+    s.node = std::move(node.value());
+    s.fds = s.node->Fds();
+    for (size_t k = 0; k < s.fds.size(); ++k) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLET;
+      ev.data.ptr = &s;
+      if (::epoll_ctl(s.epoll, EPOLL_CTL_ADD, s.fds[k], &ev) != 0)
+        return Status::Error(std::string("epoll_ctl: ") + std::strerror(errno));
+    }
+    return Status::Ok();
+  }
+
+  // A vanished patient closes its connections, as a process that exits would; a fresh node with
+  // the same keys takes its place for the next round (and vanishes there again).
+  void Close(Slot& s) {
+    for (int fd : s.fds) (void)::epoll_ctl(s.epoll, EPOLL_CTL_DEL, fd, nullptr);
+    s.node.reset();
+    s.queued = false;
+  }
+
+  void Fail(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failure_.empty()) failure_ = why;
+    cv_.notify_all();
+  }
+
+  // Serves one node until nothing is pending (or its burst is spent: true, serve it again).
+  bool Serve(Slot& s) {
+    for (int i = 0; i < kServeBurst && s.node; ++i) {
+      if (std::optional<Status> done = s.node->Serve()) {
+        Fail(PatientName(s.index + 1) + ": " +
+             (done->ok() ? std::string("stopped") : done->message()));
+        Close(s);
+        return false;
+      }
+      if (s.vanish) {
+        vanished_.fetch_add(1);
+        Close(s);
+        s.vanish = false;
+        if (Status made = Make(s); !made.ok())
+          Fail(PatientName(s.index + 1) + ": " + made.message());
+        return false;
+      }
+      if (!s.node->Pending()) return false;
+    }
+    return s.node != nullptr;
+  }
+
+  void Slice(size_t t) {
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return Fail(std::string("epoll_create1: ") + std::strerror(errno));
+    std::deque<Slot> slots;  // stable addresses: callbacks and epoll hold pointers
+    std::deque<Slot*> ready;
+    auto drain = [&](int timeout_ms) {
+      epoll_event events[256];
+      const int n = ::epoll_wait(ep, events, 256, timeout_ms);
+      for (int i = 0; i < n; ++i) {
+        Slot* s = static_cast<Slot*>(events[i].data.ptr);
+        if (!s->queued) {
+          s->queued = true;
+          ready.push_back(s);
+        }
+      }
+      // Round-robin: a node with more pending goes to the back.
+      for (size_t k = ready.size(); k > 0 && !stop_.load(); --k) {
+        Slot* s = ready.front();
+        ready.pop_front();
+        s->queued = false;
+        if (s->node && Serve(*s)) {
+          s->queued = true;
+          ready.push_back(s);
+        }
+      }
+    };
+    for (size_t i = t; i < o_.patients && !stop_.load(); i += o_.threads) {
+      Slot& s = slots.emplace_back();
+      s.index = i;
+      s.epoll = ep;
+      if (Status made = Make(s); !made.ok()) {
+        Fail(PatientName(i + 1) + ": " + made.message());
+        break;
+      }
+      if (slots.size() % 64 == 0) drain(0);  // handshakes already done meanwhile
+    }
+    for (Slot& s : slots)  // events that came before a node's descriptors were watched
+      if (s.node) (void)Serve(s);
+    auto next_sweep = Clock::now() + kSweepEvery;
+    while (!stop_.load()) {
+      drain(ready.empty() ? 100 : 0);
+      if (Clock::now() >= next_sweep) {
+        for (Slot& s : slots)
+          if (s.node) (void)Serve(s);
+        next_sweep = Clock::now() + kSweepEvery;
+      }
+    }
+    for (Slot& s : slots)
+      if (s.node) Close(s);
+    ::close(ep);
+  }
+
+  const LoadOptions o_;
+  const fs::path keys_;
+  const BrokerEndpoints endpoints_;
+  NodeHost host_;
+  LogSink log_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stop_{false};
+  std::atomic<size_t> vanished_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t connected_ = 0;
+  std::string failure_;
+};
+
+}  // namespace
+
+LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
+                const fs::path& captures_root, const std::function<void(const std::string&)>& say) {
+  LoadRun r;
+  const size_t n = o.patients;
+  const fs::path dir = work / ("load-" + std::to_string(n));
+  const fs::path run = captures_root / ("load-" + std::to_string(n));
+  std::error_code ec;
+  fs::remove_all(run, ec);
+  fs::create_directories(run / "captures", ec);
+  fs::create_directories(dir / "logs", ec);
+  if (ec) {
+    r.error = "cannot create folders under " + work.string() + ": " + ec.message();
+    return r;
+  }
+  // Per hosted patient: a DEALER, a SUB, two monitors and the two sockets zmq_socket_monitor
+  // makes, each with a descriptor (its mailbox), and two TCP connections.
+  if (Status s = EnsureOpenFileLimit(8 * n + 4096, "hosting " + std::to_string(n) + " patients");
+      !s.ok()) {
+    r.error = s.message();
+    return r;
+  }
+  Cluster cluster(bin, dir, dir / "logs");
+  std::vector<std::string> names;
+  for (size_t k = 1; k <= n; ++k) names.push_back(PatientName(k));
+  say("keys: " + std::to_string(n) + " patients, the hospital and the broker in " +
+      (dir / "keys").string());
+  auto t0 = Clock::now();
+  if (Status s = cluster.Prepare("hospital", names); !s.ok()) {
+    r.error = s.message();
+    return r;
+  }
+  r.keys_ms = Ms(Clock::now() - t0);
+  auto roster = LoadRoster(cluster.keys());
+  if (!roster.ok()) {
+    r.error = roster.message();
+    return r;
+  }
+  if (roster->Names(Role::kPatient).size() != n) {
+    r.error = cluster.keys().string() + " holds other patients than p1..pN";
+    return r;
+  }
+  const uint32_t deadline = o.deadline_ms;
+  if (Status s = cluster.StartBroker(Cluster::BrokerSpec{
+          .extra = {"--deadline-ms", std::to_string(deadline)}, .captures = run / "captures"});
+      !s.ok()) {
+    r.error = s.message();
+    return r;
+  }
+  const pid_t broker = cluster.broker().pid();
+  const pid_t self = ::getpid();
+  say("broker up (pid " + std::to_string(broker) + "); connecting " + std::to_string(n) +
+      " patients from this process (" + std::to_string(o.threads) + " threads)");
+
+  zmq::context_t ctx(static_cast<int>(o.io_threads));
+  try {
+    ctx.set(zmq::ctxopt::max_sockets, static_cast<int>(6 * n + 64));
+  } catch (const zmq::error_t& e) {
+    r.error = "cannot let ZeroMQ open " + std::to_string(6 * n + 64) + " sockets: " + e.what();
+    return r;
+  }
+  SharedLog log(dir / "logs" / "generator.log");
+  NodeHost host{&ctx, std::make_shared<const Roster>(std::move(roster.value()))};
+  r.broker_rss_idle = RssMiB(broker);
+  const double broker_cpu0 = CpuSeconds(broker), self_cpu0 = CpuSeconds(self);
+  t0 = Clock::now();
+  Generator gen(o, cluster.keys(), cluster.endpoints(), host, log.Sink());
+  gen.Start();
+  const auto admit_until = t0 + std::chrono::seconds(120) + milliseconds(20 * n);
+  for (;;) {
+    const size_t c = gen.WaitConnected(n, std::min(admit_until, Clock::now() + kProgressEvery));
+    if (!gen.failure().empty()) {
+      r.error = "a patient failed while connecting: " + gen.failure();
+      return r;
+    }
+    if (c >= n) break;
+    if (Clock::now() >= admit_until) {
+      r.error = "only " + std::to_string(c) + " of " + std::to_string(n) +
+                " patients connected in " + std::to_string(static_cast<int>(Ms(admit_until - t0))) +
+                " ms";
+      return r;
+    }
+    say("connected " + std::to_string(c) + "/" + std::to_string(n) + " (broker RSS " +
+        FormatFixed(RssMiB(broker), 1) + " MiB)");
+  }
+  r.admission_ms = Ms(Clock::now() - t0);
+  r.broker_rss_connected = RssMiB(broker);
+  r.broker_cpu_admission = CpuSeconds(broker) - broker_cpu0;
+  r.generator_cpu_admission = CpuSeconds(self) - self_cpu0;
+  r.generator_rss = RssMiB(self);
+  r.generator_fds = Count("/proc/self/fd");
+  r.broker_fds = Count("/proc/" + std::to_string(broker) + "/fd");
+  say("connected " + std::to_string(n) + "/" + std::to_string(n) + " in " +
+      FormatFixed(r.admission_ms, 0) + " ms");
+
+  if (o.rounds > 0) {
+    std::vector<std::string> args = {"--range",
+                                     "1000",
+                                     "--length",
+                                     std::to_string(o.length),
+                                     "--rounds",
+                                     std::to_string(o.rounds),
+                                     "--deadline-ms",
+                                     std::to_string(deadline),
+                                     "--idle-timeout-ms",
+                                     std::to_string(o.idle_timeout_ms),
+                                     "--json",
+                                     "--results",
+                                     (run / "results.jsonl").string()};
+    // The sum over the survivors: every patient's input but the vanishers'.
+    std::vector<uint64_t> expected(o.length, 0);
+    std::vector<std::string> vanishers;
+    for (size_t p = 0; p < n; ++p) {
+      if (p >= n - o.drop) {
+        vanishers.push_back(PatientName(p + 1));
+        continue;
+      }
+      for (uint32_t e = 0; e < o.length; ++e) expected[e] += Value(p, e);
+    }
+    std::vector<pid_t> pids = {broker, 0, self};
+    std::vector<double> before;
+    auto hospital = cluster.SpawnNode("hospital", args);
+    if (!hospital.ok()) {
+      r.error = hospital.message();
+      return r;
+    }
+    pids[1] = hospital->pid();
+    auto last = Clock::now();
+    for (pid_t p : pids) before.push_back(CpuSeconds(p));
+    const auto budget = milliseconds(6 * uint64_t{deadline} + 60000);
+    for (uint32_t k = 0; k < o.rounds; ++k) {
+      auto line = hospital->ReadLine(budget);
+      const auto now = Clock::now();
+      if (!line) {
+        r.error = "round " + std::to_string(k + 1) + ": " + cluster.WhyStopped("hospital");
+        if (!gen.failure().empty()) r.error += "; a patient failed: " + gen.failure();
+        return r;
+      }
+      LoadRound round;
+      round.period_ms = Ms(now - last);
+      last = now;
+      std::vector<double> after;
+      for (pid_t p : pids) after.push_back(CpuSeconds(p));
+      round.cpu_broker = after[0] - before[0];
+      round.cpu_hospital = after[1] - before[1];
+      round.cpu_generator = after[2] - before[2];
+      before = after;
+      round.rss_broker_peak = PeakRssMiB(broker);
+      auto parsed = ParseResultsLine(*line);
+      if (!parsed.ok() || !parsed->result) {
+        r.error = "round " + std::to_string(k + 1) + " failed: " + *line;
+        return r;
+      }
+      round.latency_ms = parsed->result->elapsed_ms;
+      round.survivors = n - parsed->result->dropped.size();
+      round.exact = parsed->result->aggregate == expected && parsed->result->dropped == vanishers;
+      r.rounds.push_back(round);
+      say("round " + std::to_string(k + 1) + "/" + std::to_string(o.rounds) + ": " +
+          FormatFixed(round.latency_ms, 1) + " ms, " + std::to_string(round.survivors) +
+          " survivors, " + (round.exact ? "exact" : "NOT the expected sum"));
+      if (!round.exact) {
+        r.error = "round " + std::to_string(k + 1) +
+                  ": the aggregate or the dropped set is not the expected one: " + *line;
+        return r;
+      }
+    }
+    if (hospital->Wait(milliseconds(30000)).value_or(-1) != 0) {
+      r.error = "the hospital did not exit cleanly: " + cluster.WhyStopped("hospital");
+      return r;
+    }
+    r.vanished = gen.vanished();
+  }
+  gen.Stop();
+  cluster.StopBroker();
+  fs::remove_all(run, ec);
+  r.ok = true;
+  return r;
+}
+
+}  // namespace tally::bench
