@@ -286,8 +286,9 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
     return r;
   }
   // Per hosted patient: a DEALER, a SUB, two monitors and the two sockets zmq_socket_monitor
-  // makes, each with a descriptor (its mailbox), and two TCP connections.
-  if (Status s = EnsureOpenFileLimit(8 * n + 4096, "hosting " + std::to_string(n) + " patients");
+  // makes, each with a descriptor (its mailbox), and two TCP connections: 8 descriptors each.
+  if (Status s = EnsureOpenFileLimit(
+          8 * n + 256, "hosting " + std::to_string(n) + " patients (8 descriptors each)");
       !s.ok()) {
     r.error = s.message();
     return r;
@@ -389,6 +390,7 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
       }
       for (uint32_t e = 0; e < o.length; ++e) expected[e] += Value(p, e);
     }
+    std::sort(vanishers.begin(), vanishers.end());
     std::vector<pid_t> pids = {broker, 0, self};
     std::vector<double> before;
     auto hospital = cluster.SpawnNode("hospital", args);
@@ -425,7 +427,9 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
       }
       round.latency_ms = parsed->result->elapsed_ms;
       round.survivors = n - parsed->result->dropped.size();
-      round.exact = parsed->result->aggregate == expected && parsed->result->dropped == vanishers;
+      std::vector<std::string> dropped = parsed->result->dropped;
+      std::sort(dropped.begin(), dropped.end());
+      round.exact = parsed->result->aggregate == expected && dropped == vanishers;
       r.rounds.push_back(round);
       say("round " + std::to_string(k + 1) + "/" + std::to_string(o.rounds) + ": " +
           FormatFixed(round.latency_ms, 1) + " ms, " + std::to_string(round.survivors) +
