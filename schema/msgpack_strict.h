@@ -454,7 +454,8 @@ inline Status ReadParams(FieldReader& r, uint32_t max_length, size_t max_partici
     return w.Error("decimals must be at most " + std::to_string(kMaxDecimalsInRound));
   TALLY_RETURN_IF_ERROR(r.U32("threshold", &out->threshold));
   std::span<const msgpack::object> graph;
-  TALLY_RETURN_IF_ERROR(r.Array("graph", 6, &graph));
+  // Any length here (the decoder's bounds hold the allocation), so that 7 fields get the reason.
+  TALLY_RETURN_IF_ERROR(r.Array("graph", SIZE_MAX, &graph));
   if (!graph.empty()) {
     if (graph.size() != 6) return r.Error("graph must be empty or an array of 6");
     FieldReader g(r.context() + ": graph", graph, 0);

@@ -241,7 +241,7 @@ TEST_F(CaptureTest, LayoutMagicVersionAndCrcArePinned) {
   // The header record: u32 body length, type 1, body, CRC-32 over type + body.
   const uint32_t body = bytes[12] | bytes[13] << 8 | bytes[14] << 16 | uint32_t{bytes[15]} << 24;
   EXPECT_EQ(bytes[16], 1);
-  EXPECT_EQ(bytes[17], 0x9c);  // fixarray(12)
+  EXPECT_EQ(bytes[17], 0x9d);  // fixarray(13)
   const size_t crc_at = 17 + body;
   const uint32_t crc = bytes[crc_at] | bytes[crc_at + 1] << 8 | bytes[crc_at + 2] << 16 |
                        uint32_t{bytes[crc_at + 3]} << 24;
@@ -314,35 +314,66 @@ TEST_F(CaptureTest, PhaseRecordsRoundTripEveryPhaseWithItsSets) {
   EXPECT_EQ(big.records, records);
 }
 
-// A header carries the round's threshold after its weight: 12 fields. A header without it (a
-// capture from before dropouts, same format number) is refused by its field count.
-TEST_F(CaptureTest, TheHeaderHasTwelveFieldsWithTheThreshold) {
+// A header carries the round's threshold after its weight, then its graph ([] for a full round):
+// 13 fields. A header without the graph (a capture from before neighbourhoods) or without both
+// (from before dropouts), same format number, is refused by its field count.
+TEST_F(CaptureTest, TheHeaderHasThirteenFieldsWithTheThresholdAndGraph) {
   CaptureHeader h;
   h.ticket = 1;
   h.params = {"h", 100, 1, {"a", "b"}, {}, {}, 2};
   h.roster_fingerprint = "ab";
   h.opened_unix_ms = 5;
-  std::vector<uint8_t> body = {0x9c, 0x03, 0xc4, 0x10};
+  std::vector<uint8_t> body = {0x9d, 0x03, 0xc4, 0x10};
   body.insert(body.end(), 16, 0x00);
-  body.insert(body.end(), {0x01, 0xa1, 'h', 0x64, 0x01, 0x92, 0xa1, 'a', 0xa1, 'b', 0x90, 0x92,
-                           0x00, 0x00, 0x02, 0xa2, 'a', 'b', 0x05});
+  body.insert(body.end(), {0x01, 0xa1, 'h',  0x64, 0x01, 0x92, 0xa1, 'a', 0xa1, 'b',
+                           0x90, 0x92, 0x00, 0x00, 0x02, 0x90, 0xa2, 'a', 'b',  0x05});
   EXPECT_EQ(EncodeRecord(h), Frame(1, body));
-  for (uint32_t t : {0u, 2u, UINT32_MAX}) {
-    h.params.threshold = t;
+  auto read_back = [&] {
     std::vector<uint8_t> bytes = FileStart();
     Append(&bytes, EncodeRecord(h));
     const CaptureContents c = ReadCapture(bytes);
     ASSERT_TRUE(c.ok()) << c.error;
     EXPECT_EQ(std::get<CaptureHeader>(c.records[0]), h);
+  };
+  for (uint32_t t : {0u, 2u, UINT32_MAX}) {
+    h.params.threshold = t;
+    read_back();
   }
-  // The same header without its threshold: 11 fields.
-  std::vector<uint8_t> old = body;
-  old[0] = 0x9b;
-  old.erase(old.begin() + 4 + 16 + 12);  // the threshold, after weight [0, 0]
+  // A neighbourhood round's header: the graph [corrupt, dropout, k, t, seed, signature] in
+  // place of [], read back whole.
+  Neighbourhood g{50'000, 100'000, 2, 2, {}, {}};
+  g.seed.fill(0x5d);
+  g.signature.fill(0x51);
+  h.params.graph = g;
+  h.params.threshold = 2;
+  // The body up to the threshold, then fixarray(6), 50,000 (uint16), 100,000 (uint32), 2, 2,
+  // bin8(32) seed, bin8(64) signature, then the fingerprint and opened_unix_ms as before.
+  std::vector<uint8_t> with_graph(body.begin(), body.begin() + 4 + 16 + 15);
+  with_graph.insert(with_graph.end(),
+                    {0x96, 0xcd, 0xc3, 0x50, 0xce, 0x00, 0x01, 0x86, 0xa0, 0x02, 0x02, 0xc4, 0x20});
+  with_graph.insert(with_graph.end(), 32, 0x5d);
+  with_graph.insert(with_graph.end(), {0xc4, 0x40});
+  with_graph.insert(with_graph.end(), 64, 0x51);
+  with_graph.insert(with_graph.end(), {0xa2, 'a', 'b', 0x05});
+  EXPECT_EQ(EncodeRecord(h), Frame(1, with_graph));
+  read_back();
+  // The same header without its graph: 12 fields; without its threshold too: 11.
+  ASSERT_EQ(body[4 + 16 + 14], 0x02);  // the threshold, after weight [0, 0]
+  ASSERT_EQ(body[4 + 16 + 15], 0x90);  // the graph
+  std::vector<uint8_t> no_graph = body;
+  no_graph[0] = 0x9c;
+  no_graph.erase(no_graph.begin() + 4 + 16 + 15);
   std::vector<uint8_t> bytes = FileStart();
-  Append(&bytes, Frame(1, old));
+  Append(&bytes, Frame(1, no_graph));
   EXPECT_EQ(ReadCapture(bytes).error,
-            "malformed header record: expected 12 fields, got 11 (offset 12)");
+            "malformed header record: expected 13 fields, got 12 (offset 12)");
+  std::vector<uint8_t> no_threshold = no_graph;
+  no_threshold[0] = 0x9b;
+  no_threshold.erase(no_threshold.begin() + 4 + 16 + 14);
+  bytes = FileStart();
+  Append(&bytes, Frame(1, no_threshold));
+  EXPECT_EQ(ReadCapture(bytes).error,
+            "malformed header record: expected 13 fields, got 11 (offset 12)");
 }
 
 TEST_F(CaptureTest, CaptureWithoutTrailerReadsCleanly) {
@@ -538,11 +569,13 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
     p.pack_str(static_cast<uint32_t>(s.size()));
     p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
   };
-  // The header's fields in order, as many as `fields` (nil past the twelfth); without
-  // `threshold`, the shape of a header from before dropouts.
+  // The header's fields in order, as many as `fields` (nil past the thirteenth); without
+  // `threshold` and `graph`, the shape of a header from before dropouts; without `graph`, from
+  // before neighbourhoods. `graph_value` packs the graph in place of [].
   auto header = [&](int fields, std::string_view hospital, uint64_t length,
                     uint32_t version = kCaptureFormatVersion, bool threshold = true,
-                    bool str_threshold = false) {
+                    bool str_threshold = false, bool graph = true,
+                    const std::function<void(P&)>& graph_value = nullptr) {
     return Body([&](P& p) {
       p.pack_array(static_cast<uint32_t>(fields));
       p.pack_uint32(version);
@@ -566,25 +599,48 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
           p.pack_uint32(0);
         }
       }
+      if (graph && more()) {
+        if (graph_value) {
+          graph_value(p);
+        } else {
+          p.pack_array(0);
+        }
+      }
       if (more()) str(p, "abcd");
       if (more()) p.pack_int64(-5);
       while (more()) p.pack_nil();
     });
   };
   const std::vector<Case> cases = {
-      {1, header(10, "hospital", 1), "malformed header record: expected 12 fields, got 10"},
-      {1, header(11, "hospital", 1), "malformed header record: expected 12 fields, got 11"},
-      {1, header(13, "hospital", 1), "malformed header record: expected 12 fields, got 13"},
-      // A header from before dropouts: no threshold.
-      {1, header(11, "hospital", 1, kCaptureFormatVersion, false),
-       "malformed header record: expected 12 fields, got 11"},
-      {1, header(12, "hospital", 1, kCaptureFormatVersion, true, true),
+      {1, header(10, "hospital", 1), "malformed header record: expected 13 fields, got 10"},
+      {1, header(11, "hospital", 1), "malformed header record: expected 13 fields, got 11"},
+      {1, header(12, "hospital", 1), "malformed header record: expected 13 fields, got 12"},
+      {1, header(14, "hospital", 1), "malformed header record: expected 13 fields, got 14"},
+      // A header from before dropouts: no threshold, no graph.
+      {1, header(11, "hospital", 1, kCaptureFormatVersion, false, false, false),
+       "malformed header record: expected 13 fields, got 11"},
+      // A header from before neighbourhoods: a threshold, no graph.
+      {1, header(12, "hospital", 1, kCaptureFormatVersion, true, false, false),
+       "malformed header record: expected 13 fields, got 12"},
+      {1, header(13, "hospital", 1, kCaptureFormatVersion, true, true),
        "malformed header record: threshold must be uint, got str"},
-      {1, header(12, "Hospital!", 1), "malformed header record: invalid name in hospital"},
-      {1, header(12, "hospital", 0),
+      // The graph: [] or an array of 6, never another type.
+      {1,
+       header(13, "hospital", 1, kCaptureFormatVersion, true, false, true,
+              [&](P& p) { str(p, "[]"); }),
+       "malformed header record: graph must be array, got str"},
+      {1,
+       header(13, "hospital", 1, kCaptureFormatVersion, true, false, true,
+              [](P& p) {
+                p.pack_array(4);
+                for (int i = 0; i < 4; ++i) p.pack_uint32(2);
+              }),
+       "malformed header record: graph must be empty or an array of 6"},
+      {1, header(13, "Hospital!", 1), "malformed header record: invalid name in hospital"},
+      {1, header(13, "hospital", 0),
        "malformed header record: length must be between 1 and 1048576, got 0"},
       // A protocol-2 header record inside a format-3 file.
-      {1, header(12, "hospital", 1, 2),
+      {1, header(13, "hospital", 1, 2),
        "malformed header record: format_version 2 does not match the file's version 3"},
       {1, Body([](P& p) { p.pack_map(0); }),
        "malformed header record: record body must be a msgpack array, got map"},
@@ -600,7 +656,7 @@ TEST_F(CaptureTest, MalformedRecordBodies) {
   }
   // A valid header whose opened_unix_ms is negative (before 1970) is still valid.
   std::vector<uint8_t> ok = FileStart();
-  Append(&ok, Frame(1, header(12, "hospital", 1)));
+  Append(&ok, Frame(1, header(13, "hospital", 1)));
   const CaptureContents c = ReadCapture(ok);
   ASSERT_TRUE(c.ok()) << c.error;
   EXPECT_EQ(std::get<CaptureHeader>(c.records[0]).opened_unix_ms, -5);

@@ -357,10 +357,12 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
   auto bytes = [](size_t n) { return std::vector<uint8_t>(n, 0x6e); };
   auto join = [&] { return Pack().Array(6).Uint(kV).Str("join"); };
   auto envelope = [&] { return Pack().Array(7).Uint(kV).Str("envelope"); };
-  auto request = [&] { return Pack().Array(10).Uint(kV).Str("request").Uint(5).Uint(1000); };
+  auto request = [&] { return Pack().Array(11).Uint(kV).Str("request").Uint(5).Uint(1000); };
   auto batch = [&] { return Pack().Array(5).Uint(kV).Str("batch").Bin(round); };
-  // A round's params after its participants: no columns, no weight, threshold 0.
-  const std::vector<uint8_t> after_names = Pack().Array(0).Array(2).Uint(0).Uint(0).Uint(0).bytes();
+  // A round's params after its participants: no columns, no weight, threshold 0, a full round
+  // (graph []).
+  const std::vector<uint8_t> after_names =
+      Pack().Array(0).Array(2).Uint(0).Uint(0).Uint(0).Array(0).bytes();
   std::vector<std::pair<std::vector<uint8_t>, std::string>> cases = {
       // Not an array, or an array of the wrong make-up.
       {Pack().Map(0).bytes(), "message must be a msgpack array, got map"},
@@ -382,8 +384,11 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
            .Bin(signature)
            .bytes(),
        "join: round must be bin, got array"},
-      {Pack().Array(1001).Raw(std::vector<uint8_t>(1001, 0xc0)).bytes(),
-       "msgpack array longer than the limit of 1000 elements"},
+      {Pack()
+           .Array(kMaxParticipants + 1)
+           .Raw(std::vector<uint8_t>(kMaxParticipants + 1, 0xc0))
+           .bytes(),
+       "msgpack array longer than the limit of 10000 elements"},
       {join().Ext(1, 2).Bin(key).Bin(key).Bin(signature).bytes(), "msgpack ext not allowed"},
       {join().Bin(round).Bin(key).Bin(key).Bin(signature).Uint(0).bytes(),
        "1 trailing bytes after message"},
@@ -458,7 +463,7 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
            .Uint(1500)
            .Str("")
            .bytes(),
-       "phase: expected 19 fields, got 13"},
+       "phase: expected 20 fields, got 13"},
       {Pack().Array(4).Uint(kV).Str("batch").Bin(round).Str("keys").bytes(),
        "batch: expected 5 fields, got 4"},
       // Field types and values.
@@ -548,11 +553,60 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
        "request: participants must hold str, got uint"},
       {request().Uint(1).Array(0).Raw(after_names).Str("soon").bytes(),
        "request: deadline_ms must be uint, got str"},
-      {request().Uint(1).Array(0).Array(0).Array(2).Uint(0).Uint(0).Str("3").Uint(0).bytes(),
+      {request()
+           .Uint(1)
+           .Array(0)
+           .Array(0)
+           .Array(2)
+           .Uint(0)
+           .Uint(0)
+           .Str("3")
+           .Array(0)
+           .Uint(0)
+           .bytes(),
        "request: threshold must be uint, got str"},
-      // A request of protocol 2 (no columns, no weight), and of protocol 3 before thresholds.
+      // The graph: [] or [corrupt, dropout, k, t, seed bin(32), signature bin(64)].
+      {request()
+           .Uint(1)
+           .Array(0)
+           .Array(0)
+           .Array(2)
+           .Uint(0)
+           .Uint(0)
+           .Uint(0)
+           .Array(5)
+           .Uint(50000)
+           .Uint(100000)
+           .Uint(4)
+           .Uint(3)
+           .Bin(bytes(32))
+           .Uint(0)
+           .bytes(),
+       "request: graph must be empty or an array of 6"},
+      {request()
+           .Uint(1)
+           .Array(0)
+           .Array(0)
+           .Array(2)
+           .Uint(0)
+           .Uint(0)
+           .Uint(0)
+           .Array(6)
+           .Uint(50000)
+           .Uint(100000)
+           .Uint(4)
+           .Uint(3)
+           .Bin(bytes(31))
+           .Bin(signature)
+           .Uint(0)
+           .bytes(),
+       "request: graph: seed must be 32 bytes, got 31"},
+      {request().Uint(1).Array(0).Array(0).Array(2).Uint(0).Uint(0).Uint(0).Nil().Uint(0).bytes(),
+       "request: graph must be array, got nil"},
+      // A request of protocol 2 (no columns, no weight), and of protocol 3 before thresholds
+      // and before neighbourhoods.
       {Pack().Array(7).Uint(kV).Str("request").Uint(5).Uint(1000).Uint(1).Array(0).Uint(0).bytes(),
-       "request: expected 10 fields, got 7"},
+       "request: expected 11 fields, got 7"},
       {Pack()
            .Array(9)
            .Uint(kV)
@@ -567,9 +621,25 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
            .Uint(0)
            .Uint(0)
            .bytes(),
-       "request: expected 10 fields, got 9"},
+       "request: expected 11 fields, got 9"},
       {Pack()
            .Array(10)
+           .Uint(kV)
+           .Str("request")
+           .Uint(5)
+           .Uint(1000)
+           .Uint(1)
+           .Array(0)
+           .Array(0)
+           .Array(2)
+           .Uint(0)
+           .Uint(0)
+           .Uint(0)
+           .Uint(0)
+           .bytes(),
+       "request: expected 11 fields, got 10"},
+      {Pack()
+           .Array(11)
            .Uint(kV)
            .Str("request")
            .Bool(true)
@@ -581,7 +651,7 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
            .bytes(),
        "request: ticket must be uint, got bool"},
       {Pack()
-           .Array(10)
+           .Array(11)
            .Uint(kV)
            .Str("request")
            .Float(5)
@@ -598,7 +668,9 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
        "refuse: reason must be printable ASCII, at most 200 characters"},
       // Batches: a known kind, items of [index, data] of the kind's size, no index twice.
       {batch().Str("masks").Array(0).bytes(),
-       "batch: kind must be \"keys\", \"shares\" or \"confirm\""},
+       "batch: kind must be \"keys\", \"shares\", \"confirm\" or \"survivors\""},
+      {batch().Str("survivors").Array(1).Array(2).Uint(0).Bin(bytes(63)).bytes(),
+       "batch: item 0: data of 63 bytes, a survivors item has 64"},
       {batch().Str("confirm").Array(1).Array(2).Uint(0).Bin(bytes(63)).bytes(),
        "batch: item 0: data of 63 bytes, a confirm item has 64"},
       {batch().Str("shares").Array(1).Array(2).Uint(1).Bin(bytes(64)).bytes(),

@@ -17,6 +17,7 @@
 #include <functional>
 #include <limits>
 #include <msgpack.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -69,7 +70,7 @@ Members Bits(std::string_view flags) {
 }
 
 // An item of `kind` with its one size: keys 128 (cpk || spk || signature), shares 104 (a
-// sealed share), confirm 64 (a signature).
+// sealed share), confirm and survivors 64 (a signature).
 BatchItem Item(BatchKind kind, uint32_t index) {
   const size_t size = kind == BatchKind::kKeys     ? kKeysItemSize
                       : kind == BatchKind::kShares ? kSealedShareSize
@@ -129,6 +130,14 @@ PhaseUpdate TestUpdate(Phase phase, std::vector<std::string> participants = {"al
   return u;
 }
 
+// A neighbourhood round's graph: 5% assumed corrupt, 10% assumed to drop out, degree 4 and
+// threshold 3 (a valid graph for 6 to 10,000 patients), a seed and a signature of distinct bytes.
+Neighbourhood TestGraph() {
+  Neighbourhood g{50'000, 100'000, 4, 3, {}, TestSignature(11)};
+  for (size_t i = 0; i < g.seed.size(); ++i) g.seed[i] = static_cast<uint8_t>(0x30 + 7 * i);
+  return g;
+}
+
 // Builds raw msgpack for malformed inputs the encoder would never produce. Raw messages carry
 // kProtocolVersion unless a test is about the version.
 using Packer = msgpack::packer<msgpack::sbuffer>;
@@ -148,7 +157,8 @@ void Bin(Packer& p, std::span<const uint8_t> b) {
   p.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
 }
 void RoundBin(Packer& p, size_t size) { Bin(p, std::vector<uint8_t>(size, 0x42)); }
-// A round's params after its participants, for a round without columns: no columns, no weight.
+// A round's params after its participants, for a round without columns: no columns, no weight
+// (the threshold and the graph follow).
 void NoColumns(Packer& p) {
   p.pack_array(0);
   p.pack_array(2);
@@ -159,13 +169,28 @@ void NoColumns(Packer& p) {
 void PackSets(Packer& p, const RoundSets& s) {
   for (const Members* m : {&s.joined, &s.shared, &s.masked, &s.confirmed}) Bin(p, MembersBits(*m));
 }
+// The graph element: [] for a full round, else [corrupt, dropout, k, t, seed, signature].
+void PackGraph(Packer& p, const std::optional<Neighbourhood>& graph) {
+  if (!graph) {
+    p.pack_array(0);
+    return;
+  }
+  p.pack_array(6);
+  p.pack_uint32(graph->corrupt_ppm);
+  p.pack_uint32(graph->dropout_ppm);
+  p.pack_uint32(graph->degree);
+  p.pack_uint32(graph->threshold);
+  Bin(p, graph->seed);
+  Bin(p, graph->signature);
+}
 
-// Request with its length (and optionally its threshold) overridable.
+// Request with its length (and optionally its threshold and its graph) overridable.
 std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
                                 const std::vector<std::string>& participants = {"alice"},
-                                const std::function<void(Packer&)>& threshold = nullptr) {
+                                const std::function<void(Packer&)>& threshold = nullptr,
+                                const std::function<void(Packer&)>& graph = nullptr) {
   return Raw([&](Packer& p) {
-    p.pack_array(10);
+    p.pack_array(11);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
@@ -179,16 +204,22 @@ std::vector<uint8_t> RawRequest(const std::function<void(Packer&)>& length,
     } else {
       p.pack_uint32(0);
     }
+    if (graph) {
+      graph(p);
+    } else {
+      p.pack_array(0);  // a full round
+    }
     p.pack_uint32(0);  // deadline_ms
   });
 }
 
-// PhaseUpdate `u` packed field by field, with its four sets (and optionally deadline_ms)
-// overridable.
+// PhaseUpdate `u` packed field by field, with its four sets (and optionally deadline_ms and the
+// graph) overridable.
 std::vector<uint8_t> RawPhase(const PhaseUpdate& u, const std::function<void(Packer&)>& sets,
-                              const std::function<void(Packer&)>& deadline = nullptr) {
+                              const std::function<void(Packer&)>& deadline = nullptr,
+                              const std::function<void(Packer&)>& graph = nullptr) {
   return Raw([&](Packer& p) {
-    p.pack_array(19);
+    p.pack_array(20);
     p.pack_uint32(kProtocolVersion);
     Str(p, "phase");
     Bin(p, u.round);
@@ -202,6 +233,11 @@ std::vector<uint8_t> RawPhase(const PhaseUpdate& u, const std::function<void(Pac
     for (const auto& n : u.params.participants) Str(p, n);
     NoColumns(p);
     p.pack_uint32(u.params.threshold);
+    if (graph) {
+      graph(p);
+    } else {
+      PackGraph(p, u.params.graph);
+    }
     sets(p);
     if (deadline) {
       deadline(p);
@@ -298,8 +334,23 @@ TEST(SchemaDecode, RequestTicketIsReadFromARequestThatDoesNotDecode) {
     NoColumns(p);
     p.pack_uint32(0);
   });
-  EXPECT_EQ(DecodeError(no_threshold), "request: expected 10 fields, got 9");
+  EXPECT_EQ(DecodeError(no_threshold), "request: expected 11 fields, got 9");
   EXPECT_EQ(RequestTicket(no_threshold), 78u);
+  // So is one from before neighbourhoods (10 fields: a threshold, no graph).
+  std::vector<uint8_t> no_graph = Raw([](Packer& p) {
+    p.pack_array(10);
+    p.pack_uint32(kProtocolVersion);
+    Str(p, "request");
+    p.pack_uint64(79);
+    p.pack_uint64(100);
+    p.pack_uint32(1);
+    p.pack_array(0);
+    NoColumns(p);
+    p.pack_uint32(0);
+    p.pack_uint32(0);
+  });
+  EXPECT_EQ(DecodeError(no_graph), "request: expected 11 fields, got 10");
+  EXPECT_EQ(RequestTicket(no_graph), 79u);
   EXPECT_EQ(RequestTicket(Encode(TestJoin())), std::nullopt);
   EXPECT_EQ(RequestTicket(Encode(TestBatch(BatchKind::kShares))), std::nullopt);
   EXPECT_EQ(RequestTicket(std::vector<uint8_t>{0x93, 0x02, 0xa7, 'r', 'e', 'q', 'u', 'e', 's', 't',
@@ -424,6 +475,71 @@ TEST(SchemaRoundTrip, PhaseUpdateEveryPhaseWithItsSets) {
   ninth.sets.joined = Bits("000000001");
   ExpectRoundTrip(ninth);
   EXPECT_EQ(MembersBits(ninth.sets.joined), (std::vector<uint8_t>{0x00, 0x01}));
+}
+
+// A neighbourhood round's request and phase updates carry its graph whole: every field decodes
+// to what was sent and is on the wire (a graph with any field changed is another message).
+TEST(SchemaRoundTrip, RequestAndPhaseUpdatesWithAGraphRoundTripExactly) {
+  const std::vector<std::string> six = {"p0", "p1", "p2", "p3", "p4", "p5"};
+  const Request r{9, {"", 10, 1, six, {}, {}, SafeThreshold(6), TestGraph()}, 2500};
+  ExpectRoundTrip(r);
+  Result<Message> back = Decode(Encode(r));
+  ASSERT_TRUE(back.ok()) << back.message();
+  const std::optional<Neighbourhood>& graph = std::get<Request>(*back).params.graph;
+  ASSERT_TRUE(graph.has_value());
+  EXPECT_EQ(*graph, TestGraph());
+  // The same request for a full round is another message, and so is one with any field of the
+  // graph changed; each round-trips.
+  Request full = r;
+  full.params.graph.reset();
+  EXPECT_NE(Encode(full), Encode(r));
+  ExpectRoundTrip(full);
+  const std::vector<std::function<void(Neighbourhood&)>> changes = {
+      [](Neighbourhood& g) { g.corrupt_ppm = 999'999; },
+      [](Neighbourhood& g) { g.dropout_ppm = 0; },
+      [](Neighbourhood& g) { g.degree = 2; },
+      [](Neighbourhood& g) { g.threshold = 4; },
+      [](Neighbourhood& g) { g.seed[31] ^= 1; },
+      [](Neighbourhood& g) { g.signature[0] ^= 0x80; },
+      // The decoder takes any u32 (CheckRoundParams judges the values).
+      [](Neighbourhood& g) { g.corrupt_ppm = g.dropout_ppm = g.degree = g.threshold = UINT32_MAX; },
+  };
+  for (size_t i = 0; i < changes.size(); ++i) {
+    Request other = r;
+    changes[i](*other.params.graph);
+    EXPECT_NE(Encode(other), Encode(r)) << i;
+    ExpectRoundTrip(other);
+  }
+  // A neighbourhood round's phase updates, each with the sets of its phase: always a confirm
+  // phase (by the hospital), U4 = U3.
+  const Members all(6, true);
+  Members survivors = all;
+  survivors[5] = false;
+  const std::vector<std::pair<Phase, RoundSets>> phases = {
+      {Phase::kOpen, {}},
+      {Phase::kShare, {all, {}, {}, {}}},
+      {Phase::kMask, {all, all, {}, {}}},
+      {Phase::kConfirm, {all, all, survivors, {}}},
+      {Phase::kConfirm, {all, all, all, {}}},  // nobody dropped: still confirmed
+      {Phase::kUnmask, {all, all, survivors, survivors}},
+      {Phase::kDone, {all, all, all, all}},
+      {Phase::kAbort, {all, survivors, {}, {}}},
+  };
+  for (const auto& [phase, sets] : phases) {
+    const PhaseUpdate u{TestRound(),
+                        phase,
+                        1ull << 40,
+                        77,
+                        {"hospital", 10, 1, six, {}, {}, SafeThreshold(6), TestGraph()},
+                        sets,
+                        15000,
+                        phase == Phase::kAbort ? "p5 did not send a masked input" : ""};
+    EXPECT_TRUE(CheckSets(u).ok()) << PhaseName(phase) << ": " << CheckSets(u).message();
+    ExpectRoundTrip(u);
+    PhaseUpdate full_round = u;
+    full_round.params.graph.reset();
+    EXPECT_NE(Encode(full_round), Encode(u));
+  }
 }
 
 TEST(SchemaRoundTrip, Notice) {
@@ -756,16 +872,17 @@ TEST(SchemaWire, PhaseUpdateBytesArePinned) {
                 {Bits("11"), Bits("11"), {}, {}},
                 10,
                 ""};
-  // array16(19), 3, "phase", round, "mask", seq, ticket, hospital, range, length,
-  // participants, columns (none: fixarray 0), weight (fixarray [0, 0]), threshold, then the
-  // four sets, each a bin of ceil(2/8) = 1 byte or empty (c4 00), deadline_ms, reason.
-  std::vector<uint8_t> expected = {0xdc, 0x00, 0x13, 0x03, 0xa5, 'p',
+  // array16(20), 3, "phase", round, "mask", seq, ticket, hospital, range, length,
+  // participants, columns (none: fixarray 0), weight (fixarray [0, 0]), threshold, graph (a
+  // full round: fixarray 0), then the four sets, each a bin of ceil(2/8) = 1 byte or empty
+  // (c4 00), deadline_ms, reason.
+  std::vector<uint8_t> expected = {0xdc, 0x00, 0x14, 0x03, 0xa5, 'p',
                                    'h',  'a',  's',  'e',  0xc4, 0x10};
   for (uint8_t x : round) expected.push_back(x);
   expected.insert(expected.end(),
-                  {0xa4, 'm',  'a',  's',  'k',  0x01, 0x02, 0xa1, 'h',  0x03, 0x01,
-                   0x92, 0xa1, 'a',  0xa1, 'b',  0x90, 0x92, 0x00, 0x00, 0x02, 0xc4,
-                   0x01, 0x03, 0xc4, 0x01, 0x03, 0xc4, 0x00, 0xc4, 0x00, 0x0a, 0xa0});
+                  {0xa4, 'm',  'a',  's',  'k',  0x01, 0x02, 0xa1, 'h',  0x03, 0x01, 0x92,
+                   0xa1, 'a',  0xa1, 'b',  0x90, 0x92, 0x00, 0x00, 0x02, 0x90, 0xc4, 0x01,
+                   0x03, 0xc4, 0x01, 0x03, 0xc4, 0x00, 0xc4, 0x00, 0x0a, 0xa0});
   EXPECT_EQ(Encode(u), expected);
   Result<Message> back = Decode(expected);
   ASSERT_TRUE(back.ok()) << back.message();
@@ -774,11 +891,11 @@ TEST(SchemaWire, PhaseUpdateBytesArePinned) {
   // In the open phase every set is an empty bin (c4 00), not absent.
   u.phase = Phase::kOpen;
   u.sets = {};
-  std::vector<uint8_t> open = {0xdc, 0x00, 0x13, 0x03, 0xa5, 'p', 'h', 'a', 's', 'e', 0xc4, 0x10};
+  std::vector<uint8_t> open = {0xdc, 0x00, 0x14, 0x03, 0xa5, 'p', 'h', 'a', 's', 'e', 0xc4, 0x10};
   for (uint8_t x : round) open.push_back(x);
   open.insert(open.end(), {0xa4, 'o',  'p',  'e',  'n',  0x01, 0x02, 0xa1, 'h',  0x03, 0x01,
-                           0x92, 0xa1, 'a',  0xa1, 'b',  0x90, 0x92, 0x00, 0x00, 0x02, 0xc4,
-                           0x00, 0xc4, 0x00, 0xc4, 0x00, 0xc4, 0x00, 0x0a, 0xa0});
+                           0x92, 0xa1, 'a',  0xa1, 'b',  0x90, 0x92, 0x00, 0x00, 0x02, 0x90,
+                           0xc4, 0x00, 0xc4, 0x00, 0xc4, 0x00, 0xc4, 0x00, 0x0a, 0xa0});
   EXPECT_EQ(Encode(u), open);
 }
 
@@ -816,13 +933,14 @@ TEST(SchemaWire, BatchBytesArePinned) {
   EXPECT_TRUE(std::equal(keys_item.rbegin(), keys_item.rend(), one_key_bytes.rbegin()));
 }
 
-// [3, "request", ticket, range, length, participants, columns, weight, threshold, deadline_ms]:
-// the threshold after the weight, a fixint for small values.
+// [3, "request", ticket, range, length, participants, columns, weight, threshold, graph,
+// deadline_ms]: the threshold after the weight, a fixint for small values, then the graph (a
+// full round: fixarray 0).
 TEST(SchemaWire, RequestBytesArePinned) {
   const Request r{5, {"", 100, 1, {"a", "b"}, {}, {}, 2}, 0};
-  const std::vector<uint8_t> expected = {0x9a, 0x03, 0xa7, 'r',  'e',  'q',  'u',  'e',
-                                         's',  't',  0x05, 0x64, 0x01, 0x92, 0xa1, 'a',
-                                         0xa1, 'b',  0x90, 0x92, 0x00, 0x00, 0x02, 0x00};
+  const std::vector<uint8_t> expected = {0x9b, 0x03, 0xa7, 'r',  'e',  'q',  'u', 'e',  's',
+                                         't',  0x05, 0x64, 0x01, 0x92, 0xa1, 'a', 0xa1, 'b',
+                                         0x90, 0x92, 0x00, 0x00, 0x02, 0x90, 0x00};
   EXPECT_EQ(Encode(r), expected);
   Result<Message> back = Decode(expected);
   ASSERT_TRUE(back.ok()) << back.message();
@@ -834,6 +952,79 @@ TEST(SchemaWire, NoticeBytesArePinned) {
   const std::vector<uint8_t> expected = {0x94, 0x03, 0xa6, 'n',  'o',  't', 'i',
                                          'c',  'e',  0xcc, 0xc8, 0xa2, 'n', 'o'};
   EXPECT_EQ(Encode(Notice{200, "no"}), expected);
+}
+
+// A graph on the wire: [corrupt, dropout, k, t, seed bin8(32), signature bin8(64)], each
+// integer in its smallest encoding, between the threshold and deadline_ms.
+TEST(SchemaWire, RequestWithAGraphBytesArePinned) {
+  const Request r{5, {"", 100, 1, {"a", "b"}, {}, {}, 2, TestGraph()}, 0};
+  std::vector<uint8_t> expected = {0x9b, 0x03, 0xa7, 'r',  'e',  'q',  'u',  'e',
+                                   's',  't',  0x05, 0x64, 0x01, 0x92, 0xa1, 'a',
+                                   0xa1, 'b',  0x90, 0x92, 0x00, 0x00, 0x02};
+  // fixarray(6), 50,000 (uint16), 100,000 (uint32), 4, 3.
+  expected.insert(expected.end(),
+                  {0x96, 0xcd, 0xc3, 0x50, 0xce, 0x00, 0x01, 0x86, 0xa0, 0x04, 0x03, 0xc4, 0x20});
+  const Neighbourhood g = TestGraph();
+  expected.insert(expected.end(), g.seed.begin(), g.seed.end());
+  expected.insert(expected.end(), {0xc4, 0x40});
+  expected.insert(expected.end(), g.signature.begin(), g.signature.end());
+  expected.push_back(0x00);  // deadline_ms
+  EXPECT_EQ(Encode(r), expected);
+  Result<Message> back = Decode(expected);
+  ASSERT_TRUE(back.ok()) << back.message();
+  EXPECT_EQ(std::get<Request>(*back), r);
+}
+
+// The examples of schema/PROTOCOL.md ("Encoding"), byte for byte: the Request (39 bytes), the
+// mask phase of its round (85 bytes) and a confirm batch (103 bytes).
+TEST(SchemaWire, TheProtocolDocumentsExamplesAreExact) {
+  RoundId round{};
+  for (size_t i = 0; i < round.size(); ++i) round[i] = static_cast<uint8_t>(i);
+  const std::vector<std::string> names = {"alice", "bob", "carol"};
+  const std::vector<uint8_t> participants = {0x93, 0xa5, 'a',  'l', 'i', 'c', 'e', 0xa3, 'b',
+                                             'o',  'b',  0xa5, 'c', 'a', 'r', 'o', 'l'};
+  const Request request{7, {"", 1000, 1, names, {}, {}, 3}, 0};
+  std::vector<uint8_t> request_bytes = {0x9b, 0x03, 0xa7, 'r',  'e',  'q',  'u', 'e',
+                                        's',  't',  0x07, 0xcd, 0x03, 0xe8, 0x01};
+  request_bytes.insert(request_bytes.end(), participants.begin(), participants.end());
+  request_bytes.insert(request_bytes.end(), {0x90, 0x92, 0x00, 0x00, 0x03, 0x90, 0x00});
+  ASSERT_EQ(request_bytes.size(), 39u);
+  EXPECT_EQ(Encode(request), request_bytes);
+  Result<Message> back = Decode(request_bytes);
+  ASSERT_TRUE(back.ok()) << back.message();
+  EXPECT_EQ(std::get<Request>(*back), request);
+
+  const PhaseUpdate mask{round,
+                         Phase::kMask,
+                         3,
+                         7,
+                         {"hospital", 1000, 1, names, {}, {}, 3},
+                         {Bits("111"), Bits("111"), {}, {}},
+                         10000,
+                         ""};
+  std::vector<uint8_t> mask_bytes = {0xdc, 0x00, 0x14, 0x03, 0xa5, 'p',
+                                     'h',  'a',  's',  'e',  0xc4, 0x10};
+  mask_bytes.insert(mask_bytes.end(), round.begin(), round.end());
+  mask_bytes.insert(mask_bytes.end(), {0xa4, 'm', 'a', 's', 'k', 0x03, 0x07, 0xa8, 'h',  'o',
+                                       's',  'p', 'i', 't', 'a', 'l',  0xcd, 0x03, 0xe8, 0x01});
+  mask_bytes.insert(mask_bytes.end(), participants.begin(), participants.end());
+  mask_bytes.insert(mask_bytes.end(), {0x90, 0x92, 0x00, 0x00, 0x03, 0x90, 0xc4, 0x01, 0x07, 0xc4,
+                                       0x01, 0x07, 0xc4, 0x00, 0xc4, 0x00, 0xcd, 0x27, 0x10, 0xa0});
+  ASSERT_EQ(mask_bytes.size(), 85u);
+  EXPECT_EQ(Encode(mask), mask_bytes);
+  back = Decode(mask_bytes);
+  ASSERT_TRUE(back.ok()) << back.message();
+  EXPECT_EQ(std::get<PhaseUpdate>(*back), mask);
+
+  const Batch confirm{
+      round, BatchKind::kConfirm, {{2, std::vector<uint8_t>(kSignatureSize, 0x44)}}};
+  std::vector<uint8_t> confirm_bytes = {0x95, 0x03, 0xa5, 'b', 'a', 't', 'c', 'h', 0xc4, 0x10};
+  confirm_bytes.insert(confirm_bytes.end(), round.begin(), round.end());
+  confirm_bytes.insert(confirm_bytes.end(),
+                       {0xa7, 'c', 'o', 'n', 'f', 'i', 'r', 'm', 0x91, 0x92, 0x02, 0xc4, 0x40});
+  confirm_bytes.insert(confirm_bytes.end(), kSignatureSize, 0x44);
+  ASSERT_EQ(confirm_bytes.size(), 103u);
+  EXPECT_EQ(Encode(confirm), confirm_bytes);
 }
 
 // ---- Malformed messages --------------------------------------------------------------------
@@ -938,7 +1129,7 @@ TEST(SchemaDecode, ProtocolThreeBeforeDropoutsRefusedByItsShape) {
     p.pack_uint32(500);
     Str(p, "");
   });
-  EXPECT_EQ(DecodeError(phase_with_nonces), "phase: expected 19 fields, got 15");
+  EXPECT_EQ(DecodeError(phase_with_nonces), "phase: expected 20 fields, got 15");
   // The "sum" phase in today's shape.
   std::vector<uint8_t> sum = Encode(TestUpdate(Phase::kMask));
   const std::string s(sum.begin(), sum.end());
@@ -1013,15 +1204,16 @@ TEST(SchemaDecode, MissingField) {
     RoundBin(p, 32);
   });
   EXPECT_EQ(DecodeError(no_signature), "join: expected 6 fields, got 5");
-  // A phase update without its confirmed set (18 fields).
+  // A phase update without its confirmed set (19 fields).
   const PhaseUpdate u = TestUpdate(Phase::kMask);
   std::vector<uint8_t> no_confirmed = RawPhase(u, [&](Packer& p) {
     Bin(p, MembersBits(u.sets.joined));
     Bin(p, MembersBits(u.sets.shared));
     Bin(p, {});
   });
-  no_confirmed[2] = 18;  // array16 length
-  EXPECT_EQ(DecodeError(no_confirmed), "phase: expected 19 fields, got 18");
+  ASSERT_EQ(no_confirmed[2], 20);
+  no_confirmed[2] = 19;  // array16 length
+  EXPECT_EQ(DecodeError(no_confirmed), "phase: expected 20 fields, got 19");
   const std::vector<uint8_t> envelope = Raw([](Packer& p) {
     p.pack_array(6);
     p.pack_uint32(kProtocolVersion);
@@ -1046,8 +1238,8 @@ TEST(SchemaDecode, MissingField) {
 // read (the fields here are all nil).
 TEST(SchemaDecode, EveryTypeWithAWrongFieldCount) {
   const std::vector<std::pair<std::string, size_t>> shapes = {
-      {"request", 10}, {"join", 6},   {"refuse", 4}, {"envelope", 7},
-      {"ack", 3},      {"phase", 19}, {"notice", 4}, {"batch", 5}};
+      {"request", 11}, {"join", 6},   {"refuse", 4}, {"envelope", 7},
+      {"ack", 3},      {"phase", 20}, {"notice", 4}, {"batch", 5}};
   for (const auto& [type, fields] : shapes) {
     for (size_t count : {fields - 1, fields + 1, size_t{2}}) {
       const std::vector<uint8_t> bytes = Raw([&, count](Packer& p) {
@@ -1110,7 +1302,7 @@ TEST(SchemaDecode, WrongFieldType) {
   float_length.insert(float_length.erase(nil), f64.begin(), f64.end());
   EXPECT_EQ(DecodeError(float_length), "request: length must be uint, got float");
   const std::vector<uint8_t> int_participant = Raw([](Packer& p) {
-    p.pack_array(10);
+    p.pack_array(11);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
@@ -1120,6 +1312,7 @@ TEST(SchemaDecode, WrongFieldType) {
     p.pack_uint32(3);
     NoColumns(p);
     p.pack_uint32(0);
+    p.pack_array(0);
     p.pack_uint32(0);
   });
   EXPECT_EQ(DecodeError(int_participant), "request: participants must hold str, got uint");
@@ -1407,6 +1600,120 @@ TEST(SchemaDecode, InvalidName) {
   EXPECT_TRUE(ValidName("0-9_az"));
 }
 
+// The graph element is [] or exactly [corrupt u32, dropout u32, k u32, t u32, seed bin(32),
+// signature bin(64)]; each refusal says which field, in a request, a phase update and a header
+// alike (they share the decoding).
+TEST(SchemaDecode, TheGraphIsEmptyOrSixFieldsOfExactTypesAndSizes) {
+  // [corrupt, dropout, k, t, seed, signature] with one of them packed by `field` instead.
+  auto graph = [](int which, const std::function<void(Packer&)>& field) {
+    return [which, field](Packer& p) {
+      p.pack_array(6);
+      const Neighbourhood g = TestGraph();
+      const std::function<void(Packer&)> fields[] = {
+          [&](Packer& q) { q.pack_uint32(g.corrupt_ppm); },
+          [&](Packer& q) { q.pack_uint32(g.dropout_ppm); },
+          [&](Packer& q) { q.pack_uint32(g.degree); },
+          [&](Packer& q) { q.pack_uint32(g.threshold); },
+          [&](Packer& q) { Bin(q, g.seed); },
+          [&](Packer& q) { Bin(q, g.signature); }};
+      for (int i = 0; i < 6; ++i) (i == which ? field : fields[i])(p);
+    };
+  };
+  auto request = [](const std::function<void(Packer&)>& g) {
+    return RawRequest([](Packer& p) { p.pack_uint32(1); }, {"alice"}, nullptr, g);
+  };
+  // Unchanged, it decodes to TestGraph().
+  Result<Message> ok = Decode(request(graph(-1, nullptr)));
+  ASSERT_TRUE(ok.ok()) << ok.message();
+  EXPECT_EQ(std::get<Request>(*ok).params.graph, TestGraph());
+  const auto u32 = [](uint64_t v) { return [v](Packer& p) { p.pack_uint64(v); }; };
+  const auto bin = [](size_t n) { return [n](Packer& p) { RoundBin(p, n); }; };
+  const std::vector<std::pair<std::vector<uint8_t>, std::string>> cases = {
+      // Its length: 0 or 6.
+      {request([](Packer& p) {
+         p.pack_array(5);
+         for (int i = 0; i < 4; ++i) p.pack_uint32(4);
+         RoundBin(p, 32);
+       }),
+       "request: graph must be empty or an array of 6"},
+      {request([](Packer& p) {
+         p.pack_array(1);
+         p.pack_uint32(4);
+       }),
+       "request: graph must be empty or an array of 6"},
+      {request([&](Packer& p) {
+         p.pack_array(7);
+         for (int i = 0; i < 4; ++i) p.pack_uint32(4);
+         RoundBin(p, 32);
+         RoundBin(p, 64);
+         p.pack_nil();
+       }),
+       "request: graph must be empty or an array of 6"},
+      // Its type: an array, never nil, a bin or a str.
+      {request([](Packer& p) { p.pack_nil(); }), "request: graph must be array, got nil"},
+      {request([](Packer& p) { RoundBin(p, 6); }), "request: graph must be array, got bin"},
+      {request([](Packer& p) { Str(p, ""); }), "request: graph must be array, got str"},
+      // Its numbers: u32, never negative, never above 2^32 - 1, never a str.
+      {request(graph(2, [](Packer& p) { p.pack_int32(-4); })),
+       "request: graph: k must be uint, got negative int"},
+      {request(graph(2, u32(uint64_t{1} << 32))),
+       "request: graph: k 4294967296 does not fit in u32"},
+      {request(graph(3, u32(uint64_t{1} << 32))),
+       "request: graph: t 4294967296 does not fit in u32"},
+      {request(graph(3, [](Packer& p) { p.pack_int32(-1); })),
+       "request: graph: t must be uint, got negative int"},
+      {request(graph(0, [](Packer& p) { Str(p, "0.05"); })),
+       "request: graph: corrupt must be uint, got str"},
+      {request(graph(1, u32(UINT64_MAX))),
+       "request: graph: dropout 18446744073709551615 does not fit in u32"},
+      // The seed: a bin of exactly 32 bytes; the signature: a bin of exactly 64.
+      {request(graph(4, bin(31))), "request: graph: seed must be 32 bytes, got 31"},
+      {request(graph(4, bin(33))), "request: graph: seed must be 32 bytes, got 33"},
+      {request(graph(4, bin(0))), "request: graph: seed must be 32 bytes, got 0"},
+      {request(graph(4, [](Packer& p) { Str(p, std::string(32, 's')); })),
+       "request: graph: seed must be bin, got str"},
+      {request(graph(5, bin(63))), "request: graph: signature must be 64 bytes, got 63"},
+      {request(graph(5, bin(65))), "request: graph: signature must be 64 bytes, got 65"},
+      {request(graph(5, bin(32))), "request: graph: signature must be 64 bytes, got 32"},
+      {request(graph(5, [](Packer& p) { p.pack_nil(); })),
+       "request: graph: signature must be bin, got nil"},
+      // A seed is one bin, not an array; and nothing nests deeper than a column does.
+      {request(graph(4,
+                     [](Packer& p) {
+                       p.pack_array(1);
+                       RoundBin(p, 32);
+                     })),
+       "request: graph: seed must be bin, got array"},
+      {request(graph(4,
+                     [](Packer& p) {
+                       p.pack_array(1);
+                       p.pack_array(1);
+                       RoundBin(p, 32);
+                     })),
+       "msgpack nesting too deep"},
+      // A phase update's graph, by the same rules.
+      {RawPhase(
+           TestUpdate(Phase::kOpen), [](Packer& p) { PackSets(p, {}); }, nullptr,
+           graph(4, bin(31))),
+       "phase: graph: seed must be 32 bytes, got 31"},
+      {RawPhase(
+           TestUpdate(Phase::kOpen), [](Packer& p) { PackSets(p, {}); }, nullptr,
+           [](Packer& p) {
+             p.pack_array(5);
+             for (int i = 0; i < 5; ++i) p.pack_uint32(2);
+           }),
+       "phase: graph must be empty or an array of 6"},
+  };
+  for (const auto& [bytes, error] : cases) EXPECT_EQ(DecodeError(bytes), error);
+  // A phase update from before neighbourhoods (19 fields: no graph) is refused by its count.
+  const PhaseUpdate u = TestUpdate(Phase::kMask);
+  std::vector<uint8_t> no_graph = RawPhase(
+      u, [&](Packer& p) { PackSets(p, u.sets); }, nullptr, [](Packer&) {});
+  ASSERT_EQ(no_graph[2], 20);
+  no_graph[2] = 19;
+  EXPECT_EQ(DecodeError(no_graph), "phase: expected 20 fields, got 19");
+}
+
 TEST(SchemaDecode, DuplicateParticipant) {
   EXPECT_EQ(DecodeError(Encode(Request{1, {"", 2, 3, {"alice", "bob", "alice"}}, 0})),
             "request: duplicate name \"alice\" in participants");
@@ -1421,15 +1728,19 @@ TEST(SchemaDecode, DuplicateParticipant) {
 
 TEST(SchemaBatch, EveryRefusalWithItsReason) {
   const auto keys = RawItem(1, kKeysItemSize);
+  const std::string kKindError =
+      "batch: kind must be \"keys\", \"shares\", \"confirm\" or \"survivors\"";
   struct Case {
     std::vector<uint8_t> bytes;
     std::string error;
   };
   const std::vector<Case> cases = {
-      // The kind: only the three names.
-      {RawBatch("key", {keys}), "batch: kind must be \"keys\", \"shares\" or \"confirm\""},
-      {RawBatch("partial", {keys}), "batch: kind must be \"keys\", \"shares\" or \"confirm\""},
-      {RawBatch("", {}), "batch: kind must be \"keys\", \"shares\" or \"confirm\""},
+      // The kind: only the four names.
+      {RawBatch("key", {keys}), kKindError},
+      {RawBatch("partial", {keys}), kKindError},
+      {RawBatch("", {}), kKindError},
+      {RawBatch("survivor", {}), kKindError},
+      {RawBatch("Survivors", {}), kKindError},
       // The shape of an item: an array of [index, data].
       {RawBatch("keys", {[](Packer& p) { RoundBin(p, kKeysItemSize); }}),
        "batch: item 0 must be an array of 2"},
@@ -1490,7 +1801,7 @@ TEST(SchemaBatch, EveryRefusalWithItsReason) {
        "batch: item 2: data of 96 bytes, a keys item has 128"},
       // Indices: a participant's position, each once.
       {RawBatch("confirm", {RawItem(kMaxParticipants, 64)}),
-       "batch: item 0: index 1000 beyond the participants"},
+       "batch: item 0: index 10000 beyond the participants"},
       {RawBatch("confirm", {RawItem(0, 64), RawItem(UINT32_MAX, 64)}),
        "batch: item 1: index 4294967295 beyond the participants"},
       {RawBatch("confirm", {RawItem(3, 64), RawItem(1, 64), RawItem(3, 64)}),
@@ -1536,6 +1847,37 @@ TEST(SchemaBatch, EveryRefusalWithItsReason) {
                                    RoundBin(p, kKeysItemSize);
                                  }})),
             "msgpack nesting too deep");
+}
+
+// A survivors batch (the hospital's signature on a neighbourhood round's survivors) decodes
+// under its wire name, with items of exactly 64 bytes.
+TEST(SchemaBatch, ASurvivorsBatchDecodesWithItemsOf64Bytes) {
+  EXPECT_EQ(BatchKindName(BatchKind::kSurvivors), "survivors");
+  const Signature sig = TestSignature(4);
+  const Batch survivors{
+      TestRound(), BatchKind::kSurvivors, {{0, std::vector<uint8_t>(sig.begin(), sig.end())}}};
+  ExpectRoundTrip(survivors);
+  ExpectRoundTrip(Batch{TestRound(), BatchKind::kSurvivors, {}});
+  ExpectRoundTrip(TestBatch(BatchKind::kSurvivors, {0, 9999}));
+  // "survivors" (fixstr 9), [[0, bin8(64)]].
+  std::vector<uint8_t> tail = {0xa9, 's', 'u',  'r',  'v',  'i',  'v', 'o',
+                               'r',  's', 0x91, 0x92, 0x00, 0xc4, 0x40};
+  tail.insert(tail.end(), sig.begin(), sig.end());
+  const std::vector<uint8_t> bytes = Encode(survivors);
+  ASSERT_EQ(bytes.size(), 10u + 16 + tail.size());
+  EXPECT_TRUE(std::equal(tail.rbegin(), tail.rend(), bytes.rbegin()));
+  Result<Message> raw = Decode(RawBatch("survivors", {RawItem(0, kSignatureSize)}));
+  ASSERT_TRUE(raw.ok()) << raw.message();
+  EXPECT_EQ(std::get<Batch>(*raw).kind, BatchKind::kSurvivors);
+  ASSERT_EQ(std::get<Batch>(*raw).items.size(), 1u);
+  EXPECT_EQ(std::get<Batch>(*raw).items[0].data.size(), 64u);
+  for (size_t size :
+       {size_t{0}, size_t{32}, size_t{63}, size_t{65}, kSealedShareSize, kKeysItemSize}) {
+    EXPECT_EQ(DecodeError(RawBatch("survivors", {RawItem(0, size)})),
+              "batch: item 0: data of " + std::to_string(size) + " bytes, a survivors item has 64");
+  }
+  EXPECT_EQ(DecodeError(RawBatch("survivors", {RawItem(0, 64), RawItem(0, 64)})),
+            "batch: index 0 twice");
 }
 
 TEST(SchemaDecode, BadReasonChars) {
@@ -1623,17 +1965,17 @@ TEST(SchemaDecode, TooManyParticipants) {
   Request big{1, {"", 2, 3, {}}, 0};
   for (size_t i = 0; i <= kMaxParticipants; ++i)
     big.params.participants.push_back("p" + std::to_string(i));
-  EXPECT_EQ(DecodeError(Encode(big)), "msgpack array longer than the limit of 1000 elements");
+  EXPECT_EQ(DecodeError(Encode(big)), "msgpack array longer than the limit of 10000 elements");
   std::vector<uint32_t> indices;
   for (uint32_t i = 0; i <= kMaxParticipants; ++i) indices.push_back(i);
   EXPECT_EQ(DecodeError(Encode(TestBatch(BatchKind::kConfirm, indices))),
-            "msgpack array longer than the limit of 1000 elements");
+            "msgpack array longer than the limit of 10000 elements");
 }
 
 TEST(SchemaDecode, NestingAndMapsAndExtRejected) {
   // Columns are the deepest a message goes (message, columns, a column): one more is refused.
   const std::vector<uint8_t> nested = Raw([](Packer& p) {
-    p.pack_array(10);
+    p.pack_array(11);
     p.pack_uint32(kProtocolVersion);
     Str(p, "request");
     p.pack_uint64(5);
@@ -1655,7 +1997,7 @@ TEST(SchemaDecode, NestingAndMapsAndExtRejected) {
 TEST(SchemaDecode, HugeDeclaredSizesDoNotAllocate) {
   // array32 / str32 / bin32 headers claiming ~4 GiB in a few bytes.
   const std::vector<uint8_t> array = {0xdd, 0xff, 0xff, 0xff, 0xff};
-  EXPECT_EQ(DecodeError(array), "msgpack array longer than the limit of 1000 elements");
+  EXPECT_EQ(DecodeError(array), "msgpack array longer than the limit of 10000 elements");
   // msgpack-c waits for a str/bin body before checking its size: without the body this is
   // just truncated, and nothing was allocated.
   const std::vector<uint8_t> str = {0x92, 0x02, 0xdb, 0xff, 0xff, 0xff, 0xff};
@@ -1666,7 +2008,7 @@ TEST(SchemaDecode, HugeDeclaredSizesDoNotAllocate) {
   std::vector<uint8_t> items = Encode(Batch{TestRound(), BatchKind::kKeys, {}});
   items.back() = 0xdd;
   items.insert(items.end(), {0xff, 0xff, 0xff, 0xff});
-  EXPECT_EQ(DecodeError(items), "msgpack array longer than the limit of 1000 elements");
+  EXPECT_EQ(DecodeError(items), "msgpack array longer than the limit of 10000 elements");
 }
 
 TEST(SchemaDecode, OverlongStrRejectedByTheDecoderLimit) {
@@ -1945,6 +2287,104 @@ TEST(SchemaThreshold, CheckRoundParamsRefusesAThresholdOutsideTheSafeRange) {
   columns.columns[0].lower = 300;
   EXPECT_EQ(CheckRoundParams(columns).message(),
             "column bp: lower bound 300 is above upper bound 200");
+}
+
+std::vector<std::string> Patients(size_t n) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < n; ++i) names.push_back("p" + std::to_string(i));
+  return names;
+}
+
+// A graph has rates below 10^6 ppm, an even degree k in [2, n - 2] and a threshold t in [2, k];
+// it does not lower T. A full round has at most 1000 patients; a larger one needs a graph.
+TEST(SchemaThreshold, CheckRoundParamsChecksTheGraphAndTheSizeOfAFullRound) {
+  RoundParams p{"hospital", 100, 1, Patients(10), {}, {}, 7, TestGraph()};
+  EXPECT_TRUE(CheckRoundParams(p).ok()) << CheckRoundParams(p).message();
+  auto with = [&](const std::function<void(Neighbourhood&)>& change) {
+    RoundParams q = p;
+    change(*q.graph);
+    return CheckRoundParams(q);
+  };
+  // The degree: even, at least 2, at most n - 2.
+  for (uint32_t k : {2u, 4u, 6u, 8u}) {
+    const Status s = with([k](Neighbourhood& g) {
+      g.degree = k;
+      g.threshold = 2;
+    });
+    EXPECT_TRUE(s.ok()) << k << ": " << s.message();
+  }
+  EXPECT_EQ(with([](Neighbourhood& g) { g.degree = 3; }).message(),
+            "the graph's degree 3 must be even, at least 2 and at most 8 for 10 patients");
+  EXPECT_EQ(with([](Neighbourhood& g) { g.degree = 5; }).message(),
+            "the graph's degree 5 must be even, at least 2 and at most 8 for 10 patients");
+  EXPECT_EQ(with([](Neighbourhood& g) { g.degree = 0; }).message(),
+            "the graph's degree 0 must be even, at least 2 and at most 8 for 10 patients");
+  EXPECT_EQ(with([](Neighbourhood& g) { g.degree = 10; }).message(),
+            "the graph's degree 10 must be even, at least 2 and at most 8 for 10 patients");
+  // n - 1 (even for 11 patients) is refused, n - 3 = 8 is the largest even degree.
+  RoundParams eleven{"hospital", 100, 1, Patients(11), {}, {}, SafeThreshold(11), TestGraph()};
+  eleven.graph->degree = 10;
+  EXPECT_EQ(CheckRoundParams(eleven).message(),
+            "the graph's degree 10 must be even, at least 2 and at most 9 for 11 patients");
+  eleven.graph->degree = 8;
+  EXPECT_TRUE(CheckRoundParams(eleven).ok()) << CheckRoundParams(eleven).message();
+  // Too few patients for any graph: 3 leave no even degree in [2, 1].
+  RoundParams three{"hospital", 100, 1, Patients(3), {}, {}, 3, TestGraph()};
+  three.graph->degree = 2;
+  three.graph->threshold = 2;
+  EXPECT_EQ(CheckRoundParams(three).message(),
+            "the graph's degree 2 must be even, at least 2 and at most 1 for 3 patients");
+  // The threshold within a neighbourhood: in [2, k].
+  EXPECT_EQ(with([](Neighbourhood& g) { g.threshold = 1; }).message(),
+            "the graph's threshold 1 must be between 2 and its degree 4");
+  EXPECT_EQ(with([](Neighbourhood& g) { g.threshold = 0; }).message(),
+            "the graph's threshold 0 must be between 2 and its degree 4");
+  EXPECT_EQ(with([](Neighbourhood& g) { g.threshold = 5; }).message(),
+            "the graph's threshold 5 must be between 2 and its degree 4");
+  EXPECT_EQ(with([](Neighbourhood& g) { g.threshold = UINT32_MAX; }).message(),
+            "the graph's threshold 4294967295 must be between 2 and its degree 4");
+  for (uint32_t t : {2u, 3u, 4u}) {
+    const Status s = with([t](Neighbourhood& g) { g.threshold = t; });
+    EXPECT_TRUE(s.ok()) << t << ": " << s.message();
+  }
+  // The rates: below 1,000,000 parts per million.
+  const std::string rates = "the graph's rates must be below 1,000,000 parts per million";
+  EXPECT_EQ(with([](Neighbourhood& g) { g.corrupt_ppm = 1'000'000; }).message(), rates);
+  EXPECT_EQ(with([](Neighbourhood& g) { g.dropout_ppm = 1'000'000; }).message(), rates);
+  EXPECT_EQ(with([](Neighbourhood& g) { g.corrupt_ppm = UINT32_MAX; }).message(), rates);
+  EXPECT_TRUE(with([](Neighbourhood& g) {
+                g.corrupt_ppm = 999'999;
+                g.dropout_ppm = 999'999;
+              }).ok());
+  EXPECT_TRUE(with([](Neighbourhood& g) { g.corrupt_ppm = g.dropout_ppm = 0; }).ok());
+  // A graph does not lower T: it stays in [SafeThreshold(n), n].
+  p.threshold = 6;
+  EXPECT_EQ(CheckRoundParams(p).message(),
+            "threshold 6 is below the safe minimum 7 for 10 patients");
+  p.threshold = 11;
+  EXPECT_EQ(CheckRoundParams(p).message(), "threshold 11 is above the 10 patients");
+
+  // A full round: at most kMaxFullRound = 1000 patients.
+  ASSERT_EQ(kMaxFullRound, 1000u);
+  RoundParams full{"hospital", 100, 1, Patients(1000), {}, {}, SafeThreshold(1000)};
+  EXPECT_TRUE(CheckRoundParams(full).ok()) << CheckRoundParams(full).message();
+  RoundParams large{"hospital", 100, 1, Patients(1001), {}, {}, SafeThreshold(1001)};
+  EXPECT_EQ(CheckRoundParams(large).message(),
+            "a full round has at most 1000 patients, not 1001: a larger one needs a graph "
+            "(neighbourhoods)");
+  // With a valid graph the same round is accepted, up to kMaxParticipants = 10,000.
+  large.graph = TestGraph();
+  large.graph->degree = 40;
+  large.graph->threshold = 24;
+  EXPECT_TRUE(CheckRoundParams(large).ok()) << CheckRoundParams(large).message();
+  RoundParams most{
+      "hospital", 100, 1, Patients(kMaxParticipants), {}, {}, SafeThreshold(kMaxParticipants),
+      large.graph};
+  EXPECT_TRUE(CheckRoundParams(most).ok()) << CheckRoundParams(most).message();
+  // ... but not with an invalid one.
+  large.graph->degree = 41;
+  EXPECT_EQ(CheckRoundParams(large).message(),
+            "the graph's degree 41 must be even, at least 2 and at most 999 for 1001 patients");
 }
 
 // ---- Names, reasons, round ids -------------------------------------------------------------
