@@ -496,12 +496,12 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
 void Coordinator::SendKeys(Actions& out) const {
   const Round& r = *round_;
   const Members& joined = r.update.sets.joined;
-  auto keys_batch = [&r, &joined](std::optional<size_t> of) {
+  std::vector<uint32_t> everyone(r.n);
+  for (size_t u = 0; u < r.n; ++u) everyone[u] = static_cast<uint32_t>(u);
+  auto keys_batch = [&](std::optional<size_t> of) {
     Batch batch{r.update.round, BatchKind::kKeys, {}};
-    for (size_t u = 0; u < r.n; ++u) {
-      if (!joined[u] ||
-          (of && !r.graph->Adjacent(static_cast<uint32_t>(*of), static_cast<uint32_t>(u))))
-        continue;
+    for (uint32_t u : of ? r.graph->Peers(static_cast<uint32_t>(*of)) : everyone) {
+      if (!joined[u]) continue;
       const Join& j = r.joins[u];
       std::vector<uint8_t> data(j.cpk.begin(), j.cpk.end());
       data.insert(data.end(), j.spk.begin(), j.spk.end());

@@ -30,6 +30,7 @@ Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Seale
   // patient of its roster, which agrees with ours), in the roster's order.
   const size_t n = request_.participants.empty() ? roster.Names(Role::kPatient).size()
                                                  : request_.participants.size();
+  early_cap_ = 2 * n;
   if (!options.graph || n <= kNeighbourhoodsAbove) return;
   Result<NeighbourhoodParams> chosen =
       ChooseNeighbourhood(static_cast<uint32_t>(n), options.corrupt_ppm, options.dropout_ppm);
@@ -204,7 +205,8 @@ void Hospital::OnEnvelope(const Envelope& env) {
   const bool unmask = env.kind == EnvelopeKind::kUnmask;
   if (!round_ || (round_->sums && (!round_->sums->has_view() ||
                                    (unmask && round_->latest.phase != Phase::kUnmask)))) {
-    if (early_.size() >= 2 * kMaxParticipants) return reject("too many envelopes kept");
+    // Two per participant of the request: a masked input and an unmask.
+    if (early_.size() >= early_cap_) return reject("too many envelopes kept");
     early_.push_back(env);
     return;
   }
@@ -247,6 +249,9 @@ void Hospital::MaybeAcknowledge() {
   ActiveRound& r = *round_;
   const PhaseUpdate& u = r.latest;
   if (r.result || u.phase != Phase::kUnmask || !r.sums->Ready(u.sets)) return;
+  // A neighbourhood round's survivors are the ones this hospital checked and signed.
+  if (u.params.graph && !r.confirmed)
+    return Refuse("the unmask phase came before " + name_ + " signed the survivors");
   Result<std::vector<uint64_t>> aggregate = r.sums->Aggregate(u.sets);
   if (!aggregate.ok()) return Refuse(aggregate.message());
   RoundResult result;

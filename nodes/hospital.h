@@ -83,6 +83,7 @@ class Hospital : public NodeRole {
   // Envelopes that came before they could be opened (before the round's view, or its unmask
   // phase, was known).
   std::vector<Envelope> early_;
+  size_t early_cap_ = 0;             // at most two per patient of the request
   std::optional<Batch> early_keys_;  // a keys batch that came before the round's id was known
   uint64_t ticket_ = 0;
   bool waiting_ = false;  // a request is out, its round not yet seen

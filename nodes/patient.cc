@@ -109,7 +109,8 @@ Status Patient::CheckGraph(const PhaseUpdate& u) const {
       !bounds.ok())
     return Status::Error("the round's graph does not hide an input: " + bounds.message());
   if (g.corrupt_ppm < kMinCorruptPpm)
-    return Status::Error("the round assumes " + FormatFixed(g.corrupt_ppm / 1e4, 1) +
+    return Status::Error("the round assumes " +
+                         FormatFixed(g.corrupt_ppm / 1e4, g.corrupt_ppm % 1000 == 0 ? 1 : 4) +
                          "% of its patients corrupt, below the " +
                          FormatFixed(kMinCorruptPpm / 1e4, 1) + "% a patient takes");
   const uint64_t assumed = uint64_t{n} * g.corrupt_ppm / 1'000'000;

@@ -193,6 +193,7 @@ Status PatientRound::CheckConfirmed(const PhaseUpdate& u, const Batch* confirmat
 }
 
 Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirmations) {
+  if (done_ == Step::kUnmasked) return Status::Error("the unmask was sent already");
   if (done_ != Step::kMasked) return Status::Error("an unmask without a masked input sent before");
   TALLY_RETURN_IF_ERROR(CheckConfirmed(u, confirmations));
   // For each v of N[me]: a share of b_v if v survived, of s_v if it dropped after sharing; never
@@ -213,6 +214,7 @@ Result<Envelope> PatientRound::Unmask(const PhaseUpdate& u, const Batch* confirm
       Binding{u.round, EnvelopeKind::kUnmask, sealer_.name(), u.params.hospital, view_}, plaintext);
   sodium_memzero(plaintext.data(), plaintext.size());
   if (!sealed.ok()) return sealed.status();
+  done_ = Step::kUnmasked;  // one unmask per round, whatever a caller does next
   return Envelope{EnvelopeKind::kUnmask, u.round, sealer_.name(), u.params.hospital,
                   std::move(sealed.value())};
 }

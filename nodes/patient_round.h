@@ -84,7 +84,7 @@ class PatientRound {
   tally::Join join_;
   // The last step that succeeded: each needs the one before (a caller that goes on after a
   // failed step gets an error, not a read of what that step did not fill).
-  enum class Step { kJoined, kShared, kMasked } done_ = Step::kJoined;
+  enum class Step { kJoined, kShared, kMasked, kUnmasked } done_ = Step::kJoined;
 };
 
 }  // namespace tally

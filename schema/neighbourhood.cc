@@ -23,12 +23,12 @@ constexpr uint32_t kMillion = 1'000'000;
 // The words of the graph's stream, in order, a chunk of keystream at a time.
 class WordStream {
  public:
-  explicit WordStream(std::span<const uint8_t, 32> digest) {
+  explicit WordStream(std::span<const uint8_t, 32> seed) {
     crypto_generichash_state state;
     crypto_generichash_init(&state, nullptr, 0, key_.size());
     crypto_generichash_update(&state, reinterpret_cast<const uint8_t*>(kGraphLabel.data()),
                               kGraphLabel.size());
-    crypto_generichash_update(&state, digest.data(), digest.size());
+    crypto_generichash_update(&state, seed.data(), seed.size());
     crypto_generichash_final(&state, key_.data(), key_.size());
   }
   ~WordStream() { sodium_memzero(key_.data(), key_.size()); }
@@ -237,15 +237,15 @@ std::string PowerOfTwo(double log_p) { return Format("2^%.1f", log_p / std::log(
 
 }  // namespace
 
-std::vector<uint32_t> NeighbourhoodWords(std::span<const uint8_t, 32> digest, size_t count) {
-  WordStream stream(digest);
+std::vector<uint32_t> NeighbourhoodWords(std::span<const uint8_t, 32> seed, size_t count) {
+  WordStream stream(seed);
   std::vector<uint32_t> words(count);
   for (uint32_t& w : words) w = stream.Next();
   return words;
 }
 
-Result<NeighbourhoodGraph> NeighbourhoodGraph::Build(std::span<const uint8_t, 32> digest,
-                                                     uint32_t n, uint32_t degree) {
+Result<NeighbourhoodGraph> NeighbourhoodGraph::Build(std::span<const uint8_t, 32> seed, uint32_t n,
+                                                     uint32_t degree) {
   if (n < 4 || n > kMaxNeighbourhoodPatients) {
     return Status::Error(Format("a neighbourhood graph has 4 to %u participants, not %u",
                                 kMaxNeighbourhoodPatients, n));
@@ -273,7 +273,7 @@ Result<NeighbourhoodGraph> NeighbourhoodGraph::Build(std::span<const uint8_t, 32
   g.degree_ = degree;
   g.ring_.resize(n);
   for (uint32_t p = 0; p < n; ++p) g.ring_[p] = p;
-  WordStream stream(digest);
+  WordStream stream(seed);
   for (uint32_t i = n - 1; i >= 1; --i) std::swap(g.ring_[i], g.ring_[Draw(stream, i + 1)]);
   g.position_.resize(n);
   for (uint32_t p = 0; p < n; ++p) g.position_[g.ring_[p]] = p;

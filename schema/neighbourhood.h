@@ -1,14 +1,14 @@
 // SecAgg+ neighbourhoods (Bell, Bonawitz, Gascón, Lepoint, Raykova, "Secure Single-Server
 // Aggregation with (Poly)Logarithmic Overhead", CCS 2020): each patient masks with, and
 // Shamir-shares its secrets to, only its k neighbours on a random k-regular graph, with a
-// threshold t per neighbourhood. Two pure pieces: the graph a round digest fixes, and the choice
+// threshold t per neighbourhood. Two pure pieces: the graph a round's seed fixes, and the choice
 // of (k, t) from the cohort's size and its declared fractions of corrupt and dropped patients.
 //
 // The graph is a Harary graph H(k, N) (N positions on a ring, each joined to the k/2 on either
 // side) over a random permutation of the participants, as Google's fcp/secagg builds it
 // (google-parfait/federated-compute, fcp/secagg/server/secret_sharing_harary_graph.h):
 //
-//   key    = BLAKE2b-256("tally graph v5" || digest)   crypto_generichash, 32-byte out, no key
+//   key    = BLAKE2b-256("tally graph v5" || seed)     crypto_generichash, 32-byte out, no key
 //   stream = ChaCha20-IETF keystream under key, nonce 12 zero bytes, block counter from 0;
 //            word m = bytes [4m, 4m+4) read as a little-endian uint32
 //   π = identity of 0..N−1; for i = N−1 down to 1: bound = i + 1,
@@ -52,12 +52,13 @@ inline constexpr uint32_t kNeighbourhoodMargin = 2;
 
 class NeighbourhoodGraph {
  public:
-  // The graph of `digest` (the round's 32-byte digest) over n participants of degree `degree`.
-  // Fails for n < 4 or n > kMaxNeighbourhoodPatients, an odd degree, degree < 2,
-  // degree > n − 2 (degree n − 1 joins everyone: not a neighbourhood round) or n × degree above
-  // 2^28 (1 GiB of lists), each with a message naming the value. Memory n × degree × 4 bytes;
-  // N = 10,000, k = 100 builds in under 10 ms of CPU, nearly all of it filling the lists.
-  static Result<NeighbourhoodGraph> Build(std::span<const uint8_t, 32> digest, uint32_t n,
+  // The graph of `seed` (the 32 bytes the hospital drew and signed, never a value the broker
+  // chooses) over n participants of degree `degree`. Fails for n < 4 or n >
+  // kMaxNeighbourhoodPatients, an odd degree, degree < 2, degree > n − 2 (degree n − 1 joins
+  // everyone: not a neighbourhood round) or n × degree above 2^28 (1 GiB of lists), each with a
+  // message naming the value. Memory n × degree × 4 bytes; N = 10,000, k = 100 builds in under 10
+  // ms of CPU, nearly all of it filling the lists.
+  static Result<NeighbourhoodGraph> Build(std::span<const uint8_t, 32> seed, uint32_t n,
                                           uint32_t degree);
 
   uint32_t size() const { return static_cast<uint32_t>(ring_.size()); }
@@ -80,9 +81,9 @@ class NeighbourhoodGraph {
   std::vector<uint32_t> neighbours_;  // n rows of degree_, each ascending
 };
 
-// The first `count` words of the graph's stream for `digest` (above). Exposed for known-answer
+// The first `count` words of the graph's stream for `seed` (above). Exposed for known-answer
 // tests: an outsider's shuffle over these words must give NeighbourhoodGraph::Ring().
-std::vector<uint32_t> NeighbourhoodWords(std::span<const uint8_t, 32> digest, size_t count);
+std::vector<uint32_t> NeighbourhoodWords(std::span<const uint8_t, 32> seed, size_t count);
 
 struct NeighbourhoodParams {
   uint32_t degree = 0;     // k: neighbours per patient, even

@@ -41,9 +41,7 @@ class RoundGraph {
   // The Shamir threshold of every secret: t, or T in a full round.
   uint32_t threshold() const { return threshold_; }
   // Whether i and j are neighbours (false for i == j). REQUIRES: i, j < size().
-  bool Adjacent(uint32_t i, uint32_t j) const {
-    return graph_ ? graph_->Adjacent(i, j) : i != j;
-  }
+  bool Adjacent(uint32_t i, uint32_t j) const { return graph_ ? graph_->Adjacent(i, j) : i != j; }
   // N(i): the participants i masks with and shares to, ascending. REQUIRES: i < size().
   std::vector<uint32_t> Peers(uint32_t i) const;
   // N[i]: the same with i itself, ascending. REQUIRES: i < size().

@@ -427,7 +427,7 @@ Status CheckThreshold(const RoundParams& p) {
     const Neighbourhood& g = *p.graph;
     if (g.corrupt_ppm >= 1000000 || g.dropout_ppm >= 1000000)
       return Status::Error("the graph's rates must be below 1,000,000 parts per million");
-    if (g.degree % 2 != 0 || g.degree < 2 || g.degree + 2 > n)
+    if (g.degree % 2 != 0 || g.degree < 2 || uint64_t{g.degree} + 2 > n)
       return Status::Error("the graph's degree " + std::to_string(g.degree) +
                            " must be even, at least 2 and at most " +
                            std::to_string(n < 2 ? 0 : n - 2) + " for " + std::to_string(n) +
@@ -435,6 +435,12 @@ Status CheckThreshold(const RoundParams& p) {
     if (g.threshold < 2 || g.threshold > g.degree)
       return Status::Error("the graph's threshold " + std::to_string(g.threshold) +
                            " must be between 2 and its degree " + std::to_string(g.degree));
+    // What every party holds and the broker routes grows with n x k: no more than a full round.
+    constexpr uint64_t kMaxLinks = uint64_t{kMaxFullRound} * (kMaxFullRound - 1);
+    if (uint64_t{n} * g.degree > kMaxLinks)
+      return Status::Error("a graph of degree " + std::to_string(g.degree) + " over " +
+                           std::to_string(n) + " patients has more links than a full round of " +
+                           std::to_string(kMaxFullRound));
   }
   if (p.threshold < SafeThreshold(n))
     return Status::Error("threshold " + std::to_string(p.threshold) +

@@ -1,4 +1,4 @@
-// SecAgg+ neighbourhoods (schema/neighbourhood.h): the graph a digest fixes, re-derived here from
+// SecAgg+ neighbourhoods (schema/neighbourhood.h): the graph a seed fixes, re-derived here from
 // its words as an outsider would, and the choice of degree and threshold against fcp's published
 // table and at Tally's own margin.
 #include "schema/neighbourhood.h"
@@ -20,10 +20,10 @@
 namespace tally {
 namespace {
 
-using Digest = std::array<uint8_t, 32>;
+using Seed = std::array<uint8_t, 32>;
 
-Digest DigestOf(uint8_t first) {
-  Digest d;
+Seed SeedOf(uint8_t first) {
+  Seed d;
   std::iota(d.begin(), d.end(), first);
   return d;
 }
@@ -51,8 +51,8 @@ Shuffle OutsiderShuffle(std::span<const uint32_t> words, uint32_t n) {
   return s;
 }
 
-NeighbourhoodGraph BuildOk(const Digest& digest, uint32_t n, uint32_t degree) {
-  Result<NeighbourhoodGraph> g = NeighbourhoodGraph::Build(digest, n, degree);
+NeighbourhoodGraph BuildOk(const Seed& seed, uint32_t n, uint32_t degree) {
+  Result<NeighbourhoodGraph> g = NeighbourhoodGraph::Build(seed, n, degree);
   EXPECT_TRUE(g.ok()) << g.message();
   return std::move(g).value();
 }
@@ -85,22 +85,22 @@ TEST(NeighbourhoodGraphTest, IsKRegularSymmetricAndLoopFree) {
                       {1000u, 20u},
                       {1001u, 998u}}) {
     SCOPED_TRACE(testing::Message() << "n " << n << " k " << k);
-    ExpectWellFormed(BuildOk(DigestOf(static_cast<uint8_t>(n)), n, k));
+    ExpectWellFormed(BuildOk(SeedOf(static_cast<uint8_t>(n)), n, k));
   }
 }
 
 TEST(NeighbourhoodGraphTest, TheRingIsAPermutation) {
-  NeighbourhoodGraph g = BuildOk(DigestOf(7), 5000, 6);
+  NeighbourhoodGraph g = BuildOk(SeedOf(7), 5000, 6);
   std::vector<uint32_t> sorted(g.Ring().begin(), g.Ring().end());
   std::sort(sorted.begin(), sorted.end());
   for (uint32_t p = 0; p < sorted.size(); ++p) ASSERT_EQ(sorted[p], p);
 }
 
-TEST(NeighbourhoodGraphTest, IsFixedByItsDigestAlone) {
-  NeighbourhoodGraph a = BuildOk(DigestOf(1), 500, 12);
-  NeighbourhoodGraph b = BuildOk(DigestOf(1), 500, 12);
-  NeighbourhoodGraph c = BuildOk(DigestOf(2), 500, 12);
-  Digest one_bit = DigestOf(1);
+TEST(NeighbourhoodGraphTest, IsFixedByItsSeedAlone) {
+  NeighbourhoodGraph a = BuildOk(SeedOf(1), 500, 12);
+  NeighbourhoodGraph b = BuildOk(SeedOf(1), 500, 12);
+  NeighbourhoodGraph c = BuildOk(SeedOf(2), 500, 12);
+  Seed one_bit = SeedOf(1);
   one_bit[31] ^= 1;
   NeighbourhoodGraph d = BuildOk(one_bit, 500, 12);
   auto rows = [](const NeighbourhoodGraph& g) {
@@ -115,22 +115,22 @@ TEST(NeighbourhoodGraphTest, IsFixedByItsDigestAlone) {
   EXPECT_NE(rows(a), rows(d));
 }
 
-// Known answer for N = 10, k = 4 and digest 00 01 02 … 1f, computed outside this code (Python's
+// Known answer for N = 10, k = 4 and seed 00 01 02 … 1f, computed outside this code (Python's
 // hashlib.blake2b and the cryptography package's ChaCha20) from the spec in
 // schema/neighbourhood.h:
-//   key   = BLAKE2b-256("tally graph v5" || digest)
+//   key   = BLAKE2b-256("tally graph v5" || seed)
 //         = 65f995c74426baa65b3972ba9c4a5fb9690b608eae05a5586a1f7c2668ff7d5d
 //   words = 2899976105 889219489 3204306567 1090008535 2000706597 2756447908 1263292294
 //           2738370256 1487830538 1278214268 …
 //   bounds 10, 9, …, 2 each take one word (none is rejected): j = 5, 4, 7, 0, 3, 3, 2, 1, 0
 //   π     = 8 6 1 2 9 3 0 7 4 5 (participant at positions 0..9)
 TEST(NeighbourhoodGraphTest, KnownAnswer) {
-  const Digest digest = DigestOf(0);
-  const std::vector<uint32_t> words = NeighbourhoodWords(digest, 10);
+  const Seed seed = SeedOf(0);
+  const std::vector<uint32_t> words = NeighbourhoodWords(seed, 10);
   EXPECT_EQ(words,
             (std::vector<uint32_t>{2899976105, 889219489, 3204306567, 1090008535, 2000706597,
                                    2756447908, 1263292294, 2738370256, 1487830538, 1278214268}));
-  NeighbourhoodGraph g = BuildOk(digest, 10, 4);
+  NeighbourhoodGraph g = BuildOk(seed, 10, 4);
   EXPECT_EQ(std::vector<uint32_t>(g.Ring().begin(), g.Ring().end()),
             (std::vector<uint32_t>{8, 6, 1, 2, 9, 3, 0, 7, 4, 5}));
   auto row = [&](uint32_t i) {
@@ -146,14 +146,14 @@ TEST(NeighbourhoodGraphTest, KnownAnswer) {
 }
 
 // The shuffle re-done from the words alone gives the same ring, rejections included: at
-// n = 1,000,000 bounds near 10^6 reject up to one word in 4,300, and this digest's shuffle
+// n = 1,000,000 bounds near 10^6 reject up to one word in 4,300, and this seed's shuffle
 // rejects 60.
 TEST(NeighbourhoodGraphTest, AnOutsidersShuffleOfTheWordsGivesTheRing) {
   for (uint32_t n : {4u, 10u, 1000u, 1'000'000u}) {
-    const Digest digest = DigestOf(static_cast<uint8_t>(n));
-    const std::vector<uint32_t> words = NeighbourhoodWords(digest, n + 1000);
+    const Seed seed = SeedOf(static_cast<uint8_t>(n));
+    const std::vector<uint32_t> words = NeighbourhoodWords(seed, n + 1000);
     const Shuffle s = OutsiderShuffle(words, n);
-    NeighbourhoodGraph g = BuildOk(digest, n, 2);
+    NeighbourhoodGraph g = BuildOk(seed, n, 2);
     ASSERT_TRUE(std::equal(s.ring.begin(), s.ring.end(), g.Ring().begin(), g.Ring().end()))
         << "n " << n;
     if (n == 1'000'000) {
@@ -165,7 +165,7 @@ TEST(NeighbourhoodGraphTest, AnOutsidersShuffleOfTheWordsGivesTheRing) {
 
 TEST(NeighbourhoodGraphTest, BuildsTenThousandOfDegreeOneHundredQuickly) {
   const auto start = std::chrono::steady_clock::now();
-  NeighbourhoodGraph g = BuildOk(DigestOf(3), 10'000, 100);
+  NeighbourhoodGraph g = BuildOk(SeedOf(3), 10'000, 100);
   const auto ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
   std::printf("N = 10,000, k = 100: %.2f ms\n", ms.count());
@@ -173,7 +173,7 @@ TEST(NeighbourhoodGraphTest, BuildsTenThousandOfDegreeOneHundredQuickly) {
 }
 
 TEST(NeighbourhoodGraphTest, RefusesWhatIsNotANeighbourhood) {
-  const Digest digest = DigestOf(0);
+  const Seed seed = SeedOf(0);
   struct Case {
     uint32_t n, k;
     const char* reason;
@@ -183,7 +183,7 @@ TEST(NeighbourhoodGraphTest, RefusesWhatIsNotANeighbourhood) {
         Case{1'000'001, 2, "not 1000001"}, Case{10, 5, "even and at least 2, not 5"},
         Case{10, 0, "even and at least 2, not 0"}, Case{10, 10, "at most n - 2 = 8"},
         Case{11, 10, "degree 10 among 11"}, Case{1'000'000, 1000, "MiB of neighbour lists"}}) {
-    Result<NeighbourhoodGraph> g = NeighbourhoodGraph::Build(digest, c.n, c.k);
+    Result<NeighbourhoodGraph> g = NeighbourhoodGraph::Build(seed, c.n, c.k);
     ASSERT_FALSE(g.ok()) << c.n << " " << c.k;
     EXPECT_TRUE(Contains(g.message(), c.reason));
   }

@@ -1698,7 +1698,9 @@ class InProcessRoundTest : public SealTest {
     for (size_t w = 0; w < kN; ++w) {
       if (!senders[w]) continue;
       const Batch confirmations = confirmed ? ConfirmationsFor(w) : Batch{};
-      Result<Envelope> unmask = patients_[w]->Unmask(update_, confirmed ? &confirmations : nullptr);
+      Result<Envelope> unmask =
+          sent_.count(w) ? Result<Envelope>(sent_.at(w))
+                         : patients_[w]->Unmask(update_, confirmed ? &confirmations : nullptr);
       ASSERT_TRUE(unmask.ok()) << Name(w) << ": " << unmask.message();
       ASSERT_EQ(unmask->kind, EnvelopeKind::kUnmask);
       unmasks_.push_back(*unmask);
@@ -1729,6 +1731,7 @@ class InProcessRoundTest : public SealTest {
   std::vector<std::vector<uint64_t>> inputs_;
   std::vector<std::unique_ptr<PatientRound>> patients_;
   std::unique_ptr<HospitalRound> hospital_;
+  std::map<size_t, Envelope> sent_;  // unmasks a test made itself, sent in their turn by Unmask
   std::vector<std::vector<std::vector<uint8_t>>> share_box_;  // [from][to]
   std::vector<std::vector<uint8_t>> confirmations_;           // per participant
   std::vector<Envelope> partials_, unmasks_;
@@ -1928,7 +1931,11 @@ TEST_F(InProcessRoundTest, AnUnmaskWithFewerThanTMinusOneValidConfirmationsIsRef
   BatchItem forged = patients_[8]->Confirmation(update_).items[0];
   forged.data[0] ^= 1;
   with_forgery.items.push_back(forged);
-  EXPECT_TRUE(patients_[0]->Unmask(update_, &with_forgery).ok());
+  Result<Envelope> sent = patients_[0]->Unmask(update_, &with_forgery);
+  ASSERT_TRUE(sent.ok()) << sent.message();
+  // A patient unmasks once per round: a second call, whatever it is given, is refused.
+  EXPECT_EQ(patients_[0]->Unmask(update_, &with_forgery).message(), "the unmask was sent already");
+  sent_.emplace(0, *sent);
   // The round still ends with the exact sum.
   ASSERT_NO_FATAL_FAILURE(Unmask(survivors));
   EXPECT_EQ(Aggregate(), SumOf(survivors));
@@ -2110,7 +2117,9 @@ TEST_F(InProcessRoundTest, ConfirmationReplayAcrossRunsDoesNotCount) {
   // Run 1's added to run 2's do not count twice.
   Batch both = ConfirmationsFor(0);
   for (size_t u = 1; u < kT; ++u) both.items.push_back({static_cast<uint32_t>(u), run1[u]});
-  EXPECT_TRUE(patients_[0]->Unmask(update_, &both).ok());
+  Result<Envelope> sent = patients_[0]->Unmask(update_, &both);
+  ASSERT_TRUE(sent.ok()) << sent.message();
+  sent_.emplace(0, *sent);
   // Run 2 ends with the exact sum.
   ASSERT_NO_FATAL_FAILURE(Unmask(survivors));
   EXPECT_EQ(Aggregate(), SumOf(survivors));
