@@ -1,0 +1,45 @@
+// tally-bench --load: one process hosting real patients (the node library's Link and patient
+// role, each with its own keys and CURVE connections) against a real broker and a real hospital
+// process. 20 patients, 2 rounds, the last 2 vanishing at each mask phase (they close their
+// connections and come back for the next round): each round's aggregate is the exact sum over
+// the 18 others, and the hospital names the 2 as dropped.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "tests/contains.h"
+#include "tests/support.h"
+#include "tools/process.h"
+
+namespace tally::test {
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kBin = TALLY_BIN_DIR;
+
+TEST(LoadTest, TwentyHostedPatientsRunTwoRoundsWithTwoVanishingAndTheSumIsExact) {
+  TempDir dir;
+  auto bench = Child::Spawn(
+      {(kBin / "tools/tally-bench").string(), "--bin-dir", kBin.string(), "--workdir",
+       (dir.path() / "work").string(), "--load", "20", "--rounds", "2", "--drop", "2", "--json"},
+      dir.path() / "bench.err");
+  ASSERT_TRUE(bench.ok()) << bench.message();
+  const std::string out = bench->ReadAll(std::chrono::seconds(120));
+  EXPECT_EQ(bench->Wait(std::chrono::seconds(30)), 0) << out << ReadText(dir.path() / "bench.err");
+  const auto lines = Lines(out);
+  ASSERT_EQ(lines.size(), 3u) << out;
+  EXPECT_TRUE(Contains(lines[0], "{\"load\": 20, \"admission_ms\": ")) << lines[0];
+  for (int k = 1; k <= 2; ++k) {
+    EXPECT_TRUE(Contains(lines[k], "\"round\": " + std::to_string(k))) << lines[k];
+    EXPECT_TRUE(Contains(lines[k], "\"survivors\": 18, \"dropped\": 2, \"exact\": true"))
+        << lines[k];
+  }
+  // The vanishers really left: the broker saw their connections close, each round.
+  const std::string broker = ReadText(dir.path() / "work/load-20/logs/broker.log");
+  EXPECT_GE(CountOf(broker, "event=disconnected party=p19"), 2u) << broker;
+  EXPECT_GE(CountOf(broker, "event=disconnected party=p20"), 2u) << broker;
+}
+
+}  // namespace
+}  // namespace tally::test
