@@ -81,6 +81,9 @@ constexpr const char* kUsage =
     "  --load-threads T    threads driving the hosted patients (default 2)\n"
     "  --deadline-ms MS    with --load: each phase's deadline (default 10 s + 0.4 ms x N^2\n"
     "                      per core, as tools/launch)\n"
+    "  --brokers B         instead (with --patients N): B brokers at once, each with its own\n"
+    "                      cohort of N patients and hospital process; K combined rounds\n"
+    "                      (--rounds, default 3), the B sums added and checked\n"
     "  --json              one JSON object per line instead of a table\n"
     "  --workdir DIR       keys, inputs and logs (default bench-work)\n"
     "Exit: 0 every configuration ran (with --load: every round exact), 1 one failed, 2 bad\n"
@@ -278,6 +281,7 @@ int main(int argc, char** argv) {
   bool json = false, floor = true;
   uint64_t admission = 0, drop = 0, load = 0, load_threads = 2, deadline_ms = 0;
   bool rounds_given = false;
+  uint64_t admission = 0, drop = 0, brokers = 0;
   fs::path work = "bench-work";
   fs::path captures;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
@@ -323,6 +327,9 @@ int main(int argc, char** argv) {
         return Usage("bad --deadline-ms " + v);
     } else if (f == "--drop") {
       if (!ParseU64(v, drop) || drop < 1) return Usage("--drop wants a number of patients");
+    } else if (f == "--brokers") {
+      if (!ParseU64(v, brokers) || brokers < 1 || brokers > 16)
+        return Usage("--brokers wants 1..16");
     } else if (f == "--admission") {
       if (!ParseU64(v, admission) || admission < 2 || admission > tally::kMaxParticipants)
         return Usage("--admission wants 2.." + std::to_string(tally::kMaxParticipants));
@@ -342,6 +349,9 @@ int main(int argc, char** argv) {
     return Load(load, length, rounds_given ? rounds : 2, drop, load_threads, deadline_ms, json,
                 work, captures, bin);
   if (rounds_given && rounds < 2) return Usage("--rounds wants 2..100000 (the first is warm-up)");
+  if (brokers != 0 && (patients == 0 || drop != 0 || admission != 0 || length != 1 || columns != 0))
+    return Usage(
+        "--brokers needs --patients, and takes no --drop, --admission, --length, --columns");
   if (patients == 0 && (length != 1 || rounds != 0 || columns != 0))
     return Usage("--length, --columns and --rounds need --patients");
   if (columns != 0 && length != 1) return Usage("--columns takes scalars: no --length");
@@ -377,6 +387,9 @@ int main(int argc, char** argv) {
   work = fs::absolute(work);
   if (captures.empty()) captures = work / "run";
   captures = fs::absolute(captures);
+  if (brokers != 0)
+    return RunBrokers(bin, work, brokers, patients, rounds == 0 ? 3 : static_cast<uint32_t>(rounds),
+                      json);
 
   // One key folder for every configuration: the hospital and as many patients as needed.
   size_t most = 0;

@@ -1,7 +1,8 @@
 // Internal to tally-bench: what its parts share. The measurements (bench_runs.cc: warm rounds,
-// admission, cold launches with real processes; bench_floor.cc: the crypto floor with Tally's
-// own sealing and mask code) and the figures they return; bench.cc reads the arguments and
-// prints. Single-threaded.
+// admission, cold launches with real processes; bench_brokers.cc: several brokers at once;
+// bench_floor.cc: the crypto floor with Tally's own sealing and mask code) and the figures they
+// return; bench.cc reads the arguments and prints. Single-threaded, but for bench_brokers.cc's
+// wait on its hospitals (a thread each, each on its own child).
 #pragma once
 
 #include <sys/types.h>
@@ -126,5 +127,11 @@ struct LaunchRuns {
 // one uncounted run that makes the keys.
 LaunchRuns RunLaunch(const std::filesystem::path& bin, const std::filesystem::path& work, int runs,
                      const std::vector<std::string>& options = {});
+
+// --brokers B (bench_brokers.cc): B brokers at once, each with its own cohort of N patients and
+// its own hospital process, the B aggregates added into one sum; `rounds` combined rounds,
+// printed. Returns the exit code.
+int RunBrokers(const std::filesystem::path& bin, const std::filesystem::path& work, size_t brokers,
+               size_t patients, uint32_t rounds, bool json);
 
 }  // namespace tally::bench
