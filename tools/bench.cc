@@ -29,6 +29,7 @@
 
 #include "schema/log.h"
 #include "schema/protocol.h"
+#include "schema/round_graph.h"
 #include "schema/schema.h"
 #include "schema/system.h"
 #include "schema/text.h"
@@ -202,10 +203,17 @@ int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t t
   o.threads = threads;
   // As tools/launch: every patient derives keys with every other on this machine's cores.
   const double cores = std::max(1u, std::thread::hardware_concurrency());
+  // Each patient's peers: k in a neighbourhood round, as the hospital will choose it.
+  uint64_t peers = n - 1;
+  if (n > tally::kNeighbourhoodsAbove) {
+    auto chosen = tally::ChooseNeighbourhood(static_cast<uint32_t>(n), tally::kDefaultCorruptPpm,
+                                             tally::kDefaultDropoutPpm);
+    if (chosen.ok() && chosen->degree + 1 < n) peers = chosen->degree;
+  }
   o.deadline_ms = deadline_ms != 0
                       ? static_cast<uint32_t>(deadline_ms)
                       : static_cast<uint32_t>(std::min<double>(
-                            UINT32_MAX / 8, 10000 + 0.4 * static_cast<double>(n * n) / cores));
+                            UINT32_MAX / 8, 10000 + 0.4 * static_cast<double>(n * peers) / cores));
   o.idle_timeout_ms = std::max<uint32_t>(600000, 3 * o.deadline_ms);
   const LoadRun r = RunLoad(o, bin, work, captures, [&](const std::string& s) { Say(json, s); });
   const double nn = static_cast<double>(n);
@@ -281,7 +289,7 @@ int main(int argc, char** argv) {
   bool json = false, floor = true;
   uint64_t admission = 0, drop = 0, load = 0, load_threads = 2, deadline_ms = 0;
   bool rounds_given = false;
-  uint64_t admission = 0, drop = 0, brokers = 0;
+  uint64_t brokers = 0;
   fs::path work = "bench-work";
   fs::path captures;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();

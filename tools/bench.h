@@ -90,6 +90,9 @@ struct LoadOptions {
   size_t io_threads = 2;  // ZeroMQ I/O threads (CURVE runs there)
   uint32_t deadline_ms = 10000;  // each phase's (the broker's and the hospital's request)
   uint32_t idle_timeout_ms = 600000;
+  // Neighbourhood rounds above 100 patients (the hospital's --graph auto at the default rates;
+  // the hosted patients take them), as tools/launch runs them.
+  bool graph = true;
 };
 struct LoadRound {
   double latency_ms = 0;  // the hospital's elapsed_ms: request -> aggregate in hand

@@ -137,6 +137,7 @@ class Generator {
     n.router_endpoint = endpoints_.router;
     n.phases_endpoint = endpoints_.phases;
     n.idle_timeout_ms = o_.idle_timeout_ms;
+    n.graph = o_.graph;
     n.input.cells.reserve(o_.length);
     for (uint32_t e = 0; e < o_.length; ++e)
       n.input.cells.push_back(std::to_string(Value(s.index, e)));
@@ -380,6 +381,7 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
                                      "--json",
                                      "--results",
                                      (run / "results.jsonl").string()};
+    if (o.graph) args.insert(args.end(), {"--graph", "auto"});
     // The sum over the survivors: every patient's input but the vanishers'.
     std::vector<uint64_t> expected(o.length, 0);
     std::vector<std::string> vanishers;
