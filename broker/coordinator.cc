@@ -378,21 +378,27 @@ void Coordinator::Settle(bool deadline, Clock::time_point now, Actions& out) {
     default:
       return;
   }
+  // Counted after every message: names are gathered only for an abort (a round of 10,000 would
+  // otherwise copy thousands of names 10,000 times a phase).
   size_t have = 0, waiting = 0, members = 0;
-  std::vector<std::string> missing, gone;
   for (size_t i = 0; i < r.n; ++i) {
     if (!(*w.from)[i]) continue;
     ++members;
-    const bool answered = (*w.answered)[i] && (w.gone_count || !r.gone[i]);
-    if (answered) {
+    if ((*w.answered)[i] && (w.gone_count || !r.gone[i])) {
       ++have;
-    } else {
-      missing.push_back(r.update.params.participants[i]);
-      if (r.gone[i]) gone.push_back(r.update.params.participants[i]);
-      if (!deadline && !r.gone[i]) ++waiting;
+    } else if (!deadline && !r.gone[i]) {
+      ++waiting;
     }
   }
   const uint32_t t = r.update.params.threshold;
+  std::vector<std::string> missing, gone;
+  if (have + waiting < t) {
+    for (size_t i = 0; i < r.n; ++i) {
+      if (!(*w.from)[i] || ((*w.answered)[i] && (w.gone_count || !r.gone[i]))) continue;
+      missing.push_back(r.update.params.participants[i]);
+      if (r.gone[i]) gone.push_back(r.update.params.participants[i]);
+    }
+  }
   const std::string of = " of " + std::to_string(members);
   const std::string threshold = ", the threshold is " + std::to_string(t) + ")";
   // At the deadline, who did not answer; before it, who dropped out so that T cannot be had.

@@ -111,30 +111,24 @@ Result<bool> HospitalRound::AddUnmask(const Envelope& env, size_t from, const Ro
   const std::vector<uint32_t> closed =
       graph_.complete() ? std::vector<uint32_t>{} : graph_.Closed(static_cast<uint32_t>(from));
   TALLY_RETURN_IF_ERROR(CheckUnmask(sets, env.from, *shares, closed));
-  if (Rebuildable(sets)) return false;  // every secret has its t shares already
+  if (Rebuildable()) return false;                 // every secret has its t shares already
+  if (!lacking_) lacking_ = CountOf(sets.shared);  // each member of U2: its b or its s
   for (uint32_t v : graph_.Closed(static_cast<uint32_t>(from))) {
-    if (sets.masked[v]) {
-      ++of_b_[v];
-    } else if (sets.shared[v]) {
-      ++of_s_[v];
-    }
+    if (!sets.shared[v]) continue;
+    uint32_t& have = sets.masked[v] ? of_b_[v] : of_s_[v];
+    if (++have == graph_.threshold()) --*lacking_;
   }
   unmaskers_.push_back(static_cast<uint32_t>(from));
   unmasks_.push_back(std::move(shares.value()));
   return true;
 }
 
-bool HospitalRound::Rebuildable(const RoundSets& sets) const {
-  if (unmaskers_.size() < params_.threshold) return false;
-  for (size_t v = 0; v < sets.shared.size(); ++v) {
-    if (!sets.shared[v]) continue;
-    if ((sets.masked[v] ? of_b_[v] : of_s_[v]) < graph_.threshold()) return false;
-  }
-  return true;
+bool HospitalRound::Rebuildable() const {
+  return unmaskers_.size() >= params_.threshold && lacking_ == 0;
 }
 
 bool HospitalRound::Ready(const RoundSets& sets) const {
-  return !sets.masked.empty() && partials_ == sets.masked && Rebuildable(sets);
+  return !sets.masked.empty() && partials_ == sets.masked && Rebuildable();
 }
 
 Result<std::vector<uint64_t>> HospitalRound::Aggregate(const RoundSets& sets) {

@@ -68,7 +68,7 @@ class HospitalRound {
   // The view participant v masked under (one for all in a full round), computed once.
   Result<ViewDigest> ViewOf(size_t v);
   // At least T unmasks kept, and t shares of every secret `sets` need among them.
-  bool Rebuildable(const RoundSets& sets) const;
+  bool Rebuildable() const;
   const Sealer& sealer_;
   RoundId round_;
   RoundParams params_;
@@ -81,6 +81,7 @@ class HospitalRound {
   Sum sum_;
   Members partials_;                   // whose masked input is in the sum
   std::vector<uint32_t> of_b_, of_s_;  // per participant: shares of its b, its s among the kept
+  std::optional<size_t> lacking_;      // secrets with fewer than t shares kept (from the first)
   std::vector<uint32_t> unmaskers_;    // whose unmask is kept, in order
   std::vector<UnmaskShares> unmasks_;  // theirs
 };

@@ -277,23 +277,20 @@ Result<NeighbourhoodGraph> NeighbourhoodGraph::Build(std::span<const uint8_t, 32
   for (uint32_t i = n - 1; i >= 1; --i) std::swap(g.ring_[i], g.ring_[Draw(stream, i + 1)]);
   g.position_.resize(n);
   for (uint32_t p = 0; p < n; ++p) g.position_[g.ring_[p]] = p;
-
-  // Visiting participants in ascending order and appending each to its neighbours' rows leaves
-  // every row ascending without a sort.
-  g.neighbours_.resize(size_t{n} * degree);
-  std::vector<uint32_t> filled(n, 0);
-  const uint32_t half = degree / 2;
-  for (uint32_t j = 0; j < n; ++j) {
-    const uint32_t p = g.position_[j];
-    for (uint32_t d = 1; d <= half; ++d) {
-      // p ± d mod n without a division: d < n.
-      for (uint32_t q : {p + d >= n ? p + d - n : p + d, p >= d ? p - d : p + n - d}) {
-        const uint32_t i = g.ring_[q];
-        g.neighbours_[size_t{i} * degree + filled[i]++] = j;
-      }
-    }
-  }
   return g;
+}
+
+std::vector<uint32_t> NeighbourhoodGraph::Neighbours(uint32_t i) const {
+  const uint32_t n = size(), p = position_[i];
+  std::vector<uint32_t> out;
+  out.reserve(degree_);
+  for (uint32_t d = 1; d <= degree_ / 2; ++d) {
+    // p ± d mod n without a division: d < n.
+    out.push_back(ring_[p + d >= n ? p + d - n : p + d]);
+    out.push_back(ring_[p >= d ? p - d : p + n - d]);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 bool NeighbourhoodGraph::Adjacent(uint32_t i, uint32_t j) const {

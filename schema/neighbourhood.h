@@ -56,18 +56,17 @@ class NeighbourhoodGraph {
   // chooses) over n participants of degree `degree`. Fails for n < 4 or n >
   // kMaxNeighbourhoodPatients, an odd degree, degree < 2, degree > n − 2 (degree n − 1 joins
   // everyone: not a neighbourhood round) or n × degree above 2^28 (1 GiB of lists), each with a
-  // message naming the value. Memory n × degree × 4 bytes; N = 10,000, k = 100 builds in under 10
-  // ms of CPU, nearly all of it filling the lists.
+  // message naming the value. Memory 8 bytes per participant: the ring and each participant's
+  // position on it.
   static Result<NeighbourhoodGraph> Build(std::span<const uint8_t, 32> seed, uint32_t n,
                                           uint32_t degree);
 
   uint32_t size() const { return static_cast<uint32_t>(ring_.size()); }
   uint32_t degree() const { return degree_; }
-  // The neighbours of participant i (never i itself), ascending; degree() of them.
+  // The neighbours of participant i (never i itself), ascending; degree() of them, computed from
+  // the ring when asked: a party needs its own, and only the broker and the hospital all of them.
   // REQUIRES: i < size().
-  std::span<const uint32_t> Neighbours(uint32_t i) const {
-    return {neighbours_.data() + size_t{i} * degree_, degree_};
-  }
+  std::vector<uint32_t> Neighbours(uint32_t i) const;
   // Whether i and j are neighbours; O(1). False for i == j. REQUIRES: i, j < size().
   bool Adjacent(uint32_t i, uint32_t j) const;
   // π: the participant at each ring position. Exposed for tests and audits.
@@ -76,9 +75,8 @@ class NeighbourhoodGraph {
  private:
   NeighbourhoodGraph() = default;
   uint32_t degree_ = 0;
-  std::vector<uint32_t> ring_;        // position -> participant
-  std::vector<uint32_t> position_;    // participant -> position
-  std::vector<uint32_t> neighbours_;  // n rows of degree_, each ascending
+  std::vector<uint32_t> ring_;      // position -> participant
+  std::vector<uint32_t> position_;  // participant -> position
 };
 
 // The first `count` words of the graph's stream for `seed` (above). Exposed for known-answer

@@ -15,8 +15,7 @@ Result<RoundGraph> RoundGraph::Of(const RoundParams& params) {
 
 std::vector<uint32_t> RoundGraph::Peers(uint32_t i) const {
   if (graph_) {
-    std::span<const uint32_t> n = graph_->Neighbours(i);
-    return {n.begin(), n.end()};
+    return graph_->Neighbours(i);
   }
   std::vector<uint32_t> out;
   out.reserve(n_ - 1);

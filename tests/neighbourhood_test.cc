@@ -62,7 +62,7 @@ void ExpectWellFormed(const NeighbourhoodGraph& g) {
   const uint32_t n = g.size(), k = g.degree();
   std::vector<std::set<uint32_t>> rows(n);
   for (uint32_t i = 0; i < n; ++i) {
-    std::span<const uint32_t> row = g.Neighbours(i);
+    const std::vector<uint32_t> row = g.Neighbours(i);
     ASSERT_EQ(row.size(), k);
     for (size_t m = 1; m < row.size(); ++m) ASSERT_LT(row[m - 1], row[m]) << "row " << i;
     rows[i] = std::set<uint32_t>(row.begin(), row.end());
@@ -106,7 +106,8 @@ TEST(NeighbourhoodGraphTest, IsFixedByItsSeedAlone) {
   auto rows = [](const NeighbourhoodGraph& g) {
     std::vector<uint32_t> all;
     for (uint32_t i = 0; i < g.size(); ++i) {
-      all.insert(all.end(), g.Neighbours(i).begin(), g.Neighbours(i).end());
+      const std::vector<uint32_t> row = g.Neighbours(i);
+      all.insert(all.end(), row.begin(), row.end());
     }
     return all;
   };
@@ -133,9 +134,7 @@ TEST(NeighbourhoodGraphTest, KnownAnswer) {
   NeighbourhoodGraph g = BuildOk(seed, 10, 4);
   EXPECT_EQ(std::vector<uint32_t>(g.Ring().begin(), g.Ring().end()),
             (std::vector<uint32_t>{8, 6, 1, 2, 9, 3, 0, 7, 4, 5}));
-  auto row = [&](uint32_t i) {
-    return std::vector<uint32_t>(g.Neighbours(i).begin(), g.Neighbours(i).end());
-  };
+  auto row = [&](uint32_t i) { return g.Neighbours(i); };
   EXPECT_EQ(row(0), (std::vector<uint32_t>{3, 4, 7, 9}));
   EXPECT_EQ(row(1), (std::vector<uint32_t>{2, 6, 8, 9}));
   EXPECT_EQ(row(5), (std::vector<uint32_t>{4, 6, 7, 8}));

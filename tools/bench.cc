@@ -85,6 +85,10 @@ constexpr const char* kUsage =
     "  --brokers B         instead (with --patients N): B brokers at once, each with its own\n"
     "                      cohort of N patients and hospital process; K combined rounds\n"
     "                      (--rounds, default 3), the B sums added and checked\n"
+    "  --floor N           instead: only the crypto floor of one round of N patients (2..10000;\n"
+    "                      a neighbourhood round above 100, as tally-node --graph auto), with\n"
+    "                      --length L and --drop K (dropped after sharing); --graph-any-size:\n"
+    "                      a neighbourhood round at any N where one fits\n"
     "  --json              one JSON object per line instead of a table\n"
     "  --workdir DIR       keys, inputs and logs (default bench-work)\n"
     "Exit: 0 every configuration ran (with --load: every round exact), 1 one failed, 2 bad\n"
@@ -155,18 +159,18 @@ void PrintFloor(const Measured& m, bool json) {
   auto ms = [](double s) { return FormatFixed(s * 1e3, 3); };
   if (json) {
     std::cout << "{\"floor\": \"" << name << "\", \"dropped\": " << f.dropped
-              << ", \"patient_ms\": " << ms(f.patient) << ", \"hospital_ms\": " << ms(f.hospital)
-              << ", \"broker_ms\": " << ms(f.broker) << ", \"curve_ms\": " << ms(f.curve)
-              << ", \"bytes\": " << f.bytes << ", \"floor_ms\": " << ms(f.total) << "}"
-              << std::endl;
+              << ", \"degree\": " << f.degree << ", \"patient_ms\": " << ms(f.patient)
+              << ", \"hospital_ms\": " << ms(f.hospital) << ", \"broker_ms\": " << ms(f.broker)
+              << ", \"curve_ms\": " << ms(f.curve) << ", \"bytes\": " << f.bytes
+              << ", \"floor_ms\": " << ms(f.total) << "}" << std::endl;
     return;
   }
   std::printf(
-      "%-11s dropped %zu  per patient %s ms  hospital %s ms  broker %s ms  curve %s ms "
+      "%-11s %s dropped %zu  per patient %s ms  hospital %s ms  broker %s ms  curve %s ms "
       "(%s MB)  floor %s ms/round\n",
-      name.c_str(), f.dropped, ms(f.patient).c_str(), ms(f.hospital).c_str(), ms(f.broker).c_str(),
-      ms(f.curve).c_str(), FormatFixed(static_cast<double>(f.bytes) / 1e6, 2).c_str(),
-      ms(f.total).c_str());
+      name.c_str(), f.degree ? ("k " + std::to_string(f.degree)).c_str() : "full", f.dropped,
+      ms(f.patient).c_str(), ms(f.hospital).c_str(), ms(f.broker).c_str(), ms(f.curve).c_str(),
+      FormatFixed(static_cast<double>(f.bytes) / 1e6, 2).c_str(), ms(f.total).c_str());
 }
 
 // --- The load generator ---------------------------------------------------------------------
@@ -289,7 +293,8 @@ int main(int argc, char** argv) {
   bool json = false, floor = true;
   uint64_t admission = 0, drop = 0, load = 0, load_threads = 2, deadline_ms = 0;
   bool rounds_given = false;
-  uint64_t brokers = 0;
+  uint64_t brokers = 0, floor_only = 0;
+  bool any_size = false;
   fs::path work = "bench-work";
   fs::path captures;
   fs::path bin = fs::canonical("/proc/self/exe").parent_path().parent_path();
@@ -305,6 +310,10 @@ int main(int argc, char** argv) {
     }
     if (f == "--no-launch") {
       launch_runs = 0;
+      continue;
+    }
+    if (f == "--graph-any-size") {
+      any_size = true;
       continue;
     }
     if (f == "--no-floor") {
@@ -335,6 +344,9 @@ int main(int argc, char** argv) {
         return Usage("bad --deadline-ms " + v);
     } else if (f == "--drop") {
       if (!ParseU64(v, drop) || drop < 1) return Usage("--drop wants a number of patients");
+    } else if (f == "--floor") {
+      if (!ParseU64(v, floor_only) || floor_only < 2 || floor_only > tally::kMaxParticipants)
+        return Usage("--floor wants 2.." + std::to_string(tally::kMaxParticipants));
     } else if (f == "--brokers") {
       if (!ParseU64(v, brokers) || brokers < 1 || brokers > 16)
         return Usage("--brokers wants 1..16");
@@ -395,6 +407,16 @@ int main(int argc, char** argv) {
   work = fs::absolute(work);
   if (captures.empty()) captures = work / "run";
   captures = fs::absolute(captures);
+  if (floor_only != 0) {
+    if (drop > floor_only - tally::SafeThreshold(floor_only))
+      return Usage("--drop: a round of " + std::to_string(floor_only) + " survives at most " +
+                   std::to_string(floor_only - tally::SafeThreshold(floor_only)) + " dropouts");
+    Measured m;
+    m.config = {floor_only, static_cast<uint32_t>(length), 0, 0};
+    m.floor = MeasureFloor(floor_only, static_cast<uint32_t>(length), drop, any_size);
+    PrintFloor(m, json);
+    return 0;
+  }
   if (brokers != 0)
     return RunBrokers(bin, work, brokers, patients, rounds == 0 ? 3 : static_cast<uint32_t>(rounds),
                       json);

@@ -31,6 +31,7 @@ double PeakRssMiB(pid_t pid);
 // after sharing, before their masked input.
 struct Floor {
   size_t dropped = 0;
+  size_t degree = 0;    // each patient's neighbours in a neighbourhood round; 0: a full round
   double patient = 0;   // one patient's steps (the mean over the patients)
   double hospital = 0;  // the hospital's: its view, the masked inputs, the unmasks, the masks off
   double broker = 0;    // the coordinator's (routing and batches, no I/O)
@@ -38,7 +39,9 @@ struct Floor {
   uint64_t bytes = 0;   // every frame through the broker, in and out
   double total = 0;     // N x patient + hospital + broker + curve
 };
-Floor MeasureFloor(size_t n, uint32_t length, size_t dropped = 0);
+// `any_size`: a neighbourhood round at any N where a degree below N - 1 fits (for comparing
+// sizes), not only above 100 patients.
+Floor MeasureFloor(size_t n, uint32_t length, size_t dropped = 0, bool any_size = false);
 
 // One warm-rounds configuration: N patients, vectors of L, K rounds (the first is warm-up).
 struct Config {

@@ -89,7 +89,7 @@ struct Curve {
 
 }  // namespace
 
-Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
+Floor MeasureFloor(size_t n, uint32_t length, size_t dropped, bool any_size) {
   Floor f;
   f.dropped = dropped;
   std::vector<SecretCertificate> parties;
@@ -110,11 +110,13 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
   if (n - dropped < params.threshold) Fail("more dropped than the threshold allows");
   std::vector<Certificate> certs;
   for (const auto& p : parties) certs.push_back(p.pub);
-  const Roster roster(std::move(certs));
+  // One roster shared by every party's Sealer, as a process hosting many parties does.
+  const auto shared_roster = std::make_shared<const Roster>(std::move(certs));
+  const Roster& roster = *shared_roster;
   std::vector<Sealer> sealers;  // [0] the hospital, then the patients
   for (size_t k = 0; k < parties.size(); ++k) {
     if (k == 1) continue;  // the broker seals nothing
-    auto s = Sealer::Create(parties[k], roster);
+    auto s = Sealer::Create(parties[k], shared_roster, SealPeers::kRoundPeers);
     if (!s.ok()) Fail(s.message());
     sealers.push_back(std::move(s.value()));
   }
@@ -172,6 +174,19 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
     Fail(who + " has no " + std::string(BatchKindName(kind)) + " batch");
   };
 
+  // Above 100 patients a neighbourhood round at the default rates, as tally-node --graph auto
+  // asks for it.
+  if (n > kNeighbourhoodsAbove || any_size) {
+    auto chosen =
+        ChooseNeighbourhood(static_cast<uint32_t>(n), kDefaultCorruptPpm, kDefaultDropoutPpm);
+    if (chosen.ok() && chosen->degree + 1 < n) {
+      params.graph =
+          Neighbourhood{kDefaultCorruptPpm, kDefaultDropoutPpm, chosen->degree, chosen->threshold};
+      randombytes_buf(params.graph->seed.data(), params.graph->seed.size());
+      params.graph->signature = sealers[0].Sign(GraphStatement(1, params));
+      f.degree = chosen->degree;
+    }
+  }
   deliver("hospital", Request{1, params, 0});
   const PhaseUpdate open = *latest;
   std::vector<uint64_t> expected(length, 0);
@@ -195,6 +210,27 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
     deliver(PatientName(k + 1), *shares);
   }
   const PhaseUpdate mask = *latest;
+  // The hospital, as it goes: its views once it has U2 and its keys, then each masked input.
+  const Batch keys = take("hospital", BatchKind::kKeys);
+  std::optional<HospitalRound> sums;
+  Timed(f.hospital, [&] {
+    sums.emplace(sealers[0], mask.round, mask.params);
+    if (!sums->Learn(keys, mask.sets).ok()) Fail("the hospital's view");
+    return 0;
+  });
+  auto hospital_takes = [&](const RoundSets& sets) {
+    Timed(f.hospital, [&] {
+      for (const Envelope& env : to_hospital) {
+        const auto at = std::find(params.participants.begin(), params.participants.end(), env.from);
+        const auto from = static_cast<size_t>(at - params.participants.begin());
+        Status ok = env.kind == EnvelopeKind::kPartial ? sums->AddPartial(env, from)
+                                                       : sums->AddUnmask(env, from, sets).status();
+        if (!ok.ok()) Fail("the hospital: " + ok.message());
+      }
+      to_hospital.clear();
+      return 0;
+    });
+  };
   // The last `dropped` patients vanish after sharing, before their masked input: the hard case.
   for (size_t k = n - dropped; k < n; ++k)
     execute(Timed(f.broker, [&] { return coordinator.Disconnected(PatientName(k + 1), now); }),
@@ -205,7 +241,18 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
     if (!masked.ok()) Fail(masked.message());
     deliver(PatientName(k + 1), *masked);
   }
-  if (latest->phase == Phase::kConfirm) {
+  hospital_takes(latest->sets);
+  if (latest->phase == Phase::kConfirm && params.graph) {
+    // A neighbourhood round: the hospital checks and signs the survivors.
+    const PhaseUpdate confirm = *latest;
+    const Signature s = Timed(f.hospital, [&] {
+      if (Status can = sums->CheckSurvivors(confirm.sets); !can.ok()) Fail(can.message());
+      return sums->SurvivorsSignature(confirm.sets);
+    });
+    deliver("hospital", Batch{confirm.round,
+                              BatchKind::kSurvivors,
+                              {{0, std::vector<uint8_t>(s.begin(), s.end())}}});
+  } else if (latest->phase == Phase::kConfirm) {
     const PhaseUpdate confirm = *latest;
     for (size_t k = 0; k < n - dropped; ++k) {
       const Batch signature = Timed(patients_s, [&] { return rounds[k]->Confirmation(confirm); });
@@ -216,7 +263,9 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
   if (unmask.phase != Phase::kUnmask) Fail("no unmask phase");
   for (size_t k = 0; k < n - dropped; ++k) {
     std::optional<Batch> confirmations;
-    if (unmask.sets.masked != unmask.sets.shared)
+    if (params.graph)
+      confirmations = take(PatientName(k + 1), BatchKind::kSurvivors);
+    else if (unmask.sets.masked != unmask.sets.shared)
       confirmations = take(PatientName(k + 1), BatchKind::kConfirm);
     auto sent = Timed(patients_s, [&] {
       return rounds[k]->Unmask(unmask, confirmations ? &*confirmations : nullptr);
@@ -224,22 +273,11 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped) {
     if (!sent.ok()) Fail(sent.message());
     deliver(PatientName(k + 1), *sent);
   }
-  // The hospital, as it would once the envelopes are in: its view, the masked inputs, the
-  // unmasks, the masks removed.
-  const Batch keys = take("hospital", BatchKind::kKeys);
+  // The hospital: the unmasks, the masks removed.
+  hospital_takes(unmask.sets);
   std::vector<uint64_t> aggregate = Timed(f.hospital, [&] {
-    HospitalRound sums(sealers[0], unmask.round, unmask.params);
-    if (!sums.Learn(keys, unmask.sets).ok()) Fail("the hospital's view");
-    for (const Envelope& env : to_hospital) {
-      const auto at = std::find(params.participants.begin(), params.participants.end(), env.from);
-      const auto from = static_cast<size_t>(at - params.participants.begin());
-      Status ok = env.kind == EnvelopeKind::kPartial
-                      ? sums.AddPartial(env, from)
-                      : sums.AddUnmask(env, from, unmask.sets).status();
-      if (!ok.ok()) Fail("the hospital: " + ok.message());
-    }
-    if (!sums.Ready(unmask.sets)) Fail("the hospital is not ready");
-    auto sum = sums.Aggregate(unmask.sets);
+    if (!sums->Ready(unmask.sets)) Fail("the hospital is not ready");
+    auto sum = sums->Aggregate(unmask.sets);
     if (!sum.ok()) Fail(sum.message());
     return std::move(sum.value());
   });
