@@ -127,6 +127,8 @@ void Hospital::Adopt(const PhaseUpdate& u) {
   if (!sums.ok()) return Refuse(sums.message());
   round_->sums.emplace(std::move(sums.value()));
   round_->unmasked.assign(u.params.participants.size(), false);
+  for (size_t i = 0; i < u.params.participants.size(); ++i)
+    round_->index.emplace(u.params.participants[i], i);
   if (early_keys_ && early_keys_->round == u.round) round_->keys_batch = std::move(early_keys_);
   early_keys_.reset();
 }
@@ -212,12 +214,11 @@ void Hospital::OnEnvelope(const Envelope& env) {
   }
   ActiveRound& r = *round_;
   if (!r.sums) return reject("envelope for a round that ended before " + name_ + " joined it");
-  const auto& ps = r.opened.params.participants;
-  const auto at = std::find(ps.begin(), ps.end(), env.from);
-  if (at == ps.end())
+  const auto at = r.index.find(env.from);
+  if (at == r.index.end())
     return reject(std::string(KindName(env.kind)) + " from " + env.from +
                   ", not a patient of the round");
-  const auto from = static_cast<size_t>(at - ps.begin());
+  const size_t from = at->second;
   const RoundSets& sets = r.latest.sets;
   if (unmask) {
     if (r.unmasked[from]) return reject("duplicate unmask from " + env.from);

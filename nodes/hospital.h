@@ -8,6 +8,7 @@
 // (schema/PROTOCOL.md, "Results file"). Thread-compatible.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -52,12 +53,13 @@ class Hospital : public NodeRole {
  private:
   struct ActiveRound {
     PhaseUpdate opened;
-    PhaseUpdate latest;                 // the latest update of the round
-    std::optional<Batch> keys_batch;    // the patients' round keys, once here
-    std::optional<HospitalRound> sums;  // once the round is adopted as ours
-    Members unmasked;                   // everyone whose unmask came
-    std::optional<RoundResult> result;  // written and acknowledged, not yet done
-    bool confirmed = false;             // a neighbourhood round's survivors signed
+    PhaseUpdate latest;                                // the latest update of the round
+    std::optional<Batch> keys_batch;                   // the patients' round keys, once here
+    std::optional<HospitalRound> sums;                 // once the round is adopted as ours
+    Members unmasked;                                  // everyone whose unmask came
+    std::map<std::string, size_t, std::less<>> index;  // participant -> its position
+    std::optional<RoundResult> result;                 // written and acknowledged, not yet done
+    bool confirmed = false;                            // a neighbourhood round's survivors signed
   };
   void SendRequest();
   // In a neighbourhood round's confirm phase, once every survivor's masked input is in: checks

@@ -218,11 +218,12 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped, bool any_size) {
     if (!sums->Learn(keys, mask.sets).ok()) Fail("the hospital's view");
     return 0;
   });
+  std::map<std::string, size_t> index;  // as the hospital keeps it
+  for (size_t i = 0; i < n; ++i) index.emplace(params.participants[i], i);
   auto hospital_takes = [&](const RoundSets& sets) {
     Timed(f.hospital, [&] {
       for (const Envelope& env : to_hospital) {
-        const auto at = std::find(params.participants.begin(), params.participants.end(), env.from);
-        const auto from = static_cast<size_t>(at - params.participants.begin());
+        const size_t from = index.at(env.from);
         Status ok = env.kind == EnvelopeKind::kPartial ? sums->AddPartial(env, from)
                                                        : sums->AddUnmask(env, from, sets).status();
         if (!ok.ok()) Fail("the hospital: " + ok.message());
