@@ -31,14 +31,11 @@ Hospital::Hospital(const NodeOptions& options, const Roster& roster, const Seale
   const size_t n = request_.participants.empty() ? roster.Names(Role::kPatient).size()
                                                  : request_.participants.size();
   early_cap_ = 2 * n;
-  if (!options.graph || n <= kNeighbourhoodsAbove) return;
-  Result<NeighbourhoodParams> chosen =
-      ChooseNeighbourhood(static_cast<uint32_t>(n), options.corrupt_ppm, options.dropout_ppm);
-  if (!chosen.ok()) return;  // no degree below N - 1 meets the bounds: a full round
+  if (!options.graph) return;
+  request_.graph = ChooseGraph(n, options.corrupt_ppm, options.dropout_ppm);
+  if (!request_.graph) return;  // small, or no degree below N - 1 meets the bounds: a full round
   if (request_.participants.empty()) request_.participants = roster.Names(Role::kPatient);
   if (request_.threshold == 0) request_.threshold = SafeThreshold(n);
-  request_.graph =
-      Neighbourhood{options.corrupt_ppm, options.dropout_ppm, chosen->degree, chosen->threshold};
 }
 
 Hospital::~Hospital() = default;

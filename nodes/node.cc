@@ -130,9 +130,12 @@ class Node::Impl {
                            "'s roster names " + std::to_string(options_.participants.size()));
     if (options_.threshold == 0) options_.threshold = SafeThreshold(options_.participants.size());
     // Every sum must fit the ring, the threshold be safe: refused here, before any value moves.
-    return CheckRoundParams(RoundParams{options_.name, options_.range, options_.length,
-                                        options_.participants, options_.columns, options_.weight,
-                                        options_.threshold});
+    RoundParams params{options_.name,    options_.range,  options_.length,   options_.participants,
+                       options_.columns, options_.weight, options_.threshold};
+    if (options_.graph)
+      params.graph =
+          ChooseGraph(params.participants.size(), options_.corrupt_ppm, options_.dropout_ppm);
+    return CheckRoundParams(params);
   }
 
   NodeOptions options_;

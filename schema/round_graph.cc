@@ -4,6 +4,14 @@
 
 namespace tally {
 
+std::optional<Neighbourhood> ChooseGraph(size_t n, uint32_t corrupt_ppm, uint32_t dropout_ppm) {
+  if (n <= kNeighbourhoodsAbove || n > kMaxNeighbourhoodPatients) return std::nullopt;
+  Result<NeighbourhoodParams> chosen =
+      ChooseNeighbourhood(static_cast<uint32_t>(n), corrupt_ppm, dropout_ppm);
+  if (!chosen.ok() || chosen->degree + 1 >= n) return std::nullopt;
+  return Neighbourhood{corrupt_ppm, dropout_ppm, chosen->degree, chosen->threshold};
+}
+
 Result<RoundGraph> RoundGraph::Of(const RoundParams& params) {
   const auto n = static_cast<uint32_t>(params.participants.size());
   if (!params.graph) return RoundGraph(n, params.threshold, std::nullopt);

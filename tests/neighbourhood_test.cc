@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "schema/round_graph.h"
+#include "schema/schema.h"
 #include "tests/contains.h"
 
 namespace tally {
@@ -361,6 +363,28 @@ TEST(ChooseNeighbourhoodTest, IsQuickForAMillionPatients) {
     std::printf("10^6 patients, %u ppm corrupt, %u ppm dropped: k %u t %u in %.2f ms\n", corrupt,
                 dropout, p->degree, p->threshold, ms);
   }
+}
+
+// Regression, named after what it caught: a hospital with --graph auto and more patients than a
+// full round holds refused to start, because its start-up check judged the round as a full one.
+// What it asks for is ChooseGraph's graph, which CheckRoundParams accepts.
+TEST(ChooseGraphTest, AHospitalsRoundAboveAFullRoundIsANeighbourhoodRoundThatChecksOut) {
+  EXPECT_FALSE(ChooseGraph(100, kDefaultCorruptPpm, kDefaultDropoutPpm));  // 100: a full round
+  const std::optional<Neighbourhood> g = ChooseGraph(2400, kDefaultCorruptPpm, kDefaultDropoutPpm);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->corrupt_ppm, kDefaultCorruptPpm);
+  EXPECT_EQ(g->dropout_ppm, kDefaultDropoutPpm);
+  EXPECT_TRUE(
+      CheckNeighbourhood(2400, {g->degree, g->threshold}, kDefaultCorruptPpm, kDefaultDropoutPpm)
+          .ok());
+  RoundParams p{"hospital", 1000, 1, {}};
+  for (int i = 0; i < 2400; ++i) p.participants.push_back("p" + std::to_string(i));
+  p.threshold = SafeThreshold(2400);
+  EXPECT_EQ(CheckRoundParams(p).message(),
+            "a full round has at most 1000 patients, not 2400: a larger one needs a graph "
+            "(neighbourhoods)");
+  p.graph = g;
+  EXPECT_TRUE(CheckRoundParams(p).ok());
 }
 
 }  // namespace

@@ -365,6 +365,16 @@ int main(int argc, char** argv) {
       return Usage("unknown option " + f);
     }
   }
+  if (floor_only != 0) {
+    if (drop > floor_only - tally::SafeThreshold(floor_only))
+      return Usage("--drop: a round of " + std::to_string(floor_only) + " survives at most " +
+                   std::to_string(floor_only - tally::SafeThreshold(floor_only)) + " dropouts");
+    Measured m;
+    m.config = {floor_only, static_cast<uint32_t>(length), 0, 0};
+    m.floor = MeasureFloor(floor_only, static_cast<uint32_t>(length), drop, any_size);
+    PrintFloor(m, json);
+    return 0;
+  }
   if (load != 0)
     return Load(load, length, rounds_given ? rounds : 2, drop, load_threads, deadline_ms, json,
                 work, captures, bin);
@@ -407,16 +417,6 @@ int main(int argc, char** argv) {
   work = fs::absolute(work);
   if (captures.empty()) captures = work / "run";
   captures = fs::absolute(captures);
-  if (floor_only != 0) {
-    if (drop > floor_only - tally::SafeThreshold(floor_only))
-      return Usage("--drop: a round of " + std::to_string(floor_only) + " survives at most " +
-                   std::to_string(floor_only - tally::SafeThreshold(floor_only)) + " dropouts");
-    Measured m;
-    m.config = {floor_only, static_cast<uint32_t>(length), 0, 0};
-    m.floor = MeasureFloor(floor_only, static_cast<uint32_t>(length), drop, any_size);
-    PrintFloor(m, json);
-    return 0;
-  }
   if (brokers != 0)
     return RunBrokers(bin, work, brokers, patients, rounds == 0 ? 3 : static_cast<uint32_t>(rounds),
                       json);

@@ -179,12 +179,15 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped, bool any_size) {
   if (n > kNeighbourhoodsAbove || any_size) {
     auto chosen =
         ChooseNeighbourhood(static_cast<uint32_t>(n), kDefaultCorruptPpm, kDefaultDropoutPpm);
-    if (chosen.ok() && chosen->degree + 1 < n) {
+    if (any_size && chosen.ok() && chosen->degree + 1 < n)
       params.graph =
           Neighbourhood{kDefaultCorruptPpm, kDefaultDropoutPpm, chosen->degree, chosen->threshold};
+    else
+      params.graph = ChooseGraph(n, kDefaultCorruptPpm, kDefaultDropoutPpm);
+    if (params.graph) {
       randombytes_buf(params.graph->seed.data(), params.graph->seed.size());
       params.graph->signature = sealers[0].Sign(GraphStatement(1, params));
-      f.degree = chosen->degree;
+      f.degree = params.graph->degree;
     }
   }
   deliver("hospital", Request{1, params, 0});

@@ -539,9 +539,8 @@ int main(int argc, char** argv) {
   // Each patient's peers: N - 1, or k in a neighbourhood round (as the hospital will choose it),
   // which launch says before the round starts.
   auto peers_of = [&](size_t n) -> uint64_t {
-    if (!graph || n <= tally::kNeighbourhoodsAbove) return n - 1;
-    auto chosen = tally::ChooseNeighbourhood(static_cast<uint32_t>(n), corrupt_ppm, dropout_ppm);
-    if (!chosen.ok() || chosen->degree + 1 >= n) return n - 1;
+    const auto chosen = graph ? tally::ChooseGraph(n, corrupt_ppm, dropout_ppm) : std::nullopt;
+    if (!chosen) return n - 1;
     log("launch: a neighbourhood round: each patient with " + std::to_string(chosen->degree) +
         " of " + std::to_string(n) + ", threshold " + std::to_string(chosen->threshold) +
         " (assuming " + rate(corrupt_ppm) + " corrupt, " + rate(dropout_ppm) + " dropping out)");
