@@ -6,7 +6,7 @@
 //   - what the coordinator routes and refuses in a neighbourhood round (keys batches of
 //     neighbours only, shares batches, the hospital's survivors signature, its deadline);
 //   - what a patient refuses: an unmask without the hospital's signature on its own survivors,
-//     and, as a real patient role (tally::Node against a scripted broker, as patient_test.cc
+//     and, as a real patient role (tally::Node against a fake broker, as patient_test.cc
 //     drives one), a graph it must not take at open;
 //   - the hospital's check that every secret of the survivors can be rebuilt;
 //   - tools/launch with 120 real patient processes and dropouts at share, mask and unmask.
@@ -26,10 +26,8 @@
 #include <string>
 #include <thread>
 #include <vector>
-#include <zmq.hpp>
 
 #include "broker/coordinator.h"
-#include "keys/curve.h"
 #include "keys/keys.h"
 #include "nodes/hospital_round.h"
 #include "nodes/node.h"
@@ -746,61 +744,6 @@ TEST_F(NeighbourhoodRoundTest, CheckSurvivorsAcceptsWhenEverySecretHasTSurviving
 
 // ---- 5. A real patient's refusals at open ----
 
-// A scripted broker: a ROUTER and an XPUB bound on loopback as CURVE servers with the broker's
-// key (as in patient_test.cc), enough to publish an open phase and read the patient's answer.
-class ScriptedBroker {
- public:
-  explicit ScriptedBroker(const fs::path& keys) {
-    auto secret = LoadSecret(keys, "broker");
-    EXPECT_TRUE(secret.ok()) << secret.message();
-    if (!secret.ok()) return;
-    for (zmq::socket_t* s : {&router_, &xpub_}) {
-      CurveServer(*s, secret->curve_secret, "", {0, -1, "tcp://127.0.0.1:*"});
-      s->bind("tcp://127.0.0.1:*");
-    }
-    router_endpoint_ = router_.get(zmq::sockopt::last_endpoint);
-    phases_endpoint_ = xpub_.get(zmq::sockopt::last_endpoint);
-  }
-  const std::string& router_endpoint() const { return router_endpoint_; }
-  const std::string& phases_endpoint() const { return phases_endpoint_; }
-
-  bool WaitSubscriber() {
-    const auto deadline = std::chrono::steady_clock::now() + kWait;
-    while (std::chrono::steady_clock::now() < deadline) {
-      zmq::pollitem_t item{xpub_.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&item, 1, milliseconds(100)) <= 0) continue;
-      zmq::message_t m;
-      if (!xpub_.recv(m, zmq::recv_flags::dontwait)) continue;
-      if (m.size() == 1 && static_cast<const uint8_t*>(m.data())[0] == 1) return true;
-    }
-    return false;
-  }
-  void Publish(const PhaseUpdate& update) {
-    auto bytes = Encode(update);
-    EXPECT_TRUE(xpub_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
-  }
-  // The next message on the ROUTER (routing id, then one frame), decoded.
-  std::optional<Message> Receive() {
-    zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, kWait) <= 0) return std::nullopt;
-    zmq::message_t identity, frame;
-    if (!router_.recv(identity, zmq::recv_flags::dontwait) || !identity.more() ||
-        !router_.recv(frame, zmq::recv_flags::dontwait))
-      return std::nullopt;
-    auto decoded =
-        Decode(std::span<const uint8_t>(static_cast<const uint8_t*>(frame.data()), frame.size()));
-    EXPECT_TRUE(decoded.ok()) << decoded.message();
-    if (!decoded.ok()) return std::nullopt;
-    return std::move(decoded.value());
-  }
-
- private:
-  zmq::context_t ctx_;
-  zmq::socket_t router_{ctx_, zmq::socket_type::router};
-  zmq::socket_t xpub_{ctx_, zmq::socket_type::xpub};
-  std::string router_endpoint_, phases_endpoint_;
-};
-
 // p01 is a real patient (tally::Node on its own thread) of 100 patients p01..p100 in its roster,
 // with a second hospital; the test publishes neighbourhood rounds and reads its join or refusal.
 class NeighbourhoodPatientTest : public ::testing::Test {
@@ -814,7 +757,7 @@ class NeighbourhoodPatientTest : public ::testing::Test {
     keys_ = MakeKeys(dir_.path(), names);
     auto second = GenerateParty(keys_, "hospital2", Role::kHospital, false);
     ASSERT_TRUE(second.ok()) << second.message();
-    broker_ = std::make_unique<ScriptedBroker>(keys_);
+    broker_ = std::make_unique<FakeBroker>(keys_);
     ASSERT_FALSE(broker_->router_endpoint().empty());
     hospital_ = std::make_unique<Sealer>(MakeSealer(keys_, "hospital"));
     hospital2_ = std::make_unique<Sealer>(MakeSealer(keys_, "hospital2"));
@@ -873,14 +816,14 @@ class NeighbourhoodPatientTest : public ::testing::Test {
   // p01's answer to `open`: its refusal's reason, or "joined".
   std::string Answer(const PhaseUpdate& open) {
     broker_->Publish(open);
-    std::optional<Message> m = broker_->Receive();
+    std::optional<Received> m = broker_->Receive();
     EXPECT_TRUE(m) << "no answer from p01";
     if (!m) return "";
-    if (const auto* j = std::get_if<tally::Join>(&*m)) {
+    if (const auto* j = std::get_if<tally::Join>(&m->message)) {
       EXPECT_EQ(j->round, open.round);
       return "joined";
     }
-    const auto* r = std::get_if<Refuse>(&*m);
+    const auto* r = std::get_if<Refuse>(&m->message);
     EXPECT_NE(r, nullptr) << "neither a join nor a refusal";
     if (!r) return "";
     EXPECT_EQ(r->round, open.round);
@@ -890,7 +833,7 @@ class NeighbourhoodPatientTest : public ::testing::Test {
   TempDir dir_;
   fs::path keys_;
   LogWatcher log_;
-  std::unique_ptr<ScriptedBroker> broker_;
+  std::unique_ptr<FakeBroker> broker_;
   std::unique_ptr<Sealer> hospital_, hospital2_;
   NeighbourhoodParams chosen_;
   std::unique_ptr<Node> node_;

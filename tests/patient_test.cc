@@ -28,7 +28,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-#include <zmq.hpp>
 
 #include "keys/keys.h"
 #include "nodes/hospital_round.h"
@@ -74,107 +73,6 @@ std::string Joined(const std::vector<std::string>& lines) {
 }
 
 Members All(size_t n) { return Members(n, true); }
-
-// One message the fake broker's ROUTER received: the sender's routing id, the frame as sent
-// and its decoding.
-struct Received {
-  std::vector<uint8_t> identity;
-  std::vector<uint8_t> frame;
-  Message message;
-};
-
-// The broker's two sockets, bound as CURVE servers with the broker's secret key from the key
-// folder. No ZAP handler: any CURVE client that knows the broker's public key gets in.
-class FakeBroker {
- public:
-  explicit FakeBroker(const fs::path& keys) {
-    auto secret = LoadSecret(keys, "broker");
-    EXPECT_TRUE(secret.ok()) << secret.message();
-    if (!secret.ok()) return;
-    for (zmq::socket_t* s : {&router_, &xpub_}) {
-      CurveServer(*s, secret->curve_secret, "", {0, -1, "tcp://127.0.0.1:*"});
-      s->bind("tcp://127.0.0.1:*");
-    }
-    router_endpoint_ = router_.get(zmq::sockopt::last_endpoint);
-    phases_endpoint_ = xpub_.get(zmq::sockopt::last_endpoint);
-  }
-
-  const std::string& router_endpoint() const { return router_endpoint_; }
-  const std::string& phases_endpoint() const { return phases_endpoint_; }
-
-  // True once a subscription to the empty prefix has reached the XPUB (after the subscriber's
-  // CURVE handshake): from then on every update published reaches it.
-  bool WaitSubscriber(milliseconds timeout = kWait) {
-    auto deadline = Clock::now() + timeout;
-    for (;;) {
-      auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return false;
-      zmq::pollitem_t item{xpub_.handle(), 0, ZMQ_POLLIN, 0};
-      if (zmq::poll(&item, 1, left) <= 0) return false;
-      zmq::message_t m;
-      if (!xpub_.recv(m, zmq::recv_flags::dontwait)) continue;
-      if (m.size() == 1 && static_cast<const uint8_t*>(m.data())[0] == 1) return true;
-    }
-  }
-
-  void Publish(const PhaseUpdate& update) {
-    auto bytes = Encode(update);
-    EXPECT_TRUE(xpub_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
-  }
-  // `update` as the second frame of a two-frame message, after `first`.
-  void PublishTwoFrames(const std::vector<uint8_t>& first, const PhaseUpdate& update) {
-    auto bytes = Encode(update);
-    EXPECT_TRUE(xpub_.send(zmq::buffer(first), zmq::send_flags::sndmore).has_value());
-    EXPECT_TRUE(xpub_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
-  }
-
-  // Sends `message` over the ROUTER to the peer with routing id `identity`.
-  void SendTo(const std::vector<uint8_t>& identity, const Message& message) {
-    auto bytes = Encode(message);
-    EXPECT_TRUE(router_.send(zmq::buffer(identity), zmq::send_flags::sndmore).has_value());
-    EXPECT_TRUE(router_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
-  }
-
-  // The next message on the ROUTER within `timeout`: exactly one frame after the routing id,
-  // which must decode.
-  std::optional<Received> Receive(milliseconds timeout = kWait) {
-    zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;
-    zmq::message_t identity, frame;
-    if (!router_.recv(identity, zmq::recv_flags::dontwait)) return std::nullopt;
-    EXPECT_TRUE(identity.more()) << "a ROUTER message without a payload frame";
-    if (!identity.more() || !router_.recv(frame, zmq::recv_flags::dontwait)) return std::nullopt;
-    EXPECT_FALSE(frame.more()) << "a message of more than one frame";
-    Received r;
-    r.identity.assign(static_cast<const uint8_t*>(identity.data()),
-                      static_cast<const uint8_t*>(identity.data()) + identity.size());
-    r.frame.assign(static_cast<const uint8_t*>(frame.data()),
-                   static_cast<const uint8_t*>(frame.data()) + frame.size());
-    auto decoded = Decode(r.frame);
-    EXPECT_TRUE(decoded.ok()) << decoded.message();
-    if (!decoded.ok()) return std::nullopt;
-    r.message = std::move(decoded.value());
-    return r;
-  }
-
-  // Polls the ROUTER until `done` holds or `timeout` passes; returns whatever arrived
-  // meanwhile (nullopt: nothing did). Each poll ends early when a message comes in.
-  std::optional<Received> ReceiveUntil(const std::function<bool()>& done,
-                                       milliseconds timeout = kWait) {
-    auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline && !done()) {
-      if (auto r = Receive(milliseconds(10))) return r;
-    }
-    return Receive(milliseconds(0));
-  }
-
- private:
-  zmq::context_t ctx_;
-  zmq::socket_t router_{ctx_, zmq::socket_type::router};
-  zmq::socket_t xpub_{ctx_, zmq::socket_type::xpub};
-  std::string router_endpoint_;
-  std::string phases_endpoint_;
-};
 
 // cpk || spk || signature: a keys batch item for `join`.
 BatchItem KeysItem(size_t index, const Join& join) {

@@ -86,6 +86,78 @@ SecretCertificate StrangerKeys() {
   return CurveKeys(pub, sec.data());
 }
 
+FakeBroker::FakeBroker(const std::filesystem::path& keys) {
+  auto secret = LoadSecret(keys, "broker");
+  EXPECT_TRUE(secret.ok()) << secret.message();
+  if (!secret.ok()) return;
+  for (zmq::socket_t* s : {&router_, &xpub_}) {
+    CurveServer(*s, secret->curve_secret, "", {0, -1, "tcp://127.0.0.1:*"});
+    s->bind("tcp://127.0.0.1:*");
+  }
+  router_endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+  phases_endpoint_ = xpub_.get(zmq::sockopt::last_endpoint);
+}
+
+bool FakeBroker::WaitSubscriber(milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left =
+        std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    zmq::pollitem_t item{xpub_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, left) <= 0) return false;
+    zmq::message_t m;
+    if (!xpub_.recv(m, zmq::recv_flags::dontwait)) continue;
+    if (m.size() == 1 && static_cast<const uint8_t*>(m.data())[0] == 1) return true;
+  }
+}
+
+void FakeBroker::Publish(const PhaseUpdate& update) {
+  auto bytes = Encode(update);
+  EXPECT_TRUE(xpub_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+}
+
+void FakeBroker::PublishTwoFrames(const std::vector<uint8_t>& first, const PhaseUpdate& update) {
+  auto bytes = Encode(update);
+  EXPECT_TRUE(xpub_.send(zmq::buffer(first), zmq::send_flags::sndmore).has_value());
+  EXPECT_TRUE(xpub_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+}
+
+void FakeBroker::SendTo(const std::vector<uint8_t>& identity, const Message& message) {
+  auto bytes = Encode(message);
+  EXPECT_TRUE(router_.send(zmq::buffer(identity), zmq::send_flags::sndmore).has_value());
+  EXPECT_TRUE(router_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value());
+}
+
+std::optional<Received> FakeBroker::Receive(milliseconds timeout) {
+  zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, timeout) <= 0) return std::nullopt;
+  zmq::message_t identity, frame;
+  if (!router_.recv(identity, zmq::recv_flags::dontwait)) return std::nullopt;
+  EXPECT_TRUE(identity.more()) << "a ROUTER message without a payload frame";
+  if (!identity.more() || !router_.recv(frame, zmq::recv_flags::dontwait)) return std::nullopt;
+  EXPECT_FALSE(frame.more()) << "a message of more than one frame";
+  Received r;
+  r.identity.assign(static_cast<const uint8_t*>(identity.data()),
+                    static_cast<const uint8_t*>(identity.data()) + identity.size());
+  r.frame.assign(static_cast<const uint8_t*>(frame.data()),
+                 static_cast<const uint8_t*>(frame.data()) + frame.size());
+  auto decoded = Decode(r.frame);
+  EXPECT_TRUE(decoded.ok()) << decoded.message();
+  if (!decoded.ok()) return std::nullopt;
+  r.message = std::move(decoded.value());
+  return r;
+}
+
+std::optional<Received> FakeBroker::ReceiveUntil(const std::function<bool()>& done,
+                                                 milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline && !done()) {
+    if (auto r = Receive(milliseconds(10))) return r;
+  }
+  return Receive(milliseconds(0));
+}
+
 TestParty::TestParty(const std::filesystem::path& keys, const std::string& name,
                      const std::string& router, const std::string& phases, bool subscribe) {
   auto roster = LoadRoster(keys);

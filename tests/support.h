@@ -1,6 +1,7 @@
 // Test support: temp folders, key sets, a log sink tests can wait on, a test party that speaks
-// the wire protocol over real CURVE sockets, and a test patient that takes part in rounds as
-// tally-node does (nodes/patient_round.h), one phase at a time.
+// the wire protocol over real CURVE sockets, a fake broker to drive a real patient against, and
+// a test patient that takes part in rounds as tally-node does (nodes/patient_round.h), one
+// phase at a time.
 //
 // The patient helpers are defined here, inline, so that a suite that does not use them need
 // not link tally_nodes.
@@ -109,6 +110,54 @@ class TestParty {
   zmq::socket_t sub_{ctx_, zmq::socket_type::sub};
   zmq::socket_t monitor_{ctx_, zmq::socket_type::pair};
   size_t probes_ = 0;
+};
+
+// A stand-in broker for tests that drive a real patient (tally::Node) without tally-broker:
+// the test scripts what the broker publishes and reads what the patient sends.
+
+// One message the fake broker's ROUTER received: the sender's routing id, the frame as sent
+// and its decoding.
+struct Received {
+  std::vector<uint8_t> identity;
+  std::vector<uint8_t> frame;
+  Message message;
+};
+
+// The broker's two sockets, bound as CURVE servers with the broker's secret key from the key
+// folder. No ZAP handler: any CURVE client that knows the broker's public key gets in.
+class FakeBroker {
+ public:
+  explicit FakeBroker(const std::filesystem::path& keys);
+
+  const std::string& router_endpoint() const { return router_endpoint_; }
+  const std::string& phases_endpoint() const { return phases_endpoint_; }
+
+  // True once a subscription to the empty prefix has reached the XPUB (after the subscriber's
+  // CURVE handshake): from then on every update published reaches it.
+  bool WaitSubscriber(milliseconds timeout = kWait);
+
+  void Publish(const PhaseUpdate& update);
+  // `update` as the second frame of a two-frame message, after `first`.
+  void PublishTwoFrames(const std::vector<uint8_t>& first, const PhaseUpdate& update);
+
+  // Sends `message` over the ROUTER to the peer with routing id `identity`.
+  void SendTo(const std::vector<uint8_t>& identity, const Message& message);
+
+  // The next message on the ROUTER within `timeout`: exactly one frame after the routing id,
+  // which must decode.
+  std::optional<Received> Receive(milliseconds timeout = kWait);
+
+  // Polls the ROUTER until `done` holds or `timeout` passes; returns whatever arrived
+  // meanwhile (nullopt: nothing did). Each poll ends early when a message comes in.
+  std::optional<Received> ReceiveUntil(const std::function<bool()>& done,
+                                       milliseconds timeout = kWait);
+
+ private:
+  zmq::context_t ctx_;
+  zmq::socket_t router_{ctx_, zmq::socket_type::router};
+  zmq::socket_t xpub_{ctx_, zmq::socket_type::xpub};
+  std::string router_endpoint_;
+  std::string phases_endpoint_;
 };
 
 // A party's Sealer (a patient's or the hospital's), from the key folder.
