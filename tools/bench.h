@@ -24,6 +24,8 @@ double Percentile(std::vector<double> v, double p);
 double CpuSeconds(pid_t pid);
 // Peak resident set (VmHWM) in MiB, or 0 when unreadable (e.g. the process has exited).
 double PeakRssMiB(pid_t pid);
+// Resident set now (VmRSS) in MiB, or 0 when unreadable.
+double RssMiB(pid_t pid);
 
 // The CPU a round cannot avoid with this protocol and these primitives (BENCHMARKS.md): one round
 // of N patients and vectors of L run in-process with Tally's own protocol code, no sockets, each

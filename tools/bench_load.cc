@@ -48,15 +48,6 @@ double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 // The generator's patient p's element e (p from 0), as tally-bench's other runs use.
 uint64_t Value(size_t p, uint32_t e) { return (static_cast<uint64_t>(p) * 7919 + e) % 1001; }
 
-// Resident set now (VmRSS) in MiB, or 0.
-double RssMiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
-  return 0;
-}
-
 size_t Count(const fs::path& dir) {
   std::error_code ec;
   size_t n = 0;

@@ -68,14 +68,20 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// Peak resident set (VmHWM) in MiB, or 0 when unreadable (e.g. the process has exited).
-double PeakRssMiB(pid_t pid) {
+namespace {
+// A "Vm...:" line of /proc/PID/status (in kB there) in MiB, or 0 when unreadable.
+double StatusMiB(pid_t pid, std::string_view field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+    if (line.rfind(field, 0) == 0)
+      return std::strtod(line.c_str() + field.size(), nullptr) / 1024.0;
   return 0;
 }
+}  // namespace
+
+double PeakRssMiB(pid_t pid) { return StatusMiB(pid, "VmHWM:"); }
+double RssMiB(pid_t pid) { return StatusMiB(pid, "VmRSS:"); }
 
 namespace {
 
