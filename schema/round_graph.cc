@@ -4,8 +4,9 @@
 
 namespace tally {
 
-std::optional<Neighbourhood> ChooseGraph(size_t n, uint32_t corrupt_ppm, uint32_t dropout_ppm) {
-  if (n <= kNeighbourhoodsAbove || n > kMaxNeighbourhoodPatients) return std::nullopt;
+std::optional<Neighbourhood> ChooseGraph(size_t n, uint32_t corrupt_ppm, uint32_t dropout_ppm,
+                                         size_t above) {
+  if (n <= above || n > kMaxNeighbourhoodPatients) return std::nullopt;
   Result<NeighbourhoodParams> chosen =
       ChooseNeighbourhood(static_cast<uint32_t>(n), corrupt_ppm, dropout_ppm);
   if (!chosen.ok() || chosen->degree + 1 >= n) return std::nullopt;

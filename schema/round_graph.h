@@ -28,9 +28,9 @@ inline constexpr uint32_t kDefaultDropoutPpm = 100'000;
 
 // The graph a hospital asks for (tally-node --graph auto) for a round of `n` patients at these
 // rates: a neighbourhood round's degree and threshold (no seed, no signature yet) when n is above
-// kNeighbourhoodsAbove and ChooseNeighbourhood finds a degree below n - 1, else nullopt (a full
-// round).
-std::optional<Neighbourhood> ChooseGraph(size_t n, uint32_t corrupt_ppm, uint32_t dropout_ppm);
+// `above` and ChooseNeighbourhood finds a degree below n - 1, else nullopt (a full round).
+std::optional<Neighbourhood> ChooseGraph(size_t n, uint32_t corrupt_ppm, uint32_t dropout_ppm,
+                                         size_t above = kNeighbourhoodsAbove);
 
 // The graph of one round (schema/PROTOCOL.md, "Neighbourhoods"): whom each participant masks
 // with and shares its secrets to, and the threshold that rebuilds a secret from its holders. A

@@ -80,7 +80,7 @@ constexpr const char* kUsage =
     "                      vanish at each round's mask phase (close their connections), and\n"
     "                      the sum is over the others. Rounds need N <= the protocol's most\n"
     "  --load-threads T    threads driving the hosted patients (default 2)\n"
-    "  --deadline-ms MS    with --load: each phase's deadline (default 10 s + 0.4 ms x N^2\n"
+    "  --deadline-ms MS    with --load: each phase's deadline (default 10 s + 0.4 ms x N x k\n"
     "                      per core, as tools/launch)\n"
     "  --brokers B         instead (with --patients N): B brokers at once, each with its own\n"
     "                      cohort of N patients and hospital process; K combined rounds\n"
@@ -205,19 +205,12 @@ int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t t
   o.rounds = static_cast<uint32_t>(rounds);
   o.drop = drop;
   o.threads = threads;
-  // As tools/launch: every patient derives keys with every other on this machine's cores.
-  const double cores = std::max(1u, std::thread::hardware_concurrency());
-  // Each patient's peers: k in a neighbourhood round, as the hospital will choose it.
-  uint64_t peers = n - 1;
-  if (n > tally::kNeighbourhoodsAbove) {
-    auto chosen = tally::ChooseNeighbourhood(static_cast<uint32_t>(n), tally::kDefaultCorruptPpm,
-                                             tally::kDefaultDropoutPpm);
-    if (chosen.ok() && chosen->degree + 1 < n) peers = chosen->degree;
-  }
-  o.deadline_ms = deadline_ms != 0
-                      ? static_cast<uint32_t>(deadline_ms)
-                      : static_cast<uint32_t>(std::min<double>(
-                            UINT32_MAX / 8, 10000 + 0.4 * static_cast<double>(n * peers) / cores));
+  // As tools/launch. Each patient's peers: k in a neighbourhood round, as the hospital will choose
+  // it.
+  const auto chosen = tally::ChooseGraph(n, tally::kDefaultCorruptPpm, tally::kDefaultDropoutPpm);
+  const uint64_t peers = chosen ? chosen->degree : n - 1;
+  o.deadline_ms = static_cast<uint32_t>(std::min<uint64_t>(
+      UINT32_MAX / 8, deadline_ms != 0 ? deadline_ms : tally::LocalPhaseDeadlineMs(n, peers)));
   o.idle_timeout_ms = std::max<uint32_t>(600000, 3 * o.deadline_ms);
   const LoadRun r = RunLoad(o, bin, work, captures, [&](const std::string& s) { Say(json, s); });
   const double nn = static_cast<double>(n);

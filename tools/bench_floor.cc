@@ -174,21 +174,14 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped, bool any_size) {
     Fail(who + " has no " + std::string(BatchKindName(kind)) + " batch");
   };
 
-  // Above 100 patients a neighbourhood round at the default rates, as tally-node --graph auto
-  // asks for it.
-  if (n > kNeighbourhoodsAbove || any_size) {
-    auto chosen =
-        ChooseNeighbourhood(static_cast<uint32_t>(n), kDefaultCorruptPpm, kDefaultDropoutPpm);
-    if (any_size && chosen.ok() && chosen->degree + 1 < n)
-      params.graph =
-          Neighbourhood{kDefaultCorruptPpm, kDefaultDropoutPpm, chosen->degree, chosen->threshold};
-    else
-      params.graph = ChooseGraph(n, kDefaultCorruptPpm, kDefaultDropoutPpm);
-    if (params.graph) {
-      randombytes_buf(params.graph->seed.data(), params.graph->seed.size());
-      params.graph->signature = sealers[0].Sign(GraphStatement(1, params));
-      f.degree = params.graph->degree;
-    }
+  // Above 100 patients (at any size with `any_size`) a neighbourhood round at the default rates,
+  // as tally-node --graph auto asks for it.
+  params.graph =
+      ChooseGraph(n, kDefaultCorruptPpm, kDefaultDropoutPpm, any_size ? 0 : kNeighbourhoodsAbove);
+  if (params.graph) {
+    randombytes_buf(params.graph->seed.data(), params.graph->seed.size());
+    params.graph->signature = sealers[0].Sign(GraphStatement(1, params));
+    f.degree = params.graph->degree;
   }
   deliver("hospital", Request{1, params, 0});
   const PhaseUpdate open = *latest;

@@ -3,11 +3,17 @@
 #include <algorithm>
 #include <csignal>
 #include <fstream>
+#include <thread>
 
 #include "schema/log.h"
 #include "schema/system.h"
 
 namespace tally {
+
+uint64_t LocalPhaseDeadlineMs(uint64_t n, uint64_t peers) {
+  const uint64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  return 10000 + n * peers * 40 / 100 / cores;
+}
 namespace {
 
 namespace fs = std::filesystem;

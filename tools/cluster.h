@@ -21,6 +21,14 @@
 
 namespace tally {
 
+// The phase deadline for a round of `n` patients that all run on this machine, each with `peers`
+// peers (n - 1, or k in a neighbourhood round): 10 s plus 0.4 ms x n x peers per core. Each
+// patient's share step costs a signature check and a key agreement per peer (about 0.12 ms of
+// CPU here), every patient computes at once and all finish near the end of the phase (a full
+// round of 1000 took 69 s on 2 cores to share): a margin of three over that, since a busier or
+// slower machine must not abort the round.
+uint64_t LocalPhaseDeadlineMs(uint64_t n, uint64_t peers);
+
 class Cluster {
  public:
   // `bin`: the build folder (tools/tally-keygen, broker/tally-broker, nodes/tally-node).

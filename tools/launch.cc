@@ -294,15 +294,7 @@ tally::Result<std::string> RunRound(tally::Cluster& cluster, const std::vector<s
                                     const std::vector<std::string>& hospital_args,
                                     const std::vector<std::string>& drop, uint64_t deadline_ms,
                                     uint64_t peers, const tally::LogSink& log) {
-  if (deadline_ms == 0) {
-    // Each patient's share step costs a signature check and a key agreement per peer (about
-    // 0.12 ms of CPU here), and every patient runs on this machine's cores at once, all
-    // finishing near the end of the phase: 1000 patients' share phase in a full round took 69 s
-    // on 2 cores. A margin of three over that, since a busier or slower machine must not abort
-    // the round.
-    const uint64_t n = names.size(), cores = std::max(1u, std::thread::hardware_concurrency());
-    deadline_ms = 10000 + n * peers * 40 / 100 / cores;
-  }
+  if (deadline_ms == 0) deadline_ms = tally::LocalPhaseDeadlineMs(names.size(), peers);
   // A phase may take up to its deadline: nodes must not give up waiting before it passes.
   const std::vector<std::string> idle = {
       "--idle-timeout-ms", std::to_string(std::max<uint64_t>(60000, 2 * deadline_ms))};
