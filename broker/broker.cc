@@ -124,7 +124,12 @@ class Broker::Impl {
       }
       if (items[0].revents & ZMQ_POLLIN) zap_.Serve();
       if (items[1].revents & ZMQ_POLLIN) ServeMonitor(router_monitor_, "router");
-      if (items[2].revents & ZMQ_POLLIN) ServeRouter();
+      // A close is acted on once the router's queue has been emptied after it was read: the
+      // closed connection's last messages (a refusal, an unmask) are already there, and are
+      // served before its party is taken for gone.
+      if ((items[2].revents & ZMQ_POLLIN) || !closed_.empty()) {
+        if (ServeRouter()) ActOnCloses();
+      }
       if (items[3].revents & ZMQ_POLLIN) ServeSubscriptions();
       if (items[4].revents & ZMQ_POLLIN) ServeMonitor(phases_monitor_, "phases");
       MaybeRepublish();
@@ -175,7 +180,11 @@ class Broker::Impl {
         continue;
       }
       if (e->id == ZMQ_EVENT_DISCONNECTED) {
-        Closed(fd);
+        // Closed now (a party's next connection is its reconnection); its party is gone only
+        // once what it sent before closing has been served (ActOnCloses).
+        Connection& c = connections_[fd];
+        c.open = false;
+        closed_.push_back(Closed{fd, c.epoch});
         continue;
       }
       ++counters_.handshake_failed;
@@ -195,6 +204,11 @@ class Broker::Impl {
     uint64_t epoch = 0;
     bool open = false;
   };
+  // A connection the monitor said closed: its descriptor and that descriptor's epoch then.
+  struct Closed {
+    int fd = -1;
+    uint64_t epoch = 0;
+  };
   // Where a party's deliveries go: the connection its latest message came over (a second
   // connection's messages are refused before they get this far: FromLiveConnection).
   struct Route {
@@ -203,17 +217,19 @@ class Broker::Impl {
     uint64_t epoch = 0;
   };
 
-  // A router connection closed: a party whose route it was is gone (a patient dropped out of its
-  // round, the hospital left it).
-  void Closed(int fd) {
-    Connection& c = connections_[fd];
-    c.open = false;
-    std::vector<std::string> gone;
-    for (const auto& [party, route] : routes_)
-      if (route.fd == fd && route.epoch == c.epoch) gone.push_back(party);
-    for (const std::string& party : gone) {
-      Log("event=disconnected party=" + party);
-      Execute(coordinator_->Disconnected(party, Clock::now()));
+  // Router connections closed and served to the end: a party whose route one still is is gone
+  // (a patient dropped out of its round, the hospital left it).
+  void ActOnCloses() {
+    std::vector<Closed> closed;
+    closed.swap(closed_);
+    for (const Closed& c : closed) {
+      std::vector<std::string> gone;
+      for (const auto& [party, route] : routes_)
+        if (route.fd == c.fd && route.epoch == c.epoch) gone.push_back(party);
+      for (const std::string& party : gone) {
+        Log("event=disconnected party=" + party);
+        Execute(coordinator_->Disconnected(party, Clock::now()));
+      }
     }
   }
 
@@ -233,12 +249,13 @@ class Broker::Impl {
     zmq::message_t* frame = nullptr;
   };
 
-  void ServeRouter() {
+  // Serves up to kMaxBatch messages; true when the router's queue was found empty.
+  bool ServeRouter() {
     for (int i = 0; i < kMaxBatch; ++i) {
       zmq::message_t id, body;
       size_t extra_frames = 0;
       try {
-        if (!router_.recv(id, zmq::recv_flags::dontwait)) return;
+        if (!router_.recv(id, zmq::recv_flags::dontwait)) return true;
         if (!id.more()) continue;  // cannot happen on ROUTER; ignore
         (void)router_.recv(body);
         // A bounded drain of unexpected extra frames: the protocol sends exactly one.
@@ -281,6 +298,7 @@ class Broker::Impl {
       routes_[current_.sender] = Route{current_.id, current_.fd, connections_[current_.fd].epoch};
       Execute(coordinator_->OnMessage(current_.sender, decoded.value(), Clock::now()));
     }
+    return false;
   }
 
   // One connection per party. A message from a party over a connection other than the one the
@@ -494,6 +512,7 @@ class Broker::Impl {
   std::string router_bound_, phases_bound_;
   std::map<std::string, Route> routes_;    // party name -> its connection
   std::map<int, Connection> connections_;  // router connections by descriptor
+  std::vector<Closed> closed_;             // closes not yet acted on (ActOnCloses)
   Current current_;
   std::optional<CaptureWriter> capture_;  // the active round's
   Clock::time_point opened_;              // when the active round opened: capture times

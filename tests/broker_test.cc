@@ -747,6 +747,29 @@ TEST_F(BrokerTest, TheHospitalMayRefuseItsOwnRoundUntilItAcknowledges) {
   EXPECT_EQ(broker_->counters().rejected, 0u);
 }
 
+// A hospital that refuses its round and closes its connection at once: its refusal and its close
+// reach the broker together, and the round aborts with the refusal's reason, not as "hospital
+// disconnected" (the broker read the close before the message that came ahead of it). Fifty
+// rounds, so that both land in one wake of the broker's loop in some of them.
+TEST_F(BrokerTest, AHospitalThatRefusesAndClosesAtOnceAbortsTheRoundWithItsRefusal) {
+  StartBrokerWithoutDeadlines();
+  auto p = Connect(kTwo);
+  for (uint64_t ticket = 1; ticket <= 50; ++ticket) {
+    auto open = OpenRound(p, kTwo, ticket);
+    ASSERT_EQ(open.phase, Phase::kOpen) << "round " << ticket;
+    p.hospital->party().dealer().set(zmq::sockopt::linger, 1000);  // the refusal is sent first
+    p.hospital->party().Send(Refuse{open.round, "cannot open partial from bob"});
+    p.hospital.reset();
+    auto abort = p.P("alice").WaitPhase(Phase::kAbort, open.round);
+    ASSERT_TRUE(abort.has_value()) << "round " << ticket;
+    ASSERT_EQ(abort->reason, "hospital refused the round: cannot open partial from bob")
+        << "round " << ticket;
+    p.hospital = Hospital();
+  }
+  EXPECT_EQ(broker_->counters().rounds_aborted, 50u);
+  EXPECT_EQ(broker_->counters().rejected, 0u);
+}
+
 // One connection per party: a message from a second connection with alice's keys, while her
 // first is live, is refused with a connection notice (ticket 0), logged and counted; the first
 // connection keeps its route (it gets her keys batch, and the broker's empty check frame). Once
