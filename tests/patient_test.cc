@@ -765,13 +765,17 @@ TEST_F(PatientTest, RejoinAttackNeverJoinsARoundIdTwiceEvenAfterManyOtherRounds)
 // tally-node prints "vanish mask" from) and acts on nothing more: no masked input, no step
 // of a later round, no exit of her own.
 TEST_F(PatientTest, VanishAtStopsActingWhenTheRoundReachesThePhase) {
+  // The callback comes right after the log line (the line is written before tally-node's launcher
+  // is told to kill it): the test waits for the callback, not for the line.
   std::mutex mu;
   std::vector<Phase> vanished;
+  std::promise<void> called;
   StartAlice([&](NodeOptions& o) {
     o.vanish_at = Phase::kMask;
     o.on_vanish = [&](Phase p) {
       std::lock_guard<std::mutex> lock(mu);
       vanished.push_back(p);
+      if (vanished.size() == 1) called.set_value();
     };
   });
   const PhaseUpdate open = Open(FreshRound());
@@ -782,8 +786,10 @@ TEST_F(PatientTest, VanishAtStopsActingWhenTheRoundReachesThePhase) {
   mask.sets.shared = All(4);
   broker_->Publish(mask);
   broker_->SendTo(s.alice, SharesFor(s, mask.sets.shared, 0));
-  ASSERT_TRUE(log_.WaitFor("node alice event=vanish round=" + RoundHex(open.round) +
-                           " phase=mask note=\"stops acting, to be killed here\""))
+  ASSERT_EQ(called.get_future().wait_for(kWait), std::future_status::ready) << Joined(log_.Lines());
+  EXPECT_EQ(log_.Count("node alice event=vanish round=" + RoundHex(open.round) +
+                       " phase=mask note=\"stops acting, to be killed here\""),
+            1u)
       << Joined(log_.Lines());
   // The step is skipped where the line is logged: nothing went out before it.
   EXPECT_FALSE(broker_->Receive(milliseconds(0))) << "alice acted after vanishing";
