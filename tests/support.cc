@@ -94,6 +94,9 @@ FakeBroker::FakeBroker(const std::filesystem::path& keys) {
     CurveServer(*s, secret->curve_secret, "", {0, -1, "tcp://127.0.0.1:*"});
     s->bind("tcp://127.0.0.1:*");
   }
+  // Every subscription is passed up, so WaitSubscriber sees a node that connects while a node
+  // that left is still subscribed (the XPUB drops the leaver's subscription when it gets to it).
+  xpub_.set(zmq::sockopt::xpub_verbose, true);
   router_endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   phases_endpoint_ = xpub_.get(zmq::sockopt::last_endpoint);
 }
