@@ -468,14 +468,13 @@ void Coordinator::Next(Clock::time_point now, Actions& out) {
       break;
     case Phase::kMask:
       // Survivors that are gone since their masked input stay survivors (their input is in the
-      // sum) but cannot confirm or unmask: the check below counts them out at once. A
-      // neighbourhood round is always confirmed, by its hospital.
+      // sum) but cannot confirm or unmask: the check below counts them out at once.
       sets.masked = r.partials;
-      if (sets.masked == sets.shared && r.graph->complete()) {
-        Advance(Phase::kUnmask, "", now, out);
-      } else {
+      if (HasConfirmPhase(r.update.params, sets)) {
         r.confirmations.assign(r.n, Signature{});
         Advance(Phase::kConfirm, "", now, out);
+      } else {
+        Advance(Phase::kUnmask, "", now, out);
       }
       break;
     case Phase::kConfirm:

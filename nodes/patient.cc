@@ -175,10 +175,10 @@ void Patient::Step() {
     } else if (u.phase == Phase::kConfirm) {
       problem = Act(u, u.sets.masked, "the survivors");
     } else {
-      // The unmask phase needs the others' confirmations after a dropout in a full round, the
-      // hospital's signature on the survivors always in a neighbourhood round.
-      const bool confirmed = u.params.graph || u.sets.masked != u.sets.shared;
-      if (u.phase == Phase::kUnmask && confirmed && !r.confirm_batch) return;
+      // After a confirm phase, the unmask phase needs its batch: the others' confirmations in a
+      // full round, the hospital's signature on the survivors in a neighbourhood round.
+      if (u.phase == Phase::kUnmask && HasConfirmPhase(u.params, u.sets) && !r.confirm_batch)
+        return;
       problem = Act(u, Unmaskers(u.sets), "the unmaskers");
     }
     if (problem) return GiveUp(*problem);
@@ -220,7 +220,7 @@ std::optional<std::string> Patient::Act(const PhaseUpdate& u, const Members& mem
       break;
     }
     default: {  // unmask; in a full round after a dropout only if we confirmed the sets ourselves
-      if (!u.params.graph && u.sets.masked != u.sets.shared && r.acted != Phase::kConfirm)
+      if (!u.params.graph && HasConfirmPhase(u.params, u.sets) && r.acted != Phase::kConfirm)
         return "the survivors changed and " + name_ + " did not confirm them";
       Result<Envelope> unmask = r.round.Unmask(u, r.confirm_batch ? &*r.confirm_batch : nullptr);
       if (!unmask.ok()) return unmask.message();

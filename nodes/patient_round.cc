@@ -168,7 +168,7 @@ Status PatientRound::CheckConfirmed(const PhaseUpdate& u, const Batch* confirmat
       return Status::Error("the survivors are not signed by " + u.params.hospital);
     return Status::Ok();
   }
-  if (masked == u.sets.shared) return Status::Ok();
+  if (!HasConfirmPhase(u.params, u.sets)) return Status::Ok();
   // Someone dropped after sharing: reveal a mask secret only if T - 1 other survivors saw the
   // same sets (schema/PROTOCOL.md, "Why it is private").
   if (confirmations == nullptr || confirmations->kind != BatchKind::kConfirm)

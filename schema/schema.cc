@@ -297,6 +297,10 @@ uint32_t CollusionTolerance(size_t n, uint32_t t) {
   return static_cast<uint32_t>(std::max<int64_t>(0, std::min(by_split, by_survivors)));
 }
 
+bool HasConfirmPhase(const RoundParams& params, const RoundSets& sets) {
+  return params.graph.has_value() || sets.masked != sets.shared;
+}
+
 const Members& Unmaskers(const RoundSets& sets) {
   return sets.confirmed.empty() ? sets.masked : sets.confirmed;
 }
@@ -331,8 +335,7 @@ Status CheckSets(const PhaseUpdate& u) {
     case Phase::kUnmask:
     case Phase::kDone:
     case Phase::kAbort:
-      // A neighbourhood round is always confirmed (by its hospital), a full one after a dropout.
-      fixed = u.sets.masked == u.sets.shared && !u.params.graph ? 3 : 4;
+      fixed = HasConfirmPhase(u.params, u.sets) ? 4 : 3;
       break;
   }
   const Members* before = nullptr;
@@ -358,7 +361,7 @@ Status CheckSets(const PhaseUpdate& u) {
                            ", fewer than the threshold " + std::to_string(t));
     before = set.members;
   }
-  if (u.phase == Phase::kConfirm && u.sets.masked == u.sets.shared && !u.params.graph)
+  if (u.phase == Phase::kConfirm && !HasConfirmPhase(u.params, u.sets))
     return Status::Error("a confirm phase although nobody dropped after sharing");
   if (u.params.graph && !u.sets.confirmed.empty() && u.sets.confirmed != u.sets.masked)
     return Status::Error("a neighbourhood round's unmaskers are not its survivors");

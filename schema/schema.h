@@ -233,6 +233,10 @@ struct Notice {
 // smaller than U2, and U4 fixed at unmask exactly then. An abort may come after any phase. Errors
 // say which set, e.g. "the survivors are not within those who shared".
 Status CheckSets(const PhaseUpdate& u);
+// Whether a round with survivors `sets.masked` has a confirm phase before its unmask phase
+// (schema/PROTOCOL.md, "Order of a round"): a neighbourhood round always (its hospital signs the
+// survivors), a full round when a patient dropped out after sharing (U3 smaller than U2).
+bool HasConfirmPhase(const RoundParams& params, const RoundSets& sets);
 // The members that unmask: U4 after a confirm phase, else U3.
 const Members& Unmaskers(const RoundSets& sets);
 

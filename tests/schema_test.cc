@@ -477,6 +477,20 @@ TEST(SchemaRoundTrip, PhaseUpdateEveryPhaseWithItsSets) {
   EXPECT_EQ(MembersBits(ninth.sets.joined), (std::vector<uint8_t>{0x00, 0x01}));
 }
 
+// A confirm phase comes before the unmask phase after a dropout after sharing in a full round,
+// and always in a neighbourhood round; the unmaskers are U4 then, else U3.
+TEST(SchemaSets, AConfirmPhaseAfterADropoutInAFullRoundAndAlwaysInANeighbourhoodRound) {
+  const Members all = Bits("1111"), survivors = Bits("1110");
+  RoundParams full{"hospital", 100, 1, {"alice", "bob", "carol", "dave"}, {}, {}, 3};
+  EXPECT_FALSE(HasConfirmPhase(full, {all, all, all, {}}));
+  EXPECT_TRUE(HasConfirmPhase(full, {all, all, survivors, {}}));
+  RoundParams neighbourhood = full;
+  neighbourhood.graph = Neighbourhood{};
+  EXPECT_TRUE(HasConfirmPhase(neighbourhood, {all, all, all, {}}));
+  EXPECT_EQ(Unmaskers({all, all, all, {}}), all);
+  EXPECT_EQ(Unmaskers({all, all, all, survivors}), survivors);
+}
+
 // A neighbourhood round's request and phase updates carry its graph whole: every field decodes
 // to what was sent and is on the wire (a graph with any field changed is another message).
 TEST(SchemaRoundTrip, RequestAndPhaseUpdatesWithAGraphRoundTripExactly) {

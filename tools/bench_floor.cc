@@ -260,10 +260,9 @@ Floor MeasureFloor(size_t n, uint32_t length, size_t dropped, bool any_size) {
   if (unmask.phase != Phase::kUnmask) Fail("no unmask phase");
   for (size_t k = 0; k < n - dropped; ++k) {
     std::optional<Batch> confirmations;
-    if (params.graph)
-      confirmations = take(PatientName(k + 1), BatchKind::kSurvivors);
-    else if (unmask.sets.masked != unmask.sets.shared)
-      confirmations = take(PatientName(k + 1), BatchKind::kConfirm);
+    if (HasConfirmPhase(params, unmask.sets))
+      confirmations =
+          take(PatientName(k + 1), params.graph ? BatchKind::kSurvivors : BatchKind::kConfirm);
     auto sent = Timed(patients_s, [&] {
       return rounds[k]->Unmask(unmask, confirmations ? &*confirmations : nullptr);
     });
