@@ -126,32 +126,34 @@ void Coordinator::OnRequest(const std::string& sender, Request request, Clock::t
   if (p.threshold == 0) p.threshold = SafeThreshold(p.participants.size());
   // At least 2 patients, every sum computable without wrapping modulo 2^64, a safe threshold.
   if (Status s = CheckRoundParams(p); !s.ok()) return refuse(s.message());
-  if (Result<RoundGraph> graph = RoundGraph::Of(p); !graph.ok())
-    return refuse(graph.status().message());
+  Result<RoundGraph> graph = RoundGraph::Of(p);
+  if (!graph.ok()) return refuse(graph.status().message());
+  Pending pending{sender, std::move(request), std::move(graph.value())};
   if (round_) {
     if (queue_.size() >= options_.max_queue) return refuse("round queue full");
-    queue_.push_back({sender, std::move(request)});
+    queue_.push_back(std::move(pending));
     out.push_back(act::Log{"event=queued from=" + sender +
                            " ticket=" + std::to_string(queue_.back().request.ticket) +
                            " position=" + std::to_string(queue_.size())});
     return;
   }
-  Open(sender, std::move(request), now, out);
+  Open(std::move(pending), now, out);
 }
 
-void Coordinator::Open(const std::string& hospital, Request request, Clock::time_point now,
-                       Actions& out) {
+void Coordinator::Open(Pending pending, Clock::time_point now, Actions& out) {
+  const std::string& hospital = pending.hospital;
   round_.emplace();
   Round& r = *round_;
   PhaseUpdate& u = r.update;
   u.round = env_.new_round_id();
-  u.ticket = request.ticket;
-  u.params = std::move(request.params);
+  u.ticket = pending.request.ticket;
+  u.params = std::move(pending.request.params);
   u.params.hospital = hospital;
-  u.deadline_ms = request.deadline_ms == 0 ? options_.deadline_ms
-                                           : std::min(request.deadline_ms, options_.deadline_ms);
+  u.deadline_ms = pending.request.deadline_ms == 0
+                      ? options_.deadline_ms
+                      : std::min(pending.request.deadline_ms, options_.deadline_ms);
   r.n = u.params.participants.size();
-  r.graph.emplace(RoundGraph::Of(u.params).value());  // OnRequest built it once already
+  r.graph.emplace(std::move(pending.graph));
   for (size_t i = 0; i < r.n; ++i) r.index.emplace(u.params.participants[i], i);
   r.joins.resize(r.n);
   for (Members* m : {&r.joined, &r.shared, &r.partials, &r.confirmed, &r.unmasks, &r.gone})
@@ -602,7 +604,7 @@ void Coordinator::Finish(Phase phase, const std::string& reason, Clock::time_poi
   if (!queue_.empty()) {
     Pending next = std::move(queue_.front());
     queue_.pop_front();
-    Open(next.hospital, std::move(next.request), now, out);
+    Open(std::move(next), now, out);
   }
 }
 
