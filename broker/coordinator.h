@@ -165,7 +165,7 @@ class Coordinator {
   // The message names the active round and comes from a party of it; else rejects it.
   bool InRound(const std::string& sender, const RoundId& round, std::string_view what,
                Actions& out) const;
-  void Open(Pending request, Clock::time_point now, Actions& out);
+  void Open(Pending pending, Clock::time_point now, Actions& out);
   // After anything that may end the phase: moves on when nobody it waits for is left (or at
   // the deadline) with at least T answers, aborts as soon as T answers cannot be had.
   void Settle(bool deadline, Clock::time_point now, Actions& out);
