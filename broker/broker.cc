@@ -33,6 +33,10 @@ constexpr const char* kZapDomain = "tally";
 constexpr int kMaxBatch = 256;                                 // messages per socket per turn
 constexpr auto kStopCheck = std::chrono::milliseconds(100);    // longest poll wait
 constexpr auto kRepublishGap = std::chrono::milliseconds(10);  // between republications
+// The longest a party found gone waits for the router's queue to empty (ActOnGone) while
+// messages keep coming: long enough for the fair-queued router to reach a closed connection's
+// last messages, short against a phase deadline.
+constexpr auto kGoneGrace = std::chrono::milliseconds(500);
 
 std::span<const uint8_t> Bytes(const zmq::message_t& m) {
   return {static_cast<const uint8_t*>(m.data()), m.size()};
@@ -102,7 +106,7 @@ class Broker::Impl {
 
   Status Run() {
     // The router's monitor before the router: a connection's accept is known before its first
-    // message is read, and its close as soon as it happened.
+    // message is read, and its close before what it sent last is served (ActOnGone).
     zmq::pollitem_t items[] = {{zap_.socket().handle(), 0, ZMQ_POLLIN, 0},
                                {router_monitor_.handle(), 0, ZMQ_POLLIN, 0},
                                {router_.handle(), 0, ZMQ_POLLIN, 0},
@@ -116,6 +120,7 @@ class Broker::Impl {
       };
       if (auto at = coordinator_->NextDeadline()) wake(*at);
       if (auto at = republisher_.NextWake()) wake(*at);
+      if (Pending()) wake(Clock::now());  // a party found gone while carrying out a deadline
       try {
         zmq::poll(items, 5, timeout);
       } catch (const zmq::error_t& e) {
@@ -124,11 +129,9 @@ class Broker::Impl {
       }
       if (items[0].revents & ZMQ_POLLIN) zap_.Serve();
       if (items[1].revents & ZMQ_POLLIN) ServeMonitor(router_monitor_, "router");
-      // A close is acted on once the router's queue has been emptied after it was read: the
-      // closed connection's last messages (a refusal, an unmask) are already there, and are
-      // served before its party is taken for gone.
-      if ((items[2].revents & ZMQ_POLLIN) || !closed_.empty()) {
-        if (ServeRouter()) ActOnCloses();
+      if ((items[2].revents & ZMQ_POLLIN) || Pending()) {
+        const bool drained = ServeRouter();
+        if (Pending() && (drained || Clock::now() - gone_since_ >= kGoneGrace)) ActOnGone();
       }
       if (items[3].revents & ZMQ_POLLIN) ServeSubscriptions();
       if (items[4].revents & ZMQ_POLLIN) ServeMonitor(phases_monitor_, "phases");
@@ -180,11 +183,15 @@ class Broker::Impl {
         continue;
       }
       if (e->id == ZMQ_EVENT_DISCONNECTED) {
-        // Closed now (a party's next connection is its reconnection); its party is gone only
-        // once what it sent before closing has been served (ActOnCloses).
+        // Closed now (a party's next connection is its reconnection); its parties are gone
+        // once what they sent before it closed has been served (ActOnGone).
         Connection& c = connections_[fd];
         c.open = false;
-        closed_.push_back(Closed{fd, c.epoch});
+        Closed closed{fd, c.epoch, {}};
+        for (const auto& [party, route] : routes_)
+          if (route.fd == fd && route.epoch == c.epoch) closed.parties.push_back(party);
+        if (!Pending()) gone_since_ = Clock::now();
+        closed_.push_back(std::move(closed));
         continue;
       }
       ++counters_.handshake_failed;
@@ -204,10 +211,12 @@ class Broker::Impl {
     uint64_t epoch = 0;
     bool open = false;
   };
-  // A connection the monitor said closed: its descriptor and that descriptor's epoch then.
+  // A connection the monitor said closed: its descriptor, that descriptor's epoch then, and the
+  // parties whose route it was then.
   struct Closed {
     int fd = -1;
     uint64_t epoch = 0;
+    std::vector<std::string> parties;
   };
   // Where a party's deliveries go: the connection its latest message came over (a second
   // connection's messages are refused before they get this far: FromLiveConnection).
@@ -217,20 +226,36 @@ class Broker::Impl {
     uint64_t epoch = 0;
   };
 
-  // Router connections closed and served to the end: a party whose route one still is is gone
-  // (a patient dropped out of its round, the hospital left it).
-  void ActOnCloses() {
+  // A party is found gone when its connection closes or a frame to it cannot be sent; what it
+  // sent before is still in the router's queue (a hospital's refusal, a patient's unmask) and
+  // is served first. Only then (the queue found empty, or after kGoneGrace) is the coordinator
+  // told: a patient dropped out of its round, the hospital left it.
+  bool Pending() const { return !closed_.empty() || !unreachable_.empty(); }
+
+  void Unreachable(const std::string& party) {
+    if (std::find(unreachable_.begin(), unreachable_.end(), party) != unreachable_.end()) return;
+    if (!Pending()) gone_since_ = Clock::now();
+    unreachable_.push_back(party);
+  }
+
+  void ActOnGone() {
     std::vector<Closed> closed;
+    std::vector<std::string> unreachable;
     closed.swap(closed_);
-    for (const Closed& c : closed) {
-      std::vector<std::string> gone;
+    unreachable.swap(unreachable_);
+    for (Closed& c : closed) {
+      // Its parties then, and any whose first message over it was served since.
       for (const auto& [party, route] : routes_)
-        if (route.fd == c.fd && route.epoch == c.epoch) gone.push_back(party);
-      for (const std::string& party : gone) {
+        if (route.fd == c.fd && route.epoch == c.epoch &&
+            std::find(c.parties.begin(), c.parties.end(), party) == c.parties.end())
+          c.parties.push_back(party);
+      for (const std::string& party : c.parties) {
         Log("event=disconnected party=" + party);
         Execute(coordinator_->Disconnected(party, Clock::now()));
       }
     }
+    for (const std::string& party : unreachable)
+      Execute(coordinator_->Undeliverable(party, Clock::now()));
   }
 
   // Whether `route`'s connection is still there: not closed as far as the monitor has said, and
@@ -293,9 +318,14 @@ class Broker::Impl {
       // This connection is the party's (its first, or the one after the last closed): its
       // deliveries go here from now on, including what this message sets off (its join may
       // complete a phase whose batches go to it). The connection's accept is in the monitor's
-      // queue by now (it came before the handshake): read it, so the route has its epoch.
-      if (!connections_[current_.fd].open) ServeMonitor(router_monitor_, "router");
-      routes_[current_.sender] = Route{current_.id, current_.fd, connections_[current_.fd].epoch};
+      // queue by now (it came before the handshake): read it, so the route has its epoch. A
+      // connection keeps the epoch of its first message: one closed since, whose descriptor
+      // another connection took, is still the one its close names.
+      Route& route = routes_[current_.sender];
+      if (route.id != current_.id) {
+        if (!connections_[current_.fd].open) ServeMonitor(router_monitor_, "router");
+        route = Route{current_.id, current_.fd, connections_[current_.fd].epoch};
+      }
       Execute(coordinator_->OnMessage(current_.sender, decoded.value(), Clock::now()));
     }
     return false;
@@ -375,8 +405,7 @@ class Broker::Impl {
 
   // The capture holds only what was routed.
   void Do(const act::Route& a) {
-    if (!SendTo(a.to, *current_.frame, /*capture=*/true))
-      return Execute(coordinator_->Undeliverable(a.to, Clock::now()));
+    if (!SendTo(a.to, *current_.frame, /*capture=*/true)) return Unreachable(a.to);
     ++counters_.routed;
     Execute(coordinator_->Routed(a, Clock::now()));
   }
@@ -388,7 +417,7 @@ class Broker::Impl {
     if (current == nullptr || current->round != a.batch.round) return;
     const std::vector<uint8_t> bytes = Encode(a.batch);
     zmq::message_t frame(bytes.data(), bytes.size());
-    if (!SendTo(a.to, frame, a.capture)) Execute(coordinator_->Undeliverable(a.to, Clock::now()));
+    if (!SendTo(a.to, frame, a.capture)) Unreachable(a.to);
   }
 
   void Do(const act::OpenCapture& a) {
@@ -512,7 +541,9 @@ class Broker::Impl {
   std::string router_bound_, phases_bound_;
   std::map<std::string, Route> routes_;    // party name -> its connection
   std::map<int, Connection> connections_;  // router connections by descriptor
-  std::vector<Closed> closed_;             // closes not yet acted on (ActOnCloses)
+  std::vector<Closed> closed_;             // found gone, not yet acted on (ActOnGone)
+  std::vector<std::string> unreachable_;   // the same: parties a frame could not be sent to
+  Clock::time_point gone_since_;           // when the oldest of those was found
   Current current_;
   std::optional<CaptureWriter> capture_;  // the active round's
   Clock::time_point opened_;              // when the active round opened: capture times

@@ -770,6 +770,35 @@ TEST_F(BrokerTest, AHospitalThatRefusesAndClosesAtOnceAbortsTheRoundWithItsRefus
   EXPECT_EQ(broker_->counters().rejected, 0u);
 }
 
+// The same while the patients' masked inputs, which go to the hospital, come in with the
+// refusal and the close: a masked input read before the refusal cannot be delivered (the
+// hospital's connection is gone), and the round still aborts with the refusal's reason, not as
+// "undeliverable to hospital".
+TEST_F(BrokerTest, AHospitalThatRefusesAndClosesAsMaskedInputsArriveAbortsTheRoundWithItsRefusal) {
+  StartBrokerWithoutDeadlines();
+  auto p = Connect(kThree);
+  for (uint64_t ticket = 1; ticket <= 30; ++ticket) {
+    auto open = OpenRound(p, kThree, ticket);
+    ASSERT_EQ(open.phase, Phase::kOpen) << "round " << ticket;
+    Step(p, open, kThree);
+    auto share = Next(p, open);
+    ASSERT_EQ(share.phase, Phase::kShare) << "round " << ticket;
+    Step(p, share, kThree);
+    auto mask = Next(p, share);
+    ASSERT_EQ(mask.phase, Phase::kMask) << "round " << ticket;
+    Step(p, mask, kThree);
+    p.hospital->party().dealer().set(zmq::sockopt::linger, 1000);
+    p.hospital->party().Send(Refuse{mask.round, "cannot open partial from bob"});
+    p.hospital.reset();
+    auto abort = p.P("alice").WaitPhase(Phase::kAbort, mask.round);
+    ASSERT_TRUE(abort.has_value()) << "round " << ticket;
+    ASSERT_EQ(abort->reason, "hospital refused the round: cannot open partial from bob")
+        << "round " << ticket;
+    p.hospital = Hospital();
+  }
+  EXPECT_EQ(broker_->counters().rounds_aborted, 30u);
+}
+
 // One connection per party: a message from a second connection with alice's keys, while her
 // first is live, is refused with a connection notice (ticket 0), logged and counted; the first
 // connection keeps its route (it gets her keys batch, and the broker's empty check frame). Once
