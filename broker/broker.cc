@@ -15,6 +15,7 @@
 #include <zmq.hpp>
 
 #include "broker/coordinator.h"
+#include "broker/gone.h"
 #include "broker/republish.h"
 #include "broker/zap.h"
 #include "keys/curve.h"
@@ -33,7 +34,7 @@ constexpr const char* kZapDomain = "tally";
 constexpr int kMaxBatch = 256;                                 // messages per socket per turn
 constexpr auto kStopCheck = std::chrono::milliseconds(100);    // longest poll wait
 constexpr auto kRepublishGap = std::chrono::milliseconds(10);  // between republications
-// The longest a party found gone waits for the router's queue to empty (ActOnGone) while
+// The longest a party found gone waits for the router's queue to empty (GoneParties) while
 // messages keep coming: long enough for the fair-queued router to reach a closed connection's
 // last messages, short against a phase deadline.
 constexpr auto kGoneGrace = std::chrono::milliseconds(500);
@@ -106,7 +107,7 @@ class Broker::Impl {
 
   Status Run() {
     // The router's monitor before the router: a connection's accept is known before its first
-    // message is read, and its close before what it sent last is served (ActOnGone).
+    // message is read, and its close before what it sent last is served (GoneParties).
     zmq::pollitem_t items[] = {{zap_.socket().handle(), 0, ZMQ_POLLIN, 0},
                                {router_monitor_.handle(), 0, ZMQ_POLLIN, 0},
                                {router_.handle(), 0, ZMQ_POLLIN, 0},
@@ -120,7 +121,7 @@ class Broker::Impl {
       };
       if (auto at = coordinator_->NextDeadline()) wake(*at);
       if (auto at = republisher_.NextWake()) wake(*at);
-      if (Pending()) wake(Clock::now());  // a party found gone while carrying out a deadline
+      if (!gone_.empty()) wake(Clock::now());  // a party found gone while carrying out a deadline
       try {
         zmq::poll(items, 5, timeout);
       } catch (const zmq::error_t& e) {
@@ -129,9 +130,9 @@ class Broker::Impl {
       }
       if (items[0].revents & ZMQ_POLLIN) zap_.Serve();
       if (items[1].revents & ZMQ_POLLIN) ServeMonitor(router_monitor_, "router");
-      if ((items[2].revents & ZMQ_POLLIN) || Pending()) {
+      if ((items[2].revents & ZMQ_POLLIN) || !gone_.empty()) {
         const bool drained = ServeRouter();
-        if (Pending() && (drained || Clock::now() - gone_since_ >= kGoneGrace)) ActOnGone();
+        if (!gone_.empty()) ActOnGone(drained);
       }
       if (items[3].revents & ZMQ_POLLIN) ServeSubscriptions();
       if (items[4].revents & ZMQ_POLLIN) ServeMonitor(phases_monitor_, "phases");
@@ -184,14 +185,13 @@ class Broker::Impl {
       }
       if (e->id == ZMQ_EVENT_DISCONNECTED) {
         // Closed now (a party's next connection is its reconnection); its parties are gone
-        // once what they sent before it closed has been served (ActOnGone).
+        // once what they sent before it closed has been served (GoneParties).
         Connection& c = connections_[fd];
         c.open = false;
-        Closed closed{fd, c.epoch, {}};
+        Gone closed{Gone::Kind::kClosed, fd, c.epoch, {}, ActiveRound(), Clock::now()};
         for (const auto& [party, route] : routes_)
           if (route.fd == fd && route.epoch == c.epoch) closed.parties.push_back(party);
-        if (!Pending()) gone_since_ = Clock::now();
-        closed_.push_back(std::move(closed));
+        gone_.Add(std::move(closed));
         continue;
       }
       ++counters_.handshake_failed;
@@ -211,13 +211,6 @@ class Broker::Impl {
     uint64_t epoch = 0;
     bool open = false;
   };
-  // A connection the monitor said closed: its descriptor, that descriptor's epoch then, and the
-  // parties whose route it was then.
-  struct Closed {
-    int fd = -1;
-    uint64_t epoch = 0;
-    std::vector<std::string> parties;
-  };
   // Where a party's deliveries go: the connection its latest message came over (a second
   // connection's messages are refused before they get this far: FromLiveConnection).
   struct Route {
@@ -226,36 +219,34 @@ class Broker::Impl {
     uint64_t epoch = 0;
   };
 
-  // A party is found gone when its connection closes or a frame to it cannot be sent; what it
-  // sent before is still in the router's queue (a hospital's refusal, a patient's unmask) and
-  // is served first. Only then (the queue found empty, or after kGoneGrace) is the coordinator
-  // told: a patient dropped out of its round, the hospital left it.
-  bool Pending() const { return !closed_.empty() || !unreachable_.empty(); }
-
-  void Unreachable(const std::string& party) {
-    if (std::find(unreachable_.begin(), unreachable_.end(), party) != unreachable_.end()) return;
-    if (!Pending()) gone_since_ = Clock::now();
-    unreachable_.push_back(party);
+  std::optional<RoundId> ActiveRound() const {
+    const PhaseUpdate* u = coordinator_->current();
+    return u ? std::optional<RoundId>(u->round) : std::nullopt;
   }
 
-  void ActOnGone() {
-    std::vector<Closed> closed;
-    std::vector<std::string> unreachable;
-    closed.swap(closed_);
-    unreachable.swap(unreachable_);
-    for (Closed& c : closed) {
-      // Its parties then, and any whose first message over it was served since.
+  void Unreachable(const std::string& party) {
+    gone_.Add({Gone::Kind::kUnreachable, -1, 0, {party}, ActiveRound(), Clock::now()});
+  }
+
+  // Tells the coordinator of the parties found gone that are due (GoneParties::Due): a patient
+  // dropped out of its round, the hospital left it.
+  void ActOnGone(bool drained) {
+    for (Gone& g : gone_.Due(drained, ActiveRound(), Clock::now())) {
+      if (g.kind == Gone::Kind::kUnreachable) {
+        Execute(coordinator_->Undeliverable(g.parties.front(), Clock::now()));
+        continue;
+      }
+      // The connection's parties when it closed, and any whose first message over it was served
+      // since.
       for (const auto& [party, route] : routes_)
-        if (route.fd == c.fd && route.epoch == c.epoch &&
-            std::find(c.parties.begin(), c.parties.end(), party) == c.parties.end())
-          c.parties.push_back(party);
-      for (const std::string& party : c.parties) {
+        if (route.fd == g.fd && route.epoch == g.epoch &&
+            std::find(g.parties.begin(), g.parties.end(), party) == g.parties.end())
+          g.parties.push_back(party);
+      for (const std::string& party : g.parties) {
         Log("event=disconnected party=" + party);
         Execute(coordinator_->Disconnected(party, Clock::now()));
       }
     }
-    for (const std::string& party : unreachable)
-      Execute(coordinator_->Undeliverable(party, Clock::now()));
   }
 
   // Whether `route`'s connection is still there: not closed as far as the monitor has said, and
@@ -323,7 +314,7 @@ class Broker::Impl {
       // another connection took, is still the one its close names.
       Route& route = routes_[current_.sender];
       if (route.id != current_.id) {
-        if (!connections_[current_.fd].open) ServeMonitor(router_monitor_, "router");
+        ServeMonitor(router_monitor_, "router");  // the close of a descriptor's last owner too
         route = Route{current_.id, current_.fd, connections_[current_.fd].epoch};
       }
       Execute(coordinator_->OnMessage(current_.sender, decoded.value(), Clock::now()));
@@ -541,9 +532,7 @@ class Broker::Impl {
   std::string router_bound_, phases_bound_;
   std::map<std::string, Route> routes_;    // party name -> its connection
   std::map<int, Connection> connections_;  // router connections by descriptor
-  std::vector<Closed> closed_;             // found gone, not yet acted on (ActOnGone)
-  std::vector<std::string> unreachable_;   // the same: parties a frame could not be sent to
-  Clock::time_point gone_since_;           // when the oldest of those was found
+  GoneParties gone_{kGoneGrace};           // found gone, not yet acted on
   Current current_;
   std::optional<CaptureWriter> capture_;  // the active round's
   Clock::time_point opened_;              // when the active round opened: capture times
