@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <optional>
 #include <utility>
@@ -172,8 +173,9 @@ class Broker::Impl {
     if (log_) log_("broker " + fields);
   }
 
-  void ServeMonitor(zmq::socket_t& monitor, const char* socket) {
-    for (int i = 0; i < kMaxBatch; ++i) {
+  // Reads up to `most` of the monitor's events.
+  void ServeMonitor(zmq::socket_t& monitor, const char* socket, int most = kMaxBatch) {
+    for (int i = 0; i < most; ++i) {
       std::optional<MonitorEvent> e = NextEvent(monitor);
       if (!e) return;
       const int fd = static_cast<int>(e->value);
@@ -228,12 +230,14 @@ class Broker::Impl {
     gone_.Add({Gone::Kind::kUnreachable, -1, 0, {party}, ActiveRound(), Clock::now()});
   }
 
-  // Tells the coordinator of the parties found gone that are due (GoneParties::Due): a patient
-  // dropped out of its round, the hospital left it.
+  // Tells the coordinator of the parties found gone that are due (GoneParties::Due), each only
+  // in the round it was found in (Gone::ForRound): a patient dropped out of its round, the
+  // hospital left it.
   void ActOnGone(bool drained) {
-    for (Gone& g : gone_.Due(drained, ActiveRound(), Clock::now())) {
+    for (Gone& g : gone_.Due(drained, Clock::now())) {
       if (g.kind == Gone::Kind::kUnreachable) {
-        Execute(coordinator_->Undeliverable(g.parties.front(), Clock::now()));
+        if (g.ForRound(ActiveRound()))
+          Execute(coordinator_->Undeliverable(g.parties.front(), Clock::now()));
         continue;
       }
       // The connection's parties when it closed, and any whose first message over it was served
@@ -244,7 +248,7 @@ class Broker::Impl {
           g.parties.push_back(party);
       for (const std::string& party : g.parties) {
         Log("event=disconnected party=" + party);
-        Execute(coordinator_->Disconnected(party, Clock::now()));
+        if (g.ForRound(ActiveRound())) Execute(coordinator_->Disconnected(party, Clock::now()));
       }
     }
   }
@@ -314,7 +318,8 @@ class Broker::Impl {
       // another connection took, is still the one its close names.
       Route& route = routes_[current_.sender];
       if (route.id != current_.id) {
-        ServeMonitor(router_monitor_, "router");  // the close of a descriptor's last owner too
+        // All of it: the close of a descriptor's last owner too.
+        ServeMonitor(router_monitor_, "router", std::numeric_limits<int>::max());
         route = Route{current_.id, current_.fd, connections_[current_.fd].epoch};
       }
       Execute(coordinator_->OnMessage(current_.sender, decoded.value(), Clock::now()));

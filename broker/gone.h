@@ -3,9 +3,9 @@
 // cannot be sent; what it sent before is still in the router's queue (a hospital's refusal, a
 // patient's unmask) and is served first. The coordinator is told once the queue has been read to
 // the end after the party was found, or `grace` after it was found while messages keep coming;
-// and only about the round that was active when it was found (a hospital that refused, closed,
-// reconnected and asked for the next round is not gone from that one). Clock-free: every call
-// takes `now`. Thread-compatible.
+// and only about the round that was active when it was found, if it still is (ForRound: a
+// hospital that refused, closed, reconnected and asked for the next round is not gone from that
+// one). Clock-free: every call takes `now`. Thread-compatible.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +28,13 @@ struct Gone {
   std::vector<std::string> parties;  // kClosed: whose route it was then; kUnreachable: the one
   std::optional<RoundId> round;      // the round active when it was found; nullopt: none
   std::chrono::steady_clock::time_point found;
+
+  // Whether the coordinator is to hear of it while `active` is the active round: only in the
+  // round it was found in. Asked for each party as it is acted on, since acting on one can end
+  // the round and open the next.
+  bool ForRound(const std::optional<RoundId>& active) const {
+    return round.has_value() && round == active;
+  }
 };
 
 class GoneParties {
@@ -47,17 +54,11 @@ class GoneParties {
   }
 
   // What to act on now, in the order found: every entry once the router's queue was read to the
-  // end (`drained`), else those found at least `grace` ago; of those, the ones found in round
-  // `active` (the others are dropped: their round has ended).
-  std::vector<Gone> Due(bool drained, const std::optional<RoundId>& active, Clock::time_point now) {
+  // end (`drained`), else those found at least `grace` ago.
+  std::vector<Gone> Due(bool drained, Clock::time_point now) {
     std::vector<Gone> due, kept;
-    for (Gone& g : pending_) {
-      if (!drained && now - g.found < grace_) {
-        kept.push_back(std::move(g));
-      } else if (g.round && g.round == active) {
-        due.push_back(std::move(g));
-      }
-    }
+    for (Gone& g : pending_)
+      (drained || now - g.found >= grace_ ? due : kept).push_back(std::move(g));
     pending_ = std::move(kept);
     return due;
   }

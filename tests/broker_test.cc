@@ -908,10 +908,10 @@ TEST(GonePartiesTest, EachWaitsForTheQueueOrItsOwnGraceAndOnlyItsRoundIsTold) {
   g.Add(closed(5, "alice", r1, t0));
   g.Add(closed(6, "hospital", r1, t0 + std::chrono::milliseconds(499)));
   // While messages keep coming: alice at her grace, the hospital only at its own.
-  EXPECT_TRUE(g.Due(false, r1, t0 + std::chrono::milliseconds(499)).empty());
-  EXPECT_EQ(parties(g.Due(false, r1, t0 + grace)), std::vector<std::string>{"alice"});
-  EXPECT_TRUE(g.Due(false, r1, t0 + std::chrono::milliseconds(998)).empty());
-  EXPECT_EQ(parties(g.Due(false, r1, t0 + std::chrono::milliseconds(999))),
+  EXPECT_TRUE(g.Due(false, t0 + std::chrono::milliseconds(499)).empty());
+  EXPECT_EQ(parties(g.Due(false, t0 + grace)), std::vector<std::string>{"alice"});
+  EXPECT_TRUE(g.Due(false, t0 + std::chrono::milliseconds(998)).empty());
+  EXPECT_EQ(parties(g.Due(false, t0 + std::chrono::milliseconds(999))),
             std::vector<std::string>{"hospital"});
   EXPECT_TRUE(g.empty());
 
@@ -921,22 +921,21 @@ TEST(GonePartiesTest, EachWaitsForTheQueueOrItsOwnGraceAndOnlyItsRoundIsTold) {
   g.Add(unreachable("hospital", r1, t0));
   g.Add(closed(5, "bob", r1, t0));
   g.Add(unreachable("hospital", r2, t0));
-  const std::vector<Gone> due = g.Due(true, r1, t0);
-  EXPECT_EQ(parties(due), (std::vector<std::string>{"hospital", "bob"}));
+  const std::vector<Gone> due = g.Due(true, t0);
+  EXPECT_EQ(parties(due), (std::vector<std::string>{"hospital", "bob", "hospital"}));
   EXPECT_EQ(due[0].kind, Gone::Kind::kUnreachable);
   EXPECT_EQ(due[1].kind, Gone::Kind::kClosed);
   EXPECT_EQ(due[1].fd, 5);
-  // Round 2's entry went with round 1's: its round was not active, so it is dropped, not kept.
   EXPECT_TRUE(g.empty());
 
-  // Found in round 1, due once round 2 is active, or between rounds: nobody is told.
-  g.Add(closed(5, "hospital", r1, t0));
-  g.Add(closed(6, "carol", std::nullopt, t0));
-  EXPECT_TRUE(g.Due(true, r2, t0).empty());
-  EXPECT_TRUE(g.empty());
-  g.Add(closed(5, "hospital", r1, t0));
-  EXPECT_TRUE(g.Due(true, std::nullopt, t0).empty());
-  EXPECT_TRUE(g.empty());
+  // Only the round it was found in hears of it: not the next one, not between rounds; one
+  // found between rounds, by none.
+  EXPECT_TRUE(due[0].ForRound(r1));
+  EXPECT_FALSE(due[0].ForRound(r2));
+  EXPECT_FALSE(due[0].ForRound(std::nullopt));
+  EXPECT_TRUE(due[2].ForRound(r2));
+  EXPECT_FALSE(closed(6, "carol", std::nullopt, t0).ForRound(std::nullopt));
+  EXPECT_FALSE(closed(6, "carol", std::nullopt, t0).ForRound(r1));
 }
 
 TEST_F(BrokerTest, LateSubscriberLearnsTheCurrentPhase) {
