@@ -337,6 +337,19 @@ class BrokerTest : public ::testing::Test {
     EXPECT_TRUE(log_.WaitFor(line)) << line;
   }
 
+  // The hospital refuses `u`'s round and closes its connection at once (with a linger, so that
+  // the refusal leaves first); the round must abort with the refusal's reason. Then it connects
+  // again.
+  void RefuseAndClose(Parties& p, const PhaseUpdate& u) {
+    p.hospital->party().dealer().set(zmq::sockopt::linger, 1000);
+    p.hospital->party().Send(Refuse{u.round, "cannot open partial from bob"});
+    p.hospital.reset();
+    auto abort = p.P("alice").WaitPhase(Phase::kAbort, u.round);
+    ASSERT_TRUE(abort.has_value());
+    ASSERT_EQ(abort->reason, "hospital refused the round: cannot open partial from bob");
+    p.hospital = Hospital();
+  }
+
   TempDir dir_;
   std::filesystem::path keys_;
   LogWatcher log_;
@@ -758,14 +771,7 @@ TEST_F(BrokerTest, AHospitalThatRefusesAndClosesAtOnceAbortsTheRoundWithItsRefus
   for (uint64_t ticket = 1; ticket <= 50; ++ticket) {
     auto open = OpenRound(p, kTwo, ticket);
     ASSERT_EQ(open.phase, Phase::kOpen) << "round " << ticket;
-    p.hospital->party().dealer().set(zmq::sockopt::linger, 1000);  // the refusal is sent first
-    p.hospital->party().Send(Refuse{open.round, "cannot open partial from bob"});
-    p.hospital.reset();
-    auto abort = p.P("alice").WaitPhase(Phase::kAbort, open.round);
-    ASSERT_TRUE(abort.has_value()) << "round " << ticket;
-    ASSERT_EQ(abort->reason, "hospital refused the round: cannot open partial from bob")
-        << "round " << ticket;
-    p.hospital = Hospital();
+    ASSERT_NO_FATAL_FAILURE(RefuseAndClose(p, open)) << "round " << ticket;
   }
   EXPECT_EQ(broker_->counters().rounds_aborted, 50u);
   EXPECT_EQ(broker_->counters().rejected, 0u);
@@ -788,14 +794,7 @@ TEST_F(BrokerTest, AHospitalThatRefusesAndClosesAsMaskedInputsArriveAbortsTheRou
     auto mask = Next(p, share);
     ASSERT_EQ(mask.phase, Phase::kMask) << "round " << ticket;
     Step(p, mask, kThree);
-    p.hospital->party().dealer().set(zmq::sockopt::linger, 1000);
-    p.hospital->party().Send(Refuse{mask.round, "cannot open partial from bob"});
-    p.hospital.reset();
-    auto abort = p.P("alice").WaitPhase(Phase::kAbort, mask.round);
-    ASSERT_TRUE(abort.has_value()) << "round " << ticket;
-    ASSERT_EQ(abort->reason, "hospital refused the round: cannot open partial from bob")
-        << "round " << ticket;
-    p.hospital = Hospital();
+    ASSERT_NO_FATAL_FAILURE(RefuseAndClose(p, mask)) << "round " << ticket;
   }
   EXPECT_EQ(broker_->counters().rounds_aborted, 30u);
 }
