@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,7 +71,7 @@ constexpr const char* kUsage =
     "  --admission N       instead: how long a broker takes to admit N patients (2..1000)\n"
     "                      connecting at once (2N CURVE handshakes from one process), and\n"
     "                      its CPU and memory for it; 3 runs\n"
-    "  --load N            instead: a load generator. This process hosts N patients, each\n"
+    "  --load N            instead: a load generator. A few processes host N patients, each\n"
     "                      Tally's real patient with its own keys and CURVE connections, against\n"
     "                      a real broker and a real hospital process; it connects them all\n"
     "                      (admission time, broker RSS per connected party), then the hospital\n"
@@ -79,7 +80,11 @@ constexpr const char* kUsage =
     "                      broker, hospital and per-patient CPU. --drop K: the last K patients\n"
     "                      vanish at each round's mask phase (close their connections), and\n"
     "                      the sum is over the others. Rounds need N <= the protocol's most\n"
-    "  --load-threads T    threads driving the hosted patients (default 2)\n"
+    "  --load-processes P  generator processes hosting the patients between them (default:\n"
+    "                      one per 2,000, below a process's open-file and memory-map limits)\n"
+    "  --load-threads T    threads driving each generator's patients (default 2)\n"
+    "  --load-slice F:C    (internal) be one generator of a --load run: with --keys, --router,\n"
+    "                      --phases and --log, as the run starts it\n"
     "  --deadline-ms MS    with --load: each phase's deadline (default 10 s + 0.4 ms x N x k\n"
     "                      per core, as tools/launch)\n"
     "  --brokers B         instead (with --patients N): B brokers at once, each with its own\n"
@@ -184,8 +189,9 @@ void Say(bool json, const std::string& text) {
   std::fflush(out);
 }
 
-int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t threads,
-         uint64_t deadline_ms, bool json, fs::path work, fs::path captures, const fs::path& bin) {
+int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t processes,
+         uint64_t threads, uint64_t deadline_ms, bool json, fs::path work, fs::path captures,
+         const fs::path& bin) {
   if (rounds > 0 && n > tally::kMaxParticipants)
     return Usage("--load " + std::to_string(n) + " with rounds: a round has at most " +
                  std::to_string(tally::kMaxParticipants) + " patients (--rounds 0 connects only)");
@@ -204,6 +210,7 @@ int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t t
   o.length = static_cast<uint32_t>(length);
   o.rounds = static_cast<uint32_t>(rounds);
   o.drop = drop;
+  o.processes = processes;
   o.threads = threads;
   // As tools/launch. Each patient's peers: k in a neighbourhood round, as the hospital will choose
   // it.
@@ -225,6 +232,7 @@ int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t t
                 << ", \"broker_cpu_ms_admission\": " << FormatFixed(r.broker_cpu_admission * 1e3, 1)
                 << ", \"generator_cpu_ms_admission\": "
                 << FormatFixed(r.generator_cpu_admission * 1e3, 1)
+                << ", \"generators\": " << r.generators
                 << ", \"generator_rss_mib\": " << FormatFixed(r.generator_rss, 1)
                 << ", \"generator_fds\": " << r.generator_fds
                 << ", \"broker_fds\": " << r.broker_fds << "}" << std::endl;
@@ -235,10 +243,10 @@ int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t t
                     FormatFixed(r.broker_rss_connected, 1) + " MiB (" +
                     FormatFixed(per_party_kib, 1) + " KiB per connected party), broker CPU " +
                     FormatFixed(r.broker_cpu_admission * 1e3, 0) + " ms, " +
-                    std::to_string(r.broker_fds) + " fds; generator CPU " +
-                    FormatFixed(r.generator_cpu_admission * 1e3, 0) + " ms, RSS " +
-                    FormatFixed(r.generator_rss, 1) + " MiB, " + std::to_string(r.generator_fds) +
-                    " fds");
+                    std::to_string(r.broker_fds) + " fds; " + std::to_string(r.generators) +
+                    " generator(s): CPU " + FormatFixed(r.generator_cpu_admission * 1e3, 0) +
+                    " ms, RSS " + FormatFixed(r.generator_rss, 1) + " MiB, " +
+                    std::to_string(r.generator_fds) + " fds");
     }
   }
   for (size_t k = 0; k < r.rounds.size(); ++k) {
@@ -284,7 +292,10 @@ int main(int argc, char** argv) {
   std::vector<Config> configs;
   uint64_t patients = 0, length = 1, rounds = 0, launch_runs = 5, columns = 0;
   bool json = false, floor = true;
-  uint64_t admission = 0, drop = 0, load = 0, load_threads = 2, deadline_ms = 0;
+  uint64_t admission = 0, drop = 0, load = 0, load_threads = 2, load_processes = 0, deadline_ms = 0,
+           idle_timeout_ms = 600000;
+  // --load-slice: this process is one of a --load run's generators (RunLoad starts them).
+  std::optional<tally::bench::LoadSlice> slice;
   bool rounds_given = false;
   uint64_t brokers = 0, floor_only = 0;
   bool any_size = false;
@@ -332,6 +343,27 @@ int main(int argc, char** argv) {
     } else if (f == "--load-threads") {
       if (!ParseU64(v, load_threads) || load_threads < 1 || load_threads > 64)
         return Usage("--load-threads wants 1..64");
+    } else if (f == "--load-processes") {
+      if (!ParseU64(v, load_processes) || load_processes < 1 || load_processes > 64)
+        return Usage("--load-processes wants 1..64");
+    } else if (f == "--load-slice") {
+      const auto colon = v.find(':');
+      slice.emplace();
+      uint64_t first = 0, count = 0;
+      if (colon == std::string::npos || !ParseU64(v.substr(0, colon), first) ||
+          !ParseU64(v.substr(colon + 1), count) || count < 1)
+        return Usage("--load-slice wants FIRST:COUNT");
+      slice->first = first;
+      slice->count = count;
+    } else if (f == "--keys" || f == "--router" || f == "--phases" || f == "--log") {
+      if (!slice) return Usage(f + " is for --load-slice, after it");
+      if (f == "--keys") slice->keys = v;
+      if (f == "--router") slice->router = v;
+      if (f == "--phases") slice->phases = v;
+      if (f == "--log") slice->log = v;
+    } else if (f == "--idle-timeout-ms") {
+      if (!ParseU64(v, idle_timeout_ms) || idle_timeout_ms < 1 || idle_timeout_ms > UINT32_MAX)
+        return Usage("bad --idle-timeout-ms " + v);
     } else if (f == "--deadline-ms") {
       if (!ParseU64(v, deadline_ms) || deadline_ms < 1 || deadline_ms > UINT32_MAX)
         return Usage("bad --deadline-ms " + v);
@@ -368,9 +400,22 @@ int main(int argc, char** argv) {
     PrintFloor(m, json);
     return 0;
   }
+  if (slice) {
+    if (load == 0 || slice->first + slice->count > load || slice->keys.empty() ||
+        slice->router.empty() || slice->phases.empty() || slice->log.empty())
+      return Usage("--load-slice needs --load N, --keys, --router, --phases and --log");
+    if (sodium_init() < 0) return 1;
+    tally::bench::LoadOptions o;
+    o.patients = load;
+    o.length = static_cast<uint32_t>(length);
+    o.drop = drop;
+    o.threads = load_threads;
+    o.idle_timeout_ms = static_cast<uint32_t>(idle_timeout_ms);
+    return HostLoadSlice(o, *slice);
+  }
   if (load != 0)
-    return Load(load, length, rounds_given ? rounds : 2, drop, load_threads, deadline_ms, json,
-                work, captures, bin);
+    return Load(load, length, rounds_given ? rounds : 2, drop, load_processes, load_threads,
+                deadline_ms, json, work, captures, bin);
   if (rounds_given && rounds < 2) return Usage("--rounds wants 2..100000 (the first is warm-up)");
   if (brokers != 0 && (patients == 0 || drop != 0 || admission != 0 || length != 1 || columns != 0))
     return Usage(

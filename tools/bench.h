@@ -83,22 +83,27 @@ struct Admitted {
 // N patients (keys in work/keys) connect to a fresh broker at once.
 Admitted Admit(const std::filesystem::path& bin, const std::filesystem::path& work, size_t n);
 
-// tally-bench --load (bench_load.cc): N patients hosted in this process, each Tally's real
-// patient (nodes/node.h) with its own keys and CURVE connections, against a real broker and a
-// real hospital process.
+// tally-bench --load (bench_load.cc): N patients hosted in a few generator processes (each a
+// slice of p1..pN), each patient Tally's real patient (nodes/node.h) with its own keys and CURVE
+// connections, against a real broker and a real hospital process.
 struct LoadOptions {
   size_t patients = 0;
   uint32_t length = 1;
   uint32_t rounds = 1;    // 0: connect every patient, measure, stop
   size_t drop = 0;        // the last `drop` patients vanish at each round's mask phase
-  size_t threads = 2;     // threads driving the patients, each a slice with its own epoll set
-  size_t io_threads = 2;  // ZeroMQ I/O threads (CURVE runs there)
+  size_t processes = 0;   // generator processes; 0: one per kPatientsPerGenerator
+  size_t threads = 2;     // per generator: threads driving its patients, each with an epoll set
+  size_t io_threads = 2;  // per generator: ZeroMQ I/O threads (CURVE runs there)
   uint32_t deadline_ms = 10000;  // each phase's (the broker's and the hospital's request)
   uint32_t idle_timeout_ms = 600000;
   // Neighbourhood rounds above 100 patients (the hospital's --graph auto at the default rates;
   // the hosted patients take them), as tools/launch runs them.
   bool graph = true;
 };
+// Patients one generator process hosts by default: below both per-process limits a hosted
+// patient meets (BENCHMARKS.md): 8 open files each under a hard limit of 20,000 (about 2,450),
+// and about 28 memory maps each mid-round under vm.max_map_count's default 65,530 (about 2,300).
+inline constexpr size_t kPatientsPerGenerator = 2000;
 struct LoadRound {
   double latency_ms = 0;  // the hospital's elapsed_ms: request -> aggregate in hand
   double period_ms = 0;   // since the previous result line (round 1: since the hospital started)
@@ -114,17 +119,30 @@ struct LoadRun {
   double admission_ms = 0;  // first node created -> every patient's two handshakes done
   double broker_rss_idle = 0, broker_rss_connected = 0;          // VmRSS, MiB
   double broker_cpu_admission = 0, generator_cpu_admission = 0;  // s
-  double generator_rss = 0;                                      // VmRSS once connected, MiB
-  size_t generator_fds = 0, broker_fds = 0;                      // open once connected
-  size_t vanished = 0;
+  size_t generators = 0;                                         // generator processes
+  double generator_rss = 0;                  // VmRSS once connected, MiB, all generators
+  size_t generator_fds = 0, broker_fds = 0;  // open once connected (generators: all of them)
   std::vector<LoadRound> rounds;
 };
-// Keys in work/load-N (made where missing), logs in work/load-N/logs (the hosted patients'
-// in generator.log), captures and results under captures_root/load-N (removed afterwards).
-// `say` gets progress lines.
+// Keys in work/load-N (made where missing), logs in work/load-N/logs (the hosted patients' in
+// generator-K.log, one per generator process), captures and results under captures_root/load-N
+// (removed afterwards). `say` gets progress lines. The generators are `bin`'s tally-bench with
+// --load-slice.
 LoadRun RunLoad(const LoadOptions& options, const std::filesystem::path& bin,
                 const std::filesystem::path& work, const std::filesystem::path& captures_root,
                 const std::function<void(const std::string&)>& say);
+
+// One generator process (tally-bench --load-slice): hosts patients p(first+1)..p(first+count)
+// of `options.patients` with the keys in `keys`, connected to `endpoints`, their log lines in
+// `log`. Talks to RunLoad on stdout: "connected C/COUNT" about every two seconds while they
+// connect, "ready COUNT" once all have, "failed: WHY" when one fails (then exits 1); serves
+// until SIGTERM or SIGINT (then exits 0). Returns the exit code.
+struct LoadSlice {
+  size_t first = 0, count = 0;
+  std::filesystem::path keys, log;
+  std::string router, phases;
+};
+int HostLoadSlice(const LoadOptions& options, const LoadSlice& slice);
 
 struct LaunchRuns {
   std::vector<double> elapsed_ms;  // tally-launch's own figure

@@ -1,17 +1,21 @@
-// tally-bench --load: one process hosting N patients, for measuring a broker and a hospital
-// serving thousands of parties on one machine. Each hosted patient is Tally's real patient
-// (nodes/node.h: the node library's Link and patient role) with its own keys and its own two
-// CURVE connections to a real tally-broker process; a real tally-node hospital process asks for
-// the rounds. What the generator shares between its patients is what a process can share
-// without changing what goes over the wire: the roster, loaded once, and one ZeroMQ context
-// with a few I/O threads. Its patients are driven by a few threads, each owning a slice of them
-// with its own epoll set over their sockets' ZMQ_FDs (edge-triggered: a node is served until
-// nothing is pending), so that a round's work is not an O(N) poll per message.
-// Real processes remain the test of correctness (tools/launch); this is for measuring.
+// tally-bench --load: a few generator processes hosting N patients between them, for measuring
+// a broker and a hospital serving thousands of parties on one machine. Each hosted patient is
+// Tally's real patient (nodes/node.h: the node library's Link and patient role) with its own
+// keys and its own two CURVE connections to a real tally-broker process; a real tally-node
+// hospital process asks for the rounds. What a generator shares between its patients is what a
+// process can share without changing what goes over the wire: the roster, loaded once, and one
+// ZeroMQ context with a few I/O threads. Its patients are driven by a few threads, each owning a
+// slice of them with its own epoll set over their sockets' ZMQ_FDs (edge-triggered: a node is
+// served until nothing is pending), so that a round's work is not an O(N) poll per message.
+// There is more than one generator process when one would meet a per-process limit (open files,
+// memory maps: kPatientsPerGenerator). Real processes remain the test of correctness
+// (tools/launch); this is for measuring.
+#include <signal.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -80,9 +84,16 @@ class SharedLog {
 // them until Stop.
 class Generator {
  public:
-  Generator(const LoadOptions& o, const fs::path& keys, const BrokerEndpoints& endpoints,
-            NodeHost host, LogSink log)
-      : o_(o), keys_(keys), endpoints_(endpoints), host_(std::move(host)), log_(std::move(log)) {}
+  // Hosts patients first .. first + count - 1 (from 0) of o.patients.
+  Generator(const LoadOptions& o, size_t first, size_t count, const fs::path& keys,
+            const BrokerEndpoints& endpoints, NodeHost host, LogSink log)
+      : o_(o),
+        first_(first),
+        end_(first + count),
+        keys_(keys),
+        endpoints_(endpoints),
+        host_(std::move(host)),
+        log_(std::move(log)) {}
   ~Generator() { Stop(); }
 
   void Start() {
@@ -100,11 +111,6 @@ class Generator {
     cv_.wait_until(lock, until, [&] { return connected_ >= count || !failure_.empty(); });
     return connected_;
   }
-  size_t connected() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return connected_;
-  }
-  size_t vanished() const { return vanished_.load(); }
   std::string failure() {
     std::lock_guard<std::mutex> lock(mu_);
     return failure_;
@@ -183,7 +189,6 @@ class Generator {
         return false;
       }
       if (s.vanish) {
-        vanished_.fetch_add(1);
         Close(s);
         s.vanish = false;
         if (Status made = Make(s); !made.ok())
@@ -221,7 +226,7 @@ class Generator {
         }
       }
     };
-    for (size_t i = t; i < o_.patients && !stop_.load(); i += o_.threads) {
+    for (size_t i = first_ + t; i < end_ && !stop_.load(); i += o_.threads) {
       Slot& s = slots.emplace_back();
       s.index = i;
       s.epoll = ep;
@@ -248,25 +253,191 @@ class Generator {
   }
 
   const LoadOptions o_;
+  const size_t first_, end_;
   const fs::path keys_;
   const BrokerEndpoints endpoints_;
   NodeHost host_;
   LogSink log_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stop_{false};
-  std::atomic<size_t> vanished_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   size_t connected_ = 0;
   std::string failure_;
 };
 
+// The generator processes of a run, as RunLoad sees them: children reporting on stdout.
+class Generators {
+ public:
+  // Starts `processes` generators for p1..pN, near-equal slices in name order.
+  Status Start(const LoadOptions& o, const fs::path& bin, const fs::path& keys,
+               const BrokerEndpoints& endpoints, const fs::path& logs) {
+    const size_t n = o.patients, p = o.processes;
+    for (size_t k = 0, first = 0; k < p; ++k) {
+      const size_t count = n / p + (k < n % p ? 1 : 0);
+      const std::string tag = "generator-" + std::to_string(k + 1);
+      std::vector<std::string> argv = {(bin / "tools/tally-bench").string(),
+                                       "--load",
+                                       std::to_string(n),
+                                       "--load-slice",
+                                       std::to_string(first) + ":" + std::to_string(count),
+                                       "--keys",
+                                       keys.string(),
+                                       "--router",
+                                       endpoints.router,
+                                       "--phases",
+                                       endpoints.phases,
+                                       "--log",
+                                       (logs / (tag + ".log")).string(),
+                                       "--length",
+                                       std::to_string(o.length),
+                                       "--load-threads",
+                                       std::to_string(o.threads),
+                                       "--idle-timeout-ms",
+                                       std::to_string(o.idle_timeout_ms)};
+      if (o.drop != 0) argv.insert(argv.end(), {"--drop", std::to_string(o.drop)});
+      auto child = Child::Spawn(argv, logs / (tag + ".err"));
+      if (!child.ok()) return Status::Error("cannot start " + tag + ": " + child.message());
+      children_.push_back({tag, logs / (tag + ".err"), std::move(child.value())});
+      first += count;
+    }
+    return Status::Ok();
+  }
+
+  // Waits for every generator's "ready" line, at most until `until`, passing on their progress.
+  Status WaitReady(Clock::time_point until, const std::function<void(const std::string&)>& say) {
+    for (Gen& g : children_) {
+      for (;;) {
+        const auto left = std::chrono::duration_cast<milliseconds>(until - Clock::now());
+        auto line = g.child.ReadLine(std::max(left, milliseconds(0)));
+        if (!line) return Status::Error(g.tag + " was not ready in time: " + Why(g));
+        if (line->starts_with("ready ")) break;
+        if (line->starts_with("connected ")) {
+          say(g.tag + ": " + *line);
+          continue;
+        }
+        return Status::Error(g.tag + ": " + *line);
+      }
+    }
+    return Status::Ok();
+  }
+
+  // What a generator that failed or exited said, if any did: for a round's error.
+  std::string Failure() {
+    for (Gen& g : children_) {
+      if (auto line = g.child.ReadLine(milliseconds(0))) return g.tag + ": " + *line;
+      if (!g.child.running()) return g.tag + " exited: " + Why(g);
+    }
+    return "";
+  }
+
+  std::vector<pid_t> pids() const {
+    std::vector<pid_t> out;
+    for (const Gen& g : children_) out.push_back(g.child.pid());
+    return out;
+  }
+  size_t size() const { return children_.size(); }
+
+  // Stops every generator (SIGTERM: they close their connections and exit 0).
+  Status Stop() {
+    std::string bad;
+    for (Gen& g : children_)
+      if (const int code = g.child.Stop(); code != 0)
+        bad += (bad.empty() ? "" : "; ") + g.tag + " exited with " + std::to_string(code);
+    children_.clear();
+    return bad.empty() ? Status::Ok() : Status::Error(bad);
+  }
+
+ private:
+  struct Gen {
+    std::string tag;
+    fs::path err;
+    Child child;
+  };
+  static std::string Why(const Gen& g) {
+    const std::string last = LastLine(g.err);
+    return last.empty() ? "no message (" + g.err.string() + ")" : last;
+  }
+  std::vector<Gen> children_;
+};
+
+double SumCpu(const std::vector<pid_t>& pids) {
+  double s = 0;
+  for (pid_t p : pids) s += CpuSeconds(p);
+  return s;
+}
+double SumRss(const std::vector<pid_t>& pids) {
+  double s = 0;
+  for (pid_t p : pids) s += RssMiB(p);
+  return s;
+}
+
 }  // namespace
 
-LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
+int HostLoadSlice(const LoadOptions& o, const LoadSlice& slice) {
+  auto fail = [](const std::string& why) {
+    std::printf("failed: %s\n", why.c_str());
+    std::fflush(stdout);
+    return 1;
+  };
+  // SIGTERM and SIGINT are taken by sigtimedwait below: blocked before any thread starts, so
+  // that every thread inherits the mask and none is killed by them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  ::pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  // Per hosted patient: a DEALER, a SUB, two monitors and the two sockets zmq_socket_monitor
+  // makes, each with a descriptor (its mailbox), and two TCP connections: 8 descriptors each.
+  if (Status s =
+          EnsureOpenFileLimit(8 * slice.count + 256, "hosting " + std::to_string(slice.count) +
+                                                         " patients (8 descriptors each)");
+      !s.ok())
+    return fail(s.message());
+  auto roster = LoadRoster(slice.keys);
+  if (!roster.ok()) return fail(roster.message());
+  zmq::context_t ctx(static_cast<int>(o.io_threads));
+  try {
+    ctx.set(zmq::ctxopt::max_sockets, static_cast<int>(6 * slice.count + 64));
+  } catch (const zmq::error_t& e) {
+    return fail("cannot let ZeroMQ open " + std::to_string(6 * slice.count + 64) +
+                " sockets: " + e.what());
+  }
+  SharedLog log(slice.log);
+  Generator gen(o, slice.first, slice.count, slice.keys, {slice.router, slice.phases},
+                NodeHost{&ctx, std::make_shared<const Roster>(std::move(roster.value()))},
+                log.Sink());
+  gen.Start();
+  const auto until = Clock::now() + std::chrono::seconds(120) + milliseconds(20 * slice.count);
+  for (;;) {
+    const size_t c = gen.WaitConnected(slice.count, std::min(until, Clock::now() + kProgressEvery));
+    if (!gen.failure().empty()) return fail(gen.failure());
+    if (c >= slice.count) break;
+    if (Clock::now() >= until)
+      return fail("only " + std::to_string(c) + " of " + std::to_string(slice.count) +
+                  " patients connected in time");
+    std::printf("connected %zu/%zu\n", c, slice.count);
+    std::fflush(stdout);
+  }
+  std::printf("ready %zu\n", slice.count);
+  std::fflush(stdout);
+  // Serves until told to stop; a patient's failure is reported at once.
+  for (;;) {
+    const timespec every{1, 0};
+    if (::sigtimedwait(&stop, nullptr, &every) > 0) break;
+    if (!gen.failure().empty()) return fail(gen.failure());
+  }
+  gen.Stop();
+  return 0;
+}
+
+LoadRun RunLoad(const LoadOptions& options, const fs::path& bin, const fs::path& work,
                 const fs::path& captures_root, const std::function<void(const std::string&)>& say) {
   LoadRun r;
+  LoadOptions o = options;
   const size_t n = o.patients;
+  if (o.processes == 0) o.processes = (n + kPatientsPerGenerator - 1) / kPatientsPerGenerator;
+  o.processes = std::clamp<size_t>(o.processes, 1, n);
   const fs::path dir = work / ("load-" + std::to_string(n));
   const fs::path run = captures_root / ("load-" + std::to_string(n));
   std::error_code ec;
@@ -275,14 +446,6 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
   fs::create_directories(dir / "logs", ec);
   if (ec) {
     r.error = "cannot create folders under " + work.string() + ": " + ec.message();
-    return r;
-  }
-  // Per hosted patient: a DEALER, a SUB, two monitors and the two sockets zmq_socket_monitor
-  // makes, each with a descriptor (its mailbox), and two TCP connections: 8 descriptors each.
-  if (Status s = EnsureOpenFileLimit(
-          8 * n + 256, "hosting " + std::to_string(n) + " patients (8 descriptors each)");
-      !s.ok()) {
-    r.error = s.message();
     return r;
   }
   Cluster cluster(bin, dir, dir / "logs");
@@ -313,47 +476,30 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
     return r;
   }
   const pid_t broker = cluster.broker().pid();
-  const pid_t self = ::getpid();
   say("broker up (pid " + std::to_string(broker) + "); connecting " + std::to_string(n) +
-      " patients from this process (" + std::to_string(o.threads) + " threads)");
+      " patients from " + std::to_string(o.processes) + " generator process" +
+      (o.processes > 1 ? "es" : "") + " (" + std::to_string(o.threads) + " threads each)");
 
-  zmq::context_t ctx(static_cast<int>(o.io_threads));
-  try {
-    ctx.set(zmq::ctxopt::max_sockets, static_cast<int>(6 * n + 64));
-  } catch (const zmq::error_t& e) {
-    r.error = "cannot let ZeroMQ open " + std::to_string(6 * n + 64) + " sockets: " + e.what();
+  r.broker_rss_idle = RssMiB(broker);
+  const double broker_cpu0 = CpuSeconds(broker);
+  t0 = Clock::now();
+  Generators gens;
+  if (Status s = gens.Start(o, bin, cluster.keys(), cluster.endpoints(), dir / "logs"); !s.ok()) {
+    r.error = s.message();
     return r;
   }
-  SharedLog log(dir / "logs" / "generator.log");
-  NodeHost host{&ctx, std::make_shared<const Roster>(std::move(roster.value()))};
-  r.broker_rss_idle = RssMiB(broker);
-  const double broker_cpu0 = CpuSeconds(broker), self_cpu0 = CpuSeconds(self);
-  t0 = Clock::now();
-  Generator gen(o, cluster.keys(), cluster.endpoints(), host, log.Sink());
-  gen.Start();
-  const auto admit_until = t0 + std::chrono::seconds(120) + milliseconds(20 * n);
-  for (;;) {
-    const size_t c = gen.WaitConnected(n, std::min(admit_until, Clock::now() + kProgressEvery));
-    if (!gen.failure().empty()) {
-      r.error = "a patient failed while connecting: " + gen.failure();
-      return r;
-    }
-    if (c >= n) break;
-    if (Clock::now() >= admit_until) {
-      r.error = "only " + std::to_string(c) + " of " + std::to_string(n) +
-                " patients connected in " + std::to_string(static_cast<int>(Ms(admit_until - t0))) +
-                " ms";
-      return r;
-    }
-    say("connected " + std::to_string(c) + "/" + std::to_string(n) + " (broker RSS " +
-        FormatFixed(RssMiB(broker), 1) + " MiB)");
+  if (Status s = gens.WaitReady(t0 + std::chrono::seconds(150) + milliseconds(20 * n), say);
+      !s.ok()) {
+    r.error = "while connecting: " + s.message();
+    return r;
   }
   r.admission_ms = Ms(Clock::now() - t0);
   r.broker_rss_connected = RssMiB(broker);
   r.broker_cpu_admission = CpuSeconds(broker) - broker_cpu0;
-  r.generator_cpu_admission = CpuSeconds(self) - self_cpu0;
-  r.generator_rss = RssMiB(self);
-  r.generator_fds = Count("/proc/self/fd");
+  r.generator_cpu_admission = SumCpu(gens.pids());
+  r.generators = gens.size();
+  r.generator_rss = SumRss(gens.pids());
+  for (pid_t p : gens.pids()) r.generator_fds += Count("/proc/" + std::to_string(p) + "/fd");
   r.broker_fds = Count("/proc/" + std::to_string(broker) + "/fd");
   say("connected " + std::to_string(n) + "/" + std::to_string(n) + " in " +
       FormatFixed(r.admission_ms, 0) + " ms");
@@ -384,30 +530,31 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
       for (uint32_t e = 0; e < o.length; ++e) expected[e] += Value(p, e);
     }
     std::sort(vanishers.begin(), vanishers.end());
-    std::vector<pid_t> pids = {broker, 0, self};
-    std::vector<double> before;
     auto hospital = cluster.SpawnNode("hospital", args);
     if (!hospital.ok()) {
       r.error = hospital.message();
       return r;
     }
-    pids[1] = hospital->pid();
+    // CPU over each round: the broker, the hospital, and the generators together.
+    auto cpu = [&] {
+      return std::array<double, 3>{CpuSeconds(broker), CpuSeconds(hospital->pid()),
+                                   SumCpu(gens.pids())};
+    };
     auto last = Clock::now();
-    for (pid_t p : pids) before.push_back(CpuSeconds(p));
+    auto before = cpu();
     const auto budget = milliseconds(6 * uint64_t{deadline} + 60000);
     for (uint32_t k = 0; k < o.rounds; ++k) {
       auto line = hospital->ReadLine(budget);
       const auto now = Clock::now();
       if (!line) {
         r.error = "round " + std::to_string(k + 1) + ": " + cluster.WhyStopped("hospital");
-        if (!gen.failure().empty()) r.error += "; a patient failed: " + gen.failure();
+        if (const std::string g = gens.Failure(); !g.empty()) r.error += "; " + g;
         return r;
       }
       LoadRound round;
       round.period_ms = Ms(now - last);
       last = now;
-      std::vector<double> after;
-      for (pid_t p : pids) after.push_back(CpuSeconds(p));
+      const auto after = cpu();
       round.cpu_broker = after[0] - before[0];
       round.cpu_hospital = after[1] - before[1];
       round.cpu_generator = after[2] - before[2];
@@ -437,9 +584,11 @@ LoadRun RunLoad(const LoadOptions& o, const fs::path& bin, const fs::path& work,
       r.error = "the hospital did not exit cleanly: " + cluster.WhyStopped("hospital");
       return r;
     }
-    r.vanished = gen.vanished();
   }
-  gen.Stop();
+  if (Status s = gens.Stop(); !s.ok()) {
+    r.error = "stopping the generators: " + s.message();
+    return r;
+  }
   cluster.StopBroker();
   fs::remove_all(run, ec);
   r.ok = true;
