@@ -78,10 +78,12 @@ class Broker::Impl {
     try {
       zap_.Bind();  // fail closed: the ZAP handler exists before any CURVE socket binds
       const int64_t max_message = static_cast<int64_t>(MaxMessageSize(options_.rounds.max_length));
+      heartbeat_ms_ = ServerHeartbeatMs(2 * roster_.all().size());
       CurveServer(router_, secret->curve_secret, kZapDomain,
-                  {200, max_message, options_.router_endpoint});
-      CurveServer(phases_, secret->curve_secret, kZapDomain,
-                  {200, int64_t{1024}, options_.phases_endpoint});  // inbound: subscriptions
+                  {200, max_message, options_.router_endpoint, heartbeat_ms_});
+      CurveServer(
+          phases_, secret->curve_secret, kZapDomain,
+          {200, int64_t{1024}, options_.phases_endpoint, heartbeat_ms_});  // inbound: subscriptions
       // Connections that arrive together wait in the kernel's queue (capped by somaxconn)
       // instead of being dropped and retried a second later.
       for (zmq::socket_t* s : {&router_, &phases_}) s->set(zmq::sockopt::backlog, 4096);
@@ -102,7 +104,8 @@ class Broker::Impl {
       return Status::Error(std::string("cannot bind: ") + e.what());
     }
     Log("event=start router=" + router_bound_ + " phases=" + phases_bound_ + " parties=" +
-        std::to_string(roster_.all().size()) + " roster=" + roster_.Fingerprint().substr(0, 16));
+        std::to_string(roster_.all().size()) + " roster=" + roster_.Fingerprint().substr(0, 16) +
+        " heartbeat_ms=" + std::to_string(heartbeat_ms_));
     return Status::Ok();
   }
 
@@ -535,7 +538,8 @@ class Broker::Impl {
   zmq::socket_t router_monitor_{ctx_, zmq::socket_type::pair};
   zmq::socket_t phases_monitor_{ctx_, zmq::socket_type::pair};
   std::string router_bound_, phases_bound_;
-  std::map<std::string, Route> routes_;    // party name -> its connection
+  int heartbeat_ms_ = kHeartbeatMs;      // ZMQ_HEARTBEAT_IVL of both server sockets, by roster size
+  std::map<std::string, Route> routes_;  // party name -> its connection
   std::map<int, Connection> connections_;  // router connections by descriptor
   GoneParties gone_{kGoneGrace};           // found gone, not yet acted on
   Current current_;

@@ -10,7 +10,7 @@ void Common(zmq::socket_t& s, const CurveOptions& o) {
   s.set(zmq::sockopt::linger, o.linger_ms);
   s.set(zmq::sockopt::handshake_ivl, kHandshakeMs);
   // A peer that vanished without closing its connection (host down, network cut) is noticed.
-  s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
+  s.set(zmq::sockopt::heartbeat_ivl, o.heartbeat_ms);
   s.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
   if (o.max_message_bytes >= 0) s.set(zmq::sockopt::maxmsgsize, o.max_message_bytes);
   if (o.endpoint.find('[') != std::string::npos) s.set(zmq::sockopt::ipv6, true);

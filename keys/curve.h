@@ -4,7 +4,9 @@
 // Thread-compatible, like the sockets themselves.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -16,6 +18,18 @@ namespace tally {
 
 inline constexpr int kHandshakeMs = 20000;  // a busy broker is slow, not gone
 inline constexpr int kHeartbeatMs = 5000;   // a heartbeat every 5 s
+// A server's heartbeat interval for `connections` connections: kHeartbeatMs up to 1,000, 5 ms
+// more per connection above. libzmq cancels a timer by a linear scan of its I/O thread's timers
+// (poller_base_t::cancel_timer: "Complexity of this operation is O(n)"), and each heartbeat a
+// server sends arms one that the peer's next message cancels: at a fixed interval its heartbeats
+// cost connections^2 per interval. At 20,000 connections and 5 s that is the I/O thread's whole
+// core: handshakes time out, their retries add load, and admission stalls (BENCHMARKS.md, "Scale").
+// Scaled, the cost grows linearly; a peer gone without closing is noticed later (interval +
+// kHeartbeatTimeoutMs), which phase deadlines bound anyway.
+inline int ServerHeartbeatMs(size_t connections) {
+  return static_cast<int>(
+      std::max<size_t>(kHeartbeatMs, std::min<size_t>(5 * connections, 3600000)));
+}
 // A peer silent this long is dropped: long enough for a broker whose I/O thread is starved on a
 // busy host (1000 patients on 2 cores) not to be taken for gone; a closed connection is seen at
 // once anyway.
@@ -23,8 +37,9 @@ inline constexpr int kHeartbeatTimeoutMs = 60000;
 
 struct CurveOptions {
   int linger_ms = 1000;
-  int64_t max_message_bytes = -1;  // ZMQ_MAXMSGSIZE; -1: no limit
-  std::string endpoint;            // the endpoint it will bind or connect (IPv6 in brackets)
+  int64_t max_message_bytes = -1;   // ZMQ_MAXMSGSIZE; -1: no limit
+  std::string endpoint;             // the endpoint it will bind or connect (IPv6 in brackets)
+  int heartbeat_ms = kHeartbeatMs;  // ZMQ_HEARTBEAT_IVL; a server's: ServerHeartbeatMs
 };
 
 // A CURVE server with the broker's secret key, asking the ZAP handler of domain `zap_domain`

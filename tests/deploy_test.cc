@@ -148,11 +148,16 @@ TEST_F(DeployTest, AKeyTheBrokerRefusesIsFinalWithItsReason) {
   StartBroker({}, broker_keys);
   auto eve = Patient("eve", 1, {"--once"});
   EXPECT_EQ(eve.Wait(kWait), 1);
-  EXPECT_TRUE(Contains(LastLine(LogOf("eve")),
-                       ExitLine("node eve", 1,
-                                "the broker's router at " + router_ +
-                                    " refused eve's key (ZAP status 400): eve's certificate is not "
-                                    "in the broker's roster")))
+  // Both connections are refused; whichever refusal eve hears of first is the reason it gives
+  // (on a busy machine it is sometimes the phase channel's).
+  auto refused = [&](const std::string& where) {
+    return Contains(LastLine(LogOf("eve")),
+                    ExitLine("node eve", 1,
+                             "the broker's " + where +
+                                 " refused eve's key (ZAP status 400): eve's certificate is not "
+                                 "in the broker's roster"));
+  };
+  EXPECT_TRUE(refused("router at " + router_) || refused("phase channel at " + phases_))
       << LastLine(LogOf("eve"));
   EXPECT_TRUE(Contains(ReadText(LogOf("broker")),
                        "event=auth-denied address=127.0.0.1 reason=\"key not in roster\""));
@@ -552,6 +557,25 @@ TEST_F(DeployTest, AnUnwritableResultsFileIsFoundBeforeAnyRound) {
       << LastLine(LogOf("hospital"));
   EXPECT_EQ(cluster_.StopBroker(), 0);
   EXPECT_FALSE(Contains(ReadText(LogOf("broker")), "round-open"));
+}
+
+// 12. A broker of 9,800 patients heartbeat every 5 s on each of its 19,600 connections, and
+// libzmq cancels a timer by scanning its I/O thread's timers: that thread's core went to the
+// scans, handshakes timed out, their retries added load, and admission stalled near 4,000
+// (tally-bench --load 9800). A broker now heartbeats every max(5 s, 5 ms per connection).
+TEST_F(DeployTest, ABrokerOfThousandsHeartbeatsLessOftenSoItsAdmissionDoesNotStall) {
+  StartBroker();
+  EXPECT_TRUE(Contains(ReadText(LogOf("broker")), " parties=5 ")) << ReadText(LogOf("broker"));
+  EXPECT_TRUE(Contains(ReadText(LogOf("broker")), " heartbeat_ms=5000\n"));
+  EXPECT_EQ(cluster_.StopBroker(), 0);
+  std::vector<std::string> many;
+  for (int k = 1; k <= 1198; ++k) many.push_back("p" + std::to_string(k));
+  Cluster big(kBin, dir_.path() / "big", dir_.path() / "big");
+  ASSERT_TRUE(big.Prepare("hospital", many).ok());
+  ASSERT_TRUE(big.StartBroker().ok());
+  const std::string log = ReadText(dir_.path() / "big/broker.log");
+  EXPECT_TRUE(Contains(log, " parties=1200 ")) << log;
+  EXPECT_TRUE(Contains(log, " heartbeat_ms=12000\n")) << log;  // 5 ms x 2,400 connections
 }
 
 }  // namespace
