@@ -93,7 +93,7 @@ struct LoadOptions {
   size_t drop = 0;        // the last `drop` patients vanish at each round's mask phase
   size_t processes = 0;   // generator processes; 0: one per kPatientsPerGenerator
   size_t threads = 2;     // per generator: threads driving its patients, each with an epoll set
-  size_t io_threads = 2;  // per generator: ZeroMQ I/O threads (CURVE runs there)
+  size_t io_threads = 2;  // per generator: ZeroMQ I/O threads (CURVE runs there), or 1 per 500
   uint32_t deadline_ms = 10000;  // each phase's (the broker's and the hospital's request)
   uint32_t idle_timeout_ms = 600000;
   // Neighbourhood rounds above 100 patients (the hospital's --graph auto at the default rates;

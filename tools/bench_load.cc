@@ -45,6 +45,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kSweepEvery = std::chrono::seconds(1);  // each node's deadlines (Tick)
 constexpr int kServeBurst = 64;  // Serve calls in a row for one node before others get a turn
+// Patients a driving thread has connecting (handshakes not yet done) at once. Thousands
+// connecting at once from processes that share the broker's cores time out the handshakes
+// (ZMQ_HANDSHAKE_IVL), whose retries load it further: admission collapses instead of queueing.
+constexpr size_t kMaxConnecting = 32;
 constexpr auto kProgressEvery = std::chrono::seconds(2);
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -121,10 +125,11 @@ class Generator {
     size_t index = 0;
     std::unique_ptr<Node> node;
     std::array<int, 4> fds{};
-    bool counted = false;  // its first connection was counted
-    bool vanish = false;   // reached the vanish phase: to be closed
-    bool queued = false;   // in the ready queue
-    int epoll = -1;        // its slice's epoll set
+    bool counted = false;               // its first connection was counted
+    size_t* slice_connected = nullptr;  // its slice's count of those, for pacing the connects
+    bool vanish = false;                // reached the vanish phase: to be closed
+    bool queued = false;                // in the ready queue
+    int epoll = -1;                     // its slice's epoll set
   };
 
   Status Make(Slot& s) {
@@ -147,6 +152,7 @@ class Generator {
         [this, &s] {
           if (s.counted) return;
           s.counted = true;
+          ++*s.slice_connected;  // called on the slice's own thread, from Serve
           std::lock_guard<std::mutex> lock(mu_);
           ++connected_;
           cv_.notify_all();
@@ -226,26 +232,33 @@ class Generator {
         }
       }
     };
+    // Each node's deadlines, and events that came before its descriptors were watched.
+    auto next_sweep = Clock::now() + kSweepEvery;
+    auto sweep = [&] {
+      if (Clock::now() < next_sweep) return;
+      for (Slot& s : slots)
+        if (s.node) (void)Serve(s);
+      next_sweep = Clock::now() + kSweepEvery;
+    };
+    size_t connected = 0;
     for (size_t i = first_ + t; i < end_ && !stop_.load(); i += o_.threads) {
       Slot& s = slots.emplace_back();
       s.index = i;
       s.epoll = ep;
+      s.slice_connected = &connected;
       if (Status made = Make(s); !made.ok()) {
         Fail(PatientName(i + 1) + ": " + made.message());
         break;
       }
-      if (slots.size() % 64 == 0) drain(0);  // handshakes already done meanwhile
-    }
-    for (Slot& s : slots)  // events that came before a node's descriptors were watched
-      if (s.node) (void)Serve(s);
-    auto next_sweep = Clock::now() + kSweepEvery;
-    while (!stop_.load()) {
-      drain(ready.empty() ? 100 : 0);
-      if (Clock::now() >= next_sweep) {
-        for (Slot& s : slots)
-          if (s.node) (void)Serve(s);
-        next_sweep = Clock::now() + kSweepEvery;
+      while (slots.size() - connected >= kMaxConnecting && !stop_.load() && failure().empty()) {
+        drain(100);
+        sweep();
       }
+    }
+    next_sweep = Clock::now();
+    while (!stop_.load()) {
+      sweep();
+      drain(ready.empty() ? 100 : 0);
     }
     for (Slot& s : slots)
       if (s.node) Close(s);
@@ -338,11 +351,13 @@ class Generators {
   }
   size_t size() const { return children_.size(); }
 
-  // Stops every generator (SIGTERM: they close their connections and exit 0).
+  // Stops every generator (SIGTERM: they close their connections and exit 0). All at once, and
+  // with time: closing 2,000 patients' sockets on a busy machine takes seconds.
   Status Stop() {
     std::string bad;
+    for (Gen& g : children_) g.child.Signal(SIGTERM);
     for (Gen& g : children_)
-      if (const int code = g.child.Stop(); code != 0)
+      if (const int code = g.child.Stop(std::chrono::seconds(120)); code != 0)
         bad += (bad.empty() ? "" : "; ") + g.tag + " exited with " + std::to_string(code);
     children_.clear();
     return bad.empty() ? Status::Ok() : Status::Error(bad);
@@ -396,7 +411,10 @@ int HostLoadSlice(const LoadOptions& o, const LoadSlice& slice) {
     return fail(s.message());
   auto roster = LoadRoster(slice.keys);
   if (!roster.ok()) return fail(roster.message());
-  zmq::context_t ctx(static_cast<int>(o.io_threads));
+  // One I/O thread per 500 patients at least: libzmq's timer cancels scan an I/O thread's
+  // timers (keys/curve.h, ServerHeartbeatMs), so 2,000 patients' heartbeats on 2 threads cost a
+  // generator CPU no real patient pays. Spread over more threads they cost less in all.
+  zmq::context_t ctx(static_cast<int>(std::max(o.io_threads, slice.count / 500)));
   try {
     ctx.set(zmq::ctxopt::max_sockets, static_cast<int>(6 * slice.count + 64));
   } catch (const zmq::error_t& e) {
