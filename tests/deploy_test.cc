@@ -322,8 +322,9 @@ TEST_F(DeployTest, RostersThatDisagreeAreRefusedAtOnceWithTheExactReason) {
 // Rosters that disagree on a key: alice's roster holds another key for bob, so her masks with
 // bob would not cancel. Round keys are signed with each party's signing key from its certificate
 // (schema/PROTOCOL.md, "Keys of a round"): alice finds bob's keys not signed by the bob she
-// knows and gives the round up before sending a share; bob, whose roster is right, has sent his.
-// The broker sees alice leave and the round aborts naming her instead of reporting a wrong sum.
+// knows and gives the round up before sending a share. The broker sees alice leave and the round
+// aborts naming her instead of reporting a wrong sum, whether or not bob, whose roster is right,
+// had sent his shares by then (he had not, once, in CI: the test asserted that he had).
 TEST_F(DeployTest, ARosterWithAnotherKeyForAPeerAbortsInsteadOfSummingWrong) {
   StartBroker({"--deadline-ms", "60000"});
   const fs::path alice_keys =
@@ -347,8 +348,6 @@ TEST_F(DeployTest, ARosterWithAnotherKeyForAPeerAbortsInsteadOfSummingWrong) {
   const std::string aborted =
       "round " + round +
       " aborted: alice dropped out (at most 1 of 2 can send shares, the threshold is 2)";
-  EXPECT_TRUE(Contains(ReadText(LogOf("bob")), "event=shares-sent round=" + round))
-      << ReadText(LogOf("bob"));
   EXPECT_TRUE(Contains(LastLine(LogOf("bob")), ExitLine("node bob", 1, aborted)))
       << LastLine(LogOf("bob"));
   EXPECT_TRUE(Contains(LastLine(LogOf("hospital")), ExitLine("node hospital", 1, aborted)))
@@ -563,7 +562,7 @@ TEST_F(DeployTest, AnUnwritableResultsFileIsFoundBeforeAnyRound) {
 // libzmq cancels a timer by scanning its I/O thread's timers: that thread's core went to the
 // scans, handshakes timed out, their retries added load, and admission stalled near 4,000
 // (tally-bench --load 9800). A broker now heartbeats every max(5 s, 5 ms per connection).
-TEST_F(DeployTest, ABrokerOfThousandsHeartbeatsLessOftenSoItsAdmissionDoesNotStall) {
+TEST_F(DeployTest, ABrokerOf1200PartiesHeartbeatsEvery12SecondsNot5) {
   StartBroker();
   EXPECT_TRUE(Contains(ReadText(LogOf("broker")), " parties=5 ")) << ReadText(LogOf("broker"));
   EXPECT_TRUE(Contains(ReadText(LogOf("broker")), " heartbeat_ms=5000\n"));
