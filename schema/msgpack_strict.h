@@ -290,9 +290,15 @@ class FieldReader {
       sorted.push_back(name);
     }
     std::sort(sorted.begin(), sorted.end());
-    if (auto d = std::adjacent_find(sorted.begin(), sorted.end()); d != sorted.end()) {
-      // Safe to echo: a valid name is at most 32 characters of [a-z0-9_-].
-      return Error("duplicate name \"" + std::string(*d) + "\" in " + std::string(field));
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      // The error names the first name that repeats an earlier one, in the array's order.
+      std::set<std::string_view> seen;
+      for (uint32_t i = 0; i < a.size; ++i) {
+        const std::string_view name(a.ptr[i].via.str.ptr, a.ptr[i].via.str.size);
+        // Safe to echo: a valid name is at most 32 characters of [a-z0-9_-].
+        if (!seen.insert(name).second)
+          return Error("duplicate name \"" + std::string(name) + "\" in " + std::string(field));
+      }
     }
     for (uint32_t i = 0; i < a.size; ++i)
       names.emplace_back(a.ptr[i].via.str.ptr, a.ptr[i].via.str.size);

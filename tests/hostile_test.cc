@@ -547,6 +547,18 @@ TEST_F(HostileTest, ValidMsgpackOfTheWrongShapeIsRejectedWithItsReasonAndCapture
            .Uint(0)
            .bytes(),
        "request: duplicate name \"alice\" in participants"},
+      // The first name that repeats, in the array's order, not the first in sorted order.
+      {request()
+           .Uint(1)
+           .Array(4)
+           .Str("bob")
+           .Str("alice")
+           .Str("bob")
+           .Str("alice")
+           .Raw(after_names)
+           .Uint(0)
+           .bytes(),
+       "request: duplicate name \"bob\" in participants"},
       {request().Uint(1).Str("bob").Raw(after_names).Uint(0).bytes(),
        "request: participants must be array, got str"},
       {request().Uint(1).Array(1).Uint(7).Raw(after_names).Uint(0).bytes(),
