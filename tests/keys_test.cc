@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "keys/curve.h"
 #include "schema/text.h"
 #include "tests/contains.h"
 #include "tools/cluster.h"
@@ -67,6 +68,31 @@ class KeysTest : public ::testing::Test {
 };
 
 // --- Z85 ------------------------------------------------------------------------------------
+
+// A broker heartbeats less often the more connections it serves: libzmq's timer cancels scan
+// all of an I/O thread's timers, and at 5 s on 19,600 connections that scan stalled admission
+// of 9,800 patients near 4,000 (BENCHMARKS.md, "Scale").
+TEST(CurveTest, AServerHeartbeatsEvery5SecondsUpTo1000ConnectionsAnd5MsMorePerConnection) {
+  EXPECT_EQ(ServerHeartbeatMs(0), 5000);
+  EXPECT_EQ(ServerHeartbeatMs(10), 5000);
+  EXPECT_EQ(ServerHeartbeatMs(1000), 5000);
+  EXPECT_EQ(ServerHeartbeatMs(1001), 5005);
+  EXPECT_EQ(ServerHeartbeatMs(19604), 98020);
+  EXPECT_EQ(ServerHeartbeatMs(720000), 3600000);  // at most an hour
+  EXPECT_EQ(ServerHeartbeatMs(size_t{1} << 40), 3600000);
+}
+
+TEST(CurveTest, TheSocketGetsTheHeartbeatItIsGiven) {
+  zmq::context_t ctx;
+  zmq::socket_t server(ctx, zmq::socket_type::router), client(ctx, zmq::socket_type::dealer);
+  auto me = NewParty("alice", Role::kPatient);
+  ASSERT_TRUE(me.ok()) << me.message();
+  CurveServer(server, me->curve_secret, "", {0, -1, "", 12345});
+  CurveClient(client, *me, me->pub.curve_public, {0, -1, ""});
+  EXPECT_EQ(server.get(zmq::sockopt::heartbeat_ivl), 12345);
+  EXPECT_EQ(client.get(zmq::sockopt::heartbeat_ivl), kHeartbeatMs);
+  EXPECT_EQ(server.get(zmq::sockopt::heartbeat_timeout), kHeartbeatTimeoutMs);
+}
 
 TEST(Z85Test, MatchesTheSpecVector) {
   // rfc.zeromq.org/spec/32: these 8 bytes encode as "HelloWorld".
