@@ -84,7 +84,7 @@ constexpr const char* kUsage =
     "                      one per 2,000, below a process's open-file and memory-map limits)\n"
     "  --load-threads T    threads driving each generator's patients (default 2)\n"
     "  --load-slice F:C    (internal) be one generator of a --load run: with --keys, --router,\n"
-    "                      --phases and --log, as the run starts it\n"
+    "                      --phases, --log and --idle-timeout-ms, as the run starts it\n"
     "  --deadline-ms MS    with --load: each phase's deadline (default 10 s + 0.4 ms x N x k\n"
     "                      per core, as tools/launch)\n"
     "  --brokers B         instead (with --patients N): B brokers at once, each with its own\n"
@@ -195,6 +195,7 @@ int Load(uint64_t n, uint64_t length, uint64_t rounds, uint64_t drop, uint64_t p
   if (rounds > 0 && n > tally::kMaxParticipants)
     return Usage("--load " + std::to_string(n) + " with rounds: a round has at most " +
                  std::to_string(tally::kMaxParticipants) + " patients (--rounds 0 connects only)");
+  if (drop > n) return Usage("--drop " + std::to_string(drop) + ": more than --load");
   if (drop != 0 && rounds > 0 && drop > n - tally::SafeThreshold(n))
     return Usage("--drop " + std::to_string(drop) + ": a round of " + std::to_string(n) +
                  " patients survives at most " + std::to_string(n - tally::SafeThreshold(n)) +
@@ -294,6 +295,7 @@ int main(int argc, char** argv) {
   bool json = false, floor = true;
   uint64_t admission = 0, drop = 0, load = 0, load_threads = 2, load_processes = 0, deadline_ms = 0,
            idle_timeout_ms = 600000;
+  bool idle_given = false;
   // --load-slice: this process is one of a --load run's generators (RunLoad starts them).
   std::optional<tally::bench::LoadSlice> slice;
   bool rounds_given = false;
@@ -364,6 +366,7 @@ int main(int argc, char** argv) {
     } else if (f == "--idle-timeout-ms") {
       if (!ParseU64(v, idle_timeout_ms) || idle_timeout_ms < 1 || idle_timeout_ms > UINT32_MAX)
         return Usage("bad --idle-timeout-ms " + v);
+      idle_given = true;
     } else if (f == "--deadline-ms") {
       if (!ParseU64(v, deadline_ms) || deadline_ms < 1 || deadline_ms > UINT32_MAX)
         return Usage("bad --deadline-ms " + v);
@@ -401,9 +404,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (slice) {
-    if (load == 0 || slice->first + slice->count > load || slice->keys.empty() ||
-        slice->router.empty() || slice->phases.empty() || slice->log.empty())
-      return Usage("--load-slice needs --load N, --keys, --router, --phases and --log");
+    if (load == 0 || slice->first > load || slice->count > load - slice->first ||
+        slice->keys.empty() || slice->router.empty() || slice->phases.empty() || slice->log.empty())
+      return Usage(
+          "--load-slice needs --load N, --keys, --router, --phases and --log, and a "
+          "slice within p1..pN");
+    if (drop > load) return Usage("--drop: more than --load");
     if (sodium_init() < 0) return 1;
     tally::bench::LoadOptions o;
     o.patients = load;
@@ -413,6 +419,9 @@ int main(int argc, char** argv) {
     o.idle_timeout_ms = static_cast<uint32_t>(idle_timeout_ms);
     return HostLoadSlice(o, *slice);
   }
+  if (load == 0 && (load_processes != 0 || load_threads != 2))
+    return Usage("--load-processes and --load-threads need --load");
+  if (idle_given) return Usage("--idle-timeout-ms is for --load-slice");
   if (load != 0)
     return Load(load, length, rounds_given ? rounds : 2, drop, load_processes, load_threads,
                 deadline_ms, json, work, captures, bin);

@@ -115,8 +115,10 @@ struct LoadRound {
 struct LoadRun {
   bool ok = false;
   std::string error;
-  double keys_ms = 0;       // making the keys that were missing
-  double admission_ms = 0;  // first node created -> every patient's two handshakes done
+  double keys_ms = 0;  // making the keys that were missing
+  // Generators started -> every patient's two handshakes done (the generators' start, key and
+  // roster loading included); the generators' CPU is their whole life so far.
+  double admission_ms = 0;
   double broker_rss_idle = 0, broker_rss_connected = 0;          // VmRSS, MiB
   double broker_cpu_admission = 0, generator_cpu_admission = 0;  // s
   size_t generators = 0;                                         // generator processes

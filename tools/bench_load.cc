@@ -12,6 +12,7 @@
 // (tools/launch); this is for measuring.
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -318,11 +319,15 @@ class Generators {
   }
 
   // Waits for every generator's "ready" line, at most until `until`, passing on their progress.
+  // A generator that exits or fails meanwhile, any of them, is reported at once.
   Status WaitReady(Clock::time_point until, const std::function<void(const std::string&)>& say) {
     for (Gen& g : children_) {
       for (;;) {
+        for (Gen& other : children_)
+          if (!other.child.running()) return Status::Error(other.tag + " exited: " + Why(other));
         const auto left = std::chrono::duration_cast<milliseconds>(until - Clock::now());
-        auto line = g.child.ReadLine(std::max(left, milliseconds(0)));
+        auto line = g.child.ReadLine(std::clamp(left, milliseconds(0), milliseconds(2500)));
+        if (!line && Clock::now() < until) continue;  // no progress line yet: look at all again
         if (!line) return Status::Error(g.tag + " was not ready in time: " + Why(g));
         if (line->starts_with("ready ")) break;
         if (line->starts_with("connected ")) {
@@ -357,8 +362,11 @@ class Generators {
     std::string bad;
     for (Gen& g : children_) g.child.Signal(SIGTERM);
     for (Gen& g : children_)
-      if (const int code = g.child.Stop(std::chrono::seconds(120)); code != 0)
-        bad += (bad.empty() ? "" : "; ") + g.tag + " exited with " + std::to_string(code);
+      if (const int code = g.child.Stop(std::chrono::seconds(120)); code != 0) {
+        const auto said = g.child.ReadLine(milliseconds(0));
+        bad += (bad.empty() ? "" : "; ") + g.tag + " exited with " + std::to_string(code) +
+               (said ? " (" + *said + ")" : "");
+      }
     children_.clear();
     return bad.empty() ? Status::Ok() : Status::Error(bad);
   }
@@ -402,6 +410,9 @@ int HostLoadSlice(const LoadOptions& o, const LoadSlice& slice) {
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
   ::pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  // A run that is killed must not leave its generators serving until their idle timeout.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  const timespec at_once{0, 0};
   // Per hosted patient: a DEALER, a SUB, two monitors and the two sockets zmq_socket_monitor
   // makes, each with a descriptor (its mailbox), and two TCP connections: 8 descriptors each.
   if (Status s =
@@ -431,6 +442,10 @@ int HostLoadSlice(const LoadOptions& o, const LoadSlice& slice) {
     const size_t c = gen.WaitConnected(slice.count, std::min(until, Clock::now() + kProgressEvery));
     if (!gen.failure().empty()) return fail(gen.failure());
     if (c >= slice.count) break;
+    if (::sigtimedwait(&stop, nullptr, &at_once) > 0) {  // stopped while connecting
+      gen.Stop();
+      return 0;
+    }
     if (Clock::now() >= until)
       return fail("only " + std::to_string(c) + " of " + std::to_string(slice.count) +
                   " patients connected in time");
@@ -581,6 +596,7 @@ LoadRun RunLoad(const LoadOptions& options, const fs::path& bin, const fs::path&
       auto parsed = ParseResultsLine(*line);
       if (!parsed.ok() || !parsed->result) {
         r.error = "round " + std::to_string(k + 1) + " failed: " + *line;
+        if (const std::string g = gens.Failure(); !g.empty()) r.error += "; " + g;
         return r;
       }
       round.latency_ms = parsed->result->elapsed_ms;
@@ -595,6 +611,7 @@ LoadRun RunLoad(const LoadOptions& options, const fs::path& bin, const fs::path&
       if (!round.exact) {
         r.error = "round " + std::to_string(k + 1) +
                   ": the aggregate or the dropped set is not the expected one: " + *line;
+        if (const std::string g = gens.Failure(); !g.empty()) r.error += "; " + g;
         return r;
       }
     }
