@@ -19,7 +19,7 @@ namespace tally {
 inline constexpr int kHandshakeMs = 20000;  // a busy broker is slow, not gone
 inline constexpr int kHeartbeatMs = 5000;   // a heartbeat every 5 s
 // A server's heartbeat interval for `connections` connections: kHeartbeatMs up to 1,000, 5 ms
-// more per connection above. libzmq cancels a timer by a linear scan of its I/O thread's timers
+// more per connection above, at most an hour. libzmq cancels a timer by a linear scan of its I/O thread's timers
 // (poller_base_t::cancel_timer: "Complexity of this operation is O(n)"), and each heartbeat a
 // server sends arms one that the peer's next message cancels: at a fixed interval its heartbeats
 // cost connections^2 per interval. At 20,000 connections and 5 s that is the I/O thread's whole

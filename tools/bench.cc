@@ -79,7 +79,7 @@ constexpr const char* kUsage =
     "                      timed from request to aggregate and checked for the exact sum, with\n"
     "                      broker, hospital and per-patient CPU. --drop K: the last K patients\n"
     "                      vanish at each round's mask phase (close their connections), and\n"
-    "                      the sum is over the others. Rounds need N <= the protocol's most\n"
+    "                      the sum is over the others. A round has at most 10,000 patients\n"
     "  --load-processes P  generator processes hosting the patients between them (default:\n"
     "                      one per 2,000, below a process's open-file and memory-map limits)\n"
     "  --load-threads T    threads driving each generator's patients (default 2)\n"

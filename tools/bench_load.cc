@@ -362,11 +362,9 @@ class Generators {
     std::string bad;
     for (Gen& g : children_) g.child.Signal(SIGTERM);
     for (Gen& g : children_)
-      if (const int code = g.child.Stop(std::chrono::seconds(120)); code != 0) {
-        const auto said = g.child.ReadLine(milliseconds(0));
-        bad += (bad.empty() ? "" : "; ") + g.tag + " exited with " + std::to_string(code) +
-               (said ? " (" + *said + ")" : "");
-      }
+      if (const int code = g.child.Stop(std::chrono::seconds(120)); code != 0)
+        bad += (bad.empty() ? "" : "; ") + g.tag + " exited with " + std::to_string(code) + ": " +
+               Why(g);
     children_.clear();
     return bad.empty() ? Status::Ok() : Status::Error(bad);
   }
@@ -377,7 +375,9 @@ class Generators {
     fs::path err;
     Child child;
   };
-  static std::string Why(const Gen& g) {
+  // Why a generator stopped: its "failed:" line, else the last line of its stderr.
+  static std::string Why(Gen& g) {
+    if (auto said = g.child.ReadLine(std::chrono::milliseconds(0))) return *said;
     const std::string last = LastLine(g.err);
     return last.empty() ? "no message (" + g.err.string() + ")" : last;
   }
