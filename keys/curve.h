@@ -19,13 +19,13 @@ namespace tally {
 inline constexpr int kHandshakeMs = 20000;  // a busy broker is slow, not gone
 inline constexpr int kHeartbeatMs = 5000;   // a heartbeat every 5 s
 // A server's heartbeat interval for `connections` connections: kHeartbeatMs up to 1,000, 5 ms
-// more per connection above, at most an hour. libzmq cancels a timer by a linear scan of its I/O thread's timers
-// (poller_base_t::cancel_timer: "Complexity of this operation is O(n)"), and each heartbeat a
-// server sends arms one that the peer's next message cancels: at a fixed interval its heartbeats
-// cost connections^2 per interval. At 20,000 connections and 5 s that is the I/O thread's whole
-// core: handshakes time out, their retries add load, and admission stalls (BENCHMARKS.md, "Scale").
-// Scaled, the cost grows linearly; a peer gone without closing is noticed later (interval +
-// kHeartbeatTimeoutMs), which phase deadlines bound anyway.
+// more per connection above, at most an hour. libzmq cancels a timer by a linear scan of its I/O
+// thread's timers (poller_base_t::cancel_timer: "Complexity of this operation is O(n)"), and each
+// heartbeat a server sends arms one that the peer's next message cancels: at a fixed interval its
+// heartbeats cost connections^2 per interval. At 20,000 connections and 5 s that is the I/O
+// thread's whole core: handshakes time out, their retries add load, and admission stalls
+// (BENCHMARKS.md, "Scale"). Scaled, the cost grows linearly; a peer gone without closing is noticed
+// later (interval + kHeartbeatTimeoutMs), which phase deadlines bound anyway.
 inline int ServerHeartbeatMs(size_t connections) {
   return static_cast<int>(
       std::max<size_t>(kHeartbeatMs, std::min<size_t>(5 * connections, 3600000)));
