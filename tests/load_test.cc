@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "tests/contains.h"
 #include "tests/support.h"
@@ -18,17 +19,34 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kBin = TALLY_BIN_DIR;
 
-TEST(LoadTest, TwentyHostedPatientsRunTwoRoundsWithTwoVanishingAndTheSumIsExact) {
-  TempDir dir;
-  auto bench = Child::Spawn(
-      {(kBin / "tools/tally-bench").string(), "--bin-dir", kBin.string(), "--workdir",
-       (dir.path() / "work").string(), "--load", "20", "--rounds", "2", "--drop", "2", "--json"},
-      dir.path() / "bench.err");
-  ASSERT_TRUE(bench.ok()) << bench.message();
+// tally-bench --load 20 --rounds 2 --drop 2 --json with `extra` arguments, in `dir`: its stdout
+// lines, once it has exited 0 (a test failure otherwise).
+std::vector<std::string> RunLoad20(const TempDir& dir, const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {(kBin / "tools/tally-bench").string(),
+                                   "--bin-dir",
+                                   kBin.string(),
+                                   "--workdir",
+                                   (dir.path() / "work").string(),
+                                   "--load",
+                                   "20",
+                                   "--rounds",
+                                   "2",
+                                   "--drop",
+                                   "2",
+                                   "--json"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto bench = Child::Spawn(argv, dir.path() / "bench.err");
+  EXPECT_TRUE(bench.ok()) << bench.message();
+  if (!bench.ok()) return {};
   const std::string out = bench->ReadAll(std::chrono::seconds(120));
   EXPECT_EQ(bench->Wait(std::chrono::seconds(30)), 0) << out << ReadText(dir.path() / "bench.err");
-  const auto lines = Lines(out);
-  ASSERT_EQ(lines.size(), 3u) << out;
+  return Lines(out);
+}
+
+TEST(LoadTest, TwentyHostedPatientsRunTwoRoundsWithTwoVanishingAndTheSumIsExact) {
+  TempDir dir;
+  const auto lines = RunLoad20(dir, {});
+  ASSERT_EQ(lines.size(), 3u) << ::testing::PrintToString(lines);
   EXPECT_TRUE(Contains(lines[0], "{\"load\": 20, \"admission_ms\": ")) << lines[0];
   for (int k = 1; k <= 2; ++k) {
     EXPECT_TRUE(Contains(lines[k], "\"round\": " + std::to_string(k))) << lines[k];
@@ -45,15 +63,8 @@ TEST(LoadTest, TwentyHostedPatientsRunTwoRoundsWithTwoVanishingAndTheSumIsExact)
 // and p11..p20, the vanishers in the second. The sums and the dropped sets are as in one.
 TEST(LoadTest, TwoGeneratorProcessesHostTwentyPatientsBetweenThemAndTheSumIsExact) {
   TempDir dir;
-  auto bench = Child::Spawn({(kBin / "tools/tally-bench").string(), "--bin-dir", kBin.string(),
-                             "--workdir", (dir.path() / "work").string(), "--load", "20",
-                             "--load-processes", "2", "--rounds", "2", "--drop", "2", "--json"},
-                            dir.path() / "bench.err");
-  ASSERT_TRUE(bench.ok()) << bench.message();
-  const std::string out = bench->ReadAll(std::chrono::seconds(120));
-  EXPECT_EQ(bench->Wait(std::chrono::seconds(30)), 0) << out << ReadText(dir.path() / "bench.err");
-  const auto lines = Lines(out);
-  ASSERT_EQ(lines.size(), 3u) << out;
+  const auto lines = RunLoad20(dir, {"--load-processes", "2"});
+  ASSERT_EQ(lines.size(), 3u) << ::testing::PrintToString(lines);
   EXPECT_TRUE(Contains(lines[0], "\"generators\": 2,")) << lines[0];
   for (int k = 1; k <= 2; ++k)
     EXPECT_TRUE(Contains(lines[k], "\"survivors\": 18, \"dropped\": 2, \"exact\": true"))
