@@ -277,7 +277,7 @@ class FieldReader {
     std::vector<std::string> names;
     names.reserve(a.size);
     // Duplicates are found in a sorted copy, not a std::set: a patient decodes every phase
-    // update's participants, and at 10,000 a set's node allocations were most of that work.
+    // update's participants, and at 10,000 a set's node allocations were the largest part of it.
     std::vector<std::string_view> sorted;
     sorted.reserve(a.size);
     for (uint32_t i = 0; i < a.size; ++i) {
@@ -288,20 +288,18 @@ class FieldReader {
       const std::string_view name(e.via.str.ptr, e.via.str.size);
       if (!ValidName(name)) return Error("invalid name in " + std::string(field));
       sorted.push_back(name);
+      names.emplace_back(name);
     }
     std::sort(sorted.begin(), sorted.end());
     if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
       // The error names the first name that repeats an earlier one, in the array's order.
       std::set<std::string_view> seen;
-      for (uint32_t i = 0; i < a.size; ++i) {
-        const std::string_view name(a.ptr[i].via.str.ptr, a.ptr[i].via.str.size);
+      for (const std::string& name : names) {
         // Safe to echo: a valid name is at most 32 characters of [a-z0-9_-].
         if (!seen.insert(name).second)
           return Error("duplicate name \"" + std::string(name) + "\" in " + std::string(field));
       }
     }
-    for (uint32_t i = 0; i < a.size; ++i)
-      names.emplace_back(a.ptr[i].via.str.ptr, a.ptr[i].via.str.size);
     *out = std::move(names);
     return Status::Ok();
   }
