@@ -360,7 +360,7 @@ class BrokerTest : public ::testing::Test {
 TEST_F(BrokerTest, UnlistedCurveKeyFailsHandshakeAndGetsNothingRouted) {
   auto broker_key = LoadRoster(keys_)->Find("broker")->curve_public;
   TestParty stranger(broker_key, broker_->router_endpoint(), StrangerKeys());
-  stranger.Send(Request{1, {"", 10, 1, {}}, 0});
+  (void)stranger.TrySend(Request{1, {"", 10, 1, {}}, 0});  // refused: may not queue
   EXPECT_TRUE(stranger.WaitEvent(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH));
   EXPECT_TRUE(log_.WaitFor("event=auth-denied"));
   EXPECT_GE(broker_->counters().auth_denied, 1u);
@@ -372,7 +372,7 @@ TEST_F(BrokerTest, WrongBrokerKeyFailsHandshake) {
   auto me = LoadSecret(keys_, "alice").value();
   PublicKey wrong = me.pub.curve_public;  // alice's own key is not the broker's
   TestParty alice(wrong, broker_->router_endpoint(), me);
-  alice.Send(Join{});
+  (void)alice.TrySend(Join{});  // refused: may not queue
   EXPECT_TRUE(log_.WaitFor("event=handshake-failed socket=router reason="));
   EXPECT_GE(broker_->counters().handshake_failed, 1u);
   EXPECT_EQ(broker_->counters().rejected, 0u);

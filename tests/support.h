@@ -85,8 +85,13 @@ class TestParty {
   // A party with the given CURVE keys (e.g. not in the roster: see CurveKeys).
   TestParty(const PublicKey& broker_key, const std::string& router, const SecretCertificate& me);
 
+  // Sends, waiting at most kWait for room: a send that cannot be made is a test failure.
   void Send(const Message& message);
   void SendRaw(const std::vector<uint8_t>& bytes);
+  // Sends without waiting; false when it cannot be queued. For a connection the broker refuses:
+  // libzmq drops a client's pipe when its handshake is refused, and a send that waits for one
+  // would wait forever.
+  bool TrySend(const Message& message);
   // The next message from the router; empty frames (the broker's check that a connection is
   // still there) are skipped and counted in probes().
   std::optional<Message> Receive(milliseconds timeout = kWait);

@@ -71,6 +71,8 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
   try {
     CurveClient(dealer, *me, broker->curve_public,
                 {1000, static_cast<int64_t>(MaxMessageSize(kMaxVectorLength)), o.inject});
+    // A connection refused after a reconnect loses its pipe: a send must not wait for ever.
+    dealer.set(zmq::sockopt::sndtimeo, static_cast<int>(o.timeout_ms));
     Monitor(dealer, monitor,
             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);

@@ -39,7 +39,7 @@ struct Options {
   std::string as;                  // the party whose keys are used
   std::filesystem::path results;   // audit as the hospital: its results file
   std::string inject;              // broker router endpoint
-  uint32_t timeout_ms = 10000;     // inject: handshake and barrier waits
+  uint32_t timeout_ms = 10000;     // inject: handshake, each send and barrier waits
 };
 
 inline constexpr const char* kUsage =
@@ -71,7 +71,8 @@ inline constexpr const char* kUsage =
     "                      notice (proof it processed everything before). N is a patient (its\n"
     "                      partial and unmask) or the hospital (it sends none; the captured\n"
     "                      envelopes are also shown to fail to open under a fresh round id)\n"
-    "  --timeout-ms MS     inject: how long to wait for the handshake and the notice (10000)\n"
+    "  --timeout-ms MS     inject: how long to wait for the handshake, each send and the notice\n"
+    "                      (10000)\n"
     "  --json              JSON lines instead of text\n"
     "Exit: 0 ok, 1 the capture is damaged or a check, audit or injection failed, 2 bad usage\n"
     "(including an audit as anyone but the hospital).\n";
