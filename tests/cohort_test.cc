@@ -5,9 +5,11 @@
 // cohort of 442 of which 100 are killed (SIGKILL) as they were to send their masked inputs
 // completes over the 342 others (the default threshold is 295), naming the 100 as dropped.
 // Label "soak": tools/test runs these only with TALLY_SOAK=ON (CI does), one at a time, since
-// each takes tens of seconds on two cores (1000 patients: about 140 s, every patient deriving a
-// key with every other; regression: with 15 s heartbeats the broker, starved of CPU by 1000
-// patients, was taken for gone, and the hospital left the round).
+// each takes tens of seconds on two cores (1000 patients: about 70 s, most of it starting the
+// processes). Regressions: with 15 s heartbeats the broker, starved of CPU by 1000 patients, was
+// taken for gone, and the hospital left the round; with idle nodes waking ten times a second
+// (65% of two cores for 1000 of them) and a deadline counting only key agreements, the round
+// of 1000 aborted at its share deadline (LocalPhaseDeadlineTest).
 #include <gtest/gtest.h>
 
 #include <filesystem>

@@ -794,5 +794,16 @@ TEST_F(RoundTest, LaunchExplainsAFailedRound) {
   EXPECT_EQ(failing->Wait(kWait), 1);
 }
 
+// Regression: a neighbourhood round of 1000 launched processes aborted in CI, "935 more did not
+// send shares", its deadline (10 s + 0.4 ms x N x k per core: 17.6 s) counting only the key
+// agreements of a patient's 38 peers. Each phase also costs every patient about 10 ms however
+// few its peers (CohortTest.LaunchOf1000PatientsGivesTheExactSum); the deadline now counts it.
+TEST(LocalPhaseDeadlineTest, EachPatientCountsForItsPeersAndForItsOwnWakeUps) {
+  EXPECT_EQ(LocalPhaseDeadlineMs(1000, 38, 2), 32500u);    // k = 38: was 17,600
+  EXPECT_EQ(LocalPhaseDeadlineMs(1000, 999, 2), 224500u);  // a full round: was 209,800
+  EXPECT_EQ(LocalPhaseDeadlineMs(442, 34, 2), 19503u);     // k = 34: was 13,005
+  EXPECT_EQ(LocalPhaseDeadlineMs(3, 2, 1), 10090u);
+}
+
 }  // namespace
 }  // namespace tally::test

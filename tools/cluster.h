@@ -22,12 +22,16 @@
 namespace tally {
 
 // The phase deadline for a round of `n` patients that all run on this machine, each with `peers`
-// peers (n - 1, or k in a neighbourhood round): 10 s plus 0.4 ms x n x peers per core. Each
-// patient's share step costs a signature check and a key agreement per peer (about 0.12 ms of
-// CPU here), every patient computes at once and all finish near the end of the phase (a full
-// round of 1000 took 69 s on 2 cores to share): a margin of three over that, since a busier or
+// peers (n - 1, or k in a neighbourhood round): 10 s plus (0.4 ms x peers + 30 ms) x n per core.
+// Each patient's share step costs a signature check and a key agreement per peer (about 0.12 ms
+// of CPU here), and each phase about 10 ms more per patient however few its peers (its process
+// woken, the phase update's n names decoded and checked, its messages through the broker: a
+// neighbourhood round of 1000 took 7.3 s on 2 cores to share, 4.6 ms of it per patient in key
+// agreements). Every patient computes at once and all finish near the end of the phase (a full
+// round of 1000 took 69 s on 2 cores to share): a margin of three over both, since a busier or
 // slower machine must not abort the round.
-uint64_t LocalPhaseDeadlineMs(uint64_t n, uint64_t peers);
+// `cores`: this machine's by default.
+uint64_t LocalPhaseDeadlineMs(uint64_t n, uint64_t peers, uint64_t cores = 0);
 
 class Cluster {
  public:
