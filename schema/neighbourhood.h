@@ -94,7 +94,8 @@ struct NeighbourhoodParams {
 // more, corrupt + dropout above 900,000 ppm (fcp's feasibility bound), margin 0, or when no
 // degree below n − 1 meets the bounds ("no degree below 19 hides inputs from 45% corrupt and
 // 45% dropped patients among 20 with margin 2"). Tens of microseconds at 5% corrupt and 10%
-// dropped even for n = 10^6; tens of milliseconds at fcp's hardest, 45% and 45%.
+// dropped even for n = 10^6; tens of milliseconds at fcp's hardest, 45% and 45%
+// (tally-micro-bench BM_ChooseNeighbourhood).
 Result<NeighbourhoodParams> ChooseNeighbourhood(uint32_t n, uint32_t corrupt_ppm,
                                                 uint32_t dropout_ppm,
                                                 uint32_t margin = kNeighbourhoodMargin);

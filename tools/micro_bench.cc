@@ -1,7 +1,9 @@
 // tally-micro-bench: Google Benchmark micro-benchmarks of the per-byte and per-element costs a
 // round is made of: sealing, a patient's masks (PatientMasks and ApplyMasks), Shamir splitting,
-// sealed shares, signing round keys, the payload and envelope codecs, and CURVE transport through
-// a real DEALER -> ROUTER pair. BENCHMARKS.md relates them to the rounds.
+// sealed shares, signing round keys, a neighbourhood round's graph and its choice of k and t,
+// the payload and envelope codecs, and CURVE transport through a real DEALER -> ROUTER pair.
+// BENCHMARKS.md relates them to the rounds.
+//
 // Run: tools/bench --micro [--benchmark_filter=REGEX ...]
 #include <benchmark/benchmark.h>
 #include <sodium.h>
@@ -21,6 +23,7 @@
 #include "nodes/aggregate.h"
 #include "nodes/seal.h"
 #include "nodes/shamir.h"
+#include "schema/neighbourhood.h"
 #include "schema/schema.h"
 
 namespace {
@@ -243,6 +246,44 @@ void BM_ShareKey(benchmark::State& state) {
   sodium_memzero(key, sizeof key);
 }
 BENCHMARK(BM_ShareKey);
+
+// A round's graph from its seed (PROTOCOL.md "Neighbourhoods"): built once per round by the
+// broker, the hospital and every patient. Args: n participants, degree k.
+void BM_NeighbourhoodGraph(benchmark::State& state) {
+  std::array<uint8_t, 32> seed{};
+  randombytes_buf(seed.data(), seed.size());
+  for (auto _ : state) {
+    auto g = tally::NeighbourhoodGraph::Build(seed, static_cast<uint32_t>(state.range(0)),
+                                              static_cast<uint32_t>(state.range(1)));
+    if (!g.ok()) return state.SkipWithError(g.message().c_str());
+    benchmark::DoNotOptimize(g.value().Ring().data());
+  }
+}
+BENCHMARK(BM_NeighbourhoodGraph)
+    ->Args({1000, 38})
+    ->Args({10000, 44})
+    ->Args({10000, 100})
+    ->ArgNames({"n", "k"})
+    ->Unit(benchmark::kMicrosecond);
+
+// Choosing k and t from the declared rates: the hospital once per request, every patient again
+// when it checks. Args: n, corrupt and dropout rates in parts per million.
+void BM_ChooseNeighbourhood(benchmark::State& state) {
+  for (auto _ : state) {
+    auto p = tally::ChooseNeighbourhood(static_cast<uint32_t>(state.range(0)),
+                                        static_cast<uint32_t>(state.range(1)),
+                                        static_cast<uint32_t>(state.range(2)));
+    if (!p.ok()) return state.SkipWithError(p.message().c_str());
+    benchmark::DoNotOptimize(p.value().degree);
+  }
+}
+BENCHMARK(BM_ChooseNeighbourhood)
+    ->Args({1000, 50'000, 100'000})
+    ->Args({1'000'000, 50'000, 100'000})
+    ->Args({1'000'000, 330'000, 330'000})
+    ->Args({1'000'000, 450'000, 450'000})
+    ->ArgNames({"n", "corrupt_ppm", "dropout_ppm"})
+    ->Unit(benchmark::kMicrosecond);
 
 void BM_SealShare(benchmark::State& state) {
   tally::RoundId round{};
