@@ -101,13 +101,14 @@ bool Link::Send(const Message& message) {
   }
 }
 
-Status Link::Poll(LinkHandler& handler, std::chrono::milliseconds timeout) {
+Status Link::Poll(LinkHandler& handler, std::chrono::milliseconds timeout, int wake) {
   zmq::pollitem_t items[] = {{dealer_.handle(), 0, ZMQ_POLLIN, 0},
                              {sub_.handle(), 0, ZMQ_POLLIN, 0},
                              {router_.monitor.handle(), 0, ZMQ_POLLIN, 0},
-                             {phases_.monitor.handle(), 0, ZMQ_POLLIN, 0}};
+                             {phases_.monitor.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake, ZMQ_POLLIN, 0}};
   try {
-    zmq::poll(items, 4, timeout);
+    zmq::poll(items, wake >= 0 ? 5 : 4, timeout);
   } catch (const zmq::error_t& e) {
     if (e.num() != EINTR) return Status::Error(std::string("poll failed: ") + e.what());
     return Status::Ok();  // a signal: the caller decides

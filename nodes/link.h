@@ -74,10 +74,10 @@ class Link {
   // Queues one message for the broker. False (and logged) when it cannot be queued.
   bool Send(const Message& message);
 
-  // Waits up to `timeout` for traffic and hands what arrives to `handler`. An error is final:
-  // the broker refused our key, or this connection, or the broker stayed unreachable for the
-  // idle timeout.
-  Status Poll(LinkHandler& handler, std::chrono::milliseconds timeout);
+  // Waits up to `timeout` for traffic, or until `wake` (a descriptor, -1 for none) is readable,
+  // and hands what arrives to `handler`. An error is final: the broker refused our key, or this
+  // connection, or the broker stayed unreachable for the idle timeout.
+  Status Poll(LinkHandler& handler, std::chrono::milliseconds timeout, int wake = -1);
 
   // Both sockets have completed a CURVE handshake and not lost it since.
   bool up() const { return router_.up && phases_.up; }

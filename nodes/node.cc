@@ -2,8 +2,12 @@
 #include "nodes/node.h"
 
 #include <sodium.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 
 #include "keys/keys.h"
@@ -16,11 +20,10 @@
 namespace tally {
 namespace {
 
-// The longest a node waits without traffic. Each wake-up of an idle node costs about 0.13 ms of
-// CPU on a virtual machine of two cores; at 10 a second, 1000 patients launched on it spent 65%
-// of its CPU waking, and a round of 1000 missed its phase deadlines. A signal ends the wait at
-// once (libzmq's threads block signals, so the poll gets EINTR); what waits for this bound is
-// Stop() from another thread and the role's idle timeouts, which are seconds.
+// The longest a node waits without traffic: the role's idle timeouts are seen up to this late.
+// Each wake-up of an idle node costs about 0.13 ms of CPU on a virtual machine of two cores; at
+// 10 a second, 1000 patients launched on it spent 65% of its CPU waking, and a round of 1000
+// missed its phase deadlines. Stop() ends the wait at once (the wake descriptor).
 constexpr auto kLongestWait = std::chrono::milliseconds(1000);
 
 }  // namespace
@@ -35,10 +38,14 @@ class Node::Impl {
         on_ready_(std::move(on_ready)),
         host_(host ? *host : NodeHost{}) {}
 
-  ~Impl() = default;  // options_.input wipes itself
+  ~Impl() {  // options_.input wipes itself
+    if (wake_ >= 0) ::close(wake_);
+  }
 
   Status Init() {
     if (sodium_init() < 0) return Status::Error("libsodium failed to initialise");
+    if (wake_ < 0)
+      return Status::Error(std::string("cannot make the stop descriptor: ") + std::strerror(errno));
     if (host_.roster) {
       roster_ = host_.roster;
     } else {
@@ -102,7 +109,7 @@ class Node::Impl {
 
   // Waits up to `wait` for traffic, serves it and the role's deadlines; the outcome once done.
   std::optional<Status> Serve(std::chrono::milliseconds wait) {
-    if (Status polled = link_->Poll(*role_impl_, wait); !polled.ok()) return polled;
+    if (Status polled = link_->Poll(*role_impl_, wait, wake_); !polled.ok()) return polled;
     if (on_ready_ && link_->up()) std::exchange(on_ready_, nullptr)();
     if (role_impl_->outcome()) return *role_impl_->outcome();
     role_impl_->Tick(Clock::now());
@@ -112,7 +119,12 @@ class Node::Impl {
   std::array<int, 4> Fds() const { return link_->Fds(); }
   bool Pending() const { return link_->Pending(); }
 
-  void Stop() { stop_.store(true); }
+  // Async-signal-safe: an atomic store and a write(2).
+  void Stop() {
+    stop_.store(true);
+    const uint64_t one = 1;
+    (void)!::write(wake_, &one, sizeof one);
+  }
 
  private:
   void Log(const std::string& fields) {
@@ -155,6 +167,7 @@ class Node::Impl {
   std::unique_ptr<NodeRole> role_impl_;
   Hospital* hospital_ = nullptr;  // role_impl_, when this node is the hospital
   std::atomic<bool> stop_{false};
+  int wake_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // readable once Stop() was called
 };
 
 Result<std::unique_ptr<Node>> Node::Create(const NodeOptions& options, LogSink log,

@@ -115,7 +115,7 @@ class Node {
   // hospital, a --once patient), the broker refused our key or this connection, the broker
   // stayed unreachable, or nothing happened for the idle timeout.
   Status Run();
-  // Run returns within a second (at once in a signal handler, whose signal ends its wait).
+  // Run returns once the message it is serving, if any, is done. Async-signal-safe.
   void Stop();
 
   // For a process driving many nodes from its own event loop instead of Run (a patient only):
