@@ -799,10 +799,10 @@ TEST_F(RoundTest, LaunchExplainsAFailedRound) {
 // agreements of a patient's 38 peers. Each phase also costs every patient about 10 ms however
 // few its peers (CohortTest.LaunchOf1000PatientsGivesTheExactSum); the deadline now counts it.
 TEST(LocalPhaseDeadlineTest, EachPatientCountsForItsPeersAndForItsOwnWakeUps) {
-  EXPECT_EQ(LocalPhaseDeadlineMs(1000, 38, 2), 32500u);    // k = 38: was 17,600
-  EXPECT_EQ(LocalPhaseDeadlineMs(1000, 999, 2), 224500u);  // a full round: was 209,800
-  EXPECT_EQ(LocalPhaseDeadlineMs(442, 34, 2), 19503u);     // k = 34: was 13,005
-  EXPECT_EQ(LocalPhaseDeadlineMs(3, 2, 1), 10090u);
+  EXPECT_EQ(LocalPhaseDeadlineMs(1000, 38, 2), 32600u);    // k = 38: was 17,600
+  EXPECT_EQ(LocalPhaseDeadlineMs(1000, 999, 2), 224800u);  // a full round: was 209,800
+  EXPECT_EQ(LocalPhaseDeadlineMs(442, 34, 2), 19635u);     // k = 34: was 13,005
+  EXPECT_EQ(LocalPhaseDeadlineMs(3, 2, 1), 10092u);
 }
 
 }  // namespace

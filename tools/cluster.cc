@@ -12,7 +12,7 @@ namespace tally {
 
 uint64_t LocalPhaseDeadlineMs(uint64_t n, uint64_t peers, uint64_t cores) {
   if (cores == 0) cores = std::max(1u, std::thread::hardware_concurrency());
-  return 10000 + n * (peers * 40 / 100 + 30) / cores;
+  return 10000 + n * (4 * peers + 300) / 10 / cores;
 }
 namespace {
 
