@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <numeric>
 #include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -163,13 +164,21 @@ TEST(NeighbourhoodGraphTest, AnOutsidersShuffleOfTheWordsGivesTheRing) {
   }
 }
 
-// The largest graph the tests build (its time is tally-micro-bench's BM_NeighbourhoodGraph): every
-// row full and every edge both ways. ExpectWellFormed's all-pairs check would be 10^8 calls.
+// The largest graph the tests build (its time is tally-micro-bench's BM_NeighbourhoodGraph): a
+// hundred distinct others in every row, each edge both ways, and the ring's neighbours exactly.
+// ExpectWellFormed's all-pairs check would be 10^8 calls.
 TEST(NeighbourhoodGraphTest, TenThousandOfDegreeOneHundredAreEachJoinedToAHundred) {
   NeighbourhoodGraph g = BuildOk(SeedOf(3), 10'000, 100);
-  for (uint32_t i = 0; i < g.size(); ++i) {
+  const std::span<const uint32_t> ring = g.Ring();
+  for (uint32_t p = 0; p < g.size(); ++p) {
+    const uint32_t i = ring[p];
     const std::vector<uint32_t> row = g.Neighbours(i);
-    ASSERT_EQ(row.size(), 100u) << i;
+    std::vector<uint32_t> expected;  // positions p - 50 .. p + 50 but p, around the ring
+    for (uint32_t d = 1; d <= 50; ++d)
+      for (uint32_t q : {(p + d) % g.size(), (p + g.size() - d) % g.size()})
+        expected.push_back(ring[q]);
+    std::sort(expected.begin(), expected.end());
+    ASSERT_EQ(row, expected) << "participant " << i << " at position " << p;
     for (uint32_t j : row) ASSERT_TRUE(g.Adjacent(j, i)) << i << " -> " << j << " only";
   }
 }

@@ -170,7 +170,6 @@ TestParty::TestParty(const std::filesystem::path& keys, const std::string& name,
   const Certificate* broker = roster->Find("broker");
   CurveClient(dealer_, me.value(), broker->curve_public, {0, -1, router});
   CurveClient(sub_, me.value(), broker->curve_public, {0, -1, phases});
-  dealer_.set(zmq::sockopt::sndtimeo, static_cast<int>(kWait.count()));
   tally::Monitor(dealer_, monitor_, ZMQ_EVENT_ALL);
   dealer_.connect(router);
   if (subscribe) {
@@ -182,7 +181,6 @@ TestParty::TestParty(const std::filesystem::path& keys, const std::string& name,
 TestParty::TestParty(const PublicKey& broker_key, const std::string& router,
                      const SecretCertificate& me) {
   CurveClient(dealer_, me, broker_key, {0, -1, router});
-  dealer_.set(zmq::sockopt::sndtimeo, static_cast<int>(kWait.count()));
   tally::Monitor(dealer_, monitor_, ZMQ_EVENT_ALL);
   dealer_.connect(router);
 }
@@ -190,12 +188,16 @@ TestParty::TestParty(const PublicKey& broker_key, const std::string& router,
 void TestParty::Send(const Message& message) { SendRaw(Encode(message)); }
 
 void TestParty::SendRaw(const std::vector<uint8_t>& bytes) {
-  EXPECT_TRUE(dealer_.send(zmq::buffer(bytes), zmq::send_flags::none).has_value())
-      << "no room to send within " << kWait.count() << " ms";
+  EXPECT_TRUE(SendWithin(bytes, kWait)) << "no room to send within " << kWait.count() << " ms";
 }
 
-bool TestParty::TrySend(const Message& message) {
-  const std::vector<uint8_t> bytes = Encode(message);
+bool TestParty::TrySend(const Message& message, milliseconds wait) {
+  return SendWithin(Encode(message), wait);
+}
+
+bool TestParty::SendWithin(const std::vector<uint8_t>& bytes, milliseconds wait) {
+  zmq::pollitem_t item{dealer_.handle(), 0, ZMQ_POLLOUT, 0};
+  if (zmq::poll(&item, 1, wait) <= 0) return false;
   return dealer_.send(zmq::buffer(bytes), zmq::send_flags::dontwait).has_value();
 }
 

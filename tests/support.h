@@ -88,10 +88,10 @@ class TestParty {
   // Sends, waiting at most kWait for room: a send that cannot be made is a test failure.
   void Send(const Message& message);
   void SendRaw(const std::vector<uint8_t>& bytes);
-  // Sends without waiting; false when it cannot be queued. For a connection the broker refuses:
-  // libzmq drops a client's pipe when its handshake is refused, and a send that waits for one
-  // would wait forever.
-  bool TrySend(const Message& message);
+  // Sends, waiting at most `wait` for room; false when it could not. For a connection the
+  // broker refuses: libzmq drops a client's pipe when its handshake is refused, and a send
+  // that waits for room without a bound waits for ever.
+  bool TrySend(const Message& message, milliseconds wait = milliseconds(0));
   // The next message from the router; empty frames (the broker's check that a connection is
   // still there) are skipped and counted in probes().
   std::optional<Message> Receive(milliseconds timeout = kWait);
@@ -110,6 +110,7 @@ class TestParty {
  private:
   std::optional<PhaseUpdate> WaitUpdate(const std::function<bool(const PhaseUpdate&)>& wanted,
                                         milliseconds timeout);
+  bool SendWithin(const std::vector<uint8_t>& bytes, milliseconds wait);
   zmq::context_t ctx_;
   zmq::socket_t dealer_{ctx_, zmq::socket_type::dealer};
   zmq::socket_t sub_{ctx_, zmq::socket_type::sub};

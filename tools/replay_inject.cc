@@ -3,7 +3,9 @@
 // captured partial opens under another round.
 #include <sodium.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <set>
 #include <zmq.hpp>
 
@@ -71,8 +73,8 @@ int Inject(const Options& o, std::span<const uint8_t> bytes, std::ostream& out, 
   try {
     CurveClient(dealer, *me, broker->curve_public,
                 {1000, static_cast<int64_t>(MaxMessageSize(kMaxVectorLength)), o.inject});
-    // A connection refused after a reconnect loses its pipe: a send must not wait for ever.
-    dealer.set(zmq::sockopt::sndtimeo, static_cast<int>(o.timeout_ms));
+    // A refused reconnection drops the pipe: a send must not wait for ever.
+    dealer.set(zmq::sockopt::sndtimeo, static_cast<int>(std::min<uint32_t>(o.timeout_ms, INT_MAX)));
     Monitor(dealer, monitor,
             ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL);
