@@ -947,6 +947,7 @@ std::string Names(size_t first, size_t last) {
 // default above 100 patients), the last 12 killed (SIGKILL) at `phase`; the sum must match
 // the survivors' (those at unmask are survivors: their masked inputs are in).
 void LaunchWithDrops(const std::string& phase) {
+  if (kSanitized) GTEST_SKIP() << "120 processes under AddressSanitizer: the normal build runs it";
   TempDir dir;
   const std::vector<std::string> argv = {(kBin / "tools/tally-launch").string(),
                                          "--bin-dir",
